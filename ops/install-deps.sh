@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs every Debian package that Shoal's build, tests and benchmarks need.
+# Idempotent: when everything is already installed it prints nothing and exits 0.
+# Usage: ops/install-deps.sh            (as root, or with sudo available)
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config ccache git
+  libcaf-dev libnats-dev nats-server capnproto libcapnp-dev libhnswlib-dev
+  liblmdb-dev lmdb-utils doctest-dev
+  libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev libcpp-httplib-dev
+  libtomlplusplus-dev libsodium-dev libbenchmark-dev libxxhash-dev libzstd-dev
+  curl wrk
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "install-deps: done"

@@ -1,0 +1,162 @@
+#pragma once
+/// @file Message types exchanged between Shoal's actors, and their atoms.
+/// All types are plain values with `inspect` overloads (CAF 0.17 style), so
+/// they can be copied into messages and, later, cross nodes.
+
+#include <caf/atom.hpp>
+#include <caf/meta/type_name.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace shoal::proto {
+
+// -- atoms (CAF 0.17: at most 10 characters) --------------------------------
+
+using route_atom = caf::atom_constant<caf::atom("route")>;
+using feedback_atom = caf::atom_constant<caf::atom("feedback")>;
+using learn_atom = caf::atom_constant<caf::atom("learn")>;
+using record_atom = caf::atom_constant<caf::atom("record")>;
+using stats_atom = caf::atom_constant<caf::atom("stats")>;
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
+using flush_atom = caf::atom_constant<caf::atom("flush")>;
+using lookup_atom = caf::atom_constant<caf::atom("lookup")>;
+using observe_atom = caf::atom_constant<caf::atom("observe")>;
+
+// -- routing -----------------------------------------------------------------
+
+/// One neighbouring pattern used by a routing decision.
+struct neighbor {
+  uint64_t pattern_id = 0;
+  float similarity = 0; ///< cosine similarity in [-1, 1]
+};
+
+/// Latency breakdown of one routed request, nanoseconds.
+struct latency_ns {
+  uint64_t embed = 0;  ///< text -> embedding (0 when the client sent an embedding)
+  uint64_t search = 0; ///< nearest-pattern search in the HNSW index
+  uint64_t decide = 0; ///< tier choice (posterior sampling) and bookkeeping
+  uint64_t total = 0;  ///< request parsed -> decision made, incl. queueing
+};
+
+/// A routing query as the gateway hands it to the router actor.
+struct route_query {
+  std::vector<float> embedding; ///< [dim] f32, L2-normalised by the gateway
+  std::string session_id;       ///< optional, "" when absent
+  std::string user;             ///< optional, "" when absent
+  uint32_t text_bytes = 0;      ///< length of the routed text, 0 for embeddings
+  uint64_t embed_ns = 0;        ///< time the gateway spent embedding
+  int64_t start_ns = 0;         ///< steady-clock ns when the request was parsed
+};
+
+/// The router's answer: which model tier should serve the request.
+struct route_decision {
+  uint64_t request_id = 0;  ///< node-unique, time-ordered id (see make_request_id)
+  int64_t time_ms = 0;      ///< UTC ms since the Unix epoch
+  uint32_t tier = 0;        ///< index into the configured tiers
+  std::string tier_name;
+  double confidence = 0;    ///< posterior probability that `tier` is the best, [0, 1]
+  double expected_reward = 0; ///< posterior mean quality minus tier cost
+  uint64_t pattern_id = 0;  ///< pattern the request was assigned to
+  bool new_pattern = false; ///< whether the request created that pattern
+  std::vector<neighbor> neighbors;
+  latency_ns latency;
+};
+
+/// What the witness log keeps of a routed request.
+struct witness_entry {
+  route_decision decision;
+  std::vector<float> embedding; ///< [dim] f32
+  std::string session_id;
+  std::string user;
+  uint32_t text_bytes = 0;
+  bool has_feedback = false;
+  double quality = 0;
+  int64_t feedback_ms = 0;
+};
+
+/// Feedback on a routed request: the observed quality of the answer.
+struct feedback {
+  uint64_t request_id = 0;
+  double quality = 0; ///< in [0, 1]
+  int64_t time_ms = 0;
+};
+
+/// A learning step for the router: one observation of a tier on a pattern.
+struct learn_update {
+  uint64_t pattern_id = 0;
+  uint32_t tier = 0;
+  double quality = 0; ///< in [0, 1]
+};
+
+/// Router state for /v1/stats and /metrics.
+struct router_stats {
+  uint64_t n_patterns = 0;
+  uint64_t n_routed = 0;
+  uint64_t n_learned = 0;
+  uint64_t n_index_rebuilds = 0;
+};
+
+/// Witness state for /v1/stats and /metrics.
+struct witness_stats {
+  uint64_t n_records = 0;      ///< records committed to LMDB in total
+  uint64_t n_pending = 0;      ///< records buffered, not yet committed
+  uint64_t n_transactions = 0; ///< write transactions committed
+  uint64_t n_feedback = 0;     ///< feedback joined to records
+  uint64_t n_errors = 0;       ///< failed writes
+};
+
+// -- inspect overloads --------------------------------------------------------
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, neighbor& x) {
+  return f(caf::meta::type_name("neighbor"), x.pattern_id, x.similarity);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, latency_ns& x) {
+  return f(caf::meta::type_name("latency_ns"), x.embed, x.search, x.decide, x.total);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, route_query& x) {
+  return f(caf::meta::type_name("route_query"), x.embedding, x.session_id,
+           x.user, x.text_bytes, x.embed_ns, x.start_ns);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, route_decision& x) {
+  return f(caf::meta::type_name("route_decision"), x.request_id, x.time_ms,
+           x.tier, x.tier_name, x.confidence, x.expected_reward, x.pattern_id,
+           x.new_pattern, x.neighbors, x.latency);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, witness_entry& x) {
+  return f(caf::meta::type_name("witness_entry"), x.decision, x.embedding,
+           x.session_id, x.user, x.text_bytes, x.has_feedback, x.quality,
+           x.feedback_ms);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, feedback& x) {
+  return f(caf::meta::type_name("feedback"), x.request_id, x.quality, x.time_ms);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, learn_update& x) {
+  return f(caf::meta::type_name("learn_update"), x.pattern_id, x.tier, x.quality);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, router_stats& x) {
+  return f(caf::meta::type_name("router_stats"), x.n_patterns, x.n_routed,
+           x.n_learned, x.n_index_rebuilds);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, witness_stats& x) {
+  return f(caf::meta::type_name("witness_stats"), x.n_records, x.n_pending,
+           x.n_transactions, x.n_feedback, x.n_errors);
+}
+
+/// Formats a request id as 16 lowercase hex digits (the API's form).
+std::string format_request_id(uint64_t id);
+
+/// Parses 16 hex digits; returns false on anything else.
+bool parse_request_id(std::string_view text, uint64_t& id);
+
+} // namespace shoal::proto

@@ -1,0 +1,66 @@
+#pragma once
+/// @file Stored record types and their Cap'n Proto codecs (schema:
+/// proto/schema/store.capnp). Decoding never trusts its input: malformed bytes
+/// give `errc::corrupt_data`, never a crash.
+
+#include "proto/messages.hpp"
+
+#include <caf/expected.hpp>
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace shoal::proto {
+
+/// Current schema version of the stored records (table `meta`, key "schema").
+inline constexpr uint32_t schema_version = 1;
+
+/// Quality statistics of one tier on one pattern.
+struct tier_stat {
+  double sum_quality = 0;  ///< sum of observed quality, each in [0, 1]
+  double sum_quality2 = 0; ///< sum of squared quality
+  uint64_t count = 0;      ///< number of observations
+};
+
+/// A pattern of the router's bank: a region of embedding space with what was
+/// learned about each tier there.
+struct pattern_record {
+  uint64_t id = 0;
+  std::vector<float> centroid; ///< [dim] f32, L2-normalised
+  std::vector<tier_stat> tiers; ///< [n_tiers], indexed like the configured tiers
+  uint64_t hits = 0;
+  int64_t created_ms = 0; ///< UTC ms since the Unix epoch
+  int64_t updated_ms = 0;
+  uint64_t version = 0;
+};
+
+/// Schema metadata of a node's store.
+struct meta_record {
+  uint32_t schema_version = 0;
+  uint32_t embedding_dim = 0;
+  int64_t created_ms = 0;
+};
+
+/// What the pattern index file beside the LMDB environment holds.
+struct index_checkpoint {
+  uint64_t file_hash = 0; ///< XXH3-64 of the file's bytes
+  uint64_t n_patterns = 0;
+  int64_t saved_ms = 0;
+};
+
+std::string encode(const pattern_record& x);
+std::string encode(const witness_entry& x);
+std::string encode(const meta_record& x);
+std::string encode(const index_checkpoint& x);
+
+/// Decoders. @param bytes any alignment (copied into an aligned buffer).
+/// @returns the record, or `errc::corrupt_data` naming what was wrong.
+caf::expected<pattern_record> decode_pattern(std::string_view bytes);
+caf::expected<witness_entry> decode_witness(std::string_view bytes);
+caf::expected<meta_record> decode_meta(std::string_view bytes);
+caf::expected<index_checkpoint> decode_index_checkpoint(std::string_view bytes);
+
+} // namespace shoal::proto

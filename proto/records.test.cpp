@@ -1,0 +1,53 @@
+#include "proto/records.hpp"
+
+#include "proto/error.hpp"
+
+#include <doctest/doctest.h>
+
+using namespace shoal::proto;
+
+TEST_CASE("pattern records round-trip through Cap'n Proto") {
+  pattern_record p;
+  p.id = 42;
+  p.centroid = {0.6f, 0.8f, 0.0f};
+  p.tiers = {{1.5, 1.25, 2}, {0, 0, 0}};
+  p.hits = 7;
+  p.created_ms = 1700000000000;
+  p.updated_ms = 1700000000500;
+  p.version = 3;
+  auto bytes = encode(p);
+  // Decoding must not depend on the buffer's alignment.
+  std::string shifted = "x" + bytes;
+  auto q = decode_pattern(std::string_view(shifted).substr(1));
+  REQUIRE(q);
+  CHECK(q->id == 42);
+  CHECK(q->centroid == p.centroid);
+  REQUIRE(q->tiers.size() == 2);
+  CHECK(q->tiers[0].sum_quality == 1.5);
+  CHECK(q->tiers[0].count == 2);
+  CHECK(q->hits == 7);
+  CHECK(q->version == 3);
+}
+
+TEST_CASE("corrupt bytes decode to a corrupt_data error, not a crash") {
+  CHECK_FALSE(decode_pattern(""));
+  CHECK_FALSE(decode_pattern("abc"));
+  std::string junk(64, '\xff');
+  auto r = decode_pattern(junk);
+  REQUIRE_FALSE(r);
+  CHECK(shoal::view(r.error()).code == shoal::errc::corrupt_data);
+  pattern_record p;
+  p.centroid.assign(16, 1.0f);
+  auto bytes = encode(p);
+  auto cut = decode_pattern(std::string_view(bytes).substr(0, bytes.size() - 16));
+  CHECK_FALSE(cut);
+}
+
+TEST_CASE("request ids format as 16 hex digits and parse back") {
+  CHECK(format_request_id(0xabcdef0123456789ull) == "abcdef0123456789");
+  uint64_t id = 0;
+  CHECK(parse_request_id("abcdef0123456789", id));
+  CHECK(id == 0xabcdef0123456789ull);
+  CHECK_FALSE(parse_request_id("xyz", id));
+  CHECK_FALSE(parse_request_id("abcdef012345678g", id));
+}

@@ -1,0 +1,102 @@
+#pragma once
+/// @file The node's LMDB environment and its named tables.
+///
+/// Caveats (read first):
+///   - One environment per data directory; open it once per process.
+///   - Write transactions serialise inside LMDB (one writer at a time); call
+///     `write` from an actor on its own thread (`detached`) or a plain thread,
+///     never from a cooperatively scheduled actor that must not block.
+///   - Read and write calls are thread-safe. Every call begins and ends its own
+///     transaction: nothing is held between calls.
+///   - When the map is full it is doubled (up to `max_map_bytes`), which
+///     briefly excludes all other transactions of this process.
+///   - Values are copied out of LMDB (`std::string`): no pointer into the map
+///     outlives a call.
+
+#include <caf/expected.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace shoal::store {
+
+/// Configuration of the store (config keys `store.*`).
+struct store_config {
+  /// Directory holding the LMDB environment and index files; created if
+  /// missing. Default: "data".
+  std::filesystem::path data_dir = "data";
+  /// Initial LMDB map size in bytes. Default: 1 GiB. Range [1 MiB, max_map_bytes].
+  uint64_t map_bytes = 1ull << 30;
+  /// Upper bound the map may grow to when full. Default: 64 GiB.
+  uint64_t max_map_bytes = 64ull << 30;
+};
+
+/// Named tables of the environment (DESIGN.md, Storage).
+enum class table : uint8_t { patterns = 0, witness = 1, meta = 2 };
+
+/// Name of a table as stored in LMDB ("patterns", "witness", "meta").
+std::string_view to_string(table t) noexcept;
+
+/// Encodes a u64 as an 8-byte big-endian key (so LMDB orders keys numerically).
+std::string u64_key(uint64_t x);
+
+/// Decodes an 8-byte big-endian key; std::nullopt for any other size.
+std::optional<uint64_t> parse_u64_key(std::string_view key);
+
+/// One put (or, with `erase`, delete) of a write batch.
+struct write_op {
+  table tbl;
+  std::string key;
+  std::string value;
+  bool erase = false;
+};
+
+/// An open LMDB environment with Shoal's tables. Thread-safe; shared by the
+/// actors that use it (hence `std::shared_ptr`), closed when the last owner
+/// drops it, after every transaction has ended.
+class environment {
+public:
+  /// Opens (creating if needed) the environment in `cfg.data_dir` and its
+  /// tables. Errors: `errc::storage_failure` naming the directory and LMDB's text.
+  static caf::expected<std::shared_ptr<environment>> open(const store_config& cfg);
+
+  ~environment();
+  environment(const environment&) = delete;
+  environment& operator=(const environment&) = delete;
+
+  /// Applies `ops` in one write transaction (all or nothing).
+  /// Errors: `errc::storage_failure` (e.g. map full at `max_map_bytes`).
+  caf::error write(const std::vector<write_op>& ops);
+
+  /// Reads one value; std::nullopt when the key is absent.
+  caf::expected<std::optional<std::string>> get(table t, std::string_view key) const;
+
+  /// Calls `fn(key, value)` for every entry in key order inside one read
+  /// transaction; `fn` returning false stops the scan. `fn` must not call back
+  /// into this environment's write().
+  caf::error for_each(table t,
+                      const std::function<bool(std::string_view, std::string_view)>& fn) const;
+
+  /// Number of entries in a table.
+  caf::expected<uint64_t> count(table t) const;
+
+  /// Forces a durable sync of the environment to disk.
+  caf::error sync();
+
+  /// The data directory.
+  const std::filesystem::path& data_dir() const noexcept;
+
+  struct impl;
+
+private:
+  explicit environment(std::unique_ptr<impl> p);
+  std::unique_ptr<impl> impl_;
+};
+
+} // namespace shoal::store

@@ -1,0 +1,174 @@
+// The only translation unit that includes hnswlib (its headers define
+// non-inline functions; see STACK.md).
+#include "store/pattern_index.hpp"
+
+#include "kernels/vector.hpp"
+#include "proto/error.hpp"
+
+#include <hnswlib/hnswlib.h>
+#include <xxhash.h>
+
+#include <fstream>
+#include <system_error>
+
+namespace shoal::store {
+
+namespace {
+
+/// hnswlib space: inner-product distance 1 - <a, b> via Shoal's dispatched
+/// dot kernel (hnswlib picks its SIMD at compile time; ours picks at run time).
+class cosine_space final : public hnswlib::SpaceInterface<float> {
+public:
+  explicit cosine_space(size_t dim) : dim_(dim) {}
+  size_t get_data_size() override { return dim_ * sizeof(float); }
+  hnswlib::DISTFUNC<float> get_dist_func() override { return &distance; }
+  void* get_dist_func_param() override { return &dim_; }
+
+private:
+  static float distance(const void* a, const void* b, const void* param) {
+    size_t n = *static_cast<const size_t*>(param);
+    return 1.0f - kernels::dot({static_cast<const float*>(a), n},
+                               {static_cast<const float*>(b), n});
+  }
+  size_t dim_;
+};
+
+} // namespace
+
+struct pattern_index::impl {
+  // Member order encodes lifetime: the index keeps a pointer to the space.
+  cosine_space space;
+  std::unique_ptr<hnswlib::HierarchicalNSW<float>> hnsw;
+  uint32_t dim;
+  index_config cfg;
+
+  impl(uint32_t d, index_config c) : space(d), dim(d), cfg(c) {}
+};
+
+pattern_index::pattern_index(uint32_t dim, index_config cfg)
+  : impl_(std::make_unique<impl>(dim, cfg)) {
+  impl_->hnsw = std::make_unique<hnswlib::HierarchicalNSW<float>>(
+    &impl_->space, std::max<uint64_t>(cfg.initial_capacity, 16), cfg.m, cfg.ef_construction);
+  impl_->hnsw->setEf(cfg.ef_search);
+}
+
+pattern_index::pattern_index(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
+pattern_index::~pattern_index() = default;
+pattern_index::pattern_index(pattern_index&&) noexcept = default;
+pattern_index& pattern_index::operator=(pattern_index&&) noexcept = default;
+
+caf::error pattern_index::add(uint64_t id, std::span<const float> v) {
+  auto& h = *impl_->hnsw;
+  try {
+    if (h.cur_element_count >= h.max_elements_)
+      h.resizeIndex(std::max<size_t>(h.max_elements_ * 2, 16));
+    h.addPoint(v.data(), id);
+  } catch (const std::exception& e) {
+    return make_error(errc::internal, std::string("pattern index add: ") + e.what());
+  }
+  return {};
+}
+
+std::vector<index_hit> pattern_index::search(std::span<const float> q, size_t k) const {
+  std::vector<index_hit> out;
+  auto& h = *impl_->hnsw;
+  if (h.cur_element_count == 0 || k == 0)
+    return out;
+  h.setEf(std::max<size_t>(impl_->cfg.ef_search, k));
+  auto pq = h.searchKnn(q.data(), k);
+  out.resize(pq.size());
+  for (size_t i = pq.size(); i-- > 0;) {
+    out[i] = {pq.top().second, 1.0f - pq.top().first};
+    pq.pop();
+  }
+  return out;
+}
+
+std::vector<float> pattern_index::get(uint64_t id) const {
+  try {
+    return impl_->hnsw->getDataByLabel<float>(id);
+  } catch (const std::exception&) {
+    return {};
+  }
+}
+
+bool pattern_index::contains(uint64_t id) const {
+  return impl_->hnsw->label_lookup_.count(id) > 0;
+}
+
+size_t pattern_index::size() const noexcept {
+  return impl_->hnsw->cur_element_count;
+}
+
+uint32_t pattern_index::dim() const noexcept {
+  return impl_->dim;
+}
+
+caf::expected<uint64_t> pattern_index::hash_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    return make_error(errc::not_found, "cannot open " + path.string());
+  XXH3_state_t* st = XXH3_createState();
+  XXH3_64bits_reset(st);
+  std::vector<char> buf(1 << 20);
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    XXH3_64bits_update(st, buf.data(), static_cast<size_t>(in.gcount()));
+  }
+  bool bad = in.bad();
+  uint64_t h = XXH3_64bits_digest(st);
+  XXH3_freeState(st);
+  if (bad)
+    return make_error(errc::storage_failure, "cannot read " + path.string());
+  return h;
+}
+
+caf::expected<uint64_t> pattern_index::save(const std::filesystem::path& path) const {
+  auto tmp = path;
+  tmp += ".tmp";
+  try {
+    impl_->hnsw->saveIndex(tmp.string());
+  } catch (const std::exception& e) {
+    return make_error(errc::storage_failure,
+                      "cannot write " + tmp.string() + ": " + e.what());
+  }
+  auto h = hash_file(tmp);
+  if (!h)
+    return h;
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec)
+    return make_error(errc::storage_failure,
+                      "cannot rename " + tmp.string() + ": " + ec.message());
+  return h;
+}
+
+caf::expected<pattern_index> pattern_index::load(const std::filesystem::path& path,
+                                                 uint32_t dim, index_config cfg,
+                                                 uint64_t expected_hash) {
+  if (!std::filesystem::exists(path))
+    return make_error(errc::not_found, "no index file " + path.string());
+  auto h = hash_file(path);
+  if (!h)
+    return h.error();
+  if (*h != expected_hash)
+    return make_error(errc::corrupt_data,
+                      "index file " + path.string() + " does not match its checkpoint hash");
+  auto p = std::make_unique<impl>(dim, cfg);
+  try {
+    p->hnsw = std::make_unique<hnswlib::HierarchicalNSW<float>>(&p->space, path.string(),
+                                                                 false, 0);
+  } catch (const std::exception& e) {
+    return make_error(errc::corrupt_data,
+                      "index file " + path.string() + ": " + e.what());
+  }
+  // The file's own layout: label_offset_ - offsetData_ is its vector size.
+  if (p->hnsw->label_offset_ - p->hnsw->offsetData_ != dim * sizeof(float))
+    return make_error(errc::corrupt_data, "index file " + path.string()
+                                            + " has another dimension than "
+                                            + std::to_string(dim));
+  p->hnsw->setEf(cfg.ef_search);
+  return pattern_index(std::move(p));
+}
+
+} // namespace shoal::store

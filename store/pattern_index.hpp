@@ -1,0 +1,87 @@
+#pragma once
+/// @file Approximate nearest-neighbour index over pattern centroids (hnswlib
+/// HNSW graph, Malkov & Yashunin 2018), cosine similarity on L2-normalised
+/// vectors, distance = 1 - dot computed by shoal::kernels::dot.
+///
+/// Thread-safety: not thread-safe. hnswlib races when `add` and `search` run
+/// concurrently; the owner (the router actor) calls it from one thread at a
+/// time. Labels are pattern ids.
+
+#include <caf/expected.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <utility>
+#include <vector>
+
+namespace shoal::store {
+
+/// HNSW parameters (config keys `index.*`).
+struct index_config {
+  /// Graph degree M. Default: 16. Range [4, 64].
+  uint32_t m = 16;
+  /// Candidate list size while building. Default: 100. Range [8, 1000].
+  uint32_t ef_construction = 100;
+  /// Candidate list size while searching (recall/latency trade-off; raised
+  /// to k when smaller). Default: 48. Range [8, 1000].
+  uint32_t ef_search = 48;
+  /// Initial capacity; the index doubles when full. Default: 16384.
+  uint64_t initial_capacity = 16384;
+};
+
+/// One search hit.
+struct index_hit {
+  uint64_t id;
+  float similarity; ///< cosine similarity, 1 - distance
+};
+
+class pattern_index {
+public:
+  /// An empty index of `dim`-dimensional vectors.
+  pattern_index(uint32_t dim, index_config cfg);
+  ~pattern_index();
+  pattern_index(pattern_index&&) noexcept;
+  pattern_index& operator=(pattern_index&&) noexcept;
+
+  /// Adds (or, for an existing id, replaces) a vector. @pre v.size() == dim.
+  /// Grows the capacity when full. Errors: `errc::internal` when hnswlib throws.
+  caf::error add(uint64_t id, std::span<const float> v);
+
+  /// The k nearest vectors to `q`, most similar first. @pre q.size() == dim.
+  std::vector<index_hit> search(std::span<const float> q, size_t k) const;
+
+  /// The stored vector of `id`, or an empty vector when unknown.
+  std::vector<float> get(uint64_t id) const;
+
+  /// Whether `id` is in the index.
+  bool contains(uint64_t id) const;
+
+  /// Number of vectors.
+  size_t size() const noexcept;
+
+  uint32_t dim() const noexcept;
+
+  /// Writes the index to `path` atomically (temporary file + rename).
+  /// @returns the XXH3-64 hash of the written bytes, to be checked by `load`.
+  caf::expected<uint64_t> save(const std::filesystem::path& path) const;
+
+  /// Loads an index saved by `save`, after checking the file's hash and size,
+  /// so a corrupt or foreign file is refused instead of read.
+  /// Errors: `errc::not_found` (no file), `errc::corrupt_data` (hash, size or
+  /// dimension mismatch, or hnswlib refused it).
+  static caf::expected<pattern_index> load(const std::filesystem::path& path, uint32_t dim,
+                                           index_config cfg, uint64_t expected_hash);
+
+  /// XXH3-64 of a file's bytes. Errors: `errc::not_found`, `errc::storage_failure`.
+  static caf::expected<uint64_t> hash_file(const std::filesystem::path& path);
+
+  struct impl;
+
+private:
+  explicit pattern_index(std::unique_ptr<impl> p);
+  std::unique_ptr<impl> impl_;
+};
+
+} // namespace shoal::store
