@@ -1,0 +1,259 @@
+#include "actors/pattern_bank.hpp"
+
+#include "actors/time.hpp"
+#include "kernels/vector.hpp"
+#include "proto/error.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+namespace shoal::actors {
+
+namespace {
+
+uint64_t now_ns() {
+  return static_cast<uint64_t>(steady_now_ns());
+}
+
+double beta_draw(double a, double b, std::mt19937_64& rng) {
+  std::gamma_distribution<double> ga(a, 1.0), gb(b, 1.0);
+  double x = ga(rng), y = gb(rng);
+  return x / (x + y);
+}
+
+double normal_cdf(double z) {
+  return 0.5 * std::erfc(-z / std::sqrt(2.0));
+}
+
+} // namespace
+
+uint32_t thompson_choose(std::span<const tier_posterior> post, std::span<const double> costs,
+                         std::mt19937_64& rng) {
+  uint32_t best = 0;
+  double best_score = -1e300;
+  for (uint32_t t = 0; t < post.size(); ++t) {
+    double s = beta_draw(post[t].alpha, post[t].beta, rng) - costs[t];
+    if (s > best_score) {
+      best_score = s;
+      best = t;
+    }
+  }
+  return best;
+}
+
+double choice_confidence(std::span<const tier_posterior> post, std::span<const double> costs,
+                         uint32_t chosen) {
+  double p = 1;
+  double mc = post[chosen].mean() - costs[chosen];
+  for (uint32_t t = 0; t < post.size(); ++t) {
+    if (t == chosen)
+      continue;
+    double d = mc - (post[t].mean() - costs[t]);
+    double sd = std::sqrt(post[chosen].variance() + post[t].variance());
+    p *= sd > 0 ? normal_cdf(d / sd) : (d >= 0 ? 1.0 : 0.0);
+  }
+  return p;
+}
+
+pattern_bank::pattern_bank(uint32_t dim, router_config cfg,
+                           std::shared_ptr<store::environment> env)
+  : dim_(dim), cfg_(std::move(cfg)), env_(std::move(env)), index_(dim, cfg_.index) {
+  rng_.seed(cfg_.seed != 0 ? cfg_.seed : std::random_device{}());
+  for (const auto& t : cfg_.tiers)
+    costs_.push_back(t.cost);
+  post_.resize(cfg_.tiers.size());
+}
+
+std::filesystem::path pattern_bank::index_path() const {
+  return env_->data_dir() / "patterns.hnsw";
+}
+
+caf::expected<std::unique_ptr<pattern_bank>>
+pattern_bank::open(uint32_t dim, router_config cfg, std::shared_ptr<store::environment> env) {
+  std::unique_ptr<pattern_bank> bank(new pattern_bank(dim, std::move(cfg), std::move(env)));
+  if (bank->env_ != nullptr)
+    if (auto err = bank->load())
+      return err;
+  return bank;
+}
+
+caf::error pattern_bank::load() {
+  std::vector<proto::pattern_record> records;
+  caf::error bad;
+  auto err = env_->for_each(store::table::patterns, [&](std::string_view, std::string_view v) {
+    auto rec = proto::decode_pattern(v);
+    if (!rec) {
+      bad = rec.error();
+      return false;
+    }
+    if (rec->centroid.size() != dim_ || rec->tiers.size() != cfg_.tiers.size()) {
+      bad = make_error(errc::corrupt_data,
+                       "pattern " + std::to_string(rec->id) + " has dimension "
+                         + std::to_string(rec->centroid.size()) + " and "
+                         + std::to_string(rec->tiers.size())
+                         + " tiers; the config says dimension " + std::to_string(dim_)
+                         + " and " + std::to_string(cfg_.tiers.size()) + " tiers");
+      return false;
+    }
+    records.push_back(std::move(*rec));
+    return true;
+  });
+  if (err)
+    return err;
+  if (bad)
+    return bad;
+  for (auto& r : records) {
+    next_id_ = std::max(next_id_, r.id + 1);
+    stats_[r.id] = {std::move(r.tiers), r.hits, r.created_ms, r.updated_ms, r.version};
+  }
+  // Try the saved index; rebuild from LMDB when it is missing, corrupt or stale.
+  auto ck_bytes = env_->get(store::table::meta, "pattern_index");
+  if (!ck_bytes)
+    return ck_bytes.error();
+  bool loaded = false;
+  if (ck_bytes->has_value()) {
+    auto ck = proto::decode_index_checkpoint(**ck_bytes);
+    if (ck && ck->n_patterns == records.size()) {
+      auto idx = store::pattern_index::load(index_path(), dim_, cfg_.index, ck->file_hash);
+      if (idx && idx->size() == records.size()) {
+        index_ = std::move(*idx);
+        loaded = true;
+        for (auto& r : records)
+          if (!index_.contains(r.id)) {
+            loaded = false;
+            break;
+          }
+      }
+    }
+  }
+  if (!loaded) {
+    rebuilt_ = !records.empty() || std::filesystem::exists(index_path());
+    index_ = store::pattern_index(dim_, cfg_.index);
+    for (auto& r : records)
+      if (auto e = index_.add(r.id, r.centroid))
+        return e;
+  }
+  return {};
+}
+
+route_result pattern_bank::route(std::span<const float> embedding, int64_t now_ms) {
+  route_result res;
+  auto t0 = now_ns();
+  auto hits = index_.search(embedding, cfg_.k);
+  auto t1 = now_ns();
+  const size_t n_tiers = cfg_.tiers.size();
+  for (auto& p : post_)
+    p = {cfg_.prior, cfg_.prior};
+  res.neighbors.reserve(hits.size());
+  for (const auto& h : hits) {
+    res.neighbors.push_back({h.id, h.similarity});
+    auto it = stats_.find(h.id);
+    if (it == stats_.end())
+      continue;
+    double w = std::pow(std::max(0.0, static_cast<double>(h.similarity)), cfg_.similarity_power);
+    for (size_t t = 0; t < n_tiers; ++t) {
+      const auto& s = it->second.tiers[t];
+      post_[t].alpha += w * s.sum_quality;
+      post_[t].beta += w * (static_cast<double>(s.count) - s.sum_quality);
+    }
+  }
+  res.tier = thompson_choose(post_, costs_, rng_);
+  res.confidence = choice_confidence(post_, costs_, res.tier);
+  res.expected_reward = post_[res.tier].mean() - costs_[res.tier];
+  bool join = !hits.empty() && (hits.front().similarity >= cfg_.new_pattern_threshold
+                                || stats_.size() >= cfg_.max_patterns);
+  if (join) {
+    res.pattern_id = hits.front().id;
+    auto& st = stats_[res.pattern_id];
+    ++st.hits;
+    st.updated_ms = now_ms;
+    dirty_.insert(res.pattern_id);
+  } else {
+    uint64_t id = next_id_++;
+    if (!index_.add(id, embedding)) {
+      auto& st = stats_[id];
+      st.tiers.assign(n_tiers, {});
+      st.hits = 1;
+      st.created_ms = st.updated_ms = now_ms;
+      st.version = 1;
+      dirty_.insert(id);
+      res.pattern_id = id;
+      res.new_pattern = true;
+    } else if (!hits.empty()) {
+      res.pattern_id = hits.front().id;
+    }
+  }
+  res.search_ns = t1 - t0;
+  res.decide_ns = now_ns() - t1;
+  return res;
+}
+
+caf::error pattern_bank::learn(uint64_t pattern_id, uint32_t tier, double quality,
+                               int64_t now_ms) {
+  auto it = stats_.find(pattern_id);
+  if (it == stats_.end())
+    return make_error(errc::not_found, "unknown pattern " + std::to_string(pattern_id));
+  if (tier >= cfg_.tiers.size() || !(quality >= 0 && quality <= 1))
+    return make_error(errc::invalid_argument, "tier or quality out of range");
+  auto& s = it->second.tiers[tier];
+  s.sum_quality += quality;
+  s.sum_quality2 += quality * quality;
+  ++s.count;
+  ++it->second.version;
+  it->second.updated_ms = now_ms;
+  dirty_.insert(pattern_id);
+  return {};
+}
+
+proto::pattern_record pattern_bank::record(uint64_t id) const {
+  proto::pattern_record r;
+  auto it = stats_.find(id);
+  if (it == stats_.end())
+    return r;
+  r.id = id;
+  r.centroid = index_.get(id);
+  r.tiers = it->second.tiers;
+  r.hits = it->second.hits;
+  r.created_ms = it->second.created_ms;
+  r.updated_ms = it->second.updated_ms;
+  r.version = it->second.version;
+  return r;
+}
+
+caf::error pattern_bank::insert(proto::pattern_record rec) {
+  if (rec.centroid.size() != dim_ || rec.tiers.size() != cfg_.tiers.size())
+    return make_error(errc::invalid_argument, "pattern dimension or tier count mismatch");
+  if (auto err = index_.add(rec.id, rec.centroid))
+    return err;
+  next_id_ = std::max(next_id_, rec.id + 1);
+  stats_[rec.id] = {std::move(rec.tiers), rec.hits, rec.created_ms, rec.updated_ms, rec.version};
+  dirty_.insert(rec.id);
+  return {};
+}
+
+caf::error pattern_bank::flush() {
+  if (env_ == nullptr || dirty_.empty())
+    return {};
+  std::vector<store::write_op> ops;
+  ops.reserve(dirty_.size());
+  for (uint64_t id : dirty_)
+    ops.push_back({store::table::patterns, store::u64_key(id), proto::encode(record(id))});
+  if (auto err = env_->write(ops))
+    return err;
+  dirty_.clear();
+  return {};
+}
+
+caf::error pattern_bank::checkpoint(int64_t now_ms) {
+  if (env_ == nullptr)
+    return {};
+  if (auto err = flush())
+    return err;
+  auto h = index_.save(index_path());
+  if (!h)
+    return h.error();
+  proto::index_checkpoint ck{*h, index_.size(), now_ms};
+  return env_->write({{store::table::meta, "pattern_index", proto::encode(ck)}});
+}
+
+} // namespace shoal::actors

@@ -1,0 +1,169 @@
+#pragma once
+/// @file The router's pattern bank and routing policy (Router v1).
+///
+/// A pattern is a region of embedding space (its centroid: the first embedding
+/// that was not within `new_pattern_threshold` of any existing pattern, i.e.
+/// leader clustering) with per-tier quality statistics. Routing a query:
+///   1. search the k nearest patterns (HNSW, cosine);
+///   2. pool their statistics, weighting neighbour i by max(sim_i, 0)^p
+///      (p = `similarity_power`), into a Beta posterior per tier over the
+///      expected quality: Beta(a0 + S_t, b0 + N_t - S_t), S_t = sum w_i*sum_q,
+///      N_t = sum w_i*count (quality in [0, 1] counts as a fractional success);
+///   3. Thompson sampling (Thompson 1933; Agrawal & Goyal 2012 for Beta/Bernoulli
+///      with fractional rewards): draw q_t from each posterior and pick
+///      argmax_t q_t - cost_t;
+///   4. confidence = P(chosen tier has the highest expected reward), by a normal
+///      approximation of the posteriors, multiplied over the other tiers;
+///   5. assign the query to the nearest pattern when its similarity is at least
+///      `new_pattern_threshold`, else create a pattern with the query as centroid.
+/// Learning (`learn`) adds one quality observation to (pattern, tier).
+///
+/// Thread-safety: none; owned by one actor. LMDB writes happen in `flush` and
+/// `checkpoint`, so the owner should run on its own thread (detached actor).
+
+#include "proto/messages.hpp"
+#include "proto/records.hpp"
+#include "store/environment.hpp"
+#include "store/pattern_index.hpp"
+
+#include <caf/expected.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+namespace shoal::actors {
+
+/// One model tier the router can choose (config `[[tiers]]`).
+struct tier_config {
+  std::string name;      ///< e.g. "ruvltra-350m"
+  double cost = 0;       ///< cost in quality units, subtracted from quality; [0, 1]
+  double params_m = 0;   ///< model size in millions of parameters (informational)
+};
+
+/// Router configuration (config keys `router.*`, `index.*`, `[[tiers]]`).
+struct router_config {
+  /// Tiers, cheapest first by convention. Default: RuvLLM's four model sizes.
+  std::vector<tier_config> tiers = {{"ruvltra-350m", 0.00, 350},
+                                    {"ruvltra-700m", 0.05, 700},
+                                    {"ruvltra-1.2b", 0.10, 1200},
+                                    {"ruvltra-2.6b", 0.20, 2600}};
+  /// Neighbours pooled per decision. Default: 16. Range [1, 256].
+  uint32_t k = 16;
+  /// Similarity at or above which a query joins its nearest pattern instead of
+  /// creating one. Default: 0.85. Range [0, 1].
+  double new_pattern_threshold = 0.85;
+  /// Exponent p of the neighbour weight max(sim, 0)^p. Default: 4. Range [0, 64].
+  double similarity_power = 4;
+  /// Beta prior pseudo-counts a0 = b0 (uniform prior at 1). Default: 1. Range (0, 100].
+  double prior = 1;
+  /// Upper bound on the number of patterns; beyond it queries join their
+  /// nearest pattern. Default: 1000000.
+  uint64_t max_patterns = 1'000'000;
+  /// Seed of the exploration RNG; 0 draws one from std::random_device. Default: 0.
+  uint64_t seed = 0;
+  /// How often changed patterns are written to LMDB, ms. Default: 1000. Range [10, 600000].
+  uint32_t flush_interval_ms = 1000;
+  /// How often the HNSW index file is saved, s. Default: 300. Range [1, 86400].
+  uint32_t checkpoint_interval_s = 300;
+  /// HNSW parameters.
+  store::index_config index;
+};
+
+/// Result of routing one query (request id and time are set by the caller).
+struct route_result {
+  uint32_t tier = 0;
+  double confidence = 0;
+  double expected_reward = 0;
+  uint64_t pattern_id = 0;
+  bool new_pattern = false;
+  std::vector<proto::neighbor> neighbors;
+  uint64_t search_ns = 0;
+  uint64_t decide_ns = 0;
+};
+
+/// Posterior of one tier's expected quality: Beta(alpha, beta).
+struct tier_posterior {
+  double alpha = 1;
+  double beta = 1;
+  double mean() const noexcept { return alpha / (alpha + beta); }
+  double variance() const noexcept {
+    double s = alpha + beta;
+    return alpha * beta / (s * s * (s + 1));
+  }
+};
+
+/// Thompson choice over tier posteriors: index of argmax_t (draw_t - cost_t).
+/// @param costs [n_tiers]; @param post [n_tiers]. Thread-safe given its own rng.
+uint32_t thompson_choose(std::span<const tier_posterior> post, std::span<const double> costs,
+                         std::mt19937_64& rng);
+
+/// P(tier `chosen` has the highest expected reward), normal approximation.
+double choice_confidence(std::span<const tier_posterior> post, std::span<const double> costs,
+                         uint32_t chosen);
+
+class pattern_bank {
+public:
+  /// Opens the bank: reads every pattern from LMDB (`env` may be null for an
+  /// in-memory bank) and loads the HNSW index file `<data_dir>/patterns.hnsw`,
+  /// rebuilding it from LMDB when the file is missing, corrupt or stale.
+  /// Errors: `errc::storage_failure`, `errc::corrupt_data` (an undecodable
+  /// pattern, or one whose dimension or tier count differs from the config).
+  static caf::expected<std::unique_ptr<pattern_bank>>
+  open(uint32_t dim, router_config cfg, std::shared_ptr<store::environment> env);
+
+  /// Routes one query. @pre embedding.size() == dim(), L2-normalised, finite.
+  route_result route(std::span<const float> embedding, int64_t now_ms);
+
+  /// Records one observation of `quality` (in [0, 1]) for `tier` on `pattern_id`.
+  /// Errors: `errc::not_found` (unknown pattern), `errc::invalid_argument`.
+  caf::error learn(uint64_t pattern_id, uint32_t tier, double quality, int64_t now_ms);
+
+  /// Writes changed patterns to LMDB in one transaction.
+  caf::error flush();
+
+  /// Flushes, then saves the index file and its checkpoint record.
+  caf::error checkpoint(int64_t now_ms);
+
+  size_t size() const noexcept { return stats_.size(); }
+  uint32_t dim() const noexcept { return dim_; }
+  const router_config& config() const noexcept { return cfg_; }
+  /// Whether `open` had to rebuild the index from LMDB.
+  bool rebuilt_index() const noexcept { return rebuilt_; }
+  /// The record of a pattern (centroid read from the index); empty id if unknown.
+  proto::pattern_record record(uint64_t id) const;
+  /// Adds a pattern directly (used by tests, benchmarks and later federation).
+  caf::error insert(proto::pattern_record rec);
+
+private:
+  struct pattern_state {
+    std::vector<proto::tier_stat> tiers;
+    uint64_t hits = 0;
+    int64_t created_ms = 0;
+    int64_t updated_ms = 0;
+    uint64_t version = 0;
+  };
+
+  pattern_bank(uint32_t dim, router_config cfg, std::shared_ptr<store::environment> env);
+  caf::error load();
+  std::filesystem::path index_path() const;
+
+  uint32_t dim_;
+  router_config cfg_;
+  std::shared_ptr<store::environment> env_;
+  store::pattern_index index_;
+  std::unordered_map<uint64_t, pattern_state> stats_;
+  std::unordered_set<uint64_t> dirty_;
+  uint64_t next_id_ = 1;
+  bool rebuilt_ = false;
+  std::mt19937_64 rng_;
+  std::vector<double> costs_;
+  std::vector<tier_posterior> post_; // scratch
+};
+
+} // namespace shoal::actors

@@ -1,0 +1,125 @@
+// Router actor: owns the pattern bank, answers routing queries, applies
+// learning updates, persists changes on a timer and at exit.
+#include "actors/actors.hpp"
+#include "actors/time.hpp"
+#include "proto/error.hpp"
+#include "proto/messages.hpp"
+
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+
+namespace shoal::actors {
+
+namespace {
+
+using namespace proto;
+
+struct router_state {
+  std::shared_ptr<pattern_bank> bank;
+  caf::actor witness;
+  caf::actor telemetry;
+  caf::actor sona;
+  uint64_t last_request_id = 0;
+  uint64_t n_routed = 0;
+  uint64_t n_learned = 0;
+  int64_t last_checkpoint_ms = 0;
+  static inline const char* name = "router";
+
+  /// Time-ordered node-unique id: UTC ms in the high 44 bits, a counter in
+  /// the low 20 (a "snowflake"); strictly increasing even if the clock steps back.
+  uint64_t next_request_id(int64_t now_ms) {
+    uint64_t id = static_cast<uint64_t>(now_ms) << 20;
+    last_request_id = std::max(id, last_request_id + 1);
+    return last_request_id;
+  }
+
+  void persist(bool force_checkpoint) {
+    auto now = utc_now_ms();
+    bool due = force_checkpoint
+               || now - last_checkpoint_ms
+                    >= int64_t{1000} * bank->config().checkpoint_interval_s;
+    auto err = due ? bank->checkpoint(now) : bank->flush();
+    if (err)
+      spdlog::error("router: persisting patterns failed: {}", view(err).message);
+    else if (due)
+      last_checkpoint_ms = now;
+  }
+};
+
+caf::behavior router_actor(caf::stateful_actor<router_state>* self,
+                           std::shared_ptr<pattern_bank> bank, caf::actor witness,
+                           caf::actor telemetry) {
+  auto& st = self->state;
+  st.bank = std::move(bank);
+  st.witness = std::move(witness);
+  st.telemetry = std::move(telemetry);
+  st.last_checkpoint_ms = utc_now_ms();
+  auto flush_every = std::chrono::milliseconds(st.bank->config().flush_interval_ms);
+  self->delayed_send(self, flush_every, tick_atom::value);
+  self->set_exit_handler([self](caf::exit_msg& msg) {
+    self->state.persist(true);
+    self->quit(msg.reason);
+  });
+  return {
+    [self](route_atom, route_query& q) -> caf::result<route_decision> {
+      auto& st = self->state;
+      if (q.embedding.size() != st.bank->dim())
+        return make_error(errc::invalid_argument,
+                          "embedding has dimension " + std::to_string(q.embedding.size())
+                            + ", expected " + std::to_string(st.bank->dim()));
+      auto now_ms = utc_now_ms();
+      auto r = st.bank->route(q.embedding, now_ms);
+      route_decision d;
+      d.request_id = st.next_request_id(now_ms);
+      d.time_ms = now_ms;
+      d.tier = r.tier;
+      d.tier_name = st.bank->config().tiers[r.tier].name;
+      d.confidence = r.confidence;
+      d.expected_reward = r.expected_reward;
+      d.pattern_id = r.pattern_id;
+      d.new_pattern = r.new_pattern;
+      d.neighbors = std::move(r.neighbors);
+      d.latency = {q.embed_ns, r.search_ns, r.decide_ns,
+                   static_cast<uint64_t>(std::max<int64_t>(0, steady_now_ns() - q.start_ns))};
+      ++st.n_routed;
+      self->send(st.telemetry, observe_atom::value, d.tier, d.latency.total, d.new_pattern);
+      if (st.sona)
+        self->send(st.sona, record_atom::value, d);
+      witness_entry w;
+      w.decision = d;
+      w.embedding = std::move(q.embedding);
+      w.session_id = std::move(q.session_id);
+      w.user = std::move(q.user);
+      w.text_bytes = q.text_bytes;
+      self->send(st.witness, record_atom::value, std::move(w));
+      return d;
+    },
+    [self](learn_atom, const learn_update& u) {
+      auto& st = self->state;
+      if (auto err = st.bank->learn(u.pattern_id, u.tier, u.quality, utc_now_ms()))
+        spdlog::warn("router: learn update rejected: {}", view(err).message);
+      else
+        ++st.n_learned;
+    },
+    [self](stats_atom) {
+      auto& st = self->state;
+      return router_stats{st.bank->size(), st.n_routed, st.n_learned,
+                          st.bank->rebuilt_index() ? 1u : 0u};
+    },
+    [self](subscribe_atom, caf::actor sona) { self->state.sona = std::move(sona); },
+    [self, flush_every](tick_atom) {
+      self->state.persist(false);
+      self->delayed_send(self, flush_every, tick_atom::value);
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_router(caf::actor_system& sys, std::shared_ptr<pattern_bank> bank,
+                        caf::actor witness, caf::actor telemetry) {
+  return sys.spawn<caf::detached>(router_actor, std::move(bank), std::move(witness),
+                                  std::move(telemetry));
+}
+
+} // namespace shoal::actors

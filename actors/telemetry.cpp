@@ -1,0 +1,88 @@
+// Telemetry actor: request counters per tier, route latency histogram,
+// feedback and reward sums, HTTP errors by code.
+#include "actors/actors.hpp"
+#include "actors/histogram.hpp"
+#include "actors/time.hpp"
+#include "proto/messages.hpp"
+
+#include <caf/all.hpp>
+
+#include <map>
+
+namespace shoal::actors {
+
+namespace {
+
+using namespace proto;
+
+struct telemetry_state {
+  telemetry_snapshot snap;
+  latency_histogram latency;
+  std::map<std::string, uint64_t> errors;
+  static inline const char* name = "telemetry";
+};
+
+/// Prometheus bucket edges for route latency, seconds.
+constexpr double bucket_edges_s[] = {10e-6,  25e-6, 50e-6, 100e-6, 250e-6, 500e-6,
+                                     1e-3,   2.5e-3, 5e-3, 10e-3,  25e-3,  50e-3,
+                                     100e-3, 250e-3, 0.5,  1.0,    2.5,    5.0};
+
+caf::behavior telemetry_actor(caf::stateful_actor<telemetry_state>* self, size_t n_tiers) {
+  auto& s = self->state.snap;
+  s.started_ms = utc_now_ms();
+  s.tier_routed.assign(n_tiers, 0);
+  s.tier_feedback.assign(n_tiers, 0);
+  s.tier_quality_sum.assign(n_tiers, 0.0);
+  return {
+    [self](observe_atom, uint32_t tier, uint64_t total_ns, bool new_pattern) {
+      auto& st = self->state;
+      ++st.snap.n_routed;
+      if (tier < st.snap.tier_routed.size())
+        ++st.snap.tier_routed[tier];
+      st.snap.n_new_patterns += new_pattern ? 1 : 0;
+      st.latency.observe(total_ns);
+    },
+    [self](observe_atom, feedback_atom, uint32_t tier, double quality, double reward) {
+      auto& s = self->state.snap;
+      ++s.n_feedback;
+      if (tier < s.tier_feedback.size()) {
+        ++s.tier_feedback[tier];
+        s.tier_quality_sum[tier] += quality;
+      }
+      s.reward_sum += reward;
+    },
+    [self](observe_atom, http_atom, int32_t, const std::string& error_code) {
+      auto& st = self->state;
+      ++st.snap.n_http_requests;
+      if (!error_code.empty())
+        ++st.errors[error_code];
+    },
+    [self](stats_atom) {
+      auto& st = self->state;
+      auto out = st.snap;
+      for (auto& [code, n] : st.errors) {
+        out.error_codes.push_back(code);
+        out.error_counts.push_back(n);
+      }
+      out.latency_count = st.latency.count();
+      out.latency_sum_s = st.latency.sum_ns() * 1e-9;
+      out.p50_s = st.latency.quantile(0.50) * 1e-9;
+      out.p90_s = st.latency.quantile(0.90) * 1e-9;
+      out.p99_s = st.latency.quantile(0.99) * 1e-9;
+      out.p999_s = st.latency.quantile(0.999) * 1e-9;
+      for (double le : bucket_edges_s) {
+        out.bucket_le_s.push_back(le);
+        out.bucket_counts.push_back(st.latency.cumulative_le(le * 1e9));
+      }
+      return out;
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_telemetry(caf::actor_system& sys, size_t n_tiers) {
+  return sys.spawn(telemetry_actor, n_tiers);
+}
+
+} // namespace shoal::actors

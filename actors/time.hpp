@@ -1,0 +1,23 @@
+#pragma once
+/// @file Clock helpers shared by the actors.
+
+#include <chrono>
+#include <cstdint>
+
+namespace shoal::actors {
+
+/// UTC milliseconds since the Unix epoch (system clock).
+inline int64_t utc_now_ms() noexcept {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+/// Monotonic nanoseconds (steady clock) for latency measurements.
+inline int64_t steady_now_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+           std::chrono::steady_clock::now().time_since_epoch())
+    .count();
+}
+
+} // namespace shoal::actors
