@@ -1,0 +1,456 @@
+#include "node/config.hpp"
+
+#include <toml++/toml.h>
+
+#include <cmath>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace shoal::node {
+
+namespace {
+
+// Environment variables with the SHOAL_ prefix that are not config keys
+// (process-level overrides read elsewhere). Anything else is an unknown key.
+const std::set<std::string> non_config_env = {"SHOAL_KERNELS"};
+
+template <class Member>
+setting make_uint(std::string key, Member member, double min, double max, std::string doc) {
+  setting s;
+  s.key = std::move(key);
+  s.type = 'i';
+  s.min = min;
+  s.max = max;
+  s.doc = std::move(doc);
+  s.set = [member](node_config& c, const setting_value& v) {
+    auto& field = member(c);
+    field = static_cast<std::remove_reference_t<decltype(field)>>(std::get<int64_t>(v));
+  };
+  s.get = [member](const node_config& c) -> setting_value {
+    return static_cast<int64_t>(member(const_cast<node_config&>(c)));
+  };
+  return s;
+}
+
+template <class Member>
+setting make_double(std::string key, Member member, double min, double max, std::string doc) {
+  setting s;
+  s.key = std::move(key);
+  s.type = 'd';
+  s.min = min;
+  s.max = max;
+  s.doc = std::move(doc);
+  s.set = [member](node_config& c, const setting_value& v) {
+    auto& field = member(c);
+    field = static_cast<std::remove_reference_t<decltype(field)>>(std::get<double>(v));
+  };
+  s.get = [member](const node_config& c) -> setting_value {
+    return static_cast<double>(member(const_cast<node_config&>(c)));
+  };
+  return s;
+}
+
+template <class Member>
+setting make_string(std::string key, Member member, std::string doc) {
+  setting s;
+  s.key = std::move(key);
+  s.type = 's';
+  s.doc = std::move(doc);
+  s.set = [member](node_config& c, const setting_value& v) {
+    member(c) = std::get<std::string>(v);
+  };
+  s.get = [member](const node_config& c) -> setting_value {
+    return std::string(member(const_cast<node_config&>(c)));
+  };
+  return s;
+}
+
+#define SHOAL_FIELD(path) [](node_config& c) -> auto& { return c.path; }
+
+std::vector<setting> build_settings() {
+  std::vector<setting> s;
+  s.push_back(make_string("node.name", SHOAL_FIELD(name),
+                          "Name of this node, used in metrics and logs."));
+  s.push_back(make_string("node.log_level", SHOAL_FIELD(log_level),
+                          "Log level: trace, debug, info, warn, error or off."));
+  s.push_back(make_uint("node.scheduler_threads", SHOAL_FIELD(scheduler_threads), 0, 256,
+                        "CAF scheduler worker threads; 0 uses CAF's default max(cores, 4)."));
+  s.push_back(make_string("http.address", SHOAL_FIELD(http.address),
+                          "Address the HTTP API listens on."));
+  s.push_back(make_uint("http.port", SHOAL_FIELD(http.port), 0, 65535,
+                        "TCP port of the HTTP API; 0 picks a free port (see http.port_file)."));
+  s.push_back(make_string("http.port_file", SHOAL_FIELD(http.port_file),
+                          "If set, the bound address:port is written to this file once the "
+                          "node listens."));
+  s.push_back(make_uint("http.max_body_bytes", SHOAL_FIELD(http.max_body_bytes), 1024,
+                        1073741824, "Largest request body accepted, bytes; larger bodies get "
+                                    "413 payload_too_large."));
+  s.push_back(make_uint("http.threads", SHOAL_FIELD(http.threads), 1, 256,
+                        "HTTP worker threads."));
+  s.push_back(make_uint("http.request_timeout_ms", SHOAL_FIELD(http.request_timeout_ms), 10,
+                        600000, "Longest a request waits for an actor's answer, ms."));
+  s.push_back(setting{"store.data_dir", 's', 0, 0,
+                      "Directory of the LMDB environment (shoal.lmdb/) and the pattern index "
+                      "file (patterns.hnsw); relative paths are relative to the working "
+                      "directory.",
+                      [](node_config& c, const setting_value& v) {
+                        c.store.data_dir = std::get<std::string>(v);
+                      },
+                      [](const node_config& c) -> setting_value {
+                        return c.store.data_dir.string();
+                      }});
+  s.push_back(make_uint("store.map_bytes", SHOAL_FIELD(store.map_bytes), 1 << 20, 1ull << 40,
+                        "Initial LMDB map size, bytes; doubled when full."));
+  s.push_back(make_uint("store.max_map_bytes", SHOAL_FIELD(store.max_map_bytes), 1 << 20,
+                        1ull << 44, "Largest LMDB map size, bytes; writes fail beyond it."));
+  s.push_back(make_uint("embedder.dim", SHOAL_FIELD(embedder.dim), 16, 4096,
+                        "Dimension of the hashing embedder's vectors. Changing it makes "
+                        "stored patterns unusable (the node refuses to start)."));
+  s.push_back(make_uint("embedder.char_ngram_min", SHOAL_FIELD(embedder.char_ngram_min), 1, 8,
+                        "Shortest character n-gram feature."));
+  s.push_back(make_uint("embedder.char_ngram_max", SHOAL_FIELD(embedder.char_ngram_max), 1, 8,
+                        "Longest character n-gram feature (>= char_ngram_min)."));
+  s.push_back(make_double("embedder.word_weight", SHOAL_FIELD(embedder.word_weight), 0, 10,
+                          "Weight of word unigram features."));
+  s.push_back(make_double("embedder.bigram_weight", SHOAL_FIELD(embedder.bigram_weight), 0,
+                          10, "Weight of word bigram features."));
+  s.push_back(make_double("embedder.char_weight", SHOAL_FIELD(embedder.char_weight), 0, 10,
+                          "Weight of character n-gram features."));
+  s.push_back(make_uint("router.k", SHOAL_FIELD(router.k), 1, 256,
+                        "Nearest patterns pooled per routing decision."));
+  s.push_back(make_double("router.new_pattern_threshold",
+                          SHOAL_FIELD(router.new_pattern_threshold), 0, 1,
+                          "Cosine similarity at or above which a request joins its nearest "
+                          "pattern instead of creating a new one."));
+  s.push_back(make_double("router.similarity_power", SHOAL_FIELD(router.similarity_power), 0,
+                          64, "Exponent p of a neighbour's weight max(similarity, 0)^p when "
+                              "pooling statistics."));
+  s.push_back(make_double("router.prior", SHOAL_FIELD(router.prior), 1e-3, 100,
+                          "Beta prior pseudo-counts a0 = b0 of every tier's expected quality."));
+  s.push_back(make_uint("router.max_patterns", SHOAL_FIELD(router.max_patterns), 1, 1e9,
+                        "Most patterns kept; beyond it requests join their nearest pattern."));
+  s.push_back(make_uint("router.seed", SHOAL_FIELD(router.seed), 0, 9.0e15,
+                        "Seed of the exploration RNG; 0 draws a random seed at start."));
+  s.push_back(make_uint("router.flush_interval_ms", SHOAL_FIELD(router.flush_interval_ms), 10,
+                        600000, "How often changed patterns are written to LMDB, ms."));
+  s.push_back(make_uint("router.checkpoint_interval_s",
+                        SHOAL_FIELD(router.checkpoint_interval_s), 1, 86400,
+                        "How often the HNSW index file is saved, s (also at shutdown)."));
+  s.push_back(make_uint("index.m", SHOAL_FIELD(router.index.m), 4, 64, "HNSW graph degree M."));
+  s.push_back(make_uint("index.ef_construction", SHOAL_FIELD(router.index.ef_construction), 8,
+                        1000, "HNSW candidate list size while inserting."));
+  s.push_back(make_uint("index.ef_search", SHOAL_FIELD(router.index.ef_search), 8, 1000,
+                        "HNSW candidate list size while searching (raised to router.k)."));
+  s.push_back(make_uint("index.initial_capacity", SHOAL_FIELD(router.index.initial_capacity),
+                        16, 1e9, "Initial capacity of the HNSW index; it doubles when full."));
+  s.push_back(make_uint("witness.batch_max", SHOAL_FIELD(witness.batch_max), 1, 100000,
+                        "Most witness records per LMDB write transaction."));
+  s.push_back(make_uint("witness.flush_interval_ms", SHOAL_FIELD(witness.flush_interval_ms), 1,
+                        60000, "Longest a witness record waits for its transaction, ms."));
+  s.push_back(make_uint("sona.trajectory_capacity", SHOAL_FIELD(sona.trajectory_capacity), 16,
+                        16777216, "Trajectories kept in memory to join feedback; older "
+                                  "ones are joined through the witness log."));
+  return s;
+}
+
+#undef SHOAL_FIELD
+
+std::string type_name(char t) {
+  switch (t) {
+    case 'b': return "a boolean";
+    case 'i': return "an integer";
+    case 'd': return "a number";
+    default: return "a string";
+  }
+}
+
+std::string render(const setting_value& v) {
+  std::ostringstream out;
+  out.precision(15);
+  std::visit(
+    [&](const auto& x) {
+      using T = std::decay_t<decltype(x)>;
+      if constexpr (std::is_same_v<T, std::string>)
+        out << '"' << x << '"';
+      else if constexpr (std::is_same_v<T, bool>)
+        out << (x ? "true" : "false");
+      else
+        out << x;
+    },
+    v);
+  return out.str();
+}
+
+/// Type- and range-checks `v` for `s`, converting integers to floats where a
+/// float is expected. Returns an error message or "".
+std::string check(const setting& s, setting_value& v) {
+  if (s.type == 'd' && std::holds_alternative<int64_t>(v))
+    v = static_cast<double>(std::get<int64_t>(v));
+  bool ok = (s.type == 'b' && std::holds_alternative<bool>(v))
+            || (s.type == 'i' && std::holds_alternative<int64_t>(v))
+            || (s.type == 'd' && std::holds_alternative<double>(v))
+            || (s.type == 's' && std::holds_alternative<std::string>(v));
+  if (!ok)
+    return "must be " + type_name(s.type);
+  double x = 0;
+  if (s.type == 'i')
+    x = static_cast<double>(std::get<int64_t>(v));
+  else if (s.type == 'd')
+    x = std::get<double>(v);
+  else
+    return "";
+  if (!std::isfinite(x) || x < s.min || x > s.max) {
+    std::ostringstream out;
+    out.precision(15);
+    out << "is " << render(v) << ", out of range [" << s.min << ", " << s.max << "]";
+    return out.str();
+  }
+  return "";
+}
+
+/// Parses the text of an override or environment variable by the key's type.
+std::optional<setting_value> parse_text(const setting& s, const std::string& text) {
+  try {
+    size_t used = 0;
+    switch (s.type) {
+      case 'b':
+        if (text == "true" || text == "1")
+          return setting_value{true};
+        if (text == "false" || text == "0")
+          return setting_value{false};
+        return std::nullopt;
+      case 'i': {
+        auto v = std::stoll(text, &used);
+        if (used != text.size())
+          return std::nullopt;
+        return setting_value{static_cast<int64_t>(v)};
+      }
+      case 'd': {
+        auto v = std::stod(text, &used);
+        if (used != text.size())
+          return std::nullopt;
+        return setting_value{v};
+      }
+      default:
+        return setting_value{text};
+    }
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+const setting* find(const std::string& key) {
+  for (const auto& s : settings())
+    if (s.key == key)
+      return &s;
+  return nullptr;
+}
+
+std::string env_name(const std::string& key) {
+  std::string out = "SHOAL_";
+  for (char c : key)
+    out += c == '.' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return out;
+}
+
+/// Top-level keys of the file map to "node.<key>" (name, log_level, ...).
+std::string file_key(const std::string& dotted) {
+  if (dotted.find('.') == std::string::npos)
+    return "node." + dotted;
+  return dotted;
+}
+
+std::optional<config_error> apply_tiers(node_config& cfg, const toml::node& n) {
+  auto* arr = n.as_array();
+  if (arr == nullptr)
+    return config_error{"tiers", "must be an array of tables ([[tiers]])"};
+  std::vector<actors::tier_config> tiers;
+  std::set<std::string> names;
+  for (size_t i = 0; i < arr->size(); ++i) {
+    std::string key = "tiers[" + std::to_string(i) + "]";
+    auto* t = arr->get(i)->as_table();
+    if (t == nullptr)
+      return config_error{key, "must be a table with name, cost, params_m"};
+    actors::tier_config tc;
+    for (auto&& [k, v] : *t) {
+      std::string field(k.str());
+      if (field == "name" && v.is_string())
+        tc.name = *v.value<std::string>();
+      else if (field == "cost" && (v.is_floating_point() || v.is_integer()))
+        tc.cost = *v.value<double>();
+      else if (field == "params_m" && (v.is_floating_point() || v.is_integer()))
+        tc.params_m = *v.value<double>();
+      else if (field == "name" || field == "cost" || field == "params_m")
+        return config_error{key + "." + field, "has the wrong type"};
+      else
+        return config_error{key + "." + field, "unknown key"};
+    }
+    if (tc.name.empty())
+      return config_error{key + ".name", "is missing or empty"};
+    if (!names.insert(tc.name).second)
+      return config_error{key + ".name", "\"" + tc.name + "\" is used twice"};
+    if (!(tc.cost >= 0 && tc.cost <= 1))
+      return config_error{key + ".cost", "out of range [0, 1]"};
+    if (!(tc.params_m >= 0))
+      return config_error{key + ".params_m", "must be >= 0"};
+    tiers.push_back(std::move(tc));
+  }
+  if (tiers.empty() || tiers.size() > 64)
+    return config_error{"tiers", "must list between 1 and 64 tiers"};
+  cfg.router.tiers = std::move(tiers);
+  return std::nullopt;
+}
+
+std::optional<config_error> apply_table(node_config& cfg, const toml::table& tbl,
+                                        const std::string& prefix) {
+  for (auto&& [k, v] : tbl) {
+    std::string dotted = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
+    if (prefix.empty() && dotted == "tiers") {
+      if (auto err = apply_tiers(cfg, v))
+        return err;
+      continue;
+    }
+    if (auto* sub = v.as_table()) {
+      if (auto err = apply_table(cfg, *sub, dotted))
+        return err;
+      continue;
+    }
+    std::string key = file_key(dotted);
+    const setting* s = find(key);
+    if (s == nullptr)
+      return config_error{dotted, "unknown key"};
+    setting_value val;
+    if (v.is_boolean())
+      val = *v.value<bool>();
+    else if (v.is_integer())
+      val = *v.value<int64_t>();
+    else if (v.is_floating_point())
+      val = *v.value<double>();
+    else if (v.is_string())
+      val = *v.value<std::string>();
+    else
+      return config_error{dotted, "must be " + type_name(s->type)};
+    if (auto msg = check(*s, val); !msg.empty())
+      return config_error{dotted, msg};
+    s->set(cfg, val);
+  }
+  return std::nullopt;
+}
+
+std::optional<config_error> validate(const node_config& c) {
+  if (c.embedder.char_ngram_max < c.embedder.char_ngram_min)
+    return config_error{"embedder.char_ngram_max", "must be >= embedder.char_ngram_min"};
+  if (c.store.map_bytes > c.store.max_map_bytes)
+    return config_error{"store.map_bytes", "must be <= store.max_map_bytes"};
+  static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error", "off"};
+  if (levels.count(c.log_level) == 0)
+    return config_error{"node.log_level", "must be one of trace, debug, info, warn, error, off"};
+  if (c.http.address.empty())
+    return config_error{"http.address", "must not be empty"};
+  if (c.store.data_dir.empty())
+    return config_error{"store.data_dir", "must not be empty"};
+  return std::nullopt;
+}
+
+} // namespace
+
+const std::vector<setting>& settings() {
+  static const std::vector<setting> all = build_settings();
+  return all;
+}
+
+std::variant<node_config, config_error> load_config(const std::string& path,
+                                                    const std::vector<std::string>& overrides,
+                                                    char** environ_ptr) {
+  node_config cfg;
+  if (!path.empty()) {
+    try {
+      auto tbl = toml::parse_file(path);
+      if (auto err = apply_table(cfg, tbl, ""))
+        return *err;
+    } catch (const toml::parse_error& e) {
+      std::ostringstream out;
+      out << e.description() << " at line " << e.source().begin.line;
+      return config_error{path, out.str()};
+    }
+  }
+  for (char** e = environ_ptr; e != nullptr && *e != nullptr; ++e) {
+    std::string kv(*e);
+    if (kv.rfind("SHOAL_", 0) != 0)
+      continue;
+    auto eq = kv.find('=');
+    std::string name = kv.substr(0, eq);
+    std::string text = eq == std::string::npos ? "" : kv.substr(eq + 1);
+    if (non_config_env.count(name) != 0)
+      continue;
+    const setting* s = nullptr;
+    for (const auto& cand : settings())
+      if (env_name(cand.key) == name)
+        s = &cand;
+    if (s == nullptr)
+      return config_error{name, "unknown key (environment variable)"};
+    auto v = parse_text(*s, text);
+    if (!v)
+      return config_error{name, "must be " + type_name(s->type) + ", got \"" + text + "\""};
+    if (auto msg = check(*s, *v); !msg.empty())
+      return config_error{name, msg};
+    s->set(cfg, *v);
+  }
+  for (const auto& o : overrides) {
+    auto eq = o.find('=');
+    if (eq == std::string::npos)
+      return config_error{o, "--set expects key=value"};
+    std::string key = file_key(o.substr(0, eq));
+    std::string text = o.substr(eq + 1);
+    if (key == "node.tiers")
+      return config_error{"tiers", "set tiers in the config file ([[tiers]])"};
+    const setting* s = find(key);
+    if (s == nullptr)
+      return config_error{o.substr(0, eq), "unknown key"};
+    auto v = parse_text(*s, text);
+    if (!v)
+      return config_error{key, "must be " + type_name(s->type) + ", got \"" + text + "\""};
+    if (auto msg = check(*s, *v); !msg.empty())
+      return config_error{key, msg};
+    s->set(cfg, *v);
+  }
+  if (auto err = validate(cfg))
+    return *err;
+  return cfg;
+}
+
+std::string render_default_toml() {
+  node_config defaults;
+  std::ostringstream out;
+  out.precision(15);
+  out << "# Shoal node configuration. Every key is listed with its default value.\n"
+         "# Override any key with --set key=value or the environment variable\n"
+         "# SHOAL_<KEY> (dots as underscores, upper case), e.g. SHOAL_HTTP_PORT=9000.\n"
+         "# Precedence: defaults < this file < environment < --set.\n"
+         "# Keys of [node] may also be written at the top level.\n"
+         "# Generated by `shoal config --defaults`; a test checks it stays in sync.\n";
+  std::string section;
+  for (const auto& s : settings()) {
+    auto dot = s.key.find('.');
+    std::string sec = s.key.substr(0, dot);
+    if (sec != section) {
+      out << "\n[" << sec << "]\n";
+      section = sec;
+    }
+    std::string doc = s.doc;
+    out << "# " << doc;
+    if (s.type == 'i' || s.type == 'd')
+      out << " Range [" << s.min << ", " << s.max << "].";
+    out << "\n" << s.key.substr(dot + 1) << " = " << render(s.get(defaults)) << "\n";
+  }
+  out << "\n# Model tiers the router chooses between, cheapest first. cost is in\n"
+         "# quality units (reward = quality - cost), in [0, 1]; params_m is the model\n"
+         "# size in millions of parameters. Defaults: RuvLLM's four model sizes.\n";
+  for (const auto& t : defaults.router.tiers)
+    out << "\n[[tiers]]\nname = \"" << t.name << "\"\ncost = " << t.cost
+        << "\nparams_m = " << t.params_m << "\n";
+  return out.str();
+}
+
+} // namespace shoal::node

@@ -1,0 +1,90 @@
+#pragma once
+/// @file The node's configuration: one struct per module, gathered here,
+/// parsed and validated once (TOML file, then `SHOAL_*` environment variables,
+/// then `--set key=value`, later sources overriding earlier ones).
+///
+/// Every key has a name, type, default, range and description in one registry
+/// (`settings()`), from which `configs/node.toml` is written and checked.
+
+#include "actors/actors.hpp"
+#include "actors/pattern_bank.hpp"
+#include "engine/embedder.hpp"
+#include "store/environment.hpp"
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace shoal::node {
+
+/// HTTP gateway configuration (keys `http.*`).
+struct http_config {
+  /// Address to listen on. Default: "127.0.0.1".
+  std::string address = "127.0.0.1";
+  /// TCP port; 0 picks a free one (see port_file). Default: 8080. Range [0, 65535].
+  uint32_t port = 8080;
+  /// If not empty, the bound "address:port" is written to this file once the
+  /// node listens (used by tests and scripts). Default: "".
+  std::string port_file;
+  /// Largest request body accepted, bytes. Default: 1048576. Range [1024, 1073741824].
+  uint64_t max_body_bytes = 1 << 20;
+  /// HTTP worker threads. Default: 8. Range [1, 256].
+  uint32_t threads = 8;
+  /// Longest a request waits for an actor's answer, ms. Default: 10000. Range [10, 600000].
+  uint32_t request_timeout_ms = 10000;
+};
+
+/// The whole node configuration.
+struct node_config {
+  /// Name of this node (metrics label, later federation subject). Default: "shoal-1".
+  std::string name = "shoal-1";
+  /// Log level: trace, debug, info, warn, error, off. Default: "info".
+  std::string log_level = "info";
+  http_config http;
+  store::store_config store;
+  engine::embedder_config embedder;
+  actors::router_config router;
+  actors::witness_config witness;
+  actors::sona_config sona;
+  /// CAF scheduler worker threads; 0 = CAF's default max(cores, 4). Default: 0.
+  uint32_t scheduler_threads = 0;
+};
+
+/// A typed config value.
+using setting_value = std::variant<bool, int64_t, double, std::string>;
+
+/// One documented configuration key.
+struct setting {
+  std::string key;         ///< dotted name, e.g. "router.k"
+  char type;               ///< 'b' bool, 'i' integer, 'd' float, 's' string
+  double min = 0, max = 0; ///< inclusive range for 'i' and 'd'
+  std::string doc;         ///< one paragraph
+  std::function<void(node_config&, const setting_value&)> set;
+  std::function<setting_value(const node_config&)> get;
+};
+
+/// The registry of every key except `[[tiers]]` (an array of tables).
+const std::vector<setting>& settings();
+
+/// A config error: which key, and what is wrong with it.
+struct config_error {
+  std::string key;
+  std::string message;
+};
+
+/// Loads the configuration: defaults, then `path` (TOML; may be empty for
+/// none), then the process environment (`SHOAL_<KEY>` with dots as
+/// underscores, upper case), then `overrides` ("key=value").
+/// Errors: unknown key, wrong type, out of range, unreadable/invalid file.
+std::variant<node_config, config_error> load_config(const std::string& path,
+                                                    const std::vector<std::string>& overrides,
+                                                    char** environ_ptr);
+
+/// Renders the defaults as a documented TOML file (the content of
+/// configs/node.toml).
+std::string render_default_toml();
+
+} // namespace shoal::node

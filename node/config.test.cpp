@@ -1,0 +1,80 @@
+#include "node/config.hpp"
+
+#include <doctest/doctest.h>
+
+#include <fstream>
+#include <sstream>
+
+using namespace shoal::node;
+
+namespace {
+
+std::variant<node_config, config_error> load_text(const std::string& toml,
+                                                  std::vector<std::string> sets = {},
+                                                  std::vector<std::string> env = {}) {
+  std::string path = "/tmp/shoal-config-test-" + std::to_string(::getpid()) + ".toml";
+  std::ofstream(path) << toml;
+  std::vector<char*> envp;
+  for (auto& e : env)
+    envp.push_back(e.data());
+  envp.push_back(nullptr);
+  auto r = load_config(path, sets, envp.data());
+  std::remove(path.c_str());
+  return r;
+}
+
+std::string error_key(const std::variant<node_config, config_error>& r) {
+  auto* e = std::get_if<config_error>(&r);
+  return e == nullptr ? "" : e->key;
+}
+
+} // namespace
+
+TEST_CASE("configs/node.toml documents every key with its default") {
+  std::ifstream in(SHOAL_SOURCE_DIR "/configs/node.toml");
+  REQUIRE(in);
+  std::stringstream buf;
+  buf << in.rdbuf();
+  CHECK(buf.str() == render_default_toml());
+  auto r = load_config(SHOAL_SOURCE_DIR "/configs/node.toml", {}, nullptr);
+  REQUIRE(std::holds_alternative<node_config>(r));
+  CHECK(std::get<node_config>(r).router.tiers.size() == 4);
+}
+
+TEST_CASE("file, environment and --set override in that order") {
+  auto r = load_text("[router]\nk = 8\n[http]\nport = 9001\n", {"router.k=12"},
+                     {"SHOAL_HTTP_PORT=9002", "SHOAL_ROUTER_K=10", "PATH=/bin"});
+  REQUIRE(std::holds_alternative<node_config>(r));
+  auto& c = std::get<node_config>(r);
+  CHECK(c.router.k == 12);
+  CHECK(c.http.port == 9002);
+}
+
+TEST_CASE("invalid configs name the offending key") {
+  CHECK(error_key(load_text("[router]\nkk = 1\n")) == "router.kk");
+  CHECK(error_key(load_text("[router]\nk = \"many\"\n")) == "router.k");
+  CHECK(error_key(load_text("[router]\nk = 0\n")) == "router.k");
+  CHECK(error_key(load_text("[router]\nnew_pattern_threshold = 1.5\n"))
+        == "router.new_pattern_threshold");
+  CHECK(error_key(load_text("", {"http.port=70000"})) == "http.port");
+  CHECK(error_key(load_text("", {"http.port=abc"})) == "http.port");
+  CHECK(error_key(load_text("", {"nope.key=1"})) == "nope.key");
+  CHECK(error_key(load_text("", {}, {"SHOAL_ROUTER_KAY=3"})) == "SHOAL_ROUTER_KAY");
+  CHECK(error_key(load_text("[[tiers]]\nname = \"a\"\ncost = 2\n")) == "tiers[0].cost");
+  CHECK(error_key(load_text("[[tiers]]\nname = \"a\"\n[[tiers]]\nname = \"a\"\n"))
+        == "tiers[1].name");
+  CHECK(error_key(load_text("[embedder]\nchar_ngram_min = 5\nchar_ngram_max = 3\n"))
+        == "embedder.char_ngram_max");
+  auto bad = load_text("this is not toml = = =");
+  CHECK(std::holds_alternative<config_error>(bad));
+}
+
+TEST_CASE("tiers come from [[tiers]] tables") {
+  auto r = load_text("[[tiers]]\nname = \"small\"\ncost = 0\nparams_m = 100\n"
+                     "[[tiers]]\nname = \"big\"\ncost = 0.3\nparams_m = 7000\n");
+  REQUIRE(std::holds_alternative<node_config>(r));
+  auto& t = std::get<node_config>(r).router.tiers;
+  REQUIRE(t.size() == 2);
+  CHECK(t[1].name == "big");
+  CHECK(t[1].cost == doctest::Approx(0.3));
+}

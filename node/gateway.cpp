@@ -1,0 +1,423 @@
+#include "node/gateway.hpp"
+
+#include "actors/time.hpp"
+#include "kernels/vector.hpp"
+#include "proto/error.hpp"
+#include "proto/messages.hpp"
+
+#include <caf/all.hpp>
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <cmath>
+#include <sstream>
+
+namespace shoal::node {
+
+namespace {
+
+using json = nlohmann::json;
+using namespace proto;
+
+constexpr size_t max_id_field_bytes = 256;
+
+/// The error code of the response being written on this thread (for telemetry).
+thread_local std::string current_error_code;
+
+void send_error(httplib::Response& res, errc code, const std::string& message) {
+  res.status = http_status(code);
+  current_error_code = std::string(to_string(code));
+  json body = {{"error", {{"code", current_error_code}, {"message", message}}}};
+  res.set_content(body.dump(), "application/json");
+}
+
+void send_json(httplib::Response& res, const json& body) {
+  res.status = 200;
+  res.set_content(body.dump(), "application/json");
+}
+
+/// Parses a JSON object body or writes a 400 and returns nullopt.
+std::optional<json> parse_object(const httplib::Request& req, httplib::Response& res) {
+  json body = json::parse(req.body, nullptr, false);
+  if (body.is_discarded()) {
+    send_error(res, errc::invalid_argument, "body is not valid JSON");
+    return std::nullopt;
+  }
+  if (!body.is_object()) {
+    send_error(res, errc::invalid_argument, "body must be a JSON object");
+    return std::nullopt;
+  }
+  return body;
+}
+
+/// Reads an optional string field bounded in length; false after writing a 400.
+bool optional_string(const json& body, const char* field, std::string& out,
+                     httplib::Response& res) {
+  auto it = body.find(field);
+  if (it == body.end() || it->is_null())
+    return true;
+  if (!it->is_string()) {
+    send_error(res, errc::invalid_argument, std::string(field) + " must be a string");
+    return false;
+  }
+  out = it->get<std::string>();
+  if (out.size() > max_id_field_bytes) {
+    send_error(res, errc::invalid_argument,
+               std::string(field) + " is longer than " + std::to_string(max_id_field_bytes)
+                 + " bytes");
+    return false;
+  }
+  return true;
+}
+
+json to_json(const route_decision& d) {
+  json ns = json::array();
+  for (const auto& n : d.neighbors)
+    ns.push_back({{"pattern_id", n.pattern_id}, {"similarity", n.similarity}});
+  return {{"request_id", format_request_id(d.request_id)},
+          {"tier", d.tier_name},
+          {"tier_index", d.tier},
+          {"confidence", d.confidence},
+          {"expected_reward", d.expected_reward},
+          {"pattern_id", d.pattern_id},
+          {"new_pattern", d.new_pattern},
+          {"neighbors", std::move(ns)},
+          {"latency_us",
+           {{"embed", d.latency.embed / 1e3},
+            {"search", d.latency.search / 1e3},
+            {"decide", d.latency.decide / 1e3},
+            {"total", d.latency.total / 1e3}}}};
+}
+
+} // namespace
+
+struct gateway::impl {
+  caf::actor_system& sys;
+  node_config cfg;
+  gateway_actors actors;
+  engine::embedder embedder;
+  httplib::Server server;
+  caf::duration timeout;
+
+  impl(caf::actor_system& s, const node_config& c, gateway_actors a)
+    : sys(s), cfg(c), actors(std::move(a)), embedder(c.embedder),
+      timeout(std::chrono::milliseconds(c.http.request_timeout_ms)) {}
+
+  /// Sends a request to `dest` and waits for the reply of type T.
+  template <class T, class... Ts>
+  caf::expected<T> ask(const caf::actor& dest, Ts&&... xs) {
+    caf::scoped_actor self{sys};
+    caf::expected<T> out{caf::error{}};
+    self->request(dest, timeout, std::forward<Ts>(xs)...)
+      .receive([&](T& x) { out = std::move(x); }, [&](caf::error& e) { out = std::move(e); });
+    return out;
+  }
+
+  void reply_error(httplib::Response& res, const caf::error& err) {
+    auto v = view(err);
+    if (err == caf::sec::request_timeout)
+      v = {errc::unavailable, "the node did not answer in time"};
+    send_error(res, v.code, v.message);
+  }
+
+  void handle_route(const httplib::Request& req, httplib::Response& res) {
+    auto start = actors::steady_now_ns();
+    auto body = parse_object(req, res);
+    if (!body)
+      return;
+    route_query q;
+    q.start_ns = start;
+    if (!optional_string(*body, "session_id", q.session_id, res)
+        || !optional_string(*body, "user", q.user, res))
+      return;
+    auto text = body->find("text");
+    auto emb = body->find("embedding");
+    bool has_text = text != body->end() && !text->is_null();
+    bool has_emb = emb != body->end() && !emb->is_null();
+    if (has_text == has_emb)
+      return send_error(res, errc::invalid_argument,
+                        "give exactly one of \"text\" or \"embedding\"");
+    if (has_text) {
+      if (!text->is_string())
+        return send_error(res, errc::invalid_argument, "text must be a string");
+      const auto& s = text->get_ref<const std::string&>();
+      if (s.find_first_not_of(" \t\r\n") == std::string::npos)
+        return send_error(res, errc::invalid_argument, "text is empty");
+      q.embedding.resize(embedder.dim());
+      embedder.embed(s, q.embedding);
+      q.text_bytes = static_cast<uint32_t>(s.size());
+      q.embed_ns = static_cast<uint64_t>(actors::steady_now_ns() - start);
+      if (!(kernels::dot(q.embedding, q.embedding) > 0))
+        return send_error(res, errc::invalid_argument,
+                          "text contains no words (letters or digits) to embed");
+    } else {
+      if (!emb->is_array())
+        return send_error(res, errc::invalid_argument, "embedding must be an array of numbers");
+      if (emb->size() != embedder.dim())
+        return send_error(res, errc::invalid_argument,
+                          "embedding has dimension " + std::to_string(emb->size())
+                            + ", expected " + std::to_string(embedder.dim()));
+      q.embedding.reserve(emb->size());
+      for (const auto& x : *emb) {
+        if (!x.is_number())
+          return send_error(res, errc::invalid_argument,
+                            "embedding must be an array of numbers");
+        q.embedding.push_back(x.get<float>());
+      }
+      if (!kernels::all_finite(q.embedding))
+        return send_error(res, errc::invalid_argument,
+                          "embedding contains NaN or infinite values");
+      float norm = kernels::normalize(q.embedding);
+      if (!(norm > 0) || !std::isfinite(norm))
+        return send_error(res, errc::invalid_argument,
+                          "embedding must have a finite, non-zero norm");
+    }
+    auto d = ask<route_decision>(actors.router, route_atom::value, std::move(q));
+    if (!d)
+      return reply_error(res, d.error());
+    send_json(res, to_json(*d));
+  }
+
+  void handle_feedback(const httplib::Request& req, httplib::Response& res) {
+    auto body = parse_object(req, res);
+    if (!body)
+      return;
+    auto id = body->find("request_id");
+    if (id == body->end() || !id->is_string())
+      return send_error(res, errc::invalid_argument, "request_id must be a string");
+    feedback fb;
+    if (!parse_request_id(id->get_ref<const std::string&>(), fb.request_id))
+      return send_error(res, errc::invalid_argument, "request_id must be 16 hex digits");
+    auto q = body->find("quality");
+    if (q == body->end() || !q->is_number())
+      return send_error(res, errc::invalid_argument, "quality must be a number in [0, 1]");
+    fb.quality = q->get<double>();
+    if (!(fb.quality >= 0.0 && fb.quality <= 1.0))
+      return send_error(res, errc::invalid_argument, "quality must be a number in [0, 1]");
+    auto up = ask<learn_update>(actors.sona, feedback_atom::value, fb);
+    if (!up)
+      return reply_error(res, up.error());
+    const auto& tiers = cfg.router.tiers;
+    send_json(res, {{"request_id", format_request_id(fb.request_id)},
+                    {"accepted", true},
+                    {"tier", up->tier < tiers.size() ? tiers[up->tier].name : ""},
+                    {"pattern_id", up->pattern_id},
+                    {"reward", fb.quality - (up->tier < tiers.size() ? tiers[up->tier].cost : 0)}});
+  }
+
+  struct snapshot {
+    router_stats router;
+    witness_stats witness;
+    telemetry_snapshot telemetry;
+  };
+
+  caf::expected<snapshot> collect() {
+    auto r = ask<router_stats>(actors.router, stats_atom::value);
+    if (!r)
+      return r.error();
+    auto w = ask<witness_stats>(actors.witness, stats_atom::value);
+    if (!w)
+      return w.error();
+    auto t = ask<telemetry_snapshot>(actors.telemetry, stats_atom::value);
+    if (!t)
+      return t.error();
+    return snapshot{*r, *w, std::move(*t)};
+  }
+
+  void handle_stats(const httplib::Request&, httplib::Response& res) {
+    auto s = collect();
+    if (!s)
+      return reply_error(res, s.error());
+    const auto& t = s->telemetry;
+    json tiers = json::array();
+    for (size_t i = 0; i < cfg.router.tiers.size(); ++i) {
+      const auto& tc = cfg.router.tiers[i];
+      uint64_t fb = i < t.tier_feedback.size() ? t.tier_feedback[i] : 0;
+      tiers.push_back({{"name", tc.name},
+                       {"cost", tc.cost},
+                       {"params_m", tc.params_m},
+                       {"routed", i < t.tier_routed.size() ? t.tier_routed[i] : 0},
+                       {"share", t.n_routed > 0 ? double(t.tier_routed[i]) / t.n_routed : 0.0},
+                       {"feedback", fb},
+                       {"mean_quality", fb > 0 ? t.tier_quality_sum[i] / fb : 0.0}});
+    }
+    json errors = json::object();
+    for (size_t i = 0; i < t.error_codes.size(); ++i)
+      errors[t.error_codes[i]] = t.error_counts[i];
+    send_json(res, {{"node", cfg.name},
+                    {"uptime_s", (actors::utc_now_ms() - t.started_ms) / 1e3},
+                    {"requests", t.n_routed},
+                    {"new_patterns", t.n_new_patterns},
+                    {"patterns", s->router.n_patterns},
+                    {"feedback", t.n_feedback},
+                    {"mean_reward", t.n_feedback > 0 ? t.reward_sum / t.n_feedback : 0.0},
+                    {"tiers", std::move(tiers)},
+                    {"route_latency_ms",
+                     {{"count", t.latency_count},
+                      {"mean", t.latency_count > 0 ? 1e3 * t.latency_sum_s / t.latency_count : 0.0},
+                      {"p50", 1e3 * t.p50_s},
+                      {"p90", 1e3 * t.p90_s},
+                      {"p99", 1e3 * t.p99_s},
+                      {"p999", 1e3 * t.p999_s}}},
+                    {"witness",
+                     {{"records", s->witness.n_records},
+                      {"pending", s->witness.n_pending},
+                      {"transactions", s->witness.n_transactions},
+                      {"feedback_joined", s->witness.n_feedback},
+                      {"write_errors", s->witness.n_errors}}},
+                    {"index_rebuilds", s->router.n_index_rebuilds},
+                    {"http", {{"requests", t.n_http_requests}, {"errors", std::move(errors)}}}});
+  }
+
+  void handle_metrics(const httplib::Request&, httplib::Response& res) {
+    auto s = collect();
+    if (!s)
+      return reply_error(res, s.error());
+    const auto& t = s->telemetry;
+    std::ostringstream out;
+    out.precision(17);
+    auto metric = [&](const char* name, const char* type, const char* help) {
+      out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n';
+    };
+    const std::string node_label = "node=\"" + cfg.name + "\"";
+    metric("shoal_route_requests_total", "counter", "Routed requests by chosen tier.");
+    for (size_t i = 0; i < cfg.router.tiers.size(); ++i)
+      out << "shoal_route_requests_total{" << node_label << ",tier=\""
+          << cfg.router.tiers[i].name << "\"} " << t.tier_routed[i] << '\n';
+    metric("shoal_feedback_total", "counter", "Feedback accepted, by tier.");
+    for (size_t i = 0; i < cfg.router.tiers.size(); ++i)
+      out << "shoal_feedback_total{" << node_label << ",tier=\"" << cfg.router.tiers[i].name
+          << "\"} " << t.tier_feedback[i] << '\n';
+    metric("shoal_feedback_quality_sum", "counter", "Sum of feedback quality, by tier.");
+    for (size_t i = 0; i < cfg.router.tiers.size(); ++i)
+      out << "shoal_feedback_quality_sum{" << node_label << ",tier=\""
+          << cfg.router.tiers[i].name << "\"} " << t.tier_quality_sum[i] << '\n';
+    metric("shoal_reward_sum", "counter", "Sum of reward (quality minus tier cost).");
+    out << "shoal_reward_sum{" << node_label << "} " << t.reward_sum << '\n';
+    metric("shoal_patterns", "gauge", "Patterns in the router's bank.");
+    out << "shoal_patterns{" << node_label << "} " << s->router.n_patterns << '\n';
+    metric("shoal_patterns_created_total", "counter", "Patterns created by routed requests.");
+    out << "shoal_patterns_created_total{" << node_label << "} " << t.n_new_patterns << '\n';
+    metric("shoal_route_latency_seconds", "histogram",
+           "Time from request parsed to routing decision.");
+    for (size_t i = 0; i < t.bucket_le_s.size(); ++i)
+      out << "shoal_route_latency_seconds_bucket{" << node_label << ",le=\"" << t.bucket_le_s[i]
+          << "\"} " << t.bucket_counts[i] << '\n';
+    out << "shoal_route_latency_seconds_bucket{" << node_label << ",le=\"+Inf\"} "
+        << t.latency_count << '\n';
+    out << "shoal_route_latency_seconds_sum{" << node_label << "} " << t.latency_sum_s << '\n';
+    out << "shoal_route_latency_seconds_count{" << node_label << "} " << t.latency_count
+        << '\n';
+    metric("shoal_witness_records_total", "counter", "Witness records committed to LMDB.");
+    out << "shoal_witness_records_total{" << node_label << "} " << s->witness.n_records << '\n';
+    metric("shoal_witness_pending", "gauge", "Witness records waiting for their transaction.");
+    out << "shoal_witness_pending{" << node_label << "} " << s->witness.n_pending << '\n';
+    metric("shoal_witness_transactions_total", "counter", "Witness write transactions.");
+    out << "shoal_witness_transactions_total{" << node_label << "} "
+        << s->witness.n_transactions << '\n';
+    metric("shoal_witness_write_errors_total", "counter", "Failed witness transactions.");
+    out << "shoal_witness_write_errors_total{" << node_label << "} " << s->witness.n_errors
+        << '\n';
+    metric("shoal_http_requests_total", "counter", "HTTP requests answered.");
+    out << "shoal_http_requests_total{" << node_label << "} " << t.n_http_requests << '\n';
+    metric("shoal_http_errors_total", "counter", "HTTP error responses by error code.");
+    for (size_t i = 0; i < t.error_codes.size(); ++i)
+      out << "shoal_http_errors_total{" << node_label << ",code=\"" << t.error_codes[i]
+          << "\"} " << t.error_counts[i] << '\n';
+    metric("shoal_start_time_seconds", "gauge", "Node start time, seconds since the epoch.");
+    out << "shoal_start_time_seconds{" << node_label << "} " << t.started_ms / 1e3 << '\n';
+    res.status = 200;
+    res.set_content(out.str(), "text/plain; version=0.0.4; charset=utf-8");
+  }
+};
+
+gateway::gateway(caf::actor_system& sys, const node_config& cfg, gateway_actors actors)
+  : impl_(std::make_unique<impl>(sys, cfg, std::move(actors))) {
+  auto& svr = impl_->server;
+  auto* self = impl_.get();
+  svr.new_task_queue = [n = cfg.http.threads] { return new httplib::ThreadPool(n); };
+  svr.set_payload_max_length(cfg.http.max_body_bytes);
+  svr.set_keep_alive_max_count(100000);
+  svr.set_keep_alive_timeout(30);
+  svr.Post("/v1/route", [self](const httplib::Request& q, httplib::Response& r) {
+    self->handle_route(q, r);
+  });
+  svr.Post("/v1/feedback", [self](const httplib::Request& q, httplib::Response& r) {
+    self->handle_feedback(q, r);
+  });
+  svr.Get("/v1/stats", [self](const httplib::Request& q, httplib::Response& r) {
+    self->handle_stats(q, r);
+  });
+  svr.Get("/metrics", [self](const httplib::Request& q, httplib::Response& r) {
+    self->handle_metrics(q, r);
+  });
+  svr.Get("/healthz", [](const httplib::Request&, httplib::Response& r) {
+    r.set_content(R"({"status":"ok"})", "application/json");
+  });
+  // Errors httplib raises itself (unknown path, body too large, bad request
+  // line) get the same JSON error shape as ours.
+  svr.set_error_handler(httplib::Server::HandlerWithResponse(
+    [](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty())
+      return httplib::Server::HandlerResponse::Unhandled;
+    errc code = errc::invalid_argument;
+    std::string msg = "bad request";
+    if (res.status == 404) {
+      code = errc::not_found;
+      msg = "no endpoint " + req.method + " " + req.path;
+    } else if (res.status == 413) {
+      code = errc::payload_too_large;
+      msg = "request body exceeds http.max_body_bytes";
+    } else if (res.status >= 500) {
+      code = errc::internal;
+      msg = "internal error";
+    }
+    int status = res.status;
+    send_error(res, code, msg);
+    res.status = status;
+    return httplib::Server::HandlerResponse::Handled;
+  }));
+  svr.set_exception_handler(
+    [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+      std::string what = "unknown exception";
+      try {
+        std::rethrow_exception(ep);
+      } catch (const std::exception& e) {
+        what = e.what();
+      } catch (...) {
+      }
+      spdlog::error("http: handler threw: {}", what);
+      send_error(res, errc::internal, "internal error");
+    });
+  svr.set_logger([self](const httplib::Request&, const httplib::Response& res) {
+    caf::anon_send(self->actors.telemetry, observe_atom::value, http_atom::value,
+                   static_cast<int32_t>(res.status),
+                   res.status >= 400 ? current_error_code : std::string{});
+    current_error_code.clear();
+  });
+}
+
+gateway::~gateway() = default;
+
+std::variant<int, std::string> gateway::bind() {
+  const auto& h = impl_->cfg.http;
+  int port = static_cast<int>(h.port);
+  if (port == 0)
+    port = impl_->server.bind_to_any_port(h.address);
+  else if (!impl_->server.bind_to_port(h.address, port))
+    port = -1;
+  if (port < 0)
+    return "cannot listen on " + h.address + ":" + std::to_string(h.port);
+  return port;
+}
+
+void gateway::serve() {
+  impl_->server.listen_after_bind();
+}
+
+void gateway::stop() {
+  impl_->server.stop();
+}
+
+} // namespace shoal::node

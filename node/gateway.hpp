@@ -1,0 +1,54 @@
+#pragma once
+/// @file HTTP gateway: the node's JSON API (cpp-httplib server).
+///
+/// Endpoints:
+///   POST /v1/route     {text | embedding, session_id?, user?} -> routing decision
+///   POST /v1/feedback  {request_id, quality in [0, 1]}        -> learning update
+///   GET  /v1/stats     counters, per-tier usage, latency percentiles (JSON)
+///   GET  /metrics      Prometheus text exposition format 0.0.4, `shoal_*` names
+///   GET  /healthz      {"status": "ok"}
+/// Errors: 4xx/5xx with {"error": {"code", "message"}}; nothing is stored for a
+/// rejected request. Handlers run on httplib's worker threads: they parse and
+/// validate, then hand over to the actors and wait for the answer (bounded by
+/// http.request_timeout_ms).
+
+#include "engine/embedder.hpp"
+#include "node/config.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+
+#include <memory>
+#include <string>
+
+namespace shoal::node {
+
+/// Handles of the actors the gateway talks to.
+struct gateway_actors {
+  caf::actor router;
+  caf::actor sona;
+  caf::actor witness;
+  caf::actor telemetry;
+};
+
+class gateway {
+public:
+  gateway(caf::actor_system& sys, const node_config& cfg, gateway_actors actors);
+  ~gateway();
+
+  /// Binds the listening socket. Returns the bound port, or an error text.
+  std::variant<int, std::string> bind();
+
+  /// Serves until `stop` is called (blocks the calling thread).
+  void serve();
+
+  /// Stops serving; in-flight requests finish. Thread-safe.
+  void stop();
+
+  struct impl;
+
+private:
+  std::unique_ptr<impl> impl_;
+};
+
+} // namespace shoal::node

@@ -1,0 +1,87 @@
+// The `shoal` command: node, replay, config.
+#include "node/config.hpp"
+#include "node/node.hpp"
+#include "node/replay.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <iostream>
+#include <variant>
+
+extern char** environ;
+
+int main(int argc, char** argv) {
+  CLI::App app{"Shoal: a self-learning, federated runtime for serving LLMs on edge machines"};
+  app.require_subcommand(1);
+
+  auto* node = app.add_subcommand("node", "Run a node: router, witness log, learning loops, "
+                                          "HTTP API");
+  std::string config_path;
+  std::vector<std::string> sets;
+  node->add_option("--config,-c", config_path, "TOML config file (configs/node.toml)");
+  node->add_option("--set", sets, "Override a config key: --set key=value (repeatable)");
+
+  auto* replay = app.add_subcommand("replay", "Replay prompts against a running node, send "
+                                              "evaluator feedback, print the learning curve");
+  shoal::node::replay_options ro;
+  replay->add_option("--url", ro.url, "Node address")->capture_default_str();
+  replay->add_option("--prompts", ro.prompts, "JSONL file of {id, text, domain}")
+    ->capture_default_str();
+  replay->add_option("--limit", ro.limit, "Requests to send (0 = every prompt once)")
+    ->capture_default_str();
+  replay->add_option("--offset", ro.offset, "Prompts to skip first")->capture_default_str();
+  replay->add_option("--rate", ro.rate, "Requests per second (0 = as fast as possible)")
+    ->capture_default_str();
+  replay->add_option("--concurrency", ro.concurrency, "Parallel connections")
+    ->capture_default_str()
+    ->check(CLI::Range(1, 256));
+  replay->add_option("--window", ro.window, "Requests per learning-curve row")
+    ->capture_default_str()
+    ->check(CLI::Range(1, 100000000));
+  replay->add_option("--curve-out", ro.curve_out, "Also write the curve as CSV here");
+  replay->add_option("--eval-seed", ro.eval.seed, "Evaluator seed")->capture_default_str();
+  replay->add_option("--eval-difficulty-min", ro.eval.difficulty_min,
+                     "Lowest hidden domain difficulty")
+    ->capture_default_str();
+  replay->add_option("--eval-difficulty-max", ro.eval.difficulty_max,
+                     "Highest hidden domain difficulty")
+    ->capture_default_str();
+  replay->add_option("--eval-slope", ro.eval.slope, "Steepness of quality in ability - difficulty")
+    ->capture_default_str();
+  replay->add_option("--eval-concentration", ro.eval.concentration,
+                     "Beta concentration of quality draws (higher = less noise)")
+    ->capture_default_str()
+    ->check(CLI::PositiveNumber);
+
+  auto* config = app.add_subcommand("config", "Print or check configuration");
+  bool print_defaults = false;
+  std::string check_path;
+  config->add_flag("--defaults", print_defaults, "Print every key with its default as TOML");
+  config->add_option("--check", check_path, "Validate a config file and exit");
+
+  CLI11_PARSE(app, argc, argv);
+
+  if (node->parsed() || !check_path.empty()) {
+    auto loaded = shoal::node::load_config(node->parsed() ? config_path : check_path, sets,
+                                           environ);
+    if (auto* err = std::get_if<shoal::node::config_error>(&loaded)) {
+      std::fprintf(stderr, "shoal: invalid config: %s: %s\n", err->key.c_str(),
+                   err->message.c_str());
+      return 2;
+    }
+    if (!node->parsed()) {
+      std::printf("%s: ok\n", check_path.c_str());
+      return 0;
+    }
+    return shoal::node::run_node(std::get<shoal::node::node_config>(loaded));
+  }
+  if (replay->parsed())
+    return shoal::node::run_replay(ro);
+  if (print_defaults) {
+    std::fputs(shoal::node::render_default_toml().c_str(), stdout);
+    return 0;
+  }
+  std::cerr << config->help();
+  return 2;
+}

@@ -1,0 +1,95 @@
+#include "node/node.hpp"
+
+#include "actors/actors.hpp"
+#include "node/gateway.hpp"
+#include "proto/error.hpp"
+
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+#include <fstream>
+#include <pthread.h>
+#include <thread>
+
+namespace shoal::node {
+
+int run_node(const node_config& cfg) {
+  // Block the shutdown signals in every thread (threads inherit the mask);
+  // one thread waits for them with sigwait.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  spdlog::set_level(spdlog::level::from_str(cfg.log_level));
+
+  auto env = store::environment::open(cfg.store);
+  if (!env) {
+    spdlog::critical("cannot open storage: {}", view(env.error()).message);
+    return 1;
+  }
+  auto bank = actors::pattern_bank::open(cfg.embedder.dim, cfg.router, *env);
+  if (!bank) {
+    spdlog::critical("cannot open the pattern bank: {}", view(bank.error()).message);
+    return 1;
+  }
+  spdlog::info("pattern bank: {} patterns{}", (*bank)->size(),
+               (*bank)->rebuilt_index() ? " (index rebuilt from LMDB)" : "");
+
+  caf::actor_system_config sys_cfg;
+  if (cfg.scheduler_threads > 0)
+    sys_cfg.set("scheduler.max-threads", static_cast<size_t>(cfg.scheduler_threads));
+  int rc = 0;
+  {
+    caf::actor_system sys{sys_cfg};
+    std::vector<double> costs;
+    for (const auto& t : cfg.router.tiers)
+      costs.push_back(t.cost);
+    gateway_actors a;
+    a.telemetry = actors::spawn_telemetry(sys, cfg.router.tiers.size());
+    a.witness = actors::spawn_witness(sys, cfg.witness, *env);
+    a.router = actors::spawn_router(sys, std::shared_ptr<actors::pattern_bank>(std::move(*bank)),
+                                    a.witness, a.telemetry);
+    a.sona = actors::spawn_sona(sys, cfg.sona, costs, a.router, a.witness, a.telemetry);
+    {
+      gateway gw(sys, cfg, a);
+      auto bound = gw.bind();
+      if (auto* err = std::get_if<std::string>(&bound)) {
+        spdlog::critical("{}", *err);
+        rc = 1;
+      } else {
+        int port = std::get<int>(bound);
+        std::string where = cfg.http.address + ":" + std::to_string(port);
+        if (!cfg.http.port_file.empty()) {
+          auto tmp = cfg.http.port_file + ".tmp";
+          std::ofstream(tmp) << where << "\n";
+          std::rename(tmp.c_str(), cfg.http.port_file.c_str());
+        }
+        spdlog::info("node {} serving on http://{} (data in {})", cfg.name, where,
+                     cfg.store.data_dir.string());
+        std::thread waiter([&] {
+          int sig = 0;
+          sigwait(&sigs, &sig);
+          spdlog::info("received {}, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+          gw.stop();
+        });
+        gw.serve();
+        // serve() also returns on a listener failure: wake the waiter then.
+        pthread_kill(waiter.native_handle(), SIGTERM);
+        waiter.join();
+      }
+    } // gateway destroyed: no more requests reach the actors
+    for (auto* h : {&a.sona, &a.router, &a.witness, &a.telemetry}) {
+      caf::anon_send_exit(*h, caf::exit_reason::user_shutdown);
+      *h = caf::actor{}; // the system waits for detached actors' last handle
+    }
+  } // ~actor_system: waits until every actor has quit (router and witness flush)
+  if (auto err = (*env)->sync())
+    spdlog::error("final LMDB sync failed: {}", view(err).message);
+  env->reset(); // closes LMDB
+  spdlog::info("node stopped cleanly");
+  return rc;
+}
+
+} // namespace shoal::node
