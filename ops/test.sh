@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Sets up, builds and runs every test (unit and integration) with CTest.
+# Usage: ops/test.sh [ctest args...]   e.g. ops/test.sh -L unit
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ops/install-deps.sh
+ops/build.sh build
+cd build
+ctest --output-on-failure -j "$(nproc)" --timeout 300 "$@"
