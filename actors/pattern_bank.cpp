@@ -15,11 +15,9 @@ uint64_t now_ns() {
   return static_cast<uint64_t>(steady_now_ns());
 }
 
-double beta_draw(double a, double b, std::mt19937_64& rng) {
-  std::gamma_distribution<double> ga(a, 1.0), gb(b, 1.0);
-  double x = ga(rng), y = gb(rng);
-  return x / (x + y);
-}
+/// Floor of the per-observation variance, so a few identical observations
+/// do not make a posterior collapse.
+constexpr double min_variance = 1e-4;
 
 double normal_cdf(double z) {
   return 0.5 * std::erfc(-z / std::sqrt(2.0));
@@ -27,12 +25,19 @@ double normal_cdf(double z) {
 
 } // namespace
 
+tier_posterior tier_evidence::posterior() const noexcept {
+  double mean = s / n;
+  double var = std::max(s2 / n - mean * mean, min_variance);
+  return {mean, var / n};
+}
+
 uint32_t thompson_choose(std::span<const tier_posterior> post, std::span<const double> costs,
-                         std::mt19937_64& rng) {
+                         std::mt19937_64& rng, double scale) {
   uint32_t best = 0;
   double best_score = -1e300;
   for (uint32_t t = 0; t < post.size(); ++t) {
-    double s = beta_draw(post[t].alpha, post[t].beta, rng) - costs[t];
+    std::normal_distribution<double> draw(post[t].mean, scale * std::sqrt(post[t].variance));
+    double s = draw(rng) - costs[t];
     if (s > best_score) {
       best_score = s;
       best = t;
@@ -44,12 +49,12 @@ uint32_t thompson_choose(std::span<const tier_posterior> post, std::span<const d
 double choice_confidence(std::span<const tier_posterior> post, std::span<const double> costs,
                          uint32_t chosen) {
   double p = 1;
-  double mc = post[chosen].mean() - costs[chosen];
+  double mc = post[chosen].mean - costs[chosen];
   for (uint32_t t = 0; t < post.size(); ++t) {
     if (t == chosen)
       continue;
-    double d = mc - (post[t].mean() - costs[t]);
-    double sd = std::sqrt(post[chosen].variance() + post[t].variance());
+    double d = mc - (post[t].mean - costs[t]);
+    double sd = std::sqrt(post[chosen].variance + post[t].variance);
     p *= sd > 0 ? normal_cdf(d / sd) : (d >= 0 ? 1.0 : 0.0);
   }
   return p;
@@ -62,6 +67,15 @@ pattern_bank::pattern_bank(uint32_t dim, router_config cfg,
   for (const auto& t : cfg_.tiers)
     costs_.push_back(t.cost);
   post_.resize(cfg_.tiers.size());
+  global_.resize(cfg_.tiers.size());
+}
+
+void pattern_bank::add_to_global(const std::vector<proto::tier_stat>& tiers) {
+  for (size_t t = 0; t < global_.size(); ++t) {
+    global_[t].sum_quality += tiers[t].sum_quality;
+    global_[t].sum_quality2 += tiers[t].sum_quality2;
+    global_[t].count += tiers[t].count;
+  }
 }
 
 std::filesystem::path pattern_bank::index_path() const {
@@ -104,6 +118,7 @@ caf::error pattern_bank::load() {
     return bad;
   for (auto& r : records) {
     next_id_ = std::max(next_id_, r.id + 1);
+    add_to_global(r.tiers);
     stats_[r.id] = {std::move(r.tiers), r.hits, r.created_ms, r.updated_ms, r.version};
   }
   // Try the saved index; rebuild from LMDB when it is missing, corrupt or stale.
@@ -142,24 +157,38 @@ route_result pattern_bank::route(std::span<const float> embedding, int64_t now_m
   auto hits = index_.search(embedding, cfg_.k);
   auto t1 = now_ns();
   const size_t n_tiers = cfg_.tiers.size();
-  for (auto& p : post_)
-    p = {cfg_.prior, cfg_.prior};
+  // Priors as pseudo-observations: uniform quality, and the bank-wide
+  // distribution of each tier's quality.
+  ev_.assign(n_tiers, {});
+  for (size_t t = 0; t < n_tiers; ++t) {
+    ev_[t] = {cfg_.prior, cfg_.prior / 2, cfg_.prior / 3};
+    const auto& g = global_[t];
+    if (g.count > 0) {
+      // At most as many pseudo-observations as were really observed: a tier
+      // tried once must not look known.
+      double n = static_cast<double>(g.count);
+      ev_[t].add(std::min(cfg_.global_prior, n) / n, g);
+    }
+  }
   res.neighbors.reserve(hits.size());
+  // Adaptive bandwidth: similarities relative to the nearest neighbour's, so
+  // sparse regions of embedding space still pool their neighbours' evidence.
+  const double sim_top = hits.empty() ? 1.0 : std::max(1e-6, double(hits.front().similarity));
   for (const auto& h : hits) {
     res.neighbors.push_back({h.id, h.similarity});
     auto it = stats_.find(h.id);
     if (it == stats_.end())
       continue;
-    double w = std::pow(std::max(0.0, static_cast<double>(h.similarity)), cfg_.similarity_power);
-    for (size_t t = 0; t < n_tiers; ++t) {
-      const auto& s = it->second.tiers[t];
-      post_[t].alpha += w * s.sum_quality;
-      post_[t].beta += w * (static_cast<double>(s.count) - s.sum_quality);
-    }
+    double w = std::pow(std::max(0.0, static_cast<double>(h.similarity)) / sim_top,
+                        cfg_.similarity_power);
+    for (size_t t = 0; t < n_tiers; ++t)
+      ev_[t].add(w, it->second.tiers[t]);
   }
-  res.tier = thompson_choose(post_, costs_, rng_);
+  for (size_t t = 0; t < n_tiers; ++t)
+    post_[t] = ev_[t].posterior();
+  res.tier = thompson_choose(post_, costs_, rng_, cfg_.exploration);
   res.confidence = choice_confidence(post_, costs_, res.tier);
-  res.expected_reward = post_[res.tier].mean() - costs_[res.tier];
+  res.expected_reward = post_[res.tier].mean - costs_[res.tier];
   bool join = !hits.empty() && (hits.front().similarity >= cfg_.new_pattern_threshold
                                 || stats_.size() >= cfg_.max_patterns);
   if (join) {
@@ -195,10 +224,11 @@ caf::error pattern_bank::learn(uint64_t pattern_id, uint32_t tier, double qualit
     return make_error(errc::not_found, "unknown pattern " + std::to_string(pattern_id));
   if (tier >= cfg_.tiers.size() || !(quality >= 0 && quality <= 1))
     return make_error(errc::invalid_argument, "tier or quality out of range");
-  auto& s = it->second.tiers[tier];
-  s.sum_quality += quality;
-  s.sum_quality2 += quality * quality;
-  ++s.count;
+  for (auto* s : {&it->second.tiers[tier], &global_[tier]}) {
+    s->sum_quality += quality;
+    s->sum_quality2 += quality * quality;
+    ++s->count;
+  }
   ++it->second.version;
   it->second.updated_ms = now_ms;
   dirty_.insert(pattern_id);
@@ -226,6 +256,7 @@ caf::error pattern_bank::insert(proto::pattern_record rec) {
   if (auto err = index_.add(rec.id, rec.centroid))
     return err;
   next_id_ = std::max(next_id_, rec.id + 1);
+  add_to_global(rec.tiers);
   stats_[rec.id] = {std::move(rec.tiers), rec.hits, rec.created_ms, rec.updated_ms, rec.version};
   dirty_.insert(rec.id);
   return {};

@@ -5,13 +5,19 @@
 /// that was not within `new_pattern_threshold` of any existing pattern, i.e.
 /// leader clustering) with per-tier quality statistics. Routing a query:
 ///   1. search the k nearest patterns (HNSW, cosine);
-///   2. pool their statistics, weighting neighbour i by max(sim_i, 0)^p
-///      (p = `similarity_power`), into a Beta posterior per tier over the
-///      expected quality: Beta(a0 + S_t, b0 + N_t - S_t), S_t = sum w_i*sum_q,
-///      N_t = sum w_i*count (quality in [0, 1] counts as a fractional success);
-///   3. Thompson sampling (Thompson 1933; Agrawal & Goyal 2012 for Beta/Bernoulli
-///      with fractional rewards): draw q_t from each posterior and pick
-///      argmax_t q_t - cost_t;
+///   2. pool their statistics, weighting neighbour i by (sim_i / sim_1)^p
+///      (p = `similarity_power`, sim_1 the nearest neighbour's similarity: an
+///      adaptive-bandwidth kernel): N_t = sum w_i*count, S_t = sum w_i*sum_q,
+///      Q_t = sum w_i*sum_q^2 per tier t, plus two priors given as
+///      pseudo-observations: `prior` observations of a uniform quality (mean
+///      1/2, variance 1/12) and `global_prior` observations distributed like
+///      the tier's quality over the whole bank (empirical Bayes);
+///   3. Gaussian Thompson sampling (Thompson 1933; Agrawal & Goyal 2013 for
+///      Gaussian priors): the expected quality of tier t is drawn from
+///      N(mean_t, var_t / n_t), with n_t, mean_t and the sample variance var_t
+///      of quality from the pooled sums (quality is continuous, so its own
+///      variance is used rather than a Bernoulli one), and the tier with the
+///      highest draw minus cost_t is chosen;
 ///   4. confidence = P(chosen tier has the highest expected reward), by a normal
 ///      approximation of the posteriors, multiplied over the other tiers;
 ///   5. assign the query to the nearest pattern when its similarity is at least
@@ -53,15 +59,23 @@ struct router_config {
                                     {"ruvltra-700m", 0.05, 700},
                                     {"ruvltra-1.2b", 0.10, 1200},
                                     {"ruvltra-2.6b", 0.20, 2600}};
-  /// Neighbours pooled per decision. Default: 16. Range [1, 256].
-  uint32_t k = 16;
+  /// Neighbours pooled per decision. Default: 64. Range [1, 256].
+  uint32_t k = 64;
   /// Similarity at or above which a query joins its nearest pattern instead of
-  /// creating one. Default: 0.85. Range [0, 1].
-  double new_pattern_threshold = 0.85;
-  /// Exponent p of the neighbour weight max(sim, 0)^p. Default: 4. Range [0, 64].
+  /// creating one. Default: 0.4. Range [0, 1].
+  double new_pattern_threshold = 0.4;
+  /// Exponent p of the neighbour weight (sim / sim_nearest)^p. Default: 4. Range [0, 64].
   double similarity_power = 4;
-  /// Beta prior pseudo-counts a0 = b0 (uniform prior at 1). Default: 1. Range (0, 100].
+  /// Pseudo-observations of a uniform quality in every tier's prior. Default: 1. Range (0, 100].
   double prior = 1;
+  /// Strength (pseudo-observations) of the empirical-Bayes prior: every
+  /// tier's posterior starts from the tier's mean quality over all patterns,
+  /// so an unfamiliar query starts from what works on average instead of
+  /// uniform exploration. 0 disables it. Default: 20. Range [0, 1000].
+  double global_prior = 20;
+  /// Scale of the posterior standard deviation in Thompson draws: 1 is
+  /// Thompson sampling, 0 is greedy on the posterior mean. Default: 1. Range [0, 10].
+  double exploration = 1;
   /// Upper bound on the number of patterns; beyond it queries join their
   /// nearest pattern. Default: 1000000.
   uint64_t max_patterns = 1'000'000;
@@ -87,21 +101,34 @@ struct route_result {
   uint64_t decide_ns = 0;
 };
 
-/// Posterior of one tier's expected quality: Beta(alpha, beta).
+/// Posterior of one tier's expected quality: normal with this mean and
+/// variance (of the mean, not of single observations).
 struct tier_posterior {
-  double alpha = 1;
-  double beta = 1;
-  double mean() const noexcept { return alpha / (alpha + beta); }
-  double variance() const noexcept {
-    double s = alpha + beta;
-    return alpha * beta / (s * s * (s + 1));
+  double mean = 0.5;
+  double variance = 1.0 / 12;
+};
+
+/// Pooled (weighted) quality observations of one tier.
+struct tier_evidence {
+  double n = 0;  ///< weighted count
+  double s = 0;  ///< weighted sum of quality
+  double s2 = 0; ///< weighted sum of squared quality
+
+  void add(double w, const proto::tier_stat& x) noexcept {
+    n += w * static_cast<double>(x.count);
+    s += w * x.sum_quality;
+    s2 += w * x.sum_quality2;
   }
+
+  /// Posterior of the expected quality. @pre n > 0.
+  tier_posterior posterior() const noexcept;
 };
 
 /// Thompson choice over tier posteriors: index of argmax_t (draw_t - cost_t).
 /// @param costs [n_tiers]; @param post [n_tiers]. Thread-safe given its own rng.
+/// @param scale multiplies each posterior's standard deviation (1 = Thompson).
 uint32_t thompson_choose(std::span<const tier_posterior> post, std::span<const double> costs,
-                         std::mt19937_64& rng);
+                         std::mt19937_64& rng, double scale = 1);
 
 /// P(tier `chosen` has the highest expected reward), normal approximation.
 double choice_confidence(std::span<const tier_posterior> post, std::span<const double> costs,
@@ -152,6 +179,7 @@ private:
   pattern_bank(uint32_t dim, router_config cfg, std::shared_ptr<store::environment> env);
   caf::error load();
   std::filesystem::path index_path() const;
+  void add_to_global(const std::vector<proto::tier_stat>& tiers);
 
   uint32_t dim_;
   router_config cfg_;
@@ -159,10 +187,12 @@ private:
   store::pattern_index index_;
   std::unordered_map<uint64_t, pattern_state> stats_;
   std::unordered_set<uint64_t> dirty_;
+  std::vector<proto::tier_stat> global_; // [n_tiers] sums over every pattern
   uint64_t next_id_ = 1;
   bool rebuilt_ = false;
   std::mt19937_64 rng_;
   std::vector<double> costs_;
+  std::vector<tier_evidence> ev_;    // scratch
   std::vector<tier_posterior> post_; // scratch
 };
 

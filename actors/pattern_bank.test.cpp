@@ -30,6 +30,13 @@ std::vector<float> unit(std::mt19937& rng, uint32_t dim) {
   return v;
 }
 
+/// Router config where every random query founds its own pattern.
+router_config fine_patterns() {
+  router_config cfg;
+  cfg.new_pattern_threshold = 0.999;
+  return cfg;
+}
+
 /// A context near `center`: center + noise, renormalised.
 std::vector<float> jitter(const std::vector<float>& center, std::mt19937& rng, float amount) {
   auto v = center;
@@ -48,7 +55,7 @@ TEST_CASE("the router's regret falls on a small seeded bandit") {
   const uint32_t dim = 64;
   router_config cfg;
   cfg.seed = 11;
-  cfg.new_pattern_threshold = 0.97; // jittered queries mostly create patterns
+  cfg.new_pattern_threshold = 0.9; // jittered queries join their context's pattern
   auto bank = pattern_bank::open(dim, cfg, nullptr);
   REQUIRE(bank);
   std::mt19937 rng(5);
@@ -82,12 +89,12 @@ TEST_CASE("the router's regret falls on a small seeded bandit") {
   last /= window;
   MESSAGE("mean regret first window " << first << ", last window " << last);
   CHECK(last < 0.5 * first);
-  CHECK(last < 0.03);
+  CHECK(last < 0.04);
 }
 
 TEST_CASE("thompson_choose prefers the tier with the best expected reward") {
   std::mt19937_64 rng(3);
-  std::vector<tier_posterior> post{{10, 90}, {900, 100}, {95, 5}};
+  std::vector<tier_posterior> post{{0.1, 0.001}, {0.9, 0.0001}, {0.95, 0.0005}};
   std::vector<double> costs{0.0, 0.0, 0.2};
   int wins[3] = {};
   for (int i = 0; i < 1000; ++i)
@@ -108,7 +115,7 @@ TEST_CASE("pattern index is rebuilt from LMDB after its file is deleted") {
   {
     auto env = store::environment::open({dir});
     REQUIRE(env);
-    auto bank = pattern_bank::open(dim, {}, *env);
+    auto bank = pattern_bank::open(dim, fine_patterns(), *env);
     REQUIRE(bank);
     for (auto& q : qs)
       ids.push_back((*bank)->route(q, 1).pattern_id);
@@ -120,7 +127,7 @@ TEST_CASE("pattern index is rebuilt from LMDB after its file is deleted") {
       fs::remove(dir / "patterns.hnsw");
     auto env = store::environment::open({dir});
     REQUIRE(env);
-    auto bank = pattern_bank::open(dim, {}, *env);
+    auto bank = pattern_bank::open(dim, fine_patterns(), *env);
     REQUIRE(bank);
     CHECK((*bank)->rebuilt_index() == remove_file);
     CHECK((*bank)->size() == 100);
@@ -140,7 +147,7 @@ TEST_CASE("patterns flushed without a checkpoint survive a restart") {
   std::mt19937 rng(4);
   {
     auto env = store::environment::open({dir});
-    auto bank = pattern_bank::open(16, {}, *env);
+    auto bank = pattern_bank::open(16, fine_patterns(), *env);
     REQUIRE(bank);
     REQUIRE_FALSE((*bank)->checkpoint(1)); // index file with 0 patterns
     for (int i = 0; i < 10; ++i)
@@ -148,7 +155,7 @@ TEST_CASE("patterns flushed without a checkpoint survive a restart") {
     REQUIRE_FALSE((*bank)->flush()); // no new index file: it is stale now
   }
   auto env = store::environment::open({dir});
-  auto bank = pattern_bank::open(16, {}, *env);
+  auto bank = pattern_bank::open(16, fine_patterns(), *env);
   REQUIRE(bank);
   CHECK((*bank)->size() == 10);
   CHECK((*bank)->rebuilt_index());
@@ -159,13 +166,13 @@ TEST_CASE("a stored pattern with another dimension is refused with a clear error
   auto dir = temp_dir("dim");
   {
     auto env = store::environment::open({dir});
-    auto bank = pattern_bank::open(16, {}, *env);
+    auto bank = pattern_bank::open(16, fine_patterns(), *env);
     std::mt19937 rng(1);
     (*bank)->route(unit(rng, 16), 1);
     REQUIRE_FALSE((*bank)->flush());
   }
   auto env = store::environment::open({dir});
-  auto bank = pattern_bank::open(32, {}, *env);
+  auto bank = pattern_bank::open(32, fine_patterns(), *env);
   REQUIRE_FALSE(bank);
   CHECK(shoal::view(bank.error()).message.find("dimension 16") != std::string::npos);
   fs::remove_all(dir);

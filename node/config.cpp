@@ -127,7 +127,14 @@ std::vector<setting> build_settings() {
                           64, "Exponent p of a neighbour's weight max(similarity, 0)^p when "
                               "pooling statistics."));
   s.push_back(make_double("router.prior", SHOAL_FIELD(router.prior), 1e-3, 100,
-                          "Beta prior pseudo-counts a0 = b0 of every tier's expected quality."));
+                          "Pseudo-observations of a uniform quality in every tier's prior."));
+  s.push_back(make_double("router.global_prior", SHOAL_FIELD(router.global_prior), 0, 1000,
+                          "Strength (pseudo-observations) of the empirical-Bayes prior that "
+                          "centres each tier's posterior on its mean quality over the whole "
+                          "bank; 0 disables it."));
+  s.push_back(make_double("router.exploration", SHOAL_FIELD(router.exploration), 0, 10,
+                          "Scale of the posterior standard deviation in Thompson draws: 1 is "
+                          "Thompson sampling, 0 is greedy on the posterior mean."));
   s.push_back(make_uint("router.max_patterns", SHOAL_FIELD(router.max_patterns), 1, 1e9,
                         "Most patterns kept; beyond it requests join their nearest pattern."));
   s.push_back(make_uint("router.seed", SHOAL_FIELD(router.seed), 0, 9.0e15,

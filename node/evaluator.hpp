@@ -28,9 +28,10 @@ namespace shoal::node {
 struct evaluator_config {
   /// Seed of domain difficulties and quality draws. Default: 42.
   uint64_t seed = 42;
-  /// Range of hidden domain difficulty. Default: [-0.25, 1.25].
-  double difficulty_min = -0.25;
-  double difficulty_max = 1.25;
+  /// Range of hidden domain difficulty. Default: [-0.75, 0.75], where each of
+  /// the four default tiers is the best choice for some domains.
+  double difficulty_min = -0.75;
+  double difficulty_max = 0.75;
   /// Steepness of mean quality in (ability - difficulty). Default: 6.
   double slope = 6;
   /// Beta concentration kappa of quality draws (higher = less noise). Default: 8.

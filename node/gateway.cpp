@@ -340,6 +340,7 @@ gateway::gateway(caf::actor_system& sys, const node_config& cfg, gateway_actors 
   svr.set_payload_max_length(cfg.http.max_body_bytes);
   svr.set_keep_alive_max_count(100000);
   svr.set_keep_alive_timeout(30);
+  svr.set_tcp_nodelay(true);
   svr.Post("/v1/route", [self](const httplib::Request& q, httplib::Response& r) {
     self->handle_route(q, r);
   });

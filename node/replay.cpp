@@ -106,6 +106,7 @@ int run_replay(const replay_options& o) {
   auto worker = [&] {
     httplib::Client cli(o.url);
     cli.set_keep_alive(true);
+    cli.set_tcp_nodelay(true);
     cli.set_read_timeout(30, 0);
     for (uint64_t i = next++; i < n; i = next++) {
       if (o.rate > 0) {
@@ -215,6 +216,27 @@ int run_replay(const replay_options& o) {
       lat.push_back(r.route_ms);
       ++use[r.tier];
     }
+  // Baselines: every request sent to one fixed tier (what a router without
+  // context could do at best), in expected reward relative to the oracle.
+  {
+    std::vector<double> fixed(tiers.size());
+    double orc = 0;
+    uint64_t cnt = 0;
+    for (uint64_t i = 0; i < n; ++i) {
+      if (!results[i].ok)
+        continue;
+      const auto& p = prompts[(o.offset + i) % prompts.size()];
+      for (uint32_t t = 0; t < tiers.size(); ++t)
+        fixed[t] += eval.expected_reward(p.domain, t);
+      orc += results[i].oracle;
+      ++cnt;
+    }
+    std::printf("baseline, one fixed tier for every request (%% of oracle):");
+    for (size_t t = 0; t < tiers.size(); ++t)
+      std::printf(" %s %.1f%%", tiers[t].name.c_str(), 100 * fixed[t] / orc);
+    std::printf("\n");
+    (void) cnt;
+  }
   std::printf("tier usage:");
   for (size_t t = 0; t < tiers.size(); ++t)
     std::printf(" %s %.1f%%", tiers[t].name.c_str(),
