@@ -1,6 +1,7 @@
 #include "node/node.hpp"
 
 #include "actors/actors.hpp"
+#include "actors/time.hpp"
 #include "node/gateway.hpp"
 #include "proto/error.hpp"
 
@@ -27,6 +28,10 @@ int run_node(const node_config& cfg) {
   auto env = store::environment::open(cfg.store);
   if (!env) {
     spdlog::critical("cannot open storage: {}", view(env.error()).message);
+    return 1;
+  }
+  if (auto err = (*env)->ensure_schema(cfg.embedder.dim, actors::utc_now_ms())) {
+    spdlog::critical("cannot use storage: {}", view(err).message);
     return 1;
   }
   auto bank = actors::pattern_bank::open(cfg.embedder.dim, cfg.router, *env);

@@ -1,6 +1,7 @@
 #include "store/environment.hpp"
 
 #include "proto/error.hpp"
+#include "proto/records.hpp"
 
 #include <lmdb.h>
 
@@ -212,6 +213,30 @@ caf::expected<uint64_t> environment::count(table t) const {
   if (rc != 0)
     return lmdb_error("stat", rc);
   return static_cast<uint64_t>(st.ms_entries);
+}
+
+caf::error environment::ensure_schema(uint32_t embedding_dim, int64_t now_ms) {
+  auto bytes = get(table::meta, "schema");
+  if (!bytes)
+    return bytes.error();
+  if (!bytes->has_value()) {
+    proto::meta_record m{proto::schema_version, embedding_dim, now_ms};
+    return write({{table::meta, "schema", proto::encode(m)}});
+  }
+  auto m = proto::decode_meta(**bytes);
+  if (!m)
+    return m.error();
+  if (m->schema_version > proto::schema_version)
+    return make_error(errc::corrupt_data,
+                      "the store in " + impl_->cfg.data_dir.string() + " has schema version "
+                        + std::to_string(m->schema_version) + "; this build reads up to "
+                        + std::to_string(proto::schema_version));
+  if (m->embedding_dim != embedding_dim)
+    return make_error(errc::corrupt_data,
+                      "the store in " + impl_->cfg.data_dir.string()
+                        + " holds embeddings of dimension " + std::to_string(m->embedding_dim)
+                        + " but embedder.dim is " + std::to_string(embedding_dim));
+  return {};
 }
 
 caf::error environment::sync() {

@@ -14,6 +14,7 @@
 ///     outlives a call.
 
 #include <caf/expected.hpp>
+#include <caf/error.hpp>
 
 #include <cstdint>
 #include <filesystem>
@@ -85,6 +86,12 @@ public:
 
   /// Number of entries in a table.
   caf::expected<uint64_t> count(table t) const;
+
+  /// Checks the `meta` table's "schema" record against this build and the
+  /// configured embedding dimension, writing it on first use.
+  /// Errors: `errc::corrupt_data` when the store was written by a newer schema
+  /// or with another embedding dimension (naming both), `errc::storage_failure`.
+  caf::error ensure_schema(uint32_t embedding_dim, int64_t now_ms);
 
   /// Forces a durable sync of the environment to disk.
   caf::error sync();

@@ -1,5 +1,6 @@
 #include "store/environment.hpp"
 
+#include "proto/error.hpp"
 #include "proto/records.hpp"
 
 #include <doctest/doctest.h>
@@ -70,5 +71,27 @@ TEST_CASE("for_each visits keys in numeric order") {
     return true;
   }));
   CHECK(seen == std::vector<uint64_t>{2, 300, 70000});
+  fs::remove_all(dir);
+}
+
+TEST_CASE("the meta table records the schema version and refuses another dimension") {
+  auto dir = temp_dir("schema");
+  {
+    auto env = environment::open({dir});
+    REQUIRE(env);
+    CHECK_FALSE((*env)->ensure_schema(384, 1));
+    CHECK_FALSE((*env)->ensure_schema(384, 2)); // idempotent
+    auto bytes = (*env)->get(table::meta, "schema");
+    REQUIRE(bytes);
+    REQUIRE(bytes->has_value());
+    auto m = shoal::proto::decode_meta(**bytes);
+    REQUIRE(m);
+    CHECK(m->schema_version == shoal::proto::schema_version);
+    CHECK(m->embedding_dim == 384);
+  }
+  auto env = environment::open({dir});
+  auto err = (*env)->ensure_schema(128, 3);
+  REQUIRE(err);
+  CHECK(shoal::view(err).message.find("embedder.dim is 128") != std::string::npos);
   fs::remove_all(dir);
 }
