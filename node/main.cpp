@@ -40,6 +40,8 @@ int main(int argc, char** argv) {
     ->capture_default_str()
     ->check(CLI::Range(1, 100000000));
   replay->add_option("--curve-out", ro.curve_out, "Also write the curve as CSV here");
+  replay->add_option("--by-domain", ro.by_domain,
+                     "Print this many domains ranked by regret, with their tier shares");
   replay->add_option("--eval-seed", ro.eval.seed, "Evaluator seed")->capture_default_str();
   replay->add_option("--eval-difficulty-min", ro.eval.difficulty_min,
                      "Lowest hidden domain difficulty")

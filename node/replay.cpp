@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <iostream>
 #include <mutex>
 #include <thread>
@@ -236,6 +237,36 @@ int run_replay(const replay_options& o) {
       std::printf(" %s %.1f%%", tiers[t].name.c_str(), 100 * fixed[t] / orc);
     std::printf("\n");
     (void) cnt;
+  }
+  if (o.by_domain > 0) {
+    // Where the regret comes from: domains ranked by total regret.
+    struct dom {
+      uint64_t n = 0;
+      double regret = 0;
+      std::vector<uint64_t> use;
+    };
+    std::map<std::string, dom> doms;
+    for (uint64_t i = 0; i < n; ++i) {
+      if (!results[i].ok)
+        continue;
+      auto& d = doms[prompts[(o.offset + i) % prompts.size()].domain];
+      d.use.resize(tiers.size());
+      ++d.n;
+      d.regret += results[i].oracle - results[i].expected;
+      ++d.use[results[i].tier];
+    }
+    std::vector<std::pair<std::string, dom>> ranked(doms.begin(), doms.end());
+    std::sort(ranked.begin(), ranked.end(),
+              [](auto& a, auto& b) { return a.second.regret > b.second.regret; });
+    std::printf("%-14s %6s %7s %6s %s\n", "domain", "n", "regret", "oracle", "tier shares");
+    for (size_t r = 0; r < std::min<size_t>(o.by_domain, ranked.size()); ++r) {
+      auto& [name, d] = ranked[r];
+      std::printf("%-14s %6llu %7.4f %6s", name.c_str(), static_cast<unsigned long long>(d.n),
+                  d.regret / d.n, tiers[eval.oracle(name).second].name.c_str());
+      for (auto u : d.use)
+        std::printf(" %5.1f%%", 100.0 * u / d.n);
+      std::printf("\n");
+    }
   }
   std::printf("tier usage:");
   for (size_t t = 0; t < tiers.size(); ++t)

@@ -20,6 +20,7 @@ struct replay_options {
   uint32_t concurrency = 1; ///< parallel connections
   uint64_t window = 1000;   ///< requests per learning-curve row
   std::string curve_out;    ///< if set, the curve is also written here as CSV
+  uint32_t by_domain = 0;   ///< if > 0, print this many domains ranked by regret
   evaluator_config eval;
 };
 
