@@ -399,9 +399,10 @@ std::variant<node_config, config_error> load_config(const std::string& path,
       return config_error{name, "unknown key (environment variable)"};
     auto v = parse_text(*s, text);
     if (!v)
-      return config_error{name, "must be " + type_name(s->type) + ", got \"" + text + "\""};
+      return config_error{s->key, "must be " + type_name(s->type) + ", got \"" + text
+                                    + "\" (from " + name + ")"};
     if (auto msg = check(*s, *v); !msg.empty())
-      return config_error{name, msg};
+      return config_error{s->key, msg + " (from " + name + ")"};
     s->set(cfg, *v);
   }
   for (const auto& o : overrides) {

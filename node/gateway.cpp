@@ -10,7 +10,13 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
 #include <cmath>
+#include <filesystem>
 #include <sstream>
 
 namespace shoal::node {
@@ -99,6 +105,7 @@ struct gateway::impl {
   engine::embedder embedder;
   httplib::Server server;
   caf::duration timeout;
+  int port = 0; ///< bound port, once bind() succeeded
 
   impl(caf::actor_system& s, const node_config& c, gateway_actors a)
     : sys(s), cfg(c), actors(std::move(a)), embedder(c.embedder),
@@ -410,6 +417,7 @@ std::variant<int, std::string> gateway::bind() {
     port = -1;
   if (port < 0)
     return "cannot listen on " + h.address + ":" + std::to_string(h.port);
+  impl_->port = port;
   return port;
 }
 
@@ -417,8 +425,47 @@ void gateway::serve() {
   impl_->server.listen_after_bind();
 }
 
+namespace {
+
+/// Shuts down the reading side of every connected TCP socket of this process
+/// whose local port is `port`: idle keep-alive connections then see end of
+/// file and close, while a request being handled still writes its response.
+/// cpp-httplib 0.11 (Debian 12) otherwise waits out the keep-alive timeout
+/// of each idle connection before stop() lets listen() return.
+void shutdown_connections(int port) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+    int fd = -1;
+    try {
+      fd = std::stoi(entry.path().filename().string());
+    } catch (const std::exception&) {
+      continue;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode))
+      continue;
+    sockaddr_storage local{}, peer{};
+    socklen_t len = sizeof(local);
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) != 0)
+      continue;
+    int local_port = -1;
+    if (local.ss_family == AF_INET)
+      local_port = ntohs(reinterpret_cast<sockaddr_in*>(&local)->sin_port);
+    else if (local.ss_family == AF_INET6)
+      local_port = ntohs(reinterpret_cast<sockaddr_in6*>(&local)->sin6_port);
+    len = sizeof(peer);
+    if (local_port != port || getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) != 0)
+      continue; // another socket, or the listening socket itself
+    ::shutdown(fd, SHUT_RD);
+  }
+}
+
+} // namespace
+
 void gateway::stop() {
   impl_->server.stop();
+  if (impl_->port > 0)
+    shutdown_connections(impl_->port);
 }
 
 } // namespace shoal::node

@@ -42,7 +42,8 @@ public:
   /// Serves until `stop` is called (blocks the calling thread).
   void serve();
 
-  /// Stops serving; in-flight requests finish. Thread-safe.
+  /// Stops serving: no new connections; in-flight requests finish and idle
+  /// keep-alive connections are closed. Thread-safe.
   void stop();
 
   struct impl;

@@ -1,0 +1,432 @@
+// End-to-end tests of the real `shoal` binary: HTTP API, bad input, restart,
+// signals, configuration errors and replay. Label: integration.
+#include "node_process.hpp"
+
+#include <doctest/doctest.h>
+
+#include <csignal>
+#include <fstream>
+#include <set>
+#include <thread>
+
+using namespace shoal::testing;
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+namespace {
+
+/// Starts a node or fails the test with the node's log.
+std::unique_ptr<node_process> must_start(const std::filesystem::path& dir,
+                                         const std::vector<std::string>& args = {}) {
+  std::string log;
+  auto node = node_process::start(dir, args, &log);
+  INFO("node log:\n" << log);
+  REQUIRE(node != nullptr);
+  return node;
+}
+
+json must_get(httplib::Client& c, const std::string& path) {
+  auto r = c.Get(path);
+  REQUIRE(r);
+  REQUIRE(r->status == 200);
+  auto j = body_json(r);
+  REQUIRE_FALSE(j.is_discarded());
+  return j;
+}
+
+json must_route(httplib::Client& c, const std::string& text) {
+  auto r = post(c, "/v1/route", json{{"text", text}}.dump());
+  REQUIRE(r);
+  INFO(r->body);
+  REQUIRE(r->status == 200);
+  return body_json(r);
+}
+
+/// Checks a 4xx answer with the error shape {"error": {"code", "message"}}.
+void check_error(const httplib::Result& r, int status, const std::string& code) {
+  REQUIRE(r);
+  INFO("body: " << r->body);
+  CHECK(r->status == status);
+  auto j = body_json(r);
+  REQUIRE(j.is_object());
+  REQUIRE(j.contains("error"));
+  CHECK(j["error"]["code"] == code);
+  REQUIRE(j["error"]["message"].is_string());
+  CHECK_FALSE(j["error"]["message"].get<std::string>().empty());
+}
+
+std::string sixteen_words(int i) {
+  static const char* words[] = {"library", "daemon", "python", "font", "kernel", "editor",
+                                "compiler", "network", "audio", "image", "game", "shell",
+                                "database", "server", "client", "parser"};
+  std::string s;
+  for (int j = 0; j < 6; ++j) {
+    if (j)
+      s += ' ';
+    s += words[(i * 7 + j * 3 + i / 16) % 16];
+  }
+  return s + " tool number " + std::to_string(i);
+}
+
+} // namespace
+
+TEST_CASE("the node routes text, accepts feedback and reports stats, metrics and health") {
+  temp_dir dir;
+  auto node = must_start(dir.path(), {"--set", "router.seed=1"});
+  auto c = node->client();
+
+  CHECK(must_get(c, "/healthz")["status"] == "ok");
+
+  auto d = must_route(c, "GNU C library: shared libraries and timezone data");
+  REQUIRE(d["request_id"].is_string());
+  CHECK(d["request_id"].get<std::string>().size() == 16);
+  std::set<std::string> tiers{"ruvltra-350m", "ruvltra-700m", "ruvltra-1.2b", "ruvltra-2.6b"};
+  CHECK(tiers.count(d["tier"].get<std::string>()) == 1);
+  CHECK(d["confidence"].get<double>() >= 0.0);
+  CHECK(d["confidence"].get<double>() <= 1.0);
+  CHECK(d["new_pattern"] == true); // the bank was empty
+  CHECK(d["neighbors"].is_array());
+
+  // A near-duplicate joins the first pattern and lists it as a neighbour.
+  auto d2 = must_route(c, "GNU C library: shared libraries and time zone data");
+  CHECK(d2["new_pattern"] == false);
+  CHECK(d2["pattern_id"] == d["pattern_id"]);
+  REQUIRE(d2["neighbors"].size() >= 1);
+  CHECK(d2["neighbors"][0]["pattern_id"] == d["pattern_id"]);
+  CHECK(d2["neighbors"][0]["similarity"].get<double>() > 0.5);
+
+  auto fb = post(c, "/v1/feedback", json{{"request_id", d["request_id"]}, {"quality", 0.8}}.dump());
+  REQUIRE(fb);
+  INFO(fb->body);
+  REQUIRE(fb->status == 200);
+  CHECK(body_json(fb)["accepted"] == true);
+  CHECK(body_json(fb)["tier"] == d["tier"]);
+
+  // The same request cannot be rated twice.
+  check_error(post(c, "/v1/feedback", json{{"request_id", d["request_id"]}, {"quality", 0.2}}.dump()),
+              409, "conflict");
+
+  // A valid embedding routes too (dimension from the config: 384).
+  std::vector<float> e(384, 0.0f);
+  e[7] = 1.0f;
+  e[300] = -2.0f;
+  auto de = post(c, "/v1/route", json{{"embedding", e}, {"session_id", "s1"}, {"user", "u"}}.dump());
+  REQUIRE(de);
+  CHECK(de->status == 200);
+
+  auto stats = must_get(c, "/v1/stats");
+  CHECK(stats["requests"] == 3);
+  CHECK(stats["patterns"] == 2);
+  CHECK(stats["feedback"] == 1);
+  REQUIRE(stats["tiers"].size() == 4);
+  uint64_t routed = 0;
+  for (auto& t : stats["tiers"])
+    routed += t["routed"].get<uint64_t>();
+  CHECK(routed == 3);
+  CHECK(stats["route_latency_ms"]["count"] == 3);
+  CHECK(stats["route_latency_ms"]["p99"].get<double>() > 0.0);
+
+  auto m = c.Get("/metrics");
+  REQUIRE(m);
+  CHECK(m->status == 200);
+  CHECK(m->get_header_value("Content-Type").rfind("text/plain; version=0.0.4", 0) == 0);
+  CHECK(m->body.find("# TYPE shoal_route_requests_total counter") != std::string::npos);
+  CHECK(m->body.find("shoal_patterns{node=\"shoal-1\"} 2") != std::string::npos);
+  CHECK(m->body.find("shoal_route_latency_seconds_count{node=\"shoal-1\"} 3")
+        != std::string::npos);
+  CHECK(m->body.find("shoal_route_latency_seconds_bucket{node=\"shoal-1\",le=\"+Inf\"} 3")
+        != std::string::npos);
+
+  CHECK(node->stop(SIGINT) == 0);
+}
+
+TEST_CASE("every malformed route request gets a 4xx JSON error and nothing is stored") {
+  temp_dir dir;
+  auto node = must_start(dir.path(), {"--set", "http.max_body_bytes=4096",
+                                      "--set", "witness.flush_interval_ms=1"});
+  auto c = node->client();
+  std::vector<float> wrong_dim(10, 0.5f);
+  std::vector<float> zeros(384, 0.0f);
+  std::string with_number_list;
+  {
+    json e = json::array();
+    for (int i = 0; i < 383; ++i)
+      e.push_back(0.1);
+    e.push_back("x");
+    with_number_list = json{{"embedding", e}}.dump();
+  }
+  std::string huge_number;
+  {
+    std::string e = "[1e999";
+    for (int i = 1; i < 384; ++i)
+      e += ",0.1";
+    huge_number = "{\"embedding\":" + e + "]}";
+  }
+  std::string nan_literal;
+  {
+    std::string e = "[NaN";
+    for (int i = 1; i < 384; ++i)
+      e += ",0.1";
+    nan_literal = "{\"embedding\":" + e + "]}";
+  }
+  const std::vector<std::pair<const char*, std::string>> bad = {
+    {"malformed JSON", "{\"text\": \"abc\""},
+    {"not JSON at all", "hello"},
+    {"empty body", ""},
+    {"array instead of object", "[\"text\"]"},
+    {"text is a number", R"({"text": 42})"},
+    {"text is an object", R"({"text": {"a": 1}})"},
+    {"empty text", R"({"text": ""})"},
+    {"whitespace text", R"({"text": "  \n\t "})"},
+    {"text without words", R"({"text": "!!! ??? ..."})"},
+    {"neither text nor embedding", R"({"user": "u"})"},
+    {"both text and embedding", json{{"text", "a b"}, {"embedding", zeros}}.dump()},
+    {"embedding not an array", R"({"embedding": "0.1,0.2"})"},
+    {"embedding of wrong dimension", json{{"embedding", wrong_dim}}.dump()},
+    {"embedding with a string", with_number_list},
+    {"embedding with 1e999", huge_number},
+    {"embedding with NaN literal", nan_literal},
+    {"zero embedding", json{{"embedding", zeros}}.dump()},
+    {"session_id not a string", R"({"text": "a b", "session_id": 5})"},
+    {"user too long", json{{"text", "a b"}, {"user", std::string(300, 'u')}}.dump()},
+  };
+  for (const auto& [what, body] : bad) {
+    CAPTURE(what);
+    check_error(post(c, "/v1/route", body), 400, "invalid_argument");
+  }
+  check_error(post(c, "/v1/route", json{{"text", std::string(5000, 'a')}}.dump()), 413,
+              "payload_too_large");
+  check_error(c.Get("/v1/nothing-here"), 404, "not_found");
+  check_error(post(c, "/v1/routes", R"({"text": "a"})"), 404, "not_found");
+
+  // The node still serves, and none of the above left a trace.
+  std::this_thread::sleep_for(50ms);
+  auto stats = must_get(c, "/v1/stats");
+  CHECK(stats["requests"] == 0);
+  CHECK(stats["patterns"] == 0);
+  CHECK(stats["witness"]["records"] == 0);
+  CHECK(stats["witness"]["pending"] == 0);
+  CHECK(stats["http"]["errors"]["invalid_argument"] == bad.size());
+  must_route(c, "the node keeps serving after bad input");
+  CHECK(node->stop(SIGINT) == 0);
+}
+
+TEST_CASE("every malformed feedback gets a 4xx JSON error and changes nothing") {
+  temp_dir dir;
+  auto node = must_start(dir.path());
+  auto c = node->client();
+  auto d = must_route(c, "X11 window manager with tabs and tiling");
+  std::string id = d["request_id"];
+  const std::vector<std::pair<const char*, std::string>> bad = {
+    {"malformed JSON", "{\"request_id\": "},
+    {"not an object", "3"},
+    {"request_id missing", R"({"quality": 0.5})"},
+    {"request_id a number", R"({"request_id": 12, "quality": 0.5})"},
+    {"request_id not hex", R"({"request_id": "zzzzzzzzzzzzzzzz", "quality": 0.5})"},
+    {"request_id too short", R"({"request_id": "abc", "quality": 0.5})"},
+    {"quality missing", json{{"request_id", id}}.dump()},
+    {"quality above 1", json{{"request_id", id}, {"quality", 1.5}}.dump()},
+    {"quality below 0", json{{"request_id", id}, {"quality", -0.1}}.dump()},
+    {"quality a string", json{{"request_id", id}, {"quality", "high"}}.dump()},
+    {"quality null", json{{"request_id", id}, {"quality", nullptr}}.dump()},
+  };
+  for (const auto& [what, body] : bad) {
+    CAPTURE(what);
+    check_error(post(c, "/v1/feedback", body), 400, "invalid_argument");
+  }
+  check_error(post(c, "/v1/feedback",
+                   json{{"request_id", "00000000000000ff"}, {"quality", 0.5}}.dump()),
+              404, "not_found");
+
+  auto stats = must_get(c, "/v1/stats");
+  CHECK(stats["feedback"] == 0);
+  // The rejected attempts did not use up the request: real feedback works.
+  auto ok = post(c, "/v1/feedback", json{{"request_id", id}, {"quality", 1.0}}.dump());
+  REQUIRE(ok);
+  CHECK(ok->status == 200);
+  CHECK(must_get(c, "/v1/stats")["feedback"] == 1);
+  CHECK(node->stop(SIGINT) == 0);
+}
+
+TEST_CASE("a restart keeps the learned patterns and joins feedback through the witness log") {
+  temp_dir dir;
+  std::vector<std::string> ids;
+  std::vector<uint64_t> patterns;
+  json before;
+  {
+    auto node = must_start(dir.path(), {"--set", "router.seed=3"});
+    auto c = node->client();
+    for (int i = 0; i < 200; ++i) {
+      auto d = must_route(c, sixteen_words(i));
+      ids.push_back(d["request_id"]);
+      patterns.push_back(d["pattern_id"]);
+    }
+    // Rate the first half now, the second half after the restart.
+    for (int i = 0; i < 100; ++i) {
+      auto r = post(c, "/v1/feedback", json{{"request_id", ids[i]}, {"quality", 0.9}}.dump());
+      REQUIRE(r);
+      REQUIRE(r->status == 200);
+    }
+    before = must_get(c, "/v1/stats");
+    CHECK(node->stop(SIGINT) == 0);
+  }
+  auto node = must_start(dir.path(), {"--set", "router.seed=3"});
+  auto c = node->client();
+  auto after = must_get(c, "/v1/stats");
+  CHECK(after["patterns"] == before["patterns"]);
+  CHECK(after["patterns"].get<uint64_t>() > 1);
+  CHECK(after["index_rebuilds"] == 0); // the checkpoint written at shutdown was used
+
+  // The same text joins its old pattern instead of creating one.
+  auto d = must_route(c, sixteen_words(150));
+  CHECK(d["new_pattern"] == false);
+  CHECK(d["pattern_id"] == patterns[150]);
+
+  // Feedback for requests routed before the restart joins their witness
+  // records; rated ones stay rated.
+  for (int i = 100; i < 200; ++i) {
+    auto r = post(c, "/v1/feedback", json{{"request_id", ids[i]}, {"quality", 0.5}}.dump());
+    REQUIRE(r);
+    INFO(r->body);
+    REQUIRE(r->status == 200);
+  }
+  check_error(post(c, "/v1/feedback", json{{"request_id", ids[0]}, {"quality", 0.5}}.dump()),
+              409, "conflict");
+  CHECK(node->stop(SIGTERM) == 0);
+}
+
+TEST_CASE("the pattern index is rebuilt from LMDB when its file is corrupt") {
+  temp_dir dir;
+  {
+    auto node = must_start(dir.path());
+    auto c = node->client();
+    for (int i = 0; i < 50; ++i)
+      must_route(c, sixteen_words(i));
+    CHECK(node->stop(SIGINT) == 0);
+  }
+  auto index = dir.path() / "patterns.hnsw";
+  REQUIRE(std::filesystem::exists(index));
+  {
+    std::fstream f(index, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(100);
+    f.write("garbage!", 8);
+  }
+  auto node = must_start(dir.path());
+  auto c = node->client();
+  auto stats = must_get(c, "/v1/stats");
+  CHECK(stats["index_rebuilds"] == 1);
+  CHECK(stats["patterns"].get<uint64_t>() > 1);
+  CHECK(must_route(c, sixteen_words(7))["new_pattern"] == false);
+  CHECK(node->stop(SIGINT) == 0);
+}
+
+TEST_CASE("SIGTERM commits pending witness records before the node exits") {
+  temp_dir dir;
+  std::vector<std::string> ids;
+  const std::vector<std::string> slow_witness{"--set", "witness.flush_interval_ms=60000",
+                                              "--set", "witness.batch_max=100000"};
+  {
+    auto node = must_start(dir.path(), slow_witness);
+    auto c = node->client();
+    for (int i = 0; i < 30; ++i)
+      ids.push_back(must_route(c, sixteen_words(i))["request_id"]);
+    CHECK(must_get(c, "/v1/stats")["witness"]["pending"] == 30);
+    CHECK(node->stop(SIGTERM) == 0);
+  }
+  auto node = must_start(dir.path(), slow_witness);
+  auto c = node->client();
+  for (const auto& id : ids) {
+    auto r = post(c, "/v1/feedback", json{{"request_id", id}, {"quality", 0.7}}.dump());
+    REQUIRE(r);
+    INFO(r->body);
+    CHECK(r->status == 200);
+  }
+  CHECK(node->stop(SIGINT) == 0);
+}
+
+TEST_CASE("an invalid config exits with code 2 and names the key") {
+  temp_dir dir;
+  auto data = "store.data_dir=" + (dir.path() / "data").string();
+  {
+    auto r = run_shoal({"node", "--set", data, "--set", "router.k=0"});
+    INFO(r.output);
+    CHECK(r.exit_code == 2);
+    CHECK(r.output.find("router.k") != std::string::npos);
+  }
+  {
+    auto r = run_shoal({"node", "--set", data, "--set", "router.no_such_key=1"});
+    INFO(r.output);
+    CHECK(r.exit_code == 2);
+    CHECK(r.output.find("router.no_such_key") != std::string::npos);
+  }
+  {
+    auto r = run_shoal({"node", "--set", data}, {"SHOAL_ROUTER_K=abc"});
+    INFO(r.output);
+    CHECK(r.exit_code == 2);
+    CHECK(r.output.find("router.k") != std::string::npos);
+  }
+  {
+    auto toml = dir.path() / "bad.toml";
+    std::ofstream(toml) << "[http]\nport = 8080\nmystery = true\n";
+    auto r = run_shoal({"node", "--config", toml.string(), "--set", data});
+    INFO(r.output);
+    CHECK(r.exit_code == 2);
+    CHECK(r.output.find("http.mystery") != std::string::npos);
+  }
+  {
+    auto toml = dir.path() / "wrong-type.toml";
+    std::ofstream(toml) << "[http]\nport = \"eighty\"\n";
+    auto r = run_shoal({"config", "--check", toml.string()});
+    INFO(r.output);
+    CHECK(r.exit_code == 2);
+    CHECK(r.output.find("http.port") != std::string::npos);
+  }
+  // Nothing was created for a node that never started.
+  CHECK_FALSE(std::filesystem::exists(dir.path() / "data"));
+  // The shipped config is valid.
+  auto ok = run_shoal({"config", "--check", std::string(SHOAL_SOURCE_DIR) + "/configs/node.toml"});
+  INFO(ok.output);
+  CHECK(ok.exit_code == 0);
+}
+
+TEST_CASE("shoal replay prints a learning curve and the node learns from its feedback") {
+  temp_dir dir;
+  auto prompts = dir.path() / "prompts.jsonl";
+  {
+    std::ofstream out(prompts);
+    const char* domains[] = {"libs", "doc", "games", "net"};
+    for (int i = 0; i < 400; ++i)
+      out << json{{"id", "p" + std::to_string(i)},
+                  {"text", sixteen_words(i)},
+                  {"domain", domains[i % 4]}}.dump()
+          << '\n';
+  }
+  auto node = must_start(dir.path() / "data", {"--set", "router.seed=7"});
+  auto curve = dir.path() / "curve.csv";
+  auto r = run_shoal({"replay", "--url", node->url(), "--prompts", prompts.string(),
+                      "--window", "100", "--curve-out", curve.string(), "--eval-seed", "1"});
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.output.find("oracle") != std::string::npos);
+  std::ifstream in(curve);
+  std::string line;
+  int rows = 0;
+  while (std::getline(in, line))
+    ++rows;
+  CHECK(rows == 1 + 4); // header + one row per window of 100
+  auto c = node->client();
+  auto stats = must_get(c, "/v1/stats");
+  CHECK(stats["requests"] == 400);
+  CHECK(stats["feedback"] == 400);
+  CHECK(node->stop(SIGINT) == 0);
+
+  // Bad prompt files are reported, not crashed on.
+  auto bad = dir.path() / "bad.jsonl";
+  std::ofstream(bad) << "{\"id\": 1, \"text\": \n";
+  auto node2 = must_start(dir.path() / "data");
+  auto rb = run_shoal({"replay", "--url", node2->url(), "--prompts", bad.string()});
+  INFO(rb.output);
+  CHECK(rb.exit_code != 0);
+  CHECK(rb.output.find("bad.jsonl") != std::string::npos);
+  CHECK(node2->stop(SIGINT) == 0);
+}

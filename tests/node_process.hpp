@@ -1,0 +1,84 @@
+// A real `shoal` process for integration tests: started with fork/exec on a
+// random loopback port in a private data directory, stopped with a signal.
+// Not thread-safe; one object per process.
+#pragma once
+
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace shoal::testing {
+
+/// A temporary directory removed with everything in it on destruction.
+class temp_dir {
+public:
+  temp_dir();
+  ~temp_dir();
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+
+  const std::filesystem::path& path() const { return path_; }
+
+private:
+  std::filesystem::path path_;
+};
+
+/// Outcome of a process that ran to completion.
+struct run_result {
+  int exit_code = -1;  ///< exit status, or -1 if killed by a signal / timed out
+  std::string output;  ///< stdout and stderr interleaved
+};
+
+/// Runs `shoal <args>` to completion (at most `timeout`) with extra
+/// environment entries ("KEY=value") and returns its exit code and output.
+run_result run_shoal(const std::vector<std::string>& args,
+                     const std::vector<std::string>& env = {},
+                     std::chrono::seconds timeout = std::chrono::seconds(60));
+
+/// A running `shoal node`. start() passes `--set http.port=0`, a port file and
+/// `store.data_dir=<data_dir>` plus the caller's extra arguments, and waits
+/// until the node listens.
+class node_process {
+public:
+  ~node_process();
+  node_process(const node_process&) = delete;
+  node_process& operator=(const node_process&) = delete;
+
+  /// Starts a node; nullopt (with the node's log in `log`) if it exited or
+  /// did not listen within 20 s.
+  static std::unique_ptr<node_process> start(const std::filesystem::path& data_dir,
+                                              const std::vector<std::string>& extra_args,
+                                              std::string* log = nullptr);
+
+  /// Sends `sig` and waits (at most 30 s) for the exit; returns the exit
+  /// code, or -1 if the node died from a signal or had to be killed.
+  int stop(int sig);
+
+  int port() const { return port_; }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  /// Everything the node wrote to stdout/stderr so far.
+  std::string log() const;
+
+  /// A fresh keep-alive client for this node.
+  httplib::Client client() const;
+
+private:
+  node_process() = default;
+  int pid_ = -1;
+  int port_ = 0;
+  std::filesystem::path log_path_;
+};
+
+/// Parses a response body as JSON (discarded value if it is not JSON).
+nlohmann::json body_json(const httplib::Result& r);
+
+/// POSTs a JSON body (given as text, so malformed bodies can be sent).
+httplib::Result post(httplib::Client& c, const std::string& path, const std::string& body);
+
+} // namespace shoal::testing
