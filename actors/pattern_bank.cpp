@@ -155,6 +155,15 @@ route_result pattern_bank::route(std::span<const float> embedding, int64_t now_m
   route_result res;
   auto t0 = now_ns();
   auto hits = index_.search(embedding, cfg_.k);
+  if (!pending_.empty()) {
+    // Patterns not yet indexed: exact scan, merged into the hits by similarity.
+    for (const auto& [id, v] : pending_)
+      hits.push_back({id, kernels::dot(v, embedding)});
+    std::sort(hits.begin(), hits.end(),
+              [](const auto& a, const auto& b) { return a.similarity > b.similarity; });
+    if (hits.size() > cfg_.k)
+      hits.resize(cfg_.k);
+  }
   auto t1 = now_ns();
   const size_t n_tiers = cfg_.tiers.size();
   // Priors as pseudo-observations: uniform quality, and the bank-wide
@@ -199,18 +208,15 @@ route_result pattern_bank::route(std::span<const float> embedding, int64_t now_m
     dirty_.insert(res.pattern_id);
   } else {
     uint64_t id = next_id_++;
-    if (!index_.add(id, embedding)) {
-      auto& st = stats_[id];
-      st.tiers.assign(n_tiers, {});
-      st.hits = 1;
-      st.created_ms = st.updated_ms = now_ms;
-      st.version = 1;
-      dirty_.insert(id);
-      res.pattern_id = id;
-      res.new_pattern = true;
-    } else if (!hits.empty()) {
-      res.pattern_id = hits.front().id;
-    }
+    pending_.emplace_back(id, std::vector<float>(embedding.begin(), embedding.end()));
+    auto& st = stats_[id];
+    st.tiers.assign(n_tiers, {});
+    st.hits = 1;
+    st.created_ms = st.updated_ms = now_ms;
+    st.version = 1;
+    dirty_.insert(id);
+    res.pattern_id = id;
+    res.new_pattern = true;
   }
   res.search_ns = t1 - t0;
   res.decide_ns = now_ns() - t1;
@@ -241,7 +247,9 @@ proto::pattern_record pattern_bank::record(uint64_t id) const {
   if (it == stats_.end())
     return r;
   r.id = id;
-  r.centroid = index_.get(id);
+  auto queued = std::find_if(pending_.begin(), pending_.end(),
+                             [id](const auto& p) { return p.first == id; });
+  r.centroid = queued != pending_.end() ? queued->second : index_.get(id);
   r.tiers = it->second.tiers;
   r.hits = it->second.hits;
   r.created_ms = it->second.created_ms;
@@ -262,6 +270,17 @@ caf::error pattern_bank::insert(proto::pattern_record rec) {
   return {};
 }
 
+caf::error pattern_bank::index_pending() {
+  size_t done = 0;
+  caf::error err;
+  for (; done < pending_.size(); ++done) {
+    if ((err = index_.add(pending_[done].first, pending_[done].second)))
+      break;
+  }
+  pending_.erase(pending_.begin(), pending_.begin() + static_cast<ptrdiff_t>(done));
+  return err;
+}
+
 caf::error pattern_bank::flush() {
   if (env_ == nullptr || dirty_.empty())
     return {};
@@ -278,6 +297,8 @@ caf::error pattern_bank::flush() {
 caf::error pattern_bank::checkpoint(int64_t now_ms) {
   if (env_ == nullptr)
     return {};
+  if (auto err = index_pending())
+    return err;
   if (auto err = flush())
     return err;
   auto h = index_.save(index_path());

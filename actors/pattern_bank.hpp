@@ -21,7 +21,8 @@
 ///   4. confidence = P(chosen tier has the highest expected reward), by a normal
 ///      approximation of the posteriors, multiplied over the other tiers;
 ///   5. assign the query to the nearest pattern when its similarity is at least
-///      `new_pattern_threshold`, else create a pattern with the query as centroid.
+///      `new_pattern_threshold`, else create a pattern with the query as centroid
+///      (queued, and added to the HNSW index by `index_pending`).
 /// Learning (`learn`) adds one quality observation to (pattern, tier).
 ///
 /// Thread-safety: none; owned by one actor. LMDB writes happen in `flush` and
@@ -151,10 +152,21 @@ public:
   /// Errors: `errc::not_found` (unknown pattern), `errc::invalid_argument`.
   caf::error learn(uint64_t pattern_id, uint32_t tier, double quality, int64_t now_ms);
 
+  /// Adds the patterns created by `route` since the last call to the HNSW
+  /// index. `route` defers this (an HNSW insertion costs several searches) so
+  /// the owner can answer first; until then `route` finds those patterns by
+  /// exact scan. Errors: those of `store::pattern_index::add` (the failed
+  /// pattern and those after it stay queued and are retried on the next call).
+  caf::error index_pending();
+
+  /// Patterns created but not yet in the HNSW index.
+  size_t pending() const noexcept { return pending_.size(); }
+
   /// Writes changed patterns to LMDB in one transaction.
   caf::error flush();
 
-  /// Flushes, then saves the index file and its checkpoint record.
+  /// Indexes pending patterns, flushes, then saves the index file and its
+  /// checkpoint record.
   caf::error checkpoint(int64_t now_ms);
 
   size_t size() const noexcept { return stats_.size(); }
@@ -187,6 +199,8 @@ private:
   store::pattern_index index_;
   std::unordered_map<uint64_t, pattern_state> stats_;
   std::unordered_set<uint64_t> dirty_;
+  /// Patterns created by `route`, not yet in `index_` (see index_pending).
+  std::vector<std::pair<uint64_t, std::vector<float>>> pending_;
   std::vector<proto::tier_stat> global_; // [n_tiers] sums over every pattern
   uint64_t next_id_ = 1;
   bool rebuilt_ = false;

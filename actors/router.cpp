@@ -92,7 +92,15 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
       w.user = std::move(q.user);
       w.text_bytes = q.text_bytes;
       self->send(st.witness, record_atom::value, std::move(w));
-      return d;
+      if (st.bank->pending() == 0)
+        return d;
+      // Answer first, then index the new pattern (an HNSW insertion costs
+      // several searches); later queries in the mailbox wait for it.
+      auto rp = self->make_response_promise<route_decision>();
+      rp.deliver(std::move(d));
+      if (auto err = st.bank->index_pending())
+        spdlog::error("router: indexing a new pattern failed: {}", view(err).message);
+      return rp;
     },
     [self](learn_atom, const learn_update& u) {
       auto& st = self->state;
