@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every benchmark of this folder and prints Markdown tables:
+#   shoal_bench     embed; route at 1K/10K/100K patterns next to an exact scan
+#                   (latency, recall@k); witness ingest (actor, batches, 1/txn)
+#   http_route.sh   HTTP POST /v1/route with wrk, next to GET /healthz
+# Usage: bench/run.sh [--quick]   (--quick: 1K/10K patterns, 5 s of HTTP)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+sizes=1000,10000,100000 duration=10
+if [[ ${1:-} == --quick ]]; then sizes=1000,10000 duration=5; fi
+ops/install-deps.sh
+ops/build.sh build
+[[ -s prompts.jsonl ]] || ops/make-prompts.sh
+echo "## shoal_bench ($(date -u +%FT%TZ), $(nproc) cores, $(git rev-parse --short HEAD 2>/dev/null || echo unknown))"
+echo
+build/bench/shoal_bench --prompts prompts.jsonl --sizes "$sizes"
+echo
+echo "## HTTP"
+echo
+bench/http_route.sh --prompts prompts.jsonl --duration "$duration"
