@@ -1,13 +1,12 @@
 // Telemetry actor: request counters per tier, route latency histogram,
-// feedback and reward sums, HTTP errors by code.
+// feedback and reward sums. (HTTP counters live in the gateway: one message per
+// HTTP response would wake this actor's worker for every request.)
 #include "actors/actors.hpp"
 #include "actors/histogram.hpp"
 #include "actors/time.hpp"
 #include "proto/messages.hpp"
 
 #include <caf/all.hpp>
-
-#include <map>
 
 namespace shoal::actors {
 
@@ -18,7 +17,6 @@ using namespace proto;
 struct telemetry_state {
   telemetry_snapshot snap;
   latency_histogram latency;
-  std::map<std::string, uint64_t> errors;
   static inline const char* name = "telemetry";
 };
 
@@ -51,19 +49,9 @@ caf::behavior telemetry_actor(caf::stateful_actor<telemetry_state>* self, size_t
       }
       s.reward_sum += reward;
     },
-    [self](observe_atom, http_atom, int32_t, const std::string& error_code) {
-      auto& st = self->state;
-      ++st.snap.n_http_requests;
-      if (!error_code.empty())
-        ++st.errors[error_code];
-    },
     [self](stats_atom) {
       auto& st = self->state;
       auto out = st.snap;
-      for (auto& [code, n] : st.errors) {
-        out.error_codes.push_back(code);
-        out.error_counts.push_back(n);
-      }
       out.latency_count = st.latency.count();
       out.latency_sum_s = st.latency.sum_ns() * 1e-9;
       out.p50_s = st.latency.quantile(0.50) * 1e-9;

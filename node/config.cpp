@@ -88,8 +88,10 @@ std::vector<setting> build_settings() {
                                     "413 payload_too_large."));
   s.push_back(make_uint("http.threads", SHOAL_FIELD(http.threads), 1, 256,
                         "HTTP worker threads."));
-  s.push_back(make_uint("http.request_timeout_ms", SHOAL_FIELD(http.request_timeout_ms), 10,
-                        600000, "Longest a request waits for an actor's answer, ms."));
+  s.push_back(make_uint("http.request_timeout_ms", SHOAL_FIELD(http.request_timeout_ms), 0,
+                        600000, "Longest a request waits for an actor's answer, ms; then 503 "
+                                "unavailable. 0 waits as long as it takes (no timer per "
+                                "request: CAF's timer thread would wake for every one)."));
   s.push_back(setting{"store.data_dir", 's', 0, 0,
                       "Directory of the LMDB environment (shoal.lmdb/) and the pattern index "
                       "file (patterns.hnsw); relative paths are relative to the working "

@@ -33,8 +33,9 @@ struct http_config {
   uint64_t max_body_bytes = 1 << 20;
   /// HTTP worker threads. Default: 8. Range [1, 256].
   uint32_t threads = 8;
-  /// Longest a request waits for an actor's answer, ms. Default: 10000. Range [10, 600000].
-  uint32_t request_timeout_ms = 10000;
+  /// Longest a request waits for an actor's answer, ms; 0 = no limit (and no
+  /// timer per request). Default: 0. Range [0, 600000].
+  uint32_t request_timeout_ms = 0;
 };
 
 /// The whole node configuration.

@@ -15,8 +15,11 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <cmath>
 #include <filesystem>
+#include <map>
+#include <mutex>
 #include <sstream>
 
 namespace shoal::node {
@@ -105,11 +108,18 @@ struct gateway::impl {
   engine::embedder embedder;
   httplib::Server server;
   caf::duration timeout;
+  /// HTTP responses, and error responses by code (written by every HTTP
+  /// worker: an atomic, and a mutex taken only for errors).
+  std::atomic<uint64_t> n_http{0};
+  std::mutex errors_mutex;
+  std::map<std::string, uint64_t> errors;
   int port = 0; ///< bound port, once bind() succeeded
 
   impl(caf::actor_system& s, const node_config& c, gateway_actors a)
     : sys(s), cfg(c), actors(std::move(a)), embedder(c.embedder),
-      timeout(std::chrono::milliseconds(c.http.request_timeout_ms)) {}
+      timeout(c.http.request_timeout_ms > 0
+                ? caf::duration(std::chrono::milliseconds(c.http.request_timeout_ms))
+                : caf::infinite) {}
 
   /// Sends a request to `dest` and waits for the reply of type T.
   template <class T, class... Ts>
@@ -213,6 +223,20 @@ struct gateway::impl {
                     {"reward", fb.quality - (up->tier < tiers.size() ? tiers[up->tier].cost : 0)}});
   }
 
+  std::map<std::string, uint64_t> error_counts() {
+    std::lock_guard<std::mutex> guard(errors_mutex);
+    return errors;
+  }
+
+  void observe_response(const httplib::Response& res) {
+    n_http.fetch_add(1, std::memory_order_relaxed);
+    if (res.status >= 400) {
+      std::lock_guard<std::mutex> guard(errors_mutex);
+      ++errors[current_error_code.empty() ? std::to_string(res.status) : current_error_code];
+    }
+    current_error_code.clear();
+  }
+
   struct snapshot {
     router_stats router;
     witness_stats witness;
@@ -250,8 +274,8 @@ struct gateway::impl {
                        {"mean_quality", fb > 0 ? t.tier_quality_sum[i] / fb : 0.0}});
     }
     json errors = json::object();
-    for (size_t i = 0; i < t.error_codes.size(); ++i)
-      errors[t.error_codes[i]] = t.error_counts[i];
+    for (const auto& [code, n] : error_counts())
+      errors[code] = n;
     send_json(res, {{"node", cfg.name},
                     {"uptime_s", (actors::utc_now_ms() - t.started_ms) / 1e3},
                     {"requests", t.n_routed},
@@ -274,7 +298,7 @@ struct gateway::impl {
                       {"feedback_joined", s->witness.n_feedback},
                       {"write_errors", s->witness.n_errors}}},
                     {"index_rebuilds", s->router.n_index_rebuilds},
-                    {"http", {{"requests", t.n_http_requests}, {"errors", std::move(errors)}}}});
+                    {"http", {{"requests", n_http.load()}, {"errors", std::move(errors)}}}});
   }
 
   void handle_metrics(const httplib::Request&, httplib::Response& res) {
@@ -327,11 +351,11 @@ struct gateway::impl {
     out << "shoal_witness_write_errors_total{" << node_label << "} " << s->witness.n_errors
         << '\n';
     metric("shoal_http_requests_total", "counter", "HTTP requests answered.");
-    out << "shoal_http_requests_total{" << node_label << "} " << t.n_http_requests << '\n';
+    out << "shoal_http_requests_total{" << node_label << "} " << n_http.load() << '\n';
     metric("shoal_http_errors_total", "counter", "HTTP error responses by error code.");
-    for (size_t i = 0; i < t.error_codes.size(); ++i)
-      out << "shoal_http_errors_total{" << node_label << ",code=\"" << t.error_codes[i]
-          << "\"} " << t.error_counts[i] << '\n';
+    for (const auto& [code, n] : error_counts())
+      out << "shoal_http_errors_total{" << node_label << ",code=\"" << code << "\"} " << n
+          << '\n';
     metric("shoal_start_time_seconds", "gauge", "Node start time, seconds since the epoch.");
     out << "shoal_start_time_seconds{" << node_label << "} " << t.started_ms / 1e3 << '\n';
     res.status = 200;
@@ -399,10 +423,7 @@ gateway::gateway(caf::actor_system& sys, const node_config& cfg, gateway_actors 
       send_error(res, errc::internal, "internal error");
     });
   svr.set_logger([self](const httplib::Request&, const httplib::Response& res) {
-    caf::anon_send(self->actors.telemetry, observe_atom::value, http_atom::value,
-                   static_cast<int32_t>(res.status),
-                   res.status >= 400 ? current_error_code : std::string{});
-    current_error_code.clear();
+    self->observe_response(res);
   });
 }
 

@@ -43,6 +43,11 @@ int run_node(const node_config& cfg) {
                (*bank)->rebuilt_index() ? " (index rebuilt from LMDB)" : "");
 
   caf::actor_system_config sys_cfg;
+  // Work sharing (one queue, workers wait on a condition variable): CAF's
+  // default work stealing polls with 50 µs sleeps when idle, which on a
+  // small edge machine costs tens of thousands of context switches per
+  // second. The hot actors (router, witness) are detached anyway.
+  sys_cfg.set("scheduler.policy", caf::atom("sharing"));
   if (cfg.scheduler_threads > 0)
     sys_cfg.set("scheduler.max-threads", static_cast<size_t>(cfg.scheduler_threads));
   int rc = 0;

@@ -164,7 +164,6 @@ bool parse_request_id(std::string_view text, uint64_t& id);
 namespace shoal::proto {
 
 using subscribe_atom = caf::atom_constant<caf::atom("subscribe")>;
-using http_atom = caf::atom_constant<caf::atom("http")>;
 
 /// Telemetry counters and latency summary, for /v1/stats and /metrics.
 struct telemetry_snapshot {
@@ -176,9 +175,6 @@ struct telemetry_snapshot {
   std::vector<uint64_t> tier_feedback;     ///< [n_tiers]
   std::vector<double> tier_quality_sum;    ///< [n_tiers] sum of quality
   double reward_sum = 0;                   ///< sum of quality - tier cost
-  uint64_t n_http_requests = 0;            ///< HTTP requests answered
-  std::vector<std::string> error_codes;    ///< error code names seen ...
-  std::vector<uint64_t> error_counts;      ///< ... and how often
   uint64_t latency_count = 0;              ///< route latency observations
   double latency_sum_s = 0;                ///< their sum, seconds
   double p50_s = 0, p90_s = 0, p99_s = 0, p999_s = 0; ///< route latency, seconds
@@ -190,8 +186,7 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, telemetry_snapshot& x) {
   return f(caf::meta::type_name("telemetry_snapshot"), x.started_ms, x.n_routed,
            x.n_new_patterns, x.tier_routed, x.n_feedback, x.tier_feedback,
-           x.tier_quality_sum, x.reward_sum, x.n_http_requests, x.error_codes,
-           x.error_counts, x.latency_count, x.latency_sum_s, x.p50_s, x.p90_s, x.p99_s,
+           x.tier_quality_sum, x.reward_sum, x.latency_count, x.latency_sum_s, x.p50_s, x.p90_s, x.p99_s,
            x.p999_s, x.bucket_le_s, x.bucket_counts);
 }
 
