@@ -209,6 +209,7 @@ route_result pattern_bank::route(std::span<const float> embedding, int64_t now_m
   } else {
     uint64_t id = next_id_++;
     pending_.emplace_back(id, std::vector<float>(embedding.begin(), embedding.end()));
+    unflushed_[id] = pending_.back().second;
     auto& st = stats_[id];
     st.tiers.assign(n_tiers, {});
     st.hits = 1;
@@ -247,9 +248,7 @@ proto::pattern_record pattern_bank::record(uint64_t id) const {
   if (it == stats_.end())
     return r;
   r.id = id;
-  auto queued = std::find_if(pending_.begin(), pending_.end(),
-                             [id](const auto& p) { return p.first == id; });
-  r.centroid = queued != pending_.end() ? queued->second : index_.get(id);
+  r.centroid = centroid(id);
   r.tiers = it->second.tiers;
   r.hits = it->second.hits;
   r.created_ms = it->second.created_ms;
@@ -266,6 +265,7 @@ caf::error pattern_bank::insert(proto::pattern_record rec) {
   next_id_ = std::max(next_id_, rec.id + 1);
   add_to_global(rec.tiers);
   stats_[rec.id] = {std::move(rec.tiers), rec.hits, rec.created_ms, rec.updated_ms, rec.version};
+  unflushed_[rec.id] = std::move(rec.centroid);
   dirty_.insert(rec.id);
   return {};
 }
@@ -291,7 +291,22 @@ caf::error pattern_bank::flush() {
   if (auto err = env_->write(ops))
     return err;
   dirty_.clear();
+  unflushed_.clear(); // every unflushed pattern is dirty, so now in LMDB
   return {};
+}
+
+std::vector<float> pattern_bank::centroid(uint64_t id) const {
+  if (auto it = unflushed_.find(id); it != unflushed_.end())
+    return it->second;
+  if (env_ != nullptr) {
+    // The exact f32 centroid lives in the pattern's LMDB record; the index
+    // holds an int8 copy.
+    auto bytes = env_->get(store::table::patterns, store::u64_key(id));
+    if (bytes && bytes->has_value())
+      if (auto rec = proto::decode_pattern(**bytes); rec && rec->centroid.size() == dim_)
+        return std::move(rec->centroid);
+  }
+  return index_.get(id);
 }
 
 caf::error pattern_bank::checkpoint(int64_t now_ms) {

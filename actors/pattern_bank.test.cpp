@@ -33,7 +33,7 @@ std::vector<float> unit(std::mt19937& rng, uint32_t dim) {
 /// Router config where every random query founds its own pattern.
 router_config fine_patterns() {
   router_config cfg;
-  cfg.new_pattern_threshold = 0.999;
+  cfg.new_pattern_threshold = 0.99; // similarities are int8-approximate (±0.01)
   return cfg;
 }
 
@@ -159,6 +159,34 @@ TEST_CASE("patterns flushed without a checkpoint survive a restart") {
   REQUIRE(bank);
   CHECK((*bank)->size() == 10);
   CHECK((*bank)->rebuilt_index());
+  fs::remove_all(dir);
+}
+
+TEST_CASE("centroids keep full f32 precision in LMDB although the index stores int8") {
+  auto dir = temp_dir("exact");
+  std::mt19937 rng(6);
+  std::vector<std::vector<float>> qs;
+  std::vector<uint64_t> ids;
+  {
+    auto env = store::environment::open({dir});
+    auto bank = pattern_bank::open(24, fine_patterns(), *env);
+    REQUIRE(bank);
+    for (int i = 0; i < 5; ++i) {
+      qs.push_back(unit(rng, 24));
+      ids.push_back((*bank)->route(qs.back(), 1).pattern_id);
+      REQUIRE_FALSE((*bank)->index_pending());
+    }
+    REQUIRE_FALSE((*bank)->flush());
+    // A learn after the flush rewrites the record from LMDB, still exact.
+    REQUIRE_FALSE((*bank)->learn(ids[2], 1, 0.5, 2));
+    REQUIRE_FALSE((*bank)->checkpoint(3));
+  }
+  auto env = store::environment::open({dir});
+  auto bank = pattern_bank::open(24, fine_patterns(), *env);
+  REQUIRE(bank);
+  for (size_t i = 0; i < qs.size(); ++i)
+    CHECK((*bank)->record(ids[i]).centroid == qs[i]);
+  CHECK((*bank)->record(ids[2]).tiers[1].count == 1);
   fs::remove_all(dir);
 }
 

@@ -1,5 +1,6 @@
 #include "kernels/vector.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -17,9 +18,42 @@ float dot_ref(std::span<const float> a, std::span<const float> b) noexcept {
   return s;
 }
 
+int32_t dot_i8_ref(std::span<const signed char> a, std::span<const signed char> b) noexcept {
+  int32_t s = 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    s += int32_t{a[i]} * int32_t{b[i]};
+  return s;
+}
+
 namespace {
 
 #if defined(__x86_64__)
+/// int8 dot: sign-extend 16 bytes to 16-bit lanes, multiply-add pairs into
+/// 32-bit lanes (exact), two accumulators.
+__attribute__((target("avx2"))) int32_t dot_i8_avx2(const signed char* a, const signed char* b,
+                                                    size_t n) noexcept {
+  __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    __m256i a0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i)));
+    __m256i b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + i)));
+    __m256i a1 =
+      _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + i + 16)));
+    __m256i b1 =
+      _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + i + 16)));
+    s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(a0, b0));
+    s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(a1, b1));
+  }
+  __m256i s = _mm256_add_epi32(s0, s1);
+  __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+  h = _mm_add_epi32(h, _mm_shuffle_epi32(h, _MM_SHUFFLE(1, 0, 3, 2)));
+  h = _mm_add_epi32(h, _mm_shuffle_epi32(h, _MM_SHUFFLE(2, 3, 0, 1)));
+  int32_t r = _mm_cvtsi128_si32(h);
+  for (; i < n; ++i)
+    r += int32_t{a[i]} * int32_t{b[i]};
+  return r;
+}
+
 __attribute__((target("avx2,fma"))) float dot_avx2(const float* a, const float* b,
                                                    size_t n) noexcept {
   __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
@@ -48,10 +82,16 @@ float dot_scalar(const float* a, const float* b, size_t n) noexcept {
   return dot_ref({a, n}, {b, n});
 }
 
+int32_t dot_i8_scalar(const signed char* a, const signed char* b, size_t n) noexcept {
+  return dot_i8_ref({a, n}, {b, n});
+}
+
 using dot_fn = float (*)(const float*, const float*, size_t) noexcept;
+using dot_i8_fn = int32_t (*)(const signed char*, const signed char*, size_t) noexcept;
 
 struct dispatch {
   dot_fn dot = dot_scalar;
+  dot_i8_fn dot_i8 = dot_i8_scalar;
   std::string_view name = "scalar";
   dispatch() noexcept {
     // SHOAL_KERNELS=scalar forces the reference path (used by tests).
@@ -62,6 +102,7 @@ struct dispatch {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
       dot = dot_avx2;
+      dot_i8 = dot_i8_avx2;
       name = "avx2";
     }
 #endif
@@ -77,6 +118,25 @@ const dispatch& chosen() noexcept {
 
 float dot(std::span<const float> a, std::span<const float> b) noexcept {
   return chosen().dot(a.data(), b.data(), a.size());
+}
+
+int32_t dot_i8(std::span<const signed char> a, std::span<const signed char> b) noexcept {
+  return chosen().dot_i8(a.data(), b.data(), a.size());
+}
+
+float quantize_i8(std::span<const float> x, std::span<signed char> q) noexcept {
+  float amax = 0;
+  for (float v : x)
+    amax = std::max(amax, std::fabs(v));
+  if (!(amax > 0)) {
+    std::fill(q.begin(), q.end(), static_cast<signed char>(0));
+    return 0;
+  }
+  float scale = amax / 127.0f;
+  float inv = 127.0f / amax;
+  for (size_t i = 0; i < x.size(); ++i)
+    q[i] = static_cast<signed char>(std::clamp(std::lround(x[i] * inv), -127L, 127L));
+  return scale;
 }
 
 std::string_view dot_variant() noexcept {

@@ -6,6 +6,7 @@
 /// allocation, no I/O, no locks; thread-safe.
 
 #include <cstddef>
+#include <cstdint>
 #include <span>
 #include <string_view>
 
@@ -29,5 +30,20 @@ bool all_finite(std::span<const float> x) noexcept;
 
 /// Name of the variant `dot` dispatches to on this CPU ("avx2" or "scalar").
 std::string_view dot_variant() noexcept;
+
+/// Per-vector symmetric int8 scalar quantization: scale = max_i |x[i]| / 127,
+/// q[i] = round(x[i] / scale) in [-127, 127]; returns scale (0 for a zero
+/// vector, then q is all zero). Error bound: |x[i] - scale*q[i]| <= scale/2.
+/// Dequantize with x[i] ≈ scale*q[i]. @pre q.size() == x.size(), x finite.
+/// Used for stored embeddings (4× smaller than f32). Thread-safe (pure).
+float quantize_i8(std::span<const float> x, std::span<signed char> q) noexcept;
+
+/// Exact integer dot product sum_i a[i]*b[i] of int8 vectors (no overflow for
+/// n < 2^17). AVX2 when the CPU has it, else scalar; both give the same
+/// result. @pre a.size() == b.size(). Thread-safe (pure).
+int32_t dot_i8(std::span<const signed char> a, std::span<const signed char> b) noexcept;
+
+/// Scalar reference of `dot_i8`.
+int32_t dot_i8_ref(std::span<const signed char> a, std::span<const signed char> b) noexcept;
 
 } // namespace shoal::kernels

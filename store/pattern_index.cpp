@@ -8,6 +8,8 @@
 #include <hnswlib/hnswlib.h>
 #include <xxhash.h>
 
+#include <algorithm>
+#include <cstring>
 #include <fstream>
 #include <system_error>
 
@@ -15,29 +17,44 @@ namespace shoal::store {
 
 namespace {
 
-/// hnswlib space: inner-product distance 1 - <a, b> via Shoal's dispatched
-/// dot kernel (hnswlib picks its SIMD at compile time; ours picks at run time).
-class cosine_space final : public hnswlib::SpaceInterface<float> {
+/// hnswlib space over int8-quantized unit vectors: each element is a float
+/// scale followed by `dim` int8 values (kernels::quantize_i8), 4× smaller
+/// than f32, so a search touches 4× fewer cache lines. Distance is
+/// 1 - scale_a * scale_b * dot_i8(a, b), by Shoal's dispatched int8 kernel
+/// (hnswlib picks its SIMD at compile time; ours picks at run time).
+class cosine_i8_space final : public hnswlib::SpaceInterface<float> {
 public:
-  explicit cosine_space(size_t dim) : dim_(dim) {}
-  size_t get_data_size() override { return dim_ * sizeof(float); }
+  explicit cosine_i8_space(size_t dim) : dim_(dim) {}
+  size_t get_data_size() override { return sizeof(float) + dim_; }
   hnswlib::DISTFUNC<float> get_dist_func() override { return &distance; }
   void* get_dist_func_param() override { return &dim_; }
 
 private:
   static float distance(const void* a, const void* b, const void* param) {
     size_t n = *static_cast<const size_t*>(param);
-    return 1.0f - kernels::dot({static_cast<const float*>(a), n},
-                               {static_cast<const float*>(b), n});
+    float sa, sb;
+    std::memcpy(&sa, a, sizeof sa);
+    std::memcpy(&sb, b, sizeof sb);
+    auto qa = static_cast<const signed char*>(a) + sizeof(float);
+    auto qb = static_cast<const signed char*>(b) + sizeof(float);
+    return 1.0f - sa * sb * static_cast<float>(kernels::dot_i8({qa, n}, {qb, n}));
   }
   size_t dim_;
 };
+
+/// The element bytes of `v`: scale, then the int8 values.
+std::vector<signed char> encode_element(std::span<const float> v) {
+  std::vector<signed char> out(sizeof(float) + v.size());
+  float scale = kernels::quantize_i8(v, {out.data() + sizeof(float), v.size()});
+  std::memcpy(out.data(), &scale, sizeof scale);
+  return out;
+}
 
 } // namespace
 
 struct pattern_index::impl {
   // Member order encodes lifetime: the index keeps a pointer to the space.
-  cosine_space space;
+  cosine_i8_space space;
   std::unique_ptr<hnswlib::HierarchicalNSW<float>> hnsw;
   uint32_t dim;
   index_config cfg;
@@ -62,7 +79,8 @@ caf::error pattern_index::add(uint64_t id, std::span<const float> v) {
   try {
     if (h.cur_element_count >= h.max_elements_)
       h.resizeIndex(std::max<size_t>(h.max_elements_ * 2, 16));
-    h.addPoint(v.data(), id);
+    auto elem = encode_element(v);
+    h.addPoint(elem.data(), id);
   } catch (const std::exception& e) {
     return make_error(errc::internal, std::string("pattern index add: ") + e.what());
   }
@@ -75,21 +93,30 @@ std::vector<index_hit> pattern_index::search(std::span<const float> q, size_t k)
   if (h.cur_element_count == 0 || k == 0)
     return out;
   h.setEf(std::max<size_t>(impl_->cfg.ef_search, k));
-  auto pq = h.searchKnn(q.data(), k);
+  auto elem = encode_element(q);
+  auto pq = h.searchKnn(elem.data(), k);
   out.resize(pq.size());
   for (size_t i = pq.size(); i-- > 0;) {
-    out[i] = {pq.top().second, 1.0f - pq.top().first};
+    // Quantization can push a similarity just past ±1: clamp to cosine's range.
+    out[i] = {pq.top().second, std::clamp(1.0f - pq.top().first, -1.0f, 1.0f)};
     pq.pop();
   }
   return out;
 }
 
 std::vector<float> pattern_index::get(uint64_t id) const {
-  try {
-    return impl_->hnsw->getDataByLabel<float>(id);
-  } catch (const std::exception&) {
+  auto& h = *impl_->hnsw;
+  auto it = h.label_lookup_.find(id);
+  if (it == h.label_lookup_.end())
     return {};
-  }
+  const char* elem = h.getDataByInternalId(it->second);
+  float scale;
+  std::memcpy(&scale, elem, sizeof scale);
+  auto q = reinterpret_cast<const signed char*>(elem + sizeof(float));
+  std::vector<float> out(impl_->dim);
+  for (size_t i = 0; i < out.size(); ++i)
+    out[i] = scale * static_cast<float>(q[i]);
+  return out;
 }
 
 bool pattern_index::contains(uint64_t id) const {
@@ -163,9 +190,9 @@ caf::expected<pattern_index> pattern_index::load(const std::filesystem::path& pa
                       "index file " + path.string() + ": " + e.what());
   }
   // The file's own layout: label_offset_ - offsetData_ is its vector size.
-  if (p->hnsw->label_offset_ - p->hnsw->offsetData_ != dim * sizeof(float))
+  if (p->hnsw->label_offset_ - p->hnsw->offsetData_ != sizeof(float) + dim)
     return make_error(errc::corrupt_data, "index file " + path.string()
-                                            + " has another dimension than "
+                                            + " has another element layout than int8 x "
                                             + std::to_string(dim));
   p->hnsw->setEf(cfg.ef_search);
   return pattern_index(std::move(p));

@@ -1,7 +1,11 @@
 #pragma once
 /// @file Approximate nearest-neighbour index over pattern centroids (hnswlib
 /// HNSW graph, Malkov & Yashunin 2018), cosine similarity on L2-normalised
-/// vectors, distance = 1 - dot computed by shoal::kernels::dot.
+/// vectors. Vectors are stored int8-quantized per vector
+/// (kernels::quantize_i8: 4 + dim bytes each instead of 4·dim), so
+/// similarities are approximate: |error| <= ~0.01 for unit vectors of
+/// dimension 384 (see kernels tests); the caller keeps exact f32 vectors
+/// where it needs them (the pattern bank keeps them in LMDB).
 ///
 /// Thread-safety: not thread-safe. hnswlib races when `add` and `search` run
 /// concurrently; the owner (the router actor) calls it from one thread at a
@@ -52,7 +56,8 @@ public:
   /// The k nearest vectors to `q`, most similar first. @pre q.size() == dim.
   std::vector<index_hit> search(std::span<const float> q, size_t k) const;
 
-  /// The stored vector of `id`, or an empty vector when unknown.
+  /// The stored vector of `id` dequantized (scale · int8 values: within half
+  /// a quantization step of what was added), or an empty vector when unknown.
   std::vector<float> get(uint64_t id) const;
 
   /// Whether `id` is in the index.
