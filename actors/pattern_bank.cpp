@@ -281,17 +281,83 @@ caf::error pattern_bank::index_pending() {
   return err;
 }
 
+pattern_batch pattern_bank::take_dirty() {
+  pattern_batch b;
+  b.records.reserve(dirty_.size());
+  for (uint64_t id : dirty_) {
+    auto it = stats_.find(id);
+    if (it == stats_.end())
+      continue;
+    proto::pattern_record r;
+    r.id = id;
+    if (auto u = unflushed_.find(id); u != unflushed_.end())
+      r.centroid = std::move(u->second); // else: already in LMDB, read back by write_batch
+    r.tiers = it->second.tiers;
+    r.hits = it->second.hits;
+    r.created_ms = it->second.created_ms;
+    r.updated_ms = it->second.updated_ms;
+    r.version = it->second.version;
+    b.records.push_back(std::move(r));
+  }
+  dirty_.clear();
+  unflushed_.clear(); // every unflushed pattern is dirty, so it is in the batch
+  return b;
+}
+
+void pattern_bank::restore(pattern_batch&& b) {
+  for (auto& r : b.records) {
+    if (!r.centroid.empty())
+      unflushed_.try_emplace(r.id, std::move(r.centroid));
+    dirty_.insert(r.id);
+  }
+}
+
+caf::error pattern_bank::write_batch(store::environment& env, const pattern_batch& b) {
+  std::vector<store::write_op> ops;
+  ops.reserve(b.records.size() + 1);
+  // Centroids carried by this batch (a new pattern and a later update of it
+  // may meet in one batch after a failed write was merged with the next).
+  std::unordered_map<uint64_t, const std::vector<float>*> carried;
+  for (const auto& r : b.records)
+    if (!r.centroid.empty())
+      carried[r.id] = &r.centroid;
+  for (const auto& r : b.records) {
+    if (r.centroid.empty()) {
+      proto::pattern_record full = r;
+      if (auto c = carried.find(r.id); c != carried.end()) {
+        full.centroid = *c->second;
+      } else {
+        auto bytes = env.get(store::table::patterns, store::u64_key(r.id));
+        if (!bytes)
+          return bytes.error();
+        if (!bytes->has_value())
+          return make_error(errc::internal, "pattern " + std::to_string(r.id)
+                                              + " has no stored centroid to update");
+        auto old = proto::decode_pattern(**bytes);
+        if (!old)
+          return old.error();
+        full.centroid = std::move(old->centroid);
+      }
+      ops.push_back({store::table::patterns, store::u64_key(r.id), proto::encode(full)});
+    } else {
+      ops.push_back({store::table::patterns, store::u64_key(r.id), proto::encode(r)});
+    }
+  }
+  if (b.checkpoint)
+    ops.push_back({store::table::meta, "pattern_index", proto::encode(*b.checkpoint)});
+  if (ops.empty())
+    return {};
+  return env.write(ops);
+}
+
 caf::error pattern_bank::flush() {
   if (env_ == nullptr || dirty_.empty())
     return {};
-  std::vector<store::write_op> ops;
-  ops.reserve(dirty_.size());
-  for (uint64_t id : dirty_)
-    ops.push_back({store::table::patterns, store::u64_key(id), proto::encode(record(id))});
-  if (auto err = env_->write(ops))
+  auto b = take_dirty();
+  if (auto err = write_batch(*env_, b)) {
+    restore(std::move(b));
     return err;
-  dirty_.clear();
-  unflushed_.clear(); // every unflushed pattern is dirty, so now in LMDB
+  }
   return {};
 }
 
@@ -309,18 +375,31 @@ std::vector<float> pattern_bank::centroid(uint64_t id) const {
   return index_.get(id);
 }
 
-caf::error pattern_bank::checkpoint(int64_t now_ms) {
+caf::expected<pattern_batch> pattern_bank::take_checkpoint(int64_t now_ms) {
+  pattern_batch b;
   if (env_ == nullptr)
-    return {};
+    return b;
   if (auto err = index_pending())
-    return err;
-  if (auto err = flush())
     return err;
   auto h = index_.save(index_path());
   if (!h)
     return h.error();
-  proto::index_checkpoint ck{*h, index_.size(), now_ms};
-  return env_->write({{store::table::meta, "pattern_index", proto::encode(ck)}});
+  b = take_dirty();
+  b.checkpoint = proto::index_checkpoint{*h, index_.size(), now_ms};
+  return b;
+}
+
+caf::error pattern_bank::checkpoint(int64_t now_ms) {
+  auto b = take_checkpoint(now_ms);
+  if (!b)
+    return b.error();
+  if (env_ == nullptr)
+    return {};
+  if (auto err = write_batch(*env_, *b)) {
+    restore(std::move(*b));
+    return err;
+  }
+  return {};
 }
 
 } // namespace shoal::actors

@@ -37,6 +37,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <random>
 #include <span>
 #include <string>
@@ -137,6 +138,12 @@ uint32_t thompson_choose(std::span<const tier_posterior> post, std::span<const d
 double choice_confidence(std::span<const tier_posterior> post, std::span<const double> costs,
                          uint32_t chosen);
 
+/// Changed patterns on their way to LMDB (see pattern_bank::take_dirty).
+struct pattern_batch {
+  std::vector<proto::pattern_record> records;
+  std::optional<proto::index_checkpoint> checkpoint;
+};
+
 class pattern_bank {
 public:
   /// Opens the bank: reads every pattern from LMDB (`env` may be null for an
@@ -164,12 +171,37 @@ public:
   /// Patterns created but not yet in the HNSW index.
   size_t pending() const noexcept { return pending_.size(); }
 
-  /// Writes changed patterns to LMDB in one transaction.
+  /// Writes changed patterns to LMDB in one transaction (synchronously:
+  /// take_dirty + write_batch; on failure the patterns stay dirty).
   caf::error flush();
 
-  /// Indexes pending patterns, flushes, then saves the index file and its
-  /// checkpoint record.
+  /// Indexes pending patterns, saves the index file, and writes the changed
+  /// patterns with the index's checkpoint record in one transaction.
   caf::error checkpoint(int64_t now_ms);
+
+  /// The changed patterns since the last take, marked clean: for a writer on
+  /// another thread (the router's pattern writer), so LMDB commits do not
+  /// stall routing. Records whose centroid is already in LMDB carry an empty
+  /// centroid; write_batch reads it back.
+  pattern_batch take_dirty();
+
+  /// Like take_dirty, after indexing pending patterns and saving the index
+  /// file; the batch carries the checkpoint record, so the file and the
+  /// records it covers are committed together.
+  /// Errors: those of index_pending and store::pattern_index::save.
+  caf::expected<pattern_batch> take_checkpoint(int64_t now_ms);
+
+  /// Marks a batch's patterns dirty again (after its write failed).
+  void restore(pattern_batch&& b);
+
+  /// Writes a batch in one LMDB transaction. Thread-safe with respect to the
+  /// bank (touches only `env`); batches must be written in the order taken.
+  /// Errors: `errc::storage_failure`, `errc::corrupt_data` (a stored record
+  /// does not decode), `errc::internal` (an update of a pattern never stored).
+  static caf::error write_batch(store::environment& env, const pattern_batch& b);
+
+  /// The LMDB environment (null for an in-memory bank).
+  const std::shared_ptr<store::environment>& environment() const noexcept { return env_; }
 
   size_t size() const noexcept { return stats_.size(); }
   uint32_t dim() const noexcept { return dim_; }

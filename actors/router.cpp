@@ -8,14 +8,57 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+// Batches of changed patterns only travel between the router and its writer
+// in this process; they are never serialized.
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::actors::pattern_batch)
+
 namespace shoal::actors {
 
 namespace {
 
 using namespace proto;
 
+/// The pattern writer: commits the router's batches of changed patterns to
+/// LMDB on its own thread, in the order sent, so a commit (an fsync) never
+/// stalls routing. A failed batch is kept and retried with the next one.
+/// (close_atom) commits what is queued and quits.
+struct pattern_writer_state {
+  std::shared_ptr<store::environment> env;
+  pattern_batch retry; // batches whose commit failed, oldest first
+  static inline const char* name = "pattern_writer";
+
+  void commit(pattern_batch&& b) {
+    if (!retry.records.empty() || retry.checkpoint) {
+      retry.records.insert(retry.records.end(), std::make_move_iterator(b.records.begin()),
+                           std::make_move_iterator(b.records.end()));
+      if (b.checkpoint)
+        retry.checkpoint = b.checkpoint;
+      b = std::move(retry);
+      retry = {};
+    }
+    if (auto err = pattern_bank::write_batch(*env, b)) {
+      spdlog::error("router: writing {} patterns failed (retried with the next batch): {}",
+                    b.records.size(), view(err).message);
+      retry = std::move(b);
+    }
+  }
+};
+
+caf::behavior pattern_writer(caf::stateful_actor<pattern_writer_state>* self,
+                             std::shared_ptr<store::environment> env) {
+  self->state.env = std::move(env);
+  return {
+    [self](flush_atom, pattern_batch& b) { self->state.commit(std::move(b)); },
+    [self](close_atom) {
+      self->state.commit({});
+      self->quit();
+    },
+  };
+}
+
 struct router_state {
   std::shared_ptr<pattern_bank> bank;
+  caf::actor writer; // null for an in-memory bank
   caf::actor witness;
   caf::actor telemetry;
   caf::actor sona;
@@ -33,16 +76,28 @@ struct router_state {
     return last_request_id;
   }
 
-  void persist(bool force_checkpoint) {
+  /// Hands the changed patterns (and, when due, an index checkpoint) to the
+  /// writer; the router only copies statistics here.
+  void persist(caf::event_based_actor* self, bool force_checkpoint) {
+    if (!writer)
+      return;
     auto now = utc_now_ms();
     bool due = force_checkpoint
                || now - last_checkpoint_ms
                     >= int64_t{1000} * bank->config().checkpoint_interval_s;
-    auto err = due ? bank->checkpoint(now) : bank->flush();
-    if (err)
-      spdlog::error("router: persisting patterns failed: {}", view(err).message);
-    else if (due)
-      last_checkpoint_ms = now;
+    if (due) {
+      auto b = bank->take_checkpoint(now);
+      if (!b) {
+        spdlog::error("router: index checkpoint failed: {}", view(b.error()).message);
+      } else {
+        last_checkpoint_ms = now;
+        self->send(writer, flush_atom::value, std::move(*b));
+        return;
+      }
+    }
+    auto b = bank->take_dirty();
+    if (!b.records.empty())
+      self->send(writer, flush_atom::value, std::move(b));
   }
 };
 
@@ -56,8 +111,14 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
   st.last_checkpoint_ms = utc_now_ms();
   auto flush_every = std::chrono::milliseconds(st.bank->config().flush_interval_ms);
   self->delayed_send(self, flush_every, tick_atom::value);
+  if (st.bank->environment())
+    st.writer = self->spawn<caf::detached>(pattern_writer, st.bank->environment());
   self->set_exit_handler([self](caf::exit_msg& msg) {
-    self->state.persist(true);
+    auto& st = self->state;
+    st.persist(self, true);
+    if (st.writer)
+      self->send(st.writer, close_atom::value); // after the last batch
+    st.writer = caf::actor{};
     self->quit(msg.reason);
   });
   return {
@@ -116,7 +177,7 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
     },
     [self](subscribe_atom, caf::actor sona) { self->state.sona = std::move(sona); },
     [self, flush_every](tick_atom) {
-      self->state.persist(false);
+      self->state.persist(self, false);
       self->delayed_send(self, flush_every, tick_atom::value);
     },
   };

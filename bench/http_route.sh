@@ -4,9 +4,11 @@
 # The node is first taught with a replay of --warm prompts (route + feedback).
 # Usage: bench/http_route.sh [--build DIR] [--prompts FILE] [--duration S]
 #                            [--connections N] [--threads N] [--warm N]
+#                            [--set key=value (passed to the node)]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=build prompts=prompts.jsonl duration=10 connections=8 threads=2 warm=10000
+node_args=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --build) build=$2; shift 2 ;;
@@ -15,6 +17,7 @@ while [[ $# -gt 0 ]]; do
     --connections) connections=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
     --warm) warm=$2; shift 2 ;;
+    --set) node_args+=(--set "$2"); shift 2 ;;
     *) echo "http_route.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -35,7 +38,7 @@ trap cleanup EXIT
 # so the node gets at least as many workers as wrk opens connections.
 http_threads=$(( connections > 8 ? connections : 8 ))
 "$shoal" node --set http.port=0 --set "http.port_file=$dir/port" --set "store.data_dir=$dir/data" \
-  --set node.log_level=warn --set "http.threads=$http_threads" >"$dir/node.log" 2>&1 &
+  --set node.log_level=warn --set "http.threads=$http_threads" "${node_args[@]}" >"$dir/node.log" 2>&1 &
 node_pid=$!
 for _ in $(seq 200); do [[ -s $dir/port ]] && break; sleep 0.05; done
 [[ -s $dir/port ]] || { cat "$dir/node.log" >&2; exit 1; }

@@ -21,6 +21,7 @@ using record_atom = caf::atom_constant<caf::atom("record")>;
 using stats_atom = caf::atom_constant<caf::atom("stats")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using flush_atom = caf::atom_constant<caf::atom("flush")>;
+using close_atom = caf::atom_constant<caf::atom("close")>;
 using lookup_atom = caf::atom_constant<caf::atom("lookup")>;
 using observe_atom = caf::atom_constant<caf::atom("observe")>;
 
