@@ -236,7 +236,7 @@ proto::witness_entry make_entry(uint64_t id, const std::vector<float>& emb) {
   e.decision.tier_name = "ruvltra-1.2b";
   e.decision.confidence = 0.7;
   e.decision.pattern_id = id % 1000;
-  for (uint64_t i = 0; i < 64; ++i)
+  for (uint64_t i = 0; i < 32; ++i) // router.k neighbours
     e.decision.neighbors.push_back({i, 0.5f});
   e.embedding = emb;
   e.session_id = "session-" + std::to_string(id % 97);
