@@ -5,24 +5,48 @@
 #   text   = the package's Description (synopsis and long text, paragraph
 #            markers " ." removed, whitespace collapsed, cut at 2000 bytes),
 #   domain = its Section without an archive area prefix ("contrib/games" -> "games").
-# Each package appears once (its first record in `apt-cache dumpavail`), and the
-# order is a deterministic shuffle (seed below) so that domains interleave.
+# The synopsis comes from `apt-cache dumpavail`; the long text from apt's
+# Translation-en index (Debian ships long descriptions only there), joined by
+# Description-md5. Each package appears once (its first record), and the order
+# is a deterministic shuffle (seed below) so that domains interleave.
 # Usage: ops/make-prompts.sh [OUT] [SEED]     (default: prompts.jsonl 2026)
-# Needs: apt-cache with package lists (runs `apt-get update` if there are none),
-# perl (part of every Debian system).
+# Needs: apt-cache with package lists (runs `apt-get update`, with English
+# translations, if they are missing), perl (part of every Debian system).
 set -euo pipefail
 out="${1:-prompts.jsonl}"
 seed="${2:-2026}"
 
-if [ -z "$(apt-cache dumpavail 2>/dev/null | head -c 1)" ]; then
+translations() {
+  apt-get indextargets -o Acquire::Languages=en --format '$(FILENAME)' 'Identifier: Translations' |
+    while read -r f; do [ -e "$f" ] && echo "$f"; done
+}
+if [ -z "$(apt-cache dumpavail 2>/dev/null | head -c 1)" ] || [ -z "$(translations)" ]; then
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  $sudo apt-get update -qq
+  $sudo apt-get update -qq -o Acquire::Languages=en ||
+    echo "make-prompts: apt-get update failed; using the package lists there are" >&2
 fi
+long=$(mktemp)
+trap 'rm -f "$long"' EXIT
+for f in $(translations); do /usr/lib/apt/apt-helper cat-file "$f"; echo; done > "$long"
+[ -s "$long" ] || echo "make-prompts: no Translation-en index; prompts get synopses only" >&2
 
 apt-cache dumpavail | perl -e '
   use strict; use warnings;
-  my $seed = shift @ARGV;
-  my (%seen, @rows, %rec, $field);
+  my ($seed, $long_file) = @ARGV;
+  my (%seen, @rows, %rec, $field, %long);
+  # Long descriptions by Description-md5 from the Translation-en index.
+  open(my $lf, "<", $long_file) or die "make-prompts: $long_file: $!";
+  my ($md5, $text) = (undef, undef);
+  while (my $line = <$lf>) {
+    chomp $line;
+    if ($line eq "") { $long{$md5} = $text if defined $md5 && defined $text; ($md5, $text) = (undef, undef); next; }
+    if ($line =~ /^Description-md5:\s*(\S+)/) { $md5 = $1; next; }
+    if ($line =~ /^Description-en:/) { $text = ""; next; }
+    $text .= "\n$line" if defined $text && $line =~ /^ /;
+  }
+  $long{$md5} = $text if defined $md5 && defined $text;
+  close($lf);
+  @ARGV = ();
   sub esc {
     my $s = shift;
     $s =~ s/\\/\\\\/g; $s =~ s/"/\\"/g;
@@ -33,6 +57,8 @@ apt-cache dumpavail | perl -e '
     if (defined $rec{Package} && defined $rec{Section} && defined $rec{Description}
         && !$seen{$rec{Package}}++) {
       my $d = $rec{Description};
+      my $m = $rec{"Description-md5"};
+      $d .= $long{$m} if defined $m && defined $long{$m} && $d !~ /\n/;
       $d =~ s/\n \.\n/\n/g; $d =~ s/\s+/ /g; $d =~ s/^ | $//g;
       $d = substr($d, 0, 2000);
       (my $sec = $rec{Section}) =~ s{.*/}{};
@@ -57,6 +83,6 @@ apt-cache dumpavail | perl -e '
     @rows[$i, $j] = @rows[$j, $i];
   }
   print "$_\n" for @rows;
-' "$seed" > "$out.tmp"
+' "$seed" "$long" > "$out.tmp"
 mv "$out.tmp" "$out"
-echo "make-prompts: $(wc -l < "$out") prompts in $out ($(cut -d'"' -f12 "$out" | sort -u | wc -l) domains)" >&2
+echo "make-prompts: $(wc -l < "$out") prompts in $out ($(grep -o '"domain":"[^"]*"}$' "$out" | sort -u | wc -l) domains)" >&2
