@@ -65,7 +65,7 @@ echo "HTTP on $(nproc) cores, wrk -t$threads -c$connections -d${duration}s; node
 echo
 echo "| request | load | median | p99 | throughput | notes |"
 echo "|---|---:|---:|---:|---:|---|"
-run "GET /healthz (server floor)" -s bench/healthz.lua "$url/healthz"
+run "GET /healthz (server floor)" -s bench/summary.lua "$url/healthz"
 run "POST /v1/route (real prompts)" -s bench/route.lua "$url/v1/route"
 echo
 curl -s "$url/v1/stats" | sed 's/.*"route_latency_ms":\({[^}]*}\).*/node-side route latency (ms): \1/'

@@ -27,10 +27,4 @@ function request()
   return wrk.format("POST", "/v1/route", headers, lines[i])
 end
 
-function done(summary, latency, requests)
-  local errors = summary.errors.status + summary.errors.connect + summary.errors.read
-                 + summary.errors.write + summary.errors.timeout
-  io.write(string.format("wrk-summary requests=%d errors=%d p50_us=%d p99_us=%d\n",
-                         summary.requests, errors, latency:percentile(50),
-                         latency:percentile(99)))
-end
+dofile("bench/summary.lua")  -- done(): the wrk-summary line

@@ -1,4 +1,6 @@
--- wrk script for the baseline: GET /healthz (the HTTP server's floor).
+-- wrk script: prints one machine-readable summary line at the end of a run.
+-- Used alone for GET /healthz (the HTTP server's floor) and loaded by
+-- route.lua. Runs from the repository root (bench/http_route.sh cds there).
 function done(summary, latency, requests)
   local errors = summary.errors.status + summary.errors.connect + summary.errors.read
                  + summary.errors.write + summary.errors.timeout
