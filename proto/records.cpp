@@ -1,79 +1,32 @@
 #include "proto/records.hpp"
 
 #include "proto/error.hpp"
-#include "shoal/proto/store.capnp.h"
-
-#include <capnp/message.h>
-#include <capnp/serialize.h>
-#include <kj/exception.h>
-
-#include <cstring>
+#include "proto/codec.hpp"
 
 namespace shoal::proto {
 
 namespace cp = shoal::proto::capnp;
-
-namespace {
-
-std::string to_bytes(::capnp::MessageBuilder& mb) {
-  auto words = ::capnp::messageToFlatArray(mb);
-  auto bytes = words.asBytes();
-  return std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
-}
-
-::capnp::Data::Reader as_data(const std::vector<float>& v) {
-  return {reinterpret_cast<const kj::byte*>(v.data()), v.size() * sizeof(float)};
-}
-
-bool read_floats(::capnp::Data::Reader d, std::vector<float>& out) {
-  if (d.size() % sizeof(float) != 0)
-    return false;
-  out.resize(d.size() / sizeof(float));
-  std::memcpy(out.data(), d.begin(), d.size());
-  return true;
-}
-
-/// Decodes `bytes` as a message with root `Root` and hands its reader to `fn`.
-/// Cap'n Proto needs 8-byte aligned words, LMDB promises 2: copy first.
-template <class Root, class T, class F>
-caf::expected<T> decode_with(std::string_view bytes, const char* what, F fn) {
-  if (bytes.size() % sizeof(::capnp::word) != 0 || bytes.empty())
-    return make_error(errc::corrupt_data,
-                      std::string(what) + ": size " + std::to_string(bytes.size())
-                        + " is not a whole number of 8-byte words");
-  kj::Array<::capnp::word> aligned = kj::heapArray<::capnp::word>(bytes.size() / 8);
-  std::memcpy(aligned.begin(), bytes.data(), bytes.size());
-  try {
-    ::capnp::ReaderOptions opts;
-    opts.traversalLimitInWords = 64 * 1024 * 1024;
-    ::capnp::FlatArrayMessageReader reader(aligned.asPtr(), opts);
-    T out;
-    if (auto err = fn(reader.getRoot<Root>(), out); !err.empty())
-      return make_error(errc::corrupt_data, std::string(what) + ": " + err);
-    return out;
-  } catch (const kj::Exception& e) {
-    return make_error(errc::corrupt_data,
-                      std::string(what) + ": " + e.getDescription().cStr());
-  }
-}
-
-} // namespace
+using namespace codec;
 
 std::string encode(const pattern_record& x) {
   ::capnp::MallocMessageBuilder mb;
   auto p = mb.initRoot<cp::Pattern>();
   p.setId(x.id);
   p.setCentroid(as_data(x.centroid));
-  auto tiers = p.initTiers(static_cast<unsigned>(x.tiers.size()));
-  for (unsigned i = 0; i < x.tiers.size(); ++i) {
-    tiers[i].setSumQuality(x.tiers[i].sum_quality);
-    tiers[i].setSumQuality2(x.tiers[i].sum_quality2);
-    tiers[i].setCount(x.tiers[i].count);
-  }
+  write_tiers(p.initTiers(static_cast<unsigned>(x.tiers.size())), x.tiers);
   p.setHits(x.hits);
   p.setCreatedMs(x.created_ms);
   p.setUpdatedMs(x.updated_ms);
   p.setVersion(x.version);
+  p.setOriginNode(x.origin_node);
+  p.setOriginId(x.origin_id);
+  auto peers = p.initPeers(static_cast<unsigned>(x.peers.size()));
+  for (unsigned i = 0; i < x.peers.size(); ++i) {
+    peers[i].setNode(x.peers[i].node);
+    peers[i].setVersion(x.peers[i].version);
+    write_tiers(peers[i].initTiers(static_cast<unsigned>(x.peers[i].tiers.size())),
+                x.peers[i].tiers);
+  }
   return to_bytes(mb);
 }
 
@@ -83,12 +36,15 @@ caf::expected<pattern_record> decode_pattern(std::string_view bytes) {
       x.id = p.getId();
       if (!read_floats(p.getCentroid(), x.centroid))
         return "centroid is not a whole number of f32";
-      for (auto t : p.getTiers())
-        x.tiers.push_back({t.getSumQuality(), t.getSumQuality2(), t.getCount()});
+      x.tiers = read_tiers(p.getTiers());
       x.hits = p.getHits();
       x.created_ms = p.getCreatedMs();
       x.updated_ms = p.getUpdatedMs();
       x.version = p.getVersion();
+      x.origin_node = p.getOriginNode();
+      x.origin_id = p.getOriginId();
+      for (auto c : p.getPeers())
+        x.peers.push_back({c.getNode(), c.getVersion(), read_tiers(c.getTiers())});
       return {};
     });
 }

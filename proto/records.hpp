@@ -16,13 +16,24 @@
 namespace shoal::proto {
 
 /// Current schema version of the stored records (table `meta`, key "schema").
-inline constexpr uint32_t schema_version = 1;
+/// 1: issue 2. 2: patterns carry their origin and peers' contributions
+/// (federation). A store is upgraded in place when a newer build opens it.
+inline constexpr uint32_t schema_version = 2;
 
 /// Quality statistics of one tier on one pattern.
 struct tier_stat {
   double sum_quality = 0;  ///< sum of observed quality, each in [0, 1]
   double sum_quality2 = 0; ///< sum of squared quality
   uint64_t count = 0;      ///< number of observations
+};
+
+/// One origin node's contribution to a pattern's statistics: the element of
+/// the federation CRDT (per origin, the highest version wins; see
+/// federation/crdt.hpp).
+struct contribution {
+  uint64_t node = 0;            ///< origin node id
+  uint64_t version = 0;         ///< the origin's clock at its last change
+  std::vector<tier_stat> tiers; ///< [n_tiers] the origin's observations
 };
 
 /// A pattern of the router's bank: a region of embedding space with what was
@@ -34,7 +45,10 @@ struct pattern_record {
   uint64_t hits = 0;
   int64_t created_ms = 0; ///< UTC ms since the Unix epoch
   int64_t updated_ms = 0;
-  uint64_t version = 0;
+  uint64_t version = 0;     ///< this node's clock at its last change of `tiers`
+  uint64_t origin_node = 0; ///< node that created the pattern; 0 = this node
+  uint64_t origin_id = 0;   ///< the pattern's id on its origin node
+  std::vector<contribution> peers; ///< other nodes' contributions, sorted by node
 };
 
 /// Schema metadata of a node's store.

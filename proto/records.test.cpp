@@ -2,6 +2,10 @@
 
 #include "proto/error.hpp"
 
+#include "shoal/proto/v1/store.capnp.h"
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
 #include <doctest/doctest.h>
 
 using namespace shoal::proto;
@@ -50,4 +54,53 @@ TEST_CASE("request ids format as 16 hex digits and parse back") {
   CHECK(id == 0xabcdef0123456789ull);
   CHECK_FALSE(parse_request_id("xyz", id));
   CHECK_FALSE(parse_request_id("abcdef012345678g", id));
+}
+
+
+TEST_CASE("a pattern written with schema 1 reads with today's schema") {
+  // Written exactly as an issue-2 node wrote it (frozen schema copy).
+  ::capnp::MallocMessageBuilder mb;
+  auto p = mb.initRoot<shoal::proto::capnp::v1::Pattern>();
+  p.setId(9);
+  std::vector<float> c = {0.6f, 0.8f};
+  p.setCentroid({reinterpret_cast<const kj::byte*>(c.data()), c.size() * sizeof(float)});
+  auto tiers = p.initTiers(2);
+  tiers[1].setSumQuality(0.75);
+  tiers[1].setSumQuality2(0.5625);
+  tiers[1].setCount(1);
+  p.setHits(3);
+  p.setVersion(5);
+  auto words = ::capnp::messageToFlatArray(mb);
+  auto bytes = words.asBytes();
+  auto q = decode_pattern({reinterpret_cast<const char*>(bytes.begin()), bytes.size()});
+  REQUIRE(q);
+  CHECK(q->id == 9);
+  CHECK(q->centroid == c);
+  REQUIRE(q->tiers.size() == 2);
+  CHECK(q->tiers[1].count == 1);
+  CHECK(q->version == 5);
+  // Fields added since: their defaults, meaning "created here, no peers".
+  CHECK(q->origin_node == 0);
+  CHECK(q->origin_id == 0);
+  CHECK(q->peers.empty());
+}
+
+TEST_CASE("peers' contributions round-trip with the pattern") {
+  pattern_record p;
+  p.id = 4;
+  p.centroid = {1.0f};
+  p.tiers = {{0.5, 0.25, 1}};
+  p.origin_node = 0xabcdef;
+  p.origin_id = 77;
+  p.peers = {{11, 3, {{2.0, 1.5, 3}}}, {12, 9, {{0, 0, 0}}}};
+  auto q = decode_pattern(encode(p));
+  REQUIRE(q);
+  CHECK(q->origin_node == 0xabcdef);
+  CHECK(q->origin_id == 77);
+  REQUIRE(q->peers.size() == 2);
+  CHECK(q->peers[0].node == 11);
+  CHECK(q->peers[0].version == 3);
+  CHECK(q->peers[0].tiers[0].sum_quality == 2.0);
+  CHECK(q->peers[0].tiers[0].count == 3);
+  CHECK(q->peers[1].version == 9);
 }

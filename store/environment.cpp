@@ -236,6 +236,13 @@ caf::error environment::ensure_schema(uint32_t embedding_dim, int64_t now_ms) {
                       "the store in " + impl_->cfg.data_dir.string()
                         + " holds embeddings of dimension " + std::to_string(m->embedding_dim)
                         + " but embedder.dim is " + std::to_string(embedding_dim));
+  if (m->schema_version < proto::schema_version) {
+    // Schemas only append fields, so old records read as they are; from now
+    // on records carry the new fields, which older builds would drop on
+    // rewrite: mark the store so that they refuse it.
+    m->schema_version = proto::schema_version;
+    return write({{table::meta, "schema", proto::encode(*m)}});
+  }
   return {};
 }
 

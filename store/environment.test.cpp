@@ -95,3 +95,24 @@ TEST_CASE("the meta table records the schema version and refuses another dimensi
   CHECK(shoal::view(err).message.find("embedder.dim is 128") != std::string::npos);
   fs::remove_all(dir);
 }
+
+TEST_CASE("a store of an older schema is upgraded in place; a newer one is refused") {
+  auto dir = temp_dir("upgrade");
+  {
+    auto env = environment::open({dir});
+    REQUIRE(env);
+    shoal::proto::meta_record old{1, 384, 5};
+    REQUIRE_FALSE((*env)->write({{table::meta, "schema", shoal::proto::encode(old)}}));
+    CHECK_FALSE((*env)->ensure_schema(384, 6));
+    auto m = shoal::proto::decode_meta(**(*env)->get(table::meta, "schema"));
+    REQUIRE(m);
+    CHECK(m->schema_version == shoal::proto::schema_version);
+    CHECK(m->created_ms == 5);
+    shoal::proto::meta_record future{shoal::proto::schema_version + 1, 384, 5};
+    REQUIRE_FALSE((*env)->write({{table::meta, "schema", shoal::proto::encode(future)}}));
+    auto err = (*env)->ensure_schema(384, 7);
+    REQUIRE(err);
+    CHECK(shoal::view(err).message.find("this build reads up to") != std::string::npos);
+  }
+  fs::remove_all(dir);
+}

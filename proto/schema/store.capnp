@@ -15,7 +15,15 @@ struct TierStat {
   count        @2 :UInt64;    # number of observations
 }
 
-# Table `patterns`, key = pattern id (u64 big-endian).
+# One origin node's contribution to a pattern's statistics: the CRDT element
+# of federation (per origin, the highest version wins). Since schema 2.
+struct Contribution {
+  node         @0 :UInt64;            # origin node id (first 8 bytes of its Ed25519 key, LE)
+  version      @1 :UInt64;            # the origin's clock at its last change
+  tiers        @2 :List(TierStat);    # the origin's observations, indexed like the tiers
+}
+
+# Table `patterns`, key = pattern id (u64 big-endian; local to this node).
 struct Pattern {
   id           @0 :UInt64;
   centroid     @1 :Data;              # [dim] f32, L2-normalised
@@ -23,7 +31,11 @@ struct Pattern {
   hits         @3 :UInt64;            # routed requests assigned to this pattern
   createdMs    @4 :Int64;             # UTC ms since the Unix epoch
   updatedMs    @5 :Int64;
-  version      @6 :UInt64;            # bumped on every change (CRDT origin version)
+  version      @6 :UInt64;            # this node's clock at its last change of `tiers`
+  # Since schema 2 (federation). A v1 record reads as originNode 0 = this node.
+  originNode   @7 :UInt64;            # node that created the pattern; 0 = this node
+  originId     @8 :UInt64;            # the pattern's id on that node
+  peers        @9 :List(Contribution); # other nodes' contributions (`tiers` is this node's)
 }
 
 struct Neighbor {

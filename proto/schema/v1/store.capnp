@@ -1,0 +1,77 @@
+@0xbd0d2f4e7e0c65a1;
+# FROZEN copy of store.capnp at schema version 1 (issue 2), kept only so a
+# test can write records the way a v1 node did and read them with today's
+# schema. Never edit: the file id and namespace differ from store.capnp.
+# Stored records of a Shoal node: the values of its LMDB tables.
+# Schema evolution: append fields only (new ordinals at the end), never
+# renumber, retype or remove. Readers treat absent fields as their defaults.
+# Vectors are stored as Data holding little-endian IEEE-754 f32 values, which
+# reads without alignment or list-iterator pitfalls (see STACK.md).
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("shoal::proto::capnp::v1");
+
+# Per-tier statistics of the quality observed on one pattern.
+struct TierStat {
+  sumQuality   @0 :Float64;   # sum of observed quality in [0, 1]
+  sumQuality2  @1 :Float64;   # sum of squared quality
+  count        @2 :UInt64;    # number of observations
+}
+
+# Table `patterns`, key = pattern id (u64 big-endian).
+struct Pattern {
+  id           @0 :UInt64;
+  centroid     @1 :Data;              # [dim] f32, L2-normalised
+  tiers        @2 :List(TierStat);    # indexed like the configured tiers
+  hits         @3 :UInt64;            # routed requests assigned to this pattern
+  createdMs    @4 :Int64;             # UTC ms since the Unix epoch
+  updatedMs    @5 :Int64;
+  version      @6 :UInt64;            # bumped on every change (CRDT origin version)
+}
+
+struct Neighbor {
+  patternId    @0 :UInt64;
+  similarity   @1 :Float32;           # cosine similarity in [-1, 1]
+}
+
+# Latency of one routed request, nanoseconds.
+struct Latency {
+  embedNs      @0 :UInt64;
+  searchNs     @1 :UInt64;
+  decideNs     @2 :UInt64;
+  totalNs      @3 :UInt64;            # from HTTP body parsed to decision made
+}
+
+# Table `witness`, key = request id (u64 big-endian; time-ordered).
+struct WitnessRecord {
+  requestId    @0 :UInt64;
+  timeMs       @1 :Int64;             # UTC ms since the Unix epoch
+  sessionId    @2 :Text;
+  user         @3 :Text;
+  textBytes    @4 :UInt32;            # length of the routed text (text itself is not kept)
+  embedding    @5 :Data;              # [dim] f32
+  tier         @6 :UInt32;            # index into the configured tiers
+  tierName     @7 :Text;
+  confidence   @8 :Float64;
+  patternId    @9 :UInt64;
+  newPattern   @10 :Bool;
+  neighbors    @11 :List(Neighbor);
+  latency      @12 :Latency;
+  hasFeedback  @13 :Bool;
+  quality      @14 :Float64;          # valid when hasFeedback
+  feedbackMs   @15 :Int64;            # valid when hasFeedback
+}
+
+# Table `meta`, key "schema".
+struct Meta {
+  schemaVersion @0 :UInt32;
+  embeddingDim  @1 :UInt32;
+  createdMs     @2 :Int64;
+}
+
+# Table `meta`, key "pattern_index": what the index file beside the env holds.
+struct IndexCheckpoint {
+  fileHash     @0 :UInt64;            # XXH3-64 of the index file's bytes
+  nPatterns    @1 :UInt64;            # patterns in the file
+  savedMs      @2 :Int64;
+}

@@ -1,0 +1,89 @@
+#include "proto/wire.hpp"
+
+#include "proto/error.hpp"
+
+#include <doctest/doctest.h>
+
+using namespace shoal::proto;
+
+TEST_CASE("delta batches round-trip; the sender becomes every contribution's node") {
+  delta_batch b;
+  b.node = 0x1122334455667788ull;
+  b.node_name = "shoal-2";
+  b.seq = 17;
+  b.sent_ms = 1700000000123;
+  b.dim = 2;
+  b.n_tiers = 2;
+  pattern_delta d;
+  d.origin_node = 0x99;
+  d.origin_id = 5;
+  d.centroid = {0.6f, 0.8f};
+  d.contrib = {0, 42, {{1.5, 1.25, 2}, {0, 0, 0}}};
+  b.deltas.push_back(d);
+  d.centroid.clear();
+  d.origin_id = 6;
+  b.deltas.push_back(d);
+  auto bytes = encode(b);
+  std::string shifted = "x" + bytes; // decoding must not depend on alignment
+  auto r = decode_delta_batch(std::string_view(shifted).substr(1));
+  REQUIRE(r);
+  CHECK(r->node == b.node);
+  CHECK(r->node_name == "shoal-2");
+  CHECK(r->seq == 17);
+  CHECK(r->sent_ms == b.sent_ms);
+  CHECK(r->dim == 2);
+  REQUIRE(r->deltas.size() == 2);
+  CHECK(r->deltas[0].centroid == std::vector<float>{0.6f, 0.8f});
+  CHECK(r->deltas[1].centroid.empty());
+  CHECK(r->deltas[1].origin_id == 6);
+  CHECK(r->deltas[0].contrib.node == b.node);
+  CHECK(r->deltas[0].contrib.version == 42);
+  CHECK(r->deltas[0].contrib.tiers[0].count == 2);
+}
+
+TEST_CASE("envelopes, digests, resync requests and telemetry round-trip") {
+  envelope e{wire_kind::digest, std::string("\0payload", 8), "shoal-1", std::string(64, 's')};
+  auto re = decode_envelope(encode(e));
+  REQUIRE(re);
+  CHECK(re->kind == wire_kind::digest);
+  CHECK(re->payload == e.payload);
+  CHECK(re->signer == "shoal-1");
+  CHECK(re->signature == e.signature);
+
+  digest g{7, "n", 5, 100, {{7, 3, 9, 0xfeed}, {8, 1, 2, 3}}};
+  auto rg = decode_digest(encode(g));
+  REQUIRE(rg);
+  REQUIRE(rg->origins.size() == 2);
+  CHECK(rg->origins[0].hash == 0xfeed);
+  CHECK(rg->n_patterns == 100);
+
+  auto rr = decode_resync(encode(resync_request{7, "n", 5, 8}));
+  REQUIRE(rr);
+  CHECK(rr->target == 8);
+
+  telemetry_report t;
+  t.node = 3;
+  t.n_dropped = 4;
+  auto rt = decode_telemetry(encode(t));
+  REQUIRE(rt);
+  CHECK(rt->n_dropped == 4);
+}
+
+TEST_CASE("malformed federation payloads decode to corrupt_data, never a crash") {
+  CHECK_FALSE(decode_envelope(""));
+  CHECK_FALSE(decode_delta_batch("12345678"));
+  std::string junk(256, '\x7f');
+  auto r = decode_delta_batch(junk);
+  REQUIRE_FALSE(r);
+  CHECK(shoal::view(r.error()).code == shoal::errc::corrupt_data);
+  // A centroid of 7 bytes is not a list of f32.
+  delta_batch b;
+  b.deltas.resize(1);
+  b.deltas[0].centroid = {1.0f, 2.0f};
+  auto bytes = encode(b);
+  auto cut = decode_delta_batch(std::string_view(bytes).substr(0, bytes.size() - 8));
+  CHECK_FALSE(cut);
+  // Every truncation of a valid batch fails cleanly or decodes a prefix.
+  for (size_t n = 0; n < bytes.size(); n += 8)
+    (void)decode_delta_batch(std::string_view(bytes).substr(0, n));
+}
