@@ -1,8 +1,11 @@
 #include "actors/pattern_bank.hpp"
 
 #include "actors/time.hpp"
+#include "federation/crdt.hpp"
 #include "kernels/vector.hpp"
 #include "proto/error.hpp"
+
+#include <xxhash.h>
 
 #include <algorithm>
 #include <cmath>
@@ -78,6 +81,41 @@ void pattern_bank::add_to_global(const std::vector<proto::tier_stat>& tiers) {
   }
 }
 
+void pattern_bank::adopt(uint64_t id, pattern_state st) {
+  st.total = st.tiers;
+  for (const auto& c : st.peers)
+    federation::add_tiers(st.total, c.tiers);
+  add_to_global(st.total);
+  if (st.origin_node != 0)
+    by_origin_[{st.origin_node, st.origin_id}] = id;
+  stats_[id] = std::move(st);
+}
+
+void pattern_bank::touch_outbox(uint64_t id) {
+  if (track_deltas_)
+    outbox_.insert(id);
+}
+
+pattern_bank::origin_key pattern_bank::key_of(uint64_t id,
+                                              const pattern_state& st) const noexcept {
+  return st.origin_node == 0 ? origin_key{cfg_.node_id, id}
+                             : origin_key{st.origin_node, st.origin_id};
+}
+
+proto::pattern_record pattern_bank::make_record(uint64_t id, const pattern_state& st) const {
+  proto::pattern_record r;
+  r.id = id;
+  r.tiers = st.tiers;
+  r.hits = st.hits;
+  r.created_ms = st.created_ms;
+  r.updated_ms = st.updated_ms;
+  r.version = st.version;
+  r.origin_node = st.origin_node;
+  r.origin_id = st.origin_id;
+  r.peers = st.peers;
+  return r;
+}
+
 std::filesystem::path pattern_bank::index_path() const {
   return env_->data_dir() / "patterns.hnsw";
 }
@@ -100,7 +138,10 @@ caf::error pattern_bank::load() {
       bad = rec.error();
       return false;
     }
-    if (rec->centroid.size() != dim_ || rec->tiers.size() != cfg_.tiers.size()) {
+    bool peers_ok = std::all_of(rec->peers.begin(), rec->peers.end(), [&](const auto& c) {
+      return c.tiers.size() == cfg_.tiers.size();
+    });
+    if (rec->centroid.size() != dim_ || rec->tiers.size() != cfg_.tiers.size() || !peers_ok) {
       bad = make_error(errc::corrupt_data,
                        "pattern " + std::to_string(rec->id) + " has dimension "
                          + std::to_string(rec->centroid.size()) + " and "
@@ -118,9 +159,23 @@ caf::error pattern_bank::load() {
     return bad;
   for (auto& r : records) {
     next_id_ = std::max(next_id_, r.id + 1);
-    add_to_global(r.tiers);
-    stats_[r.id] = {std::move(r.tiers), r.hits, r.created_ms, r.updated_ms, r.version};
+    clock_ = std::max(clock_, r.version);
+    pattern_state st;
+    st.tiers = std::move(r.tiers);
+    st.hits = r.hits;
+    st.created_ms = r.created_ms;
+    st.updated_ms = r.updated_ms;
+    st.version = r.version;
+    st.origin_node = r.origin_node == cfg_.node_id ? 0 : r.origin_node;
+    st.origin_id = st.origin_node == 0 ? 0 : r.origin_id;
+    st.peers = std::move(r.peers);
+    adopt(r.id, std::move(st));
   }
+  auto seq = env_->get(store::table::meta, "federation");
+  if (!seq)
+    return seq.error();
+  if (seq->has_value())
+    stream_seq_ = store::parse_u64_key(**seq).value_or(0);
   // Try the saved index; rebuild from LMDB when it is missing, corrupt or stale.
   auto ck_bytes = env_->get(store::table::meta, "pattern_index");
   if (!ck_bytes)
@@ -191,7 +246,7 @@ route_result pattern_bank::route(std::span<const float> embedding, int64_t now_m
     double w = std::pow(std::max(0.0, static_cast<double>(h.similarity)) / sim_top,
                         cfg_.similarity_power);
     for (size_t t = 0; t < n_tiers; ++t)
-      ev_[t].add(w, it->second.tiers[t]);
+      ev_[t].add(w, it->second.total[t]);
   }
   for (size_t t = 0; t < n_tiers; ++t)
     post_[t] = ev_[t].posterior();
@@ -212,10 +267,12 @@ route_result pattern_bank::route(std::span<const float> embedding, int64_t now_m
     unflushed_[id] = pending_.back().second;
     auto& st = stats_[id];
     st.tiers.assign(n_tiers, {});
+    st.total.assign(n_tiers, {});
     st.hits = 1;
     st.created_ms = st.updated_ms = now_ms;
-    st.version = 1;
+    st.version = ++clock_;
     dirty_.insert(id);
+    touch_outbox(id);
     res.pattern_id = id;
     res.new_pattern = true;
   }
@@ -231,29 +288,24 @@ caf::error pattern_bank::learn(uint64_t pattern_id, uint32_t tier, double qualit
     return make_error(errc::not_found, "unknown pattern " + std::to_string(pattern_id));
   if (tier >= cfg_.tiers.size() || !(quality >= 0 && quality <= 1))
     return make_error(errc::invalid_argument, "tier or quality out of range");
-  for (auto* s : {&it->second.tiers[tier], &global_[tier]}) {
+  for (auto* s : {&it->second.tiers[tier], &it->second.total[tier], &global_[tier]}) {
     s->sum_quality += quality;
     s->sum_quality2 += quality * quality;
     ++s->count;
   }
-  ++it->second.version;
+  it->second.version = ++clock_;
   it->second.updated_ms = now_ms;
   dirty_.insert(pattern_id);
+  touch_outbox(pattern_id);
   return {};
 }
 
 proto::pattern_record pattern_bank::record(uint64_t id) const {
-  proto::pattern_record r;
   auto it = stats_.find(id);
   if (it == stats_.end())
-    return r;
-  r.id = id;
+    return {};
+  auto r = make_record(id, it->second);
   r.centroid = centroid(id);
-  r.tiers = it->second.tiers;
-  r.hits = it->second.hits;
-  r.created_ms = it->second.created_ms;
-  r.updated_ms = it->second.updated_ms;
-  r.version = it->second.version;
   return r;
 }
 
@@ -263,8 +315,17 @@ caf::error pattern_bank::insert(proto::pattern_record rec) {
   if (auto err = index_.add(rec.id, rec.centroid))
     return err;
   next_id_ = std::max(next_id_, rec.id + 1);
-  add_to_global(rec.tiers);
-  stats_[rec.id] = {std::move(rec.tiers), rec.hits, rec.created_ms, rec.updated_ms, rec.version};
+  clock_ = std::max(clock_, rec.version);
+  pattern_state st;
+  st.tiers = std::move(rec.tiers);
+  st.hits = rec.hits;
+  st.created_ms = rec.created_ms;
+  st.updated_ms = rec.updated_ms;
+  st.version = rec.version;
+  st.origin_node = rec.origin_node;
+  st.origin_id = rec.origin_id;
+  st.peers = std::move(rec.peers);
+  adopt(rec.id, std::move(st));
   unflushed_[rec.id] = std::move(rec.centroid);
   dirty_.insert(rec.id);
   return {};
@@ -288,23 +349,23 @@ pattern_batch pattern_bank::take_dirty() {
     auto it = stats_.find(id);
     if (it == stats_.end())
       continue;
-    proto::pattern_record r;
-    r.id = id;
+    auto r = make_record(id, it->second);
     if (auto u = unflushed_.find(id); u != unflushed_.end())
       r.centroid = std::move(u->second); // else: already in LMDB, read back by write_batch
-    r.tiers = it->second.tiers;
-    r.hits = it->second.hits;
-    r.created_ms = it->second.created_ms;
-    r.updated_ms = it->second.updated_ms;
-    r.version = it->second.version;
     b.records.push_back(std::move(r));
   }
   dirty_.clear();
+  if (stream_seq_dirty_) {
+    b.stream_seq = stream_seq_;
+    stream_seq_dirty_ = false;
+  }
   unflushed_.clear(); // every unflushed pattern is dirty, so it is in the batch
   return b;
 }
 
 void pattern_bank::restore(pattern_batch&& b) {
+  if (b.stream_seq)
+    stream_seq_dirty_ = true;
   for (auto& r : b.records) {
     if (!r.centroid.empty())
       unflushed_.try_emplace(r.id, std::move(r.centroid));
@@ -345,13 +406,15 @@ caf::error pattern_bank::write_batch(store::environment& env, const pattern_batc
   }
   if (b.checkpoint)
     ops.push_back({store::table::meta, "pattern_index", proto::encode(*b.checkpoint)});
+  if (b.stream_seq)
+    ops.push_back({store::table::meta, "federation", store::u64_key(*b.stream_seq)});
   if (ops.empty())
     return {};
   return env.write(ops);
 }
 
 caf::error pattern_bank::flush() {
-  if (env_ == nullptr || dirty_.empty())
+  if (env_ == nullptr || (dirty_.empty() && !stream_seq_dirty_))
     return {};
   auto b = take_dirty();
   if (auto err = write_batch(*env_, b)) {
@@ -400,6 +463,203 @@ caf::error pattern_bank::checkpoint(int64_t now_ms) {
     return err;
   }
   return {};
+}
+
+} // namespace shoal::actors
+
+namespace shoal::actors {
+
+// -- federation ----------------------------------------------------------------
+
+void pattern_bank::track_deltas(bool on) {
+  track_deltas_ = on;
+  if (!on)
+    outbox_.clear();
+}
+
+std::vector<proto::pattern_delta> pattern_bank::take_deltas(size_t max) {
+  std::vector<proto::pattern_delta> out;
+  out.reserve(std::min(max, outbox_.size()));
+  for (auto it = outbox_.begin(); it != outbox_.end() && out.size() < max;) {
+    uint64_t id = *it;
+    it = outbox_.erase(it);
+    auto s = stats_.find(id);
+    if (s == stats_.end() || s->second.version == 0)
+      continue;
+    auto& st = s->second;
+    proto::pattern_delta d;
+    auto key = key_of(id, st);
+    d.origin_node = key.node;
+    d.origin_id = key.id;
+    if (st.origin_node == 0 && !st.announced) {
+      d.centroid = centroid(id);
+      st.announced = true;
+    }
+    d.contrib = {cfg_.node_id, st.version, st.tiers};
+    out.push_back(std::move(d));
+  }
+  return out;
+}
+
+void pattern_bank::republish_all() {
+  if (!track_deltas_)
+    return;
+  for (auto& [id, st] : stats_) {
+    if (st.version == 0)
+      continue;
+    if (st.origin_node == 0)
+      st.announced = false;
+    outbox_.insert(id);
+  }
+}
+
+bool pattern_bank::join_peer(uint64_t id, const proto::contribution& c, int64_t now_ms) {
+  auto& st = stats_[id];
+  const proto::contribution* old = nullptr;
+  for (const auto& p : st.peers)
+    if (p.node == c.node)
+      old = &p;
+  if (old != nullptr && !federation::supersedes(c, *old))
+    return false;
+  if (old != nullptr) {
+    federation::sub_tiers(st.total, old->tiers);
+    federation::sub_tiers(global_, old->tiers);
+  }
+  federation::join(st.peers, c);
+  federation::add_tiers(st.total, c.tiers);
+  add_to_global(c.tiers);
+  st.updated_ms = now_ms;
+  dirty_.insert(id);
+  return true;
+}
+
+caf::expected<merge_stats>
+pattern_bank::merge(uint64_t node, std::span<const proto::pattern_delta> deltas, int64_t now_ms) {
+  auto bad = [&](size_t i, const std::string& what) {
+    return make_error(errc::invalid_argument, "delta " + std::to_string(i) + ": " + what);
+  };
+  if (node == 0 || node == cfg_.node_id)
+    return make_error(errc::invalid_argument,
+                      "sender id " + std::to_string(node) + " is 0 or this node's own");
+  // Validate everything first: a batch is merged whole or not at all.
+  for (size_t i = 0; i < deltas.size(); ++i) {
+    const auto& d = deltas[i];
+    if (d.origin_node == 0)
+      return bad(i, "origin node is 0");
+    if (d.contrib.node != node)
+      return bad(i, "contribution of another node than the sender");
+    if (auto err = federation::validate(d.contrib, cfg_.tiers.size()))
+      return bad(i, view(err).message);
+    if (!d.centroid.empty()) {
+      if (d.centroid.size() != dim_)
+        return bad(i, "centroid has dimension " + std::to_string(d.centroid.size())
+                        + ", expected " + std::to_string(dim_));
+      if (!std::all_of(d.centroid.begin(), d.centroid.end(),
+                       [](float x) { return std::isfinite(x); }))
+        return bad(i, "centroid has a non-finite value");
+      double norm = std::sqrt(kernels::dot(d.centroid, d.centroid));
+      if (std::abs(norm - 1.0) > 1e-3)
+        return bad(i, "centroid is not L2-normalised (norm " + std::to_string(norm) + ")");
+      if (d.origin_node != node)
+        return bad(i, "announces a pattern created by another node");
+    }
+  }
+  merge_stats ms;
+  for (const auto& d : deltas) {
+    uint64_t id = 0;
+    if (d.origin_node == cfg_.node_id) {
+      id = stats_.count(d.origin_id) != 0 ? d.origin_id : 0;
+    } else if (auto it = by_origin_.find({d.origin_node, d.origin_id}); it != by_origin_.end()) {
+      id = it->second;
+    }
+    if (id == 0 && d.centroid.empty()) {
+      // Its announcement has not arrived: hold the contribution.
+      auto& held = orphans_[{d.origin_node, d.origin_id}];
+      size_t before = held.size();
+      if (n_orphans_ >= cfg_.max_orphans) {
+        if (held.empty())
+          orphans_.erase({d.origin_node, d.origin_id});
+        ++ms.dropped;
+        continue;
+      }
+      federation::join(held, d.contrib);
+      n_orphans_ += held.size() - before;
+      ++ms.orphaned;
+      continue;
+    }
+    if (id == 0) {
+      if (stats_.size() >= cfg_.max_patterns) {
+        ++ms.dropped;
+        continue;
+      }
+      id = next_id_++;
+      pattern_state st;
+      st.tiers.assign(cfg_.tiers.size(), {});
+      st.created_ms = st.updated_ms = now_ms;
+      st.origin_node = d.origin_node;
+      st.origin_id = d.origin_id;
+      adopt(id, std::move(st));
+      pending_.emplace_back(id, d.centroid);
+      unflushed_[id] = d.centroid;
+      dirty_.insert(id);
+      ++ms.created;
+      if (auto o = orphans_.find({d.origin_node, d.origin_id}); o != orphans_.end()) {
+        for (const auto& c : o->second)
+          ms.applied += join_peer(id, c, now_ms) ? 1 : 0;
+        n_orphans_ -= o->second.size();
+        orphans_.erase(o);
+      }
+    }
+    if (join_peer(id, d.contrib, now_ms))
+      ++ms.applied;
+    else
+      ++ms.stale;
+  }
+  return ms;
+}
+
+void pattern_bank::set_stream_seq(uint64_t seq) noexcept {
+  if (seq > stream_seq_) {
+    stream_seq_ = seq;
+    stream_seq_dirty_ = true;
+  }
+}
+
+std::vector<proto::origin_summary> pattern_bank::summarize() const {
+  std::unordered_map<uint64_t, proto::origin_summary> by_node;
+  auto add = [&](uint64_t node, const origin_key& k, uint64_t version) {
+    auto& s = by_node[node];
+    s.node = node;
+    ++s.count;
+    s.max_version = std::max(s.max_version, version);
+    uint64_t words[3] = {k.node, k.id, version};
+    s.hash ^= XXH3_64bits(words, sizeof words);
+  };
+  for (const auto& [id, st] : stats_) {
+    auto k = key_of(id, st);
+    if (st.version != 0)
+      add(cfg_.node_id, k, st.version);
+    for (const auto& c : st.peers)
+      add(c.node, k, c.version);
+  }
+  std::vector<proto::origin_summary> out;
+  out.reserve(by_node.size());
+  for (auto& [n, s] : by_node)
+    out.push_back(s);
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.node < b.node; });
+  return out;
+}
+
+std::vector<proto::tier_stat> pattern_bank::total(uint64_t id) const {
+  auto it = stats_.find(id);
+  return it == stats_.end() ? std::vector<proto::tier_stat>{} : it->second.total;
+}
+
+uint64_t pattern_bank::find(uint64_t origin_node, uint64_t origin_id) const {
+  if (origin_node == cfg_.node_id)
+    return stats_.count(origin_id) != 0 ? origin_id : 0;
+  auto it = by_origin_.find({origin_node, origin_id});
+  return it == by_origin_.end() ? 0 : it->second;
 }
 
 } // namespace shoal::actors

@@ -25,11 +25,18 @@
 ///      (queued, and added to the HNSW index by `index_pending`).
 /// Learning (`learn`) adds one quality observation to (pattern, tier).
 ///
+/// Federation: a pattern's statistics are this node's contribution (`learn`)
+/// plus the contributions merged from peers (`merge`, federation/crdt.hpp);
+/// routing pools their sum. Every change of this node's contribution takes a
+/// version from the bank's clock, which only grows; `take_deltas` hands the
+/// changed contributions to the federation bridge.
+///
 /// Thread-safety: none; owned by one actor. LMDB writes happen in `flush` and
 /// `checkpoint`, so the owner should run on its own thread (detached actor).
 
 #include "proto/messages.hpp"
 #include "proto/records.hpp"
+#include "proto/wire.hpp"
 #include "store/environment.hpp"
 #include "store/pattern_index.hpp"
 
@@ -89,6 +96,12 @@ struct router_config {
   uint32_t flush_interval_ms = 1000;
   /// How often the HNSW index file is saved, s. Default: 300. Range [1, 86400].
   uint32_t checkpoint_interval_s = 300;
+  /// This node's federation id (proto::delta_batch::node); stamped on the
+  /// patterns it creates. 0 for a bank that is never federated (tests).
+  uint64_t node_id = 0;
+  /// Most contributions held for patterns not yet known here (their creator's
+  /// announcement has not arrived); beyond it they are dropped and counted.
+  uint64_t max_orphans = 100'000;
   /// HNSW parameters.
   store::index_config index;
 };
@@ -142,6 +155,17 @@ double choice_confidence(std::span<const tier_posterior> post, std::span<const d
 struct pattern_batch {
   std::vector<proto::pattern_record> records;
   std::optional<proto::index_checkpoint> checkpoint;
+  /// Last JetStream sequence merged into `records` (meta key "federation").
+  std::optional<uint64_t> stream_seq;
+};
+
+/// Outcome of merging a batch of peers' deltas (pattern_bank::merge).
+struct merge_stats {
+  uint64_t applied = 0;  ///< contributions that changed a pattern
+  uint64_t stale = 0;    ///< contributions already known or superseded
+  uint64_t created = 0;  ///< patterns created from announcements
+  uint64_t orphaned = 0; ///< contributions held until their pattern is announced
+  uint64_t dropped = 0;  ///< orphans dropped (max_orphans reached)
 };
 
 class pattern_bank {
@@ -210,16 +234,75 @@ public:
   bool rebuilt_index() const noexcept { return rebuilt_; }
   /// The record of a pattern with its exact centroid; empty id if unknown.
   proto::pattern_record record(uint64_t id) const;
-  /// Adds a pattern directly (used by tests, benchmarks and later federation).
+  /// Adds a pattern directly (used by tests and benchmarks).
   caf::error insert(proto::pattern_record rec);
+
+  // -- federation ------------------------------------------------------------
+
+  /// Starts (or stops) collecting this node's changed contributions for
+  /// `take_deltas`; off by default so an unfederated node keeps no outbox.
+  void track_deltas(bool on);
+
+  /// This node's changed contributions since the last take, at most `max`,
+  /// one per pattern (its latest state). A pattern this node created carries
+  /// its centroid the first time it is taken (its announcement).
+  std::vector<proto::pattern_delta> take_deltas(size_t max);
+
+  /// Contributions waiting in the outbox.
+  size_t deltas_pending() const noexcept { return outbox_.size(); }
+
+  /// Queues every contribution of this node, with the centroids of the
+  /// patterns it created (anti-entropy repair, or a peer's resync request).
+  void republish_all();
+
+  /// Merges peers' deltas (a decoded, signature-checked batch of `node`).
+  /// All or nothing: when any delta is invalid (wrong dimension or tier
+  /// count, non-finite or impossible statistics, a non-normalised centroid,
+  /// an origin of 0, a sender that is this node) nothing is merged.
+  /// Errors: `errc::invalid_argument` naming the first bad delta.
+  caf::expected<merge_stats> merge(uint64_t node, std::span<const proto::pattern_delta> deltas,
+                                   int64_t now_ms);
+
+  /// Records the JetStream sequence of the last merged batch; it is written
+  /// with the next take_dirty batch.
+  void set_stream_seq(uint64_t seq) noexcept;
+  /// The last JetStream sequence merged (0 = none), as loaded or set.
+  uint64_t stream_seq() const noexcept { return stream_seq_; }
+
+  /// What this bank holds per origin node (including this node), sorted by node.
+  std::vector<proto::origin_summary> summarize() const;
+
+  /// Orphan contributions held (see max_orphans).
+  size_t orphans() const noexcept { return n_orphans_; }
+
+  /// The pooled statistics of a pattern: this node's plus its peers'
+  /// (empty if unknown). For tests and /v1/stats.
+  std::vector<proto::tier_stat> total(uint64_t id) const;
+
+  /// Local id of the pattern with global key (origin node, origin id); 0 if unknown.
+  uint64_t find(uint64_t origin_node, uint64_t origin_id) const;
 
 private:
   struct pattern_state {
-    std::vector<proto::tier_stat> tiers;
+    std::vector<proto::tier_stat> tiers; ///< this node's contribution
     uint64_t hits = 0;
     int64_t created_ms = 0;
     int64_t updated_ms = 0;
-    uint64_t version = 0;
+    uint64_t version = 0;     ///< of `tiers`; 0 = this node has no contribution
+    uint64_t origin_node = 0; ///< 0 = created here
+    uint64_t origin_id = 0;
+    std::vector<proto::contribution> peers; ///< sorted by node
+    std::vector<proto::tier_stat> total;    ///< tiers + peers' tiers: what routing pools
+    bool announced = false;   ///< centroid sent to peers (since start)
+  };
+  struct origin_key {
+    uint64_t node, id;
+    bool operator==(const origin_key&) const = default;
+  };
+  struct origin_key_hash {
+    size_t operator()(const origin_key& k) const noexcept {
+      return std::hash<uint64_t>{}(k.node * 0x9e3779b97f4a7c15ull ^ k.id);
+    }
   };
 
   pattern_bank(uint32_t dim, router_config cfg, std::shared_ptr<store::environment> env);
@@ -229,6 +312,14 @@ private:
   /// dequantized int8 copy (in-memory banks without LMDB).
   std::vector<float> centroid(uint64_t id) const;
   void add_to_global(const std::vector<proto::tier_stat>& tiers);
+  /// Adds a pattern's state (from LMDB, insert or merge) to the maps.
+  void adopt(uint64_t id, pattern_state st);
+  /// Marks this node's contribution to `id` changed (for take_deltas).
+  void touch_outbox(uint64_t id);
+  proto::pattern_record make_record(uint64_t id, const pattern_state& st) const;
+  origin_key key_of(uint64_t id, const pattern_state& st) const noexcept;
+  /// Joins one validated contribution into pattern `id`; returns whether it changed.
+  bool join_peer(uint64_t id, const proto::contribution& c, int64_t now_ms);
 
   uint32_t dim_;
   router_config cfg_;
@@ -243,7 +334,17 @@ private:
   std::unordered_map<uint64_t, std::vector<float>> unflushed_;
   std::vector<proto::tier_stat> global_; // [n_tiers] sums over every pattern
   uint64_t next_id_ = 1;
+  uint64_t clock_ = 0; ///< versions of this node's contributions
   bool rebuilt_ = false;
+  /// Patterns created by other nodes: global key -> local id.
+  std::unordered_map<origin_key, uint64_t, origin_key_hash> by_origin_;
+  bool track_deltas_ = false;
+  std::unordered_set<uint64_t> outbox_;
+  /// Peers' contributions to patterns whose announcement has not arrived.
+  std::unordered_map<origin_key, std::vector<proto::contribution>, origin_key_hash> orphans_;
+  size_t n_orphans_ = 0;
+  uint64_t stream_seq_ = 0;
+  bool stream_seq_dirty_ = false;
   std::mt19937_64 rng_;
   std::vector<double> costs_;
   std::vector<tier_evidence> ev_;    // scratch

@@ -1,4 +1,5 @@
 #include "actors/pattern_bank.hpp"
+#include "actors/testing.hpp"
 
 #include "kernels/vector.hpp"
 #include "proto/error.hpp"
@@ -11,43 +12,8 @@
 namespace fs = std::filesystem;
 using namespace shoal;
 using namespace shoal::actors;
+using namespace shoal::actors::testing;
 
-namespace {
-
-fs::path temp_dir(const char* name) {
-  auto p = fs::temp_directory_path()
-           / (std::string("shoal-") + name + "-" + std::to_string(std::random_device{}()));
-  fs::remove_all(p);
-  return p;
-}
-
-std::vector<float> unit(std::mt19937& rng, uint32_t dim) {
-  std::normal_distribution<float> n;
-  std::vector<float> v(dim);
-  for (auto& x : v)
-    x = n(rng);
-  kernels::normalize(v);
-  return v;
-}
-
-/// Router config where every random query founds its own pattern.
-router_config fine_patterns() {
-  router_config cfg;
-  cfg.new_pattern_threshold = 0.99; // similarities are int8-approximate (±0.01)
-  return cfg;
-}
-
-/// A context near `center`: center + noise, renormalised.
-std::vector<float> jitter(const std::vector<float>& center, std::mt19937& rng, float amount) {
-  auto v = center;
-  std::normal_distribution<float> n(0, amount);
-  for (auto& x : v)
-    x += n(rng);
-  kernels::normalize(v);
-  return v;
-}
-
-} // namespace
 
 TEST_CASE("the router's regret falls on a small seeded bandit") {
   // 6 contexts (clusters in embedding space), 4 tiers with the default costs;

@@ -28,11 +28,13 @@ struct pattern_writer_state {
   static inline const char* name = "pattern_writer";
 
   void commit(pattern_batch&& b) {
-    if (!retry.records.empty() || retry.checkpoint) {
+    if (!retry.records.empty() || retry.checkpoint || retry.stream_seq) {
       retry.records.insert(retry.records.end(), std::make_move_iterator(b.records.begin()),
                            std::make_move_iterator(b.records.end()));
       if (b.checkpoint)
         retry.checkpoint = b.checkpoint;
+      if (b.stream_seq)
+        retry.stream_seq = b.stream_seq;
       b = std::move(retry);
       retry = {};
     }
@@ -96,7 +98,7 @@ struct router_state {
       }
     }
     auto b = bank->take_dirty();
-    if (!b.records.empty())
+    if (!b.records.empty() || b.stream_seq)
       self->send(writer, flush_atom::value, std::move(b));
   }
 };

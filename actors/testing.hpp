@@ -1,0 +1,47 @@
+#pragma once
+/// @file Helpers shared by the actors module's tests (not part of the library).
+
+#include "actors/pattern_bank.hpp"
+#include "kernels/vector.hpp"
+
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace shoal::actors::testing {
+
+inline std::filesystem::path temp_dir(const char* name) {
+  auto p = std::filesystem::temp_directory_path()
+           / (std::string("shoal-") + name + "-" + std::to_string(std::random_device{}()));
+  std::filesystem::remove_all(p);
+  return p;
+}
+
+inline std::vector<float> unit(std::mt19937& rng, uint32_t dim) {
+  std::normal_distribution<float> n;
+  std::vector<float> v(dim);
+  for (auto& x : v)
+    x = n(rng);
+  kernels::normalize(v);
+  return v;
+}
+
+/// Router config where every random query founds its own pattern.
+inline router_config fine_patterns() {
+  router_config cfg;
+  cfg.new_pattern_threshold = 0.99; // similarities are int8-approximate (±0.01)
+  return cfg;
+}
+
+/// A context near `center`: center + noise, renormalised.
+inline std::vector<float> jitter(const std::vector<float>& center, std::mt19937& rng, float amount) {
+  auto v = center;
+  std::normal_distribution<float> n(0, amount);
+  for (auto& x : v)
+    x += n(rng);
+  kernels::normalize(v);
+  return v;
+}
+
+} // namespace shoal::actors::testing
