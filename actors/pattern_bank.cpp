@@ -273,6 +273,8 @@ route_result pattern_bank::route(std::span<const float> embedding, int64_t now_m
     st.version = ++clock_;
     dirty_.insert(id);
     touch_outbox(id);
+    if (track_deltas_)
+      unannounced_[id] = pending_.back().second;
     res.pattern_id = id;
     res.new_pattern = true;
   }
@@ -473,8 +475,10 @@ namespace shoal::actors {
 
 void pattern_bank::track_deltas(bool on) {
   track_deltas_ = on;
-  if (!on)
+  if (!on) {
     outbox_.clear();
+    unannounced_.clear();
+  }
 }
 
 std::vector<proto::pattern_delta> pattern_bank::take_deltas(size_t max) {
@@ -492,7 +496,12 @@ std::vector<proto::pattern_delta> pattern_bank::take_deltas(size_t max) {
     d.origin_node = key.node;
     d.origin_id = key.id;
     if (st.origin_node == 0 && !st.announced) {
-      d.centroid = centroid(id);
+      if (auto u = unannounced_.find(id); u != unannounced_.end()) {
+        d.centroid = std::move(u->second);
+        unannounced_.erase(u);
+      } else {
+        d.centroid = centroid(id);
+      }
       st.announced = true;
     }
     d.contrib = {cfg_.node_id, st.version, st.tiers};
@@ -557,8 +566,9 @@ pattern_bank::merge(uint64_t node, std::span<const proto::pattern_delta> deltas,
       if (!std::all_of(d.centroid.begin(), d.centroid.end(),
                        [](float x) { return std::isfinite(x); }))
         return bad(i, "centroid has a non-finite value");
+      // Announced centroids are exact f32 copies; allow for a re-quantized one.
       double norm = std::sqrt(kernels::dot(d.centroid, d.centroid));
-      if (std::abs(norm - 1.0) > 1e-3)
+      if (std::abs(norm - 1.0) > 1e-2)
         return bad(i, "centroid is not L2-normalised (norm " + std::to_string(norm) + ")");
       if (d.origin_node != node)
         return bad(i, "announces a pattern created by another node");
@@ -599,8 +609,10 @@ pattern_bank::merge(uint64_t node, std::span<const proto::pattern_delta> deltas,
       st.origin_node = d.origin_node;
       st.origin_id = d.origin_id;
       adopt(id, std::move(st));
-      pending_.emplace_back(id, d.centroid);
-      unflushed_[id] = d.centroid;
+      std::vector<float> c = d.centroid;
+      kernels::normalize(c);
+      pending_.emplace_back(id, c);
+      unflushed_[id] = std::move(c);
       dirty_.insert(id);
       ++ms.created;
       if (auto o = orphans_.find({d.origin_node, d.origin_id}); o != orphans_.end()) {

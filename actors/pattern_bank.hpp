@@ -34,6 +34,7 @@
 /// Thread-safety: none; owned by one actor. LMDB writes happen in `flush` and
 /// `checkpoint`, so the owner should run on its own thread (detached actor).
 
+#include "federation/crdt.hpp"
 #include "proto/messages.hpp"
 #include "proto/records.hpp"
 #include "proto/wire.hpp"
@@ -159,14 +160,7 @@ struct pattern_batch {
   std::optional<uint64_t> stream_seq;
 };
 
-/// Outcome of merging a batch of peers' deltas (pattern_bank::merge).
-struct merge_stats {
-  uint64_t applied = 0;  ///< contributions that changed a pattern
-  uint64_t stale = 0;    ///< contributions already known or superseded
-  uint64_t created = 0;  ///< patterns created from announcements
-  uint64_t orphaned = 0; ///< contributions held until their pattern is announced
-  uint64_t dropped = 0;  ///< orphans dropped (max_orphans reached)
-};
+using federation::merge_stats;
 
 class pattern_bank {
 public:
@@ -340,6 +334,9 @@ private:
   std::unordered_map<origin_key, uint64_t, origin_key_hash> by_origin_;
   bool track_deltas_ = false;
   std::unordered_set<uint64_t> outbox_;
+  /// Exact centroids of patterns created here and not yet announced (the
+  /// LMDB copy may still be on its way through the writer).
+  std::unordered_map<uint64_t, std::vector<float>> unannounced_;
   /// Peers' contributions to patterns whose announcement has not arrived.
   std::unordered_map<origin_key, std::vector<proto::contribution>, origin_key_hash> orphans_;
   size_t n_orphans_ = 0;

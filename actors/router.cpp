@@ -2,6 +2,7 @@
 // learning updates, persists changes on a timer and at exit.
 #include "actors/actors.hpp"
 #include "actors/time.hpp"
+#include "federation/bridge.hpp"
 #include "proto/error.hpp"
 #include "proto/messages.hpp"
 
@@ -17,6 +18,15 @@ namespace shoal::actors {
 namespace {
 
 using namespace proto;
+using federation::digest_atom;
+using federation::federate_atom;
+using federation::link_atom;
+using federation::merge_atom;
+using federation::publish_atom;
+using federation::republish_atom;
+
+/// router -> itself: time to hand the outbox to the federation bridge.
+using fed_flush_atom = caf::atom_constant<caf::atom("fedflush")>;
 
 /// The pattern writer: commits the router's batches of changed patterns to
 /// LMDB on its own thread, in the order sent, so a commit (an fsync) never
@@ -68,7 +78,27 @@ struct router_state {
   uint64_t n_routed = 0;
   uint64_t n_learned = 0;
   int64_t last_checkpoint_ms = 0;
+  // Federation (see federation/bridge.hpp): the bridge, whether it can
+  // publish, and the batching of this node's changed contributions.
+  caf::actor bridge;
+  bool link_up = false;
+  bool publish_scheduled = false;
+  uint32_t publish_max = 2000;
+  uint32_t publish_delay_ms = 2;
   static inline const char* name = "router";
+
+  /// Schedules handing the outbox to the bridge, after publish_delay_ms so
+  /// changes in a burst travel in one batch.
+  void schedule_publish(caf::event_based_actor* self) {
+    if (!bridge || !link_up || publish_scheduled || bank->deltas_pending() == 0)
+      return;
+    publish_scheduled = true;
+    if (publish_delay_ms == 0)
+      self->send(self, fed_flush_atom::value);
+    else
+      self->delayed_send(self, std::chrono::milliseconds(publish_delay_ms),
+                         fed_flush_atom::value);
+  }
 
   /// Time-ordered node-unique id: UTC ms in the high 44 bits, a counter in
   /// the low 20 (a "snowflake"); strictly increasing even if the clock steps back.
@@ -155,6 +185,7 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
       w.user = std::move(q.user);
       w.text_bytes = q.text_bytes;
       self->send(st.witness, record_atom::value, std::move(w));
+      st.schedule_publish(self);
       if (st.bank->pending() == 0)
         return d;
       // Answer first, then index the new pattern (an HNSW insertion costs
@@ -167,10 +198,62 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
     },
     [self](learn_atom, const learn_update& u) {
       auto& st = self->state;
-      if (auto err = st.bank->learn(u.pattern_id, u.tier, u.quality, utc_now_ms()))
+      if (auto err = st.bank->learn(u.pattern_id, u.tier, u.quality, utc_now_ms())) {
         spdlog::warn("router: learn update rejected: {}", view(err).message);
-      else
+      } else {
         ++st.n_learned;
+        st.schedule_publish(self);
+      }
+    },
+    [self](federate_atom, caf::actor bridge, uint32_t max, uint32_t delay_ms) {
+      auto& st = self->state;
+      st.bridge = std::move(bridge);
+      st.publish_max = max;
+      st.publish_delay_ms = delay_ms;
+      st.bank->track_deltas(true);
+      // A node that never merged from the stream has never published either.
+      if (st.bank->stream_seq() == 0)
+        st.bank->republish_all();
+    },
+    [self](link_atom, bool up) {
+      auto& st = self->state;
+      st.link_up = up;
+      st.schedule_publish(self);
+    },
+    [self](fed_flush_atom) {
+      auto& st = self->state;
+      st.publish_scheduled = false;
+      if (!st.bridge || !st.link_up)
+        return;
+      auto d = st.bank->take_deltas(st.publish_max);
+      if (!d.empty())
+        self->send(st.bridge, publish_atom::value, std::move(d));
+      if (st.bank->deltas_pending() > 0) {
+        st.publish_scheduled = true;
+        self->send(self, fed_flush_atom::value);
+      }
+    },
+    [self](merge_atom, proto::delta_batch& b, uint64_t stream_seq)
+      -> caf::result<federation::merge_stats> {
+      auto& st = self->state;
+      auto r = st.bank->merge(b.node, b.deltas, utc_now_ms());
+      st.bank->set_stream_seq(stream_seq);
+      if (st.bank->pending() > 0)
+        if (auto err = st.bank->index_pending())
+          spdlog::error("router: indexing a merged pattern failed: {}", view(err).message);
+      if (!r)
+        return std::move(r.error());
+      return *r;
+    },
+    [self](republish_atom) {
+      auto& st = self->state;
+      st.bank->republish_all();
+      st.schedule_publish(self);
+    },
+    [self](digest_atom) {
+      auto& st = self->state;
+      return federation::router_digest{st.bank->size(), st.bank->stream_seq(),
+                                       st.bank->orphans(), st.bank->summarize()};
     },
     [self](stats_atom) {
       auto& st = self->state;

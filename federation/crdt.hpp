@@ -20,10 +20,20 @@
 #include <caf/error.hpp>
 
 #include <cstddef>
+#include <cstdint>
 #include <span>
 #include <vector>
 
 namespace shoal::federation {
+
+/// Outcome of merging a batch of peers' deltas into a pattern bank.
+struct merge_stats {
+  uint64_t applied = 0;  ///< contributions that changed a pattern
+  uint64_t stale = 0;    ///< contributions already known or superseded
+  uint64_t created = 0;  ///< patterns created from announcements
+  uint64_t orphaned = 0; ///< contributions held until their pattern is announced
+  uint64_t dropped = 0;  ///< dropped for lack of room (max_orphans, max_patterns)
+};
 
 /// Whether contribution `a` wins over `b` of the same origin: higher version,
 /// or at equal versions the lexicographically larger statistics.

@@ -52,6 +52,19 @@ setting make_double(std::string key, Member member, double min, double max, std:
 }
 
 template <class Member>
+setting make_bool(std::string key, Member member, std::string doc) {
+  setting s;
+  s.key = std::move(key);
+  s.type = 'b';
+  s.doc = std::move(doc);
+  s.set = [member](node_config& c, const setting_value& v) { member(c) = std::get<bool>(v); };
+  s.get = [member](const node_config& c) -> setting_value {
+    return static_cast<bool>(member(const_cast<node_config&>(c)));
+  };
+  return s;
+}
+
+template <class Member>
 setting make_string(std::string key, Member member, std::string doc) {
   setting s;
   s.key = std::move(key);
@@ -160,6 +173,64 @@ std::vector<setting> build_settings() {
   s.push_back(make_uint("sona.trajectory_capacity", SHOAL_FIELD(sona.trajectory_capacity), 16,
                         16777216, "Trajectories kept in memory to join feedback; older "
                                   "ones are joined through the witness log."));
+  s.push_back(make_bool("federation.enabled", SHOAL_FIELD(federation.enabled),
+                        "Join a federation over NATS: share learned pattern statistics with "
+                        "the peers in federation.trusted. Off: the node learns alone."));
+  s.push_back(make_string("federation.cluster", SHOAL_FIELD(federation.cluster),
+                          "Cluster name: subjects shoal.<cluster>.* and the JetStream stream "
+                          "SHOAL_<CLUSTER>. Letters, digits, '-' and '_'."));
+  s.push_back(make_string("federation.urls", SHOAL_FIELD(federation.urls),
+                          "NATS server URLs, comma-separated (nats:// or tls://)."));
+  s.push_back(make_string("federation.user", SHOAL_FIELD(federation.user),
+                          "NATS user name (with federation.password)."));
+  s.push_back(make_string("federation.password", SHOAL_FIELD(federation.password),
+                          "NATS password (with federation.user)."));
+  s.push_back(make_string("federation.token", SHOAL_FIELD(federation.token),
+                          "NATS authentication token (instead of user and password)."));
+  s.push_back(make_bool("federation.tls", SHOAL_FIELD(federation.tls),
+                        "Require TLS to the NATS servers."));
+  s.push_back(make_string("federation.tls_ca", SHOAL_FIELD(federation.tls_ca),
+                          "PEM file of the CAs that sign the NATS servers' certificates."));
+  s.push_back(make_string("federation.tls_cert", SHOAL_FIELD(federation.tls_cert),
+                          "PEM client certificate for NATS (with federation.tls_key)."));
+  s.push_back(make_string("federation.tls_key", SHOAL_FIELD(federation.tls_key),
+                          "PEM private key of federation.tls_cert."));
+  s.push_back(make_string("federation.key_file", SHOAL_FIELD(federation.key_file),
+                          "This node's Ed25519 key file (64 hex digits of seed); empty means "
+                          "<store.data_dir>/node.key. Created, mode 0600, when missing; "
+                          "`shoal key` prints its public key."));
+  s.push_back(make_string("federation.trusted", SHOAL_FIELD(federation.trusted),
+                          "Peers whose messages are accepted: name=hexkey pairs, "
+                          "comma-separated (each key from that peer's `shoal key`)."));
+  s.push_back(make_uint("federation.batch_max", SHOAL_FIELD(federation.batch_max), 1, 100000,
+                        "Most pattern deltas per published batch."));
+  s.push_back(make_uint("federation.batch_delay_ms", SHOAL_FIELD(federation.batch_delay_ms),
+                        0, 10000, "How long changes gather before they are published, ms."));
+  s.push_back(make_uint("federation.reconnect_wait_ms",
+                        SHOAL_FIELD(federation.reconnect_wait_ms), 1, 600000,
+                        "First delay before reconnecting to NATS, ms; doubled per failed "
+                        "attempt up to federation.reconnect_max_ms, with 25% jitter."));
+  s.push_back(make_uint("federation.reconnect_max_ms", SHOAL_FIELD(federation.reconnect_max_ms),
+                        1, 3600000, "Longest delay between reconnect attempts, ms."));
+  s.push_back(make_uint("federation.stream_max_bytes", SHOAL_FIELD(federation.stream_max_bytes),
+                        1 << 20, 1ull << 50,
+                        "Size limit of the JetStream stream of pattern deltas, bytes; the "
+                        "oldest messages go first (missed ones are repaired by resync)."));
+  s.push_back(make_uint("federation.stream_max_age_s", SHOAL_FIELD(federation.stream_max_age_s),
+                        0, 1ull << 31, "Age limit of the stream's messages, s; 0 = none."));
+  s.push_back(make_uint("federation.stream_replicas", SHOAL_FIELD(federation.stream_replicas),
+                        1, 5, "Replicas of the stream in a NATS cluster (used when the node "
+                              "creates it)."));
+  s.push_back(make_uint("federation.digest_interval_ms",
+                        SHOAL_FIELD(federation.digest_interval_ms), 100, 86400000,
+                        "Period of anti-entropy digests, ms."));
+  s.push_back(make_uint("federation.telemetry_interval_ms",
+                        SHOAL_FIELD(federation.telemetry_interval_ms), 100, 86400000,
+                        "Period of telemetry messages to peers, ms."));
+  s.push_back(make_uint("federation.max_message_bytes",
+                        SHOAL_FIELD(federation.max_message_bytes), 1024, 1ull << 30,
+                        "Largest federation message accepted, bytes; larger ones are dropped "
+                        "and counted."));
   return s;
 }
 
@@ -359,6 +430,10 @@ std::optional<config_error> validate(const node_config& c) {
     return config_error{"http.address", "must not be empty"};
   if (c.store.data_dir.empty())
     return config_error{"store.data_dir", "must not be empty"};
+  if (auto msg = federation::validate(c.federation, c.name); !msg.empty()) {
+    auto colon = msg.find(": ");
+    return config_error{msg.substr(0, colon), msg.substr(colon + 2)};
+  }
   return std::nullopt;
 }
 

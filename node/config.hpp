@@ -9,6 +9,7 @@
 #include "actors/actors.hpp"
 #include "actors/pattern_bank.hpp"
 #include "engine/embedder.hpp"
+#include "federation/bridge.hpp"
 #include "store/environment.hpp"
 
 #include <cstdint>
@@ -50,6 +51,7 @@ struct node_config {
   actors::router_config router;
   actors::witness_config witness;
   actors::sona_config sona;
+  federation::federation_config federation;
   /// CAF scheduler worker threads; 0 = CAF's default max(cores, 4). Default: 0.
   uint32_t scheduler_threads = 0;
 };

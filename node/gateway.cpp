@@ -241,6 +241,8 @@ struct gateway::impl {
     router_stats router;
     witness_stats witness;
     telemetry_snapshot telemetry;
+    std::optional<federation::federation_stats> fed;
+    std::optional<federation::router_digest> digest;
   };
 
   caf::expected<snapshot> collect() {
@@ -253,7 +255,18 @@ struct gateway::impl {
     auto t = ask<telemetry_snapshot>(actors.telemetry, stats_atom::value);
     if (!t)
       return t.error();
-    return snapshot{*r, *w, std::move(*t)};
+    snapshot snap{*r, *w, std::move(*t), std::nullopt, std::nullopt};
+    if (actors.bridge) {
+      auto f = ask<federation::federation_stats>(actors.bridge, stats_atom::value);
+      if (!f)
+        return f.error();
+      auto d = ask<federation::router_digest>(actors.router, federation::digest_atom::value);
+      if (!d)
+        return d.error();
+      snap.fed = std::move(*f);
+      snap.digest = std::move(*d);
+    }
+    return snap;
   }
 
   void handle_stats(const httplib::Request&, httplib::Response& res) {
@@ -276,6 +289,47 @@ struct gateway::impl {
     json errors = json::object();
     for (const auto& [code, n] : error_counts())
       errors[code] = n;
+    json fed = {{"enabled", false}};
+    if (s->fed) {
+      const auto& f = *s->fed;
+      json origins = json::array();
+      for (const auto& o : s->digest->origins)
+        origins.push_back({{"node", proto::format_request_id(o.node)},
+                           {"contributions", o.count},
+                           {"max_version", o.max_version},
+                           {"hash", proto::format_request_id(o.hash)}});
+      json peers = json::array();
+      for (const auto& p : f.peers)
+        peers.push_back({{"name", p.name},
+                         {"node", proto::format_request_id(p.node)},
+                         {"last_seen_ms", p.last_seen_ms},
+                         {"patterns", p.last.n_patterns}});
+      fed = {{"enabled", true},
+             {"node_id", proto::format_request_id(f.node_id)},
+             {"public_key", f.public_key},
+             {"connected", f.connected},
+             {"stream_ready", f.stream_ready},
+             {"server", f.url},
+             {"stream_seq", s->digest->stream_seq},
+             {"batches_sent", f.batches_sent},
+             {"deltas_sent", f.deltas_sent},
+             {"publish_errors", f.publish_errors},
+             {"batches_received", f.batches_received},
+             {"deltas_merged", f.deltas_merged},
+             {"deltas_stale", f.deltas_stale},
+             {"patterns_created", f.patterns_created},
+             {"orphans", s->digest->orphans},
+             {"republishes", f.republishes},
+             {"resyncs_requested", f.resyncs_requested},
+             {"dropped",
+              {{"untrusted", f.dropped_untrusted},
+               {"bad_signature", f.dropped_bad_signature},
+               {"malformed", f.dropped_malformed},
+               {"oversized", f.dropped_oversized},
+               {"invalid", f.dropped_invalid}}},
+             {"origins", std::move(origins)},
+             {"peers", std::move(peers)}};
+    }
     send_json(res, {{"node", cfg.name},
                     {"uptime_s", (actors::utc_now_ms() - t.started_ms) / 1e3},
                     {"requests", t.n_routed},
@@ -298,7 +352,8 @@ struct gateway::impl {
                       {"feedback_joined", s->witness.n_feedback},
                       {"write_errors", s->witness.n_errors}}},
                     {"index_rebuilds", s->router.n_index_rebuilds},
-                    {"http", {{"requests", n_http.load()}, {"errors", std::move(errors)}}}});
+                    {"http", {{"requests", n_http.load()}, {"errors", std::move(errors)}}},
+                    {"federation", std::move(fed)}});
   }
 
   void handle_metrics(const httplib::Request&, httplib::Response& res) {
@@ -356,6 +411,39 @@ struct gateway::impl {
     for (const auto& [code, n] : error_counts())
       out << "shoal_http_errors_total{" << node_label << ",code=\"" << code << "\"} " << n
           << '\n';
+    if (s->fed) {
+      const auto& f = *s->fed;
+      metric("shoal_federation_connected", "gauge", "1 when connected to a NATS server.");
+      out << "shoal_federation_connected{" << node_label << "} " << (f.connected ? 1 : 0)
+          << '\n';
+      metric("shoal_federation_deltas_sent_total", "counter", "Pattern deltas published.");
+      out << "shoal_federation_deltas_sent_total{" << node_label << "} " << f.deltas_sent
+          << '\n';
+      metric("shoal_federation_batches_sent_total", "counter", "Delta batches published.");
+      out << "shoal_federation_batches_sent_total{" << node_label << "} " << f.batches_sent
+          << '\n';
+      metric("shoal_federation_deltas_merged_total", "counter",
+             "Peers' deltas that changed a pattern here.");
+      out << "shoal_federation_deltas_merged_total{" << node_label << "} " << f.deltas_merged
+          << '\n';
+      metric("shoal_federation_stream_sequence", "gauge",
+             "Last JetStream sequence of the pattern stream merged.");
+      out << "shoal_federation_stream_sequence{" << node_label << "} " << s->digest->stream_seq
+          << '\n';
+      metric("shoal_federation_dropped_total", "counter",
+             "Federation messages dropped, by reason.");
+      for (auto [reason, n] : {std::pair{"untrusted", f.dropped_untrusted},
+                               std::pair{"bad_signature", f.dropped_bad_signature},
+                               std::pair{"malformed", f.dropped_malformed},
+                               std::pair{"oversized", f.dropped_oversized},
+                               std::pair{"invalid", f.dropped_invalid}})
+        out << "shoal_federation_dropped_total{" << node_label << ",reason=\"" << reason
+            << "\"} " << n << '\n';
+      metric("shoal_federation_republishes_total", "counter",
+             "Times this node republished its contributions (anti-entropy, resync).");
+      out << "shoal_federation_republishes_total{" << node_label << "} " << f.republishes
+          << '\n';
+    }
     metric("shoal_start_time_seconds", "gauge", "Node start time, seconds since the epoch.");
     out << "shoal_start_time_seconds{" << node_label << "} " << t.started_ms / 1e3 << '\n';
     res.status = 200;

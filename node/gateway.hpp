@@ -4,7 +4,7 @@
 /// Endpoints:
 ///   POST /v1/route     {text | embedding, session_id?, user?} -> routing decision
 ///   POST /v1/feedback  {request_id, quality in [0, 1]}        -> learning update
-///   GET  /v1/stats     counters, per-tier usage, latency percentiles (JSON)
+///   GET  /v1/stats     counters, per-tier usage, latency percentiles, federation (JSON)
 ///   GET  /metrics      Prometheus text exposition format 0.0.4, `shoal_*` names
 ///   GET  /healthz      {"status": "ok"}
 /// Errors: 4xx/5xx with {"error": {"code", "message"}}; nothing is stored for a
@@ -29,6 +29,7 @@ struct gateway_actors {
   caf::actor sona;
   caf::actor witness;
   caf::actor telemetry;
+  caf::actor bridge; ///< federation bridge; null when federation is off
 };
 
 class gateway {

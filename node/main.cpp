@@ -2,6 +2,7 @@
 #include "node/config.hpp"
 #include "node/node.hpp"
 #include "node/replay.hpp"
+#include "proto/error.hpp"
 
 #include <CLI/CLI.hpp>
 
@@ -56,6 +57,12 @@ int main(int argc, char** argv) {
     ->capture_default_str()
     ->check(CLI::PositiveNumber);
 
+  auto* key = app.add_subcommand("key", "Print this node's federation public key as "
+                                        "name=hexkey (for peers' federation.trusted); "
+                                        "creates the key file when missing");
+  key->add_option("--config,-c", config_path, "TOML config file (configs/node.toml)");
+  key->add_option("--set", sets, "Override a config key: --set key=value (repeatable)");
+
   auto* config = app.add_subcommand("config", "Print or check configuration");
   bool print_defaults = false;
   std::string check_path;
@@ -64,19 +71,29 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
 
-  if (node->parsed() || !check_path.empty()) {
-    auto loaded = shoal::node::load_config(node->parsed() ? config_path : check_path, sets,
+  if (node->parsed() || key->parsed() || !check_path.empty()) {
+    auto loaded = shoal::node::load_config(check_path.empty() ? config_path : check_path, sets,
                                            environ);
     if (auto* err = std::get_if<shoal::node::config_error>(&loaded)) {
       std::fprintf(stderr, "shoal: invalid config: %s: %s\n", err->key.c_str(),
                    err->message.c_str());
       return 2;
     }
+    const auto& cfg = std::get<shoal::node::node_config>(loaded);
+    if (key->parsed()) {
+      auto id = shoal::federation::identity::load_or_create(shoal::node::key_path(cfg));
+      if (!id) {
+        std::fprintf(stderr, "shoal: %s\n", shoal::view(id.error()).message.c_str());
+        return 1;
+      }
+      std::printf("%s=%s\n", cfg.name.c_str(), shoal::federation::to_hex(id->pk()).c_str());
+      return 0;
+    }
     if (!node->parsed()) {
       std::printf("%s: ok\n", check_path.c_str());
       return 0;
     }
-    return shoal::node::run_node(std::get<shoal::node::node_config>(loaded));
+    return shoal::node::run_node(cfg);
   }
   if (replay->parsed())
     return shoal::node::run_replay(ro);

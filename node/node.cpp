@@ -2,6 +2,7 @@
 
 #include "actors/actors.hpp"
 #include "actors/time.hpp"
+#include "federation/bridge.hpp"
 #include "node/gateway.hpp"
 #include "proto/error.hpp"
 
@@ -14,6 +15,11 @@
 #include <thread>
 
 namespace shoal::node {
+
+std::filesystem::path key_path(const node_config& cfg) {
+  return cfg.federation.key_file.empty() ? cfg.store.data_dir / "node.key"
+                                         : std::filesystem::path(cfg.federation.key_file);
+}
 
 int run_node(const node_config& cfg) {
   // Block the shutdown signals in every thread (threads inherit the mask);
@@ -34,7 +40,20 @@ int run_node(const node_config& cfg) {
     spdlog::critical("cannot use storage: {}", view(err).message);
     return 1;
   }
-  auto bank = actors::pattern_bank::open(cfg.embedder.dim, cfg.router, *env);
+  auto router_cfg = cfg.router;
+  std::optional<federation::identity> self_id;
+  if (cfg.federation.enabled) {
+    auto id = federation::identity::load_or_create(key_path(cfg));
+    if (!id) {
+      spdlog::critical("cannot load the node key: {}", view(id.error()).message);
+      return 1;
+    }
+    self_id = *id;
+    router_cfg.node_id = id->id();
+    spdlog::info("federation: node {} has id {} and public key {}", cfg.name,
+                 proto::format_request_id(id->id()), federation::to_hex(id->pk()));
+  }
+  auto bank = actors::pattern_bank::open(cfg.embedder.dim, router_cfg, *env);
   if (!bank) {
     spdlog::critical("cannot open the pattern bank: {}", view(bank.error()).message);
     return 1;
@@ -59,8 +78,20 @@ int run_node(const node_config& cfg) {
     gateway_actors a;
     a.telemetry = actors::spawn_telemetry(sys, cfg.router.tiers.size());
     a.witness = actors::spawn_witness(sys, cfg.witness, *env);
+    uint64_t stream_seq = (*bank)->stream_seq();
     a.router = actors::spawn_router(sys, std::shared_ptr<actors::pattern_bank>(std::move(*bank)),
                                     a.witness, a.telemetry);
+    if (self_id) {
+      federation::bridge_args ba{cfg.federation,
+                                 cfg.name,
+                                 *self_id,
+                                 *federation::trust_list::parse(cfg.federation.trusted),
+                                 a.router,
+                                 cfg.embedder.dim,
+                                 static_cast<uint32_t>(cfg.router.tiers.size()),
+                                 stream_seq};
+      a.bridge = federation::spawn_bridge(sys, std::move(ba));
+    }
     a.sona = actors::spawn_sona(sys, cfg.sona, costs, a.router, a.witness, a.telemetry);
     {
       gateway gw(sys, cfg, a);
@@ -90,7 +121,9 @@ int run_node(const node_config& cfg) {
         waiter.join();
       }
     } // gateway destroyed: no more requests reach the actors
-    for (auto* h : {&a.sona, &a.router, &a.witness, &a.telemetry}) {
+    for (auto* h : {&a.bridge, &a.sona, &a.router, &a.witness, &a.telemetry}) {
+      if (!*h)
+        continue;
       caf::anon_send_exit(*h, caf::exit_reason::user_shutdown);
       *h = caf::actor{}; // the system waits for detached actors' last handle
     }

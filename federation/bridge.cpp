@@ -1,0 +1,684 @@
+#include "federation/bridge.hpp"
+
+#include "proto/error.hpp"
+#include "proto/messages.hpp"
+
+#include <caf/all.hpp>
+#include <nats/nats.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+
+namespace shoal::federation {
+
+namespace {
+
+using proto::stats_atom;
+using proto::tick_atom;
+
+/// nats callback -> bridge: an envelope and its stream sequence (0 for core NATS).
+using inbound_atom = caf::atom_constant<caf::atom("inbound")>;
+/// nats callback -> bridge: a message dropped before decoding, and why.
+using dropped_atom = caf::atom_constant<caf::atom("dropped")>;
+/// nats callback -> bridge: connection events.
+using up_atom = caf::atom_constant<caf::atom("up")>;
+using down_atom = caf::atom_constant<caf::atom("down")>;
+/// bridge timers.
+using digest_tick_atom = caf::atom_constant<caf::atom("dtick")>;
+using telemetry_tick_atom = caf::atom_constant<caf::atom("ttick")>;
+using setup_atom = caf::atom_constant<caf::atom("setup")>;
+
+enum class drop_reason : int { oversized = 0, malformed = 1 };
+
+int64_t utc_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+std::string upper(std::string s) {
+  for (auto& c : s)
+    c = (c == '-') ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::vector<std::string> split_urls(const std::string& s) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (pos <= s.size()) {
+    auto comma = s.find(',', pos);
+    auto item = s.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    item.erase(0, item.find_first_not_of(" \t"));
+    item.erase(item.find_last_not_of(" \t") + 1);
+    if (!item.empty())
+      out.push_back(item);
+    if (comma == std::string::npos)
+      break;
+    pos = comma + 1;
+  }
+  return out;
+}
+
+/// What NATS callbacks see. Callbacks may still run while a connection
+/// closes, so links live until the process ends (one per bridge).
+struct nats_link {
+  caf::actor bridge;
+  std::string own_patterns_subject;
+  uint64_t max_message_bytes = 0;
+  uint32_t reconnect_wait_ms = 100;
+  uint32_t reconnect_max_ms = 5000;
+  std::mutex rng_mtx;
+  std::mt19937_64 rng{std::random_device{}()};
+};
+
+nats_link* new_link() {
+  static std::mutex mtx;
+  static std::list<std::unique_ptr<nats_link>> links;
+  std::lock_guard guard(mtx);
+  return links.emplace_back(std::make_unique<nats_link>()).get();
+}
+
+void on_message(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
+  auto* link = static_cast<nats_link*>(closure);
+  uint64_t seq = 0;
+  jsMsgMetaData* meta = nullptr;
+  if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
+    seq = meta->Sequence.Stream;
+    jsMsgMetaData_Destroy(meta);
+  }
+  const char* subject = natsMsg_GetSubject(msg);
+  int len = natsMsg_GetDataLength(msg);
+  if (subject != nullptr && link->own_patterns_subject == subject) {
+    // Our own batch coming back from the stream: only its position matters.
+    caf::anon_send(link->bridge, inbound_atom::value, proto::envelope{}, seq, true);
+  } else if (static_cast<uint64_t>(std::max(len, 0)) > link->max_message_bytes) {
+    caf::anon_send(link->bridge, dropped_atom::value, static_cast<int>(drop_reason::oversized),
+                   std::string(subject ? subject : ""), seq);
+  } else if (auto e = proto::decode_envelope({natsMsg_GetData(msg), static_cast<size_t>(len)})) {
+    caf::anon_send(link->bridge, inbound_atom::value, std::move(*e), seq, false);
+  } else {
+    caf::anon_send(link->bridge, dropped_atom::value, static_cast<int>(drop_reason::malformed),
+                   std::string(subject ? subject : ""), seq);
+  }
+  natsMsg_Destroy(msg);
+}
+
+void on_connected(natsConnection*, void* closure) {
+  caf::anon_send(static_cast<nats_link*>(closure)->bridge, up_atom::value);
+}
+
+void on_disconnected(natsConnection*, void* closure) {
+  caf::anon_send(static_cast<nats_link*>(closure)->bridge, down_atom::value);
+}
+
+void on_error(natsConnection*, natsSubscription*, natsStatus s, void*) {
+  spdlog::warn("federation: NATS: {}", natsStatus_GetText(s));
+}
+
+/// Exponential backoff with ±25% jitter.
+int64_t reconnect_delay(natsConnection*, int attempts, void* closure) {
+  auto* link = static_cast<nats_link*>(closure);
+  double d = link->reconnect_wait_ms;
+  for (int i = 1; i < attempts && d < link->reconnect_max_ms; ++i)
+    d *= 2;
+  d = std::min<double>(d, link->reconnect_max_ms);
+  std::lock_guard guard(link->rng_mtx);
+  std::uniform_real_distribution<double> jitter(0.75, 1.25);
+  return static_cast<int64_t>(d * jitter(link->rng));
+}
+
+/// Logs at most once per second per kind of problem.
+struct rate_limited_log {
+  std::map<std::string, int64_t> last;
+  void warn(const std::string& kind, const std::string& msg) {
+    auto now = utc_ms();
+    auto& t = last[kind];
+    if (now - t >= 1000) {
+      t = now;
+      spdlog::warn("federation: {}", msg);
+    }
+  }
+};
+
+/// How a peer saw this node's contributions in its last digests.
+struct peer_view {
+  uint64_t max_version = 0;
+  uint64_t behind_rounds = 0;
+};
+
+struct bridge_state {
+  bridge_args a;
+  nats_link* link = nullptr;
+  natsConnection* nc = nullptr;
+  jsCtx* js = nullptr;
+  natsSubscription* stream_sub = nullptr;
+  std::vector<natsSubscription*> core_subs;
+  std::string prefix; // shoal.<cluster>.
+  std::string stream;
+  federation_stats st;
+  uint64_t batch_seq = 0;
+  uint64_t seen_seq = 0;     // highest stream sequence received
+  uint64_t expected_seq = 0; // the first sequence the consumer should deliver
+  bool lost_deltas = false;  // a publish failed: republish on the next link up
+  proto::origin_summary mine; // this node's own contributions at the last digest
+  std::map<uint64_t, peer_view> views;
+  int64_t last_republish_ms = 0;
+  rate_limited_log log;
+  static inline const char* name = "federation_bridge";
+
+  std::string subject(const std::string& tail) const { return prefix + tail; }
+
+  void publish(proto::wire_kind kind, const std::string& subj, std::string payload) {
+    if (nc == nullptr)
+      return;
+    auto bytes = proto::encode(a.self.seal(kind, std::move(payload), a.node_name));
+    natsStatus s =
+      natsConnection_Publish(nc, subj.c_str(), bytes.data(), static_cast<int>(bytes.size()));
+    if (s != NATS_OK) {
+      ++st.publish_errors;
+      if (kind == proto::wire_kind::delta_batch)
+        lost_deltas = true;
+      log.warn("publish", "publishing on " + subj + " failed: " + natsStatus_GetText(s));
+    }
+  }
+
+  /// Creates the stream when missing and subscribes to everything.
+  /// @returns an error message, or "" when ready.
+  std::string setup() {
+    if (st.stream_ready)
+      return {};
+    jsErrCode jerr{};
+    if (js == nullptr) {
+      jsOptions jo;
+      jsOptions_Init(&jo);
+      if (auto s = natsConnection_JetStream(&js, nc, &jo); s != NATS_OK)
+        return std::string("JetStream context: ") + natsStatus_GetText(s);
+    }
+    jsStreamInfo* si = nullptr;
+    natsStatus s = js_GetStreamInfo(&si, js, stream.c_str(), nullptr, &jerr);
+    if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr) {
+      jsStreamConfig sc;
+      jsStreamConfig_Init(&sc);
+      auto subj = subject("patterns.>");
+      const char* subjects[] = {subj.c_str()};
+      sc.Name = stream.c_str();
+      sc.Subjects = subjects;
+      sc.SubjectsLen = 1;
+      sc.Storage = js_FileStorage;
+      sc.MaxBytes = static_cast<int64_t>(a.cfg.stream_max_bytes);
+      sc.MaxAge = int64_t{1'000'000'000} * a.cfg.stream_max_age_s;
+      sc.Replicas = a.cfg.stream_replicas;
+      sc.Discard = js_DiscardOld;
+      jerr = {};
+      s = js_AddStream(&si, js, &sc, nullptr, &jerr);
+      if (s != NATS_OK) { // a peer may have been quicker (name exists, or its
+                          // reservation of the storage made ours fail)
+        jsErrCode again{};
+        if (js_GetStreamInfo(&si, js, stream.c_str(), nullptr, &again) == NATS_OK)
+          s = NATS_OK;
+      }
+    }
+    if (s != NATS_OK)
+      return "stream " + stream + ": " + natsStatus_GetText(s) + " (JetStream error "
+             + std::to_string(static_cast<int>(jerr)) + ")";
+    uint64_t first = si->State.FirstSeq, last = si->State.LastSeq;
+    jsStreamInfo_Destroy(si);
+    if (a.start_seq + 1 < first && last > 0) {
+      // Messages this node never merged were discarded by the stream's
+      // limits: ask every node for its contributions.
+      spdlog::warn("federation: the stream starts at {} but this node merged up to {}; "
+                   "asking peers to republish",
+                   first, a.start_seq);
+      request_resync(0);
+    }
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = stream.c_str();
+    so.Ordered = true;
+    if (a.start_seq > 0) {
+      so.Config.DeliverPolicy = js_DeliverByStartSequence;
+      so.Config.OptStartSeq = a.start_seq + 1;
+    } else {
+      so.Config.DeliverPolicy = js_DeliverAll;
+    }
+    auto subj = subject("patterns.>");
+    jerr = {};
+    s = js_Subscribe(&stream_sub, js, subj.c_str(), on_message, link, nullptr, &so, &jerr);
+    if (s != NATS_OK)
+      return "subscribing to " + subj + ": " + natsStatus_GetText(s) + " (JetStream error "
+             + std::to_string(static_cast<int>(jerr)) + ")";
+    for (const char* tail : {"digest", "resync", "telemetry.>"}) {
+      natsSubscription* sub = nullptr;
+      auto t = subject(tail);
+      if (auto cs = natsConnection_Subscribe(&sub, nc, t.c_str(), on_message, link);
+          cs != NATS_OK)
+        return "subscribing to " + t + ": " + natsStatus_GetText(cs);
+      core_subs.push_back(sub);
+    }
+    st.stream_ready = true;
+    spdlog::info("federation: stream {} ready (messages {}..{}), consuming from {}", stream,
+                 first, last, a.start_seq + 1);
+    return {};
+  }
+
+  void request_resync(uint64_t target) {
+    ++st.resyncs_requested;
+    proto::resync_request r{a.self.id(), a.node_name, utc_ms(), target};
+    publish(proto::wire_kind::resync, subject("resync"), proto::encode(r));
+  }
+
+  void close() {
+    if (stream_sub != nullptr) {
+      natsSubscription_Unsubscribe(stream_sub); // an ordered consumer is ephemeral
+      natsSubscription_Destroy(stream_sub);
+      stream_sub = nullptr;
+    }
+    for (auto* s : core_subs) {
+      natsSubscription_Unsubscribe(s);
+      natsSubscription_Destroy(s);
+    }
+    core_subs.clear();
+    if (js != nullptr) {
+      jsCtx_Destroy(js);
+      js = nullptr;
+    }
+    if (nc != nullptr) {
+      natsConnection_FlushTimeout(nc, 1000);
+      natsConnection_Close(nc);
+      natsConnection_Destroy(nc);
+      nc = nullptr;
+    }
+  }
+};
+
+/// Starts the connection; errors in the options are returned as text.
+std::string connect(bridge_state& s) {
+  natsOptions* o = nullptr;
+  if (natsOptions_Create(&o) != NATS_OK)
+    return "cannot allocate NATS options";
+  std::unique_ptr<natsOptions, void (*)(natsOptions*)> guard(o, natsOptions_Destroy);
+  auto urls = split_urls(s.a.cfg.urls);
+  std::vector<const char*> ptrs;
+  for (auto& u : urls)
+    ptrs.push_back(u.c_str());
+  natsStatus st = natsOptions_SetServers(o, ptrs.data(), static_cast<int>(ptrs.size()));
+  auto check = [&](natsStatus x, const char* what) -> std::string {
+    return x == NATS_OK ? std::string{} : std::string(what) + ": " + natsStatus_GetText(x);
+  };
+  if (auto e = check(st, "federation.urls"); !e.empty())
+    return e;
+  natsOptions_SetName(o, ("shoal " + s.a.node_name).c_str());
+  const auto& c = s.a.cfg;
+  if (!c.user.empty())
+    natsOptions_SetUserInfo(o, c.user.c_str(), c.password.c_str());
+  if (!c.token.empty())
+    natsOptions_SetToken(o, c.token.c_str());
+  if (c.tls) {
+    if (auto e = check(natsOptions_SetSecure(o, true), "federation.tls"); !e.empty())
+      return e;
+    if (!c.tls_ca.empty())
+      if (auto e = check(natsOptions_LoadCATrustedCertificates(o, c.tls_ca.c_str()),
+                         "federation.tls_ca");
+          !e.empty())
+        return e;
+    if (!c.tls_cert.empty())
+      if (auto e = check(natsOptions_LoadCertificatesChain(o, c.tls_cert.c_str(),
+                                                           c.tls_key.c_str()),
+                         "federation.tls_cert");
+          !e.empty())
+        return e;
+  }
+  natsOptions_SetAllowReconnect(o, true);
+  natsOptions_SetMaxReconnect(o, -1);
+  natsOptions_SetCustomReconnectDelay(o, reconnect_delay, s.link);
+  natsOptions_SetReconnectBufSize(o, 8 * 1024 * 1024);
+  natsOptions_SetRetryOnFailedConnect(o, true, on_connected, s.link);
+  natsOptions_SetReconnectedCB(o, on_connected, s.link);
+  natsOptions_SetDisconnectedCB(o, on_disconnected, s.link);
+  natsOptions_SetErrorHandler(o, on_error, s.link);
+  natsOptions_SetTimeout(o, 2000);
+  st = natsConnection_Connect(&s.nc, o);
+  if (st == NATS_OK) {
+    caf::anon_send(s.link->bridge, up_atom::value);
+    return {};
+  }
+  if (st == NATS_NOT_YET_CONNECTED)
+    return {}; // retried in the background; on_connected reports success
+  s.nc = nullptr;
+  return std::string("connecting to ") + c.urls + ": " + natsStatus_GetText(st);
+}
+
+caf::behavior bridge_actor(caf::stateful_actor<bridge_state>* self, bridge_args args) {
+  auto& s = self->state;
+  s.a = std::move(args);
+  s.prefix = "shoal." + s.a.cfg.cluster + ".";
+  s.stream = "SHOAL_" + upper(s.a.cfg.cluster);
+  s.st.node_id = s.a.self.id();
+  s.st.public_key = to_hex(s.a.self.pk());
+  s.st.stream_seq = s.a.start_seq;
+  s.seen_seq = s.a.start_seq;
+  s.link = new_link();
+  s.link->bridge = caf::actor_cast<caf::actor>(self);
+  s.link->own_patterns_subject = s.subject("patterns." + s.a.node_name);
+  s.link->max_message_bytes = s.a.cfg.max_message_bytes;
+  s.link->reconnect_wait_ms = s.a.cfg.reconnect_wait_ms;
+  s.link->reconnect_max_ms = s.a.cfg.reconnect_max_ms;
+  if (auto err = connect(s); !err.empty())
+    spdlog::error("federation: {}; the node serves without federation", err);
+  self->send(s.a.router, federate_atom::value, caf::actor_cast<caf::actor>(self),
+             s.a.cfg.batch_max, s.a.cfg.batch_delay_ms);
+  self->delayed_send(self, std::chrono::milliseconds(s.a.cfg.digest_interval_ms),
+                     digest_tick_atom::value);
+  self->delayed_send(self, std::chrono::milliseconds(s.a.cfg.telemetry_interval_ms),
+                     telemetry_tick_atom::value);
+  self->set_exit_handler([self](caf::exit_msg& msg) {
+    self->state.close();
+    self->quit(msg.reason);
+  });
+
+  // Hands a verified delta batch to the router.
+  auto on_batch = [self](uint64_t sender, const std::string& payload) {
+    auto& s = self->state;
+    auto b = proto::decode_delta_batch(payload);
+    std::string problem;
+    if (!b)
+      problem = view(b.error()).message;
+    else if (b->node != sender)
+      problem = "batch claims node " + std::to_string(b->node) + " but is signed by node "
+                + std::to_string(sender);
+    else if (b->dim != s.a.dim || b->n_tiers != s.a.n_tiers)
+      problem = "batch has dimension " + std::to_string(b->dim) + " and "
+                + std::to_string(b->n_tiers) + " tiers; this node uses "
+                + std::to_string(s.a.dim) + " and " + std::to_string(s.a.n_tiers);
+    if (!problem.empty()) {
+      ++s.st.dropped_invalid;
+      s.log.warn("invalid", "dropped a delta batch: " + problem);
+      return;
+    }
+    ++s.st.batches_received;
+    auto n = b->deltas.size();
+    self->request(s.a.router, caf::infinite, merge_atom::value, std::move(*b), s.seen_seq)
+      .then(
+        [self](const merge_stats& m) {
+          auto& st = self->state.st;
+          st.deltas_merged += m.applied;
+          st.deltas_stale += m.stale;
+          st.patterns_created += m.created;
+          st.orphaned += m.orphaned;
+        },
+        [self, n](caf::error& err) {
+          ++self->state.st.dropped_invalid;
+          self->state.log.warn("invalid", "dropped a delta batch of " + std::to_string(n)
+                                            + " deltas: " + view(err).message);
+        });
+  };
+
+  auto republish = [self](const char* why) {
+    auto& s = self->state;
+    auto now = utc_ms();
+    if (now - s.last_republish_ms < 1000)
+      return;
+    s.last_republish_ms = now;
+    ++s.st.republishes;
+    spdlog::info("federation: republishing this node's contributions ({})", why);
+    self->send(s.a.router, republish_atom::value);
+  };
+
+  auto on_digest = [self, republish](uint64_t sender, const proto::digest& d) {
+    auto& s = self->state;
+    proto::origin_summary theirs{s.a.self.id(), 0, 0, 0};
+    for (const auto& o : d.origins)
+      if (o.node == s.a.self.id())
+        theirs = o;
+    auto& v = s.views[sender];
+    if (theirs.max_version == s.mine.max_version && s.mine.max_version > 0) {
+      v.behind_rounds = 0;
+      if (theirs.count != s.mine.count || theirs.hash != s.mine.hash)
+        republish(("peer " + d.node_name + " holds a different set of them").c_str());
+    } else if (theirs.max_version < s.mine.max_version) {
+      // Behind: in flight, or lost. Lost when it does not move for two digests.
+      v.behind_rounds = theirs.max_version == v.max_version ? v.behind_rounds + 1 : 0;
+      if (v.behind_rounds >= 2) {
+        v.behind_rounds = 0;
+        republish(("peer " + d.node_name + " stays behind").c_str());
+      }
+    }
+    v.max_version = theirs.max_version;
+  };
+
+  return {
+    [self](up_atom) {
+      auto& s = self->state;
+      if (s.nc == nullptr)
+        return;
+      if (!s.st.connected) {
+        ++s.st.reconnects;
+        char buf[256] = {0};
+        if (natsConnection_GetConnectedUrl(s.nc, buf, sizeof buf) == NATS_OK)
+          s.st.url = buf;
+        spdlog::info("federation: connected to {}", s.st.url);
+      }
+      s.st.connected = true;
+      self->send(self, setup_atom::value);
+    },
+    [self](setup_atom) {
+      auto& s = self->state;
+      if (s.nc == nullptr || !s.st.connected)
+        return;
+      if (auto err = s.setup(); !err.empty()) {
+        s.log.warn("setup", err + "; retrying");
+        self->delayed_send(self, std::chrono::seconds(1), setup_atom::value);
+        return;
+      }
+      self->send(s.a.router, link_atom::value, true);
+      if (s.lost_deltas) {
+        s.lost_deltas = false;
+        self->send(s.a.router, republish_atom::value);
+      }
+    },
+    [self](down_atom) {
+      auto& s = self->state;
+      if (s.st.connected)
+        spdlog::warn("federation: disconnected from NATS; learning locally until it returns");
+      s.st.connected = false;
+      self->send(s.a.router, link_atom::value, false);
+    },
+    [self](publish_atom, std::vector<proto::pattern_delta>& deltas) {
+      auto& s = self->state;
+      if (!s.st.connected) {
+        s.lost_deltas = true; // the router gave them up: ask again on reconnect
+        return;
+      }
+      // Cut into batches that fit the server's max_payload (1 MiB by
+      // default), by a conservative estimate of each delta's encoded size.
+      int64_t limit = std::min<int64_t>(natsConnection_GetMaxPayload(s.nc),
+                                        static_cast<int64_t>(s.a.cfg.max_message_bytes));
+      limit = std::max<int64_t>(limit - 1024, 4096); // envelope, header, signature
+      auto estimate = [](const proto::pattern_delta& d) {
+        return static_cast<int64_t>(64 + 4 * d.centroid.size() + 32 * d.contrib.tiers.size());
+      };
+      size_t i = 0;
+      while (i < deltas.size()) {
+        proto::delta_batch b;
+        b.node = s.a.self.id();
+        b.node_name = s.a.node_name;
+        b.seq = ++s.batch_seq;
+        b.sent_ms = utc_ms();
+        b.dim = s.a.dim;
+        b.n_tiers = s.a.n_tiers;
+        int64_t bytes = 128;
+        while (i < deltas.size() && (b.deltas.empty() || bytes + estimate(deltas[i]) <= limit)) {
+          bytes += estimate(deltas[i]);
+          b.deltas.push_back(std::move(deltas[i++]));
+        }
+        s.st.deltas_sent += b.deltas.size();
+        ++s.st.batches_sent;
+        s.publish(proto::wire_kind::delta_batch, s.link->own_patterns_subject,
+                  proto::encode(b));
+      }
+    },
+    [self, on_batch, on_digest](inbound_atom, proto::envelope& e, uint64_t seq, bool own) {
+      auto& s = self->state;
+      if (seq > s.seen_seq)
+        s.seen_seq = seq;
+      if (own)
+        return;
+      auto sender = s.a.trusted.verify(e);
+      if (!sender) {
+        auto msg = view(sender.error()).message;
+        if (msg.rfind("untrusted", 0) == 0)
+          ++s.st.dropped_untrusted;
+        else
+          ++s.st.dropped_bad_signature;
+        s.log.warn("signature", "dropped a message: " + msg);
+        return;
+      }
+      if (*sender == s.a.self.id())
+        return; // our own digest or telemetry
+      switch (e.kind) {
+        case proto::wire_kind::delta_batch:
+          on_batch(*sender, e.payload);
+          break;
+        case proto::wire_kind::digest: {
+          auto d = proto::decode_digest(e.payload);
+          if (!d || d->node != *sender) {
+            ++s.st.dropped_malformed;
+            s.log.warn("malformed", "dropped a digest from '" + e.signer + "'");
+            break;
+          }
+          on_digest(*sender, *d);
+          break;
+        }
+        case proto::wire_kind::resync: {
+          auto r = proto::decode_resync(e.payload);
+          if (!r) {
+            ++s.st.dropped_malformed;
+            break;
+          }
+          if (r->target == 0 || r->target == s.a.self.id()) {
+            ++s.st.republishes;
+            self->send(s.a.router, republish_atom::value);
+          }
+          break;
+        }
+        case proto::wire_kind::telemetry: {
+          auto t = proto::decode_telemetry(e.payload);
+          if (!t || t->node != *sender) {
+            ++s.st.dropped_malformed;
+            break;
+          }
+          auto it = std::find_if(s.st.peers.begin(), s.st.peers.end(),
+                                 [&](const peer_info& p) { return p.node == t->node; });
+          if (it == s.st.peers.end())
+            it = s.st.peers.insert(s.st.peers.end(), peer_info{});
+          *it = {e.signer, t->node, utc_ms(), *t};
+          break;
+        }
+      }
+    },
+    [self](dropped_atom, int reason, const std::string& subject, uint64_t seq) {
+      auto& s = self->state;
+      if (seq > s.seen_seq)
+        s.seen_seq = seq;
+      if (reason == static_cast<int>(drop_reason::oversized)) {
+        ++s.st.dropped_oversized;
+        s.log.warn("oversized", "dropped an oversized message on " + subject);
+      } else {
+        ++s.st.dropped_malformed;
+        s.log.warn("malformed", "dropped a malformed message on " + subject);
+      }
+    },
+    [self](digest_tick_atom) {
+      auto& s = self->state;
+      self->delayed_send(self, std::chrono::milliseconds(s.a.cfg.digest_interval_ms),
+                         digest_tick_atom::value);
+      self->request(s.a.router, caf::infinite, digest_atom::value)
+        .then([self](const router_digest& rd) {
+          auto& s = self->state;
+          s.mine = {s.a.self.id(), 0, 0, 0};
+          for (const auto& o : rd.origins)
+            if (o.node == s.a.self.id())
+              s.mine = o;
+          if (!s.st.connected)
+            return;
+          proto::digest d{s.a.self.id(), s.a.node_name, utc_ms(), rd.n_patterns, rd.origins};
+          s.publish(proto::wire_kind::digest, s.subject("digest"), proto::encode(d));
+        });
+    },
+    [self](telemetry_tick_atom) {
+      auto& s = self->state;
+      self->delayed_send(self, std::chrono::milliseconds(s.a.cfg.telemetry_interval_ms),
+                         telemetry_tick_atom::value);
+      if (!s.st.connected)
+        return;
+      self->request(s.a.router, caf::infinite, digest_atom::value)
+        .then([self](const router_digest& rd) {
+          auto& s = self->state;
+          proto::telemetry_report t;
+          t.node = s.a.self.id();
+          t.node_name = s.a.node_name;
+          t.sent_ms = utc_ms();
+          t.n_patterns = rd.n_patterns;
+          t.n_deltas_sent = s.st.deltas_sent;
+          t.n_deltas_merged = s.st.deltas_merged;
+          t.n_dropped = s.st.dropped_untrusted + s.st.dropped_bad_signature
+                        + s.st.dropped_malformed + s.st.dropped_oversized
+                        + s.st.dropped_invalid;
+          s.publish(proto::wire_kind::telemetry, s.subject("telemetry." + s.a.node_name),
+                    proto::encode(t));
+        });
+    },
+    [self](stats_atom) {
+      auto& s = self->state;
+      s.st.stream_seq = s.seen_seq;
+      return s.st;
+    },
+  };
+}
+
+} // namespace
+
+std::string validate(const federation_config& c, const std::string& node_name) {
+  if (!c.enabled)
+    return {};
+  auto subject_safe = [](const std::string& x) {
+    return !x.empty() && std::all_of(x.begin(), x.end(), [](char ch) {
+      return std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_';
+    });
+  };
+  if (!subject_safe(node_name))
+    return "node.name: '" + node_name
+           + "' must be letters, digits, '-' or '_' with federation on (it is a NATS subject token)";
+  if (split_urls(c.urls).empty())
+    return "federation.urls: no NATS server URL given";
+  if (!subject_safe(c.cluster))
+    return "federation.cluster: '" + c.cluster
+           + "' must be letters, digits, '-' or '_' (it is part of NATS subjects)";
+  if (c.user.empty() != c.password.empty())
+    return "federation.user: user and password go together";
+  for (auto [key, path] : {std::pair{"federation.tls_ca", &c.tls_ca},
+                           std::pair{"federation.tls_cert", &c.tls_cert},
+                           std::pair{"federation.tls_key", &c.tls_key}})
+    if (!path->empty() && !std::filesystem::exists(*path))
+      return std::string(key) + ": no such file '" + *path + "'";
+  if (c.tls_cert.empty() != c.tls_key.empty())
+    return "federation.tls_cert: certificate and key go together";
+  if (c.reconnect_max_ms < c.reconnect_wait_ms)
+    return "federation.reconnect_max_ms: must be at least federation.reconnect_wait_ms";
+  if (auto t = trust_list::parse(c.trusted); !t)
+    return "federation.trusted: " + view(t.error()).message;
+  return {};
+}
+
+caf::actor spawn_bridge(caf::actor_system& sys, bridge_args args) {
+  return sys.spawn<caf::detached>(bridge_actor, std::move(args));
+}
+
+} // namespace shoal::federation

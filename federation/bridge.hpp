@@ -1,0 +1,165 @@
+#pragma once
+/// @file The NATS bridge: shares this node's pattern deltas with its peers and
+/// merges theirs (DESIGN.md, Federation; NATS.c 3.4.1 with JetStream).
+///
+/// Subjects, with C = `federation.cluster` and N = `node.name`:
+///   shoal.C.patterns.N   this node's signed delta batches; kept by the
+///                        JetStream stream SHOAL_C (file storage, limits from
+///                        the config), which peers consume in order
+///   shoal.C.digest       signed anti-entropy digests (core NATS)
+///   shoal.C.resync       signed requests to republish (core NATS)
+///   shoal.C.telemetry.N  signed counters (core NATS)
+///
+/// Delivery: the bridge reads the stream with an ordered consumer from the
+/// sequence after the last one merged (persisted with the patterns), so a new
+/// node replays the whole stream and a returning one what it missed, then
+/// stays on live delivery. Anti-entropy: each node publishes per-origin
+/// summaries of what it holds (count, max version, XOR hash); an origin that
+/// sees a peer hold a different set of its contributions at the same max
+/// version, or stay behind it across two digests, republishes everything it
+/// contributed. A node that finds the stream has discarded messages it never
+/// saw asks every node to republish. The merge itself is a CRDT
+/// (federation/crdt.hpp), so repeats and reordering are harmless.
+///
+/// With NATS down the node keeps serving and learning: the router keeps its
+/// changed contributions in its outbox (one entry per pattern, so the queue is
+/// bounded by the bank) and the bridge asks for them again on reconnect.
+///
+/// Trust: every message must be signed by a signer in `federation.trusted`;
+/// untrusted, badly signed, malformed, oversized or semantically invalid
+/// (dimension, tier count, non-finite or impossible statistics) messages are
+/// dropped, counted by reason, and logged at most once per second.
+///
+/// Threading: NATS callbacks run on the library's threads; they only decode
+/// the envelope and hand it to the bridge actor (detached: it makes blocking
+/// JetStream API calls).
+
+#include "federation/crdt.hpp"
+#include "federation/signing.hpp"
+#include "proto/wire.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/atom.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace shoal::federation {
+
+/// Federation configuration (config keys `federation.*`).
+struct federation_config {
+  /// Whether this node joins a federation. Default: false.
+  bool enabled = false;
+  /// Cluster name: the subject prefix shoal.<cluster> and stream SHOAL_<CLUSTER>
+  /// (letters, digits, '-' and '_'). Default: "shoal".
+  std::string cluster = "shoal";
+  /// NATS server URLs, comma-separated. Default: "nats://127.0.0.1:4222".
+  std::string urls = "nats://127.0.0.1:4222";
+  /// NATS user and password (both or neither), or a token. Default: "".
+  std::string user, password, token;
+  /// TLS: require it; CA bundle, client certificate and key files (PEM). Default: off/"".
+  bool tls = false;
+  std::string tls_ca, tls_cert, tls_key;
+  /// This node's Ed25519 key file; "" = <store.data_dir>/node.key. Created when missing.
+  std::string key_file;
+  /// Trusted signers: "name=hexkey,name=hexkey". Default: "" (trust nobody).
+  std::string trusted;
+  /// Most deltas per published batch. Default: 2000. Range [1, 100000].
+  uint32_t batch_max = 2000;
+  /// How long the router gathers changes before publishing, ms. Default: 2. Range [0, 10000].
+  uint32_t batch_delay_ms = 2;
+  /// First reconnect delay, ms; doubled per failed attempt up to
+  /// reconnect_max_ms, with ±25% jitter. Default: 100 / 5000.
+  uint32_t reconnect_wait_ms = 100;
+  uint32_t reconnect_max_ms = 5000;
+  /// JetStream stream limits: bytes, age (s, 0 = unlimited), replicas.
+  uint64_t stream_max_bytes = 1ull << 30;
+  uint32_t stream_max_age_s = 7 * 24 * 3600;
+  uint32_t stream_replicas = 1;
+  /// Anti-entropy digest and telemetry periods, ms. Default: 30000 / 10000.
+  uint32_t digest_interval_ms = 30000;
+  uint32_t telemetry_interval_ms = 10000;
+  /// Largest message accepted, bytes. Default: 4194304.
+  uint64_t max_message_bytes = 4u << 20;
+};
+
+// -- messages between the router and the bridge ------------------------------
+
+/// router -> bridge: (publish_atom, std::vector<proto::pattern_delta>)
+using publish_atom = caf::atom_constant<caf::atom("publish")>;
+/// bridge -> router: (merge_atom, proto::delta_batch, uint64_t stream_seq) -> merge result
+using merge_atom = caf::atom_constant<caf::atom("merge")>;
+/// bridge -> router: (republish_atom): queue every own contribution again
+using republish_atom = caf::atom_constant<caf::atom("republish")>;
+/// bridge -> router: (digest_atom) -> router_digest
+using digest_atom = caf::atom_constant<caf::atom("digest")>;
+/// bridge -> router: (link_atom, bool up): whether deltas can be published
+using link_atom = caf::atom_constant<caf::atom("link")>;
+/// node -> router: (federate_atom, caf::actor bridge, uint32 batch_max, uint32 delay_ms)
+using federate_atom = caf::atom_constant<caf::atom("federate")>;
+
+/// What the router holds, for digests and /v1/stats.
+struct router_digest {
+  uint64_t n_patterns = 0;
+  uint64_t stream_seq = 0;
+  uint64_t orphans = 0;
+  std::vector<proto::origin_summary> origins;
+};
+
+/// A peer as last seen through its telemetry.
+struct peer_info {
+  std::string name;
+  uint64_t node = 0;
+  int64_t last_seen_ms = 0;
+  proto::telemetry_report last;
+};
+
+/// Bridge counters for /v1/stats and /metrics (request with stats_atom).
+struct federation_stats {
+  bool connected = false;
+  bool stream_ready = false;
+  std::string url;        ///< connected server
+  uint64_t node_id = 0;
+  std::string public_key; ///< hex
+  uint64_t batches_sent = 0, deltas_sent = 0, publish_errors = 0;
+  uint64_t batches_received = 0, deltas_merged = 0, deltas_stale = 0;
+  uint64_t patterns_created = 0, orphaned = 0;
+  uint64_t republishes = 0, resyncs_requested = 0, reconnects = 0;
+  uint64_t dropped_untrusted = 0, dropped_bad_signature = 0, dropped_malformed = 0;
+  uint64_t dropped_oversized = 0, dropped_invalid = 0;
+  uint64_t stream_seq = 0; ///< last stream sequence handed to the router
+  std::vector<peer_info> peers;
+};
+
+/// Everything the bridge needs to start.
+struct bridge_args {
+  federation_config cfg;
+  std::string node_name;
+  identity self;
+  trust_list trusted;
+  caf::actor router;
+  uint32_t dim = 0;
+  uint32_t n_tiers = 0;
+  uint64_t start_seq = 0; ///< last stream sequence merged before this start
+};
+
+/// Checks the config (when enabled): URLs present, node and cluster names
+/// usable as subject tokens, user and password together, TLS files present,
+/// trust list parses. @returns "" or a message that starts with the offending key.
+std::string validate(const federation_config& cfg, const std::string& node_name);
+
+/// Spawns the bridge (detached) and attaches it to the router. It connects in
+/// the background: the node serves whether or not NATS is up.
+caf::actor spawn_bridge(caf::actor_system& sys, bridge_args args);
+
+} // namespace shoal::federation
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::proto::envelope)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::proto::delta_batch)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<shoal::proto::pattern_delta>)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::federation::router_digest)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::federation::federation_stats)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::federation::merge_stats)
