@@ -67,15 +67,30 @@ std::vector<std::string> split_urls(const std::string& s) {
 }
 
 /// What NATS callbacks see. Callbacks may still run while a connection
-/// closes, so links live until the process ends (one per bridge).
+/// closes, so links live until the process ends (one per bridge); the
+/// bridge handle is dropped when it closes (a strong handle would keep the
+/// detached actor, and the actor system, from ever finishing).
 struct nats_link {
-  caf::actor bridge;
+  std::mutex mtx;
+  caf::actor bridge_handle;
+  caf::actor bridge() {
+    std::lock_guard guard(mtx);
+    return bridge_handle;
+  }
+  void reset() {
+    std::lock_guard guard(mtx);
+    bridge_handle = caf::actor{};
+  }
+  template <class... Ts>
+  void send(Ts&&... xs) {
+    if (auto b = bridge())
+      caf::anon_send(b, std::forward<Ts>(xs)...);
+  }
   std::string own_patterns_subject;
   uint64_t max_message_bytes = 0;
   uint32_t reconnect_wait_ms = 100;
   uint32_t reconnect_max_ms = 5000;
-  std::mutex rng_mtx;
-  std::mt19937_64 rng{std::random_device{}()};
+  std::mt19937_64 rng{std::random_device{}()}; // guarded by mtx
 };
 
 nats_link* new_link() {
@@ -97,25 +112,25 @@ void on_message(natsConnection*, natsSubscription*, natsMsg* msg, void* closure)
   int len = natsMsg_GetDataLength(msg);
   if (subject != nullptr && link->own_patterns_subject == subject) {
     // Our own batch coming back from the stream: only its position matters.
-    caf::anon_send(link->bridge, inbound_atom::value, proto::envelope{}, seq, true);
+    link->send(inbound_atom::value, proto::envelope{}, seq, true);
   } else if (static_cast<uint64_t>(std::max(len, 0)) > link->max_message_bytes) {
-    caf::anon_send(link->bridge, dropped_atom::value, static_cast<int>(drop_reason::oversized),
-                   std::string(subject ? subject : ""), seq);
+    link->send(dropped_atom::value, static_cast<int>(drop_reason::oversized),
+               std::string(subject ? subject : ""), seq);
   } else if (auto e = proto::decode_envelope({natsMsg_GetData(msg), static_cast<size_t>(len)})) {
-    caf::anon_send(link->bridge, inbound_atom::value, std::move(*e), seq, false);
+    link->send(inbound_atom::value, std::move(*e), seq, false);
   } else {
-    caf::anon_send(link->bridge, dropped_atom::value, static_cast<int>(drop_reason::malformed),
-                   std::string(subject ? subject : ""), seq);
+    link->send(dropped_atom::value, static_cast<int>(drop_reason::malformed),
+               std::string(subject ? subject : ""), seq);
   }
   natsMsg_Destroy(msg);
 }
 
 void on_connected(natsConnection*, void* closure) {
-  caf::anon_send(static_cast<nats_link*>(closure)->bridge, up_atom::value);
+  static_cast<nats_link*>(closure)->send(up_atom::value);
 }
 
 void on_disconnected(natsConnection*, void* closure) {
-  caf::anon_send(static_cast<nats_link*>(closure)->bridge, down_atom::value);
+  static_cast<nats_link*>(closure)->send(down_atom::value);
 }
 
 void on_error(natsConnection*, natsSubscription*, natsStatus s, void*) {
@@ -129,7 +144,7 @@ int64_t reconnect_delay(natsConnection*, int attempts, void* closure) {
   for (int i = 1; i < attempts && d < link->reconnect_max_ms; ++i)
     d *= 2;
   d = std::min<double>(d, link->reconnect_max_ms);
-  std::lock_guard guard(link->rng_mtx);
+  std::lock_guard guard(link->mtx);
   std::uniform_real_distribution<double> jitter(0.75, 1.25);
   return static_cast<int64_t>(d * jitter(link->rng));
 }
@@ -225,6 +240,11 @@ struct bridge_state {
           s = NATS_OK;
       }
     }
+    if (s != NATS_OK && jerr == JSStorageResourcesExceededErr)
+      return "stream " + stream + ": the NATS server has less JetStream storage than "
+             "federation.stream_max_bytes (" + std::to_string(a.cfg.stream_max_bytes)
+             + " bytes) times federation.stream_replicas; lower them or raise the "
+               "server's max_file_store";
     if (s != NATS_OK)
       return "stream " + stream + ": " + natsStatus_GetText(s) + " (JetStream error "
              + std::to_string(static_cast<int>(jerr)) + ")";
@@ -295,6 +315,8 @@ struct bridge_state {
       natsConnection_Destroy(nc);
       nc = nullptr;
     }
+    if (link != nullptr)
+      link->reset();
   }
 };
 
@@ -335,6 +357,7 @@ std::string connect(bridge_state& s) {
           !e.empty())
         return e;
   }
+  natsOptions_SetIgnoreDiscoveredServers(o, c.ignore_discovered_servers);
   natsOptions_SetAllowReconnect(o, true);
   natsOptions_SetMaxReconnect(o, -1);
   natsOptions_SetCustomReconnectDelay(o, reconnect_delay, s.link);
@@ -346,7 +369,7 @@ std::string connect(bridge_state& s) {
   natsOptions_SetTimeout(o, 2000);
   st = natsConnection_Connect(&s.nc, o);
   if (st == NATS_OK) {
-    caf::anon_send(s.link->bridge, up_atom::value);
+    s.link->send(up_atom::value);
     return {};
   }
   if (st == NATS_NOT_YET_CONNECTED)
@@ -365,7 +388,7 @@ caf::behavior bridge_actor(caf::stateful_actor<bridge_state>* self, bridge_args 
   s.st.stream_seq = s.a.start_seq;
   s.seen_seq = s.a.start_seq;
   s.link = new_link();
-  s.link->bridge = caf::actor_cast<caf::actor>(self);
+  s.link->bridge_handle = caf::actor_cast<caf::actor>(self);
   s.link->own_patterns_subject = s.subject("patterns." + s.a.node_name);
   s.link->max_message_bytes = s.a.cfg.max_message_bytes;
   s.link->reconnect_wait_ms = s.a.cfg.reconnect_wait_ms;

@@ -58,6 +58,9 @@ struct federation_config {
   std::string cluster = "shoal";
   /// NATS server URLs, comma-separated. Default: "nats://127.0.0.1:4222".
   std::string urls = "nats://127.0.0.1:4222";
+  /// Connect only to `urls`, never to servers the cluster advertises (pins
+  /// an edge node to its site's server). Default: false.
+  bool ignore_discovered_servers = false;
   /// NATS user and password (both or neither), or a token. Default: "".
   std::string user, password, token;
   /// TLS: require it; CA bundle, client certificate and key files (PEM). Default: off/"".

@@ -310,7 +310,8 @@ struct gateway::impl {
              {"connected", f.connected},
              {"stream_ready", f.stream_ready},
              {"server", f.url},
-             {"stream_seq", s->digest->stream_seq},
+             {"stream_seq", f.stream_seq},
+             {"stream_seq_stored", s->digest->stream_seq},
              {"batches_sent", f.batches_sent},
              {"deltas_sent", f.deltas_sent},
              {"publish_errors", f.publish_errors},
@@ -427,8 +428,8 @@ struct gateway::impl {
       out << "shoal_federation_deltas_merged_total{" << node_label << "} " << f.deltas_merged
           << '\n';
       metric("shoal_federation_stream_sequence", "gauge",
-             "Last JetStream sequence of the pattern stream merged.");
-      out << "shoal_federation_stream_sequence{" << node_label << "} " << s->digest->stream_seq
+             "Last JetStream sequence of the pattern stream received.");
+      out << "shoal_federation_stream_sequence{" << node_label << "} " << f.stream_seq
           << '\n';
       metric("shoal_federation_dropped_total", "counter",
              "Federation messages dropped, by reason.");

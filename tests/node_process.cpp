@@ -2,7 +2,10 @@
 
 #include <csignal>
 #include <cstdlib>
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -31,10 +34,10 @@ temp_dir::~temp_dir() {
 
 namespace {
 
-/// fork/exec of the shoal binary with stdout+stderr sent to `log_path`.
-int spawn(const std::vector<std::string>& args, const std::vector<std::string>& env,
-          const fs::path& log_path) {
-  std::vector<std::string> argv_s{SHOAL_BINARY};
+/// fork/exec of `program` with stdout+stderr sent to `log_path`.
+int spawn(const std::string& program, const std::vector<std::string>& args,
+          const std::vector<std::string>& env, const fs::path& log_path) {
+  std::vector<std::string> argv_s{program};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
   std::vector<char*> argv;
   for (auto& a : argv_s)
@@ -96,7 +99,7 @@ run_result run_shoal(const std::vector<std::string>& args, const std::vector<std
                      std::chrono::seconds timeout) {
   temp_dir dir;
   auto log = dir.path() / "output.log";
-  int pid = spawn(args, env, log);
+  int pid = spawn(SHOAL_BINARY, args, env, log);
   run_result out;
   out.exit_code = wait_for(pid, timeout);
   out.output = slurp(log);
@@ -117,7 +120,7 @@ std::unique_ptr<node_process> node_process::start(const fs::path& data_dir,
                                 "--set", "store.data_dir=" + data_dir.string(),
                                 "--set", "node.log_level=warn"};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
-  p->pid_ = spawn(args, {}, p->log_path_);
+  p->pid_ = spawn(SHOAL_BINARY, args, {}, p->log_path_);
   auto deadline = std::chrono::steady_clock::now() + 20s;
   while (std::chrono::steady_clock::now() < deadline) {
     int status = 0;
@@ -175,6 +178,112 @@ nlohmann::json body_json(const httplib::Result& r) {
 
 httplib::Result post(httplib::Client& c, const std::string& path, const std::string& body) {
   return c.Post(path, body, "application/json");
+}
+
+} // namespace shoal::testing
+
+namespace shoal::testing {
+
+int free_port() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  socklen_t len = sizeof a;
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0
+      || getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+    throw std::runtime_error("cannot find a free port");
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+namespace {
+
+bool accepts(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  bool ok = fd >= 0 && connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  if (fd >= 0)
+    close(fd);
+  return ok;
+}
+
+} // namespace
+
+std::unique_ptr<nats_server> nats_server::start(const fs::path& dir, options o,
+                                                std::string* log) {
+  fs::create_directories(dir);
+  std::unique_ptr<nats_server> s(new nats_server);
+  s->dir_ = dir;
+  s->opts_ = std::move(o);
+  if (s->opts_.port == 0)
+    s->opts_.port = free_port();
+  if (!s->run(log))
+    return nullptr;
+  return s;
+}
+
+bool nats_server::run(std::string* log) {
+  auto conf = dir_ / "nats.conf";
+  {
+    std::ofstream out(conf);
+    out << "server_name: " << (opts_.name.empty() ? "n" + std::to_string(opts_.port) : opts_.name)
+        << "\nlisten: 127.0.0.1:" << opts_.port << "\n";
+    // Small JetStream limits: the default reserves most of the machine.
+    out << "jetstream { store_dir: \"" << (dir_ / "js").string()
+        << "\", max_memory_store: 64MB, max_file_store: 512MB }\n";
+    if (opts_.cluster_port != 0) {
+      out << "cluster { name: \"" << opts_.cluster_name << "\", listen: 127.0.0.1:"
+          << opts_.cluster_port << ", routes: [";
+      for (size_t i = 0; i < opts_.routes.size(); ++i)
+        out << (i ? ", " : "") << "nats-route://127.0.0.1:" << opts_.routes[i];
+      out << "] }\n";
+    }
+  }
+  log_path_ = dir_ / "nats.log";
+  pid_ = spawn(SHOAL_NATS_SERVER, {"-c", conf.string()}, {}, log_path_);
+  auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      break;
+    }
+    if (accepts(opts_.port))
+      return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  if (log)
+    *log = slurp(log_path_);
+  stop(SIGKILL);
+  return false;
+}
+
+bool nats_server::restart(std::string* log) {
+  stop(SIGTERM);
+  return run(log);
+}
+
+nats_server::~nats_server() {
+  if (pid_ > 0)
+    stop(SIGKILL);
+}
+
+int nats_server::stop(int sig) {
+  if (pid_ <= 0)
+    return -1;
+  kill(pid_, sig);
+  int rc = wait_for(pid_, 30s);
+  pid_ = -1;
+  return rc;
+}
+
+std::string nats_server::log() const {
+  return slurp(log_path_);
 }
 
 } // namespace shoal::testing

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <csignal>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -73,6 +74,48 @@ private:
   int pid_ = -1;
   int port_ = 0;
   std::filesystem::path log_path_;
+};
+
+/// A free TCP port on 127.0.0.1 (bound and released: a small race is possible).
+int free_port();
+
+/// A real nats-server (Debian's, with JetStream) on loopback, optionally one
+/// member of a cluster. Its JetStream store lives in the given directory, so
+/// a restart keeps the streams.
+class nats_server {
+public:
+  struct options {
+    int port = 0;                ///< client port; 0 picks a free one
+    std::string name;            ///< server_name; "" = from the port
+    std::string cluster_name;    ///< with cluster_port: the cluster's name
+    int cluster_port = 0;        ///< 0 = standalone
+    std::vector<int> routes;     ///< cluster ports of the other members
+  };
+
+  ~nats_server();
+  nats_server(const nats_server&) = delete;
+  nats_server& operator=(const nats_server&) = delete;
+
+  /// Starts the server and waits until it accepts connections (20 s at most);
+  /// nullptr (with its log in `log`) otherwise.
+  static std::unique_ptr<nats_server> start(const std::filesystem::path& dir, options o,
+                                            std::string* log = nullptr);
+  /// Stops it with `sig` and waits; returns the exit code or -1.
+  int stop(int sig = SIGTERM);
+  /// Starts it again on the same ports with the same store. @returns success.
+  bool restart(std::string* log = nullptr);
+
+  int port() const { return opts_.port; }
+  std::string url() const { return "nats://127.0.0.1:" + std::to_string(opts_.port); }
+  std::string log() const;
+
+private:
+  nats_server() = default;
+  bool run(std::string* log);
+  std::filesystem::path dir_;
+  std::filesystem::path log_path_;
+  options opts_;
+  int pid_ = -1;
 };
 
 /// Parses a response body as JSON (discarded value if it is not JSON).
