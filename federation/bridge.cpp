@@ -15,6 +15,7 @@
 #include <memory>
 #include <mutex>
 #include <random>
+#include <thread>
 
 namespace shoal::federation {
 
@@ -34,6 +35,7 @@ using down_atom = caf::atom_constant<caf::atom("down")>;
 using digest_tick_atom = caf::atom_constant<caf::atom("dtick")>;
 using telemetry_tick_atom = caf::atom_constant<caf::atom("ttick")>;
 using setup_atom = caf::atom_constant<caf::atom("setup")>;
+using retry_atom = caf::atom_constant<caf::atom("retry")>;
 
 enum class drop_reason : int { oversized = 0, malformed = 1 };
 
@@ -149,6 +151,110 @@ int64_t reconnect_delay(natsConnection*, int attempts, void* closure) {
   return static_cast<int64_t>(d * jitter(link->rng));
 }
 
+/// What the JetStream set-up needs; it runs on its own thread, as its
+/// requests block (seconds while a NATS cluster elects a stream leader).
+struct setup_input {
+  natsConnection* nc = nullptr;
+  nats_link* link = nullptr;
+  federation_config cfg;
+  std::string stream, prefix;
+  uint64_t start_seq = 0;
+};
+
+struct setup_result {
+  jsCtx* js = nullptr;
+  natsSubscription* stream_sub = nullptr;
+  std::vector<natsSubscription*> core_subs;
+  uint64_t first = 0, last = 0;
+  std::string error; ///< "" on success
+};
+
+/// Creates the stream when missing and subscribes to everything.
+setup_result run_setup(const setup_input& in) {
+  setup_result r;
+  auto subject = [&](const char* tail) { return in.prefix + tail; };
+  auto fail = [&](std::string msg) {
+    for (auto* sub : r.core_subs)
+      natsSubscription_Destroy(sub);
+    r.core_subs.clear();
+    if (r.stream_sub != nullptr)
+      natsSubscription_Destroy(r.stream_sub);
+    r.stream_sub = nullptr;
+    if (r.js != nullptr)
+      jsCtx_Destroy(r.js);
+    r.js = nullptr;
+    r.error = std::move(msg);
+    return r;
+  };
+  jsOptions jo;
+  jsOptions_Init(&jo);
+  if (!in.cfg.jetstream_domain.empty())
+    jo.Domain = in.cfg.jetstream_domain.c_str();
+  if (auto s = natsConnection_JetStream(&r.js, in.nc, &jo); s != NATS_OK)
+    return fail(std::string("JetStream context: ") + natsStatus_GetText(s));
+  jsErrCode jerr{};
+  jsStreamInfo* si = nullptr;
+  natsStatus s = js_GetStreamInfo(&si, r.js, in.stream.c_str(), nullptr, &jerr);
+  if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr) {
+    jsStreamConfig sc;
+    jsStreamConfig_Init(&sc);
+    auto subj = subject("patterns.>");
+    const char* subjects[] = {subj.c_str()};
+    sc.Name = in.stream.c_str();
+    sc.Subjects = subjects;
+    sc.SubjectsLen = 1;
+    sc.Storage = js_FileStorage;
+    sc.MaxBytes = static_cast<int64_t>(in.cfg.stream_max_bytes);
+    sc.MaxAge = int64_t{1'000'000'000} * in.cfg.stream_max_age_s;
+    sc.Replicas = in.cfg.stream_replicas;
+    sc.Discard = js_DiscardOld;
+    jerr = {};
+    s = js_AddStream(&si, r.js, &sc, nullptr, &jerr);
+    if (s != NATS_OK) { // a peer may have been quicker (name exists, or its
+                        // reservation of the storage made ours fail)
+      jsErrCode again{};
+      if (js_GetStreamInfo(&si, r.js, in.stream.c_str(), nullptr, &again) == NATS_OK)
+        s = NATS_OK;
+    }
+  }
+  if (s != NATS_OK && jerr == JSStorageResourcesExceededErr)
+    return fail("stream " + in.stream + ": the NATS server has less JetStream storage than "
+                "federation.stream_max_bytes (" + std::to_string(in.cfg.stream_max_bytes)
+                + " bytes) times federation.stream_replicas; lower them or raise the "
+                  "server's max_file_store");
+  if (s != NATS_OK)
+    return fail("stream " + in.stream + ": " + natsStatus_GetText(s) + " (JetStream error "
+                + std::to_string(static_cast<int>(jerr)) + ")");
+  r.first = si->State.FirstSeq;
+  r.last = si->State.LastSeq;
+  jsStreamInfo_Destroy(si);
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = in.stream.c_str();
+  so.Ordered = true;
+  if (in.start_seq > 0) {
+    so.Config.DeliverPolicy = js_DeliverByStartSequence;
+    so.Config.OptStartSeq = in.start_seq + 1;
+  } else {
+    so.Config.DeliverPolicy = js_DeliverAll;
+  }
+  auto subj = subject("patterns.>");
+  jerr = {};
+  s = js_Subscribe(&r.stream_sub, r.js, subj.c_str(), on_message, in.link, &jo, &so, &jerr);
+  if (s != NATS_OK)
+    return fail("subscribing to " + subj + ": " + natsStatus_GetText(s) + " (JetStream error "
+                + std::to_string(static_cast<int>(jerr)) + ")");
+  for (const char* tail : {"digest", "resync", "telemetry.>"}) {
+    natsSubscription* sub = nullptr;
+    auto t = subject(tail);
+    if (auto cs = natsConnection_Subscribe(&sub, in.nc, t.c_str(), on_message, in.link);
+        cs != NATS_OK)
+      return fail("subscribing to " + t + ": " + natsStatus_GetText(cs));
+    r.core_subs.push_back(sub);
+  }
+  return r;
+}
+
 /// Logs at most once per second per kind of problem.
 struct rate_limited_log {
   std::map<std::string, int64_t> last;
@@ -180,13 +286,54 @@ struct bridge_state {
   federation_stats st;
   uint64_t batch_seq = 0;
   uint64_t seen_seq = 0;     // highest stream sequence received
-  uint64_t expected_seq = 0; // the first sequence the consumer should deliver
   bool lost_deltas = false;  // a publish failed: republish on the next link up
   proto::origin_summary mine; // this node's own contributions at the last digest
   std::map<uint64_t, peer_view> views;
   int64_t last_republish_ms = 0;
   rate_limited_log log;
+  // The JetStream set-up in flight (see run_setup), and where it reports.
+  std::thread setup_thread;
+  std::shared_ptr<setup_result> setup_out;
   static inline const char* name = "federation_bridge";
+
+  /// Starts the set-up on its own thread unless it is done or running.
+  void start_setup() {
+    if (st.stream_ready || setup_thread.joinable() || nc == nullptr)
+      return;
+    setup_input in{nc, link, a.cfg, stream, prefix, a.start_seq};
+    auto out = std::make_shared<setup_result>();
+    setup_out = out;
+    setup_thread = std::thread([in = std::move(in), out] {
+      *out = run_setup(in);
+      in.link->send(setup_atom::value);
+    });
+  }
+
+  /// Collects the finished set-up. @returns its error, or "" when ready.
+  std::string finish_setup() {
+    if (!setup_thread.joinable())
+      return "no set-up running";
+    setup_thread.join();
+    auto r = std::move(*setup_out);
+    setup_out.reset();
+    if (!r.error.empty())
+      return r.error;
+    js = r.js;
+    stream_sub = r.stream_sub;
+    core_subs = std::move(r.core_subs);
+    st.stream_ready = true;
+    spdlog::info("federation: stream {} ready (messages {}..{}), consuming from {}", stream,
+                 r.first, r.last, a.start_seq + 1);
+    if (a.start_seq + 1 < r.first && r.last > 0) {
+      // Messages this node never merged were discarded by the stream's
+      // limits: ask every node for its contributions.
+      spdlog::warn("federation: the stream starts at {} but this node merged up to {}; "
+                   "asking peers to republish",
+                   r.first, a.start_seq);
+      request_resync(0);
+    }
+    return {};
+  }
 
   std::string subject(const std::string& tail) const { return prefix + tail; }
 
@@ -204,90 +351,6 @@ struct bridge_state {
     }
   }
 
-  /// Creates the stream when missing and subscribes to everything.
-  /// @returns an error message, or "" when ready.
-  std::string setup() {
-    if (st.stream_ready)
-      return {};
-    jsErrCode jerr{};
-    if (js == nullptr) {
-      jsOptions jo;
-      jsOptions_Init(&jo);
-      if (auto s = natsConnection_JetStream(&js, nc, &jo); s != NATS_OK)
-        return std::string("JetStream context: ") + natsStatus_GetText(s);
-    }
-    jsStreamInfo* si = nullptr;
-    natsStatus s = js_GetStreamInfo(&si, js, stream.c_str(), nullptr, &jerr);
-    if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr) {
-      jsStreamConfig sc;
-      jsStreamConfig_Init(&sc);
-      auto subj = subject("patterns.>");
-      const char* subjects[] = {subj.c_str()};
-      sc.Name = stream.c_str();
-      sc.Subjects = subjects;
-      sc.SubjectsLen = 1;
-      sc.Storage = js_FileStorage;
-      sc.MaxBytes = static_cast<int64_t>(a.cfg.stream_max_bytes);
-      sc.MaxAge = int64_t{1'000'000'000} * a.cfg.stream_max_age_s;
-      sc.Replicas = a.cfg.stream_replicas;
-      sc.Discard = js_DiscardOld;
-      jerr = {};
-      s = js_AddStream(&si, js, &sc, nullptr, &jerr);
-      if (s != NATS_OK) { // a peer may have been quicker (name exists, or its
-                          // reservation of the storage made ours fail)
-        jsErrCode again{};
-        if (js_GetStreamInfo(&si, js, stream.c_str(), nullptr, &again) == NATS_OK)
-          s = NATS_OK;
-      }
-    }
-    if (s != NATS_OK && jerr == JSStorageResourcesExceededErr)
-      return "stream " + stream + ": the NATS server has less JetStream storage than "
-             "federation.stream_max_bytes (" + std::to_string(a.cfg.stream_max_bytes)
-             + " bytes) times federation.stream_replicas; lower them or raise the "
-               "server's max_file_store";
-    if (s != NATS_OK)
-      return "stream " + stream + ": " + natsStatus_GetText(s) + " (JetStream error "
-             + std::to_string(static_cast<int>(jerr)) + ")";
-    uint64_t first = si->State.FirstSeq, last = si->State.LastSeq;
-    jsStreamInfo_Destroy(si);
-    if (a.start_seq + 1 < first && last > 0) {
-      // Messages this node never merged were discarded by the stream's
-      // limits: ask every node for its contributions.
-      spdlog::warn("federation: the stream starts at {} but this node merged up to {}; "
-                   "asking peers to republish",
-                   first, a.start_seq);
-      request_resync(0);
-    }
-    jsSubOptions so;
-    jsSubOptions_Init(&so);
-    so.Stream = stream.c_str();
-    so.Ordered = true;
-    if (a.start_seq > 0) {
-      so.Config.DeliverPolicy = js_DeliverByStartSequence;
-      so.Config.OptStartSeq = a.start_seq + 1;
-    } else {
-      so.Config.DeliverPolicy = js_DeliverAll;
-    }
-    auto subj = subject("patterns.>");
-    jerr = {};
-    s = js_Subscribe(&stream_sub, js, subj.c_str(), on_message, link, nullptr, &so, &jerr);
-    if (s != NATS_OK)
-      return "subscribing to " + subj + ": " + natsStatus_GetText(s) + " (JetStream error "
-             + std::to_string(static_cast<int>(jerr)) + ")";
-    for (const char* tail : {"digest", "resync", "telemetry.>"}) {
-      natsSubscription* sub = nullptr;
-      auto t = subject(tail);
-      if (auto cs = natsConnection_Subscribe(&sub, nc, t.c_str(), on_message, link);
-          cs != NATS_OK)
-        return "subscribing to " + t + ": " + natsStatus_GetText(cs);
-      core_subs.push_back(sub);
-    }
-    st.stream_ready = true;
-    spdlog::info("federation: stream {} ready (messages {}..{}), consuming from {}", stream,
-                 first, last, a.start_seq + 1);
-    return {};
-  }
-
   void request_resync(uint64_t target) {
     ++st.resyncs_requested;
     proto::resync_request r{a.self.id(), a.node_name, utc_ms(), target};
@@ -295,6 +358,11 @@ struct bridge_state {
   }
 
   void close() {
+    if (setup_thread.joinable()) {
+      if (nc != nullptr)
+        natsConnection_Close(nc); // unblocks the set-up's requests
+      finish_setup();
+    }
     if (stream_sub != nullptr) {
       natsSubscription_Unsubscribe(stream_sub); // an ordered consumer is ephemeral
       natsSubscription_Destroy(stream_sub);
@@ -358,6 +426,7 @@ std::string connect(bridge_state& s) {
         return e;
   }
   natsOptions_SetIgnoreDiscoveredServers(o, c.ignore_discovered_servers);
+  natsOptions_SetNoRandomize(o, true); // federation.urls in order: the first is preferred
   natsOptions_SetAllowReconnect(o, true);
   natsOptions_SetMaxReconnect(o, -1);
   natsOptions_SetCustomReconnectDelay(o, reconnect_delay, s.link);
@@ -489,15 +558,8 @@ caf::behavior bridge_actor(caf::stateful_actor<bridge_state>* self, bridge_args 
         spdlog::info("federation: connected to {}", s.st.url);
       }
       s.st.connected = true;
-      self->send(self, setup_atom::value);
-    },
-    [self](setup_atom) {
-      auto& s = self->state;
-      if (s.nc == nullptr || !s.st.connected)
-        return;
-      if (auto err = s.setup(); !err.empty()) {
-        s.log.warn("setup", err + "; retrying");
-        self->delayed_send(self, std::chrono::seconds(1), setup_atom::value);
+      if (!s.st.stream_ready) {
+        s.start_setup();
         return;
       }
       self->send(s.a.router, link_atom::value, true);
@@ -505,6 +567,25 @@ caf::behavior bridge_actor(caf::stateful_actor<bridge_state>* self, bridge_args 
         s.lost_deltas = false;
         self->send(s.a.router, republish_atom::value);
       }
+    },
+    [self](setup_atom) { // the set-up thread finished
+      auto& s = self->state;
+      if (auto err = s.finish_setup(); !err.empty()) {
+        spdlog::warn("federation: {}; retrying in 1 s", err);
+        self->delayed_send(self, std::chrono::seconds(1), retry_atom::value);
+        return;
+      }
+      if (!s.st.connected)
+        return;
+      self->send(s.a.router, link_atom::value, true);
+      if (s.lost_deltas) {
+        s.lost_deltas = false;
+        self->send(s.a.router, republish_atom::value);
+      }
+    },
+    [self](retry_atom) {
+      if (self->state.st.connected)
+        self->state.start_setup();
     },
     [self](down_atom) {
       auto& s = self->state;

@@ -61,6 +61,9 @@ struct federation_config {
   /// Connect only to `urls`, never to servers the cluster advertises (pins
   /// an edge node to its site's server). Default: false.
   bool ignore_discovered_servers = false;
+  /// JetStream domain of the stream (a hub reached through a leaf node);
+  /// "" = the connected server's own JetStream. Default: "".
+  std::string jetstream_domain;
   /// NATS user and password (both or neither), or a token. Default: "".
   std::string user, password, token;
   /// TLS: require it; CA bundle, client certificate and key files (PEM). Default: off/"".

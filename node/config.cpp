@@ -180,11 +180,15 @@ std::vector<setting> build_settings() {
                           "Cluster name: subjects shoal.<cluster>.* and the JetStream stream "
                           "SHOAL_<CLUSTER>. Letters, digits, '-' and '_'."));
   s.push_back(make_string("federation.urls", SHOAL_FIELD(federation.urls),
-                          "NATS server URLs, comma-separated (nats:// or tls://)."));
+                          "NATS server URLs, comma-separated (nats:// or tls://), tried in order."));
   s.push_back(make_bool("federation.ignore_discovered_servers",
                         SHOAL_FIELD(federation.ignore_discovered_servers),
                         "Connect only to federation.urls, never to servers the NATS cluster "
                         "advertises (pins an edge node to its site's server)."));
+  s.push_back(make_string("federation.jetstream_domain",
+                          SHOAL_FIELD(federation.jetstream_domain),
+                          "JetStream domain that holds the stream (a hub reached through a "
+                          "leaf-node server); empty uses the connected server's JetStream."));
   s.push_back(make_string("federation.user", SHOAL_FIELD(federation.user),
                           "NATS user name (with federation.password)."));
   s.push_back(make_string("federation.password", SHOAL_FIELD(federation.password),
