@@ -83,6 +83,7 @@ struct router_state {
   caf::actor bridge;
   bool link_up = false;
   bool publish_scheduled = false;
+  int64_t first_change_us = 0; // UTC µs of the oldest change not yet handed over
   uint32_t publish_max = 2000;
   uint32_t publish_delay_ms = 2;
   static inline const char* name = "router";
@@ -90,7 +91,11 @@ struct router_state {
   /// Schedules handing the outbox to the bridge, after publish_delay_ms so
   /// changes in a burst travel in one batch.
   void schedule_publish(caf::event_based_actor* self) {
-    if (!bridge || !link_up || publish_scheduled || bank->deltas_pending() == 0)
+    if (!bridge || bank->deltas_pending() == 0)
+      return;
+    if (first_change_us == 0)
+      first_change_us = utc_now_us();
+    if (!link_up || publish_scheduled)
       return;
     publish_scheduled = true;
     if (publish_delay_ms == 0)
@@ -227,7 +232,8 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
         return;
       auto d = st.bank->take_deltas(st.publish_max);
       if (!d.empty())
-        self->send(st.bridge, publish_atom::value, std::move(d));
+        self->send(st.bridge, publish_atom::value, std::move(d), st.first_change_us);
+      st.first_change_us = st.bank->deltas_pending() > 0 ? utc_now_us() : 0;
       if (st.bank->deltas_pending() > 0) {
         st.publish_scheduled = true;
         self->send(self, fed_flush_atom::value);

@@ -13,6 +13,13 @@ inline int64_t utc_now_ms() noexcept {
     .count();
 }
 
+/// UTC microseconds since the Unix epoch (system clock).
+inline int64_t utc_now_us() noexcept {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
 /// Monotonic nanoseconds (steady clock) for latency measurements.
 inline int64_t steady_now_ns() noexcept {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(

@@ -39,6 +39,12 @@ using retry_atom = caf::atom_constant<caf::atom("retry")>;
 
 enum class drop_reason : int { oversized = 0, malformed = 1 };
 
+int64_t utc_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
 int64_t utc_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
            std::chrono::system_clock::now().time_since_epoch())
@@ -291,6 +297,9 @@ struct bridge_state {
   std::map<uint64_t, peer_view> views;
   int64_t last_republish_ms = 0;
   rate_limited_log log;
+  std::vector<double> lag_us; // ring of recent propagation lags
+  size_t lag_next = 0;
+  static constexpr size_t lag_capacity = 8192;
   // The JetStream set-up in flight (see run_setup), and where it reports.
   std::thread setup_thread;
   std::shared_ptr<setup_result> setup_out;
@@ -496,10 +505,21 @@ caf::behavior bridge_actor(caf::stateful_actor<bridge_state>* self, bridge_args 
     }
     ++s.st.batches_received;
     auto n = b->deltas.size();
+    auto changed_us = b->changed_us;
     self->request(s.a.router, caf::infinite, merge_atom::value, std::move(*b), s.seen_seq)
       .then(
-        [self](const merge_stats& m) {
-          auto& st = self->state.st;
+        [self, changed_us](const merge_stats& m) {
+          auto& s = self->state;
+          if (changed_us > 0) {
+            double lag = static_cast<double>(utc_us() - changed_us);
+            if (s.lag_us.size() < bridge_state::lag_capacity)
+              s.lag_us.push_back(lag);
+            else
+              s.lag_us[s.lag_next] = lag;
+            s.lag_next = (s.lag_next + 1) % bridge_state::lag_capacity;
+            ++s.st.lag_samples;
+          }
+          auto& st = s.st;
           st.deltas_merged += m.applied;
           st.deltas_stale += m.stale;
           st.patterns_created += m.created;
@@ -594,7 +614,7 @@ caf::behavior bridge_actor(caf::stateful_actor<bridge_state>* self, bridge_args 
       s.st.connected = false;
       self->send(s.a.router, link_atom::value, false);
     },
-    [self](publish_atom, std::vector<proto::pattern_delta>& deltas) {
+    [self](publish_atom, std::vector<proto::pattern_delta>& deltas, int64_t changed_us) {
       auto& s = self->state;
       if (!s.st.connected) {
         s.lost_deltas = true; // the router gave them up: ask again on reconnect
@@ -617,6 +637,7 @@ caf::behavior bridge_actor(caf::stateful_actor<bridge_state>* self, bridge_args 
         b.sent_ms = utc_ms();
         b.dim = s.a.dim;
         b.n_tiers = s.a.n_tiers;
+        b.changed_us = changed_us;
         int64_t bytes = 128;
         while (i < deltas.size() && (b.deltas.empty() || bytes + estimate(deltas[i]) <= limit)) {
           bytes += estimate(deltas[i]);
@@ -742,6 +763,16 @@ caf::behavior bridge_actor(caf::stateful_actor<bridge_state>* self, bridge_args 
     [self](stats_atom) {
       auto& s = self->state;
       s.st.stream_seq = s.seen_seq;
+      if (!s.lag_us.empty()) {
+        auto v = s.lag_us;
+        auto at = [&](double q) {
+          auto k = static_cast<size_t>(q * static_cast<double>(v.size() - 1));
+          std::nth_element(v.begin(), v.begin() + static_cast<ptrdiff_t>(k), v.end());
+          return v[k];
+        };
+        s.st.lag_p50_us = at(0.5);
+        s.st.lag_p99_us = at(0.99);
+      }
       return s.st;
     },
   };

@@ -94,7 +94,8 @@ struct federation_config {
 
 // -- messages between the router and the bridge ------------------------------
 
-/// router -> bridge: (publish_atom, std::vector<proto::pattern_delta>)
+/// router -> bridge: (publish_atom, std::vector<proto::pattern_delta>,
+///                   int64_t changed_us: UTC µs of the oldest change among them)
 using publish_atom = caf::atom_constant<caf::atom("publish")>;
 /// bridge -> router: (merge_atom, proto::delta_batch, uint64_t stream_seq) -> merge result
 using merge_atom = caf::atom_constant<caf::atom("merge")>;
@@ -137,6 +138,11 @@ struct federation_stats {
   uint64_t dropped_untrusted = 0, dropped_bad_signature = 0, dropped_malformed = 0;
   uint64_t dropped_oversized = 0, dropped_invalid = 0;
   uint64_t stream_seq = 0; ///< last stream sequence handed to the router
+  /// Propagation lag of peers' batches: from the oldest change in a batch at
+  /// its sender to its merge here, µs (recent samples; assumes synchronised
+  /// clocks, exact on one host). Median, p99, samples.
+  double lag_p50_us = 0, lag_p99_us = 0;
+  uint64_t lag_samples = 0;
   std::vector<peer_info> peers;
 };
 

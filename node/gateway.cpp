@@ -321,6 +321,8 @@ struct gateway::impl {
              {"patterns_created", f.patterns_created},
              {"orphans", s->digest->orphans},
              {"republishes", f.republishes},
+             {"propagation_ms",
+              {{"p50", f.lag_p50_us / 1e3}, {"p99", f.lag_p99_us / 1e3}, {"batches", f.lag_samples}}},
              {"resyncs_requested", f.resyncs_requested},
              {"dropped",
               {{"untrusted", f.dropped_untrusted},
@@ -440,6 +442,15 @@ struct gateway::impl {
                                std::pair{"invalid", f.dropped_invalid}})
         out << "shoal_federation_dropped_total{" << node_label << ",reason=\"" << reason
             << "\"} " << n << '\n';
+      metric("shoal_federation_propagation_seconds", "summary",
+             "Lag from the oldest change in a peer's batch to its merge here (recent "
+             "batches; assumes synchronised clocks).");
+      out << "shoal_federation_propagation_seconds{" << node_label << ",quantile=\"0.5\"} "
+          << f.lag_p50_us / 1e6 << '\n';
+      out << "shoal_federation_propagation_seconds{" << node_label << ",quantile=\"0.99\"} "
+          << f.lag_p99_us / 1e6 << '\n';
+      out << "shoal_federation_propagation_seconds_count{" << node_label << "} "
+          << f.lag_samples << '\n';
       metric("shoal_federation_republishes_total", "counter",
              "Times this node republished its contributions (anti-entropy, resync).");
       out << "shoal_federation_republishes_total{" << node_label << "} " << f.republishes

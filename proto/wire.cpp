@@ -53,6 +53,7 @@ std::string encode(const delta_batch& x) {
   b.setSentMs(x.sent_ms);
   b.setDim(x.dim);
   b.setNTiers(x.n_tiers);
+  b.setChangedUs(x.changed_us);
   auto ds = b.initDeltas(static_cast<unsigned>(x.deltas.size()));
   for (unsigned i = 0; i < x.deltas.size(); ++i) {
     const auto& d = x.deltas[i];
@@ -75,6 +76,7 @@ caf::expected<delta_batch> decode_delta_batch(std::string_view bytes) {
       x.sent_ms = b.getSentMs();
       x.dim = b.getDim();
       x.n_tiers = b.getNTiers();
+      x.changed_us = b.getChangedUs();
       auto ds = b.getDeltas();
       x.deltas.reserve(ds.size());
       for (auto d : ds) {

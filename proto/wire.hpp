@@ -44,6 +44,7 @@ struct delta_batch {
   uint32_t dim = 0;
   uint32_t n_tiers = 0;
   std::vector<pattern_delta> deltas;
+  int64_t changed_us = 0; ///< UTC µs of the oldest change in the batch (0 = unknown)
 };
 
 /// What a node holds of one origin's contributions (anti-entropy).

@@ -14,6 +14,7 @@ TEST_CASE("delta batches round-trip; the sender becomes every contribution's nod
   b.sent_ms = 1700000000123;
   b.dim = 2;
   b.n_tiers = 2;
+  b.changed_us = 1700000000123456;
   pattern_delta d;
   d.origin_node = 0x99;
   d.origin_id = 5;
@@ -32,6 +33,7 @@ TEST_CASE("delta batches round-trip; the sender becomes every contribution's nod
   CHECK(r->seq == 17);
   CHECK(r->sent_ms == b.sent_ms);
   CHECK(r->dim == 2);
+  CHECK(r->changed_us == b.changed_us);
   REQUIRE(r->deltas.size() == 2);
   CHECK(r->deltas[0].centroid == std::vector<float>{0.6f, 0.8f});
   CHECK(r->deltas[1].centroid.empty());

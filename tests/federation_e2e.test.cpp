@@ -145,6 +145,8 @@ TEST_CASE("three nodes learning in turn converge to identical pattern statistics
     CHECK(s["patterns"] == s0["patterns"]);
     CHECK(s["federation"]["connected"] == true);
     CHECK(s["federation"]["dropped"]["invalid"] == 0);
+    CHECK(s["federation"]["propagation_ms"]["batches"].get<uint64_t>() > 0);
+    CHECK(s["federation"]["propagation_ms"]["p50"].get<double>() > 0.0);
     // Every node's contributions reached the others.
     for (auto& o : s["federation"]["origins"])
       CHECK(o["contributions"].get<uint64_t>() > 0);

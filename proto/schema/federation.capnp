@@ -44,6 +44,8 @@ struct DeltaBatch {
   dim          @4 :UInt32;            # embedding dimension of the centroids
   nTiers       @5 :UInt32;            # length of every tiers list
   deltas       @6 :List(PatternDelta);
+  changedUs    @7 :Int64;             # UTC µs of the oldest change in the batch, at the
+                                      # sender (propagation lag = arrival - changedUs)
 }
 
 # What a node holds of one origin's contributions.
