@@ -2,7 +2,7 @@
 // feedback and reward sums. (HTTP counters live in the gateway: one message per
 // HTTP response would wake this actor's worker for every request.)
 #include "actors/actors.hpp"
-#include "actors/histogram.hpp"
+#include "kernels/histogram.hpp"
 #include "actors/time.hpp"
 #include "proto/messages.hpp"
 
@@ -16,7 +16,7 @@ using namespace proto;
 
 struct telemetry_state {
   telemetry_snapshot snap;
-  latency_histogram latency;
+  kernels::latency_histogram latency;
   static inline const char* name = "telemetry";
 };
 

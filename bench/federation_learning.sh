@@ -28,7 +28,6 @@ done
 shoal=$build/node/shoal
 [[ -x $shoal ]] || { echo "federation_learning.sh: $shoal not built (ops/build.sh)" >&2; exit 1; }
 [[ -s $prompts ]] || { echo "federation_learning.sh: $prompts missing (ops/make-prompts.sh)" >&2; exit 1; }
-nats_server=$(command -v nats-server || echo /usr/sbin/nats-server)
 
 dir=$(mktemp -d /tmp/shoal-fed-bench.XXXXXX)
 pids=()
@@ -39,14 +38,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat >"$dir/nats.conf" <<EOF
-host: 127.0.0.1
-port: $port
-jetstream { store_dir: "$dir/js", max_memory_store: 64MB, max_file_store: 2GB }
-EOF
-"$nats_server" -c "$dir/nats.conf" >"$dir/nats.log" 2>&1 &
-pids+=($!)
+source bench/nats.sh
+start_nats "$dir/nats"
+pids+=("$nats_pid")
 
 trusted=""
 for n in a b joiner; do
@@ -56,7 +50,7 @@ done
 start_node() { # name, federated (0/1)
   local n=$1 args=()
   if [[ $2 == 1 ]]; then
-    args=(--set federation.enabled=true --set "federation.urls=nats://127.0.0.1:$port"
+    args=(--set federation.enabled=true --set "federation.urls=$nats_url"
           --set "federation.trusted=$trusted" --set federation.stream_max_bytes=1073741824)
   fi
   "$shoal" node --set node.name=$n --set http.port=0 --set "http.port_file=$dir/$n.port" \

@@ -74,8 +74,11 @@ inline void print_row(const std::string& name, const summary& s, double throughp
   char tp[48] = "";
   if (throughput > 0)
     std::snprintf(tp, sizeof tp, "%.0f %s/s", throughput, unit.c_str());
+  // Throughput-only rows carry no latency samples: "-" rather than "0 ns".
+  bool timed = s.median_ns > 0 || s.p99_ns > 0;
   std::printf("| %s | %zu | %s | %s | %s | %s |\n", name.c_str(), s.n,
-              fmt_time(s.median_ns).c_str(), fmt_time(s.p99_ns).c_str(), tp, notes.c_str());
+              timed ? fmt_time(s.median_ns).c_str() : "-",
+              timed ? fmt_time(s.p99_ns).c_str() : "-", tp, notes.c_str());
   std::fflush(stdout);
 }
 

@@ -3,6 +3,9 @@
 #   shoal_bench     embed; route at 1K/10K/100K patterns next to an exact scan
 #                   (latency, recall@k); witness ingest (actor, batches, 1/txn)
 #   http_route.sh   HTTP POST /v1/route with wrk, next to GET /healthz
+#   federation.sh   node-to-node propagation latency and throughput over NATS,
+#                   next to NATS's publish -> delivery floor
+#   federation_learning.sh  a node joining a cluster that learned vs an isolated one
 # Usage: bench/run.sh [--quick]   (--quick: 1K/10K patterns, 5 s of HTTP)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,3 +21,11 @@ echo
 echo "## HTTP"
 echo
 bench/http_route.sh --prompts prompts.jsonl --duration "$duration"
+echo
+if [[ ${1:-} == --quick ]]; then
+  bench/federation.sh --patterns 10000 --seconds 2 --burst 100000
+else
+  bench/federation.sh
+  echo
+  bench/federation_learning.sh
+fi

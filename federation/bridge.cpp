@@ -297,9 +297,6 @@ struct bridge_state {
   std::map<uint64_t, peer_view> views;
   int64_t last_republish_ms = 0;
   rate_limited_log log;
-  std::vector<double> lag_us; // ring of recent propagation lags
-  size_t lag_next = 0;
-  static constexpr size_t lag_capacity = 8192;
   // The JetStream set-up in flight (see run_setup), and where it reports.
   std::thread setup_thread;
   std::shared_ptr<setup_result> setup_out;
@@ -510,15 +507,9 @@ caf::behavior bridge_actor(caf::stateful_actor<bridge_state>* self, bridge_args 
       .then(
         [self, changed_us](const merge_stats& m) {
           auto& s = self->state;
-          if (changed_us > 0) {
-            double lag = static_cast<double>(utc_us() - changed_us);
-            if (s.lag_us.size() < bridge_state::lag_capacity)
-              s.lag_us.push_back(lag);
-            else
-              s.lag_us[s.lag_next] = lag;
-            s.lag_next = (s.lag_next + 1) % bridge_state::lag_capacity;
-            ++s.st.lag_samples;
-          }
+          if (changed_us > 0)
+            s.st.lag.observe(static_cast<uint64_t>(std::max<int64_t>(0, utc_us() - changed_us))
+                             * 1000);
           auto& st = s.st;
           st.deltas_merged += m.applied;
           st.deltas_stale += m.stale;
@@ -763,16 +754,7 @@ caf::behavior bridge_actor(caf::stateful_actor<bridge_state>* self, bridge_args 
     [self](stats_atom) {
       auto& s = self->state;
       s.st.stream_seq = s.seen_seq;
-      if (!s.lag_us.empty()) {
-        auto v = s.lag_us;
-        auto at = [&](double q) {
-          auto k = static_cast<size_t>(q * static_cast<double>(v.size() - 1));
-          std::nth_element(v.begin(), v.begin() + static_cast<ptrdiff_t>(k), v.end());
-          return v[k];
-        };
-        s.st.lag_p50_us = at(0.5);
-        s.st.lag_p99_us = at(0.99);
-      }
+
       return s.st;
     },
   };

@@ -36,6 +36,7 @@
 
 #include "federation/crdt.hpp"
 #include "federation/signing.hpp"
+#include "kernels/histogram.hpp"
 #include "proto/wire.hpp"
 
 #include <caf/actor.hpp>
@@ -138,11 +139,10 @@ struct federation_stats {
   uint64_t dropped_untrusted = 0, dropped_bad_signature = 0, dropped_malformed = 0;
   uint64_t dropped_oversized = 0, dropped_invalid = 0;
   uint64_t stream_seq = 0; ///< last stream sequence handed to the router
-  /// Propagation lag of peers' batches: from the oldest change in a batch at
-  /// its sender to its merge here, µs (recent samples; assumes synchronised
-  /// clocks, exact on one host). Median, p99, samples.
-  double lag_p50_us = 0, lag_p99_us = 0;
-  uint64_t lag_samples = 0;
+  /// Propagation lag of peers' batches, ns: from the oldest change in a
+  /// batch at its sender to its merge here (since start; assumes
+  /// synchronised clocks, exact on one host).
+  kernels::latency_histogram lag;
   std::vector<peer_info> peers;
 };
 

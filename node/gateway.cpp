@@ -322,7 +322,9 @@ struct gateway::impl {
              {"orphans", s->digest->orphans},
              {"republishes", f.republishes},
              {"propagation_ms",
-              {{"p50", f.lag_p50_us / 1e3}, {"p99", f.lag_p99_us / 1e3}, {"batches", f.lag_samples}}},
+              {{"p50", f.lag.quantile(0.5) / 1e6},
+               {"p99", f.lag.quantile(0.99) / 1e6},
+               {"batches", f.lag.count()}}},
              {"resyncs_requested", f.resyncs_requested},
              {"dropped",
               {{"untrusted", f.dropped_untrusted},
@@ -442,15 +444,18 @@ struct gateway::impl {
                                std::pair{"invalid", f.dropped_invalid}})
         out << "shoal_federation_dropped_total{" << node_label << ",reason=\"" << reason
             << "\"} " << n << '\n';
-      metric("shoal_federation_propagation_seconds", "summary",
-             "Lag from the oldest change in a peer's batch to its merge here (recent "
-             "batches; assumes synchronised clocks).");
-      out << "shoal_federation_propagation_seconds{" << node_label << ",quantile=\"0.5\"} "
-          << f.lag_p50_us / 1e6 << '\n';
-      out << "shoal_federation_propagation_seconds{" << node_label << ",quantile=\"0.99\"} "
-          << f.lag_p99_us / 1e6 << '\n';
+      metric("shoal_federation_propagation_seconds", "histogram",
+             "Lag from the oldest change in a peer's batch to its merge here (assumes "
+             "synchronised clocks).");
+      for (double le : {0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0})
+        out << "shoal_federation_propagation_seconds_bucket{" << node_label << ",le=\"" << le
+            << "\"} " << f.lag.cumulative_le(le * 1e9) << '\n';
+      out << "shoal_federation_propagation_seconds_bucket{" << node_label << ",le=\"+Inf\"} "
+          << f.lag.count() << '\n';
+      out << "shoal_federation_propagation_seconds_sum{" << node_label << "} "
+          << f.lag.sum_ns() / 1e9 << '\n';
       out << "shoal_federation_propagation_seconds_count{" << node_label << "} "
-          << f.lag_samples << '\n';
+          << f.lag.count() << '\n';
       metric("shoal_federation_republishes_total", "counter",
              "Times this node republished its contributions (anti-entropy, resync).");
       out << "shoal_federation_republishes_total{" << node_label << "} " << f.republishes

@@ -1,9 +1,9 @@
-#include "actors/histogram.hpp"
+#include "kernels/histogram.hpp"
 
 #include <algorithm>
 #include <cmath>
 
-namespace shoal::actors {
+namespace shoal::kernels {
 
 double latency_histogram::upper_edge(size_t i) noexcept {
   return min_ns * std::exp2(static_cast<double>(i + 1) / 8.0);
@@ -36,6 +36,15 @@ double latency_histogram::quantile(double q) const noexcept {
   return upper_edge(n_buckets - 1);
 }
 
+latency_histogram latency_histogram::since(const latency_histogram& earlier) const noexcept {
+  latency_histogram d;
+  for (size_t i = 0; i < n_buckets; ++i)
+    d.buckets_[i] = buckets_[i] - std::min(buckets_[i], earlier.buckets_[i]);
+  d.count_ = count_ - std::min(count_, earlier.count_);
+  d.sum_ns_ = sum_ns_ - earlier.sum_ns_;
+  return d;
+}
+
 uint64_t latency_histogram::cumulative_le(double le_ns) const noexcept {
   uint64_t c = 0;
   for (size_t i = 0; i < n_buckets && upper_edge(i) <= le_ns * 1.0000001; ++i)
@@ -43,4 +52,4 @@ uint64_t latency_histogram::cumulative_le(double le_ns) const noexcept {
   return c;
 }
 
-} // namespace shoal::actors
+} // namespace shoal::kernels

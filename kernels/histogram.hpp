@@ -4,14 +4,14 @@
 ///
 /// Buckets are geometric with ratio 2^(1/8) (~9% wide) from 100 ns to ~1.7e3 s:
 /// a reported percentile is the upper edge of its bucket, so it overstates the
-/// true value by at most 9%. Not thread-safe (owned by the telemetry actor).
+/// true value by at most 9%. Not thread-safe (each owner keeps its own).
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
-namespace shoal::actors {
+namespace shoal::kernels {
 
 class latency_histogram {
 public:
@@ -31,6 +31,11 @@ public:
   /// Cumulative count of observations <= `le_ns` (bucket-resolution).
   uint64_t cumulative_le(double le_ns) const noexcept;
 
+  /// The observations recorded since `earlier`, a snapshot of this
+  /// histogram (for the distribution over an interval). @pre earlier is a
+  /// past copy of *this.
+  latency_histogram since(const latency_histogram& earlier) const noexcept;
+
   /// Upper edge of bucket i, ns.
   static double upper_edge(size_t i) noexcept;
 
@@ -40,4 +45,4 @@ private:
   double sum_ns_ = 0;
 };
 
-} // namespace shoal::actors
+} // namespace shoal::kernels
