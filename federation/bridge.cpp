@@ -447,8 +447,14 @@ std::string connect(bridge_state& s) {
     s.link->send(up_atom::value);
     return {};
   }
-  if (st == NATS_NOT_YET_CONNECTED)
-    return {}; // retried in the background; on_connected reports success
+  if (st == NATS_NOT_YET_CONNECTED) {
+    // Retried in the background; on_connected reports success. Say why not yet.
+    const char* why = nullptr;
+    natsConnection_GetLastError(s.nc, &why);
+    spdlog::warn("federation: not connected to {} yet ({}); retrying in the background",
+                 c.urls, why != nullptr && *why != 0 ? why : "no server answered");
+    return {};
+  }
   s.nc = nullptr;
   return std::string("connecting to ") + c.urls + ": " + natsStatus_GetText(st);
 }
@@ -732,8 +738,16 @@ caf::behavior bridge_actor(caf::stateful_actor<bridge_state>* self, bridge_args 
       auto& s = self->state;
       self->delayed_send(self, std::chrono::milliseconds(s.a.cfg.telemetry_interval_ms),
                          telemetry_tick_atom::value);
-      if (!s.st.connected)
+      if (!s.st.connected) {
+        if (s.nc != nullptr) {
+          const char* why = nullptr;
+          natsConnection_GetLastError(s.nc, &why);
+          s.log.warn("offline", "not connected to " + s.a.cfg.urls + " ("
+                                  + (why != nullptr && *why != 0 ? why : "no server answered")
+                                  + "); serving and learning locally");
+        }
         return;
+      }
       self->request(s.a.router, caf::infinite, digest_atom::value)
         .then([self](const router_digest& rd) {
           auto& s = self->state;

@@ -2,6 +2,10 @@
 
 #include "proto/error.hpp"
 
+#include "shoal/proto/v1/federation.capnp.h"
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
 #include <doctest/doctest.h>
 
 using namespace shoal::proto;
@@ -88,4 +92,34 @@ TEST_CASE("malformed federation payloads decode to corrupt_data, never a crash")
   // Every truncation of a valid batch fails cleanly or decodes a prefix.
   for (size_t n = 0; n < bytes.size(); n += 8)
     (void)decode_delta_batch(std::string_view(bytes).substr(0, n));
+}
+
+TEST_CASE("a delta batch written with the previous schema reads with today's") {
+  // As a node from before DeltaBatch.changedUs wrote it (frozen schema copy).
+  ::capnp::MallocMessageBuilder mb;
+  auto b = mb.initRoot<shoal::proto::capnp::v1::DeltaBatch>();
+  b.setNode(77);
+  b.setNodeName("old-node");
+  b.setSeq(3);
+  b.setDim(2);
+  b.setNTiers(1);
+  auto ds = b.initDeltas(1);
+  ds[0].setOriginNode(77);
+  ds[0].setOriginId(9);
+  ds[0].setVersion(12);
+  auto ts = ds[0].initTiers(1);
+  ts[0].setSumQuality(0.5);
+  ts[0].setSumQuality2(0.25);
+  ts[0].setCount(1);
+  auto words = ::capnp::messageToFlatArray(mb);
+  auto bytes = words.asBytes();
+  auto r = decode_delta_batch({reinterpret_cast<const char*>(bytes.begin()), bytes.size()});
+  REQUIRE(r);
+  CHECK(r->node == 77);
+  CHECK(r->node_name == "old-node");
+  REQUIRE(r->deltas.size() == 1);
+  CHECK(r->deltas[0].contrib.node == 77);
+  CHECK(r->deltas[0].contrib.version == 12);
+  CHECK(r->deltas[0].contrib.tiers[0].count == 1);
+  CHECK(r->changed_us == 0); // absent: "unknown", so no lag is recorded for it
 }

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <csignal>
 #include <functional>
+#include <random>
 #include <thread>
 
 using namespace shoal::testing;
@@ -317,4 +318,64 @@ TEST_CASE("a hostile peer's messages change nothing and are counted") {
   learn(*a, 100, 5);
   natsConnection_Destroy(nc);
   CHECK(a->stop(SIGINT) == 0);
+}
+
+TEST_CASE("NATS token auth: the right token connects, a wrong one leaves the node serving alone") {
+  temp_dir dir;
+  nats_server::options o;
+  o.token = "s3cret-token";
+  auto nats = must_start_nats(dir.path() / "nats", o);
+  auto trusted = node_key(dir.path() / "a", "a") + "," + node_key(dir.path() / "b", "b");
+  auto good = fed_args("a", nats->url(), trusted);
+  good.insert(good.end(), {"--set", "federation.token=s3cret-token"});
+  auto bad = fed_args("b", nats->url(), trusted);
+  bad.insert(bad.end(), {"--set", "federation.token=wrong"});
+  auto a = must_start(dir.path() / "a", good);
+  auto b = must_start(dir.path() / "b", bad);
+  learn(*a, 0, 10);
+  learn(*b, 100, 10); // b serves and learns without federation
+  auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (stats(*a)["federation"]["stream_ready"] != true
+         && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(50ms);
+  CHECK(stats(*a)["federation"]["connected"] == true);
+  CHECK(stats(*a)["federation"]["stream_ready"] == true);
+  auto sb = stats(*b);
+  CHECK(sb["federation"]["connected"] == false);
+  CHECK(sb["requests"] == 10);
+  CHECK(b->log().find("uthorization") != std::string::npos); // NATS said why
+  CHECK(b->stop(SIGINT) == 0);
+  CHECK(a->stop(SIGINT) == 0);
+}
+
+TEST_CASE("a node joining after the stream was trimmed gets everything through resync") {
+  temp_dir dir;
+  auto nats = must_start_nats(dir.path() / "nats");
+  auto trusted = node_key(dir.path() / "a", "a") + "," + node_key(dir.path() / "late", "late");
+  auto args = [&](const std::string& name) {
+    auto v = fed_args(name, nats->url(), trusted);
+    // 1 MiB of stream: the announcements of 1,000 patterns (~1.6 KB each) overflow it.
+    v.insert(v.end(), {"--set", "federation.stream_max_bytes=1048576"});
+    return v;
+  };
+  auto a = must_start(dir.path() / "a", args("a"));
+  auto c = a->client();
+  std::mt19937 rng(9);
+  std::normal_distribution<float> normal;
+  for (int i = 0; i < 1000; ++i) { // random directions: every request a new pattern
+    std::vector<float> e(384);
+    for (auto& x : e)
+      x = normal(rng);
+    auto r = post(c, "/v1/route", json{{"embedding", e}}.dump());
+    REQUIRE(r);
+    REQUIRE(r->status == 200);
+    if (i % 50 == 0)
+      std::this_thread::sleep_for(20ms); // let batches go out one by one
+  }
+  REQUIRE(stats(*a)["patterns"] == 1000);
+  auto late = must_start(dir.path() / "late", args("late"));
+  REQUIRE(converged({a.get(), late.get()}, 1));
+  CHECK(stats(*late)["patterns"] == 1000);
+  CHECK(stats(*late)["federation"]["resyncs_requested"].get<uint64_t>() >= 1);
+  CHECK(stats(*a)["federation"]["republishes"].get<uint64_t>() >= 1);
 }

@@ -90,6 +90,7 @@ public:
     std::string cluster_name;    ///< with cluster_port: the cluster's name
     int cluster_port = 0;        ///< 0 = standalone
     std::vector<int> routes;     ///< cluster ports of the other members
+    std::string token;           ///< client auth token; "" = no auth
   };
 
   ~nats_server();
