@@ -5,15 +5,18 @@
 # isolated node, in one run (same prompts, same evaluator seed).
 #   1. nodes a and b (federated over a real nats-server with JetStream) learn
 #      from --learned prompts between them;
-#   2. node "joiner" starts fresh, federated, and catches up from the stream;
-#      node "isolated" starts fresh without federation;
+#   2. a "joiner" node starts fresh, federated, and catches up from the stream;
+#      an "isolated" node starts fresh without federation;
 #   3. both replay the same --limit prompts that a and b never saw.
-# Prints both learning curves and the first window at >= 95% of the oracle.
+#   Steps 2-3 run --repeats times (fresh nodes, other exploration seeds); the
+#   curves are averaged, since 95% lies close to the router's plateau and a
+#   single run's first crossing is mostly noise.
+# Prints the mean learning curves and where each first reaches 95% of the oracle.
 # Usage: bench/federation_learning.sh [--build DIR] [--prompts FILE]
-#          [--learned N] [--limit N] [--window N] [--eval-seed S]
+#          [--learned N] [--limit N] [--window N] [--eval-seed S] [--repeats N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-build=build prompts=prompts.jsonl learned=20000 limit=10000 window=250 seed=42
+build=build prompts=prompts.jsonl learned=20000 limit=10000 window=250 seed=42 repeats=5
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --build) build=$2; shift 2 ;;
@@ -22,6 +25,7 @@ while [[ $# -gt 0 ]]; do
     --limit) limit=$2; shift 2 ;;
     --window) window=$2; shift 2 ;;
     --eval-seed) seed=$2; shift 2 ;;
+    --repeats) repeats=$2; shift 2 ;;
     *) echo "federation_learning.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -42,13 +46,16 @@ source bench/nats.sh
 start_nats "$dir/nats"
 pids+=("$nats_pid")
 
-trusted=""
-for n in a b joiner; do
-  trusted+="${trusted:+,}$("$shoal" key --set node.name=$n --set store.data_dir="$dir/$n")"
+# a and b trust each other; each joiner trusts a, b and itself only, so what
+# one joiner learns on the unseen prompts never reaches the next one.
+declare -A key
+for n in a b $(seq -f 'joiner%g' 1 "$repeats"); do
+  key[$n]=$("$shoal" key --set node.name=$n --set store.data_dir="$dir/$n")
 done
+cluster_trust="${key[a]},${key[b]}"
 
-start_node() { # name, federated (0/1)
-  local n=$1 args=()
+start_node() { # name, federated (0/1), trust list
+  local n=$1 args=() trusted=${3:-}
   if [[ $2 == 1 ]]; then
     args=(--set federation.enabled=true --set "federation.urls=$nats_url"
           --set "federation.trusted=$trusted" --set federation.stream_max_bytes=1073741824)
@@ -74,8 +81,8 @@ wait_same_patterns() { # url url: until both hold the same number of patterns
   exit 1
 }
 
-a=$(start_node a 1)
-b=$(start_node b 1)
+a=$(start_node a 1 "$cluster_trust")
+b=$(start_node b 1 "$cluster_trust")
 half=$((learned / 2))
 t0=$(date +%s.%N)
 "$shoal" replay --url "$a" --prompts "$prompts" --limit "$half" --window "$half" \
@@ -91,47 +98,49 @@ echo
 printf 'cluster: nodes a and b learned from %d prompts (%d each) in %.1f s; %s patterns\n' \
   "$learned" "$half" "$(echo "$(date +%s.%N) - $t0" | bc)" "$(stat "$a" 'd["patterns"]')"
 
-t1=$(date +%s.%N)
-joiner=$(start_node joiner 1)
-wait_same_patterns "$a" "$joiner"
-printf 'joiner: caught up from JetStream in %.1f s (%s stream messages)\n' \
-  "$(echo "$(date +%s.%N) - $t1" | bc)" "$(stat "$joiner" 'd["federation"]["stream_seq"]')"
-isolated=$(start_node isolated 0)
-
-for n in joiner isolated; do
-  url=$joiner
-  [[ $n == isolated ]] && url=$isolated
-  "$shoal" replay --url "$url" --prompts "$prompts" --offset "$learned" --limit "$limit" \
-    --window "$window" --eval-seed "$seed" --curve-out "$dir/$n.csv" >"$dir/$n.replay"
+for r in $(seq 1 "$repeats"); do
+  t1=$(date +%s.%N)
+  joiner=$(start_node joiner$r 1 "$cluster_trust,${key[joiner$r]}")
+  wait_same_patterns "$a" "$joiner"
+  printf 'joiner %d: caught up from JetStream in %.1f s (%s stream messages)\n' "$r" \
+    "$(echo "$(date +%s.%N) - $t1" | bc)" "$(stat "$joiner" 'd["federation"]["stream_seq"]')"
+  isolated=$(start_node isolated$r 0)
+  for n in joiner isolated; do
+    url=$joiner
+    [[ $n == isolated ]] && url=$isolated
+    "$shoal" replay --url "$url" --prompts "$prompts" --offset "$learned" --limit "$limit" \
+      --window "$window" --eval-seed "$seed" --curve-out "$dir/$n$r.csv" >"$dir/$n$r.replay"
+  done
 done
 
-/usr/bin/python3 - "$dir/joiner.csv" "$dir/isolated.csv" "$window" <<'EOF'
+/usr/bin/python3 - "$dir" "$repeats" "$window" <<'EOF'
 import csv, sys
+d, repeats, w = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 def load(p):
     return [(int(r["requests"]), float(r["ratio"])) for r in csv.DictReader(open(p))]
-j, i, w = load(sys.argv[1]), load(sys.argv[2]), int(sys.argv[3])
+runs = {n: [load(f"{d}/{n}{r}.csv") for r in range(1, repeats + 1)] for n in ("joiner", "isolated")}
+def mean_curve(cs):
+    return [(cs[0][t][0], sum(c[t][1] for c in cs) / len(cs)) for t in range(len(cs[0]))]
 def first(curve, level=0.95):
     return next((n for n, r in curve if r >= level), None)
-def sustained(curve, level=0.95, k=4):
-    # first window from which the mean of the next k windows stays >= level
-    for s in range(len(curve) - k + 1):
-        if all(sum(r for _, r in curve[t:t + k]) / k >= level for t in range(s, len(curve) - k + 1)):
-            return curve[s][0]
-    return None
+j, i = mean_curve(runs["joiner"]), mean_curve(runs["isolated"])
 print()
-print(f"learning curves on the same {len(j) * w} unseen prompts (window {w}), % of the oracle's reward:")
+print(f"mean learning curves over {repeats} runs on the same {len(j) * w} unseen prompts "
+      f"(window {w}), % of the oracle's reward:")
 print()
 print("| requests | joiner (federated) | isolated |")
 print("|---:|---:|---:|")
 step = max(1, len(j) // 20)
-for t in range(0, len(j), step):
+for t in list(range(0, len(j), step)):
     print(f"| {j[t][0]} | {100 * j[t][1]:.1f}% | {100 * i[t][1]:.1f}% |")
-fj, fi = first(j), first(i)
-sj, si = sustained(j), sustained(i)
 print()
-print(f"first window >= 95%: joiner {fj}, isolated {fi}" +
-      (f" -> joiner needs {fj / fi:.3f} of the isolated node's requests" if fj and fi else ""))
-print(f"from which the mean of 4 windows stays >= 95%: joiner {sj}, isolated {si}")
-mean = lambda c, a, b: 100 * sum(r for n, r in c if a < n <= b) / max(1, sum(1 for n, r in c if a < n <= b))
-print(f"mean over the first 1000 requests: joiner {mean(j, 0, 1000):.1f}%, isolated {mean(i, 0, 1000):.1f}%")
+fj, fi = first(j), first(i)
+print(f"mean curve first >= 95%: joiner {fj}, isolated {fi}" +
+      (f" -> the joiner needs {fj / fi:.3f} of the isolated node's requests" if fj and fi else ""))
+print("per run, first window >= 95%: joiner " + ", ".join(str(first(c)) for c in runs["joiner"]) +
+      "; isolated " + ", ".join(str(first(c)) for c in runs["isolated"]))
+m = lambda c, a, b: 100 * sum(r for n, r in c if a < n <= b) / max(1, sum(1 for n, r in c if a < n <= b))
+print(f"mean over requests 1-1000: joiner {m(j, 0, 1000):.1f}%, isolated {m(i, 0, 1000):.1f}%; "
+      f"over the last 4000: joiner {m(j, len(j) * w - 4000, len(j) * w):.1f}%, "
+      f"isolated {m(i, len(i) * w - 4000, len(i) * w):.1f}%")
 EOF
