@@ -9,6 +9,7 @@
 #include <nats/nats.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <csignal>
 #include <functional>
 #include <random>
@@ -415,4 +416,40 @@ TEST_CASE("anti-entropy: a delta lost from the stream is repaired from digests")
   REQUIRE(converged({a.get(), b.get()}, 1));
   CHECK(stats(*a)["federation"]["republishes"].get<uint64_t>() >= 1);
   CHECK(stats(*b)["federation"]["resyncs_requested"] == 0); // it was not a trimmed stream
+}
+
+TEST_CASE("NATS over TLS: a node that trusts the server's CA connects, one that does not stays local") {
+  temp_dir dir;
+  auto d = dir.path().string();
+  // A CA and a server certificate for 127.0.0.1, made with openssl.
+  std::string cmd =
+    "cd " + d + " && openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=shoal-test-ca"
+    " -keyout ca.key -out ca.pem 2>/dev/null"
+    " && openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key"
+    " -out server.csr 2>/dev/null"
+    " && printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext"
+    " && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1"
+    " -extfile san.ext -out server.pem 2>/dev/null";
+  REQUIRE(std::system(cmd.c_str()) == 0);
+  nats_server::options o;
+  o.tls_cert = d + "/server.pem";
+  o.tls_key = d + "/server.key";
+  auto nats = must_start_nats(dir.path() / "nats", o);
+  auto url = "tls://127.0.0.1:" + std::to_string(nats->port());
+  auto trusted = node_key(dir.path() / "a", "a") + "," + node_key(dir.path() / "b", "b");
+  auto good = fed_args("a", url, trusted);
+  good.insert(good.end(), {"--set", "federation.tls=true", "--set", "federation.tls_ca=" + d + "/ca.pem"});
+  auto bad = fed_args("b", url, trusted); // TLS, but the server's CA is not trusted
+  bad.insert(bad.end(), {"--set", "federation.tls=true"});
+  auto a = must_start(dir.path() / "a", good);
+  auto b = must_start(dir.path() / "b", bad);
+  auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (stats(*a)["federation"]["stream_ready"] != true
+         && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(50ms);
+  CHECK(stats(*a)["federation"]["stream_ready"] == true);
+  CHECK(stats(*b)["federation"]["connected"] == false);
+  learn(*b, 0, 5); // b still serves and learns
+  CHECK(b->stop(SIGINT) == 0);
+  CHECK(a->stop(SIGINT) == 0);
 }

@@ -236,6 +236,9 @@ bool nats_server::run(std::string* log) {
     // Small JetStream limits: the default reserves most of the machine.
     out << "jetstream { store_dir: \"" << (dir_ / "js").string()
         << "\", max_memory_store: 64MB, max_file_store: 512MB }\n";
+    if (!opts_.tls_cert.empty())
+      out << "tls { cert_file: \"" << opts_.tls_cert << "\", key_file: \"" << opts_.tls_key
+          << "\" }\n";
     if (!opts_.token.empty())
       out << "authorization { token: \"" << opts_.token << "\" }\n";
     if (opts_.cluster_port != 0) {

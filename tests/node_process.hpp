@@ -91,6 +91,7 @@ public:
     int cluster_port = 0;        ///< 0 = standalone
     std::vector<int> routes;     ///< cluster ports of the other members
     std::string token;           ///< client auth token; "" = no auth
+    std::string tls_cert, tls_key; ///< PEM files: require TLS from clients
   };
 
   ~nats_server();
