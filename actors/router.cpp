@@ -152,6 +152,10 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
     st.writer = self->spawn<caf::detached>(pattern_writer, st.bank->environment());
   self->set_exit_handler([self](caf::exit_msg& msg) {
     auto& st = self->state;
+    // Hand the last changes to the bridge (it exits after the router).
+    while (st.bridge && st.link_up && st.bank->deltas_pending() > 0)
+      self->send(st.bridge, publish_atom::value, st.bank->take_deltas(st.publish_max),
+                 st.first_change_us);
     st.persist(self, true);
     if (st.writer)
       self->send(st.writer, close_atom::value); // after the last batch

@@ -748,14 +748,17 @@ caf::behavior bridge_actor(caf::stateful_actor<bridge_state>* self, bridge_args 
         }
         return;
       }
-      self->request(s.a.router, caf::infinite, digest_atom::value)
-        .then([self](const router_digest& rd) {
+      // The router's counters (cheap), not a digest (a walk over every pattern).
+      self->request(s.a.router, caf::infinite, stats_atom::value)
+        .then([self](const proto::router_stats& rs) {
           auto& s = self->state;
           proto::telemetry_report t;
           t.node = s.a.self.id();
           t.node_name = s.a.node_name;
           t.sent_ms = utc_ms();
-          t.n_patterns = rd.n_patterns;
+          t.n_patterns = rs.n_patterns;
+          t.n_routed = rs.n_routed;
+          t.n_learned = rs.n_learned;
           t.n_deltas_sent = s.st.deltas_sent;
           t.n_deltas_merged = s.st.deltas_merged;
           t.n_dropped = s.st.dropped_untrusted + s.st.dropped_bad_signature

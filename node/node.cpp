@@ -121,10 +121,16 @@ int run_node(const node_config& cfg) {
         waiter.join();
       }
     } // gateway destroyed: no more requests reach the actors
-    for (auto* h : {&a.bridge, &a.sona, &a.router, &a.witness, &a.telemetry}) {
+    // The router goes before the bridge, so its last changes are published;
+    // the bridge, then, so it no longer hands merges to a router that left.
+    caf::scoped_actor waiter{sys};
+    waiter->monitor(a.router);
+    for (auto* h : {&a.sona, &a.router, &a.bridge, &a.witness, &a.telemetry}) {
       if (!*h)
         continue;
       caf::anon_send_exit(*h, caf::exit_reason::user_shutdown);
+      if (h == &a.router && a.bridge)
+        waiter->receive([](const caf::down_msg&) {});
       *h = caf::actor{}; // the system waits for detached actors' last handle
     }
   } // ~actor_system: waits until every actor has quit (router and witness flush)
