@@ -139,6 +139,14 @@ print(f"mean curve first >= 95%: joiner {fj}, isolated {fi}" +
       (f" -> the joiner needs {fj / fi:.3f} of the isolated node's requests" if fj and fi else ""))
 print("per run, first window >= 95%: joiner " + ", ".join(str(first(c)) for c in runs["joiner"]) +
       "; isolated " + ", ".join(str(first(c)) for c in runs["isolated"]))
+def cumulative(curve):  # mean reward ratio over all requests so far (equal windows)
+    out, total = [], 0.0
+    for t, (n, r) in enumerate(curve):
+        total += r
+        out.append((n, total / (t + 1)))
+    return out
+cj, ci = first(cumulative(j)), first(cumulative(i))
+print(f"cumulative mean (all requests so far) first >= 95%: joiner {cj}, isolated {ci}")
 m = lambda c, a, b: 100 * sum(r for n, r in c if a < n <= b) / max(1, sum(1 for n, r in c if a < n <= b))
 print(f"mean over requests 1-1000: joiner {m(j, 0, 1000):.1f}%, isolated {m(i, 0, 1000):.1f}%; "
       f"over the last 4000: joiner {m(j, len(j) * w - 4000, len(j) * w):.1f}%, "
