@@ -738,6 +738,10 @@ caf::behavior bridge_actor(caf::stateful_actor<bridge_state>* self, bridge_args 
       auto& s = self->state;
       self->delayed_send(self, std::chrono::milliseconds(s.a.cfg.telemetry_interval_ms),
                          telemetry_tick_atom::value);
+      // Watchdog: connected but without a stream and no set-up running (its
+      // retry chain broken somehow): start one.
+      if (s.st.connected && !s.st.stream_ready && !s.setup_thread.joinable())
+        s.start_setup();
       if (!s.st.connected) {
         if (s.nc != nullptr) {
           const char* why = nullptr;
