@@ -81,7 +81,19 @@ void pattern_bank::add_to_global(const std::vector<proto::tier_stat>& tiers) {
   }
 }
 
-void pattern_bank::adopt(uint64_t id, pattern_state st) {
+void pattern_bank::adopt(const proto::pattern_record& r) {
+  uint64_t id = r.id;
+  next_id_ = std::max(next_id_, id + 1);
+  clock_ = std::max(clock_, r.version);
+  pattern_state st;
+  st.tiers = r.tiers;
+  st.hits = r.hits;
+  st.created_ms = r.created_ms;
+  st.updated_ms = r.updated_ms;
+  st.version = r.version;
+  st.origin_node = r.origin_node == cfg_.node_id ? 0 : r.origin_node;
+  st.origin_id = st.origin_node == 0 ? 0 : r.origin_id;
+  st.peers = r.peers;
   st.total = st.tiers;
   for (const auto& c : st.peers)
     federation::add_tiers(st.total, c.tiers);
@@ -157,20 +169,8 @@ caf::error pattern_bank::load() {
     return err;
   if (bad)
     return bad;
-  for (auto& r : records) {
-    next_id_ = std::max(next_id_, r.id + 1);
-    clock_ = std::max(clock_, r.version);
-    pattern_state st;
-    st.tiers = std::move(r.tiers);
-    st.hits = r.hits;
-    st.created_ms = r.created_ms;
-    st.updated_ms = r.updated_ms;
-    st.version = r.version;
-    st.origin_node = r.origin_node == cfg_.node_id ? 0 : r.origin_node;
-    st.origin_id = st.origin_node == 0 ? 0 : r.origin_id;
-    st.peers = std::move(r.peers);
-    adopt(r.id, std::move(st));
-  }
+  for (const auto& r : records)
+    adopt(r);
   auto seq = env_->get(store::table::meta, "federation");
   if (!seq)
     return seq.error();
@@ -316,18 +316,7 @@ caf::error pattern_bank::insert(proto::pattern_record rec) {
     return make_error(errc::invalid_argument, "pattern dimension or tier count mismatch");
   if (auto err = index_.add(rec.id, rec.centroid))
     return err;
-  next_id_ = std::max(next_id_, rec.id + 1);
-  clock_ = std::max(clock_, rec.version);
-  pattern_state st;
-  st.tiers = std::move(rec.tiers);
-  st.hits = rec.hits;
-  st.created_ms = rec.created_ms;
-  st.updated_ms = rec.updated_ms;
-  st.version = rec.version;
-  st.origin_node = rec.origin_node;
-  st.origin_id = rec.origin_id;
-  st.peers = std::move(rec.peers);
-  adopt(rec.id, std::move(st));
+  adopt(rec);
   unflushed_[rec.id] = std::move(rec.centroid);
   dirty_.insert(rec.id);
   return {};
@@ -602,13 +591,14 @@ pattern_bank::merge(uint64_t node, std::span<const proto::pattern_delta> deltas,
         ++ms.dropped;
         continue;
       }
-      id = next_id_++;
-      pattern_state st;
-      st.tiers.assign(cfg_.tiers.size(), {});
-      st.created_ms = st.updated_ms = now_ms;
-      st.origin_node = d.origin_node;
-      st.origin_id = d.origin_id;
-      adopt(id, std::move(st));
+      id = next_id_;
+      proto::pattern_record r;
+      r.id = id;
+      r.tiers.assign(cfg_.tiers.size(), {});
+      r.created_ms = r.updated_ms = now_ms;
+      r.origin_node = d.origin_node;
+      r.origin_id = d.origin_id;
+      adopt(r);
       std::vector<float> c = d.centroid;
       kernels::normalize(c);
       pending_.emplace_back(id, c);

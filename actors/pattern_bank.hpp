@@ -306,8 +306,9 @@ private:
   /// dequantized int8 copy (in-memory banks without LMDB).
   std::vector<float> centroid(uint64_t id) const;
   void add_to_global(const std::vector<proto::tier_stat>& tiers);
-  /// Adds a pattern's state (from LMDB, insert or merge) to the maps.
-  void adopt(uint64_t id, pattern_state st);
+  /// Adds a pattern (from LMDB, insert or merge; its centroid is not used)
+  /// to the maps, the bank-wide sums, the id counter and the clock.
+  void adopt(const proto::pattern_record& r);
   /// Marks this node's contribution to `id` changed (for take_deltas).
   void touch_outbox(uint64_t id);
   proto::pattern_record make_record(uint64_t id, const pattern_state& st) const;

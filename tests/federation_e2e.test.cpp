@@ -102,6 +102,14 @@ void learn(const node_process& node, int first, int n) {
   }
 }
 
+/// Waits (at most 20 s) until the node's federation stream is set up.
+void wait_stream_ready(const node_process& n) {
+  auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (stats(n)["federation"]["stream_ready"] != true
+         && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(50ms);
+}
+
 /// Waits (at most `timeout`) until every node holds the same contributions
 /// from the same origins, `n_origins` of them. @returns whether they did.
 bool converged(const std::vector<const node_process*>& nodes, size_t n_origins,
@@ -349,10 +357,7 @@ TEST_CASE("NATS token auth: the right token connects, a wrong one leaves the nod
   auto b = must_start(dir.path() / "b", bad);
   learn(*a, 0, 10);
   learn(*b, 100, 10); // b serves and learns without federation
-  auto deadline = std::chrono::steady_clock::now() + 20s;
-  while (stats(*a)["federation"]["stream_ready"] != true
-         && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(50ms);
+  wait_stream_ready(*a);
   CHECK(stats(*a)["federation"]["connected"] == true);
   CHECK(stats(*a)["federation"]["stream_ready"] == true);
   auto sb = stats(*b);
@@ -457,10 +462,7 @@ TEST_CASE("NATS over TLS: a node that trusts the server's CA connects, one that 
   bad.insert(bad.end(), {"--set", "federation.tls=true"});
   auto a = must_start(dir.path() / "a", good);
   auto b = must_start(dir.path() / "b", bad);
-  auto deadline = std::chrono::steady_clock::now() + 20s;
-  while (stats(*a)["federation"]["stream_ready"] != true
-         && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(50ms);
+  wait_stream_ready(*a);
   CHECK(stats(*a)["federation"]["stream_ready"] == true);
   CHECK(stats(*b)["federation"]["connected"] == false);
   learn(*b, 0, 5); // b still serves and learns

@@ -86,6 +86,16 @@ int wait_for(int pid, std::chrono::milliseconds timeout) {
   }
 }
 
+/// Sends `sig` to `pid` and waits (30 s at most, then SIGKILL); clears `pid`.
+int stop_process(int& pid, int sig) {
+  if (pid <= 0)
+    return -1;
+  kill(pid, sig);
+  int rc = wait_for(pid, 30s);
+  pid = -1;
+  return rc;
+}
+
 std::string slurp(const fs::path& p) {
   std::ifstream in(p);
   std::stringstream ss;
@@ -150,12 +160,7 @@ node_process::~node_process() {
 }
 
 int node_process::stop(int sig) {
-  if (pid_ <= 0)
-    return -1;
-  kill(pid_, sig);
-  int rc = wait_for(pid_, 30s);
-  pid_ = -1;
-  return rc;
+  return stop_process(pid_, sig);
 }
 
 std::string node_process::log() const {
@@ -279,12 +284,7 @@ nats_server::~nats_server() {
 }
 
 int nats_server::stop(int sig) {
-  if (pid_ <= 0)
-    return -1;
-  kill(pid_, sig);
-  int rc = wait_for(pid_, 30s);
-  pid_ = -1;
-  return rc;
+  return stop_process(pid_, sig);
 }
 
 std::string nats_server::log() const {
