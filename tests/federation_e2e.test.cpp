@@ -270,7 +270,9 @@ TEST_CASE("a hostile peer's messages change nothing and are counted") {
   auto eve = shoal::federation::identity::from_seed(seed); // not trusted
   auto trusted = node_key(dir.path() / "a", "a") + ",mallory="
                  + shoal::federation::to_hex(mallory.pk());
-  auto a = must_start(dir.path() / "a", fed_args("a", nats->url(), trusted));
+  auto args = fed_args("a", nats->url(), trusted);
+  args.insert(args.end(), {"--set", "federation.max_message_bytes=65536"});
+  auto a = must_start(dir.path() / "a", args);
   learn(*a, 0, 20);
 
   natsConnection* nc = nullptr;
@@ -324,15 +326,27 @@ TEST_CASE("a hostile peer's messages change nothing and are counted") {
   REQUIRE(natsConnection_Publish(nc, "shoal.test.patterns.mallory", junk.data(),
                                  static_cast<int>(junk.size()))
           == NATS_OK);
+  auto unsigned_batch = mallory.seal(shoal::proto::wire_kind::delta_batch,
+                                     shoal::proto::encode(batch(9, 1.5, 384)), "mallory");
+  unsigned_batch.signature.clear();
+  auto unsigned_bytes = shoal::proto::encode(unsigned_batch);
+  REQUIRE(natsConnection_Publish(nc, "shoal.test.patterns.mallory", unsigned_bytes.data(),
+                                 static_cast<int>(unsigned_bytes.size()))
+          == NATS_OK);
+  std::string huge(100'000, '\x02'); // over federation.max_message_bytes
+  REQUIRE(natsConnection_Publish(nc, "shoal.test.patterns.mallory", huge.data(),
+                                 static_cast<int>(huge.size()))
+          == NATS_OK);
   REQUIRE(natsConnection_Flush(nc) == NATS_OK);
-  wait_seq(seq0 + 7);
+  wait_seq(seq0 + 9);
   auto after = stats(*a);
-  CHECK(after["federation"]["stream_seq"].get<uint64_t>() >= seq0 + 7);
+  CHECK(after["federation"]["stream_seq"].get<uint64_t>() >= seq0 + 9);
   CHECK(after["federation"]["origins"] == before["federation"]["origins"]);
   CHECK(after["patterns"] == before["patterns"]);
   auto dropped = after["federation"]["dropped"];
   CHECK(dropped["untrusted"] == 1);
-  CHECK(dropped["bad_signature"] == 1);
+  CHECK(dropped["bad_signature"] == 2); // eve's signature as mallory; no signature
+  CHECK(dropped["oversized"] == 1);
   CHECK(dropped["invalid"] == 3); // dimension, NaN, impossible sums
   CHECK(dropped["malformed"] == 1);
   CHECK(after["federation"]["deltas_stale"].get<uint64_t>()
