@@ -54,6 +54,8 @@ for n in a b $(seq -f 'joiner%g' 1 "$repeats"); do
 done
 cluster_trust="${key[a]},${key[b]}"
 
+# Starts a node; sets node_url and node_pid. Not in a subshell, so that
+# cleanup knows every pid.
 start_node() { # name, federated (0/1), trust list
   local n=$1 args=() trusted=${3:-}
   if [[ $2 == 1 ]]; then
@@ -62,10 +64,11 @@ start_node() { # name, federated (0/1), trust list
   fi
   "$shoal" node --set node.name=$n --set http.port=0 --set "http.port_file=$dir/$n.port" \
     --set "store.data_dir=$dir/$n" --set node.log_level=warn "${args[@]}" >"$dir/$n.log" 2>&1 &
-  pids+=($!)
+  node_pid=$!
+  pids+=("$node_pid")
   for _ in $(seq 200); do [[ -s $dir/$n.port ]] && break; sleep 0.05; done
   [[ -s $dir/$n.port ]] || { cat "$dir/$n.log" >&2; exit 1; }
-  echo "http://$(cat "$dir/$n.port")"
+  node_url="http://$(cat "$dir/$n.port")"
 }
 
 stat() { # url, python expression over d (the /v1/stats JSON)
@@ -81,8 +84,8 @@ wait_same_patterns() { # url url: until both hold the same number of patterns
   exit 1
 }
 
-a=$(start_node a 1 "$cluster_trust")
-b=$(start_node b 1 "$cluster_trust")
+start_node a 1 "$cluster_trust"; a=$node_url
+start_node b 1 "$cluster_trust"; b=$node_url
 half=$((learned / 2))
 t0=$(date +%s.%N)
 "$shoal" replay --url "$a" --prompts "$prompts" --limit "$half" --window "$half" \
@@ -100,17 +103,21 @@ printf 'cluster: nodes a and b learned from %d prompts (%d each) in %.1f s; %s p
 
 for r in $(seq 1 "$repeats"); do
   t1=$(date +%s.%N)
-  joiner=$(start_node joiner$r 1 "$cluster_trust,${key[joiner$r]}")
+  start_node joiner$r 1 "$cluster_trust,${key[joiner$r]}"
+  joiner=$node_url joiner_pid=$node_pid
   wait_same_patterns "$a" "$joiner"
   printf 'joiner %d: caught up from JetStream in %.1f s (%s stream messages)\n' "$r" \
     "$(echo "$(date +%s.%N) - $t1" | bc)" "$(stat "$joiner" 'd["federation"]["stream_seq"]')"
-  isolated=$(start_node isolated$r 0)
+  start_node isolated$r 0
+  isolated=$node_url isolated_pid=$node_pid
   for n in joiner isolated; do
     url=$joiner
     [[ $n == isolated ]] && url=$isolated
     "$shoal" replay --url "$url" --prompts "$prompts" --offset "$learned" --limit "$limit" \
       --window "$window" --eval-seed "$seed" --curve-out "$dir/$n$r.csv" >"$dir/$n$r.replay"
   done
+  kill -INT "$joiner_pid" "$isolated_pid"
+  wait "$joiner_pid" "$isolated_pid" || true
 done
 
 /usr/bin/python3 - "$dir" "$repeats" "$window" <<'EOF'
