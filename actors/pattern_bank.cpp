@@ -95,8 +95,13 @@ void pattern_bank::adopt(const proto::pattern_record& r) {
   st.origin_id = st.origin_node == 0 ? 0 : r.origin_id;
   st.peers = r.peers;
   st.total = st.tiers;
-  for (const auto& c : st.peers)
+  auto k = key_of(id, st);
+  if (st.version != 0)
+    count_contribution(cfg_.node_id, k, 0, st.version);
+  for (const auto& c : st.peers) {
     federation::add_tiers(st.total, c.tiers);
+    count_contribution(c.node, k, 0, c.version);
+  }
   add_to_global(st.total);
   if (st.origin_node != 0)
     by_origin_[{st.origin_node, st.origin_id}] = id;
@@ -271,6 +276,7 @@ route_result pattern_bank::route(std::span<const float> embedding, int64_t now_m
     st.hits = 1;
     st.created_ms = st.updated_ms = now_ms;
     st.version = ++clock_;
+    count_contribution(cfg_.node_id, {cfg_.node_id, id}, 0, st.version);
     dirty_.insert(id);
     touch_outbox(id);
     if (track_deltas_)
@@ -295,7 +301,10 @@ caf::error pattern_bank::learn(uint64_t pattern_id, uint32_t tier, double qualit
     s->sum_quality2 += quality * quality;
     ++s->count;
   }
+  uint64_t old_version = it->second.version;
   it->second.version = ++clock_;
+  count_contribution(cfg_.node_id, key_of(pattern_id, it->second), old_version,
+                     it->second.version);
   it->second.updated_ms = now_ms;
   dirty_.insert(pattern_id);
   touch_outbox(pattern_id);
@@ -523,6 +532,7 @@ bool pattern_bank::join_peer(uint64_t id, const proto::contribution& c, int64_t 
     federation::sub_tiers(st.total, old->tiers);
     federation::sub_tiers(global_, old->tiers);
   }
+  count_contribution(c.node, key_of(id, st), old != nullptr ? old->version : 0, c.version);
   federation::join(st.peers, c);
   federation::add_tiers(st.total, c.tiers);
   add_to_global(c.tiers);
@@ -627,26 +637,26 @@ void pattern_bank::set_stream_seq(uint64_t seq) noexcept {
   }
 }
 
-std::vector<proto::origin_summary> pattern_bank::summarize() const {
-  std::unordered_map<uint64_t, proto::origin_summary> by_node;
-  auto add = [&](uint64_t node, const origin_key& k, uint64_t version) {
-    auto& s = by_node[node];
-    s.node = node;
-    ++s.count;
-    s.max_version = std::max(s.max_version, version);
+void pattern_bank::count_contribution(uint64_t node, const origin_key& k, uint64_t old_version,
+                                      uint64_t new_version) {
+  auto& s = summaries_[node];
+  s.node = node;
+  auto h = [&](uint64_t version) {
     uint64_t words[3] = {k.node, k.id, version};
-    s.hash ^= XXH3_64bits(words, sizeof words);
+    return XXH3_64bits(words, sizeof words);
   };
-  for (const auto& [id, st] : stats_) {
-    auto k = key_of(id, st);
-    if (st.version != 0)
-      add(cfg_.node_id, k, st.version);
-    for (const auto& c : st.peers)
-      add(c.node, k, c.version);
-  }
+  if (old_version == 0)
+    ++s.count;
+  else
+    s.hash ^= h(old_version);
+  s.hash ^= h(new_version);
+  s.max_version = std::max(s.max_version, new_version);
+}
+
+std::vector<proto::origin_summary> pattern_bank::summarize() const {
   std::vector<proto::origin_summary> out;
-  out.reserve(by_node.size());
-  for (auto& [n, s] : by_node)
+  out.reserve(summaries_.size());
+  for (const auto& [n, s] : summaries_)
     out.push_back(s);
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.node < b.node; });
   return out;

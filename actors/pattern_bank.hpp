@@ -263,7 +263,8 @@ public:
   /// The last JetStream sequence merged (0 = none), as loaded or set.
   uint64_t stream_seq() const noexcept { return stream_seq_; }
 
-  /// What this bank holds per origin node (including this node), sorted by node.
+  /// What this bank holds per origin node (including this node), sorted by
+  /// node. O(origins): kept up to date on every change.
   std::vector<proto::origin_summary> summarize() const;
 
   /// Orphan contributions held (see max_orphans).
@@ -313,6 +314,10 @@ private:
   void touch_outbox(uint64_t id);
   proto::pattern_record make_record(uint64_t id, const pattern_state& st) const;
   origin_key key_of(uint64_t id, const pattern_state& st) const noexcept;
+  /// Keeps the per-origin summaries current when origin `node`'s contribution
+  /// to pattern `k` goes from `old_version` (0 = none) to `new_version`.
+  void count_contribution(uint64_t node, const origin_key& k, uint64_t old_version,
+                          uint64_t new_version);
   /// Joins one validated contribution into pattern `id`; returns whether it changed.
   bool join_peer(uint64_t id, const proto::contribution& c, int64_t now_ms);
 
@@ -341,6 +346,8 @@ private:
   /// Peers' contributions to patterns whose announcement has not arrived.
   std::unordered_map<origin_key, std::vector<proto::contribution>, origin_key_hash> orphans_;
   size_t n_orphans_ = 0;
+  /// What the bank holds per origin node (see summarize), kept incrementally.
+  std::unordered_map<uint64_t, proto::origin_summary> summaries_;
   uint64_t stream_seq_ = 0;
   bool stream_seq_dirty_ = false;
   std::mt19937_64 rng_;
