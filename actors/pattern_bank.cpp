@@ -631,7 +631,7 @@ pattern_bank::merge(uint64_t node, std::span<const proto::pattern_delta> deltas,
 }
 
 void pattern_bank::set_stream_seq(uint64_t seq) noexcept {
-  if (seq > stream_seq_) {
+  if (seq != stream_seq_) {
     stream_seq_ = seq;
     stream_seq_dirty_ = true;
   }

@@ -257,8 +257,9 @@ public:
   caf::expected<merge_stats> merge(uint64_t node, std::span<const proto::pattern_delta> deltas,
                                    int64_t now_ms);
 
-  /// Records the JetStream sequence of the last merged batch; it is written
-  /// with the next take_dirty batch.
+  /// Records the JetStream sequence of the last merged batch (it may go down:
+  /// a recreated stream starts again at 1); it is written with the next
+  /// take_dirty batch.
   void set_stream_seq(uint64_t seq) noexcept;
   /// The last JetStream sequence merged (0 = none), as loaded or set.
   uint64_t stream_seq() const noexcept { return stream_seq_; }

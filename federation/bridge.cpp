@@ -172,7 +172,8 @@ struct setup_result {
   natsSubscription* stream_sub = nullptr;
   std::vector<natsSubscription*> core_subs;
   uint64_t first = 0, last = 0;
-  std::string error; ///< "" on success
+  bool reset = false; ///< the stream ends before what this node merged: it was recreated
+  std::string error;  ///< "" on success
 };
 
 /// Creates the stream when missing and subscribes to everything.
@@ -234,11 +235,12 @@ setup_result run_setup(const setup_input& in) {
   r.first = si->State.FirstSeq;
   r.last = si->State.LastSeq;
   jsStreamInfo_Destroy(si);
+  r.reset = in.start_seq > r.last;
   jsSubOptions so;
   jsSubOptions_Init(&so);
   so.Stream = in.stream.c_str();
   so.Ordered = true;
-  if (in.start_seq > 0) {
+  if (in.start_seq > 0 && !r.reset) {
     so.Config.DeliverPolicy = js_DeliverByStartSequence;
     so.Config.OptStartSeq = in.start_seq + 1;
   } else {
@@ -328,6 +330,19 @@ struct bridge_state {
     stream_sub = r.stream_sub;
     core_subs = std::move(r.core_subs);
     st.stream_ready = true;
+    if (r.reset) {
+      // The stream holds less than this node merged: it was deleted and
+      // recreated. Read it from the start; everyone, this node included,
+      // republishes what it contributed.
+      spdlog::warn("federation: stream {} ends at {} but this node merged up to {}: it was "
+                   "recreated; reading it from the start and asking every node to republish",
+                   stream, r.last, a.start_seq);
+      a.start_seq = 0;
+      seen_seq = 0;
+      request_resync(0);
+      caf::anon_send(a.router, republish_atom::value);
+      return {};
+    }
     spdlog::info("federation: stream {} ready (messages {}..{}), consuming from {}", stream,
                  r.first, r.last, a.start_seq + 1);
     if (a.start_seq + 1 < r.first && r.last > 0) {

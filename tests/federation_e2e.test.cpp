@@ -483,3 +483,46 @@ TEST_CASE("NATS over TLS: a node that trusts the server's CA connects, one that 
   CHECK(b->stop(SIGINT) == 0);
   CHECK(a->stop(SIGINT) == 0);
 }
+
+TEST_CASE("a node whose stream was deleted and recreated republishes, and peers converge") {
+  temp_dir dir;
+  auto nats = must_start_nats(dir.path() / "nats");
+  auto trusted = node_key(dir.path() / "a", "a") + "," + node_key(dir.path() / "b", "b");
+  auto a = must_start(dir.path() / "a", fed_args("a", nats->url(), trusted));
+  auto b = must_start(dir.path() / "b", fed_args("b", nats->url(), trusted));
+  learn(*a, 0, 30);
+  learn(*b, 500, 30);
+  REQUIRE(converged({a.get(), b.get()}, 2));
+  REQUIRE(a->stop(SIGINT) == 0); // stores its stream position
+  REQUIRE(b->stop(SIGINT) == 0);
+  natsConnection* nc = nullptr;
+  jsCtx* js = nullptr;
+  REQUIRE(natsConnection_ConnectTo(&nc, nats->url().c_str()) == NATS_OK);
+  REQUIRE(natsConnection_JetStream(&js, nc, nullptr) == NATS_OK);
+  REQUIRE(js_DeleteStream(js, "SHOAL_TEST", nullptr, nullptr) == NATS_OK);
+  jsCtx_Destroy(js);
+  natsConnection_Destroy(nc);
+  // a returns to an empty stream; a fresh node c joins after it.
+  a = must_start(dir.path() / "a", fed_args("a", nats->url(), trusted + ",c=" + [&] {
+    auto k = node_key(dir.path() / "c", "c");
+    return k.substr(k.find('=') + 1);
+  }()));
+  auto c = must_start(dir.path() / "c",
+                      fed_args("c", nats->url(), trusted + "," + node_key(dir.path() / "c", "c")));
+  // c gets a's own contributions, which only a's republishing can give it.
+  auto a_id = stats(*a)["federation"]["node_id"];
+  auto own = [&](const node_process& n) {
+    for (auto& o : stats(n)["federation"]["origins"])
+      if (o["node"] == a_id)
+        return o;
+    return json();
+  };
+  auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (own(*c) != own(*a) && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(50ms);
+  CHECK(own(*c) == own(*a));
+  CHECK(a->log().find("recreated") != std::string::npos);
+  b = must_start(dir.path() / "b", fed_args("b", nats->url(), trusted));
+  // b also resumes on the new stream, republishes, and all three agree.
+  REQUIRE(converged({a.get(), b.get(), c.get()}, 2));
+}
