@@ -78,3 +78,20 @@ TEST_CASE("tiers come from [[tiers]] tables") {
   CHECK(t[1].name == "big");
   CHECK(t[1].cost == doctest::Approx(0.3));
 }
+
+TEST_CASE("federation settings are checked when federation is on, naming the key") {
+  const std::string on = "[federation]\nenabled = true\n";
+  CHECK(std::holds_alternative<node_config>(load_text(on)));
+  // Off: federation keys are type- and range-checked but not cross-checked.
+  CHECK(std::holds_alternative<node_config>(load_text("[federation]\ncluster = \"a.b\"\n")));
+  CHECK(error_key(load_text(on + "cluster = \"a.b\"\n")) == "federation.cluster");
+  CHECK(error_key(load_text(on + "urls = \" , \"\n")) == "federation.urls");
+  CHECK(error_key(load_text(on + "user = \"u\"\n")) == "federation.user");
+  CHECK(error_key(load_text(on + "trusted = \"peer=nothex\"\n")) == "federation.trusted");
+  CHECK(error_key(load_text(on + "tls_ca = \"/no/such/ca.pem\"\n")) == "federation.tls_ca");
+  CHECK(error_key(load_text(on + "reconnect_wait_ms = 900\nreconnect_max_ms = 100\n"))
+        == "federation.reconnect_max_ms");
+  CHECK(error_key(load_text(on, {"node.name=has space"})) == "node.name");
+  CHECK(error_key(load_text(on + "batch_max = 0\n")) == "federation.batch_max");
+  CHECK(error_key(load_text("[federation]\nenabled = \"yes\"\n")) == "federation.enabled");
+}

@@ -52,6 +52,9 @@ int run_node(const node_config& cfg) {
     router_cfg.node_id = id->id();
     spdlog::info("federation: node {} has id {} and public key {}", cfg.name,
                  proto::format_request_id(id->id()), federation::to_hex(id->pk()));
+    if (federation::trust_list::parse(cfg.federation.trusted)->size() == 0)
+      spdlog::warn("federation: federation.trusted is empty: this node publishes what it "
+                   "learns but accepts nothing from peers");
   }
   auto bank = actors::pattern_bank::open(cfg.embedder.dim, router_cfg, *env);
   if (!bank) {
