@@ -7,17 +7,18 @@
 #        ops/cluster.sh status    each node's name, HTTP address and state; NATS URLs
 #        ops/cluster.sh down      stop nodes (gracefully) and servers; keeps state
 #        ops/cluster.sh clean     down, then delete the state directory
-# Environment: SHOAL_CLUSTER_DIR (state; default ./cluster), SHOAL_CLUSTER_NATS_PORT
-# (first NATS client port; default 4222, then +1, +2), SHOAL_CLUSTER_HTTP_PORT
-# (first node HTTP port; default 8081).
+# Environment (not SHOAL_*: those are config keys of the node): CLUSTER_DIR (state; default ./cluster), CLUSTER_NATS_PORT
+# (first NATS client port; default 4222, then +1, +2), CLUSTER_HTTP_PORT
+# (first node HTTP port; default 8081), CLUSTER_SHOAL_BIN (the shoal binary; when set,
+# `up` neither installs packages nor builds).
 # Ports used: NATS clients P..P+2, routes P+2000..P+2002, monitoring P+4000..P+4002.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-dir=${SHOAL_CLUSTER_DIR:-$root/cluster}
-nats_port=${SHOAL_CLUSTER_NATS_PORT:-4222}
-http_port=${SHOAL_CLUSTER_HTTP_PORT:-8081}
-shoal=$root/build/node/shoal
+dir=${CLUSTER_DIR:-$root/cluster}
+nats_port=${CLUSTER_NATS_PORT:-4222}
+http_port=${CLUSTER_HTTP_PORT:-8081}
+shoal=${CLUSTER_SHOAL_BIN:-$root/build/node/shoal}
 nats_server=$(command -v nats-server || echo /usr/sbin/nats-server)
 
 usage() { sed -n '5,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
@@ -71,8 +72,10 @@ trust_list() { # n
 up() {
   local n=$1
   [[ $n =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] || usage
-  ops/install-deps.sh
-  ops/build.sh build >/dev/null
+  if [ -z "${CLUSTER_SHOAL_BIN:-}" ]; then
+    ops/install-deps.sh
+    ops/build.sh build >/dev/null
+  fi
   start_nats
   local trusted urls i
   trusted=$(trust_list "$n")
