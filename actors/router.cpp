@@ -237,7 +237,10 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
       auto d = st.bank->take_deltas(st.publish_max);
       if (!d.empty())
         self->send(st.bridge, publish_atom::value, std::move(d), st.first_change_us);
-      st.first_change_us = st.bank->deltas_pending() > 0 ? utc_now_us() : 0;
+      // Changes left for the next batch may be as old as this one's oldest:
+      // keep its time (an upper bound of their lag) until the outbox empties.
+      if (st.bank->deltas_pending() == 0)
+        st.first_change_us = 0;
       if (st.bank->deltas_pending() > 0) {
         st.publish_scheduled = true;
         self->send(self, fed_flush_atom::value);
