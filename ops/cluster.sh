@@ -21,7 +21,7 @@ http_port=${CLUSTER_HTTP_PORT:-8081}
 shoal=${CLUSTER_SHOAL_BIN:-$root/build/node/shoal}
 nats_server=$(command -v nats-server || echo /usr/sbin/nats-server)
 
-usage() { sed -n '5,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '6,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
