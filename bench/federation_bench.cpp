@@ -24,6 +24,7 @@
 #include <CLI/CLI.hpp>
 #include <caf/all.hpp>
 #include <nats/nats.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <random>
@@ -125,6 +126,7 @@ int main(int argc, char** argv) {
   app.add_option("--seconds", seconds, "Length of the latency phase")->capture_default_str();
   app.add_option("--burst", burst, "Updates in the throughput phase")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  spdlog::set_level(spdlog::level::warn); // the tables go to stdout
 
   caf::actor_system_config cfg;
   cfg.set("scheduler.policy", caf::atom("sharing"));
