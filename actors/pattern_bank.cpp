@@ -275,7 +275,7 @@ route_result pattern_bank::route(std::span<const float> embedding, int64_t now_m
     st.total.assign(n_tiers, {});
     st.hits = 1;
     st.created_ms = st.updated_ms = now_ms;
-    st.version = ++clock_;
+    st.version = tick();
     count_contribution(cfg_.node_id, {cfg_.node_id, id}, 0, st.version);
     dirty_.insert(id);
     touch_outbox(id);
@@ -302,7 +302,7 @@ caf::error pattern_bank::learn(uint64_t pattern_id, uint32_t tier, double qualit
     ++s->count;
   }
   uint64_t old_version = it->second.version;
-  it->second.version = ++clock_;
+  it->second.version = tick();
   count_contribution(cfg_.node_id, key_of(pattern_id, it->second), old_version,
                      it->second.version);
   it->second.updated_ms = now_ms;
@@ -577,7 +577,7 @@ pattern_bank::merge(uint64_t node, std::span<const proto::pattern_delta> deltas,
   for (const auto& d : deltas) {
     uint64_t id = 0;
     if (d.origin_node == cfg_.node_id) {
-      id = stats_.count(d.origin_id) != 0 ? d.origin_id : 0;
+      id = find(d.origin_node, d.origin_id);
     } else if (auto it = by_origin_.find({d.origin_node, d.origin_id}); it != by_origin_.end()) {
       id = it->second;
     }
@@ -630,6 +630,11 @@ pattern_bank::merge(uint64_t node, std::span<const proto::pattern_delta> deltas,
   return ms;
 }
 
+uint64_t pattern_bank::tick() noexcept {
+  clock_ = std::max(clock_ + 1, static_cast<uint64_t>(utc_now_us()));
+  return clock_;
+}
+
 void pattern_bank::set_stream_seq(uint64_t seq) noexcept {
   if (seq != stream_seq_) {
     stream_seq_ = seq;
@@ -668,8 +673,10 @@ std::vector<proto::tier_stat> pattern_bank::total(uint64_t id) const {
 }
 
 uint64_t pattern_bank::find(uint64_t origin_node, uint64_t origin_id) const {
-  if (origin_node == cfg_.node_id)
-    return stats_.count(origin_id) != 0 ? origin_id : 0;
+  if (origin_node == cfg_.node_id) {
+    auto it = stats_.find(origin_id);
+    return it != stats_.end() && it->second.origin_node == 0 ? origin_id : 0;
+  }
   auto it = by_origin_.find({origin_node, origin_id});
   return it == by_origin_.end() ? 0 : it->second;
 }

@@ -336,6 +336,9 @@ private:
   std::vector<proto::tier_stat> global_; // [n_tiers] sums over every pattern
   uint64_t next_id_ = 1;
   uint64_t clock_ = 0; ///< versions of this node's contributions
+  /// The next version: max(clock + 1, UTC µs). Wall time keeps versions
+  /// above any this node published before a crash lost its last LMDB write.
+  uint64_t tick() noexcept;
   bool rebuilt_ = false;
   /// Patterns created by other nodes: global key -> local id.
   std::unordered_map<origin_key, uint64_t, origin_key_hash> by_origin_;

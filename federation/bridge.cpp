@@ -378,7 +378,11 @@ struct bridge_state {
     publish(proto::wire_kind::resync, subject("resync"), proto::encode(r));
   }
 
+  ~bridge_state() { close(); } // also when the actor ends without an exit message
+
   void close() {
+    if (link != nullptr)
+      link->reset(); // callbacks still in flight send nothing from here on
     if (setup_thread.joinable()) {
       if (nc != nullptr)
         natsConnection_Close(nc); // unblocks the set-up's requests
@@ -404,8 +408,6 @@ struct bridge_state {
       natsConnection_Destroy(nc);
       nc = nullptr;
     }
-    if (link != nullptr)
-      link->reset();
   }
 };
 
@@ -503,7 +505,8 @@ caf::behavior bridge_actor(caf::stateful_actor<bridge_state>* self, bridge_args 
   });
 
   // Hands a verified delta batch to the router.
-  auto on_batch = [self](uint64_t sender, const std::string& payload) {
+  // `seq`: this message's stream sequence (the consumer delivers in order).
+  auto on_batch = [self](uint64_t sender, const std::string& payload, uint64_t seq) {
     auto& s = self->state;
     auto b = proto::decode_delta_batch(payload);
     std::string problem;
@@ -524,7 +527,7 @@ caf::behavior bridge_actor(caf::stateful_actor<bridge_state>* self, bridge_args 
     ++s.st.batches_received;
     auto n = b->deltas.size();
     auto changed_us = b->changed_us;
-    self->request(s.a.router, caf::infinite, merge_atom::value, std::move(*b), s.seen_seq)
+    self->request(s.a.router, caf::infinite, merge_atom::value, std::move(*b), seq)
       .then(
         [self, changed_us](const merge_stats& m) {
           auto& s = self->state;
@@ -661,7 +664,8 @@ caf::behavior bridge_actor(caf::stateful_actor<bridge_state>* self, bridge_args 
                   proto::encode(b));
       }
     },
-    [self, on_batch, on_digest](inbound_atom, proto::envelope& e, uint64_t seq, bool own) {
+    [self, on_batch, on_digest, republish](inbound_atom, proto::envelope& e, uint64_t seq,
+                                           bool own) {
       auto& s = self->state;
       if (seq > s.seen_seq)
         s.seen_seq = seq;
@@ -681,7 +685,7 @@ caf::behavior bridge_actor(caf::stateful_actor<bridge_state>* self, bridge_args 
         return; // our own digest or telemetry
       switch (e.kind) {
         case proto::wire_kind::delta_batch:
-          on_batch(*sender, e.payload);
+          on_batch(*sender, e.payload, seq);
           break;
         case proto::wire_kind::digest: {
           auto d = proto::decode_digest(e.payload);
@@ -695,14 +699,14 @@ caf::behavior bridge_actor(caf::stateful_actor<bridge_state>* self, bridge_args 
         }
         case proto::wire_kind::resync: {
           auto r = proto::decode_resync(e.payload);
-          if (!r) {
+          if (!r || r->node != *sender) {
             ++s.st.dropped_malformed;
             break;
           }
-          if (r->target == 0 || r->target == s.a.self.id()) {
-            ++s.st.republishes;
-            self->send(s.a.router, republish_atom::value);
-          }
+          // A replayed old request, or one for another node: ignore it.
+          bool fresh = std::abs(utc_ms() - r->sent_ms) < 60'000;
+          if (fresh && (r->target == 0 || r->target == s.a.self.id()))
+            republish(("resync requested by " + r->node_name).c_str());
           break;
         }
         case proto::wire_kind::telemetry: {

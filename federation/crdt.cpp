@@ -42,6 +42,8 @@ bool join(std::vector<proto::contribution>& set, std::span<const proto::contribu
 }
 
 caf::error validate(const proto::contribution& c, size_t n_tiers) {
+  if (c.version == 0)
+    return make_error(errc::invalid_argument, "contribution has version 0");
   if (c.tiers.size() != n_tiers)
     return make_error(errc::invalid_argument, "contribution has " + std::to_string(c.tiers.size())
                                                 + " tiers, expected " + std::to_string(n_tiers));
@@ -50,6 +52,9 @@ caf::error validate(const proto::contribution& c, size_t n_tiers) {
     if (!std::isfinite(s.sum_quality) || !std::isfinite(s.sum_quality2))
       return make_error(errc::invalid_argument,
                         "tier " + std::to_string(t) + " has a non-finite sum");
+    if (s.count > (uint64_t{1} << 53))
+      return make_error(errc::invalid_argument,
+                        "tier " + std::to_string(t) + " has an implausible count");
     double n = static_cast<double>(s.count);
     double tol = 1e-9 * (1 + n);
     if (s.sum_quality < -tol || s.sum_quality2 < -tol || s.sum_quality > n + tol

@@ -46,9 +46,10 @@ bool join(std::vector<proto::contribution>& set, const proto::contribution& c);
 /// Joins every contribution of `other` into `set`. @returns whether `set` changed.
 bool join(std::vector<proto::contribution>& set, std::span<const proto::contribution> other);
 
-/// Checks a contribution received from a peer: `n_tiers` tiers, every value
-/// finite, and consistent with qualities in [0, 1] (0 <= sum2 <= sum <= count,
-/// with a relative tolerance for rounding). Errors: `errc::invalid_argument`
+/// Checks a contribution received from a peer: a version above 0, `n_tiers`
+/// tiers, every value finite, counts at most 2^53, and sums consistent with
+/// qualities in [0, 1] (0 <= sum2 <= sum <= count, with a relative tolerance
+/// for rounding). Errors: `errc::invalid_argument`
 /// naming the first problem.
 caf::error validate(const proto::contribution& c, size_t n_tiers);
 

@@ -101,4 +101,6 @@ TEST_CASE("validate rejects what no quality in [0, 1] can produce") {
   CHECK(fed::validate(contribution{1, 1, {{3, 1, 2}, {0, 0, 0}}}, 2));   // sum > count
   CHECK(fed::validate(contribution{1, 1, {{1, 1.5, 2}, {0, 0, 0}}}, 2)); // sum2 > sum
   CHECK(fed::validate(contribution{1, 1, {{-1, 0, 2}, {0, 0, 0}}}, 2));  // negative
+  CHECK(fed::validate(contribution{1, 0, {{0, 0, 0}, {0, 0, 0}}}, 2));   // version 0
+  CHECK(fed::validate(contribution{1, 1, {{0, 0, ~uint64_t{0}}, {0, 0, 0}}}, 2)); // count
 }
