@@ -176,6 +176,14 @@ caf::error pattern_bank::load() {
     return bad;
   for (const auto& r : records)
     adopt(r);
+  // Ids up to the reserved bound may have been handed out (and announced)
+  // after the last write of patterns: never reuse them.
+  auto reserved = env_->get(store::table::meta, "id_reserved");
+  if (!reserved)
+    return reserved.error();
+  if (reserved->has_value())
+    next_id_ = std::max(next_id_, store::parse_u64_key(**reserved).value_or(0));
+  id_reserved_ = next_id_;
   auto seq = env_->get(store::table::meta, "federation");
   if (!seq)
     return seq.error();
@@ -267,7 +275,7 @@ route_result pattern_bank::route(std::span<const float> embedding, int64_t now_m
     st.updated_ms = now_ms;
     dirty_.insert(res.pattern_id);
   } else {
-    uint64_t id = next_id_++;
+    uint64_t id = allocate_id();
     pending_.emplace_back(id, std::vector<float>(embedding.begin(), embedding.end()));
     unflushed_[id] = pending_.back().second;
     auto& st = stats_[id];
@@ -601,7 +609,7 @@ pattern_bank::merge(uint64_t node, std::span<const proto::pattern_delta> deltas,
         ++ms.dropped;
         continue;
       }
-      id = next_id_;
+      id = allocate_id();
       proto::pattern_record r;
       r.id = id;
       r.tiers.assign(cfg_.tiers.size(), {});
@@ -628,6 +636,16 @@ pattern_bank::merge(uint64_t node, std::span<const proto::pattern_delta> deltas,
       ++ms.stale;
   }
   return ms;
+}
+
+uint64_t pattern_bank::allocate_id() {
+  if (env_ != nullptr && next_id_ >= id_reserved_) {
+    // One small synchronous commit per block of ids.
+    uint64_t bound = next_id_ + id_block;
+    if (!env_->write({{store::table::meta, "id_reserved", store::u64_key(bound)}}))
+      id_reserved_ = bound;
+  }
+  return next_id_++;
 }
 
 uint64_t pattern_bank::tick() noexcept {

@@ -336,6 +336,14 @@ private:
   std::vector<proto::tier_stat> global_; // [n_tiers] sums over every pattern
   uint64_t next_id_ = 1;
   uint64_t clock_ = 0; ///< versions of this node's contributions
+  /// Ids below this bound are recorded in LMDB (meta "id_reserved") as
+  /// possibly issued, so a restart after a crash never reissues an id that
+  /// peers may already know with another centroid.
+  uint64_t id_reserved_ = 0;
+  static constexpr uint64_t id_block = 4096;
+  /// The next pattern id (reserving a new block in LMDB when needed; if that
+  /// write fails the id is still issued, unprotected).
+  uint64_t allocate_id();
   /// The next version: max(clock + 1, UTC µs). Wall time keeps versions
   /// above any this node published before a crash lost its last LMDB write.
   uint64_t tick() noexcept;

@@ -232,6 +232,23 @@ setup_result run_setup(const setup_input& in) {
   if (s != NATS_OK)
     return fail("stream " + in.stream + ": " + natsStatus_GetText(s) + " (JetStream error "
                 + std::to_string(static_cast<int>(jerr)) + ")");
+  // In a NATS cluster a new stream first elects a leader; until then core
+  // publishes to its subjects are not stored. Wait for one (10 s at most)
+  // before this node starts publishing.
+  for (int i = 0; i < 100 && si->Cluster != nullptr
+                  && (si->Cluster->Leader == nullptr || *si->Cluster->Leader == 0);
+       ++i) {
+    jsStreamInfo_Destroy(si);
+    si = nullptr;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    jsErrCode again{};
+    if (js_GetStreamInfo(&si, r.js, in.stream.c_str(), nullptr, &again) != NATS_OK)
+      return fail("stream " + in.stream + ": no information while waiting for its leader");
+  }
+  if (si->Cluster != nullptr && (si->Cluster->Leader == nullptr || *si->Cluster->Leader == 0)) {
+    jsStreamInfo_Destroy(si);
+    return fail("stream " + in.stream + " has no leader yet");
+  }
   r.first = si->State.FirstSeq;
   r.last = si->State.LastSeq;
   jsStreamInfo_Destroy(si);
