@@ -36,6 +36,9 @@ using digest_tick_atom = caf::atom_constant<caf::atom("dtick")>;
 using telemetry_tick_atom = caf::atom_constant<caf::atom("ttick")>;
 using setup_atom = caf::atom_constant<caf::atom("setup")>;
 using retry_atom = caf::atom_constant<caf::atom("retry")>;
+/// JetStream -> bridge: a delta batch was not stored (no ack, or an error).
+using lost_atom = caf::atom_constant<caf::atom("lost")>;
+using relost_atom = caf::atom_constant<caf::atom("relost")>;
 
 enum class drop_reason : int { oversized = 0, malformed = 1 };
 
@@ -141,6 +144,12 @@ void on_disconnected(natsConnection*, void* closure) {
   static_cast<nats_link*>(closure)->send(down_atom::value);
 }
 
+/// A batch published with js_PublishAsync got an error or no ack in time.
+void on_publish_error(jsCtx*, jsPubAckErr* pae, void* closure) {
+  std::string why = pae->ErrText != nullptr ? pae->ErrText : natsStatus_GetText(pae->Err);
+  static_cast<nats_link*>(closure)->send(lost_atom::value, std::move(why));
+}
+
 void on_error(natsConnection*, natsSubscription*, natsStatus s, void*) {
   spdlog::warn("federation: NATS: {}", natsStatus_GetText(s));
 }
@@ -197,6 +206,8 @@ setup_result run_setup(const setup_input& in) {
   jsOptions_Init(&jo);
   if (!in.cfg.jetstream_domain.empty())
     jo.Domain = in.cfg.jetstream_domain.c_str();
+  jo.PublishAsync.ErrHandler = on_publish_error;
+  jo.PublishAsync.ErrHandlerClosure = in.link;
   if (auto s = natsConnection_JetStream(&r.js, in.nc, &jo); s != NATS_OK)
     return fail(std::string("JetStream context: ") + natsStatus_GetText(s));
   jsErrCode jerr{};
@@ -379,8 +390,17 @@ struct bridge_state {
     if (nc == nullptr)
       return;
     auto bytes = proto::encode(a.self.seal(kind, std::move(payload), a.node_name));
-    natsStatus s =
-      natsConnection_Publish(nc, subj.c_str(), bytes.data(), static_cast<int>(bytes.size()));
+    natsStatus s;
+    if (kind == proto::wire_kind::delta_batch && js != nullptr) {
+      // Into the stream with an ack: a batch the stream did not store comes
+      // back through on_publish_error (lost_atom).
+      jsPubOptions po;
+      jsPubOptions_Init(&po);
+      po.MaxWait = 5000;
+      s = js_PublishAsync(js, subj.c_str(), bytes.data(), static_cast<int>(bytes.size()), &po);
+    } else {
+      s = natsConnection_Publish(nc, subj.c_str(), bytes.data(), static_cast<int>(bytes.size()));
+    }
     if (s != NATS_OK) {
       ++st.publish_errors;
       if (kind == proto::wire_kind::delta_batch)
@@ -416,6 +436,10 @@ struct bridge_state {
     }
     core_subs.clear();
     if (js != nullptr) {
+      jsPubOptions po;
+      jsPubOptions_Init(&po);
+      po.MaxWait = 2000; // the last batches of a graceful stop
+      js_PublishAsyncComplete(js, &po);
       jsCtx_Destroy(js);
       js = nullptr;
     }
@@ -634,6 +658,30 @@ caf::behavior bridge_actor(caf::stateful_actor<bridge_state>* self, bridge_args 
         s.lost_deltas = false;
         self->send(s.a.router, republish_atom::value);
       }
+    },
+    [self](lost_atom, const std::string& why) {
+      auto& s = self->state;
+      ++s.st.publish_errors;
+      s.log.warn("lost", "a delta batch was not stored in the stream (" + why
+                           + "); republishing this node's contributions shortly");
+      if (!s.lost_deltas) {
+        s.lost_deltas = true;
+        self->delayed_send(self, std::chrono::seconds(1), relost_atom::value);
+      }
+    },
+    [self](relost_atom) {
+      auto& s = self->state;
+      if (!s.lost_deltas)
+        return; // a reconnect already asked for them
+      if (!s.st.connected || !s.st.stream_ready) {
+        self->delayed_send(self, std::chrono::seconds(1), relost_atom::value);
+        return;
+      }
+      s.lost_deltas = false;
+      ++s.st.republishes;
+      s.last_republish_ms = utc_ms();
+      spdlog::info("federation: republishing this node's contributions (a batch was not stored)");
+      self->send(s.a.router, republish_atom::value);
     },
     [self](retry_atom) {
       if (self->state.st.connected)
