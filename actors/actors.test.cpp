@@ -1,6 +1,7 @@
 // Actor-level tests with a real actor system and a real LMDB environment.
 #include "actors/actors.hpp"
 
+#include "actors/testing.hpp"
 #include "engine/embedder.hpp"
 #include "proto/error.hpp"
 #include "proto/messages.hpp"
@@ -16,15 +17,9 @@ namespace fs = std::filesystem;
 using namespace shoal;
 using namespace shoal::actors;
 using namespace shoal::proto;
+using shoal::actors::testing::temp_dir;
 
 namespace {
-
-fs::path temp_dir(const char* name) {
-  auto p = fs::temp_directory_path()
-           / (std::string("shoal-") + name + "-" + std::to_string(std::random_device{}()));
-  fs::remove_all(p);
-  return p;
-}
 
 /// A node's actors on one data directory, shut down like the node does.
 struct node_actors {
