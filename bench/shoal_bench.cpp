@@ -360,7 +360,7 @@ int main(int argc, char** argv) {
   try {
     auto texts = load_texts(prompts);
     std::printf("shoal_bench: %zu prompts from %s; kernels: %s\n\n", texts.size(),
-                prompts.c_str(), std::string(kernels::dot_variant()).c_str());
+                prompts.c_str(), kernels::dot_f32_kernel().active_name().c_str());
     print_header();
     if (want("embed"))
       bench_embed(texts);

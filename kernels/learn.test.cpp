@@ -1,0 +1,3 @@
+#include "kernels/learn.hpp"
+
+#include <doctest/doctest.h>

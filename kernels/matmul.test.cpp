@@ -1,0 +1,3 @@
+#include "kernels/matmul.hpp"
+
+#include <doctest/doctest.h>

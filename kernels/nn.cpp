@@ -1,0 +1,9 @@
+#include "kernels/nn.hpp"
+
+#include "kernels/registry.hpp"
+
+namespace shoal::kernels {
+
+void register_nn_kernels() {}
+
+} // namespace shoal::kernels

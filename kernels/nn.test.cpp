@@ -1,0 +1,3 @@
+#include "kernels/nn.hpp"
+
+#include <doctest/doctest.h>

@@ -1,0 +1,9 @@
+#include "kernels/quant.hpp"
+
+#include "kernels/registry.hpp"
+
+namespace shoal::kernels {
+
+void register_quant_kernels() {}
+
+} // namespace shoal::kernels

@@ -1,0 +1,4 @@
+#pragma once
+/// @file (being written)
+
+namespace shoal::kernels {} // namespace shoal::kernels

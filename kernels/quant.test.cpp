@@ -1,0 +1,3 @@
+#include "kernels/quant.hpp"
+
+#include <doctest/doctest.h>

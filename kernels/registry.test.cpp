@@ -1,0 +1,3 @@
+#include "kernels/registry.hpp"
+
+#include <doctest/doctest.h>
