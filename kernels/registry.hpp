@@ -146,6 +146,9 @@ public:
   /// kernels measured.
   size_t tune(std::string_view name = {});
 
+  /// Forgets every measured timing: back to the widest-level rule.
+  void clear_measurements();
+
   /// Human-readable table: CPU flags, level and cap, then per kernel its
   /// variants, the active one and why. Printed by `shoal kernels`.
   std::string describe();
