@@ -1,5 +1,7 @@
 #include "federation/signing.hpp"
 
+#include "kernels/pack.hpp"
+
 #include "proto/error.hpp"
 
 #include <sodium.h>
@@ -128,21 +130,13 @@ proto::envelope identity::seal(proto::wire_kind kind, std::string payload,
 }
 
 caf::expected<trust_list> trust_list::parse(std::string_view text) {
+  std::vector<kernels::named_key> keys;
+  std::string error;
+  if (!kernels::parse_key_list(text, keys, error))
+    return make_error(errc::invalid_argument, "trust list: " + error);
   trust_list t;
-  while (!trim(text).empty()) {
-    auto comma = text.find(',');
-    auto item = trim(text.substr(0, comma));
-    text = comma == std::string_view::npos ? std::string_view{} : text.substr(comma + 1);
-    auto eq = item.find('=');
-    if (eq == std::string_view::npos || trim(item.substr(0, eq)).empty())
-      return make_error(errc::invalid_argument,
-                        "trust list item '" + std::string(item) + "' is not name=hexkey");
-    auto pk = parse_public_key(item.substr(eq + 1));
-    if (!pk)
-      return make_error(errc::invalid_argument, "trust list item '" + std::string(item)
-                                                  + "': " + view(pk.error()).message);
-    t.add(std::string(trim(item.substr(0, eq))), *pk);
-  }
+  for (auto& k : keys)
+    t.add(std::move(k.name), k.key);
   return t;
 }
 

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -47,6 +48,9 @@ public:
   static identity from_seed(const std::array<uint8_t, 32>& seed);
 
   const public_key& pk() const noexcept { return pk_; }
+  /// The Ed25519 secret key (libsodium's 64-byte form), for signing kernel
+  /// packs with the same key file (`shoal kernels sign`).
+  std::span<const uint8_t, 64> secret_key() const noexcept { return sk_; }
   uint64_t id() const noexcept { return node_id(pk_); }
 
   /// Seals `payload` of `kind` into an envelope signed as `signer`.

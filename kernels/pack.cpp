@@ -74,7 +74,7 @@ bool parse_key_list(std::string_view text, std::vector<named_key>& out, std::str
     }
     k.name = std::string(trim(item.substr(0, eq)));
     if (!parse_hex(trim(item.substr(eq + 1)), k.key.data(), k.key.size())) {
-      error = "key of \"" + k.name + "\" is not 64 hex digits";
+      error = "item \"" + std::string(item) + "\": the key is not 64 hex digits";
       return false;
     }
     out.push_back(std::move(k));

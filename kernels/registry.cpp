@@ -168,25 +168,18 @@ std::string registry::describe() {
                     ", cap " + std::string(to_string(isa_cap())) + " (" +
                     std::string(isa_cap_source()) + "), dispatching to " +
                     std::string(to_string(active_isa())) + "\n\n";
-  char line[256];
-  std::snprintf(line, sizeof line, "%-22s %-10s %-32s %s\n", "kernel", "active", "variants",
-                "why");
-  out += line;
   for (const kernel_base* k : list) {
     std::string names;
     for (const variant_info& v : k->variants()) {
-      if (!names.empty())
-        names += ' ';
+      names += names.empty() ? "" : ", ";
       names += v.name;
       if (!v.runnable)
-        names += "(n/a)";
+        names += " (cpu lacks " + std::string(to_string(v.needs)) + ")";
       else if (v.ns_per_call >= 0)
-        names += '=' + format_ns(v.ns_per_call);
+        names += ' ' + format_ns(v.ns_per_call);
     }
-    std::snprintf(line, sizeof line, "%-22s %-10s %-32s ", k->name().c_str(),
-                  k->active_name().c_str(), names.c_str());
-    out += line;
-    out += k->reason() + '\n';
+    out += k->name() + ": " + k->active_name() + " — " + k->reason() + "\n    variants: " +
+           names + '\n';
   }
   return out;
 }

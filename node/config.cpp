@@ -239,6 +239,22 @@ std::vector<setting> build_settings() {
                         SHOAL_FIELD(federation.max_message_bytes), 1024, 1ull << 30,
                         "Largest federation message accepted, bytes; larger ones are dropped "
                         "and counted."));
+  s.push_back(make_string("kernels.isa", SHOAL_FIELD(kernels.isa),
+                          "Highest instruction set the kernels use: empty for all the CPU "
+                          "has, or scalar, avx2, avx512 (the environment variable "
+                          "SHOAL_KERNELS_ISA caps it too; the lower wins). `shoal kernels` "
+                          "shows what each kernel uses and why."));
+  s.push_back(make_bool("kernels.autotune", SHOAL_FIELD(kernels.autotune),
+                        "Measure every kernel's variants at start (about 5 ms each) and use "
+                        "the fastest instead of the widest."));
+  s.push_back(make_string("kernels.packs", SHOAL_FIELD(kernels.packs),
+                          "Kernel packs to load, comma-separated paths of shared libraries; "
+                          "each needs a PATH.sig made by `shoal kernels sign` with a key in "
+                          "kernels.pack_keys, else it is refused (logged) and the node runs "
+                          "on its built-in kernels."));
+  s.push_back(make_string("kernels.pack_keys", SHOAL_FIELD(kernels.pack_keys),
+                          "Keys trusted to sign kernel packs: name=hexkey,... (the line "
+                          "`shoal kernels sign` prints)."));
   return s;
 }
 
@@ -438,6 +454,11 @@ std::optional<config_error> validate(const node_config& c) {
     return config_error{"http.address", "must not be empty"};
   if (c.store.data_dir.empty())
     return config_error{"store.data_dir", "must not be empty"};
+  if (!c.kernels.isa.empty() && !kernels::parse_isa(c.kernels.isa))
+    return config_error{"kernels.isa", "must be empty or one of scalar, avx2, avx512"};
+  std::vector<kernels::named_key> pack_keys;
+  if (std::string why; !kernels::parse_key_list(c.kernels.pack_keys, pack_keys, why))
+    return config_error{"kernels.pack_keys", why};
   if (auto msg = federation::validate(c.federation, c.name); !msg.empty()) {
     auto colon = msg.find(": ");
     return config_error{msg.substr(0, colon), msg.substr(colon + 2)};

@@ -10,6 +10,7 @@
 #include "actors/pattern_bank.hpp"
 #include "engine/embedder.hpp"
 #include "federation/bridge.hpp"
+#include "kernels/pack.hpp"
 #include "store/environment.hpp"
 
 #include <cstdint>
@@ -52,6 +53,7 @@ struct node_config {
   actors::witness_config witness;
   actors::sona_config sona;
   federation::federation_config federation;
+  kernels::kernels_config kernels;
   /// CAF scheduler worker threads; 0 = CAF's default max(cores, 4). Default: 0.
   uint32_t scheduler_threads = 0;
 };

@@ -1,4 +1,6 @@
-// The `shoal` command: node, replay, config.
+// The `shoal` command: node, replay, key, kernels, config.
+#include "kernels/pack.hpp"
+#include "kernels/registry.hpp"
 #include "node/config.hpp"
 #include "node/node.hpp"
 #include "node/replay.hpp"
@@ -63,6 +65,22 @@ int main(int argc, char** argv) {
   key->add_option("--config,-c", config_path, "TOML config file (configs/node.toml)");
   key->add_option("--set", sets, "Override a config key: --set key=value (repeatable)");
 
+  auto* kern = app.add_subcommand("kernels", "Print the CPU's features and, per compute "
+                                             "kernel, its variants, the one in use and why");
+  bool tune = false;
+  kern->add_flag("--tune", tune, "Measure every variant first and use the fastest");
+  kern->add_option("--config,-c", config_path, "TOML config file (kernels.* keys apply)");
+  kern->add_option("--set", sets, "Override a config key: --set key=value (repeatable)");
+  auto* sign = kern->add_subcommand("sign", "Sign kernel packs: writes PACK.sig and prints "
+                                            "the name=hexkey line for kernels.pack_keys");
+  std::string sign_key, sign_name = "ops";
+  std::vector<std::string> sign_packs;
+  sign->add_option("--key", sign_key, "Ed25519 key file (created, mode 0600, if missing)")
+    ->required();
+  sign->add_option("--name", sign_name, "Name of the key in kernels.pack_keys")
+    ->capture_default_str();
+  sign->add_option("packs", sign_packs, "Shared libraries to sign")->required();
+
   auto* config = app.add_subcommand("config", "Print or check configuration");
   bool print_defaults = false;
   std::string check_path;
@@ -71,7 +89,21 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
 
-  if (node->parsed() || key->parsed() || !check_path.empty()) {
+  if (sign->parsed()) {
+    auto id = shoal::federation::identity::load_or_create(sign_key);
+    if (!id) {
+      std::fprintf(stderr, "shoal: %s\n", shoal::view(id.error()).message.c_str());
+      return 1;
+    }
+    for (const auto& p : sign_packs)
+      if (auto err = shoal::kernels::sign_kernel_pack(p, id->secret_key()); !err.empty()) {
+        std::fprintf(stderr, "shoal: %s\n", err.c_str());
+        return 1;
+      }
+    std::printf("%s=%s\n", sign_name.c_str(), shoal::federation::to_hex(id->pk()).c_str());
+    return 0;
+  }
+  if (node->parsed() || key->parsed() || kern->parsed() || !check_path.empty()) {
     auto loaded = shoal::node::load_config(check_path.empty() ? config_path : check_path, sets,
                                            environ);
     if (auto* err = std::get_if<shoal::node::config_error>(&loaded)) {
@@ -87,6 +119,15 @@ int main(int argc, char** argv) {
         return 1;
       }
       std::printf("%s=%s\n", cfg.name.c_str(), shoal::federation::to_hex(id->pk()).c_str());
+      return 0;
+    }
+    if (kern->parsed()) {
+      std::string error;
+      for (const auto& line : shoal::kernels::apply_config(cfg.kernels, error))
+        std::fprintf(stderr, "%s\n", line.c_str());
+      if (tune)
+        shoal::kernels::registry::instance().tune();
+      std::fputs(shoal::kernels::registry::instance().describe().c_str(), stdout);
       return 0;
     }
     if (!node->parsed()) {

@@ -1,5 +1,7 @@
 #include "node/node.hpp"
 
+#include "kernels/pack.hpp"
+
 #include "actors/actors.hpp"
 #include "actors/time.hpp"
 #include "federation/bridge.hpp"
@@ -30,6 +32,17 @@ int run_node(const node_config& cfg) {
   sigaddset(&sigs, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   spdlog::set_level(spdlog::level::from_str(cfg.log_level));
+  {
+    std::string error;
+    for (const auto& line : kernels::apply_config(cfg.kernels, error))
+      if (line.find("refused") != std::string::npos)
+        spdlog::error("{}", line);
+      else
+        spdlog::info("{}", line);
+    spdlog::info("kernels: dispatching to {} (cpu {}, cap {} from {})",
+                 kernels::to_string(kernels::active_isa()), kernels::to_string(kernels::cpu().level),
+                 kernels::to_string(kernels::isa_cap()), kernels::isa_cap_source());
+  }
 
   auto env = store::environment::open(cfg.store);
   if (!env) {
