@@ -191,26 +191,18 @@ struct S : ops_avx2 {
   static vf swap_pairs(vf v) { return _mm256_permute_ps(v, 0xB1); }
   static float f16(uint16_t h) { return _cvtsh_ss(h); }
   static vf i8x8(__m128i b) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)); }
-  /// The 32 int8 quants of a Q8_0 block as 4 vectors (element order).
-  static void q8_0_vals(const int8_t* qs, vf* v) {
-    __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-    __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs + 16));
-    v[0] = i8x8(lo);
-    v[1] = i8x8(_mm_srli_si128(lo, 8));
-    v[2] = i8x8(hi);
-    v[3] = i8x8(_mm_srli_si128(hi, 8));
+  /// Quants [8k, 8k + 8) of a Q8_0 block as floats, k < 4.
+  static vf q8_0_part(const int8_t* qs, size_t k) {
+    return i8x8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(qs + 8 * k)));
   }
-  /// The 32 nibbles of a Q4_0 block minus 8 as 4 vectors (element order:
-  /// low nibbles are elements 0..15, high nibbles 16..31).
-  static void q4_0_vals(const uint8_t* qs, vf* v) {
-    __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-    __m128i mask = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
-    __m128i lo = _mm_sub_epi8(_mm_and_si128(b, mask), eight);
-    __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(b, 4), mask), eight);
-    v[0] = i8x8(lo);
-    v[1] = i8x8(_mm_srli_si128(lo, 8));
-    v[2] = i8x8(hi);
-    v[3] = i8x8(_mm_srli_si128(hi, 8));
+  /// Elements [8k, 8k + 8) of a Q4_0 block minus 8 as floats, k < 4:
+  /// elements 0..15 are the low nibbles of bytes 0..15, 16..31 the high ones.
+  static vf q4_0_part(const uint8_t* qs, size_t k) {
+    __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(qs + 8 * (k % 2)));
+    if (k >= 2)
+      b = _mm_srli_epi16(b, 4);
+    b = _mm_sub_epi8(_mm_and_si128(b, _mm_set1_epi8(0x0F)), _mm_set1_epi8(8));
+    return i8x8(b);
   }
 };
 } // namespace
@@ -236,15 +228,14 @@ struct S : ops_avx512 {
   static vf swap_pairs(vf v) { return _mm512_permute_ps(v, 0xB1); }
   static float f16(uint16_t h) { return _cvtsh_ss(h); }
   static vf i8x16(__m128i b) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b)); }
-  static void q8_0_vals(const int8_t* qs, vf* v) {
-    v[0] = i8x16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs)));
-    v[1] = i8x16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs + 16)));
+  static vf q8_0_part(const int8_t* qs, size_t k) {
+    return i8x16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs + 16 * k)));
   }
-  static void q4_0_vals(const uint8_t* qs, vf* v) {
+  static vf q4_0_part(const uint8_t* qs, size_t k) {
     __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-    __m128i mask = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
-    v[0] = i8x16(_mm_sub_epi8(_mm_and_si128(b, mask), eight));
-    v[1] = i8x16(_mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(b, 4), mask), eight));
+    if (k == 1)
+      b = _mm_srli_epi16(b, 4);
+    return i8x16(_mm_sub_epi8(_mm_and_si128(b, _mm_set1_epi8(0x0F)), _mm_set1_epi8(8)));
   }
 };
 } // namespace
@@ -306,16 +297,24 @@ void keep(T v) {
   asm volatile("" : : "g"(v) : "memory");
 }
 
+/// ns per `call(inputs())`, keeping the output `y` alive.
+template <class Call>
+double bench_y(Call call) {
+  auto& in = inputs();
+  return bench_ns([&] {
+    call(in);
+    keep(in.y[0]);
+  });
+}
+
 } // namespace
 
 const kernel<rms_norm_t>& rms_norm_kernel() {
   static const kernel<rms_norm_t> k{
     "rms_norm_f32", "void(size_t,float*,const float*,const float*,float)",
     {SHOAL_VARIANTS(rms_norm_scalar, rms_norm)}, [](rms_norm_t* f) {
-      auto& in = inputs();
-      return bench_ns([&] {
+      return bench_y([f](bench_inputs& in) {
         f(in.n, in.y.data(), in.x.data(), in.wt.data(), 1e-5f);
-        keep(in.y[0]);
       });
     }};
   return k;
@@ -325,10 +324,8 @@ const kernel<rope_t>& rope_kernel() {
   static const kernel<rope_t> k{
     "rope_f32", "void(size_t,size_t,size_t,float*,const float*)",
     {SHOAL_VARIANTS(rope_scalar, rope)}, [](rope_t* f) {
-      auto& in = inputs();
-      return bench_ns([&] {
-        f(in.heads, in.head_dim, in.head_dim, in.x.data(), in.table.data());
-        keep(in.x[0]);
+      return bench_y([f](bench_inputs& in) {
+        f(in.heads, in.head_dim, in.head_dim, in.y.data(), in.table.data());
       });
     }};
   return k;
@@ -338,24 +335,17 @@ const kernel<softmax_t>& softmax_kernel() {
   static const kernel<softmax_t> k{
     "softmax_f32", "void(size_t,float*,const float*,float)",
     {SHOAL_VARIANTS(softmax_scalar, softmax)}, [](softmax_t* f) {
-      auto& in = inputs();
-      return bench_ns([&] {
-        f(in.n, in.y.data(), in.x.data(), 1.0f);
-        keep(in.y[0]);
-      });
+      return bench_y([f](bench_inputs& in) { f(in.n, in.y.data(), in.x.data(), 1.0f); });
     }};
   return k;
 }
 
 const kernel<silu_t>& silu_kernel() {
-  static const kernel<silu_t> k{"silu_f32", "void(size_t,float*,const float*)",
-                                {SHOAL_VARIANTS(silu_scalar, silu)}, [](silu_t* f) {
-                                  auto& in = inputs();
-                                  return bench_ns([&] {
-                                    f(in.n, in.y.data(), in.x.data());
-                                    keep(in.y[0]);
-                                  });
-                                }};
+  static const kernel<silu_t> k{
+    "silu_f32", "void(size_t,float*,const float*)", {SHOAL_VARIANTS(silu_scalar, silu)},
+    [](silu_t* f) {
+      return bench_y([f](bench_inputs& in) { f(in.n, in.y.data(), in.x.data()); });
+    }};
   return k;
 }
 
@@ -363,11 +353,8 @@ const kernel<swiglu_t>& swiglu_kernel() {
   static const kernel<swiglu_t> k{
     "swiglu_f32", "void(size_t,float*,const float*,const float*)",
     {SHOAL_VARIANTS(swiglu_scalar, swiglu)}, [](swiglu_t* f) {
-      auto& in = inputs();
-      return bench_ns([&] {
-        f(in.n, in.y.data(), in.x.data(), in.wt.data());
-        keep(in.y[0]);
-      });
+      return bench_y(
+        [f](bench_inputs& in) { f(in.n, in.y.data(), in.x.data(), in.wt.data()); });
     }};
   return k;
 }
@@ -377,10 +364,8 @@ const kernel<attention_paged_t>& attention_paged_kernel() {
     "attention_paged",
     "void(size_t,size_t,float*,const float*,const kv_segment*,size_t,float)",
     {SHOAL_VARIANTS(attention_paged_scalar, attention_paged)}, [](attention_paged_t* f) {
-      auto& in = inputs();
-      return bench_ns([&] {
+      return bench_y([f](bench_inputs& in) {
         f(1, in.head_dim, in.y.data(), in.q.data(), &in.segment, 3, 0.08838834764f);
-        keep(in.y[0]);
       });
     }};
   return k;
