@@ -46,9 +46,10 @@ void quantize_q4_0_scalar(size_t n, block_q4_0* y, const float* x) noexcept {
     float d = m / -8.0f;
     float id = d != 0 ? 1.0f / d : 0.0f;
     y[b].d = fp32_to_fp16(d);
+    // (int8_t)(x*id + 8.5) as ggml writes it: the value is in [0, 16] here.
+    auto nibble = [id](float v) { return std::min(15, trunc_or_zero(v * id + 8.5f)); };
     for (size_t j = 0; j < qk_legacy / 2; ++j) {
-      int lo = std::min(15, static_cast<int>(static_cast<int8_t>(trunc_or_zero(x[j] * id + 8.5f))));
-      int hi = std::min(15, static_cast<int>(static_cast<int8_t>(trunc_or_zero(x[j + 16] * id + 8.5f))));
+      int lo = nibble(x[j]), hi = nibble(x[j + 16]);
       y[b].qs[j] = static_cast<uint8_t>(lo | (hi << 4));
     }
   }
@@ -85,7 +86,16 @@ inline void scale_min_k4(size_t j, const uint8_t* s, int& sc, int& m) noexcept {
   }
 }
 
-void dequantize_q4_k_scalar(size_t n, float* y, const block_q4_k* x) noexcept {
+/// Bit 4 of element l of sub-block j: none in Q4_K; bit j of qh[l] in Q5_K.
+inline int fifth_bit(const block_q4_k&, size_t, size_t) noexcept { return 0; }
+inline int fifth_bit(const block_q5_k& b, size_t l, size_t j) noexcept {
+  return ((b.qh[l] >> j) & 1) << 4;
+}
+
+/// Q4_K or Q5_K: sub-blocks 2g and 2g+1 share the 32 bytes qs[32g..]: low
+/// nibbles, then high nibbles; y = (d·sc)·q - dmin·m.
+template <class Block>
+void dequantize_k_min_scalar(size_t n, float* y, const Block* x) noexcept {
   for (size_t b = 0; b < n / qk_k; ++b) {
     float d = fp16_to_fp32(x[b].d), dmin = fp16_to_fp32(x[b].dmin);
     const uint8_t* q = x[b].qs;
@@ -96,30 +106,19 @@ void dequantize_q4_k_scalar(size_t n, float* y, const block_q4_k* x) noexcept {
       float d0 = d * static_cast<float>(sc0), o0 = dmin * static_cast<float>(m0);
       float d1 = d * static_cast<float>(sc1), o1 = dmin * static_cast<float>(m1);
       for (size_t l = 0; l < 32; ++l)
-        *y++ = d0 * static_cast<float>(q[l] & 0xF) - o0;
+        *y++ = d0 * static_cast<float>((q[l] & 0xF) | fifth_bit(x[b], l, j)) - o0;
       for (size_t l = 0; l < 32; ++l)
-        *y++ = d1 * static_cast<float>(q[l] >> 4) - o1;
+        *y++ = d1 * static_cast<float>((q[l] >> 4) | fifth_bit(x[b], l, j + 1)) - o1;
     }
   }
 }
 
+void dequantize_q4_k_scalar(size_t n, float* y, const block_q4_k* x) noexcept {
+  dequantize_k_min_scalar(n, y, x);
+}
+
 void dequantize_q5_k_scalar(size_t n, float* y, const block_q5_k* x) noexcept {
-  for (size_t b = 0; b < n / qk_k; ++b) {
-    float d = fp16_to_fp32(x[b].d), dmin = fp16_to_fp32(x[b].dmin);
-    const uint8_t* q = x[b].qs;
-    for (size_t j = 0; j < 8; j += 2, q += 32) {
-      int sc0, m0, sc1, m1;
-      scale_min_k4(j, x[b].scales, sc0, m0);
-      scale_min_k4(j + 1, x[b].scales, sc1, m1);
-      float d0 = d * static_cast<float>(sc0), o0 = dmin * static_cast<float>(m0);
-      float d1 = d * static_cast<float>(sc1), o1 = dmin * static_cast<float>(m1);
-      // Sub-block j takes its fifth bit from bit j of qh[l].
-      for (size_t l = 0; l < 32; ++l)
-        *y++ = d0 * static_cast<float>((q[l] & 0xF) | (((x[b].qh[l] >> j) & 1) << 4)) - o0;
-      for (size_t l = 0; l < 32; ++l)
-        *y++ = d1 * static_cast<float>((q[l] >> 4) | (((x[b].qh[l] >> (j + 1)) & 1) << 4)) - o1;
-    }
-  }
+  dequantize_k_min_scalar(n, y, x);
 }
 
 void dequantize_q6_k_scalar(size_t n, float* y, const block_q6_k* x) noexcept {
@@ -478,109 +477,43 @@ double bench_to_f32(Fn* f, const Src* src) {
 
 } // namespace
 
-const kernel<quantize_q8_0_t>& quantize_q8_0_kernel() {
-  static const kernel<quantize_q8_0_t> k{
-    "quantize_q8_0", "void(size_t,block_q8_0*,const float*)",
-    {SHOAL_VARIANTS(quantize_q8_0_scalar, quantize_q8_0)},
-    [](quantize_q8_0_t* f) { return bench_quantize(f, row().q8_0); }};
-  return k;
-}
+/// Defines `const kernel<T>& NAME_kernel()`: variants NAME_scalar (the
+/// reference above), avx2::NAME and avx512::NAME; BENCH (an expression of the
+/// variant `f`) gives its ns per call on the 4096-element bench row.
+#define SHOAL_QUANT_KERNEL(T, NAME, SIG, BENCH)                                          \
+  const kernel<T>& NAME##_kernel() {                                                     \
+    static const kernel<T> k{#NAME, SIG, {SHOAL_VARIANTS(NAME##_scalar, NAME)},           \
+                             [](T* f) { return BENCH; }};                                 \
+    return k;                                                                            \
+  }
 
-const kernel<quantize_q4_0_t>& quantize_q4_0_kernel() {
-  static const kernel<quantize_q4_0_t> k{
-    "quantize_q4_0", "void(size_t,block_q4_0*,const float*)",
-    {SHOAL_VARIANTS(quantize_q4_0_scalar, quantize_q4_0)},
-    [](quantize_q4_0_t* f) { return bench_quantize(f, row().q4_0); }};
-  return k;
-}
-
-const kernel<quantize_q8_k_t>& quantize_q8_k_kernel() {
-  static const kernel<quantize_q8_k_t> k{
-    "quantize_q8_k", "void(size_t,block_q8_k*,const float*)",
-    {SHOAL_VARIANTS(quantize_q8_k_scalar, quantize_q8_k)},
-    [](quantize_q8_k_t* f) { return bench_quantize(f, row().q8_k); }};
-  return k;
-}
-
-const kernel<dequantize_q8_0_t>& dequantize_q8_0_kernel() {
-  static const kernel<dequantize_q8_0_t> k{
-    "dequantize_q8_0", "void(size_t,float*,const block_q8_0*)",
-    {SHOAL_VARIANTS(dequantize_q8_0_scalar, dequantize_q8_0)},
-    [](dequantize_q8_0_t* f) { return bench_to_f32(f, row().q8_0.data()); }};
-  return k;
-}
-
-const kernel<dequantize_q4_0_t>& dequantize_q4_0_kernel() {
-  static const kernel<dequantize_q4_0_t> k{
-    "dequantize_q4_0", "void(size_t,float*,const block_q4_0*)",
-    {SHOAL_VARIANTS(dequantize_q4_0_scalar, dequantize_q4_0)},
-    [](dequantize_q4_0_t* f) { return bench_to_f32(f, row().q4_0.data()); }};
-  return k;
-}
-
-const kernel<dequantize_q8_k_t>& dequantize_q8_k_kernel() {
-  static const kernel<dequantize_q8_k_t> k{
-    "dequantize_q8_k", "void(size_t,float*,const block_q8_k*)",
-    {SHOAL_VARIANTS(dequantize_q8_k_scalar, dequantize_q8_k)},
-    [](dequantize_q8_k_t* f) { return bench_to_f32(f, row().q8_k.data()); }};
-  return k;
-}
-
-const kernel<dequantize_q4_k_t>& dequantize_q4_k_kernel() {
-  static const kernel<dequantize_q4_k_t> k{
-    "dequantize_q4_k", "void(size_t,float*,const block_q4_k*)",
-    {SHOAL_VARIANTS(dequantize_q4_k_scalar, dequantize_q4_k)},
-    [](dequantize_q4_k_t* f) { return bench_to_f32(f, row().q4_k.data()); }};
-  return k;
-}
-
-const kernel<dequantize_q5_k_t>& dequantize_q5_k_kernel() {
-  static const kernel<dequantize_q5_k_t> k{
-    "dequantize_q5_k", "void(size_t,float*,const block_q5_k*)",
-    {SHOAL_VARIANTS(dequantize_q5_k_scalar, dequantize_q5_k)},
-    [](dequantize_q5_k_t* f) { return bench_to_f32(f, row().q5_k.data()); }};
-  return k;
-}
-
-const kernel<dequantize_q6_k_t>& dequantize_q6_k_kernel() {
-  static const kernel<dequantize_q6_k_t> k{
-    "dequantize_q6_k", "void(size_t,float*,const block_q6_k*)",
-    {SHOAL_VARIANTS(dequantize_q6_k_scalar, dequantize_q6_k)},
-    [](dequantize_q6_k_t* f) { return bench_to_f32(f, row().q6_k.data()); }};
-  return k;
-}
-
-const kernel<convert_to_16_t>& convert_f32_to_f16_kernel() {
-  static const kernel<convert_to_16_t> k{
-    "convert_f32_to_f16", "void(size_t,uint16_t*,const float*)",
-    {SHOAL_VARIANTS(convert_f32_to_f16_scalar, convert_f32_to_f16)},
-    [](convert_to_16_t* f) { return bench_quantize(f, row().h); }};
-  return k;
-}
-
-const kernel<convert_from_16_t>& convert_f16_to_f32_kernel() {
-  static const kernel<convert_from_16_t> k{
-    "convert_f16_to_f32", "void(size_t,float*,const uint16_t*)",
-    {SHOAL_VARIANTS(convert_f16_to_f32_scalar, convert_f16_to_f32)},
-    [](convert_from_16_t* f) { return bench_to_f32(f, row().h.data()); }};
-  return k;
-}
-
-const kernel<convert_to_16_t>& convert_f32_to_bf16_kernel() {
-  static const kernel<convert_to_16_t> k{
-    "convert_f32_to_bf16", "void(size_t,uint16_t*,const float*)",
-    {SHOAL_VARIANTS(convert_f32_to_bf16_scalar, convert_f32_to_bf16)},
-    [](convert_to_16_t* f) { return bench_quantize(f, row().h); }};
-  return k;
-}
-
-const kernel<convert_from_16_t>& convert_bf16_to_f32_kernel() {
-  static const kernel<convert_from_16_t> k{
-    "convert_bf16_to_f32", "void(size_t,float*,const uint16_t*)",
-    {SHOAL_VARIANTS(convert_bf16_to_f32_scalar, convert_bf16_to_f32)},
-    [](convert_from_16_t* f) { return bench_to_f32(f, row().h.data()); }};
-  return k;
-}
+SHOAL_QUANT_KERNEL(quantize_q8_0_t, quantize_q8_0, "void(size_t,block_q8_0*,const float*)",
+                   bench_quantize(f, row().q8_0))
+SHOAL_QUANT_KERNEL(quantize_q4_0_t, quantize_q4_0, "void(size_t,block_q4_0*,const float*)",
+                   bench_quantize(f, row().q4_0))
+SHOAL_QUANT_KERNEL(quantize_q8_k_t, quantize_q8_k, "void(size_t,block_q8_k*,const float*)",
+                   bench_quantize(f, row().q8_k))
+SHOAL_QUANT_KERNEL(dequantize_q8_0_t, dequantize_q8_0, "void(size_t,float*,const block_q8_0*)",
+                   bench_to_f32(f, row().q8_0.data()))
+SHOAL_QUANT_KERNEL(dequantize_q4_0_t, dequantize_q4_0, "void(size_t,float*,const block_q4_0*)",
+                   bench_to_f32(f, row().q4_0.data()))
+SHOAL_QUANT_KERNEL(dequantize_q8_k_t, dequantize_q8_k, "void(size_t,float*,const block_q8_k*)",
+                   bench_to_f32(f, row().q8_k.data()))
+SHOAL_QUANT_KERNEL(dequantize_q4_k_t, dequantize_q4_k, "void(size_t,float*,const block_q4_k*)",
+                   bench_to_f32(f, row().q4_k.data()))
+SHOAL_QUANT_KERNEL(dequantize_q5_k_t, dequantize_q5_k, "void(size_t,float*,const block_q5_k*)",
+                   bench_to_f32(f, row().q5_k.data()))
+SHOAL_QUANT_KERNEL(dequantize_q6_k_t, dequantize_q6_k, "void(size_t,float*,const block_q6_k*)",
+                   bench_to_f32(f, row().q6_k.data()))
+SHOAL_QUANT_KERNEL(convert_to_16_t, convert_f32_to_f16, "void(size_t,uint16_t*,const float*)",
+                   bench_quantize(f, row().h))
+SHOAL_QUANT_KERNEL(convert_from_16_t, convert_f16_to_f32, "void(size_t,float*,const uint16_t*)",
+                   bench_to_f32(f, row().h.data()))
+SHOAL_QUANT_KERNEL(convert_to_16_t, convert_f32_to_bf16, "void(size_t,uint16_t*,const float*)",
+                   bench_quantize(f, row().h))
+SHOAL_QUANT_KERNEL(convert_from_16_t, convert_bf16_to_f32, "void(size_t,float*,const uint16_t*)",
+                   bench_to_f32(f, row().h.data()))
+#undef SHOAL_QUANT_KERNEL
 #undef SHOAL_VARIANTS
 
 void register_quant_kernels() {
@@ -601,57 +534,28 @@ void register_quant_kernels() {
 
 // ---- public entry points -------------------------------------------------
 
-void quantize_q8_0(std::span<const float> x, std::span<block_q8_0> y) noexcept {
-  quantize_q8_0_kernel().get()(x.size(), y.data(), x.data());
-}
+/// Defines the public `NAME(x, y)` over spans of X and Y: the active
+/// variant of NAME_kernel() on N elements (x.size() or y.size(), whichever
+/// counts floats).
+#define SHOAL_QUANT_ENTRY(NAME, X, Y, N)                                                 \
+  void NAME(std::span<const X> x, std::span<Y> y) noexcept {                             \
+    NAME##_kernel().get()(N.size(), y.data(), x.data());                                 \
+  }
 
-void quantize_q4_0(std::span<const float> x, std::span<block_q4_0> y) noexcept {
-  quantize_q4_0_kernel().get()(x.size(), y.data(), x.data());
-}
-
-void quantize_q8_k(std::span<const float> x, std::span<block_q8_k> y) noexcept {
-  quantize_q8_k_kernel().get()(x.size(), y.data(), x.data());
-}
-
-void dequantize_q8_0(std::span<const block_q8_0> x, std::span<float> y) noexcept {
-  dequantize_q8_0_kernel().get()(y.size(), y.data(), x.data());
-}
-
-void dequantize_q4_0(std::span<const block_q4_0> x, std::span<float> y) noexcept {
-  dequantize_q4_0_kernel().get()(y.size(), y.data(), x.data());
-}
-
-void dequantize_q8_k(std::span<const block_q8_k> x, std::span<float> y) noexcept {
-  dequantize_q8_k_kernel().get()(y.size(), y.data(), x.data());
-}
-
-void dequantize_q4_k(std::span<const block_q4_k> x, std::span<float> y) noexcept {
-  dequantize_q4_k_kernel().get()(y.size(), y.data(), x.data());
-}
-
-void dequantize_q5_k(std::span<const block_q5_k> x, std::span<float> y) noexcept {
-  dequantize_q5_k_kernel().get()(y.size(), y.data(), x.data());
-}
-
-void dequantize_q6_k(std::span<const block_q6_k> x, std::span<float> y) noexcept {
-  dequantize_q6_k_kernel().get()(y.size(), y.data(), x.data());
-}
-
-void convert_f32_to_f16(std::span<const float> x, std::span<uint16_t> y) noexcept {
-  convert_f32_to_f16_kernel().get()(x.size(), y.data(), x.data());
-}
-
-void convert_f16_to_f32(std::span<const uint16_t> x, std::span<float> y) noexcept {
-  convert_f16_to_f32_kernel().get()(x.size(), y.data(), x.data());
-}
-
-void convert_f32_to_bf16(std::span<const float> x, std::span<uint16_t> y) noexcept {
-  convert_f32_to_bf16_kernel().get()(x.size(), y.data(), x.data());
-}
-
-void convert_bf16_to_f32(std::span<const uint16_t> x, std::span<float> y) noexcept {
-  convert_bf16_to_f32_kernel().get()(x.size(), y.data(), x.data());
-}
+SHOAL_QUANT_ENTRY(quantize_q8_0, float, block_q8_0, x)
+SHOAL_QUANT_ENTRY(quantize_q4_0, float, block_q4_0, x)
+SHOAL_QUANT_ENTRY(quantize_q8_k, float, block_q8_k, x)
+SHOAL_QUANT_ENTRY(dequantize_q8_0, block_q8_0, float, y)
+SHOAL_QUANT_ENTRY(dequantize_q4_0, block_q4_0, float, y)
+SHOAL_QUANT_ENTRY(dequantize_q8_k, block_q8_k, float, y)
+SHOAL_QUANT_ENTRY(dequantize_q4_k, block_q4_k, float, y)
+SHOAL_QUANT_ENTRY(dequantize_q5_k, block_q5_k, float, y)
+SHOAL_QUANT_ENTRY(dequantize_q6_k, block_q6_k, float, y)
+SHOAL_QUANT_ENTRY(convert_f32_to_f16, float, uint16_t, x)
+SHOAL_QUANT_ENTRY(convert_f16_to_f32, uint16_t, float, x)
+SHOAL_QUANT_ENTRY(convert_f32_to_bf16, float, uint16_t, x)
+SHOAL_QUANT_ENTRY(convert_bf16_to_f32, uint16_t, float, x)
+#undef SHOAL_QUANT_ENTRY
 
 void quantize_q4_k(std::span<const float> x, std::span<block_q4_k> y) noexcept {
   uint8_t sc[8], m[8], q[qk_k];

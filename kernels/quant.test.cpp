@@ -13,6 +13,7 @@
 #include <map>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 using namespace shoal::kernels;
@@ -153,6 +154,18 @@ double nmse(const std::vector<float>& x, const std::vector<float>& y) {
 /// Bound on |d - f16(d)|.
 float f16_error(float d) {
   return std::max(std::fabs(d) * 0x1p-11f, 0x1p-25f);
+}
+
+/// NMSE of dequantize(quantize(x)) through the public functions.
+template <class Block, class Quantize, class Dequantize>
+double round_trip_nmse(const std::vector<float>& x, Quantize quantize, Dequantize dequantize) {
+  constexpr size_t per_block =
+    std::is_same_v<Block, block_q8_0> || std::is_same_v<Block, block_q4_0> ? 32 : 256;
+  std::vector<Block> q(x.size() / per_block);
+  std::vector<float> back(x.size());
+  quantize(x, std::span<Block>(q));
+  dequantize(std::span<const Block>(q), back);
+  return nmse(x, back);
 }
 
 std::vector<float> gaussian_row(size_t n, uint32_t seed) {
@@ -432,19 +445,9 @@ TEST_CASE("q8_0, q4_0 and q8_k round trips stay within the stated bounds") {
     }
   }
   auto x = gaussian_row(4096, 43);
-  std::vector<float> back(x.size());
-  std::vector<block_q8_0> q8(128);
-  std::vector<block_q4_0> q4(128);
-  std::vector<block_q8_k> qk(16);
-  quantize_q8_0(x, q8);
-  dequantize_q8_0(q8, back);
-  CHECK(nmse(x, back) <= nmse_gaussian_q8_0);
-  quantize_q4_0(x, q4);
-  dequantize_q4_0(q4, back);
-  CHECK(nmse(x, back) <= nmse_gaussian_q4_0);
-  quantize_q8_k(x, qk);
-  dequantize_q8_k(qk, back);
-  CHECK(nmse(x, back) <= nmse_gaussian_q8_k);
+  CHECK(round_trip_nmse<block_q8_0>(x, quantize_q8_0, dequantize_q8_0) <= nmse_gaussian_q8_0);
+  CHECK(round_trip_nmse<block_q4_0>(x, quantize_q4_0, dequantize_q4_0) <= nmse_gaussian_q4_0);
+  CHECK(round_trip_nmse<block_q8_k>(x, quantize_q8_k, dequantize_q8_k) <= nmse_gaussian_q8_k);
 }
 
 namespace {
@@ -500,19 +503,9 @@ TEST_CASE("q4_k, q5_k and q6_k simple quantizers round-trip within the stated bo
     check_k_round_trip<block_q6_k>(x, quantize_q6_k, dequantize_q6_k, 16, q6_step);
   }
   auto x = gaussian_row(4096, 53);
-  std::vector<float> back(x.size());
-  std::vector<block_q4_k> q4(16);
-  std::vector<block_q5_k> q5(16);
-  std::vector<block_q6_k> q6(16);
-  quantize_q4_k(x, q4);
-  dequantize_q4_k(q4, back);
-  CHECK(nmse(x, back) <= nmse_gaussian_q4_k);
-  quantize_q5_k(x, q5);
-  dequantize_q5_k(q5, back);
-  CHECK(nmse(x, back) <= nmse_gaussian_q5_k);
-  quantize_q6_k(x, q6);
-  dequantize_q6_k(q6, back);
-  CHECK(nmse(x, back) <= nmse_gaussian_q6_k);
+  CHECK(round_trip_nmse<block_q4_k>(x, quantize_q4_k, dequantize_q4_k) <= nmse_gaussian_q4_k);
+  CHECK(round_trip_nmse<block_q5_k>(x, quantize_q5_k, dequantize_q5_k) <= nmse_gaussian_q5_k);
+  CHECK(round_trip_nmse<block_q6_k>(x, quantize_q6_k, dequantize_q6_k) <= nmse_gaussian_q6_k);
 }
 
 TEST_CASE("f16 and bf16 row round trips stay within half an ulp") {
