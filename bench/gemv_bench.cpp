@@ -4,6 +4,8 @@
 ///   mem_read/<size>/threads:<t>           streaming read (sum) of a buffer:
 ///                                         256 MiB = DRAM (beyond the LLC),
 ///                                         16 MiB = last-level cache
+///   mem_read_prefetch/256MiB/threads:<t>  the same with software prefetch
+///                                         4 KiB ahead, as the kernels do
 ///   gemv/<type>/threads:<t>/cold          4096 × 4096 GEMV through `gemv`,
 ///                                         cycling over copies of the matrix
 ///                                         that together exceed 256 MiB, so
@@ -73,10 +75,16 @@ thread_pool* pool_of(size_t threads) {
 
 #if defined(__x86_64__)
 /// Sum of 64-bit words, four 256-bit accumulators; @pre n % 128 == 0.
+/// `prefetch`: also prefetch 4 KiB ahead, as the matrix kernels do.
+template <bool prefetch>
 __attribute__((target("avx2"))) uint64_t read_sum(const std::byte* p, size_t n) {
   const auto* v = reinterpret_cast<const __m256i*>(p);
   __m256i a = _mm256_setzero_si256(), b = a, c = a, d = a;
   for (size_t i = 0; i < n / 32; i += 4) {
+    if constexpr (prefetch) {
+      _mm_prefetch(reinterpret_cast<const char*>(v + i) + 4096, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(v + i) + 4096 + 64, _MM_HINT_T0);
+    }
     a = _mm256_add_epi64(a, _mm256_load_si256(v + i));
     b = _mm256_add_epi64(b, _mm256_load_si256(v + i + 1));
     c = _mm256_add_epi64(c, _mm256_load_si256(v + i + 2));
@@ -88,6 +96,7 @@ __attribute__((target("avx2"))) uint64_t read_sum(const std::byte* p, size_t n) 
   return o[0] + o[1] + o[2] + o[3];
 }
 #else
+template <bool prefetch>
 uint64_t read_sum(const std::byte* p, size_t n) {
   uint64_t s = 0;
   for (size_t i = 0; i < n; i += 8) {
@@ -99,6 +108,7 @@ uint64_t read_sum(const std::byte* p, size_t n) {
 }
 #endif
 
+template <bool prefetch>
 void mem_read(benchmark::State& st, size_t bytes, size_t threads) {
   aligned_bytes buf(bytes);
   std::memset(buf.data(), 1, bytes);
@@ -107,7 +117,7 @@ void mem_read(benchmark::State& st, size_t bytes, size_t threads) {
   for (auto _ : st) {
     parallel_for(pool, threads, [&](size_t t) {
       index_range r = split_range(bytes, threads, t, 128);
-      sums[t] += read_sum(buf.data() + r.begin, r.size());
+      sums[t] += read_sum<prefetch>(buf.data() + r.begin, r.size());
     });
     benchmark::DoNotOptimize(sums);
   }
@@ -258,9 +268,13 @@ const bool registered = [] {
       std::string name =
         "mem_read/" + std::to_string(mib) + "MiB/threads:" + std::to_string(t);
       benchmark::RegisterBenchmark(name.c_str(), [mib, t](benchmark::State& st) {
-        mem_read(st, mib << 20, t);
+        mem_read<false>(st, mib << 20, t);
       })->UseRealTime();
     }
+  for (size_t t : {1, 2})
+    benchmark::RegisterBenchmark(("mem_read_prefetch/256MiB/threads:" + std::to_string(t)).c_str(),
+                                 [t](benchmark::State& st) { mem_read<true>(st, 256 << 20, t); })
+      ->UseRealTime();
   for (weight_type type : all_types)
     for (size_t t : {1, 2})
       for (bool cold : {true, false}) {

@@ -228,7 +228,7 @@ struct Q {
   using vi = __m512i;
   static constexpr size_t blocks = 2;
   static constexpr bool vnni = false;
-  static constexpr size_t tile_r1 = 4, tile_r = 4, tile_c = 2, tile_kc = 4;
+  static constexpr size_t tile_r1 = 4, tile_r = 4, tile_c = 4, tile_kc = 4;
   static vi zero() { return _mm512_setzero_si512(); }
   static S::vf cvt(vi v) { return _mm512_cvtepi32_ps(v); }
   static vi bytes(int8_t v) { return _mm512_set1_epi8(v); }
