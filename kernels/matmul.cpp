@@ -367,34 +367,42 @@ double bench_matmul(Fn* f, size_t n, const W* w, const X* x) {
 
 } // namespace
 
-const kernel<matmul_f32_t>& matmul_f32_kernel() {
-  static const kernel<matmul_f32_t> k{
-    "matmul_f32", "void(size_t,size_t,size_t,float*,size_t,const float*,const float*)",
-    {SHOAL_VARIANTS((matmul_float_scalar<wfmt::f32, float>), matmul_f32)},
-    [](matmul_f32_t* f) {
-      return bench_matmul(f, bench_inputs::cols, inputs().wf.data(), inputs().x.data());
+namespace {
+/// The F32, F16 and BF16 kernels (same body, element format F).
+template <wfmt F, class T>
+const kernel<void(size_t, size_t, size_t, float*, size_t, const T*, const float*) noexcept>&
+float_kernel(const char* name, const char* signature) {
+  using Fn = void(size_t, size_t, size_t, float*, size_t, const T*, const float*) noexcept;
+  static const kernel<Fn> k{
+    name, signature, {SHOAL_VARIANTS((matmul_float_scalar<F, T>), matmul_float<F>)},
+    [](Fn* f) {
+      const auto& in = inputs();
+      const T* w;
+      if constexpr (F == wfmt::f32)
+        w = in.wf.data();
+      else if constexpr (F == wfmt::f16)
+        w = in.wh.data();
+      else
+        w = in.wb.data();
+      return bench_matmul(f, bench_inputs::cols, w, in.x.data());
     }};
   return k;
+}
+} // namespace
+
+const kernel<matmul_f32_t>& matmul_f32_kernel() {
+  return float_kernel<wfmt::f32, float>(
+    "matmul_f32", "void(size_t,size_t,size_t,float*,size_t,const float*,const float*)");
 }
 
 const kernel<matmul_f16_t>& matmul_f16_kernel() {
-  static const kernel<matmul_f16_t> k{
-    "matmul_f16", "void(size_t,size_t,size_t,float*,size_t,const uint16_t*,const float*)",
-    {SHOAL_VARIANTS((matmul_float_scalar<wfmt::f16, uint16_t>), matmul_f16)},
-    [](matmul_f16_t* f) {
-      return bench_matmul(f, bench_inputs::cols, inputs().wh.data(), inputs().x.data());
-    }};
-  return k;
+  return float_kernel<wfmt::f16, uint16_t>(
+    "matmul_f16", "void(size_t,size_t,size_t,float*,size_t,const uint16_t*,const float*)");
 }
 
 const kernel<matmul_f16_t>& matmul_bf16_kernel() {
-  static const kernel<matmul_f16_t> k{
-    "matmul_bf16", "void(size_t,size_t,size_t,float*,size_t,const uint16_t*,const float*)",
-    {SHOAL_VARIANTS((matmul_float_scalar<wfmt::bf16, uint16_t>), matmul_bf16)},
-    [](matmul_f16_t* f) {
-      return bench_matmul(f, bench_inputs::cols, inputs().wb.data(), inputs().x.data());
-    }};
-  return k;
+  return float_kernel<wfmt::bf16, uint16_t>(
+    "matmul_bf16", "void(size_t,size_t,size_t,float*,size_t,const uint16_t*,const float*)");
 }
 
 namespace {
@@ -409,40 +417,40 @@ bool with_vnni() {
 }
 } // namespace
 
-const kernel<matmul_q8_0_t>& matmul_q8_0_kernel() {
-  using K = kernel<matmul_q8_0_t>;
-  using L = std::initializer_list<K::variant>;
+/// The Q8_0 and Q4_0 kernels (same body, weight block type WB), with the
+/// VNNI variant registered where the CPU has it.
+template <class WB>
+const kernel<void(size_t, size_t, size_t, float*, size_t, const WB*, const block_q8_0*) noexcept>&
+legacy_kernel(const char* name, const char* signature) {
+  using Fn = void(size_t, size_t, size_t, float*, size_t, const WB*, const block_q8_0*) noexcept;
+  using K = kernel<Fn>;
+  using L = std::initializer_list<typename K::variant>;
   static const K k{
-    "matmul_q8_0",
-    "void(size_t,size_t,size_t,float*,size_t,const block_q8_0*,const block_q8_0*)",
+    name, signature,
 #if defined(__x86_64__)
-    with_vnni() ? L{SHOAL_VARIANTS((matmul_quant_scalar<block_q8_0, block_q8_0>), matmul_q8_0),
-                    SHOAL_VNNI_VARIANT(matmul_q8_0)}
+    with_vnni() ? L{SHOAL_VARIANTS((matmul_quant_scalar<WB, block_q8_0>), matmul_legacy<WB>),
+                    SHOAL_VNNI_VARIANT(matmul_legacy<WB>)}
                 :
 #endif
-                L{SHOAL_VARIANTS((matmul_quant_scalar<block_q8_0, block_q8_0>), matmul_q8_0)},
-    [](matmul_q8_0_t* f) {
-      return bench_matmul(f, bench_inputs::cols / 32, inputs().w8.data(), inputs().x8.data());
+                L{SHOAL_VARIANTS((matmul_quant_scalar<WB, block_q8_0>), matmul_legacy<WB>)},
+    [](Fn* f) {
+      const auto& in = inputs();
+      if constexpr (std::is_same_v<WB, block_q8_0>)
+        return bench_matmul(f, bench_inputs::cols / 32, in.w8.data(), in.x8.data());
+      else
+        return bench_matmul(f, bench_inputs::cols / 32, in.w4.data(), in.x8.data());
     }};
   return k;
 }
 
+const kernel<matmul_q8_0_t>& matmul_q8_0_kernel() {
+  return legacy_kernel<block_q8_0>(
+    "matmul_q8_0", "void(size_t,size_t,size_t,float*,size_t,const block_q8_0*,const block_q8_0*)");
+}
+
 const kernel<matmul_q4_0_t>& matmul_q4_0_kernel() {
-  using K = kernel<matmul_q4_0_t>;
-  using L = std::initializer_list<K::variant>;
-  static const K k{
-    "matmul_q4_0",
-    "void(size_t,size_t,size_t,float*,size_t,const block_q4_0*,const block_q8_0*)",
-#if defined(__x86_64__)
-    with_vnni() ? L{SHOAL_VARIANTS((matmul_quant_scalar<block_q4_0, block_q8_0>), matmul_q4_0),
-                    SHOAL_VNNI_VARIANT(matmul_q4_0)}
-                :
-#endif
-                L{SHOAL_VARIANTS((matmul_quant_scalar<block_q4_0, block_q8_0>), matmul_q4_0)},
-    [](matmul_q4_0_t* f) {
-      return bench_matmul(f, bench_inputs::cols / 32, inputs().w4.data(), inputs().x8.data());
-    }};
-  return k;
+  return legacy_kernel<block_q4_0>(
+    "matmul_q4_0", "void(size_t,size_t,size_t,float*,size_t,const block_q4_0*,const block_q8_0*)");
 }
 
 const kernel<matmul_q4_k_t>& matmul_q4_k_kernel() {

@@ -65,29 +65,21 @@ std::vector<B> random_blocks(size_t n, std::mt19937& rng) {
   return v;
 }
 
-std::vector<float> dequant(const std::vector<block_q8_0>& b) {
-  std::vector<float> y(b.size() * 32);
-  dequantize_q8_0(b, y);
-  return y;
-}
-std::vector<float> dequant(const std::vector<block_q4_0>& b) {
-  std::vector<float> y(b.size() * 32);
-  dequantize_q4_0(b, y);
-  return y;
-}
-std::vector<float> dequant(const std::vector<block_q4_k>& b) {
-  std::vector<float> y(b.size() * 256);
-  dequantize_q4_k(b, y);
-  return y;
-}
-std::vector<float> dequant(const std::vector<block_q6_k>& b) {
-  std::vector<float> y(b.size() * 256);
-  dequantize_q6_k(b, y);
-  return y;
-}
-std::vector<float> dequant(const std::vector<block_q8_k>& b) {
-  std::vector<float> y(b.size() * 256);
-  dequantize_q8_k(b, y);
+/// The f32 values of quantized blocks (quant.hpp's dequantizers).
+template <class B>
+std::vector<float> dequant(const std::vector<B>& b) {
+  constexpr bool legacy = std::is_same_v<B, block_q8_0> || std::is_same_v<B, block_q4_0>;
+  std::vector<float> y(b.size() * (legacy ? 32 : 256));
+  if constexpr (std::is_same_v<B, block_q8_0>)
+    dequantize_q8_0(b, y);
+  else if constexpr (std::is_same_v<B, block_q4_0>)
+    dequantize_q4_0(b, y);
+  else if constexpr (std::is_same_v<B, block_q4_k>)
+    dequantize_q4_k(b, y);
+  else if constexpr (std::is_same_v<B, block_q6_k>)
+    dequantize_q6_k(b, y);
+  else
+    dequantize_q8_k(b, y);
   return y;
 }
 
@@ -228,20 +220,26 @@ void check_quant_variants(const Kernel& k, size_t block, MakeW make_w) {
   }
 }
 
-/// Q8_0/Q4_0 weights quantized from a family (ggml's quantizer), so large and
-/// denormal inputs give the blocks those inputs really produce.
+/// Q8_0/Q4_0 blocks of `wf` (ggml's reference quantizers).
 template <class WB>
-std::vector<WB> legacy_weights(size_t n_blocks, family fam, std::mt19937& rng) {
-  auto wf = make(fam == family::large ? family::random : fam, n_blocks * 32, rng,
-                 fam == family::large ? 6e4f / 4 : 1.0f);
-  std::vector<WB> w(n_blocks);
-  if constexpr (std::is_same_v<WB, block_q8_0>) {
+std::vector<WB> legacy_weights(const std::vector<float>& wf) {
+  std::vector<WB> w(wf.size() / 32);
+  if constexpr (std::is_same_v<WB, block_q8_0>)
     quantize_q8_0(wf, w);
+  else
+    quantize_q4_0(wf, w);
+  return w;
+}
+
+/// Q8_0/Q4_0 weights quantized from a family, so large and denormal inputs
+/// give the blocks those inputs really produce.
+template <class WB>
+std::vector<WB> family_weights(size_t n_blocks, family fam, std::mt19937& rng) {
+  auto w = legacy_weights<WB>(make(fam == family::large ? family::random : fam, n_blocks * 32,
+                                   rng, fam == family::large ? 6e4f / 4 : 1.0f));
+  if constexpr (std::is_same_v<WB, block_q8_0>)
     if (fam == family::random) // ggml never writes -128; a file may
       w[0].qs[3] = -128;
-  } else {
-    quantize_q4_0(wf, w);
-  }
   return w;
 }
 
@@ -264,12 +262,12 @@ std::vector<WB> k_weights(size_t n_blocks, family fam, std::mt19937& rng) {
 
 TEST_CASE("matmul_q8_0: scalar matches the exact block product, every variant the scalar") {
   check_quant_variants<block_q8_0, block_q8_0>(matmul_q8_0_kernel(), 32,
-                                               legacy_weights<block_q8_0>);
+                                               family_weights<block_q8_0>);
 }
 
 TEST_CASE("matmul_q4_0: scalar matches the exact block product, every variant the scalar") {
   check_quant_variants<block_q4_0, block_q8_0>(matmul_q4_0_kernel(), 32,
-                                               legacy_weights<block_q4_0>);
+                                               family_weights<block_q4_0>);
 }
 
 TEST_CASE("matmul_q4_k: scalar matches the exact block product, every variant the scalar") {
@@ -302,6 +300,10 @@ test_weights make_weights(weight_type type, size_t rows, size_t cols, std::mt199
   auto wf = make(family::random, rows * cols, rng, 0.05f);
   t.bytes.resize(rows * row_bytes(type, cols));
   auto put = [&](const auto& v) { std::memcpy(t.bytes.data(), v.data(), t.bytes.size()); };
+  auto put_blocks = [&](const auto& blocks) {
+    put(blocks);
+    t.deq = dequant(blocks);
+  };
   switch (type) {
     case weight_type::f32:
       put(wf);
@@ -318,36 +320,24 @@ test_weights make_weights(weight_type type, size_t rows, size_t cols, std::mt199
       put(h);
       break;
     }
-    case weight_type::q8_0: {
-      std::vector<block_q8_0> b(wf.size() / 32);
-      quantize_q8_0(wf, b);
-      put(b);
-      t.deq = dequant(b);
-      break;
-    }
-    case weight_type::q4_0: {
-      std::vector<block_q4_0> b(wf.size() / 32);
-      quantize_q4_0(wf, b);
-      put(b);
-      t.deq = dequant(b);
-      break;
-    }
-    case weight_type::q4_k: {
-      auto b = random_blocks<block_q4_k>(wf.size() / 256, rng);
-      put(b);
-      t.deq = dequant(b);
-      break;
-    }
-    case weight_type::q6_k: {
-      auto b = random_blocks<block_q6_k>(wf.size() / 256, rng);
-      put(b);
-      t.deq = dequant(b);
-      break;
-    }
+    case weight_type::q8_0: put_blocks(legacy_weights<block_q8_0>(wf)); break;
+    case weight_type::q4_0: put_blocks(legacy_weights<block_q4_0>(wf)); break;
+    case weight_type::q4_k: put_blocks(random_blocks<block_q4_k>(wf.size() / 256, rng)); break;
+    case weight_type::q6_k: put_blocks(random_blocks<block_q6_k>(wf.size() / 256, rng)); break;
   }
   t.view = {t.bytes.data(), type, rows, cols};
   return t;
 }
+
+/// Weights, activations [batch, cols] and scratch for a gemm call.
+struct gemm_case {
+  test_weights w;
+  std::vector<float> x;
+  std::vector<std::byte> scratch;
+  gemm_case(weight_type type, size_t rows, size_t cols, size_t batch, std::mt19937& rng)
+    : w(make_weights(type, rows, cols, rng)), x(make(family::random, batch * cols, rng)),
+      scratch(matmul_scratch_bytes(type, cols, batch)) {}
+};
 
 const weight_type all_types[] = {weight_type::f32,  weight_type::f16,  weight_type::bf16,
                                  weight_type::q8_0, weight_type::q4_0, weight_type::q4_k,
@@ -360,9 +350,8 @@ TEST_CASE("gemm: quantized activations stay within the stated NMSE of the f32 pr
   for (weight_type type : all_types) {
     CAPTURE(to_string(type));
     size_t rows = 64, cols = 1024, batch = 3;
-    auto w = make_weights(type, rows, cols, rng);
-    auto x = make(family::random, batch * cols, rng);
-    std::vector<std::byte> scratch(matmul_scratch_bytes(type, cols, batch));
+    gemm_case t(type, rows, cols, batch, rng);
+    auto& [w, x, scratch] = t;
     std::vector<float> y(rows * batch);
     REQUIRE(gemm(y, w.view, x, batch, scratch, nullptr) == matmul_status::ok);
     std::vector<double> want, mag;
@@ -386,9 +375,8 @@ TEST_CASE("gemm gives the same bits for any pool and equals gemv row by row") {
   for (weight_type type : all_types) {
     CAPTURE(to_string(type));
     size_t rows = 300, cols = 512, batch = 5;
-    auto w = make_weights(type, rows, cols, rng);
-    auto x = make(family::random, batch * cols, rng);
-    std::vector<std::byte> scratch(matmul_scratch_bytes(type, cols, batch));
+    gemm_case t(type, rows, cols, batch, rng);
+    auto& [w, x, scratch] = t;
     std::vector<float> base(rows * batch);
     REQUIRE(gemm(base, w.view, x, batch, scratch, nullptr) == matmul_status::ok);
     for (thread_pool* p : pools) {
