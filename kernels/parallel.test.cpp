@@ -105,7 +105,7 @@ TEST_CASE("serial_pool and a null pool run tasks in order on the caller") {
   CHECK(same);
 }
 
-TEST_CASE("split_range covers [0, n) with aligned, ordered, disjoint parts") {
+TEST_CASE("split_range covers 0..n with aligned, ordered, disjoint parts") {
   for (size_t n : {0u, 1u, 5u, 64u, 100u, 4096u, 4097u})
     for (size_t chunks : {1u, 2u, 3u, 8u, 13u})
       for (size_t align : {1u, 4u, 16u}) {
