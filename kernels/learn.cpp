@@ -241,11 +241,6 @@ struct S : ops_avx512 {
 SHOAL_END_TARGET
 #undef SHOAL_LEARN_INLINE
 #undef SHOAL_LEARN_LAMBDA
-#define SHOAL_VARIANTS(ref, name)                                                       \
-  {"scalar", isa::scalar, ref}, {"avx2", isa::avx2, avx2::name},                         \
-    {"avx512", isa::avx512, avx512::name}
-#else
-#define SHOAL_VARIANTS(ref, name) {"scalar", isa::scalar, ref}
 #endif
 
 namespace {
@@ -398,7 +393,6 @@ const kernel<ewc_precondition_t>& ewc_precondition_kernel() {
     }};
   return k;
 }
-#undef SHOAL_VARIANTS
 
 void register_learn_kernels() {
   micro_lora_forward_kernel();

@@ -242,11 +242,6 @@ struct S : ops_avx512 {
 #include "kernels/nn_simd.inc"
 } // namespace avx512
 SHOAL_END_TARGET
-#define SHOAL_VARIANTS(ref, name)                                                       \
-  {"scalar", isa::scalar, ref}, {"avx2", isa::avx2, avx2::name},                         \
-    {"avx512", isa::avx512, avx512::name}
-#else
-#define SHOAL_VARIANTS(ref, name) {"scalar", isa::scalar, ref}
 #endif
 
 namespace {
@@ -370,7 +365,6 @@ const kernel<attention_paged_t>& attention_paged_kernel() {
     }};
   return k;
 }
-#undef SHOAL_VARIANTS
 
 void register_nn_kernels() {
   rms_norm_kernel();

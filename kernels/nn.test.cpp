@@ -112,7 +112,7 @@ TEST_CASE("rms_norm: every variant matches the exact result within nn_nmse_bound
   }
 }
 
-TEST_CASE("rms_norm: output has unit RMS without weight; zeros stay zero") {
+TEST_CASE("rms_norm: output has unit RMS without weight, and zeros stay zero") {
   std::mt19937 rng(4);
   auto x = make(family::random, 4096, rng);
   std::vector<float> y(x.size());
@@ -279,7 +279,7 @@ TEST_CASE("rope: q·k after rotation depends only on the position difference") {
 
 // ---- softmax, SiLU, SwiGLU -----------------------------------------------
 
-TEST_CASE("softmax: every variant matches the exact result; masked entries are 0") {
+TEST_CASE("softmax: every variant matches the exact result, and masked entries are 0") {
   std::mt19937 rng(9);
   std::uniform_int_distribution<int> coin(0, 3);
   for (const auto& [vname, fn] : softmax_kernel().runnable()) {
@@ -325,7 +325,7 @@ TEST_CASE("softmax: every variant matches the exact result; masked entries are 0
   }
 }
 
-TEST_CASE("softmax: a fully masked row is all zeros; equal scores are uniform") {
+TEST_CASE("softmax: a fully masked row is all zeros and equal scores are uniform") {
   for (const auto& [vname, fn] : softmax_kernel().runnable()) {
     CAPTURE(vname);
     for (size_t n : {1u, 5u, 16u, 37u}) {
@@ -611,7 +611,7 @@ TEST_CASE("attention_paged: two tiers (Q8_0/Q4_0 old pages, F16 recent) match th
   }
 }
 
-TEST_CASE("attention_paged: one token returns its value; no tokens give zeros") {
+TEST_CASE("attention_paged: one token returns its value and no tokens give zeros") {
   std::mt19937 rng(13);
   const kv_type types[] = {kv_type::f32, kv_type::f16, kv_type::q8_0, kv_type::q4_0};
   for (const auto& [vname, fn] : attention_paged_kernel().runnable()) {

@@ -408,11 +408,6 @@ using S = qops;
 #include "kernels/quant_simd.inc"
 } // namespace avx512
 SHOAL_END_TARGET
-#define SHOAL_VARIANTS(ref, name)                                                       \
-  {"scalar", isa::scalar, ref}, {"avx2", isa::avx2, avx2::name},                         \
-    {"avx512", isa::avx512, avx512::name}
-#else
-#define SHOAL_VARIANTS(ref, name) {"scalar", isa::scalar, ref}
 #endif
 
 namespace {
@@ -514,7 +509,6 @@ SHOAL_QUANT_KERNEL(convert_to_16_t, convert_f32_to_bf16, "void(size_t,uint16_t*,
 SHOAL_QUANT_KERNEL(convert_from_16_t, convert_bf16_to_f32, "void(size_t,float*,const uint16_t*)",
                    bench_to_f32(f, row().h.data()))
 #undef SHOAL_QUANT_KERNEL
-#undef SHOAL_VARIANTS
 
 void register_quant_kernels() {
   quantize_q8_0_kernel();

@@ -75,3 +75,15 @@ SHOAL_END_TARGET
 
 } // namespace shoal::kernels
 #endif
+
+/// The built-in variants of a kernel for `kernel<Fn>`'s initializer list:
+/// the scalar reference `ref`, then `avx2::name` and `avx512::name` (the
+/// bodies a file defines in its target regions).
+#if defined(__x86_64__)
+#define SHOAL_VARIANTS(ref, name)                                                           \
+  {"scalar", ::shoal::kernels::isa::scalar, ref},                                            \
+    {"avx2", ::shoal::kernels::isa::avx2, avx2::name},                                       \
+    {"avx512", ::shoal::kernels::isa::avx512, avx512::name}
+#else
+#define SHOAL_VARIANTS(ref, name) {"scalar", ::shoal::kernels::isa::scalar, ref}
+#endif

@@ -124,11 +124,6 @@ int32_t dot_i8(const int8_t* a, const int8_t* b, size_t n) noexcept {
 }
 } // namespace avx512
 SHOAL_END_TARGET
-#define SHOAL_VARIANTS(ref, name)                                                       \
-  {"scalar", isa::scalar, ref}, {"avx2", isa::avx2, avx2::name},                         \
-    {"avx512", isa::avx512, avx512::name}
-#else
-#define SHOAL_VARIANTS(ref, name) {"scalar", isa::scalar, ref}
 #endif
 
 namespace {
@@ -229,7 +224,6 @@ const kernel<dot_rows_t>& dot_rows_f32_kernel() {
     }};
   return k;
 }
-#undef SHOAL_VARIANTS
 
 void register_vector_kernels() {
   dot_f32_kernel();
