@@ -16,6 +16,8 @@
 ///   gemm/<type>/batch:<b>/threads:<t>     Y = X·Wᵀ, batch 8 and 32, Q4_0/Q8_0
 ///   matmul_kernel/<type>/<variant>        every runnable variant of the raw
 ///                                         kernel, 1024 × 4096 GEMV, hot
+///   pool_run/threads:2/tasks:2            one fork-join of empty tasks on
+///                                         the worker_pool (hand-off cost)
 ///
 /// `bytes_per_second` counts weight bytes (row_bytes × rows per call), so a
 /// GEMV's figure compares directly with mem_read's; the label names the
@@ -35,6 +37,7 @@
 #include <immintrin.h>
 #endif
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -262,7 +265,18 @@ void add_kernel_variants(const kernel<Fn>& k, weight_type type) {
   }
 }
 
+/// Cost of one fork-join on the pool of 2 with empty tasks: the overhead a
+/// decode step pays per parallel kernel call.
+void pool_run(benchmark::State& st) {
+  thread_pool* pool = pool_of(2);
+  std::atomic<size_t> sink{0};
+  for (auto _ : st)
+    parallel_for(pool, 2, [&](size_t t) { sink.fetch_add(t, std::memory_order_relaxed); });
+  benchmark::DoNotOptimize(sink.load());
+}
+
 const bool registered = [] {
+  benchmark::RegisterBenchmark("pool_run/threads:2/tasks:2", pool_run)->UseRealTime();
   for (size_t mib : {256, 16})
     for (size_t t : {1, 2}) {
       std::string name =

@@ -291,11 +291,13 @@ struct Q : avx512::Q {
 } // namespace avx512vnni
 SHOAL_END_TARGET
 
+#ifndef SHOAL_VARIANTS // (simd.hpp may define it)
 #define SHOAL_VARIANTS(ref, name)                                                       \
   {"scalar", isa::scalar, ref}, {"avx2", isa::avx2, avx2::name},                         \
     {"avx512", isa::avx512, avx512::name}
+#endif
 #define SHOAL_VNNI_VARIANT(name) {"avx512vnni", isa::avx512, avx512vnni::name}
-#else
+#elif !defined(SHOAL_VARIANTS)
 #define SHOAL_VARIANTS(ref, name) {"scalar", isa::scalar, ref}
 #endif
 
@@ -474,7 +476,6 @@ const kernel<matmul_q6_k_t>& matmul_q6_k_kernel() {
     }};
   return k;
 }
-#undef SHOAL_VARIANTS
 #undef SHOAL_VNNI_VARIANT
 
 void register_matmul_kernels() {

@@ -119,8 +119,17 @@ bool worker_pool::claim(uint32_t id, uint32_t n_tasks, uint32_t& task) noexcept 
 }
 
 void worker_pool::run_job(uint32_t n_tasks, task_fn fn, void* ctx) {
-  // Publish: no worker is in flight (the previous job waited for that), so
-  // the job fields may be written; the seq_cst store of claim_ releases them.
+  // Workers that joined the previous job (closed by the previous run) may
+  // still be reading its fields: wait until they left. The Dekker pair
+  // in_flight_ / claim_ (both seq_cst) guarantees a worker either saw that
+  // job closed or is counted here. Usually they left long ago: waiting here
+  // rather than at the end of the previous run spares each run a round trip
+  // to the workers' cache lines.
+  if (in_flight_.load(std::memory_order_seq_cst) != 0)
+    spin_then_wait(in_flight_, spin_,
+                   [&] { return in_flight_.load(std::memory_order_acquire) == 0; });
+
+  // Publish: the seq_cst store of claim_ releases the job fields.
   uint32_t id = ++job_id_;
   if (id == 0)
     id = ++job_id_;
@@ -150,13 +159,10 @@ void worker_pool::run_job(uint32_t n_tasks, task_fn fn, void* ctx) {
                    [&] { return done_.load(std::memory_order_acquire) == n_tasks; });
   }
 
-  // Close the job, then wait for workers that joined it to leave (they only
-  // read claim_ / the job fields; the Dekker pair in_flight_ / claim_, both
-  // seq_cst, guarantees a worker either sees the job closed or is counted).
+  // Close the job: every task is done; a worker still in flight finds no
+  // task to claim (the next run waits for it to leave before reusing the
+  // job fields).
   claim_.store(0, std::memory_order_seq_cst);
-  if (in_flight_.load(std::memory_order_seq_cst) != 0)
-    spin_then_wait(in_flight_, spin_,
-                   [&] { return in_flight_.load(std::memory_order_acquire) == 0; });
 }
 
 void worker_pool::worker_main() {

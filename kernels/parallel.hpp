@@ -62,8 +62,9 @@ public:
 /// Hand-off: `run` publishes the job (one 64-bit word holds the job id and
 /// the next task index; tasks are claimed one at a time), wakes sleeping
 /// workers, and works on the tasks itself. It returns once every task has
-/// finished and no worker still reads the job. A worker that wakes after all
-/// tasks are claimed finds nothing to do; the caller does not wait for it.
+/// finished. A worker that wakes after all tasks are claimed finds nothing
+/// to do; the caller does not wait for it (the next `run` does, if that
+/// worker still reads the old job's fields, which is rare).
 /// After a job, workers poll for the next one for `spin` (default 100 µs),
 /// then sleep until woken. Construction starts the threads; destruction
 /// wakes and joins them (it must not run concurrently with `run`).
@@ -89,10 +90,11 @@ private:
   void run_job(uint32_t n_tasks, task_fn fn, void* ctx);
   bool claim(uint32_t id, uint32_t n_tasks, uint32_t& task) noexcept;
 
-  // Shared words, each on its own cache line (written by different threads).
-  alignas(64) std::atomic<uint32_t> generation_{0}; // bumped per job and at stop; workers sleep on it
+  // The words of a hand-off share one cache line: a worker learns of a job,
+  // claims a task and reports it done with the fewest line transfers.
   alignas(64) std::atomic<uint64_t> claim_{0};      // (job id << 32) | next task; id 0 = no job open
-  alignas(64) std::atomic<uint32_t> done_{0};       // tasks finished in the open job
+  std::atomic<uint32_t> generation_{0};             // bumped per job and at stop; workers sleep on it
+  std::atomic<uint32_t> done_{0};                   // tasks finished in the open job
   alignas(64) std::atomic<uint32_t> in_flight_{0};  // workers between joining and leaving a job
   alignas(64) std::atomic<bool> busy_{false};       // a `run` owns the pool
   std::atomic<bool> stop_{false};
