@@ -281,11 +281,6 @@ bench_inputs& inputs() {
   return in;
 }
 
-template <class T>
-void keep(T v) {
-  asm volatile("" : : "g"(v) : "memory");
-}
-
 } // namespace
 
 const kernel<micro_lora_forward_t>& micro_lora_forward_kernel() {
@@ -296,7 +291,7 @@ const kernel<micro_lora_forward_t>& micro_lora_forward_kernel() {
       auto& in = inputs();
       return bench_ns([&] {
         f(in.d, in.r, in.y.data(), in.x.data(), in.a.data(), in.bt.data(), 0.5f);
-        keep(in.y[0]);
+        bench_keep(in.y[0]);
       });
     }};
   return k;
@@ -313,7 +308,7 @@ const kernel<micro_lora_update_t>& micro_lora_update_kernel() {
       return bench_ns([&] {
         f(in.d, in.r, in.a.data(), in.bt.data(), in.x.data(), in.g.data(), 0.5f, sign);
         sign = -sign;
-        keep(in.a[0]);
+        bench_keep(in.a[0]);
       });
     }};
   return k;
@@ -327,7 +322,7 @@ const kernel<fastgrnn_forward_t>& fastgrnn_forward_kernel() {
       auto& in = inputs();
       return bench_ns([&] {
         f(&in.cell, in.h_out.data(), in.cache.data(), in.params.data(), in.x.data(), in.h.data());
-        keep(in.h_out[0]);
+        bench_keep(in.h_out[0]);
       });
     }};
   return k;
@@ -346,7 +341,7 @@ const kernel<fastgrnn_backward_t>& fastgrnn_backward_kernel() {
       return bench_ns([&] {
         f(&in.cell, dh.data(), dx.data(), in.grads.data(), in.work.data(), in.params.data(),
           in.cache.data(), in.x.data(), in.h.data(), in.h_out.data());
-        keep(dh[0]);
+        bench_keep(dh[0]);
       });
     }};
   return k;
@@ -359,7 +354,7 @@ const kernel<ewc_fisher_t>& ewc_fisher_kernel() {
       auto& in = inputs();
       return bench_ns([&] {
         f(in.n_ewc, in.fisher.data(), in.theta.data(), 0.99f);
-        keep(in.fisher[0]);
+        bench_keep(in.fisher[0]);
       });
     }};
   return k;
@@ -372,7 +367,7 @@ const kernel<ewc_penalty_t>& ewc_penalty_kernel() {
       auto& in = inputs();
       std::vector<float> grad(in.n_ewc, 0.0f);
       return bench_ns([&] {
-        keep(f(in.n_ewc, grad.data(), in.fisher.data(), in.theta.data(), in.anchor.data(),
+        bench_keep(f(in.n_ewc, grad.data(), in.fisher.data(), in.theta.data(), in.anchor.data(),
                1e-3f));
       });
     }};
@@ -388,7 +383,7 @@ const kernel<ewc_precondition_t>& ewc_precondition_kernel() {
       return bench_ns([&] {
         f(in.n_ewc, g.data(), in.fisher.data(), -1e-3f); // ±: g stays bounded
         f(in.n_ewc, g.data(), in.fisher.data(), 1e-3f);
-        keep(g[0]);
+        bench_keep(g[0]);
       }) / 2;
     }};
   return k;

@@ -287,18 +287,13 @@ bench_inputs& inputs() {
   return in;
 }
 
-template <class T>
-void keep(T v) {
-  asm volatile("" : : "g"(v) : "memory");
-}
-
 /// ns per `call(inputs())`, keeping the output `y` alive.
 template <class Call>
 double bench_y(Call call) {
   auto& in = inputs();
   return bench_ns([&] {
     call(in);
-    keep(in.y[0]);
+    bench_keep(in.y[0]);
   });
 }
 

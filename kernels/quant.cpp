@@ -446,7 +446,7 @@ bench_row& row() {
 }
 
 template <class T>
-void keep(const T* p) {
+void bench_keep(const T* p) {
   asm volatile("" : : "g"(p) : "memory");
 }
 
@@ -456,7 +456,7 @@ double bench_quantize(Fn* f, std::vector<Block>& out) {
   auto& r = row();
   return bench_ns([&] {
     f(r.n, out.data(), r.x.data());
-    keep(out.data());
+    bench_keep(out.data());
   });
 }
 
@@ -466,7 +466,7 @@ double bench_to_f32(Fn* f, const Src* src) {
   auto& r = row();
   return bench_ns([&] {
     f(r.n, r.y.data(), src);
-    keep(r.y.data());
+    bench_keep(r.y.data());
   });
 }
 

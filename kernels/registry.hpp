@@ -192,6 +192,12 @@ double bench_ns(F&& f) {
   return rounds[2];
 }
 
+/// Keeps the compiler from discarding `v` (a benchmark's result).
+template <class T>
+inline void bench_keep(T v) {
+  asm volatile("" : : "g"(v) : "memory");
+}
+
 /// Registers every built-in kernel (defined in registry.cpp; calls each
 /// file's register function below so the linker keeps them all).
 void register_builtin_kernels();

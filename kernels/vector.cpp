@@ -154,11 +154,6 @@ const bench_inputs& inputs() {
   return in;
 }
 
-template <class T>
-void keep(T v) {
-  asm volatile("" : : "g"(v) : "memory");
-}
-
 } // namespace
 
 const kernel<dot_f32_t>& dot_f32_kernel() {
@@ -166,7 +161,7 @@ const kernel<dot_f32_t>& dot_f32_kernel() {
     "dot_f32", "float(const float*,const float*,size_t)",
     {SHOAL_VARIANTS(dot_f32_scalar, dot_f32)}, [](dot_f32_t* f) {
       const auto& in = inputs();
-      return bench_ns([&] { keep(f(in.a.data(), in.b.data(), in.n)); });
+      return bench_ns([&] { bench_keep(f(in.a.data(), in.b.data(), in.n)); });
     }};
   return k;
 }
@@ -176,7 +171,7 @@ const kernel<dot_f32_t>& l2sq_f32_kernel() {
     "l2sq_f32", "float(const float*,const float*,size_t)",
     {SHOAL_VARIANTS(l2sq_f32_scalar, l2sq_f32)}, [](dot_f32_t* f) {
       const auto& in = inputs();
-      return bench_ns([&] { keep(f(in.a.data(), in.b.data(), in.n)); });
+      return bench_ns([&] { bench_keep(f(in.a.data(), in.b.data(), in.n)); });
     }};
   return k;
 }
@@ -186,7 +181,7 @@ const kernel<dot_f32_t>& cosine_f32_kernel() {
     "cosine_f32", "float(const float*,const float*,size_t)",
     {SHOAL_VARIANTS(cosine_f32_scalar, cosine_f32)}, [](dot_f32_t* f) {
       const auto& in = inputs();
-      return bench_ns([&] { keep(f(in.a.data(), in.b.data(), in.n)); });
+      return bench_ns([&] { bench_keep(f(in.a.data(), in.b.data(), in.n)); });
     }};
   return k;
 }
@@ -196,7 +191,7 @@ const kernel<dot_f16_t>& dot_f16_kernel() {
     "dot_f16", "float(const uint16_t*,const float*,size_t)",
     {SHOAL_VARIANTS(dot_f16_scalar, dot_f16)}, [](dot_f16_t* f) {
       const auto& in = inputs();
-      return bench_ns([&] { keep(f(in.h.data(), in.b.data(), in.n)); });
+      return bench_ns([&] { bench_keep(f(in.h.data(), in.b.data(), in.n)); });
     }};
   return k;
 }
@@ -206,7 +201,7 @@ const kernel<dot_i8_t>& dot_i8_kernel() {
     "dot_i8", "int32_t(const int8_t*,const int8_t*,size_t)",
     {SHOAL_VARIANTS(dot_i8_scalar, dot_i8)}, [](dot_i8_t* f) {
       const auto& in = inputs();
-      return bench_ns([&] { keep(f(in.ia.data(), in.ib.data(), in.n)); });
+      return bench_ns([&] { bench_keep(f(in.ia.data(), in.ib.data(), in.n)); });
     }};
   return k;
 }
@@ -219,7 +214,7 @@ const kernel<dot_rows_t>& dot_rows_f32_kernel() {
       float out[bench_inputs::rows];
       return bench_ns([&] {
         f(in.rows, in.n, out, in.a.data(), in.m.data());
-        keep(out[0]);
+        bench_keep(out[0]);
       });
     }};
   return k;
