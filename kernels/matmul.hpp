@@ -77,7 +77,7 @@ size_t row_bytes(weight_type type, size_t cols) noexcept;
 
 /// A weight matrix of any format, not owned (e.g. a tensor in a mapped GGUF).
 struct weight_view {
-  const void* data = nullptr; ///< [rows, row_bytes(type, cols)] bytes, row-major; 2-byte aligned
+  const void* data = nullptr; ///< [rows, row_bytes(type, cols)] bytes, row-major; aligned to 4 bytes (F32) or 2 (others)
   weight_type type = weight_type::f32;
   size_t rows = 0; ///< output features (ggml ne[1])
   size_t cols = 0; ///< input features (ggml ne[0]); a multiple of block_elems(type)
@@ -113,10 +113,16 @@ matmul_status gemv(std::span<float> y, const weight_view& w, std::span<const flo
 /// Y = X·Wᵀ: y[b·rows + r] = Σ_c W[r, c]·x[b·cols + c] for b < n_batch.
 /// @param y [n_batch, w.rows] row-major. @param x [n_batch, w.cols] row-major.
 /// @param scratch at least matmul_scratch_bytes(w.type, w.cols, n_batch).
-/// Rows are cut into a few chunks per pool thread; each chunk runs the
-/// active variant of the format's kernel over all n_batch activation rows
-/// (weights are read once per call whatever n_batch is). Activation
-/// quantization runs on the pool too when n_batch >= 4.
+/// Rows are cut into a few chunks per pool thread (multiples of 16 rows, at
+/// least ~64 KiB of weights each); each chunk runs the active variant of the
+/// format's kernel over all n_batch activation rows, in tiles of a few
+/// weight rows × a few activation rows, so the weights stream from memory
+/// once per call whatever n_batch is. Activation quantization runs on the
+/// pool too when n_batch >= 4. The result does not depend on the pool or on
+/// n_batch: gemm's row b equals gemv of x row b, bit for bit.
+/// Cost (this machine, 4096 × 4096, one core): GEMV runs at the memory
+/// bandwidth for every format (see bench/gemv_bench.cpp); GEMM is compute
+/// bound, ~100 GFLOP/s per core for Q4_0/Q8_0 at batch 8-32 (AVX512-VNNI).
 matmul_status gemm(std::span<float> y, const weight_view& w, std::span<const float> x,
                    size_t n_batch, std::span<std::byte> scratch, thread_pool* pool) noexcept;
 
@@ -141,7 +147,8 @@ using matmul_f32_t = void(size_t n_rows, size_t n_batch, size_t n_cols, float* y
 /// F16 or BF16 weights (raw bits), f32 activations.
 using matmul_f16_t = void(size_t n_rows, size_t n_batch, size_t n_cols, float* y, size_t ldy,
                           const uint16_t* w, const float* x) noexcept;
-/// Q8_0 weights, Q8_0 activations (ggml vec_dot_q8_0_q8_0).
+/// Q8_0 weights, Q8_0 activations (ggml vec_dot_q8_0_q8_0). @pre activation
+/// quants in [-127, 127], as quantize_q8_0 writes (weights may hold -128).
 using matmul_q8_0_t = void(size_t n_rows, size_t n_batch, size_t n_blocks, float* y,
                            size_t ldy, const block_q8_0* w, const block_q8_0* x) noexcept;
 /// Q4_0 weights, Q8_0 activations (ggml vec_dot_q4_0_q8_0).
