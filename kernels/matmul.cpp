@@ -363,7 +363,7 @@ double bench_matmul(Fn* f, size_t n, const W* w, const X* x) {
   float* y = const_cast<float*>(in.y.data());
   return bench_ns([&] {
     f(bench_inputs::rows, 1, n, y, bench_inputs::rows, w, x);
-    asm volatile("" : : "r"(y) : "memory");
+    bench_keep(y);
   });
 }
 
