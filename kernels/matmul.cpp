@@ -291,14 +291,8 @@ struct Q : avx512::Q {
 } // namespace avx512vnni
 SHOAL_END_TARGET
 
-#ifndef SHOAL_VARIANTS // (simd.hpp may define it)
-#define SHOAL_VARIANTS(ref, name)                                                       \
-  {"scalar", isa::scalar, ref}, {"avx2", isa::avx2, avx2::name},                         \
-    {"avx512", isa::avx512, avx512::name}
-#endif
+// SHOAL_VARIANTS (simd.hpp): scalar, avx2::name, avx512::name.
 #define SHOAL_VNNI_VARIANT(name) {"avx512vnni", isa::avx512, avx512vnni::name}
-#elif !defined(SHOAL_VARIANTS)
-#define SHOAL_VARIANTS(ref, name) {"scalar", isa::scalar, ref}
 #endif
 
 namespace {
