@@ -10,7 +10,7 @@ packages=(
   liblmdb-dev lmdb-utils doctest-dev
   libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev libcpp-httplib-dev
   libtomlplusplus-dev libsodium-dev libbenchmark-dev libxxhash-dev libzstd-dev
-  curl wrk openssl
+  curl wrk openssl clang
 )
 
 missing=()
