@@ -437,6 +437,20 @@ void rope(std::span<float> x, size_t n_heads, size_t pos, const rope_params& p) 
   }
 }
 
+void rope_neox(size_t n_heads, size_t head_dim, size_t n_dims, float* x,
+               const float* table) noexcept {
+  const size_t half = n_dims / 2;
+  for (size_t h = 0; h < n_heads; ++h) {
+    float* row = x + h * head_dim;
+    for (size_t i = 0; i < half; ++i) {
+      const float c = table[2 * i], s = table[n_dims + 2 * i + 1];
+      const float a = row[i], b = row[i + half];
+      row[i] = a * c - b * s;
+      row[i + half] = a * s + b * c;
+    }
+  }
+}
+
 void softmax(std::span<float> y, std::span<const float> x, float scale) noexcept {
   softmax_kernel().get()(x.size(), y.data(), x.data(), scale);
 }

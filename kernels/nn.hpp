@@ -123,6 +123,15 @@ void rope_table(std::span<float> table, size_t n_dims, double pos, const rope_pa
 /// and ≤ head_dim; the parameter preconditions of `rope_table`.
 void rope(std::span<float> x, size_t n_heads, size_t pos, const rope_params& p) noexcept;
 
+/// NeoX-style RoPE (GPT-NeoX; ggml_rope mode GGML_ROPE_TYPE_NEOX, used by
+/// Qwen2 among others): pair i of each head is (x[i], x[i + n_dims/2]) for
+/// i < n_dims/2, rotated by angle_i of the same table as `rope_t` (cos at
+/// table[2i], sin at table[n_dims + 2i + 1]). In place on x = [n_heads,
+/// head_dim]. Scalar (not dispatched): it runs once per token and head.
+/// @pre n_dims even, ≤ head_dim; table [rope_table_size(n_dims)].
+void rope_neox(size_t n_heads, size_t head_dim, size_t n_dims, float* x,
+               const float* table) noexcept;
+
 // ---- softmax, SiLU, SwiGLU -----------------------------------------------
 
 /// y = softmax(scale · x).

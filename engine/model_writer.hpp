@@ -1,0 +1,69 @@
+#pragma once
+/// @file Writes llama-architecture GGUF files with random weights, of any
+/// shape and weight type, that both Shoal and llama.cpp load: for tests,
+/// benchmarks and the demo tiers of the default config. The weights are
+/// random (seeded, reproducible): the text such a model writes is noise.
+///
+/// The vocabulary is a synthetic SentencePiece (`tokenizer.ggml.model =
+/// llama`) one: <unk>, <s>, </s>, the 256 byte-fallback tokens <0x00>..<0xFF>,
+/// ChatML's <|im_start|> and <|im_end|> (control), then pieces built from
+/// letters, digits and punctuation with and without the U+2581 word marker,
+/// so that any UTF-8 text tokenizes. The chat template is ChatML.
+///
+/// Thread-safety: pure functions.
+
+#include "engine/result.hpp"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace shoal::engine {
+
+/// Shape and format of a random model.
+struct random_model_spec {
+  std::string arch = "llama";  ///< "llama", or "qwen2" (adds Q/K/V biases)
+  std::string name = "shoal-random";
+  uint32_t n_vocab = 32000;    ///< ≥ 300 (specials + bytes + a few pieces)
+  uint32_t n_embd = 288;
+  uint32_t n_layer = 6;
+  uint32_t n_ff = 768;
+  uint32_t n_head = 6;
+  uint32_t n_head_kv = 6;      ///< < n_head: grouped-query attention
+  uint32_t n_ctx = 2048;       ///< <arch>.context_length
+  float rope_base = 10000.0f;
+  float rms_eps = 1e-5f;
+  /// ggml type id of the matrices: 0 F32, 1 F16, 30 BF16, 8 Q8_0, 2 Q4_0,
+  /// 12 Q4_K, 14 Q6_K. Norms and biases are always F32 (as llama.cpp writes them).
+  uint32_t weight_type = 0;
+  /// No output.weight: logits use token_embd (tied embeddings).
+  bool tied_embeddings = false;
+  uint64_t seed = 1;
+};
+
+/// Named shapes: "tiny" (vocab 512, 64-dim, 2 layers), "15M" and "110M"
+/// (llama2.c's stories15M / stories110M: dim 288/768, 6/12 layers, 6/12
+/// heads, ffn 768/2048, vocab 32000), "260M" (dim 1024, 16 layers, ffn
+/// 2816). nullopt for other names.
+std::optional<random_model_spec> random_model_preset(std::string_view shape);
+
+/// Parses a weight type name ("f32", "F16", "bf16", "q8_0", "Q4_0", "q4_k",
+/// "q6_k"); nullopt for others.
+std::optional<uint32_t> weight_type_from_name(std::string_view name);
+
+/// Writes the model to `path` (atomically: path.tmp, then rename).
+/// Errors: a shape the weight type cannot hold (rows not a multiple of its
+/// block size), inconsistent heads, an unwritable path.
+result<bool> write_random_model(const random_model_spec& spec, const std::string& path);
+
+/// The synthetic vocabulary (pieces, scores, token types) for n tokens.
+struct synthetic_vocab {
+  std::vector<std::string> tokens;
+  std::vector<float> scores;
+  std::vector<int32_t> types;
+};
+synthetic_vocab make_synthetic_vocab(uint32_t n_vocab);
+
+} // namespace shoal::engine
