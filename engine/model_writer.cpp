@@ -223,15 +223,17 @@ result<bool> write_random_model(const random_model_spec& s, const std::string& p
   };
   const uint32_t t = s.weight_type, E = s.n_embd, Ekv = s.n_head_kv * hd, F = s.n_ff;
   const float std_e = 1.0f / std::sqrt(static_cast<float>(E));
-  tensor("token_embd.weight", {E, s.n_vocab}, t, 1.0f);
+  // Tied embeddings double as the output matrix: keep logits in a realistic
+  // range (std ~3) rather than ~sqrt(E).
+  tensor("token_embd.weight", {E, s.n_vocab}, t, s.tied_embeddings ? 3.0f * std_e : 1.0f);
   tensor("output_norm.weight", {E}, 0, 0.1f, 1.0f);
   if (!s.tied_embeddings)
     tensor("output.weight", {E, s.n_vocab}, t, 3.0f * std_e);
   for (uint32_t i = 0; i < s.n_layer; ++i) {
     std::string p = "blk." + std::to_string(i) + ".";
     tensor(p + "attn_norm.weight", {E}, 0, 0.1f, 1.0f);
-    tensor(p + "attn_q.weight", {E, E}, t, 2.0f * std_e);
-    tensor(p + "attn_k.weight", {E, Ekv}, t, 2.0f * std_e);
+    tensor(p + "attn_q.weight", {E, E}, t, std_e);
+    tensor(p + "attn_k.weight", {E, Ekv}, t, std_e);
     tensor(p + "attn_v.weight", {E, Ekv}, t, std_e);
     tensor(p + "attn_output.weight", {E, E}, t, 0.5f * std_e);
     if (s.arch == "qwen2") {
