@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ops/install-deps.sh
+ops/install-peer.sh
 ops/build.sh build
 cd build
 ctest --output-on-failure -j "$(nproc)" --timeout 300 "$@"
