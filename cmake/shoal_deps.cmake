@@ -17,6 +17,7 @@ set_target_properties(hnswlib::hnswlib PROPERTIES
 
 pkg_check_modules(LMDB REQUIRED IMPORTED_TARGET GLOBAL lmdb)
 pkg_check_modules(XXHASH REQUIRED IMPORTED_TARGET GLOBAL libxxhash)
+pkg_check_modules(ICU REQUIRED IMPORTED_TARGET GLOBAL icu-uc)
 pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET GLOBAL cpp-httplib)
 pkg_check_modules(SODIUM REQUIRED IMPORTED_TARGET GLOBAL libsodium)
 pkg_check_modules(NATS REQUIRED IMPORTED_TARGET GLOBAL libnats)

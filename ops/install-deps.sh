@@ -9,7 +9,7 @@ packages=(
   libcaf-dev libnats-dev nats-server capnproto libcapnp-dev libhnswlib-dev
   liblmdb-dev lmdb-utils doctest-dev
   libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev libcpp-httplib-dev
-  libtomlplusplus-dev libsodium-dev libbenchmark-dev libxxhash-dev libzstd-dev
+  libtomlplusplus-dev libsodium-dev libbenchmark-dev libxxhash-dev libzstd-dev libicu-dev
   curl wrk openssl clang
 )
 
