@@ -57,18 +57,32 @@ namespace shoal::actors {
 
 /// One model tier the router can choose (config `[[tiers]]`).
 struct tier_config {
-  std::string name;      ///< e.g. "ruvltra-350m"
+  std::string name;      ///< e.g. "demo-15m"
   double cost = 0;       ///< cost in quality units, subtracted from quality; [0, 1]
   double params_m = 0;   ///< model size in millions of parameters (informational)
+  /// The tier's model: a GGUF file path, or "demo:<shape>:<type>" (a
+  /// random-weight model the node writes once into its model cache, e.g.
+  /// "demo:15M:q8_0"), or "" for a routing-only tier (no generation).
+  std::string model;
+  /// Context per sequence, tokens. Default: 2048. Range [16, 1048576].
+  uint32_t n_ctx = 2048;
+  /// Forward-pass threads of this tier. Default: 1. Range [1, 256].
+  uint32_t threads = 1;
+  /// Sequences decoded together (continuous batching); more wait. Default: 8.
+  uint32_t max_sequences = 8;
+  /// Chat template when the GGUF has none this node knows: "chatml",
+  /// "llama2" or "llama3". Default: "chatml".
+  std::string chat_format = "chatml";
 };
 
 /// Router configuration (config keys `router.*`, `index.*`, `[[tiers]]`).
 struct router_config {
-  /// Tiers, cheapest first by convention. Default: RuvLLM's four model sizes.
-  std::vector<tier_config> tiers = {{"ruvltra-350m", 0.00, 350},
-                                    {"ruvltra-700m", 0.05, 700},
-                                    {"ruvltra-1.2b", 0.10, 1200},
-                                    {"ruvltra-2.6b", 0.20, 2600}};
+  /// Tiers, cheapest first by convention. Default: four random-weight demo
+  /// models of increasing size (real latency differences, noise for text).
+  std::vector<tier_config> tiers = {{"demo-tiny", 0.00, 0.1, "demo:tiny:q8_0"},
+                                    {"demo-15m", 0.05, 15, "demo:15M:q8_0"},
+                                    {"demo-110m", 0.10, 110, "demo:110M:q4_0"},
+                                    {"demo-260m", 0.20, 260, "demo:260M:q4_0"}};
   /// Neighbours pooled per decision. Default: 32 (16, 32 and 64 reach the
   /// same reward on the Debian replay; smaller is faster). Range [1, 256].
   uint32_t k = 32;

@@ -233,7 +233,7 @@ proto::witness_entry make_entry(uint64_t id, const std::vector<float>& emb) {
   e.decision.request_id = id;
   e.decision.time_ms = actors::utc_now_ms();
   e.decision.tier = static_cast<uint32_t>(id % 4);
-  e.decision.tier_name = "ruvltra-1.2b";
+  e.decision.tier_name = "demo-110m";
   e.decision.confidence = 0.7;
   e.decision.pattern_id = id % 1000;
   for (uint64_t i = 0; i < 32; ++i) // router.k neighbours

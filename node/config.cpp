@@ -379,17 +379,45 @@ std::optional<config_error> apply_tiers(node_config& cfg, const toml::node& n) {
     actors::tier_config tc;
     for (auto&& [k, v] : *t) {
       std::string field(k.str());
-      if (field == "name" && v.is_string())
-        tc.name = *v.value<std::string>();
-      else if (field == "cost" && (v.is_floating_point() || v.is_integer()))
-        tc.cost = *v.value<double>();
-      else if (field == "params_m" && (v.is_floating_point() || v.is_integer()))
-        tc.params_m = *v.value<double>();
-      else if (field == "name" || field == "cost" || field == "params_m")
-        return config_error{key + "." + field, "has the wrong type"};
-      else
+      auto number = [&](double& out) {
+        if (!(v.is_floating_point() || v.is_integer()))
+          return false;
+        out = *v.value<double>();
+        return true;
+      };
+      auto count = [&](uint32_t& out, int64_t lo, int64_t hi) -> std::optional<config_error> {
+        if (!v.is_integer())
+          return config_error{key + "." + field, "must be an integer"};
+        int64_t x = *v.value<int64_t>();
+        if (x < lo || x > hi)
+          return config_error{key + "." + field, "out of range [" + std::to_string(lo) + ", "
+                                                   + std::to_string(hi) + "]"};
+        out = static_cast<uint32_t>(x);
+        return std::nullopt;
+      };
+      std::optional<config_error> err;
+      if (field == "name" || field == "model" || field == "chat_format") {
+        if (!v.is_string())
+          return config_error{key + "." + field, "must be a string"};
+        (field == "name" ? tc.name : field == "model" ? tc.model : tc.chat_format) =
+          *v.value<std::string>();
+      } else if (field == "cost" || field == "params_m") {
+        if (!number(field == "cost" ? tc.cost : tc.params_m))
+          return config_error{key + "." + field, "has the wrong type"};
+      } else if (field == "n_ctx") {
+        err = count(tc.n_ctx, 16, 1 << 20);
+      } else if (field == "threads") {
+        err = count(tc.threads, 1, 256);
+      } else if (field == "max_sequences") {
+        err = count(tc.max_sequences, 1, 4096);
+      } else {
         return config_error{key + "." + field, "unknown key"};
+      }
+      if (err)
+        return err;
     }
+    if (tc.chat_format != "chatml" && tc.chat_format != "llama2" && tc.chat_format != "llama3")
+      return config_error{key + ".chat_format", "must be chatml, llama2 or llama3"};
     if (tc.name.empty())
       return config_error{key + ".name", "is missing or empty"};
     if (!names.insert(tc.name).second)
@@ -560,10 +588,17 @@ std::string render_default_toml() {
   }
   out << "\n# Model tiers the router chooses between, cheapest first. cost is in\n"
          "# quality units (reward = quality - cost), in [0, 1]; params_m is the model\n"
-         "# size in millions of parameters. Defaults: RuvLLM's four model sizes.\n";
+         "# size in millions of parameters. model is a GGUF file (llama, qwen2), or\n"
+         "# \"demo:<shape>:<type>\" for a RANDOM-WEIGHT demo model written once into\n"
+         "# ~/.cache/shoal/models (shapes tiny, 15M, 110M, 260M; types f32, f16, q8_0,\n"
+         "# q4_0, ...): its text is noise, its speed is real. Point model at a real\n"
+         "# GGUF file to serve a real model; \"\" makes a routing-only tier.\n"
+         "# Optional per tier: n_ctx (2048), threads (1), max_sequences (8),\n"
+         "# chat_format (chatml | llama2 | llama3; used when the GGUF's template is\n"
+         "# not one of these).\n";
   for (const auto& t : defaults.router.tiers)
     out << "\n[[tiers]]\nname = \"" << t.name << "\"\ncost = " << t.cost
-        << "\nparams_m = " << t.params_m << "\n";
+        << "\nparams_m = " << t.params_m << "\nmodel = \"" << t.model << "\"\n";
   return out.str();
 }
 

@@ -114,6 +114,7 @@ struct gateway::impl {
   std::mutex errors_mutex;
   std::map<std::string, uint64_t> errors;
   int port = 0; ///< bound port, once bind() succeeded
+  std::unique_ptr<openai_api> openai;
 
   impl(caf::actor_system& s, const node_config& c, gateway_actors a)
     : sys(s), cfg(c), actors(std::move(a)), embedder(c.embedder),
@@ -477,6 +478,9 @@ gateway::gateway(caf::actor_system& sys, const node_config& cfg, gateway_actors 
   svr.set_keep_alive_max_count(100000);
   svr.set_keep_alive_timeout(30);
   svr.set_tcp_nodelay(true);
+  self->openai = std::make_unique<openai_api>(sys, cfg, self->actors.tiers, self->actors.router,
+                                              self->embedder);
+  self->openai->install(svr);
   svr.Post("/v1/route", [self](const httplib::Request& q, httplib::Response& r) {
     self->handle_route(q, r);
   });

@@ -7,6 +7,8 @@
 ///   GET  /v1/stats     counters, per-tier usage, latency percentiles, federation (JSON)
 ///   GET  /metrics      Prometheus text exposition format 0.0.4, `shoal_*` names
 ///   GET  /healthz      {"status": "ok"}
+///   OpenAI-compatible /v1/completions, /v1/chat/completions, /v1/embeddings,
+///   /v1/models: see node/openai.hpp.
 /// Errors: 4xx/5xx with {"error": {"code", "message"}}; nothing is stored for a
 /// rejected request. Handlers run on httplib's worker threads: they parse and
 /// validate, then hand over to the actors and wait for the answer (bounded by
@@ -14,6 +16,7 @@
 
 #include "engine/embedder.hpp"
 #include "node/config.hpp"
+#include "node/openai.hpp"
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
@@ -30,6 +33,7 @@ struct gateway_actors {
   caf::actor witness;
   caf::actor telemetry;
   caf::actor bridge; ///< federation bridge; null when federation is off
+  std::vector<api_tier> tiers; ///< the OpenAI API's view of the tiers (engines)
 };
 
 class gateway {

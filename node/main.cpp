@@ -2,6 +2,7 @@
 #include "kernels/pack.hpp"
 #include "kernels/registry.hpp"
 #include "node/config.hpp"
+#include "node/models.hpp"
 #include "node/node.hpp"
 #include "node/replay.hpp"
 #include "proto/error.hpp"
@@ -81,6 +82,11 @@ int main(int argc, char** argv) {
     ->capture_default_str();
   sign->add_option("packs", sign_packs, "Shared libraries to sign")->required();
 
+  auto* models = app.add_subcommand(
+    "models", "Resolve every tier's model (writing random-weight demo models into the model "
+              "cache if absent) and print one line per tier: name and GGUF path");
+  models->add_option("--config", config_path, "TOML config file");
+  models->add_option("--set", sets, "Override a key: key=value (repeatable)");
   auto* config = app.add_subcommand("config", "Print or check configuration");
   bool print_defaults = false;
   std::string check_path;
@@ -103,7 +109,8 @@ int main(int argc, char** argv) {
     std::printf("%s=%s\n", sign_name.c_str(), shoal::federation::to_hex(id->pk()).c_str());
     return 0;
   }
-  if (node->parsed() || key->parsed() || kern->parsed() || !check_path.empty()) {
+  if (node->parsed() || key->parsed() || kern->parsed() || models->parsed()
+      || !check_path.empty()) {
     auto loaded = shoal::node::load_config(check_path.empty() ? config_path : check_path, sets,
                                            environ);
     if (auto* err = std::get_if<shoal::node::config_error>(&loaded)) {
@@ -120,6 +127,24 @@ int main(int argc, char** argv) {
       }
       std::printf("%s=%s\n", cfg.name.c_str(), shoal::federation::to_hex(id->pk()).c_str());
       return 0;
+    }
+    if (models->parsed()) {
+      int rc = 0;
+      for (const auto& t : cfg.router.tiers) {
+        if (t.model.empty()) {
+          std::printf("%s\t(routing only)\n", t.name.c_str());
+          continue;
+        }
+        auto where = shoal::node::resolve_model(t.model);
+        if (auto* err = std::get_if<std::string>(&where)) {
+          std::fprintf(stderr, "shoal: tier %s: %s\n", t.name.c_str(), err->c_str());
+          rc = 1;
+        } else {
+          std::printf("%s\t%s\n", t.name.c_str(),
+                      std::get<std::filesystem::path>(where).c_str());
+        }
+      }
+      return rc;
     }
     if (kern->parsed()) {
       std::string error;

@@ -6,6 +6,7 @@
 #include "actors/time.hpp"
 #include "federation/bridge.hpp"
 #include "node/gateway.hpp"
+#include "node/models.hpp"
 #include "proto/error.hpp"
 
 #include <caf/all.hpp>
@@ -109,6 +110,38 @@ int run_node(const node_config& cfg) {
       a.bridge = federation::spawn_bridge(sys, std::move(ba));
     }
     a.sona = actors::spawn_sona(sys, cfg.sona, costs, a.router, a.witness, a.telemetry);
+    std::vector<caf::actor> engines;
+    for (const auto& tc : cfg.router.tiers) {
+      api_tier t;
+      t.name = tc.name;
+      if (!tc.model.empty()) {
+        auto loaded = load_tier(tc);
+        if (auto* err = std::get_if<std::string>(&loaded)) {
+          spdlog::critical("{}", *err);
+          rc = 1;
+          break;
+        }
+        auto& et = std::get<actors::engine_tier>(loaded);
+        const auto& hp = et.model->hparams();
+        t.tokenizer = et.tokenizer;
+        t.n_ctx = et.scheduler.n_ctx;
+        t.model_file = et.model->file().find("general.name") ? std::string(hp.name) : tc.model;
+        t.chat = *engine::parse_chat_format(tc.chat_format);
+        auto tmpl = et.model->file().find_string("tokenizer.chat_template");
+        if (tmpl && *tmpl)
+          if (auto f = engine::detect_chat_format(**tmpl))
+            t.chat = *f;
+        spdlog::info("tier {}: {} ({} {}, {} layers, n_embd {}, vocab {}, {:.1f} MB of weights), "
+                     "context {}, chat format {}, {} thread(s)",
+                     tc.name, tc.model, hp.arch, et.model->weight_type_name(), hp.n_layer, hp.n_embd,
+                     hp.n_vocab, et.model->weight_bytes() / 1e6, t.n_ctx, engine::to_string(t.chat),
+                     et.threads);
+        t.engine = actors::spawn_engine(sys, std::move(et));
+        engines.push_back(t.engine);
+      }
+      a.tiers.push_back(std::move(t));
+    }
+    if (rc == 0) {
     {
       gateway gw(sys, cfg, a);
       auto bound = gw.bind();
@@ -137,6 +170,11 @@ int run_node(const node_config& cfg) {
         waiter.join();
       }
     } // gateway destroyed: no more requests reach the actors
+    }
+    a.tiers.clear();
+    for (auto& e : engines)
+      caf::anon_send_exit(e, caf::exit_reason::user_shutdown);
+    engines.clear();
     // The router goes before the bridge, so its last changes are published;
     // the bridge, then, so it no longer hands merges to a router that left.
     caf::scoped_actor waiter{sys};

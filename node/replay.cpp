@@ -91,9 +91,13 @@ int run_replay(const replay_options& o) {
   }
   json stats = json::parse(st->body, nullptr, false);
   std::vector<actors::tier_config> tiers;
-  for (auto& t : stats["tiers"])
-    tiers.push_back({t["name"].get<std::string>(), t["cost"].get<double>(),
-                     t["params_m"].get<double>()});
+  for (auto& t : stats["tiers"]) {
+    actors::tier_config tc;
+    tc.name = t["name"].get<std::string>();
+    tc.cost = t["cost"].get<double>();
+    tc.params_m = t["params_m"].get<double>();
+    tiers.push_back(std::move(tc));
+  }
   if (tiers.empty()) {
     std::cerr << "replay: the node reports no tiers\n";
     return 1;

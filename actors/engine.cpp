@@ -1,0 +1,157 @@
+#include "actors/engine.hpp"
+
+#include "kernels/parallel.hpp"
+#include "proto/error.hpp"
+#include "proto/messages.hpp"
+
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include <unordered_map>
+
+namespace shoal::actors {
+
+// ---- generation_stream -------------------------------------------------------
+
+void generation_stream::accept(uint32_t prompt_tokens) {
+  {
+    std::lock_guard<std::mutex> guard(mutex_);
+    verdict_ = 1;
+    prompt_tokens_ = prompt_tokens;
+  }
+  cv_.notify_all();
+}
+
+void generation_stream::refuse(std::string message) {
+  {
+    std::lock_guard<std::mutex> guard(mutex_);
+    verdict_ = -1;
+    refusal_ = std::move(message);
+  }
+  cv_.notify_all();
+}
+
+void generation_stream::push(engine::sequence_event e) {
+  {
+    std::lock_guard<std::mutex> guard(mutex_);
+    events_.push_back(std::move(e));
+  }
+  cv_.notify_all();
+}
+
+std::optional<std::string> generation_stream::wait_accepted(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (!cv_.wait_for(lock, timeout, [&] { return verdict_ != 0; }))
+    return std::string("timeout");
+  if (verdict_ < 0)
+    return refusal_;
+  return std::nullopt;
+}
+
+std::optional<engine::sequence_event> generation_stream::next(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (!cv_.wait_for(lock, timeout, [&] { return !events_.empty(); }))
+    return std::nullopt;
+  auto e = std::move(events_.front());
+  events_.pop_front();
+  return e;
+}
+
+// ---- the actor -----------------------------------------------------------------
+
+namespace {
+
+struct engine_state {
+  engine_tier tier;
+  std::unique_ptr<kernels::thread_pool> pool;
+  std::unique_ptr<engine::scheduler> sched;
+  std::unordered_map<uint64_t, std::shared_ptr<generation_stream>> streams;
+  engine_stats stats;
+  bool stepping = false;
+  static inline const char* name = "shoal.engine";
+};
+
+caf::behavior engine_actor(caf::stateful_actor<engine_state>* self, engine_tier tier) {
+  auto& st = self->state;
+  st.tier = std::move(tier);
+  if (st.tier.threads > 1)
+    st.pool = std::make_unique<kernels::worker_pool>(st.tier.threads);
+  st.sched = std::make_unique<engine::scheduler>(st.tier.model, st.tier.tokenizer,
+                                                 st.tier.scheduler, st.pool.get());
+  st.stats.tier = st.tier.name;
+  auto kick = [self] {
+    if (!self->state.stepping) {
+      self->state.stepping = true;
+      self->send(self, step_atom::value);
+    }
+  };
+  return {
+    [self, kick](generate_atom, generation_job_ptr job) {
+      auto& st = self->state;
+      ++st.stats.requests;
+      auto r = st.sched->submit(job->id, job->request);
+      if (!r) {
+        ++st.stats.refused;
+        job->stream->refuse(r.err().message);
+        return;
+      }
+      job->stream->accept(*r);
+      st.streams[job->id] = job->stream;
+      kick();
+    },
+    [self](step_atom) {
+      auto& st = self->state;
+      // Drop sequences whose readers left.
+      for (auto it = st.streams.begin(); it != st.streams.end();) {
+        if (it->second->cancelled()) {
+          st.sched->cancel(it->first);
+          ++st.stats.cancelled;
+          it = st.streams.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      for (auto& e : st.sched->step()) {
+        auto it = st.streams.find(e.id);
+        if (it == st.streams.end())
+          continue;
+        bool last = e.finish != engine::finish_reason::none || !e.error.empty();
+        it->second->push(std::move(e));
+        if (last)
+          st.streams.erase(it);
+      }
+      if (st.sched->idle()) {
+        st.stepping = false;
+      } else {
+        self->send(self, step_atom::value); // after any queued requests
+      }
+    },
+    [self](embed_atom, const std::string& text) -> caf::result<std::vector<float>> {
+      auto r = self->state.sched->embed(text);
+      if (!r)
+        return make_error(errc::invalid_argument, r.err().message);
+      return std::move(*r);
+    },
+    [self](proto::stats_atom) {
+      auto& st = self->state;
+      const auto& c = st.sched->stats();
+      auto s = st.stats;
+      s.running = st.sched->n_running();
+      s.waiting = st.sched->n_waiting();
+      s.prompt_tokens = c.prompt_tokens;
+      s.generated_tokens = c.generated_tokens;
+      s.steps = c.steps;
+      s.prefill_seconds = c.prefill_ns / 1e9;
+      s.decode_seconds = c.decode_ns / 1e9;
+      return s;
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_engine(caf::actor_system& sys, engine_tier tier) {
+  return sys.spawn<caf::detached>(engine_actor, std::move(tier));
+}
+
+} // namespace shoal::actors

@@ -1,0 +1,239 @@
+#include "engine/scheduler.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+namespace shoal::engine {
+
+const char* to_string(finish_reason r) noexcept {
+  switch (r) {
+    case finish_reason::none:
+      return "none";
+    case finish_reason::stop:
+      return "stop";
+    case finish_reason::length:
+      return "length";
+  }
+  return "none";
+}
+
+struct scheduler::sequence {
+  uint64_t id;
+  uint32_t max_tokens;
+  bool ignore_eos;
+  std::vector<int32_t> prompt;
+  size_t n_prefilled = 0;
+  kv_cache cache;
+  sampler smp;
+  stop_matcher stops;
+  stream_decoder decoder;
+  int32_t next = -1; ///< sampled token not yet in the cache
+  uint32_t generated = 0;
+  int32_t n_logprobs = 0;
+
+  sequence(uint64_t id_, const generation_request& r, std::vector<int32_t> p, const model& m,
+           uint32_t n_ctx, sampler s, stop_matcher st, const tokenizer& tok)
+    : id(id_), max_tokens(r.max_tokens), ignore_eos(r.ignore_eos), prompt(std::move(p)),
+      cache(m.hparams(), n_ctx), smp(std::move(s)), stops(std::move(st)), decoder(tok),
+      n_logprobs(r.sampling.n_logprobs) {}
+
+  bool prefilling() const noexcept { return n_prefilled < prompt.size(); }
+};
+
+scheduler::scheduler(std::shared_ptr<const model> m, std::shared_ptr<const tokenizer> tok,
+                     scheduler_config cfg, kernels::thread_pool* pool)
+  : model_(std::move(m)), tok_(std::move(tok)), cfg_(cfg), ctx_(model_, cfg.max_batch, pool) {}
+
+scheduler::~scheduler() = default;
+
+result<uint32_t> scheduler::submit(uint64_t id, const generation_request& req) {
+  if (auto v = validate(req.sampling); !v)
+    return std::move(v).err();
+  auto stops = stop_matcher::create(req.stop);
+  if (!stops)
+    return std::move(stops).err();
+  auto smp = sampler::create(req.sampling, static_cast<int32_t>(model_->hparams().n_vocab));
+  if (!smp)
+    return std::move(smp).err();
+  auto prompt = tok_->encode(req.prompt, req.add_special, req.parse_special);
+  if (prompt.empty())
+    return error{"the prompt is empty"};
+  if (prompt.size() >= cfg_.n_ctx)
+    return error{"the prompt has " + std::to_string(prompt.size())
+                 + " tokens, but the model's context holds " + std::to_string(cfg_.n_ctx)
+                 + " (prompt and completion together)"};
+  if (req.max_tokens > 0 && prompt.size() + req.max_tokens > cfg_.n_ctx)
+    return error{"the prompt has " + std::to_string(prompt.size()) + " tokens and max_tokens is "
+                 + std::to_string(req.max_tokens) + ": together more than the context of "
+                 + std::to_string(cfg_.n_ctx) + " tokens; lower max_tokens or shorten the prompt"};
+  auto n = static_cast<uint32_t>(prompt.size());
+  waiting_.push_back(std::make_unique<sequence>(id, req, std::move(prompt), *model_, cfg_.n_ctx,
+                                                std::move(*smp), std::move(*stops), *tok_));
+  return n;
+}
+
+result<std::vector<float>> scheduler::embed(std::string_view text) {
+  auto toks = tok_->encode(text, true, false);
+  if (toks.empty())
+    return error{"the input is empty"};
+  if (toks.size() > cfg_.n_ctx)
+    return error{"the input has " + std::to_string(toks.size())
+                 + " tokens, more than the model's context of " + std::to_string(cfg_.n_ctx)};
+  const size_t E = model_->hparams().n_embd;
+  kv_cache cache(model_->hparams(), toks.size());
+  std::vector<float> hidden, sum(E, 0.0f);
+  std::vector<batch_token> batch;
+  for (size_t done = 0; done < toks.size();) {
+    size_t n = std::min<size_t>(cfg_.max_batch, toks.size() - done);
+    batch.clear();
+    for (size_t i = 0; i < n; ++i)
+      batch.push_back({toks[done + i], &cache, false});
+    hidden.resize(n * E);
+    auto r = ctx_.eval(batch, {}, hidden);
+    if (!r)
+      return std::move(r).err();
+    for (size_t i = 0; i < n; ++i)
+      for (size_t j = 0; j < E; ++j)
+        sum[j] += hidden[i * E + j];
+    done += n;
+  }
+  double norm = 0;
+  for (float x : sum)
+    norm += static_cast<double>(x) * x;
+  float inv = norm > 0 ? static_cast<float>(1.0 / std::sqrt(norm)) : 0.0f;
+  for (auto& x : sum)
+    x *= inv;
+  return sum;
+}
+
+bool scheduler::cancel(uint64_t id) {
+  for (auto* list : {&running_, &waiting_}) {
+    auto it = std::find_if(list->begin(), list->end(), [&](const auto& s) { return s->id == id; });
+    if (it != list->end()) {
+      list->erase(it);
+      return true;
+    }
+  }
+  return false;
+}
+
+void scheduler::admit() {
+  while (!waiting_.empty() && running_.size() < cfg_.max_sequences) {
+    running_.push_back(std::move(waiting_.front()));
+    waiting_.erase(waiting_.begin());
+  }
+}
+
+std::vector<sequence_event> scheduler::step() {
+  std::vector<sequence_event> events;
+  admit();
+  if (running_.empty())
+    return events;
+  // Decode tokens first (one per sequence), then prefill chunks in arrival
+  // order with what is left of the batch budget.
+  std::vector<batch_token> batch;
+  std::vector<sequence*> wants_logits;
+  size_t budget = cfg_.max_batch;
+  bool has_prefill = false;
+  for (auto& s : running_)
+    if (!s->prefilling() && s->next >= 0 && budget > 0) {
+      batch.push_back({s->next, &s->cache, true});
+      wants_logits.push_back(s.get());
+      --budget;
+    }
+  for (auto& s : running_) {
+    if (!s->prefilling() || budget == 0)
+      continue;
+    size_t n = std::min(budget, s->prompt.size() - s->n_prefilled);
+    for (size_t i = 0; i < n; ++i) {
+      bool last = s->n_prefilled + i + 1 == s->prompt.size();
+      batch.push_back({s->prompt[s->n_prefilled + i], &s->cache, last});
+      if (last)
+        wants_logits.push_back(s.get());
+    }
+    s->n_prefilled += n;
+    budget -= n;
+    has_prefill = true;
+  }
+  if (batch.empty())
+    return events;
+
+  const size_t V = model_->hparams().n_vocab;
+  logits_.resize(wants_logits.size() * V);
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = ctx_.eval(batch, logits_);
+  auto ns = static_cast<uint64_t>(
+    std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0)
+      .count());
+  ++stats_.steps;
+  stats_.batch_tokens += batch.size();
+  (has_prefill ? stats_.prefill_ns : stats_.decode_ns) += ns;
+  if (!r) {
+    // A batch error is a bug or a resource problem: fail every sequence in it.
+    for (auto* s : wants_logits) {
+      sequence_event e;
+      e.id = s->id;
+      e.error = r.err().message;
+      events.push_back(std::move(e));
+      cancel(s->id);
+    }
+    return events;
+  }
+
+  std::vector<uint64_t> finished;
+  for (size_t k = 0; k < wants_logits.size(); ++k) {
+    sequence& s = *wants_logits[k];
+    sequence_event e;
+    e.id = s.id;
+    e.prompt_tokens = static_cast<uint32_t>(s.prompt.size());
+    if (s.next < 0)
+      stats_.prompt_tokens += s.prompt.size();
+    auto tok = s.smp.sample({&logits_[k * V], V}, s.cache.tokens());
+    if (!tok) {
+      e.error = tok.err().message;
+      finished.push_back(s.id);
+      events.push_back(std::move(e));
+      continue;
+    }
+    ++s.generated;
+    ++stats_.generated_tokens;
+    s.next = tok->id;
+    token_report rep;
+    rep.id = tok->id;
+    rep.piece = std::string(tok_->token_to_piece(tok->id));
+    rep.logprob = tok->logprob;
+    for (const auto& [id, lp] : tok->top_logprobs)
+      rep.top_logprobs.emplace_back(std::string(tok_->token_to_piece(id)), lp);
+    e.token = std::move(rep);
+    bool eog = tok_->is_eog(tok->id) && !s.ignore_eos;
+    if (!eog) {
+      auto st = s.stops.feed(s.decoder.push(tok->id));
+      e.text = std::string(st.text);
+      if (st.stopped)
+        e.finish = finish_reason::stop;
+    } else {
+      e.finish = finish_reason::stop;
+    }
+    if (e.finish == finish_reason::none
+        && ((s.max_tokens > 0 && s.generated >= s.max_tokens)
+            || s.cache.n_tokens() + 1 >= s.cache.capacity()))
+      e.finish = finish_reason::length;
+    if (e.finish != finish_reason::none && !s.stops.stopped()) {
+      // Flush what the decoder and the stop matcher still hold.
+      auto st = s.stops.feed(s.decoder.finish());
+      e.text += st.text;
+      if (!st.stopped)
+        e.text += s.stops.finish();
+    }
+    e.completion_tokens = s.generated;
+    if (e.finish != finish_reason::none)
+      finished.push_back(s.id);
+    events.push_back(std::move(e));
+  }
+  for (auto id : finished)
+    cancel(id);
+  return events;
+}
+
+} // namespace shoal::engine

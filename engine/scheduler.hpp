@@ -1,0 +1,130 @@
+#pragma once
+/// @file Continuous batching for one model: sequences join and leave between
+/// steps; each step runs ONE forward pass over a batch holding the next
+/// token of every decoding sequence plus chunks of the prompts still being
+/// prefilled (Orca's iteration-level scheduling, Yu et al. OSDI 2022; vLLM's
+/// chunked prefill), then samples one token for each sequence whose prompt
+/// is done.
+///
+/// Thread-safety: a scheduler belongs to one thread (the tier's engine
+/// actor). The model and tokenizer are shared read-only.
+
+#include "engine/model.hpp"
+#include "engine/sampler.hpp"
+#include "engine/tokenizer.hpp"
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace shoal::engine {
+
+/// What a client asks one sequence to do.
+struct generation_request {
+  /// Prompt text, already rendered by a chat template if any.
+  std::string prompt;
+  /// Tokenize with the model's BOS/EOS rules (false when the text already
+  /// holds them, e.g. a chat template that writes BOS).
+  bool add_special = true;
+  /// Control tokens written in the prompt text (e.g. "<|im_start|>") are
+  /// single tokens. True for chat templates; OpenAI completions too.
+  bool parse_special = true;
+  sampling_params sampling;
+  /// Most tokens to generate; 0 = until the context is full. Default: 16
+  /// (OpenAI's completions default).
+  uint32_t max_tokens = 16;
+  std::vector<std::string> stop;
+  /// Keep going after an end-of-generation token (benchmarks).
+  bool ignore_eos = false;
+};
+
+/// Why a sequence ended (OpenAI finish_reason).
+enum class finish_reason : uint8_t { none, stop, length };
+const char* to_string(finish_reason r) noexcept;
+
+/// One sampled token as reported to the client.
+struct token_report {
+  int32_t id = 0;
+  std::string piece;   ///< the token's bytes (for logprobs "token")
+  float logprob = 0;
+  std::vector<std::pair<std::string, float>> top_logprobs;
+};
+
+/// What one step produced for one sequence.
+struct sequence_event {
+  uint64_t id = 0;            ///< the sequence
+  std::string text;           ///< newly complete text (may be empty)
+  std::optional<token_report> token; ///< the sampled token (absent on errors)
+  finish_reason finish = finish_reason::none;
+  std::string error;          ///< non-empty: the sequence failed and is gone
+  uint32_t prompt_tokens = 0, completion_tokens = 0;
+};
+
+/// Scheduler limits.
+struct scheduler_config {
+  /// Context (KV-cache tokens) per sequence. Default: 2048.
+  uint32_t n_ctx = 2048;
+  /// Most tokens per forward pass (decode tokens + prefill chunks). Default: 256.
+  uint32_t max_batch = 256;
+  /// Most sequences running at once; more wait in the queue. Default: 16.
+  uint32_t max_sequences = 16;
+};
+
+class scheduler {
+public:
+  /// @param pool threads for the forward pass (nullptr: the calling thread).
+  scheduler(std::shared_ptr<const model> m, std::shared_ptr<const tokenizer> tok,
+            scheduler_config cfg, kernels::thread_pool* pool);
+  ~scheduler();
+  scheduler(const scheduler&) = delete;
+  scheduler& operator=(const scheduler&) = delete;
+
+  /// Validates and tokenizes a request and queues it. Errors (nothing is
+  /// queued): bad sampling parameters or stop strings, an empty prompt, a
+  /// prompt (plus max_tokens when given) longer than the context — the text
+  /// says which, with the numbers. Returns the prompt's token count.
+  result<uint32_t> submit(uint64_t id, const generation_request& req);
+
+  /// Embedding of a text: the model's final normalized hidden states, mean
+  /// over the text's tokens, L2-normalized ([n_embd]). Runs at once (between
+  /// steps) in a scratch KV cache. Errors: empty text, longer than the context.
+  result<std::vector<float>> embed(std::string_view text);
+
+  /// Drops a sequence (client gone): frees its KV cache. False if unknown.
+  bool cancel(uint64_t id);
+
+  /// Runs one forward pass if any sequence has work; returns the events of
+  /// this step (one per sequence that sampled a token, finished or failed).
+  std::vector<sequence_event> step();
+
+  /// Sequences admitted (running) and waiting.
+  size_t n_running() const noexcept { return running_.size(); }
+  size_t n_waiting() const noexcept { return waiting_.size(); }
+  bool idle() const noexcept { return running_.empty() && waiting_.empty(); }
+
+  const model& get_model() const noexcept { return *model_; }
+  const tokenizer& get_tokenizer() const noexcept { return *tok_; }
+  const scheduler_config& config() const noexcept { return cfg_; }
+
+  /// Counters since construction.
+  struct counters {
+    uint64_t prompt_tokens = 0, generated_tokens = 0, steps = 0, batch_tokens = 0;
+    uint64_t prefill_ns = 0, decode_ns = 0;
+  };
+  const counters& stats() const noexcept { return stats_; }
+
+private:
+  struct sequence;
+  void admit();
+  std::shared_ptr<const model> model_;
+  std::shared_ptr<const tokenizer> tok_;
+  scheduler_config cfg_;
+  context ctx_;
+  std::vector<std::unique_ptr<sequence>> running_, waiting_;
+  std::vector<float> logits_;
+  counters stats_;
+};
+
+} // namespace shoal::engine

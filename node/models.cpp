@@ -1,0 +1,77 @@
+#include "node/models.hpp"
+
+#include "engine/model_writer.hpp"
+
+#include <cstdlib>
+#include <system_error>
+
+namespace shoal::node {
+
+std::filesystem::path model_cache_dir() {
+  if (const char* d = std::getenv("SHOAL_MODEL_CACHE"); d && *d)
+    return d;
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x)
+    return std::filesystem::path(x) / "shoal" / "models";
+  const char* home = std::getenv("HOME");
+  return std::filesystem::path(home && *home ? home : "/tmp") / ".cache" / "shoal" / "models";
+}
+
+std::variant<std::filesystem::path, std::string> resolve_model(const std::string& spec) {
+  if (spec.rfind("demo:", 0) != 0)
+    return std::filesystem::path(spec);
+  auto rest = spec.substr(5);
+  auto colon = rest.find(':');
+  std::string shape = rest.substr(0, colon);
+  std::string type = colon == std::string::npos ? "q8_0" : rest.substr(colon + 1);
+  auto preset = engine::random_model_preset(shape);
+  if (!preset)
+    return "model \"" + spec + "\": unknown demo shape \"" + shape
+           + "\" (known: tiny, 15M, 110M, 260M)";
+  auto wt = engine::weight_type_from_name(type);
+  if (!wt)
+    return "model \"" + spec + "\": unknown weight type \"" + type
+           + "\" (known: f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)";
+  preset->weight_type = *wt;
+  preset->name = "shoal-demo-" + shape + "-" + type;
+  auto dir = model_cache_dir();
+  auto path = dir / (preset->name + ".gguf");
+  if (std::filesystem::exists(path))
+    return path;
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec)
+    return "cannot create the model cache " + dir.string() + ": " + ec.message();
+  // A unique temporary name per writer: concurrent nodes each write the
+  // same bytes and rename atomically.
+  auto tmp = path.string() + "." + std::to_string(::getpid());
+  auto w = engine::write_random_model(*preset, tmp);
+  if (!w)
+    return "cannot write demo model " + path.string() + ": " + w.err().message;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec)
+    return "cannot write demo model " + path.string() + ": " + ec.message();
+  return path;
+}
+
+std::variant<actors::engine_tier, std::string> load_tier(const actors::tier_config& tc) {
+  auto where = resolve_model(tc.model);
+  if (auto* e = std::get_if<std::string>(&where))
+    return "tier " + tc.name + ": " + *e;
+  auto path = std::get<std::filesystem::path>(where);
+  auto m = engine::model::load(path.string());
+  if (!m)
+    return "tier " + tc.name + ": " + m.err().message;
+  auto tok = engine::tokenizer::from_gguf((*m)->file());
+  if (!tok)
+    return "tier " + tc.name + ": " + path.string() + ": " + tok.err().message;
+  actors::engine_tier t;
+  t.name = tc.name;
+  t.model = std::move(*m);
+  t.tokenizer = std::make_shared<const engine::tokenizer>(std::move(*tok));
+  t.scheduler.n_ctx = std::min<uint32_t>(tc.n_ctx, t.model->hparams().n_ctx_train);
+  t.scheduler.max_sequences = tc.max_sequences;
+  t.threads = tc.threads;
+  return t;
+}
+
+} // namespace shoal::node

@@ -1,0 +1,30 @@
+#pragma once
+/// @file The tiers' models at start: resolving a tier's `model` setting to a
+/// GGUF file (writing random-weight demo models into the model cache), and
+/// loading model and tokenizer. Called once at start, on the main thread.
+
+#include "actors/engine.hpp"
+#include "actors/pattern_bank.hpp"
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <variant>
+
+namespace shoal::node {
+
+/// Where demo models are written: $SHOAL_MODEL_CACHE, else
+/// $XDG_CACHE_HOME/shoal/models, else ~/.cache/shoal/models.
+std::filesystem::path model_cache_dir();
+
+/// The GGUF path of a tier's `model` setting: a file path as given, or for
+/// "demo:<shape>:<type>" the cached file (written first if absent; the
+/// weights are seeded, so every node writes the same bytes). Errors: an
+/// unknown shape or type, an unwritable cache.
+std::variant<std::filesystem::path, std::string> resolve_model(const std::string& spec);
+
+/// Loads a tier: model, tokenizer, scheduler limits. Error text names the
+/// tier and the file.
+std::variant<actors::engine_tier, std::string> load_tier(const actors::tier_config& tc);
+
+} // namespace shoal::node

@@ -1,0 +1,213 @@
+// The OpenAI-compatible API of a real `shoal node` with the default config's
+// demo tiers (random-weight GGUFs from the model cache): completions, chat,
+// streaming over SSE, embeddings, models, and the errors OpenAI clients
+// expect. The official `openai` npm client is driven by tests/openai_client.mjs.
+#include "node_process.hpp"
+
+#include <doctest/doctest.h>
+
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include <thread>
+
+using namespace shoal::testing;
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::unique_ptr<node_process> start_node(const temp_dir& dir) {
+  std::string log;
+  auto node = node_process::start(dir.path(), {}, &log);
+  REQUIRE_MESSAGE(node, "node did not start: " << log);
+  return node;
+}
+
+json post(httplib::Client& c, const char* path, const json& body, int expect_status) {
+  auto r = c.Post(path, body.dump(), "application/json");
+  REQUIRE(r);
+  INFO(r->body);
+  REQUIRE(r->status == expect_status);
+  auto j = json::parse(r->body, nullptr, false);
+  REQUIRE_FALSE(j.is_discarded());
+  return j;
+}
+
+/// Parses an SSE body into its data payloads.
+std::vector<std::string> sse_data(const std::string& body) {
+  std::vector<std::string> out;
+  size_t at = 0;
+  while ((at = body.find("data: ", at)) != std::string::npos) {
+    size_t end = body.find("\n\n", at);
+    REQUIRE(end != std::string::npos);
+    out.push_back(body.substr(at + 6, end - at - 6));
+    at = end + 2;
+  }
+  return out;
+}
+
+} // namespace
+
+TEST_CASE("openai: completions and chat completions generate with usage and logprobs") {
+  temp_dir dir;
+  auto node = start_node(dir);
+  auto c = node->client();
+  c.set_read_timeout(60, 0);
+
+  auto models = c.Get("/v1/models");
+  REQUIRE(models);
+  auto m = json::parse(models->body);
+  CHECK(m["object"] == "list");
+  std::vector<std::string> ids;
+  for (auto& x : m["data"])
+    ids.push_back(x["id"]);
+  CHECK(std::find(ids.begin(), ids.end(), "auto") != ids.end());
+  CHECK(std::find(ids.begin(), ids.end(), "demo-15m") != ids.end());
+
+  auto r = post(c, "/v1/completions",
+                {{"model", "demo-15m"}, {"prompt", "Debian is"}, {"max_tokens", 7},
+                 {"temperature", 0}, {"logprobs", 3}},
+                200);
+  CHECK(r["object"] == "text_completion");
+  CHECK(r["model"] == "demo-15m");
+  CHECK(r["choices"][0]["finish_reason"] == "length");
+  CHECK(r["usage"]["completion_tokens"] == 7);
+  CHECK(r["usage"]["prompt_tokens"].get<int>() > 1);
+  CHECK(r["usage"]["total_tokens"] == r["usage"]["prompt_tokens"].get<int>() + 7);
+  auto lp = r["choices"][0]["logprobs"];
+  REQUIRE(lp["tokens"].size() == 7);
+  for (size_t i = 0; i < 7; ++i) {
+    CHECK(lp["token_logprobs"][i].get<double>() <= 0.0);
+    CHECK(lp["top_logprobs"][i].size() <= 3);
+  }
+  // Greedy decoding is deterministic: the same request gives the same text.
+  auto again = post(c, "/v1/completions",
+                    {{"model", "demo-15m"}, {"prompt", "Debian is"}, {"max_tokens", 7},
+                     {"temperature", 0}},
+                    200);
+  CHECK(again["choices"][0]["text"] == r["choices"][0]["text"]);
+
+  auto chat = post(c, "/v1/chat/completions",
+                   {{"model", "demo-tiny"},
+                    {"messages", {{{"role", "system"}, {"content", "Be brief."}},
+                                  {{"role", "user"}, {"content", "Hello"}}}},
+                    {"max_tokens", 5}, {"seed", 3}, {"logprobs", true}, {"top_logprobs", 2}},
+                   200);
+  CHECK(chat["object"] == "chat.completion");
+  CHECK(chat["id"].get<std::string>().rfind("chatcmpl-", 0) == 0);
+  CHECK(chat["choices"][0]["message"]["role"] == "assistant");
+  CHECK(chat["choices"][0]["message"]["content"].is_string());
+  CHECK(chat["choices"][0]["logprobs"]["content"].size() == 5);
+  CHECK(chat["choices"][0]["logprobs"]["content"][0]["top_logprobs"].size() == 2);
+
+  // model "auto" goes through the router; its id carries the routing request id.
+  auto routed = post(c, "/v1/chat/completions",
+                     {{"model", "auto"},
+                      {"messages", {{{"role", "user"}, {"content", "GNU C compiler"}}}},
+                      {"max_tokens", 2}},
+                     200);
+  auto rid = routed["id"].get<std::string>().substr(std::string("chatcmpl-").size());
+  CHECK(rid.size() == 16);
+  auto fb = c.Post("/v1/feedback", json{{"request_id", rid}, {"quality", 0.7}}.dump(),
+                   "application/json");
+  REQUIRE(fb);
+  CHECK(fb->status == 200);
+}
+
+TEST_CASE("openai: streaming sends SSE chunks, usage and [DONE]") {
+  temp_dir dir;
+  auto node = start_node(dir);
+  auto c = node->client();
+  c.set_read_timeout(60, 0);
+  auto r = c.Post("/v1/chat/completions",
+                  json{{"model", "demo-tiny"},
+                       {"messages", {{{"role", "user"}, {"content", "Hi"}}}},
+                       {"max_tokens", 6},
+                       {"stream", true},
+                       {"stream_options", {{"include_usage", true}}}}
+                    .dump(),
+                  "application/json");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(r->get_header_value("Content-Type").find("text/event-stream") == 0);
+  auto data = sse_data(r->body);
+  REQUIRE(data.size() >= 3);
+  CHECK(data.back() == "[DONE]");
+  auto first = json::parse(data.front());
+  CHECK(first["object"] == "chat.completion.chunk");
+  CHECK(first["choices"][0]["delta"]["role"] == "assistant");
+  auto usage = json::parse(data[data.size() - 2]);
+  CHECK(usage["choices"].empty());
+  CHECK(usage["usage"]["completion_tokens"] == 6);
+  auto last = json::parse(data[data.size() - 3]);
+  CHECK(last["choices"][0]["finish_reason"] == "length");
+}
+
+TEST_CASE("openai: bad requests get OpenAI errors and the node keeps serving") {
+  temp_dir dir;
+  auto node = start_node(dir);
+  auto c = node->client();
+  c.set_read_timeout(60, 0);
+  json msgs = {{{"role", "user"}, {"content", "Hi"}}};
+  auto e = post(c, "/v1/chat/completions", {{"model", "gpt-9"}, {"messages", msgs}}, 404);
+  CHECK(e["error"]["code"] == "model_not_found");
+  CHECK(e["error"]["param"] == "model");
+  e = post(c, "/v1/chat/completions",
+           {{"model", "demo-tiny"}, {"messages", msgs}, {"temperature", 3}}, 400);
+  CHECK(e["error"]["type"] == "invalid_request_error");
+  CHECK(e["error"]["param"] == "temperature");
+  e = post(c, "/v1/chat/completions",
+           {{"model", "demo-tiny"}, {"messages", msgs}, {"top_p", 0}}, 400);
+  CHECK(e["error"]["param"] == "top_p");
+  e = post(c, "/v1/chat/completions", {{"model", "demo-tiny"}, {"messages", json::array()}}, 400);
+  CHECK(e["error"]["param"] == "messages");
+  e = post(c, "/v1/chat/completions",
+           {{"model", "demo-tiny"}, {"messages", {{{"role", "wizard"}, {"content", "x"}}}}}, 400);
+  CHECK(e["error"]["message"].get<std::string>().find("wizard") != std::string::npos);
+  std::string long_prompt;
+  for (int i = 0; i < 400; ++i)
+    long_prompt += "lorem ipsum ";
+  e = post(c, "/v1/completions", {{"model", "demo-tiny"}, {"prompt", long_prompt}}, 400);
+  CHECK(e["error"]["code"] == "context_length_exceeded");
+  e = post(c, "/v1/completions",
+           {{"model", "demo-tiny"}, {"prompt", "x"}, {"max_tokens", 100000}}, 400);
+  CHECK(e["error"]["param"] == "max_tokens");
+  auto raw = c.Post("/v1/completions", "{not json", "application/json");
+  REQUIRE(raw);
+  CHECK(raw->status == 400);
+
+  // A client that disconnects mid-stream: the node frees the sequence and
+  // keeps answering.
+  {
+    httplib::Client quitter("127.0.0.1", node->port());
+    quitter.set_read_timeout(5, 0);
+    size_t seen = 0;
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/completions";
+    req.body = json{{"model", "demo-260m"}, {"prompt", "a long story"}, {"max_tokens", 0},
+                    {"ignore_eos", true}, {"stream", true}}
+                 .dump();
+    req.set_header("Content-Type", "application/json");
+    req.content_receiver = [&](const char*, size_t n, uint64_t, uint64_t) {
+      seen += n;
+      return seen < 2000; // hang up after a few chunks
+    };
+    auto res = quitter.send(req);
+    CHECK(seen > 0);
+  }
+  auto ok = post(c, "/v1/completions",
+                 {{"model", "demo-tiny"}, {"prompt", "still here"}, {"max_tokens", 3}}, 200);
+  CHECK(ok["usage"]["completion_tokens"] == 3);
+
+  // embeddings: hashing and a tier's model
+  auto emb = post(c, "/v1/embeddings", {{"model", "hashing"}, {"input", {"a b c", "d e f"}}}, 200);
+  CHECK(emb["data"].size() == 2);
+  CHECK(emb["data"][0]["embedding"].size() == 384);
+  auto memb = post(c, "/v1/embeddings", {{"model", "demo-15m"}, {"input", "hello world"}}, 200);
+  CHECK(memb["data"][0]["embedding"].size() == 288);
+  e = post(c, "/v1/embeddings", {{"model", "hashing"}, {"input", 5}}, 400);
+  CHECK(e["error"]["param"] == "input");
+  CHECK(node->stop(SIGTERM) == 0);
+}
