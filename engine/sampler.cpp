@@ -12,9 +12,9 @@
 
 // Passes over the whole vocabulary are compiled for AVX-512, AVX2 and the
 // baseline and picked when the program loads (GCC function multiversioning).
-// They are elementwise or keep a fixed lane order and no FMA contraction
-// happens (-std=c++20 implies -ffp-contract=off), so every clone returns
-// bit-identical results.
+// They are elementwise or keep a fixed lane order, and none contains a
+// multiply-add that the compiler could contract into an FMA in one clone but
+// not another, so every clone returns bit-identical results. Keep it so.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define SHOAL_VOCAB_PASS __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
@@ -36,10 +36,12 @@ constexpr size_t list_draw_limit = 1024;
 /// Block length of the dense draw's prefix sums.
 constexpr size_t draw_block = 256;
 /// Buckets of the top-p histogram (uniform in logit), and interleaved copies
-/// of it: consecutive tokens in one bucket would otherwise chain their
-/// read-add-write through memory. Slot n_buckets collects non-candidates.
+/// of it: consecutive tokens in one slot would otherwise chain their
+/// read-add-write through memory. Non-candidates go to one of n_spill slots
+/// past the buckets, by id, for the same reason.
 constexpr uint16_t n_buckets = 1024;
-constexpr size_t n_slots = n_buckets + 1;
+constexpr size_t n_spill = 64;
+constexpr size_t n_slots = n_buckets + n_spill;
 constexpr size_t n_histograms = 4;
 /// Softmax inputs are raised to at least (max - softmax_floor_nats): their
 /// weight e^-60 ≈ 9e-27 of the top token's is far below float resolution of
@@ -168,36 +170,37 @@ void softmax_floored(std::span<float> dst, std::span<const float> src, logit_ran
   kernels::softmax(dst, dst);
 }
 
-/// Whether any of x[0, 64) exceeds t. GCC vector extensions: one compare
-/// per 16 floats in the AVX-512 clone, 2 or 4 in the others.
-inline bool any_above_64(const float* x, float t) noexcept {
+/// The largest (Max) or smallest element of the 256 bytes at x: 64 floats or
+/// 128 uint16. GCC vector extensions, so one compare covers 64 bytes in the
+/// AVX-512 clone (32 or 16 in the others); the lanes are reduced in scalar.
+template <bool Max, class T>
+T extreme_of_256_bytes(const T* x) noexcept {
+  constexpr size_t n_per_vec = 64 / sizeof(T);
 #if defined(__GNUC__) && !defined(__clang__)
-  using v16 = float __attribute__((vector_size(64)));
-  using v8 = float __attribute__((vector_size(32)));
-  using v4 = float __attribute__((vector_size(16)));
-  v16 m, v;
+  typedef T vec __attribute__((vector_size(64)));
+  vec m, v;
   std::memcpy(&m, x, sizeof m);
   for (size_t r = 1; r < 4; ++r) {
-    std::memcpy(&v, x + 16 * r, sizeof v);
-    m = v > m ? v : m;
+    std::memcpy(&v, x + n_per_vec * r, sizeof v);
+    if constexpr (Max)
+      m = v > m ? v : m;
+    else
+      m = v < m ? v : m;
   }
-  v8 a, b;
-  std::memcpy(&a, &m, sizeof a);
-  std::memcpy(&b, reinterpret_cast<const char*>(&m) + sizeof a, sizeof b);
-  a = a > b ? a : b;
-  v4 c, d;
-  std::memcpy(&c, &a, sizeof c);
-  std::memcpy(&d, reinterpret_cast<const char*>(&a) + sizeof c, sizeof d);
-  c = c > d ? c : d;
-  return (c[0] > t) | (c[1] > t) | (c[2] > t) | (c[3] > t);
+  T lanes[n_per_vec];
+  std::memcpy(lanes, &m, sizeof lanes);
+  T e = lanes[0];
+  for (size_t j = 1; j < n_per_vec; ++j)
+    e = Max ? (lanes[j] > e ? lanes[j] : e) : (lanes[j] < e ? lanes[j] : e);
+  return e;
 #else
-  return std::any_of(x, x + 64, [t](float v) { return v > t; });
+  return Max ? *std::max_element(x, x + 4 * n_per_vec) : *std::min_element(x, x + 4 * n_per_vec);
 #endif
 }
 
 /// The k best of `logits` in the chain's order, written sorted (best first)
 /// to out[0, k). A k-entry heap keeps the worst at its front; blocks of 64
-/// with nothing above it are skipped by vector compares. Since ids rise
+/// with nothing above it are skipped after a vector max. Since ids rise
 /// during the scan, an equal logit never displaces an entry. Cost
 /// O(n + k·log k·log(n/k)) for logits in random order.
 /// @pre 0 < k <= n; out has room for k.
@@ -219,7 +222,7 @@ void select_top_k(const float* logits, size_t n, size_t k, sampler_candidate* ou
   for (; i < n && i % 64 != 0; ++i)
     offer(i);
   for (; i + 64 <= n; i += 64)
-    if (any_above_64(logits + i, worst))
+    if (extreme_of_256_bytes<true>(logits + i) > worst)
       for (size_t j = i; j < i + 64; ++j)
         offer(j);
   for (; i < n; ++i)
@@ -278,8 +281,8 @@ double mask_and_sum_blocks(const float* l, float* pr, int32_t n, float bl, int32
 
 /// Top-p histogram buckets: bucket[i] = min(n_buckets - 1, ⌊(max_logit -
 /// l[i])·scale⌋) for candidates (p[i] >= eps and l[i] >= min_logit), else
-/// n_buckets. Monotone: a better token never gets a larger bucket (rounding
-/// is monotone). @return the number of candidates.
+/// n_buckets + i % n_spill. Monotone: a better candidate never gets a larger
+/// bucket (rounding is monotone). @return the number of candidates.
 SHOAL_VOCAB_PASS
 size_t bucket_tokens(const float* l, const float* p, uint16_t* bucket, size_t n, float max_logit,
                      float scale, float eps, float min_logit) noexcept {
@@ -289,7 +292,8 @@ size_t bucket_tokens(const float* l, const float* p, uint16_t* bucket, size_t n,
     const float b = (max_logit - l[i]) * scale; // NaN (inf·0) clamps to last too
     const float clamped = b < last ? b : last;
     const bool cand = (p[i] >= eps) & (l[i] >= min_logit);
-    bucket[i] = cand ? static_cast<uint16_t>(static_cast<int32_t>(clamped)) : uint16_t{n_buckets};
+    const auto spill = static_cast<uint16_t>(n_buckets + i % n_spill);
+    bucket[i] = cand ? static_cast<uint16_t>(static_cast<int32_t>(clamped)) : spill;
     n_cands += cand;
   }
   return n_cands;
@@ -415,6 +419,8 @@ size_t sampler::truncate_sorted(size_t n_cands, float max_logit, float min_logit
 /// Top-p over the whole vocabulary (top-k off), combined with min-p, using
 /// the temperature-1 probabilities in probs_ (p_max = probs_[argmax]).
 ///
+/// 0. The 64 best tokens first (select_top_k), unless 64·p_max < top_p: real
+///    next-token distributions usually reach top_p within them.
 /// 1. Candidates: tokens with p >= ε = (1 - top_p) / (2 n) and logit >=
 ///    min_logit. The others cannot be in the nucleus: those below ε hold
 ///    less than 1 - top_p together, so the tokens above ε already reach
@@ -430,15 +436,28 @@ size_t sampler::truncate_sorted(size_t n_cands, float max_logit, float min_logit
 sampler::kept_set sampler::truncate_top_p_full(float max_logit, float min_logit, int32_t argmax) {
   const size_t n = work_.size();
   const double top_p = params_.top_p;
+  const float* l = work_.data();
+  const float* pr = probs_.data();
+  const float p_max = pr[static_cast<size_t>(argmax)];
+  if (const size_t m = std::min<size_t>(n, 64); p_max * static_cast<double>(m) >= top_p) {
+    select_top_k(l, n, m, cands_.data());
+    double need = top_p;
+    for (size_t i = 0; i < m; ++i) {
+      const auto id = static_cast<size_t>(id_of(cands_[i].key));
+      cands_[i].prob = pr[id];
+      if (i > 0 && cands_[i].logit < min_logit)
+        return {i, cands_[i - 1], false};
+      need -= pr[id];
+      if (need <= 0 || i + 1 == n)
+        return {i + 1, cands_[i], false};
+    }
+  }
   const float eps = static_cast<float>((1.0 - top_p) / (2.0 * static_cast<double>(n)));
-  const float p_max = probs_[static_cast<size_t>(argmax)];
   float span = std::log(p_max / eps) + 1.0f; // candidates lie within span nats of the top
   if (min_logit > ninf)
     span = std::min(span, max_logit - min_logit);
   const float scale = span > 0 ? static_cast<float>(n_buckets) / span : 0.0f;
   bucket_.resize(n);
-  const float* l = work_.data();
-  const float* pr = probs_.data();
   const uint16_t* bucket = bucket_.data();
   const size_t n_cands =
       bucket_tokens(l, pr, bucket_.data(), n, max_logit, scale, eps, min_logit);
@@ -453,19 +472,28 @@ sampler::kept_set sampler::truncate_top_p_full(float max_logit, float min_logit,
     }
     return std::max<size_t>(count, 1); // rounding or no more candidates: keep all
   };
-  // Gathers the tokens whose bucket passes `pick` into cands_, in id order.
-  auto gather = [&](auto pick) {
+  // Gathers the tokens with bucket <= up_to that pass `pick` into cands_, in
+  // id order; blocks of 128 with no such bucket are skipped.
+  auto gather = [&](uint16_t up_to, auto pick) {
     size_t len = 0;
-    for (size_t i = 0; i < n; ++i)
-      if (pick(bucket[i], i)) {
+    auto visit = [&](size_t i) {
+      if (bucket[i] <= up_to && pick(bucket[i], i)) {
         if (len == cands_.size())
           cands_.resize(2 * len + 64);
         cands_[len++] = {order_key(l[i], i), l[i], pr[i]};
       }
+    };
+    size_t i = 0;
+    for (; i + 128 <= n; i += 128)
+      if (extreme_of_256_bytes<false>(bucket + i) <= up_to)
+        for (size_t j = i; j < i + 128; ++j)
+          visit(j);
+    for (; i < n; ++i)
+      visit(i);
     return len;
   };
   if (n_cands <= list_draw_limit) {
-    const size_t len = gather([](uint16_t b, size_t) { return b < n_buckets; });
+    const size_t len = gather(n_buckets - 1, [](uint16_t, size_t) { return true; });
     std::sort(cands_.begin(), cands_.begin() + static_cast<ptrdiff_t>(len), better);
     const size_t n_kept = walk(len);
     return {n_kept, cands_[n_kept - 1], false};
@@ -500,7 +528,7 @@ sampler::kept_set sampler::truncate_top_p_full(float max_logit, float min_logit,
     need_seen -= mass;
     n_seen += count;
   }
-  const size_t len = gather([cut](uint16_t b, size_t) { return b == cut; });
+  const size_t len = gather(cut, [cut](uint16_t b, size_t) { return b == cut; });
   const auto first = cands_.begin(), last = first + static_cast<ptrdiff_t>(len);
   const auto [lo, hi] = std::minmax_element(first, last, [](const auto& a, const auto& b) {
     return a.logit < b.logit;
@@ -512,8 +540,8 @@ sampler::kept_set sampler::truncate_top_p_full(float max_logit, float min_logit,
   const size_t n_kept = n_before + n_in;
   if (n_kept > list_draw_limit)
     return {n_kept, worst, false};
-  const size_t n_listed = gather([cut, &worst, l](uint16_t b, size_t i) {
-    return b < cut || (b == cut && order_key(l[i], i) >= worst.key);
+  const size_t n_listed = gather(cut, [cut, &worst, l](uint16_t b, size_t i) {
+    return b < cut || order_key(l[i], i) >= worst.key;
   });
   return {n_listed, worst, true};
 }

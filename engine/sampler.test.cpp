@@ -72,6 +72,16 @@ double chi_square(const std::vector<int>& h, const std::vector<double>& p, int n
   return c;
 }
 
+/// Over 20k draws from 4 tokens: tokens 2 and 3 never come, 0 and 1 in the
+/// ratio p0 : 1 - p0 (chi-square, 1 degree of freedom, P = 0.001).
+void check_keeps_first_two(sampler& s, const std::vector<float>& logits, double p0) {
+  const int n = 20000;
+  auto h = histogram(s, logits, n);
+  CHECK(h[2] == 0);
+  CHECK(h[3] == 0);
+  CHECK(chi_square(h, {p0, 1 - p0, 0, 0}, n) < 10.8);
+}
+
 std::vector<float> random_logits(size_t n, uint64_t seed, double stddev = 3.0) {
   std::mt19937_64 g(seed);
   std::vector<float> l(n);
@@ -199,11 +209,7 @@ TEST_CASE("sampler: top_p keeps the shortest prefix reaching top_p and renormali
     p.top_k = k;
     p.seed = 1;
     sampler s = make(p, l.size());
-    const int n = 20000;
-    auto h = histogram(s, l, n);
-    CHECK(h[2] == 0);
-    CHECK(h[3] == 0);
-    CHECK(chi_square(h, {0.625, 0.375, 0, 0}, n) < 10.8); // 1 dof, p = 0.001
+    check_keeps_first_two(s, l, 0.625);
   }
 }
 
@@ -241,15 +247,17 @@ TEST_CASE("sampler: top_p over a large vocabulary keeps exactly the nucleus (tie
 TEST_CASE("sampler: top_p and min_p over random logits keep the reference prefix") {
   // Reference: sort by (logit desc, id asc), softmax in double, shortest
   // prefix reaching top_p, cut further by min_p. The configurations cover
-  // few and many candidates and nuclei below and above 1024 tokens; each
-  // cut is at least 1e-5 away from top_p, far beyond float rounding.
+  // nuclei within the 64 best tokens, below and above 1024 tokens, and
+  // min-p cuts; each cut is at least 1e-5 away from top_p, far beyond float
+  // rounding.
   struct config {
     double stddev;
     float top_p, min_p;
   };
   const size_t n = 20000;
   for (const config c : {config{3.0, 0.3f, 0.0f}, config{2.0, 0.5f, 0.0f}, config{1.5, 0.5f, 0.0f},
-                         config{1.5, 0.9f, 0.05f}, config{2.0, 1.0f, 0.2f}}) {
+                         config{1.5, 0.9f, 0.05f}, config{3.0, 0.9f, 0.3f},
+                         config{2.0, 1.0f, 0.2f}}) {
     CAPTURE(c.stddev);
     CAPTURE(c.top_p);
     CAPTURE(c.min_p);
@@ -297,12 +305,8 @@ TEST_CASE("sampler: min_p drops tokens below min_p times the top probability") {
   p.min_p = 0.3f;
   p.seed = 2;
   sampler s = make(p, l.size());
-  const int n = 20000;
-  auto h = histogram(s, l, n);
-  CHECK(h[2] == 0);
-  CHECK(h[3] == 0);
   const double e = std::exp(1.0);
-  CHECK(chi_square(h, {e / (e + 1), 1 / (e + 1), 0, 0}, n) < 10.8);
+  check_keeps_first_two(s, l, e / (e + 1));
 
   // Large kept sets (drawn by the dense pass): 1200 tokens at 5, 18800 at 0.
   std::vector<float> big(20000, 0.0f);
@@ -314,6 +318,7 @@ TEST_CASE("sampler: min_p drops tokens below min_p times the top probability") {
     CHECK(big[static_cast<size_t>(draw1(cut, big).id)] == 5.0f);
   p.min_p = 0.001f; // threshold ≈ -1.9: everything stays
   sampler all = make(p, big.size());
+  const int n = 20000;
   int low = 0;
   for (int i = 0; i < n; ++i)
     low += big[static_cast<size_t>(draw1(all, big).id)] == 0.0f;
