@@ -19,6 +19,8 @@
 #include <numeric>
 #include <random>
 
+#include <unistd.h>
+
 using namespace shoal::engine;
 
 namespace {
@@ -43,7 +45,8 @@ std::vector<float> peer_logits(const std::string& model_path, const std::vector<
   std::string list;
   for (auto t : toks)
     list += (list.empty() ? "" : ",") + std::to_string(t);
-  auto out = (work_dir() / "peer.bin").string();
+  // One output file per model and process: CTest runs the peer cases in parallel.
+  auto out = model_path + "." + std::to_string(::getpid()) + ".logits";
   std::string cmd = "node " SHOAL_SOURCE_DIR "/tests/peer/llama_logits.mjs '" + model_path + "' "
                     + list + " '" + out + "' " + kv_type + " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
@@ -58,6 +61,7 @@ std::vector<float> peer_logits(const std::string& model_path, const std::vector<
   std::ifstream in(out, std::ios::binary);
   in.read(reinterpret_cast<char*>(logits.data()), static_cast<std::streamsize>(logits.size() * 4));
   REQUIRE(in.gcount() == static_cast<std::streamsize>(logits.size() * 4));
+  std::filesystem::remove(out);
   return logits;
 }
 
