@@ -86,7 +86,7 @@ bool parse_key_list(std::string_view text, std::vector<named_key>& out, std::str
 struct pack_loader {
   static std::string check_and_add(const shoal_pack& pack, const std::string& origin) {
     registry& r = registry::instance();
-    std::vector<std::pair<kernel_base*, const shoal_pack_variant*>> todo;
+    std::vector<std::pair<kernel_base*, const shoal_pack_variant*>> accepted;
     for (uint32_t i = 0; i < pack.n_variants; ++i) {
       const shoal_pack_variant& v = pack.variants[i];
       if (v.kernel == nullptr || v.signature == nullptr || v.name == nullptr || v.fn == nullptr)
@@ -100,9 +100,9 @@ struct pack_loader {
       if (v.needs > static_cast<uint32_t>(isa::avx512))
         return "variant " + std::string(v.name) + " needs unknown level " +
                std::to_string(v.needs);
-      todo.emplace_back(k, &v);
+      accepted.emplace_back(k, &v);
     }
-    for (auto [k, v] : todo)
+    for (auto [k, v] : accepted)
       r.add_variant(k,
                     {std::string(pack.name) + ':' + v->name, static_cast<isa>(v->needs), origin},
                     reinterpret_cast<erased_fn>(v->fn));
