@@ -244,6 +244,7 @@ struct gateway::impl {
     telemetry_snapshot telemetry;
     std::optional<federation::federation_stats> fed;
     std::optional<federation::router_digest> digest;
+    std::vector<actors::engine_stats> engines; ///< one per tier with a model
   };
 
   caf::expected<snapshot> collect() {
@@ -256,7 +257,15 @@ struct gateway::impl {
     auto t = ask<telemetry_snapshot>(actors.telemetry, stats_atom::value);
     if (!t)
       return t.error();
-    snapshot snap{*r, *w, std::move(*t), std::nullopt, std::nullopt};
+    snapshot snap{*r, *w, std::move(*t), std::nullopt, std::nullopt, {}};
+    for (const auto& tier : actors.tiers) {
+      if (!tier.engine)
+        continue;
+      auto e = ask<actors::engine_stats>(tier.engine, stats_atom::value);
+      if (!e)
+        return e.error();
+      snap.engines.push_back(std::move(*e));
+    }
     if (actors.bridge) {
       auto f = ask<federation::federation_stats>(actors.bridge, stats_atom::value);
       if (!f)
@@ -357,9 +366,27 @@ struct gateway::impl {
                       {"transactions", s->witness.n_transactions},
                       {"feedback_joined", s->witness.n_feedback},
                       {"write_errors", s->witness.n_errors}}},
+                    {"engines", engines_json(s->engines)},
                     {"index_rebuilds", s->router.n_index_rebuilds},
                     {"http", {{"requests", n_http.load()}, {"errors", std::move(errors)}}},
                     {"federation", std::move(fed)}});
+  }
+
+  static json engines_json(const std::vector<actors::engine_stats>& engines) {
+    json out = json::array();
+    for (const auto& e : engines)
+      out.push_back({{"tier", e.tier},
+                     {"running", e.running},
+                     {"waiting", e.waiting},
+                     {"requests", e.requests},
+                     {"refused", e.refused},
+                     {"cancelled", e.cancelled},
+                     {"prompt_tokens", e.prompt_tokens},
+                     {"generated_tokens", e.generated_tokens},
+                     {"steps", e.steps},
+                     {"prefill_seconds", e.prefill_seconds},
+                     {"decode_seconds", e.decode_seconds}});
+    return out;
   }
 
   void handle_metrics(const httplib::Request&, httplib::Response& res) {
@@ -462,6 +489,38 @@ struct gateway::impl {
       out << "shoal_federation_republishes_total{" << node_label << "} " << f.republishes
           << '\n';
     }
+    // Engines, one series per tier with a model (names after vLLM's).
+    auto per_engine = [&](const char* name, const char* type, const char* help, auto value) {
+      if (s->engines.empty())
+        return;
+      metric(name, type, help);
+      for (const auto& e : s->engines)
+        out << name << '{' << node_label << ",tier=\"" << e.tier << "\"} " << value(e) << '\n';
+    };
+    per_engine("shoal_engine_requests_running", "gauge", "Sequences in the running batch.",
+               [](const auto& e) { return e.running; });
+    per_engine("shoal_engine_requests_waiting", "gauge", "Sequences queued for a batch slot.",
+               [](const auto& e) { return e.waiting; });
+    per_engine("shoal_engine_requests_total", "counter", "Generation requests submitted.",
+               [](const auto& e) { return e.requests; });
+    per_engine("shoal_engine_requests_refused_total", "counter",
+               "Generation requests refused (bad parameters, context overflow).",
+               [](const auto& e) { return e.refused; });
+    per_engine("shoal_engine_requests_cancelled_total", "counter",
+               "Sequences cancelled because their client left.",
+               [](const auto& e) { return e.cancelled; });
+    per_engine("shoal_engine_prompt_tokens_total", "counter", "Prompt tokens prefilled.",
+               [](const auto& e) { return e.prompt_tokens; });
+    per_engine("shoal_engine_generation_tokens_total", "counter", "Tokens generated.",
+               [](const auto& e) { return e.generated_tokens; });
+    per_engine("shoal_engine_steps_total", "counter", "Forward passes (batched steps).",
+               [](const auto& e) { return e.steps; });
+    per_engine("shoal_engine_prefill_seconds_total", "counter",
+               "Time spent in steps that prefilled prompt tokens.",
+               [](const auto& e) { return e.prefill_seconds; });
+    per_engine("shoal_engine_decode_seconds_total", "counter",
+               "Time spent in decode-only steps.",
+               [](const auto& e) { return e.decode_seconds; });
     metric("shoal_start_time_seconds", "gauge", "Node start time, seconds since the epoch.");
     out << "shoal_start_time_seconds{" << node_label << "} " << t.started_ms / 1e3 << '\n';
     res.status = 200;

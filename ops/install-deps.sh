@@ -19,6 +19,10 @@ for p in "${packages[@]}"; do
     missing+=("$p")
   fi
 done
+# Node.js with npm runs the peers and test clients (tests/npm, ops/install-peer.sh).
+# A machine may carry its own Node.js build with npm inside; only when npm is
+# missing are Debian's nodejs and npm added.
+if ! command -v npm >/dev/null; then missing+=(nodejs npm); fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 sudo=""

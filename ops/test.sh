@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ops/install-deps.sh
 ops/install-peer.sh
+ops/install-npm.sh
 ops/build.sh build
 cd build
 ctest --output-on-failure -j "$(nproc)" --timeout 300 "$@"

@@ -105,15 +105,20 @@ std::string slurp(const fs::path& p) {
 
 } // namespace
 
-run_result run_shoal(const std::vector<std::string>& args, const std::vector<std::string>& env,
-                     std::chrono::seconds timeout) {
+run_result run_program(const std::string& program, const std::vector<std::string>& args,
+                       const std::vector<std::string>& env, std::chrono::seconds timeout) {
   temp_dir dir;
   auto log = dir.path() / "output.log";
-  int pid = spawn(SHOAL_BINARY, args, env, log);
+  int pid = spawn(program, args, env, log);
   run_result out;
   out.exit_code = wait_for(pid, timeout);
   out.output = slurp(log);
   return out;
+}
+
+run_result run_shoal(const std::vector<std::string>& args, const std::vector<std::string>& env,
+                     std::chrono::seconds timeout) {
+  return run_program(SHOAL_BINARY, args, env, timeout);
 }
 
 std::unique_ptr<node_process> node_process::start(const fs::path& data_dir,

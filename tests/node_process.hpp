@@ -36,6 +36,12 @@ struct run_result {
   std::string output;  ///< stdout and stderr interleaved
 };
 
+/// Runs `program <args>` (a path) to completion (at most `timeout`) with extra
+/// environment entries ("KEY=value") and returns its exit code and output.
+run_result run_program(const std::string& program, const std::vector<std::string>& args,
+                       const std::vector<std::string>& env = {},
+                       std::chrono::seconds timeout = std::chrono::seconds(60));
+
 /// Runs `shoal <args>` to completion (at most `timeout`) with extra
 /// environment entries ("KEY=value") and returns its exit code and output.
 run_result run_shoal(const std::vector<std::string>& args,

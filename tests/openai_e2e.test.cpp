@@ -200,6 +200,27 @@ TEST_CASE("openai: bad requests get OpenAI errors and the node keeps serving") {
   auto ok = post(c, "/v1/completions",
                  {{"model", "demo-tiny"}, {"prompt", "still here"}, {"max_tokens", 3}}, 200);
   CHECK(ok["usage"]["completion_tokens"] == 3);
+  // The abandoned sequence is cancelled and leaves the batch (its KV pages
+  // go with it): the 260M engine reports nothing running.
+  json engine = json::object();
+  for (int i = 0; i < 100; ++i) {
+    auto stats = c.Get("/v1/stats");
+    REQUIRE(stats);
+    auto all = json::parse(stats->body);
+    for (auto& x : all["engines"])
+      if (x["tier"] == "demo-260m")
+        engine = x;
+    if (engine.value("cancelled", 0) == 1 && engine.value("running", 1) == 0)
+      break;
+    std::this_thread::sleep_for(50ms);
+  }
+  INFO(engine.dump());
+  CHECK(engine["cancelled"] == 1);
+  CHECK(engine["running"] == 0);
+  CHECK(engine["waiting"] == 0);
+  auto metrics = c.Get("/metrics");
+  REQUIRE(metrics);
+  CHECK(metrics->body.find("shoal_engine_requests_cancelled_total{node=\"shoal-1\",tier=\"demo-260m\"} 1\n") != std::string::npos);
 
   // embeddings: hashing and a tier's model
   auto emb = post(c, "/v1/embeddings", {{"model", "hashing"}, {"input", {"a b c", "d e f"}}}, 200);
@@ -209,5 +230,38 @@ TEST_CASE("openai: bad requests get OpenAI errors and the node keeps serving") {
   CHECK(memb["data"][0]["embedding"].size() == 288);
   e = post(c, "/v1/embeddings", {{"model", "hashing"}, {"input", 5}}, 400);
   CHECK(e["error"]["param"] == "input");
+  CHECK(node->stop(SIGTERM) == 0);
+}
+
+namespace {
+
+/// The official openai package, as ops/install-npm.sh installs it.
+std::filesystem::path openai_package() {
+  std::filesystem::path dir;
+  if (const char* d = std::getenv("SHOAL_NPM_DIR"); d && *d)
+    dir = d;
+  else if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x)
+    dir = std::filesystem::path(x) / "shoal/test-npm";
+  else
+    dir = std::filesystem::path(std::getenv("HOME") ? std::getenv("HOME") : "/root") /
+          ".cache/shoal/test-npm";
+  return dir / "node_modules/openai";
+}
+
+} // namespace
+
+TEST_CASE("openai: the official openai npm client works unchanged") {
+  auto pkg = openai_package();
+  REQUIRE_MESSAGE(std::filesystem::exists(pkg / "index.mjs"),
+                  pkg.string() << " is missing: run ops/install-npm.sh");
+  temp_dir dir;
+  auto node = start_node(dir);
+  auto r = run_program(SHOAL_NODEJS, {SHOAL_SOURCE_DIR "/tests/openai_client.mjs", node->url(),
+                                      pkg.string()},
+                       {}, std::chrono::seconds(120));
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+  // Every check printed its line (the script stops at the first failure).
+  CHECK(r.output.find("ok - aborting a stream mid-way") != std::string::npos);
   CHECK(node->stop(SIGTERM) == 0);
 }
