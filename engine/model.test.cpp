@@ -320,3 +320,14 @@ TEST_CASE("model: loading refuses files that are not a usable llama model") {
           != std::string::npos);
   }
 }
+
+TEST_CASE("random models carry llama.cpp's general.file_type (llama_ftype, not the tensor type)") {
+  // llama.h: ALL_F32 0, MOSTLY_F16 1, MOSTLY_Q4_0 2, MOSTLY_Q8_0 7.
+  for (auto [type, ftype] : {std::pair{0u, 0u}, {1u, 1u}, {2u, 2u}, {8u, 7u}}) {
+    CAPTURE(type);
+    auto m = make_model(tiny(type), "ftype.gguf");
+    auto ft = m->file().get_uint("general.file_type");
+    REQUIRE(ft);
+    CHECK(*ft == ftype);
+  }
+}

@@ -13,6 +13,21 @@ namespace shoal::engine {
 
 namespace {
 
+/// general.file_type is llama.cpp's llama_ftype ("mostly <type>"), not the
+/// ggml tensor type id: Q8_0 is ftype 7 but tensor type 8 (llama.h).
+uint32_t llama_file_type(uint32_t ggml_type) {
+  switch (ggml_type) {
+    case 0: return 0;   // ALL_F32
+    case 1: return 1;   // MOSTLY_F16
+    case 2: return 2;   // MOSTLY_Q4_0
+    case 8: return 7;   // MOSTLY_Q8_0
+    case 12: return 15; // MOSTLY_Q4_K_M
+    case 14: return 18; // MOSTLY_Q6_K
+    case 30: return 32; // MOSTLY_BF16
+    default: return 0;
+  }
+}
+
 /// Box-Muller normal samples from a 64-bit generator (reproducible across
 /// standard libraries, unlike std::normal_distribution).
 class normal_source {
@@ -179,7 +194,7 @@ result<bool> write_random_model(const random_model_spec& s, const std::string& p
   const std::string a = s.arch;
   w.set_string("general.architecture", a);
   w.set_string("general.name", s.name);
-  w.set_u32("general.file_type", s.weight_type);
+  w.set_u32("general.file_type", llama_file_type(s.weight_type));
   w.set_u32(a + ".context_length", s.n_ctx);
   w.set_u32(a + ".embedding_length", s.n_embd);
   w.set_u32(a + ".block_count", s.n_layer);

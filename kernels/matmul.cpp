@@ -191,6 +191,12 @@ struct Q {
     return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x->qs));
   }
   static vi load_w(const block_q8_0* w) { return load_x(w); }
+  // One block per vector: a step is never half full.
+  static vi load_x1(const block_q8_0* x) { return load_x(x); }
+  template <class B>
+  static vi load_w1(const B* w) { return load_w(w); }
+  template <class B>
+  static S::vf scale1(const B* b) { return scale(b); }
   /// Nibbles as unsigned bytes 0..15, elements 0..31 in order.
   /// (the 16 bytes in both halves, the upper half shifted by 4 per 32-bit
   /// lane: a broadcast load and two ALU operations).
@@ -241,6 +247,26 @@ struct Q {
     return _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0));
   }
   static vi load_w(const block_q8_0* w) { return load_x(w); }
+  /// One Q8_0 block in load_x's lane order, zeros for the second: a last,
+  /// odd block (nothing is read beyond it).
+  static vi load_x1(const block_q8_0* x) {
+    __m512i z = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x->qs)));
+    return _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0));
+  }
+  static vi load_w1(const block_q8_0* w) { return load_x1(w); }
+  /// One Q4_0 block's nibbles in load_w's lane order, zeros for the second.
+  static vi load_w1(const block_q4_0* w) {
+    __m512i a = _mm512_maskz_broadcast_i32x4(0x0F0F, _mm_loadu_si128(reinterpret_cast<const __m128i*>(w->qs)));
+    a = _mm512_mask_srli_epi16(a, 0xFFFF0000u, a, 4);
+    return _mm512_and_si512(a, bytes(0x0F));
+  }
+  /// scale() of one block: d in lanes 0-3 and 8-11, zeros in 4-7, 12-15.
+  template <class B>
+  static S::vf scale1(const B* b) {
+    __m128 d = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(b->d)));
+    return _mm512_permutexvar_ps(_mm512_set_epi32(1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0),
+                                 _mm512_castps128_ps512(d));
+  }
   /// Two Q4_0 blocks' nibbles (0..15) in load_x's lane order: low nibbles of
   /// block 0 and 1, then their high nibbles.
   /// Built from broadcast loads (no shuffle port): [w0 w1 w0 w1] by 128-bit

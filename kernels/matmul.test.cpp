@@ -5,6 +5,8 @@
 
 #include <doctest/doctest.h>
 
+#include <array>
+
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -104,6 +106,9 @@ void exact(size_t rows, size_t batch, size_t cols, const std::vector<float>& w,
 const size_t shapes[][3] = { // rows, batch, cols (a multiple of 256)
   {1, 1, 256}, {3, 1, 256}, {4, 1, 512}, {5, 2, 256}, {9, 3, 768},
   {16, 4, 256}, {7, 5, 1024}, {33, 8, 512}, {2, 9, 256}};
+/// More shapes for 32-element blocks: odd block counts (288 columns = 9
+/// blocks, as in the 15M stories shape), down to one block.
+const size_t legacy_shapes[][3] = {{4, 1, 288}, {5, 4, 288}, {8, 8, 32}, {3, 5, 96}, {9, 1, 32}};
 
 } // namespace
 
@@ -187,8 +192,14 @@ void check_quant_variants(const Kernel& k, size_t block, MakeW make_w) {
   for (const auto& [name, fn] : variants) {
     CAPTURE(name);
     error_sum vs_exact, vs_scalar;
+    std::vector<std::array<size_t, 3>> all;
+    for (const auto& s : shapes)
+      all.push_back({s[0], s[1], s[2]});
+    if (block == 32)
+      for (const auto& s : legacy_shapes)
+        all.push_back({s[0], s[1], s[2]});
     for (family fam : {family::random, family::zeros, family::large, family::denormal})
-      for (const auto& s : shapes) {
+      for (const auto& s : all) {
         size_t rows = s[0], batch = s[1], cols = s[2], nb = cols / block;
         std::vector<WB> w = make_w(rows * nb, fam, rng);
         std::vector<XB> xq(batch * nb);

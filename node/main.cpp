@@ -84,9 +84,13 @@ int main(int argc, char** argv) {
 
   auto* models = app.add_subcommand(
     "models", "Resolve every tier's model (writing random-weight demo models into the model "
-              "cache if absent) and print one line per tier: name and GGUF path");
+              "cache if absent) and print one line per tier: name and GGUF path; with "
+              "specs, resolve those instead (e.g. demo:110M:q8_0)");
+  std::vector<std::string> model_specs;
   models->add_option("--config", config_path, "TOML config file");
   models->add_option("--set", sets, "Override a key: key=value (repeatable)");
+  models->add_option("specs", model_specs,
+                     "Models to resolve instead of the tiers': demo:<shape>:<type> or a path");
   auto* config = app.add_subcommand("config", "Print or check configuration");
   bool print_defaults = false;
   std::string check_path;
@@ -129,19 +133,25 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (models->parsed()) {
+      // (label, spec): the specs given, else the config's tiers.
+      std::vector<std::pair<std::string, std::string>> todo;
+      for (const auto& spec : model_specs)
+        todo.emplace_back(spec, spec);
+      if (model_specs.empty())
+        for (const auto& t : cfg.router.tiers)
+          todo.emplace_back(t.name, t.model);
       int rc = 0;
-      for (const auto& t : cfg.router.tiers) {
-        if (t.model.empty()) {
-          std::printf("%s\t(routing only)\n", t.name.c_str());
+      for (const auto& [label, spec] : todo) {
+        if (spec.empty()) {
+          std::printf("%s\t(routing only)\n", label.c_str());
           continue;
         }
-        auto where = shoal::node::resolve_model(t.model);
+        auto where = shoal::node::resolve_model(spec);
         if (auto* err = std::get_if<std::string>(&where)) {
-          std::fprintf(stderr, "shoal: tier %s: %s\n", t.name.c_str(), err->c_str());
+          std::fprintf(stderr, "shoal: %s: %s\n", label.c_str(), err->c_str());
           rc = 1;
         } else {
-          std::printf("%s\t%s\n", t.name.c_str(),
-                      std::get<std::filesystem::path>(where).c_str());
+          std::printf("%s\t%s\n", label.c_str(), std::get<std::filesystem::path>(where).c_str());
         }
       }
       return rc;
