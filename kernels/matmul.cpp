@@ -314,6 +314,153 @@ struct Q : avx512::Q {
   static vi dot_u(vi acc, vi u, vi s) { return _mm512_dpbusd_epi32(acc, u, s); }
 };
 #include "kernels/matmul_simd.inc"
+
+// ---- Prefill: Q8_0 / Q4_0 weights × many activation rows -----------------
+// With many activation rows (prefill), the tile kernel above spends more on
+// turning each (row, column, block) integer dot into f32 than on the dot.
+// Here a panel of 16 weight rows is repacked once (into a per-thread buffer)
+// so that 32-bit lane j of a vector holds 4 consecutive weights of row j:
+// one vpdpbusd with 4 activation bytes broadcast from memory then advances
+// 16 rows at once, eight of them finish a block's exact integer dot for 16
+// rows, and the conversion, d_w·d_x scaling and accumulation cost 3
+// instructions per 16 outputs. The repack is paid once per panel and
+// amortized over every activation row (BLAS-style packing; llama.cpp's
+// repacked Q4_0x8 kernels use the same lane-per-row layout).
+// Weights go in unsigned (Q4_0: nibble u, value u-8; Q8_0: w+128), so each
+// (activation row, block) subtracts off·Σx, computed once per group of
+// panels and column tile.
+// Results agree with the tile kernel within f32 rounding but not bit for
+// bit (the sum order per block differs); gemm() takes this path only for
+// n_batch ≥ panel_min_batch, so decode (batch 1) is unaffected.
+
+/// One block of a 16-row panel: q[k] lane j = row j's elements 4k..4k+3
+/// (unsigned), d lane j = row j's scale (0 for rows past the matrix).
+struct alignas(64) panel_block {
+  __m512i q[8];
+  __m512 d;
+};
+
+template <class WB>
+inline void pack_panel(panel_block* out, const WB* w, size_t n_blocks, size_t n_rows) noexcept {
+  constexpr bool q4 = std::is_same_v<WB, block_q4_0>;
+  for (size_t b = 0; b < n_blocks; ++b) {
+    alignas(64) uint32_t q[8][16];
+    alignas(64) float d[16];
+    for (size_t j = 0; j < 16; ++j) {
+      if (j >= n_rows) {
+        for (size_t k = 0; k < 8; ++k)
+          q[k][j] = 0;
+        d[j] = 0.0f;
+        continue;
+      }
+      const WB& blk = w[j * n_blocks + b];
+      alignas(32) uint8_t e[32];
+      if constexpr (q4) {
+        __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.qs));
+        __m128i m = _mm_set1_epi8(0x0F);
+        _mm_store_si128(reinterpret_cast<__m128i*>(e), _mm_and_si128(v, m));
+        _mm_store_si128(reinterpret_cast<__m128i*>(e + 16), _mm_and_si128(_mm_srli_epi16(v, 4), m));
+      } else {
+        __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qs));
+        _mm256_store_si256(reinterpret_cast<__m256i*>(e), _mm256_xor_si256(v, _mm256_set1_epi8(-128)));
+      }
+      for (size_t k = 0; k < 8; ++k)
+        std::memcpy(&q[k][j], e + 4 * k, 4);
+      d[j] = _cvtsh_ss(blk.d);
+    }
+    for (size_t k = 0; k < 8; ++k)
+      out[b].q[k] = _mm512_load_si512(q[k]);
+    out[b].d = _mm512_load_ps(d);
+  }
+}
+
+/// off·Σx (as -off·Σx, the starting integer sum) and d_x as f32 for the
+/// activation rows [0, n_cols) × blocks of x.
+inline void prepare_columns(int32_t* neg_corr, float* dx, const block_q8_0* x, size_t n_cols,
+                            size_t n_blocks, int32_t off) noexcept {
+  const __m256i ones = _mm256_set1_epi8(1);
+  for (size_t c = 0; c < n_cols; ++c)
+    for (size_t b = 0; b < n_blocks; ++b) {
+      const block_q8_0& xb = x[c * n_blocks + b];
+      __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.qs));
+      __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, v);
+      __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+      t = _mm_add_epi32(t, _mm_shuffle_epi32(t, _MM_SHUFFLE(1, 0, 3, 2)));
+      t = _mm_add_epi32(t, _mm_shuffle_epi32(t, _MM_SHUFFLE(2, 3, 0, 1)));
+      neg_corr[c * n_blocks + b] = -off * _mm_cvtsi128_si32(t);
+      dx[c * n_blocks + b] = _cvtsh_ss(xb.d);
+    }
+}
+
+/// y[c·ldy + j] for 16 panel rows j < n_rows and C activation rows.
+template <size_t C>
+inline void panel_tile(size_t n_blocks, float* y, size_t ldy, size_t n_rows,
+                       const panel_block* panel, const block_q8_0* x, const int32_t* neg_corr,
+                       const float* dx) noexcept {
+  __m512 acc[C];
+  SHOAL_UNROLL for (size_t c = 0; c < C; ++c) acc[c] = _mm512_setzero_ps();
+  for (size_t b = 0; b < n_blocks; ++b) {
+    const panel_block& pb = panel[b];
+    __m512i isum[C];
+    SHOAL_UNROLL for (size_t c = 0; c < C; ++c) isum[c] = _mm512_set1_epi32(neg_corr[c * n_blocks + b]);
+    SHOAL_UNROLL for (size_t k = 0; k < 8; ++k) {
+      __m512i wv = _mm512_load_si512(&pb.q[k]);
+      SHOAL_UNROLL for (size_t c = 0; c < C; ++c) {
+        int32_t xd;
+        std::memcpy(&xd, x[c * n_blocks + b].qs + 4 * k, 4);
+        isum[c] = _mm512_dpbusd_epi32(isum[c], wv, _mm512_set1_epi32(xd));
+      }
+    }
+    SHOAL_UNROLL for (size_t c = 0; c < C; ++c) acc[c] = _mm512_fmadd_ps(
+      _mm512_mul_ps(_mm512_cvtepi32_ps(isum[c]), pb.d), _mm512_set1_ps(dx[c * n_blocks + b]), acc[c]);
+  }
+  __mmask16 m = n_rows >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n_rows) - 1);
+  SHOAL_UNROLL for (size_t c = 0; c < C; ++c) _mm512_mask_storeu_ps(y + c * ldy, m, acc[c]);
+}
+
+template <class WB>
+inline void matmul_legacy_panels(size_t n_rows, size_t n_batch, size_t n_blocks, float* y,
+                                 size_t ldy, const WB* w, const block_q8_0* x) noexcept {
+  constexpr size_t P = 16, G = 4, C = 8; // panel rows, panels per group, columns per tile
+  constexpr int32_t off = std::is_same_v<WB, block_q4_0> ? 8 : 128;
+  // Per-thread buffers, grown once (the kernel runs on pool threads).
+  thread_local std::vector<panel_block> panels;
+  thread_local std::vector<int32_t> neg_corr;
+  thread_local std::vector<float> dx;
+  if (panels.size() < G * n_blocks)
+    panels.resize(G * n_blocks);
+  if (neg_corr.size() < C * n_blocks) {
+    neg_corr.resize(C * n_blocks);
+    dx.resize(C * n_blocks);
+  }
+  for (size_t r0 = 0; r0 < n_rows; r0 += P * G) {
+    size_t np = std::min(G, (n_rows - r0 + P - 1) / P);
+    for (size_t p = 0; p < np; ++p)
+      pack_panel(&panels[p * n_blocks], w + (r0 + p * P) * n_blocks, n_blocks,
+                 std::min(P, n_rows - r0 - p * P));
+    size_t c0 = 0;
+    auto columns = [&]<size_t CT>(size_t c) {
+      prepare_columns(neg_corr.data(), dx.data(), x + c * n_blocks, CT, n_blocks, off);
+      for (size_t p = 0; p < np; ++p)
+        panel_tile<CT>(n_blocks, y + c * ldy + r0 + p * P, ldy, std::min(P, n_rows - r0 - p * P),
+                       &panels[p * n_blocks], x + c * n_blocks, neg_corr.data(), dx.data());
+    };
+    for (; c0 + C <= n_batch; c0 += C)
+      columns.template operator()<C>(c0);
+    for (; c0 < n_batch; ++c0)
+      columns.template operator()<1>(c0);
+  }
+}
+
+/// The VNNI variant: panels for prefill-sized batches, tiles otherwise.
+template <class WB>
+inline void matmul_legacy_vnni(size_t n_rows, size_t n_batch, size_t n_blocks, float* y,
+                               size_t ldy, const WB* w, const block_q8_0* x) noexcept {
+  if (n_batch >= panel_min_batch)
+    matmul_legacy_panels(n_rows, n_batch, n_blocks, y, ldy, w, x);
+  else
+    matmul_legacy(n_rows, n_batch, n_blocks, y, ldy, w, x);
+}
 } // namespace avx512vnni
 SHOAL_END_TARGET
 
@@ -451,7 +598,7 @@ legacy_kernel(const char* name, const char* signature) {
     name, signature,
 #if defined(__x86_64__)
     with_vnni() ? L{SHOAL_VARIANTS((matmul_quant_scalar<WB, block_q8_0>), matmul_legacy<WB>),
-                    SHOAL_VNNI_VARIANT(matmul_legacy<WB>)}
+                    SHOAL_VNNI_VARIANT(matmul_legacy_vnni<WB>)}
                 :
 #endif
                 L{SHOAL_VARIANTS((matmul_quant_scalar<WB, block_q8_0>), matmul_legacy<WB>)},
@@ -611,11 +758,15 @@ void quantize_rows(std::span<const float> x, size_t n_batch, size_t cols, XB* xq
 }
 
 /// Runs `rows_fn(r0, r1)` over chunks of [0, rows): ~4 chunks per pool
-/// thread, each at least ~64 KiB of weights and a multiple of 16 rows.
+/// thread, each a multiple of 16 rows and worth at least ~64 KiB of weight
+/// bytes × activation rows (decode: 64 KiB of weights streamed per chunk;
+/// prefill: a 288-row matrix times 512 tokens still splits).
 template <class F>
-void split_rows(thread_pool* pool, size_t rows, size_t w_row_bytes, F&& rows_fn) noexcept {
+void split_rows(thread_pool* pool, size_t rows, size_t w_row_bytes, size_t n_batch,
+                F&& rows_fn) noexcept {
   size_t threads = pool == nullptr ? 1 : pool->size();
-  size_t min_rows = std::max<size_t>(16, (size_t{64} << 10) / std::max<size_t>(1, w_row_bytes));
+  size_t row_work = std::max<size_t>(1, w_row_bytes * std::max<size_t>(1, n_batch));
+  size_t min_rows = std::max<size_t>(16, ((size_t{64} << 10) + row_work - 1) / row_work);
   size_t n_chunks = threads <= 1 ? 1 : chunk_count(rows, threads, min_rows);
   parallel_for(pool, n_chunks, [&](size_t i) {
     index_range r = split_range(rows, n_chunks, i, 16);
@@ -629,7 +780,7 @@ template <class Fn, class T>
 void run_float(Fn* fn, std::span<float> y, const weight_view& w, const float* x, size_t n_batch,
                thread_pool* pool) noexcept {
   const T* wd = static_cast<const T*>(w.data);
-  split_rows(pool, w.rows, row_bytes(w.type, w.cols), [&](size_t r0, size_t r1) {
+  split_rows(pool, w.rows, row_bytes(w.type, w.cols), n_batch, [&](size_t r0, size_t r1) {
     fn(r1 - r0, n_batch, w.cols, y.data() + r0, w.rows, wd + r0 * w.cols, x);
   });
 }
@@ -642,7 +793,7 @@ void run_quant(Fn* fn, std::span<float> y, const weight_view& w, std::span<const
   quantize_rows(x, n_batch, w.cols, xq, pool);
   size_t n_blocks = w.cols / (sizeof(XB) == sizeof(block_q8_0) ? qk_legacy : qk_k);
   const WB* wd = static_cast<const WB*>(w.data);
-  split_rows(pool, w.rows, row_bytes(w.type, w.cols), [&](size_t r0, size_t r1) {
+  split_rows(pool, w.rows, row_bytes(w.type, w.cols), n_batch, [&](size_t r0, size_t r1) {
     fn(r1 - r0, n_batch, n_blocks, y.data() + r0, w.rows, wd + r0 * n_blocks, xq);
   });
 }

@@ -110,16 +110,22 @@ size_t matmul_scratch_bytes(weight_type type, size_t cols, size_t n_batch) noexc
 matmul_status gemv(std::span<float> y, const weight_view& w, std::span<const float> x,
                    std::span<std::byte> scratch, thread_pool* pool) noexcept;
 
+/// Activation rows from which the AVX512-VNNI Q8_0/Q4_0 kernels repack
+/// 16-row weight panels (prefill): one vpdpbusd then advances 16 rows.
+inline constexpr size_t panel_min_batch = 32;
+
 /// Y = X·Wᵀ: y[b·rows + r] = Σ_c W[r, c]·x[b·cols + c] for b < n_batch.
 /// @param y [n_batch, w.rows] row-major. @param x [n_batch, w.cols] row-major.
 /// @param scratch at least matmul_scratch_bytes(w.type, w.cols, n_batch).
 /// Rows are cut into a few chunks per pool thread (multiples of 16 rows, at
-/// least ~64 KiB of weights each); each chunk runs the active variant of the
-/// format's kernel over all n_batch activation rows, in tiles of a few
-/// weight rows × a few activation rows, so the weights stream from memory
-/// once per call whatever n_batch is. Activation quantization runs on the
-/// pool too when n_batch >= 4. The result does not depend on the pool or on
-/// n_batch: gemm's row b equals gemv of x row b, bit for bit.
+/// least ~64 KiB of weight bytes × n_batch each); each chunk runs the active
+/// variant of the format's kernel over all n_batch activation rows, in tiles
+/// of a few weight rows × a few activation rows, so the weights stream from
+/// memory once per call whatever n_batch is. Activation quantization runs on
+/// the pool too when n_batch >= 4. The result does not depend on the pool;
+/// gemm's row b equals gemv of x row b bit for bit, except that for
+/// n_batch >= panel_min_batch the AVX512-VNNI Q8_0/Q4_0 variant switches to
+/// its prefill (panel) path, which agrees within f32 rounding.
 /// Cost (this machine, 4096 × 4096, one core): GEMV runs at the memory
 /// bandwidth for every format (see bench/gemv_bench.cpp); GEMM is compute
 /// bound, ~100 GFLOP/s per core for Q4_0/Q8_0 at batch 8-32 (AVX512-VNNI).

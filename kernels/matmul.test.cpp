@@ -108,7 +108,11 @@ const size_t shapes[][3] = { // rows, batch, cols (a multiple of 256)
   {16, 4, 256}, {7, 5, 1024}, {33, 8, 512}, {2, 9, 256}};
 /// More shapes for 32-element blocks: odd block counts (288 columns = 9
 /// blocks, as in the 15M stories shape), down to one block.
-const size_t legacy_shapes[][3] = {{4, 1, 288}, {5, 4, 288}, {8, 8, 32}, {3, 5, 96}, {9, 1, 32}};
+/// Batches of panel_min_batch and more take the VNNI prefill path (16-row
+/// panels, 8-column tiles, partial panels and column tails).
+const size_t legacy_shapes[][3] = {{4, 1, 288},  {5, 4, 288},  {8, 8, 32},   {3, 5, 96},
+                                   {9, 1, 32},   {33, 40, 288}, {16, 32, 256}, {70, 35, 512},
+                                   {1, 33, 64},  {129, 64, 96}};
 
 } // namespace
 
