@@ -6,6 +6,7 @@
 #   federation.sh   node-to-node propagation latency and throughput over NATS,
 #                   next to NATS's publish -> delivery floor
 #   federation_learning.sh  a node joining a cluster that learned vs an isolated one
+#   engine.sh       prefill/decode tokens/s next to llama.cpp's llama-bench
 # Usage: bench/run.sh [--quick]   (--quick: 1K/10K patterns, 5 s of HTTP)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,4 +29,10 @@ else
   bench/federation.sh
   echo
   bench/federation_learning.sh
+fi
+echo
+if [[ ${1:-} == --quick ]]; then
+  bench/engine.sh --rounds 1 --models demo:15M:q8_0,demo:15M:q4_0
+else
+  bench/engine.sh
 fi

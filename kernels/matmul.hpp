@@ -128,7 +128,8 @@ inline constexpr size_t panel_min_batch = 32;
 /// its prefill (panel) path, which agrees within f32 rounding.
 /// Cost (this machine, 4096 × 4096, one core): GEMV runs at the memory
 /// bandwidth for every format (see bench/gemv_bench.cpp); GEMM is compute
-/// bound, ~100 GFLOP/s per core for Q4_0/Q8_0 at batch 8-32 (AVX512-VNNI).
+/// bound, ~100 GFLOP/s per core for Q4_0/Q8_0 at batch 8-32 (AVX512-VNNI),
+/// ~170 GFLOP/s on the panel path (110M-shape prefill of 512 tokens).
 matmul_status gemm(std::span<float> y, const weight_view& w, std::span<const float> x,
                    size_t n_batch, std::span<std::byte> scratch, thread_pool* pool) noexcept;
 

@@ -31,8 +31,8 @@ nats_urls() {
   echo "$urls"
 }
 
-wait_port() { # port, what, log
-  for _ in $(seq 1 100); do
+wait_port() { # port, what, log (30 s: a node loads its tiers' models first)
+  for _ in $(seq 1 300); do
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
     sleep 0.1
   done

@@ -7,8 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CLUSTER_SHOAL_BIN=$1
 export CLUSTER_DIR=$(mktemp -d /tmp/shoal-cluster-test.XXXXXX)
+# Below the kernel's ephemeral range (32768-60999), where the other tests'
+# nodes and servers get their ports (bind to port 0).
 export CLUSTER_NATS_PORT=$((20000 + RANDOM % 9000))
-export CLUSTER_HTTP_PORT=$((40000 + RANDOM % 9000))
+export CLUSTER_HTTP_PORT=$((10000 + RANDOM % 9000))
 trap 'ops/cluster.sh clean >/dev/null 2>&1 || true' EXIT
 ops/cluster.sh up 2
 url=http://127.0.0.1:$CLUSTER_HTTP_PORT
