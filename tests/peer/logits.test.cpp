@@ -132,7 +132,7 @@ comparison run(const variant& v, shoal::kernels::kv_type kv = shoal::kernels::kv
   auto ours = our_logits(path, toks, kv);
   auto peer = peer_logits(path, toks, spec.n_vocab, kv == shoal::kernels::kv_type::f32 ? "F32" : "F16");
   auto c = compare(ours, peer, spec.n_vocab);
-  MESSAGE(v.name << ": max |Δlogit| " << c.max_abs << " (largest |logit| " << c.max_logit
+  MESSAGE(std::string(v.name) << ": max |Δlogit| " << c.max_abs << " (largest |logit| " << c.max_logit
                  << "), argmax agreement " << c.argmax_agree * 100 << "%, top-5 overlap "
                  << c.top5_overlap * 100 << "%");
   std::filesystem::remove(path);
