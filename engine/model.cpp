@@ -185,8 +185,18 @@ result<std::shared_ptr<const model>> model::from_gguf(std::shared_ptr<const gguf
                    + "\" is not supported (supported: none, linear)"};
     }
   }
-  if (f.tensor("rope_freqs.weight"))
-    return error{"tensor rope_freqs.weight (Llama 3.1 rope scaling) is not supported yet"};
+  // Llama 3.1 "llama3" rope scaling: per-pair angle divisors.
+  if (const gguf_tensor* rf = f.tensor("rope_freqs.weight")) {
+    if (rf->type != 0 || rf->n_elements != hp.n_rot / 2)
+      return error{"tensor rope_freqs.weight must be F32 with rope.dimension_count / 2 = "
+                   + std::to_string(hp.n_rot / 2) + " elements"};
+    m->rope_freqs_.resize(rf->n_elements);
+    std::memcpy(m->rope_freqs_.data(), rf->data, rf->n_elements * sizeof(float));
+    for (float v : m->rope_freqs_)
+      if (!(v > 0.0f) || !std::isfinite(v))
+        return error{"tensor rope_freqs.weight holds a factor that is not positive and finite"};
+    hp.rope.freq_factors = m->rope_freqs_.data();
+  }
   if (!ld.failure.empty())
     return error{ld.failure};
 

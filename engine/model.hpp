@@ -11,7 +11,8 @@
 ///   logits = Wout·(rms_norm(x)·output_norm), Wout = output.weight or, when
 ///   absent, token_embd.weight (tied embeddings).
 /// Grouped-query attention (head_count_kv < head_count), llama RoPE
-/// (adjacent pairs, freq_base, linear scaling), and Qwen2's Q/K/V biases.
+/// (adjacent pairs, freq_base, linear scaling, Llama 3.1's per-pair factors
+/// from rope_freqs.weight), and Qwen2's Q/K/V biases.
 /// Weights: every format kernels::gemm computes (F32, F16, BF16, Q8_0, Q4_0,
 /// Q4_K, Q6_K); norms F32/F16/BF16.
 ///
@@ -94,6 +95,7 @@ private:
   std::vector<llama_layer> layers_;
   kernels::weight_view tok_embd_, output_;
   std::vector<float> output_norm_;
+  std::vector<float> rope_freqs_; ///< rope_freqs.weight; hparams().rope points here
   uint64_t weight_bytes_ = 0;
 };
 

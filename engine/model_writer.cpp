@@ -241,6 +241,25 @@ result<bool> write_random_model(const random_model_spec& s, const std::string& p
   // Tied embeddings double as the output matrix: keep logits in a realistic
   // range (std ~3) rather than ~sqrt(E).
   tensor("token_embd.weight", {E, s.n_vocab}, t, s.tied_embeddings ? 3.0f * std_e : 1.0f);
+  if (s.rope_freqs) {
+    constexpr double factor = 8, low = 1, high = 4, old_ctx = 8192, pi = 3.14159265358979323846;
+    std::vector<float> ff(hd / 2);
+    for (size_t i = 0; i < ff.size(); ++i) {
+      double freq = std::pow(static_cast<double>(s.rope_base), -2.0 * i / hd);
+      double wavelen = 2 * pi / freq;
+      if (wavelen < old_ctx / high) {
+        ff[i] = 1.0f;
+      } else if (wavelen > old_ctx / low) {
+        ff[i] = static_cast<float>(factor);
+      } else {
+        double smooth = (old_ctx / wavelen - low) / (high - low);
+        ff[i] = static_cast<float>(1.0 / ((1 - smooth) / factor + smooth));
+      }
+    }
+    auto r = w.add_tensor("rope_freqs.weight", {ff.size()}, 0, encode(ff, 0));
+    if (!r && failure.empty())
+      failure = r.err().message;
+  }
   tensor("output_norm.weight", {E}, 0, 0.1f, 1.0f);
   if (!s.tied_embeddings)
     tensor("output.weight", {E, s.n_vocab}, t, 3.0f * std_e);

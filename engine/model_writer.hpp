@@ -40,6 +40,10 @@ struct random_model_spec {
   uint32_t weight_type = 0;
   /// No output.weight: logits use token_embd (tied embeddings).
   bool tied_embeddings = false;
+  /// Write rope_freqs.weight with Llama 3.1's factors (rope_scaling factor
+  /// 8, low/high frequency factors 1/4, original context 8192; the formula
+  /// of Meta's apply_scaling, as llama.cpp's converter writes it).
+  bool rope_freqs = false;
   uint64_t seed = 1;
 };
 

@@ -396,16 +396,19 @@ namespace {
 /// Angle of pair i = t · base_eff^(-2i/d) (see rope_params), in double.
 struct rope_freqs {
   double t, base, d;
+  const float* ff;
   rope_freqs(size_t n_dims, double pos, const rope_params& p)
     : t(pos / static_cast<double>(p.linear_factor)), base(p.base),
-      d(static_cast<double>(n_dims)) {
+      d(static_cast<double>(n_dims)), ff(p.freq_factors) {
     if (p.ntk_factor != 1.0f && n_dims > 2)
       base *= std::pow(static_cast<double>(p.ntk_factor), d / (d - 2));
   }
   /// The table (rope_t layout) of the nd dims starting at dim d0.
   void fill(float* table, size_t d0, size_t nd) const noexcept {
     for (size_t i = 0; i < nd / 2; ++i) {
-      const double angle = t * std::pow(base, -static_cast<double>(d0 + 2 * i) / d);
+      double angle = t * std::pow(base, -static_cast<double>(d0 + 2 * i) / d);
+      if (ff != nullptr)
+        angle /= static_cast<double>(ff[d0 / 2 + i]);
       const auto c = static_cast<float>(std::cos(angle));
       const auto s = static_cast<float>(std::sin(angle));
       table[2 * i] = table[2 * i + 1] = c;

@@ -91,6 +91,11 @@ struct rope_params {
   /// fine-tuning"; formula as in YaRN, Peng et al. 2023, arXiv:2309.00071,
   /// §3.1): base_eff = base · s^(d/(d-2)) with d = n_dims. Default: 1 (none).
   float ntk_factor = 1.0f;
+  /// Per-pair divisors of the angle, [n_dims / 2] (angle_i = t·θ_i / f_i):
+  /// Llama 3.1's "llama3" rope scaling, stored in GGUF as the F32 tensor
+  /// rope_freqs.weight (ggml_rope_ext's freq_factors). nullptr = none. Not
+  /// owned: must outlive every call that uses these parameters.
+  const float* freq_factors = nullptr;
 };
 
 /// Floats of a RoPE table for `n_dims` rotated dims: 2·n_dims.

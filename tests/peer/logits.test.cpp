@@ -117,6 +117,7 @@ struct variant {
   const char* type;
   uint32_t n_head_kv;
   bool tied;
+  bool rope_freqs = false; ///< Llama 3.1 rope_freqs.weight
 };
 
 comparison run(const variant& v, shoal::kernels::kv_type kv = shoal::kernels::kv_type::f32) {
@@ -124,6 +125,7 @@ comparison run(const variant& v, shoal::kernels::kv_type kv = shoal::kernels::kv
   spec.weight_type = *weight_type_from_name(v.type);
   spec.n_head_kv = v.n_head_kv;
   spec.tied_embeddings = v.tied;
+  spec.rope_freqs = v.rope_freqs;
   spec.seed = 11;
   auto path = (work_dir() / (std::string(v.name) + ".gguf")).string();
   auto w = write_random_model(spec, path);
@@ -141,9 +143,10 @@ comparison run(const variant& v, shoal::kernels::kv_type kv = shoal::kernels::kv
 
 } // namespace
 
-TEST_CASE("peer: F32 weights give llama.cpp's logits within 1e-4 (MHA, GQA, tied)") {
+TEST_CASE("peer: F32 weights give llama.cpp's logits within 1e-4 (MHA, GQA, tied, Llama 3.1 rope)") {
   for (auto v : {variant{"f32", "f32", 6, false}, variant{"f32-gqa", "f32", 2, false},
-                 variant{"f32-tied", "f32", 6, true}}) {
+                 variant{"f32-tied", "f32", 6, true},
+                 variant{"f32-rope-freqs", "f32", 2, false, true}}) {
     CAPTURE(v.name);
     auto c = run(v);
     CHECK(c.max_logit > 1.0);
