@@ -77,7 +77,7 @@ caf::behavior engine_actor(caf::stateful_actor<engine_state>* self, engine_tier 
   if (st.tier.threads > 1)
     st.pool = std::make_unique<kernels::worker_pool>(st.tier.threads);
   st.sched = std::make_unique<engine::scheduler>(st.tier.model, st.tier.tokenizer,
-                                                 st.tier.scheduler, st.pool.get());
+                                                 st.tier.scheduler, st.pool.get(), st.tier.budget);
   st.stats.tier = st.tier.name;
   auto kick = [self] {
     if (!self->state.stepping) {
@@ -139,6 +139,12 @@ caf::behavior engine_actor(caf::stateful_actor<engine_state>* self, engine_tier 
       s.running = st.sched->n_running();
       s.waiting = st.sched->n_waiting();
       s.prompt_tokens = c.prompt_tokens;
+      s.cached_tokens = c.cached_tokens;
+      s.kv = st.sched->kv_stats();
+      if (st.tier.budget) {
+        s.budget_used = st.tier.budget->used();
+        s.budget_limit = st.tier.budget->limit();
+      }
       s.generated_tokens = c.generated_tokens;
       s.steps = c.steps;
       s.prefill_seconds = c.prefill_ns / 1e9;

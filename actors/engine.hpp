@@ -81,8 +81,10 @@ struct engine_stats {
   std::string tier;
   uint64_t running = 0, waiting = 0;
   uint64_t requests = 0, refused = 0, cancelled = 0;
-  uint64_t prompt_tokens = 0, generated_tokens = 0, steps = 0;
+  uint64_t prompt_tokens = 0, cached_tokens = 0, generated_tokens = 0, steps = 0;
   double prefill_seconds = 0, decode_seconds = 0;
+  engine::kv_pool_stats kv;   ///< the tier's KV pages
+  uint64_t budget_used = 0, budget_limit = 0; ///< the node's memory budget (all uses)
 };
 
 /// A tier's model, loaded once at start.
@@ -92,6 +94,8 @@ struct engine_tier {
   std::shared_ptr<const engine::tokenizer> tokenizer;
   engine::scheduler_config scheduler;
   uint32_t threads = 1; ///< forward-pass threads (this one included)
+  /// The node's byte budget the KV pages are reserved from (nullptr: none).
+  std::shared_ptr<engine::memory_budget> budget;
 };
 
 /// Spawns a tier's engine actor (detached: its own thread).

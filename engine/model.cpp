@@ -276,64 +276,6 @@ void model::embed_token(int32_t id, std::span<float> out) const noexcept {
   }
 }
 
-// ---- KV cache ------------------------------------------------------------------
-
-kv_cache::kv_cache(const llama_hparams& hp, size_t n_ctx, kernels::kv_type type,
-                   size_t page_tokens)
-  : n_ctx_(n_ctx), n_layer_(hp.n_layer) {
-  layout_.page_tokens = page_tokens;
-  layout_.row_elems = hp.n_embd_kv();
-  layout_.k_type = type;
-  layout_.v_type = type;
-  k_pages_.resize(n_layer_);
-  v_pages_.resize(n_layer_);
-  k_ptrs_.resize(n_layer_);
-  v_ptrs_.resize(n_layer_);
-}
-
-size_t kv_cache::bytes() const noexcept {
-  size_t pages = k_pages_.empty() ? 0 : k_pages_[0].size();
-  return n_layer_ * pages * (layout_.k_page_bytes() + layout_.v_page_bytes());
-}
-
-void kv_cache::truncate(size_t n) noexcept {
-  if (n < n_tokens_) {
-    n_tokens_ = n;
-    tokens_.resize(n);
-  }
-}
-
-void kv_cache::reserve(size_t n) {
-  size_t pages = (n + layout_.page_tokens - 1) / layout_.page_tokens;
-  for (size_t l = 0; l < n_layer_; ++l) {
-    while (k_pages_[l].size() < pages) {
-      // 64-byte aligned pages (vector loads); zeroed so unused slots are finite.
-      auto alloc = [](size_t bytes) {
-        auto* p = new (std::align_val_t{64}) std::byte[bytes]();
-        return std::unique_ptr<std::byte[]>(p);
-      };
-      k_pages_[l].push_back(alloc(layout_.k_page_bytes()));
-      v_pages_[l].push_back(alloc(layout_.v_page_bytes()));
-      k_ptrs_[l].push_back(k_pages_[l].back().get());
-      v_ptrs_[l].push_back(v_pages_[l].back().get());
-    }
-  }
-}
-
-std::byte* kv_cache::k_row(size_t layer, size_t pos) noexcept {
-  return k_pages_[layer][pos / layout_.page_tokens].get()
-         + (pos % layout_.page_tokens) * layout_.k_row_bytes();
-}
-
-std::byte* kv_cache::v_row(size_t layer, size_t pos) noexcept {
-  return v_pages_[layer][pos / layout_.page_tokens].get()
-         + (pos % layout_.page_tokens) * layout_.v_row_bytes();
-}
-
-kernels::kv_segment kv_cache::segment(size_t layer, size_t n_tokens) const noexcept {
-  return kernels::kv_segment{layout_, k_ptrs_[layer], v_ptrs_[layer], n_tokens};
-}
-
 // ---- forward pass --------------------------------------------------------------
 
 context::context(std::shared_ptr<const model> m, size_t max_batch, kernels::thread_pool* pool)
@@ -373,6 +315,9 @@ void add_bias(std::span<float> y, const std::vector<float>& b, size_t n) {
       y[t * b.size() + i] += b[i];
 }
 
+/// Most tier runs one sequence's page table may have (kv_cache::segments).
+constexpr size_t max_segments = 8;
+
 void store_row(std::byte* dst, kernels::kv_type type, const float* src, size_t n) {
   if (type == kernels::kv_type::f32)
     std::memcpy(dst, src, n * 4);
@@ -397,8 +342,9 @@ result<bool> context::eval(std::span<const batch_token> batch, std::span<float> 
     if (b.id < 0 || static_cast<uint32_t>(b.id) >= hp.n_vocab)
       return error{"token id " + std::to_string(b.id) + " is outside the vocabulary [0, "
                    + std::to_string(hp.n_vocab) + ")"};
-    if (!b.cache || b.cache->n_layer_ != hp.n_layer
-        || b.cache->layout_.row_elems != hp.n_embd_kv())
+    if (!b.cache || b.cache->pool().n_layer() != hp.n_layer
+        || b.cache->pool().layout(false).row_elems != hp.n_embd_kv()
+        || b.cache->n_runs() > max_segments)
       return error{"batch token " + std::to_string(i) + " has no KV cache for this model"};
     n_out += b.logits ? 1 : 0;
   }
@@ -414,13 +360,14 @@ result<bool> context::eval(std::span<const batch_token> batch, std::span<float> 
     size_t before = 0;
     for (size_t j = 0; j < i; ++j)
       before += batch[j].cache == batch[i].cache ? 1 : 0;
-    pos_[i] = static_cast<uint32_t>(batch[i].cache->n_tokens_ + before);
-    if (pos_[i] >= batch[i].cache->n_ctx_)
-      return error{"the sequence is full: its context holds " + std::to_string(batch[i].cache->n_ctx_)
+    pos_[i] = static_cast<uint32_t>(batch[i].cache->n_tokens() + before);
+    if (pos_[i] >= batch[i].cache->capacity())
+      return error{"the sequence is full: its context holds " + std::to_string(batch[i].cache->capacity())
                    + " tokens"};
   }
   for (size_t i = 0; i < n; ++i)
-    batch[i].cache->reserve(pos_[i] + 1);
+    if (auto r = batch[i].cache->reserve(pos_[i] + 1); !r)
+      return r.err(); // pages reserved so far stay with their sequences, unused
 
   const size_t E = hp.n_embd, Eq = hp.n_embd_q(), Ekv = hp.n_embd_kv(), F = hp.n_ff;
   const size_t hd = hp.head_dim, tab = kernels::rope_table_size(hp.n_rot);
@@ -450,14 +397,16 @@ result<bool> context::eval(std::span<const batch_token> batch, std::span<float> 
       rope(hp.n_head, hd, hp.n_rot, &q_[i * Eq], &rope_tables_[i * tab]);
       rope(hp.n_head_kv, hd, hp.n_rot, &k_[i * Ekv], &rope_tables_[i * tab]);
       kv_cache& c = *batch[i].cache;
-      store_row(c.k_row(l, pos_[i]), c.layout_.k_type, &k_[i * Ekv], Ekv);
-      store_row(c.v_row(l, pos_[i]), c.layout_.v_type, &v_[i * Ekv], Ekv);
+      const auto& layout = c.pool().layout(false);
+      store_row(c.k_row(l, pos_[i]), layout.k_type, &k_[i * Ekv], Ekv);
+      store_row(c.v_row(l, pos_[i]), layout.v_type, &v_[i * Ekv], Ekv);
     }
     kernels::parallel_for(pool_, n * hp.n_head, [&](size_t task) {
       size_t i = task / hp.n_head, h = task % hp.n_head;
-      auto seg = batch[i].cache->segment(l, pos_[i] + 1);
+      kernels::kv_segment segs[max_segments];
+      size_t ns = batch[i].cache->segments(l, pos_[i] + 1, segs, max_segments);
       kernels::attention_paged({&attn_[i * Eq + h * hd], hd}, {&q_[i * Eq + h * hd], hd},
-                               {&seg, 1}, kernels::gqa_kv_head(h, hp.n_head, hp.n_head_kv),
+                               {segs, ns}, kernels::gqa_kv_head(h, hp.n_head, hp.n_head_kv),
                                scale);
     });
     mm(out_, L.wo, attn_);
@@ -490,9 +439,7 @@ result<bool> context::eval(std::span<const batch_token> batch, std::span<float> 
     (void)st;
   }
   for (size_t i = 0; i < n; ++i) {
-    kv_cache& c = *batch[i].cache;
-    c.tokens_.push_back(batch[i].id);
-    c.n_tokens_ = c.tokens_.size();
+    batch[i].cache->append({&batch[i].id, 1});
   }
   return true;
 }

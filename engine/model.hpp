@@ -20,6 +20,7 @@
 /// of threads. A `kv_cache` and a `context` belong to one thread at a time.
 
 #include "engine/gguf.hpp"
+#include "engine/kv_cache.hpp"
 #include "kernels/matmul.hpp"
 #include "kernels/nn.hpp"
 #include "kernels/parallel.hpp"
@@ -97,43 +98,6 @@ private:
   std::vector<float> output_norm_;
   std::vector<float> rope_freqs_; ///< rope_freqs.weight; hparams().rope points here
   uint64_t weight_bytes_ = 0;
-};
-
-/// One sequence's KV cache: per layer, K and V rows of `n_ctx` tokens in
-/// pages of `page_tokens` tokens (the layout kernels::attention_paged
-/// reads). Storage type F32 or F16 (llama.cpp's default KV type is F16).
-/// Pages are allocated as the sequence grows. Not thread-safe.
-class kv_cache {
-public:
-  /// @param n_ctx most tokens the sequence may hold (> 0).
-  kv_cache(const llama_hparams& hp, size_t n_ctx, kernels::kv_type type = kernels::kv_type::f16,
-           size_t page_tokens = 16);
-
-  size_t n_tokens() const noexcept { return n_tokens_; }
-  size_t capacity() const noexcept { return n_ctx_; }
-  kernels::kv_type type() const noexcept { return layout_.k_type; }
-  /// Bytes currently allocated for pages.
-  size_t bytes() const noexcept;
-  /// Forgets tokens from position n on (n ≤ n_tokens), e.g. to re-use a
-  /// shared prompt prefix or roll back.
-  void truncate(size_t n) noexcept;
-  /// Token ids held, in order (for prefix re-use).
-  std::span<const int32_t> tokens() const noexcept { return tokens_; }
-
-private:
-  friend class context;
-  /// Makes room for `n` tokens (allocating pages). @pre n ≤ n_ctx.
-  void reserve(size_t n);
-  std::byte* k_row(size_t layer, size_t pos) noexcept;
-  std::byte* v_row(size_t layer, size_t pos) noexcept;
-  kernels::kv_segment segment(size_t layer, size_t n_tokens) const noexcept;
-
-  size_t n_ctx_, n_layer_, n_tokens_ = 0;
-  kernels::kv_page_layout layout_;
-  /// pages_[layer] holds K pages and V pages (as std::vector<std::byte>).
-  std::vector<std::vector<std::unique_ptr<std::byte[]>>> k_pages_, v_pages_;
-  std::vector<std::vector<const std::byte*>> k_ptrs_, v_ptrs_;
-  std::vector<int32_t> tokens_;
 };
 
 /// One token of a batch: its id, the sequence (cache) it extends, and

@@ -32,18 +32,22 @@ struct scheduler::sequence {
   uint32_t generated = 0;
   int32_t n_logprobs = 0;
 
-  sequence(uint64_t id_, const generation_request& r, std::vector<int32_t> p, const model& m,
+  uint32_t cached = 0; ///< prompt tokens adopted from the prefix cache
+
+  sequence(uint64_t id_, const generation_request& r, std::vector<int32_t> p, kv_pool& pool,
            uint32_t n_ctx, sampler s, stop_matcher st, const tokenizer& tok)
     : id(id_), max_tokens(r.max_tokens), ignore_eos(r.ignore_eos), prompt(std::move(p)),
-      cache(m.hparams(), n_ctx), smp(std::move(s)), stops(std::move(st)), decoder(tok),
+      cache(pool, n_ctx), smp(std::move(s)), stops(std::move(st)), decoder(tok),
       n_logprobs(r.sampling.n_logprobs) {}
 
   bool prefilling() const noexcept { return n_prefilled < prompt.size(); }
 };
 
 scheduler::scheduler(std::shared_ptr<const model> m, std::shared_ptr<const tokenizer> tok,
-                     scheduler_config cfg, kernels::thread_pool* pool)
-  : model_(std::move(m)), tok_(std::move(tok)), cfg_(cfg), ctx_(model_, cfg.max_batch, pool) {}
+                     scheduler_config cfg, kernels::thread_pool* pool,
+                     std::shared_ptr<memory_budget> budget)
+  : model_(std::move(m)), tok_(std::move(tok)), cfg_(cfg), ctx_(model_, cfg.max_batch, pool),
+    kv_(std::make_unique<kv_pool>(model_->hparams(), cfg.kv, std::move(budget))) {}
 
 scheduler::~scheduler() = default;
 
@@ -68,7 +72,7 @@ result<uint32_t> scheduler::submit(uint64_t id, const generation_request& req) {
                  + std::to_string(req.max_tokens) + ": together more than the context of "
                  + std::to_string(cfg_.n_ctx) + " tokens; lower max_tokens or shorten the prompt"};
   auto n = static_cast<uint32_t>(prompt.size());
-  waiting_.push_back(std::make_unique<sequence>(id, req, std::move(prompt), *model_, cfg_.n_ctx,
+  waiting_.push_back(std::make_unique<sequence>(id, req, std::move(prompt), *kv_, cfg_.n_ctx,
                                                 std::move(*smp), std::move(*stops), *tok_));
   return n;
 }
@@ -120,7 +124,12 @@ bool scheduler::cancel(uint64_t id) {
 
 void scheduler::admit() {
   while (!waiting_.empty() && running_.size() < cfg_.max_sequences) {
-    running_.push_back(std::move(waiting_.front()));
+    auto& s = waiting_.front();
+    if (s->cache.n_tokens() == 0 && s->n_prefilled == 0) {
+      s->n_prefilled = s->cache.adopt_prefix(s->prompt);
+      s->cached = static_cast<uint32_t>(s->n_prefilled);
+    }
+    running_.push_back(std::move(s));
     waiting_.erase(waiting_.begin());
   }
 }
@@ -132,12 +141,21 @@ std::vector<sequence_event> scheduler::step() {
     return events;
   // Decode tokens first (one per sequence), then prefill chunks in arrival
   // order with what is left of the batch budget.
+  // KV pages are reserved before the batch is built: a sequence that cannot
+  // get them does not join this step. A prefilling one goes back to the
+  // queue (its pages released) while others run and free memory; one that
+  // is decoding, or alone, fails with the reason.
   std::vector<batch_token> batch;
   std::vector<sequence*> wants_logits;
+  std::vector<uint64_t> out_of_memory, requeue;
   size_t budget = cfg_.max_batch;
   bool has_prefill = false;
   for (auto& s : running_)
     if (!s->prefilling() && s->next >= 0 && budget > 0) {
+      if (!s->cache.reserve(s->cache.n_tokens() + 1)) {
+        out_of_memory.push_back(s->id);
+        continue;
+      }
       batch.push_back({s->next, &s->cache, true});
       wants_logits.push_back(s.get());
       --budget;
@@ -146,6 +164,10 @@ std::vector<sequence_event> scheduler::step() {
     if (!s->prefilling() || budget == 0)
       continue;
     size_t n = std::min(budget, s->prompt.size() - s->n_prefilled);
+    if (!s->cache.reserve(s->cache.n_tokens() + n)) {
+      (running_.size() > 1 ? requeue : out_of_memory).push_back(s->id);
+      continue;
+    }
     for (size_t i = 0; i < n; ++i) {
       bool last = s->n_prefilled + i + 1 == s->prompt.size();
       batch.push_back({s->prompt[s->n_prefilled + i], &s->cache, last});
@@ -155,6 +177,22 @@ std::vector<sequence_event> scheduler::step() {
     s->n_prefilled += n;
     budget -= n;
     has_prefill = true;
+  }
+  for (auto id : out_of_memory) {
+    sequence_event e;
+    e.id = id;
+    e.error = "the KV cache budget is exhausted (memory.budget_mb): no room for this sequence";
+    events.push_back(std::move(e));
+    cancel(id);
+  }
+  for (auto id : requeue) {
+    auto it = std::find_if(running_.begin(), running_.end(),
+                           [&](const auto& s) { return s->id == id; });
+    auto& s = **it;
+    s.cache.truncate(0);
+    s.n_prefilled = 0;
+    waiting_.insert(waiting_.begin(), std::move(*it));
+    running_.erase(it);
   }
   if (batch.empty())
     return events;
@@ -181,14 +219,21 @@ std::vector<sequence_event> scheduler::step() {
     return events;
   }
 
+  // Pages older than the recent window move to the old tier.
+  for (auto& s : running_)
+    s->cache.migrate();
+
   std::vector<uint64_t> finished;
   for (size_t k = 0; k < wants_logits.size(); ++k) {
     sequence& s = *wants_logits[k];
     sequence_event e;
     e.id = s.id;
     e.prompt_tokens = static_cast<uint32_t>(s.prompt.size());
-    if (s.next < 0)
-      stats_.prompt_tokens += s.prompt.size();
+    e.cached_tokens = s.cached;
+    if (s.next < 0) {
+      stats_.prompt_tokens += s.prompt.size() - s.cached;
+      stats_.cached_tokens += s.cached;
+    }
     auto tok = s.smp.sample({&logits_[k * V], V}, s.cache.tokens());
     if (!tok) {
       e.error = tok.err().message;

@@ -60,6 +60,8 @@ struct sequence_event {
   finish_reason finish = finish_reason::none;
   std::string error;          ///< non-empty: the sequence failed and is gone
   uint32_t prompt_tokens = 0, completion_tokens = 0;
+  /// Prompt tokens whose KV came from the prefix cache (not prefilled).
+  uint32_t cached_tokens = 0;
 };
 
 /// Scheduler limits.
@@ -70,13 +72,18 @@ struct scheduler_config {
   uint32_t max_batch = 256;
   /// Most sequences running at once; more wait in the queue. Default: 16.
   uint32_t max_sequences = 16;
+  /// Paging, tiers and prefix caching of the sequences' KV caches.
+  kv_tier_config kv;
 };
 
 class scheduler {
 public:
   /// @param pool threads for the forward pass (nullptr: the calling thread).
+  /// @param budget the node's byte budget the KV pages are reserved from
+  ///        (nullptr: unlimited).
   scheduler(std::shared_ptr<const model> m, std::shared_ptr<const tokenizer> tok,
-            scheduler_config cfg, kernels::thread_pool* pool);
+            scheduler_config cfg, kernels::thread_pool* pool,
+            std::shared_ptr<memory_budget> budget = nullptr);
   ~scheduler();
   scheduler(const scheduler&) = delete;
   scheduler& operator=(const scheduler&) = delete;
@@ -92,7 +99,8 @@ public:
   /// steps) in a scratch KV cache. Errors: empty text, longer than the context.
   result<std::vector<float>> embed(std::string_view text);
 
-  /// Drops a sequence (client gone): frees its KV cache. False if unknown.
+  /// Drops a sequence (client gone): releases its KV pages (full pages stay
+  /// cached for prefix hits until the budget needs them). False if unknown.
   bool cancel(uint64_t id);
 
   /// Runs one forward pass if any sequence has work; returns the events of
@@ -110,10 +118,14 @@ public:
 
   /// Counters since construction.
   struct counters {
-    uint64_t prompt_tokens = 0, generated_tokens = 0, steps = 0, batch_tokens = 0;
+    /// prompt_tokens: prefilled; cached_tokens: prompt tokens taken from the prefix cache.
+    uint64_t prompt_tokens = 0, cached_tokens = 0, generated_tokens = 0, steps = 0;
+    uint64_t batch_tokens = 0;
     uint64_t prefill_ns = 0, decode_ns = 0;
   };
   const counters& stats() const noexcept { return stats_; }
+  /// The KV pages (thread-safe snapshot).
+  kv_pool_stats kv_stats() const noexcept { return kv_->stats(); }
 
 private:
   struct sequence;
@@ -122,6 +134,7 @@ private:
   std::shared_ptr<const tokenizer> tok_;
   scheduler_config cfg_;
   context ctx_;
+  std::unique_ptr<kv_pool> kv_; ///< before the sequences: they hold its pages
   std::vector<std::unique_ptr<sequence>> running_, waiting_;
   std::vector<float> logits_;
   counters stats_;

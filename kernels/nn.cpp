@@ -372,6 +372,13 @@ void register_nn_kernels() {
 
 // ---- public entry points -------------------------------------------------
 
+std::optional<kv_type> parse_kv_type(std::string_view name) noexcept {
+  for (kv_type t : {kv_type::f32, kv_type::f16, kv_type::q8_0, kv_type::q4_0})
+    if (name == to_string(t))
+      return t;
+  return std::nullopt;
+}
+
 const char* to_string(kv_type t) noexcept {
   switch (t) {
     case kv_type::f32:

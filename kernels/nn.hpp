@@ -28,7 +28,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
+#include <string_view>
 
 namespace shoal::kernels {
 
@@ -180,6 +182,8 @@ enum class kv_type : uint8_t {
 
 /// "f32", "f16", "q4_0" or "q8_0".
 const char* to_string(kv_type t) noexcept;
+/// The type named "f32", "f16", "q8_0" or "q4_0" (to_string's names); nullopt otherwise.
+std::optional<kv_type> parse_kv_type(std::string_view name) noexcept;
 
 /// Bytes of `n_elems` consecutive elements of type t: 4n (f32), 2n (f16),
 /// n/32·34 (q8_0), n/32·18 (q4_0). @pre n_elems % 32 == 0 for quantized types.

@@ -255,6 +255,28 @@ std::vector<setting> build_settings() {
   s.push_back(make_string("kernels.pack_keys", SHOAL_FIELD(kernels.pack_keys),
                           "Keys trusted to sign kernel packs: name=hexkey,... (the line "
                           "`shoal kernels sign` prints)."));
+  s.push_back(make_uint("kv.page_tokens", SHOAL_FIELD(kv.page_tokens), 1, 1024,
+                        "Tokens per KV cache page (vLLM's block size; 16 wastes at most 15 "
+                        "tokens of a sequence)."));
+  s.push_back(make_uint("kv.recent_tokens", SHOAL_FIELD(kv.recent_tokens), 0, 1048576,
+                        "Newest tokens of each sequence kept in F16; whole pages older than "
+                        "this move to kv.old_k_type / kv.old_v_type (KIVI's full-precision "
+                        "window)."));
+  s.push_back(make_uint("kv.migrate_pages", SHOAL_FIELD(kv.migrate_pages), 1, 1024,
+                        "Pages moved to the old tier together, once that many are eligible."));
+  s.push_back(make_string("kv.old_k_type", SHOAL_FIELD(kv.old_k_type),
+                          "Key type of the old tier: f16, q8_0 or q4_0 (per token, blocks of "
+                          "32 channels, llama.cpp's layout)."));
+  s.push_back(make_string("kv.old_v_type", SHOAL_FIELD(kv.old_v_type),
+                          "Value type of the old tier: f16, q8_0 or q4_0."));
+  s.push_back(make_bool("kv.prefix_caching", SHOAL_FIELD(kv.prefix_caching),
+                        "Share the KV pages of identical prompt prefixes between requests "
+                        "(vLLM's automatic prefix caching); a follow-up turn of a chat does "
+                        "not prefill the earlier turns again."));
+  s.push_back(make_uint("memory.budget_mb", SHOAL_FIELD(memory_budget_mb), 1, 1048576,
+                        "One byte budget, MiB, for the KV pages of every tier (and later LoRA "
+                        "adapters and router weights); never exceeded: unused cached pages are "
+                        "evicted first, then requests wait or fail with a clear error."));
   return s;
 }
 
@@ -487,6 +509,12 @@ std::optional<config_error> validate(const node_config& c) {
   std::vector<kernels::named_key> pack_keys;
   if (std::string why; !kernels::parse_key_list(c.kernels.pack_keys, pack_keys, why))
     return config_error{"kernels.pack_keys", why};
+  for (auto [key, value] : {std::pair{"kv.old_k_type", &c.kv.old_k_type},
+                            std::pair{"kv.old_v_type", &c.kv.old_v_type}}) {
+    auto t = kernels::parse_kv_type(*value);
+    if (!t || *t == kernels::kv_type::f32)
+      return config_error{key, "must be one of f16, q8_0, q4_0"};
+  }
   if (auto msg = federation::validate(c.federation, c.name); !msg.empty()) {
     auto colon = msg.find(": ");
     return config_error{msg.substr(0, colon), msg.substr(colon + 2)};
@@ -495,6 +523,17 @@ std::optional<config_error> validate(const node_config& c) {
 }
 
 } // namespace
+
+engine::kv_tier_config kv_tier(const node_config& c) {
+  engine::kv_tier_config k;
+  k.page_tokens = c.kv.page_tokens;
+  k.recent_tokens = c.kv.recent_tokens;
+  k.migrate_pages = c.kv.migrate_pages;
+  k.old_k_type = kernels::parse_kv_type(c.kv.old_k_type).value_or(kernels::kv_type::q8_0);
+  k.old_v_type = kernels::parse_kv_type(c.kv.old_v_type).value_or(kernels::kv_type::q8_0);
+  k.prefix_caching = c.kv.prefix_caching;
+  return k;
+}
 
 const std::vector<setting>& settings() {
   static const std::vector<setting> all = build_settings();

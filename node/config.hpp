@@ -9,6 +9,7 @@
 #include "actors/actors.hpp"
 #include "actors/pattern_bank.hpp"
 #include "engine/embedder.hpp"
+#include "engine/kv_cache.hpp"
 #include "federation/bridge.hpp"
 #include "kernels/pack.hpp"
 #include "store/environment.hpp"
@@ -54,6 +55,19 @@ struct node_config {
   actors::sona_config sona;
   federation::federation_config federation;
   kernels::kernels_config kernels;
+  /// Paging and tiers of every tier's KV cache (keys kv.*; kv_tier() turns
+  /// them into the engine's kv_tier_config).
+  struct kv_settings {
+    uint32_t page_tokens = 16;     ///< tokens per page. Range [1, 1024].
+    uint32_t recent_tokens = 256;  ///< newest tokens kept in F16. Range [0, 1048576].
+    uint32_t migrate_pages = 4;    ///< pages migrated together. Range [1, 1024].
+    std::string old_k_type = "q8_0"; ///< f16, q8_0 or q4_0
+    std::string old_v_type = "q8_0"; ///< f16, q8_0 or q4_0
+    bool prefix_caching = true;
+  } kv;
+  /// One byte budget for KV pages, LoRA adapters and router weights, MiB
+  /// (key memory.budget_mb). Default: 1024. Range [1, 1048576].
+  uint64_t memory_budget_mb = 1024;
   /// CAF scheduler worker threads; 0 = CAF's default max(cores, 4). Default: 0.
   uint32_t scheduler_threads = 0;
 };
@@ -87,6 +101,10 @@ struct config_error {
 std::variant<node_config, config_error> load_config(const std::string& path,
                                                     const std::vector<std::string>& overrides,
                                                     char** environ_ptr);
+
+/// The engine's KV tier configuration from the kv.* keys (validated by
+/// load_config: the type names are known).
+engine::kv_tier_config kv_tier(const node_config& c);
 
 /// Renders the defaults as a documented TOML file (the content of
 /// configs/node.toml).

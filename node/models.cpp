@@ -53,7 +53,9 @@ std::variant<std::filesystem::path, std::string> resolve_model(const std::string
   return path;
 }
 
-std::variant<actors::engine_tier, std::string> load_tier(const actors::tier_config& tc) {
+std::variant<actors::engine_tier, std::string> load_tier(
+  const actors::tier_config& tc, const engine::kv_tier_config& kv,
+  std::shared_ptr<engine::memory_budget> budget) {
   auto where = resolve_model(tc.model);
   if (auto* e = std::get_if<std::string>(&where))
     return "tier " + tc.name + ": " + *e;
@@ -70,7 +72,9 @@ std::variant<actors::engine_tier, std::string> load_tier(const actors::tier_conf
   t.tokenizer = std::make_shared<const engine::tokenizer>(std::move(*tok));
   t.scheduler.n_ctx = std::min<uint32_t>(tc.n_ctx, t.model->hparams().n_ctx_train);
   t.scheduler.max_sequences = tc.max_sequences;
+  t.scheduler.kv = kv;
   t.threads = tc.threads;
+  t.budget = std::move(budget);
   return t;
 }
 

@@ -23,8 +23,10 @@ std::filesystem::path model_cache_dir();
 /// unknown shape or type, an unwritable cache.
 std::variant<std::filesystem::path, std::string> resolve_model(const std::string& spec);
 
-/// Loads a tier: model, tokenizer, scheduler limits. Error text names the
-/// tier and the file.
-std::variant<actors::engine_tier, std::string> load_tier(const actors::tier_config& tc);
+/// Loads a tier: model, tokenizer, scheduler limits, its KV cache's paging
+/// and the node's memory budget. Error text names the tier and the file.
+std::variant<actors::engine_tier, std::string> load_tier(
+  const actors::tier_config& tc, const engine::kv_tier_config& kv,
+  std::shared_ptr<engine::memory_budget> budget);
 
 } // namespace shoal::node

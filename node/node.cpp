@@ -111,11 +111,13 @@ int run_node(const node_config& cfg) {
     }
     a.sona = actors::spawn_sona(sys, cfg.sona, costs, a.router, a.witness, a.telemetry);
     std::vector<caf::actor> engines;
+    auto budget = std::make_shared<engine::memory_budget>(cfg.memory_budget_mb << 20);
+    const auto kv = kv_tier(cfg);
     for (const auto& tc : cfg.router.tiers) {
       api_tier t;
       t.name = tc.name;
       if (!tc.model.empty()) {
-        auto loaded = load_tier(tc);
+        auto loaded = load_tier(tc, kv, budget);
         if (auto* err = std::get_if<std::string>(&loaded)) {
           spdlog::critical("{}", *err);
           rc = 1;
