@@ -129,7 +129,7 @@ TEST_CASE("a restart keeps patterns and witness records, with feedback joined") 
   fs::remove_all(dir);
 }
 
-TEST_CASE("feedback for an unknown request id is not_found; a repeat is a conflict") {
+TEST_CASE("feedback for an unknown request id is not_found, a repeat is a conflict") {
   auto dir = temp_dir("feedback");
   node_actors n(dir);
   auto r = n.feedback(0x1234, 0.5);

@@ -91,7 +91,7 @@ TEST_CASE("gguf: what the writer writes the reader reads back, zero-copy") {
   CHECK((b->offset % g.alignment()) == 0);
 }
 
-TEST_CASE("gguf: open maps a file; errors name the path") {
+TEST_CASE("gguf: open maps a file, errors name the path") {
   auto dir = std::filesystem::temp_directory_path() / "shoal-gguf-test";
   std::filesystem::create_directories(dir);
   auto path = (dir / "m.gguf").string();

@@ -225,7 +225,7 @@ TEST_CASE("model: Llama 3.1 rope_freqs.weight divides the angles (double-precisi
   CHECK(max_abs_diff(ours, std::vector<double>(without.begin(), without.end())) > 1e-3 * scale);
 }
 
-TEST_CASE("model: decoding token by token equals one batched prefill; sequences batch together") {
+TEST_CASE("model: decoding token by token equals one batched prefill, sequences batch together") {
   auto m = make_model(tiny(8), "q8.gguf");
   const size_t V = m->hparams().n_vocab;
   context ctx(m, 32, nullptr);

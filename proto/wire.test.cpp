@@ -10,7 +10,7 @@
 
 using namespace shoal::proto;
 
-TEST_CASE("delta batches round-trip; the sender becomes every contribution's node") {
+TEST_CASE("delta batches round-trip, the sender becomes every contribution's node") {
   delta_batch b;
   b.node = 0x1122334455667788ull;
   b.node_name = "shoal-2";

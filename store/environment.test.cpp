@@ -96,7 +96,7 @@ TEST_CASE("the meta table records the schema version and refuses another dimensi
   fs::remove_all(dir);
 }
 
-TEST_CASE("a store of an older schema is upgraded in place; a newer one is refused") {
+TEST_CASE("a store of an older schema is upgraded in place, a newer one is refused") {
   auto dir = temp_dir("upgrade");
   {
     auto env = environment::open({dir});
