@@ -98,6 +98,13 @@ kv_pool::kv_pool(const llama_hparams& hp, kv_tier_config cfg, std::shared_ptr<me
     cfg_.page_tokens = 16;
   if (cfg_.migrate_pages == 0)
     cfg_.migrate_pages = 1;
+  // Quantized rows are blocks of 32 channels that must not straddle heads.
+  auto usable = [&](kernels::kv_type t) {
+    bool quantized = t == kernels::kv_type::q8_0 || t == kernels::kv_type::q4_0;
+    return quantized && hp.head_dim % 32 != 0 ? kernels::kv_type::f16 : t;
+  };
+  cfg_.old_k_type = usable(cfg_.old_k_type);
+  cfg_.old_v_type = usable(cfg_.old_v_type);
   for (int old = 0; old < 2; ++old) {
     auto& l = layout_[old];
     l.page_tokens = cfg_.page_tokens;
@@ -124,6 +131,7 @@ kv_pool_stats kv_pool::stats() const noexcept {
   s.pages_cached = c_.cached.load(std::memory_order_relaxed);
   s.page_bytes_recent = page_bytes_[0];
   s.page_bytes_old = page_bytes_[1];
+  s.page_tokens = cfg_.page_tokens;
   s.bytes_recent = s.pages_recent * page_bytes_[0];
   s.bytes_old = s.pages_old * page_bytes_[1];
   s.prefix_hits = c_.hits.load(std::memory_order_relaxed);

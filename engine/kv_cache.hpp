@@ -84,7 +84,10 @@ struct kv_tier_config {
   uint32_t recent_tokens = 256;
   /// Recent tier type: f16 (default) or f32.
   kernels::kv_type recent_type = kernels::kv_type::f16;
-  /// Old tier key and value types (any kv_type). Default: q8_0 both.
+  /// Old tier key and value types (any kv_type). Default: q8_0 both. A
+  /// model whose head_dim is not a multiple of 32 keeps F16 instead of a
+  /// quantized type (its 32-channel blocks would straddle heads); the pool's
+  /// config() shows the types in use.
   kernels::kv_type old_k_type = kernels::kv_type::q8_0;
   kernels::kv_type old_v_type = kernels::kv_type::q8_0;
   /// Pages migrated together once this many are eligible. Default: 4.
@@ -99,6 +102,7 @@ struct kv_pool_stats {
   uint64_t pages_cached = 0;                ///< pages no sequence uses, kept for prefix hits
   uint64_t bytes_recent = 0, bytes_old = 0; ///< their bytes
   uint64_t page_bytes_recent = 0, page_bytes_old = 0; ///< bytes of one page per tier
+  uint64_t page_tokens = 0;                           ///< tokens per page
   uint64_t prefix_hits = 0, prefix_misses = 0; ///< full prompt pages found / not found
   uint64_t evictions = 0;       ///< cached pages freed to make room
   uint64_t migrations = 0;      ///< pages moved to the old tier

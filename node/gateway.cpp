@@ -382,10 +382,26 @@ struct gateway::impl {
                      {"refused", e.refused},
                      {"cancelled", e.cancelled},
                      {"prompt_tokens", e.prompt_tokens},
+                     {"cached_tokens", e.cached_tokens},
                      {"generated_tokens", e.generated_tokens},
                      {"steps", e.steps},
                      {"prefill_seconds", e.prefill_seconds},
-                     {"decode_seconds", e.decode_seconds}});
+                     {"decode_seconds", e.decode_seconds},
+                     {"kv",
+                      {{"pages_recent", e.kv.pages_recent},
+                       {"pages_old", e.kv.pages_old},
+                       {"pages_cached", e.kv.pages_cached},
+                       {"bytes_recent", e.kv.bytes_recent},
+                       {"bytes_old", e.kv.bytes_old},
+                       {"page_bytes_recent", e.kv.page_bytes_recent},
+                       {"page_bytes_old", e.kv.page_bytes_old},
+                       {"prefix_hits", e.kv.prefix_hits},
+                       {"prefix_misses", e.kv.prefix_misses},
+                       {"evictions", e.kv.evictions},
+                       {"migrations", e.kv.migrations},
+                       {"copies", e.kv.copies},
+                       {"alloc_failures", e.kv.alloc_failures}}},
+                     {"memory_budget", {{"used_bytes", e.budget_used}, {"limit_bytes", e.budget_limit}}}});
     return out;
   }
 
@@ -511,6 +527,32 @@ struct gateway::impl {
                [](const auto& e) { return e.cancelled; });
     per_engine("shoal_engine_prompt_tokens_total", "counter", "Prompt tokens prefilled.",
                [](const auto& e) { return e.prompt_tokens; });
+    per_engine("shoal_engine_prompt_cached_tokens_total", "counter",
+               "Prompt tokens taken from the prefix cache instead of prefilled.",
+               [](const auto& e) { return e.cached_tokens; });
+    per_engine("shoal_kv_pages_recent", "gauge", "KV pages in the recent (F16) tier.",
+               [](const auto& e) { return e.kv.pages_recent; });
+    per_engine("shoal_kv_pages_old", "gauge", "KV pages in the old (quantized) tier.",
+               [](const auto& e) { return e.kv.pages_old; });
+    per_engine("shoal_kv_pages_cached", "gauge",
+               "KV pages no sequence uses, kept for prefix hits (evictable).",
+               [](const auto& e) { return e.kv.pages_cached; });
+    per_engine("shoal_kv_bytes_per_token_recent", "gauge",
+               "Bytes of KV cache per token in the recent tier (all layers, K and V).",
+               [](const auto& e) { return double(e.kv.page_bytes_recent) / e.kv.page_tokens; });
+    per_engine("shoal_kv_bytes_per_token_old", "gauge",
+               "Bytes of KV cache per token in the old tier (all layers, K and V).",
+               [](const auto& e) { return double(e.kv.page_bytes_old) / e.kv.page_tokens; });
+    per_engine("shoal_kv_prefix_hits_total", "counter", "Prompt pages found in the prefix cache.",
+               [](const auto& e) { return e.kv.prefix_hits; });
+    per_engine("shoal_kv_prefix_misses_total", "counter",
+               "Prompt pages looked up and not found.",
+               [](const auto& e) { return e.kv.prefix_misses; });
+    per_engine("shoal_kv_evictions_total", "counter",
+               "Cached KV pages freed to make room within the budget.",
+               [](const auto& e) { return e.kv.evictions; });
+    per_engine("shoal_kv_migrations_total", "counter", "KV pages moved to the old tier.",
+               [](const auto& e) { return e.kv.migrations; });
     per_engine("shoal_engine_generation_tokens_total", "counter", "Tokens generated.",
                [](const auto& e) { return e.generated_tokens; });
     per_engine("shoal_engine_steps_total", "counter", "Forward passes (batched steps).",
@@ -521,6 +563,15 @@ struct gateway::impl {
     per_engine("shoal_engine_decode_seconds_total", "counter",
                "Time spent in decode-only steps.",
                [](const auto& e) { return e.decode_seconds; });
+    if (!s->engines.empty()) {
+      metric("shoal_memory_budget_bytes", "gauge",
+             "The node's memory budget (KV pages, adapters, router weights).");
+      out << "shoal_memory_budget_bytes{" << node_label << "} " << s->engines[0].budget_limit
+          << '\n';
+      metric("shoal_memory_used_bytes", "gauge", "Bytes reserved from the memory budget.");
+      out << "shoal_memory_used_bytes{" << node_label << "} " << s->engines[0].budget_used
+          << '\n';
+    }
     metric("shoal_start_time_seconds", "gauge", "Node start time, seconds since the epoch.");
     out << "shoal_start_time_seconds{" << node_label << "} " << t.started_ms / 1e3 << '\n';
     res.status = 200;

@@ -346,10 +346,13 @@ struct openai_api::impl {
            + (p.route_id ? proto::format_request_id(p.route_id) : random_hex());
   }
 
-  json usage(uint32_t prompt, uint32_t completion) const {
+  /// OpenAI's usage object; prompt_tokens_details.cached_tokens counts the
+  /// prompt tokens whose KV came from the prefix cache.
+  json usage(uint32_t prompt, uint32_t completion, uint32_t cached) const {
     return {{"prompt_tokens", prompt},
             {"completion_tokens", completion},
-            {"total_tokens", prompt + completion}};
+            {"total_tokens", prompt + completion},
+            {"prompt_tokens_details", {{"cached_tokens", cached}}}};
   }
 
   /// Completions-style logprobs of one token.
@@ -455,7 +458,8 @@ struct openai_api::impl {
                         {"created", created},
                         {"model", model},
                         {"choices", json::array()},
-                        {"usage", self->usage(prompt_tokens, e->completion_tokens)}};
+                        {"usage", self->usage(prompt_tokens, e->completion_tokens,
+                                              e->cached_tokens)}};
               write("data: " + dump(u) + "\n\n");
             }
             write("data: [DONE]\n\n");
@@ -477,15 +481,18 @@ struct openai_api::impl {
     json lp_chat = json::array();
     json lp_cmpl = empty_completion_logprobs();
     engine::finish_reason finish = engine::finish_reason::none;
-    uint32_t completion = 0;
+    uint32_t completion = 0, cached = 0;
     for (;;) {
       auto e = job->stream->next(1000ms);
       if (!e)
         continue;
       if (!e->error.empty()) {
-        api_error err{500, e->error, "", "engine_error", "server_error"};
+        bool memory = e->error.find("KV cache budget") != std::string::npos;
+        api_error err{memory ? 503 : 500, e->error, "",
+                      memory ? "insufficient_memory" : "engine_error", "server_error"};
         return send_api_error(res, err);
       }
+      cached = e->cached_tokens;
       if (p.want_logprobs && e->token) {
         if (p.chat)
           lp_chat.push_back(logprob_entry(*e->token));
@@ -514,7 +521,7 @@ struct openai_api::impl {
                 {"created", created},
                 {"model", model},
                 {"choices", json::array({choice})},
-                {"usage", usage(prompt_tokens, completion)}};
+                {"usage", usage(prompt_tokens, completion, cached)}};
     res.status = 200;
     res.set_content(dump(out), "application/json");
   }

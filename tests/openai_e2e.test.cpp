@@ -265,3 +265,51 @@ TEST_CASE("openai: the official openai npm client works unchanged") {
   CHECK(r.output.find("ok - aborting a stream mid-way") != std::string::npos);
   CHECK(node->stop(SIGTERM) == 0);
 }
+
+TEST_CASE("openai: a follow-up chat turn reuses the first turn's KV cache (prefix caching)") {
+  temp_dir dir;
+  auto node = start_node(dir);
+  auto c = node->client();
+  c.set_read_timeout(60, 0);
+  json msgs = {{{"role", "system"},
+                {"content", "You are a terse assistant for Debian packaging questions. Answer in "
+                            "one short sentence and never use lists."}},
+               {{"role", "user"}, {"content", "What does dpkg-buildpackage do?"}}};
+  auto engine_stats = [&] {
+    auto s = c.Get("/v1/stats");
+    REQUIRE(s);
+    auto all = json::parse(s->body);
+    for (auto& x : all["engines"])
+      if (x["tier"] == "demo-tiny")
+        return x;
+    FAIL("no demo-tiny engine in /v1/stats");
+    return json();
+  };
+  auto first = post(c, "/v1/chat/completions",
+                    {{"model", "demo-tiny"}, {"messages", msgs}, {"max_tokens", 12},
+                     {"temperature", 0}},
+                    200);
+  const int p1 = first["usage"]["prompt_tokens"];
+  CHECK(p1 > 32);
+  CHECK(first["usage"]["prompt_tokens_details"]["cached_tokens"] == 0);
+  auto before = engine_stats();
+
+  msgs.push_back({{"role", "assistant"}, {"content", first["choices"][0]["message"]["content"]}});
+  msgs.push_back({{"role", "user"}, {"content", "And dpkg-source?"}});
+  auto second = post(c, "/v1/chat/completions",
+                     {{"model", "demo-tiny"}, {"messages", msgs}, {"max_tokens", 4},
+                      {"temperature", 0}},
+                     200);
+  const int p2 = second["usage"]["prompt_tokens"];
+  const int cached = second["usage"]["prompt_tokens_details"]["cached_tokens"];
+  auto after = engine_stats();
+  INFO("turn 1 prompt " << p1 << ", turn 2 prompt " << p2 << ", cached " << cached);
+  // Every full page of the first turn's prompt is reused (pages of 16 tokens).
+  CHECK(cached >= p1 / 16 * 16);
+  CHECK(cached % 16 == 0);
+  // The engine prefilled only the rest.
+  CHECK(after["prompt_tokens"].get<int>() - before["prompt_tokens"].get<int>() == p2 - cached);
+  CHECK(after["cached_tokens"].get<int>() - before["cached_tokens"].get<int>() == cached);
+  CHECK(after["kv"]["prefix_hits"].get<int>() >= cached / 16);
+  CHECK(node->stop(SIGTERM) == 0);
+}
