@@ -78,6 +78,8 @@ caf::behavior engine_actor(caf::stateful_actor<engine_state>* self, engine_tier 
     st.pool = std::make_unique<kernels::worker_pool>(st.tier.threads);
   st.sched = std::make_unique<engine::scheduler>(st.tier.model, st.tier.tokenizer,
                                                  st.tier.scheduler, st.pool.get(), st.tier.budget);
+  if (st.tier.spill)
+    st.sched->set_spill(st.tier.spill);
   st.stats.tier = st.tier.name;
   auto kick = [self] {
     if (!self->state.stepping) {

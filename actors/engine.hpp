@@ -96,6 +96,8 @@ struct engine_tier {
   uint32_t threads = 1; ///< forward-pass threads (this one included)
   /// The node's byte budget the KV pages are reserved from (nullptr: none).
   std::shared_ptr<engine::memory_budget> budget;
+  /// Where evicted KV pages are spilled (nullptr: dropped).
+  std::shared_ptr<engine::kv_spill> spill;
 };
 
 /// Spawns a tier's engine actor (detached: its own thread).

@@ -7,6 +7,7 @@
 #                   next to NATS's publish -> delivery floor
 #   federation_learning.sh  a node joining a cluster that learned vs an isolated one
 #   engine.sh       prefill/decode tokens/s next to llama.cpp's llama-bench
+#   kv_quality.sh   KL of the KV cache stores against F32, next to llama.cpp's
 # Usage: bench/run.sh [--quick]   (--quick: 1K/10K patterns, 5 s of HTTP)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,3 +37,5 @@ if [[ ${1:-} == --quick ]]; then
 else
   bench/engine.sh
 fi
+echo
+bench/kv_quality.sh

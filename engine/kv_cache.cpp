@@ -140,6 +140,9 @@ kv_pool_stats kv_pool::stats() const noexcept {
   s.migrations = c_.migrations.load(std::memory_order_relaxed);
   s.copies = c_.copies.load(std::memory_order_relaxed);
   s.alloc_failures = c_.failures.load(std::memory_order_relaxed);
+  s.spills = c_.spills.load(std::memory_order_relaxed);
+  s.restores = c_.restores.load(std::memory_order_relaxed);
+  s.spill_failures = c_.spill_failures.load(std::memory_order_relaxed);
   return s;
 }
 
@@ -156,6 +159,13 @@ bool kv_pool::reserve_bytes(size_t bytes) {
     (lru_head_ ? lru_head_->prev : lru_tail_) = nullptr;
     c_.cached.fetch_sub(1, std::memory_order_relaxed);
     c_.evictions.fetch_add(1, std::memory_order_relaxed);
+    if (spill_ && victim->named) {
+      kv_spill::page rec{victim->parent, victim->old, victim->tokens,
+                         std::string(reinterpret_cast<const char*>(victim->data),
+                                     page_bytes_[victim->old])};
+      (spill_->put(victim->hash, rec) ? c_.spills : c_.spill_failures)
+        .fetch_add(1, std::memory_order_relaxed);
+    }
     free_page(victim);
   }
   return true;
@@ -209,10 +219,24 @@ void kv_pool::unref(kv_page* p) noexcept {
 }
 
 kv_page* kv_pool::lookup(uint64_t hash, uint64_t parent, std::span<const int32_t> tokens) {
+  auto same = [&](uint64_t p, std::span<const int32_t> t) {
+    return p == parent && std::equal(tokens.begin(), tokens.end(), t.begin(), t.end());
+  };
   auto it = by_hash_.find(hash);
-  if (it == by_hash_.end() || it->second->parent != parent
-      || !std::equal(tokens.begin(), tokens.end(), it->second->tokens.begin(),
-                     it->second->tokens.end())) {
+  if (it == by_hash_.end() && spill_) {
+    // Second level: a page spilled earlier comes back.
+    if (auto rec = spill_->get(hash); rec && same(rec->parent, rec->tokens)
+                                      && rec->bytes.size() == page_bytes_[rec->old]) {
+      if (kv_page* p = allocate(rec->old)) {
+        std::memcpy(p->data, rec->bytes.data(), rec->bytes.size());
+        publish(p, hash, parent, tokens);
+        c_.restores.fetch_add(1, std::memory_order_relaxed);
+        c_.hits.fetch_add(1, std::memory_order_relaxed);
+        return p;
+      }
+    }
+  }
+  if (it == by_hash_.end() || !same(it->second->parent, it->second->tokens)) {
     c_.misses.fetch_add(1, std::memory_order_relaxed);
     return nullptr;
   }

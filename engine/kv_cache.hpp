@@ -39,6 +39,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <string>
 #include <span>
 #include <unordered_map>
 #include <vector>
@@ -108,9 +110,34 @@ struct kv_pool_stats {
   uint64_t migrations = 0;      ///< pages moved to the old tier
   uint64_t copies = 0;          ///< copy-on-write copies
   uint64_t alloc_failures = 0;  ///< reservations the budget refused
+  uint64_t spills = 0;          ///< evicted pages written to the spill store
+  uint64_t restores = 0;        ///< prefix pages read back from it
+  uint64_t spill_failures = 0;  ///< pages the spill store did not take (dropped)
 };
 
 struct kv_page; // defined in kv_cache.cpp
+
+/// Second level of the prefix cache: where named pages go when the budget
+/// evicts them, and where a prefix miss looks next (as vLLM's CPU offload
+/// or LMCache do, here a table of the node's LMDB store, sealed at rest).
+/// Called on the pool's thread; implementations may block briefly.
+class kv_spill {
+public:
+  virtual ~kv_spill() = default;
+  /// A spilled page: its place in the prefix chain and its bytes.
+  struct page {
+    uint64_t parent = 0;
+    bool old = false;            ///< tier of the bytes
+    std::vector<int32_t> tokens; ///< page_tokens ids
+    std::string bytes;           ///< kv_pool::page_bytes(old) bytes
+  };
+  /// Stores the page named `hash`. False when it could not (the page is then
+  /// simply dropped; implementations log why).
+  virtual bool put(uint64_t hash, const page& p) = 0;
+  /// The page named `hash`, if stored (and intact: a record that fails to
+  /// decode or authenticate is reported by the implementation and skipped).
+  virtual std::optional<page> get(uint64_t hash) = 0;
+};
 
 /// The pages of one model: allocation against the budget, reference counts,
 /// the prefix table and the cache of released pages. One per tier engine.
@@ -123,6 +150,9 @@ public:
   kv_pool& operator=(const kv_pool&) = delete;
 
   const kv_tier_config& config() const noexcept { return cfg_; }
+  /// Evicted named pages go to `spill` and prefix misses look there
+  /// (nullptr: evicted pages are dropped). Set before use.
+  void set_spill(std::shared_ptr<kv_spill> spill) noexcept { spill_ = std::move(spill); }
   /// Page layout of a tier (old = false: the recent tier).
   const kernels::kv_page_layout& layout(bool old) const noexcept { return layout_[old]; }
   size_t n_layer() const noexcept { return n_layer_; }
@@ -152,6 +182,7 @@ private:
   size_t n_layer_;
   kv_tier_config cfg_;
   std::shared_ptr<memory_budget> budget_;
+  std::shared_ptr<kv_spill> spill_;
   kernels::kv_page_layout layout_[2];
   size_t page_bytes_[2];
   std::unordered_map<uint64_t, kv_page*> by_hash_;
@@ -159,7 +190,7 @@ private:
   kv_page* lru_tail_ = nullptr;
   struct counters {
     std::atomic<uint64_t> pages[2]{}, cached{0}, hits{0}, misses{0}, evictions{0},
-      migrations{0}, copies{0}, failures{0};
+      migrations{0}, copies{0}, failures{0}, spills{0}, restores{0}, spill_failures{0};
   } c_;
 };
 

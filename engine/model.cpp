@@ -4,6 +4,8 @@
 #include "kernels/quant.hpp"
 
 #include <algorithm>
+#include <xxhash.h>
+
 #include <cmath>
 #include <cstring>
 
@@ -239,6 +241,13 @@ result<std::shared_ptr<const model>> model::from_gguf(std::shared_ptr<const gguf
     return error{ld.failure};
   for (const auto& t : f.tensors())
     m->weight_bytes_ += t.n_bytes;
+  {
+    const gguf_tensor* emb = f.tensor("token_embd.weight");
+    uint64_t head[] = {f.size(), hp.n_vocab, hp.n_embd, hp.n_layer, hp.n_head, hp.n_head_kv,
+                       hp.n_ff};
+    uint64_t h = XXH3_64bits(head, sizeof(head));
+    m->fingerprint_ = XXH3_64bits_withSeed(emb->data, std::min<uint64_t>(emb->n_bytes, 1 << 16), h);
+  }
   return std::shared_ptr<const model>(std::move(m));
 }
 

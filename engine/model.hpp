@@ -82,6 +82,10 @@ public:
   std::span<const float> output_norm() const noexcept { return output_norm_; }
   /// Bytes of weights in the map.
   uint64_t weight_bytes() const noexcept { return weight_bytes_; }
+  /// Identifies the model's bytes (xxh3-64 of the file size, the
+  /// hyper-parameters and the first 64 KiB of token_embd): keys of state
+  /// kept across restarts, such as spilled KV pages.
+  uint64_t fingerprint() const noexcept { return fingerprint_; }
   /// The weight type of most matrices (that of blk.0.attn_q.weight), e.g. "Q4_0".
   std::string_view weight_type_name() const noexcept;
 
@@ -98,6 +102,7 @@ private:
   std::vector<float> output_norm_;
   std::vector<float> rope_freqs_; ///< rope_freqs.weight; hparams().rope points here
   uint64_t weight_bytes_ = 0;
+  uint64_t fingerprint_ = 0;
 };
 
 /// One token of a batch: its id, the sequence (cache) it extends, and

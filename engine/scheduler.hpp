@@ -126,6 +126,8 @@ public:
   const counters& stats() const noexcept { return stats_; }
   /// The KV pages (thread-safe snapshot).
   kv_pool_stats kv_stats() const noexcept { return kv_->stats(); }
+  /// Evicted prefix pages go to `spill` and come back from it (kv_pool::set_spill).
+  void set_spill(std::shared_ptr<kv_spill> spill) { kv_->set_spill(std::move(spill)); }
 
 private:
   struct sequence;

@@ -277,6 +277,15 @@ std::vector<setting> build_settings() {
                         "One byte budget, MiB, for the KV pages of every tier (and later LoRA "
                         "adapters and router weights); never exceeded: unused cached pages are "
                         "evicted first, then requests wait or fail with a clear error."));
+  s.push_back(make_string("memory.seal_key", SHOAL_FIELD(memory_seal_key),
+                          "64 hex digits (`openssl rand -hex 32`): the key sealing session data "
+                          "and spilled KV pages at rest (XChaCha20-Poly1305). Set it here or in "
+                          "SHOAL_MEMORY_SEAL_KEY. Empty: KV pages the budget evicts are dropped "
+                          "instead of spilled to LMDB. A store sealed with another key, or "
+                          "holding sealed data while no key is set, is refused at start."));
+  s.push_back(make_uint("memory.spill_max_mb", SHOAL_FIELD(memory_spill_max_mb), 1, 1048576,
+                        "Most MiB of spilled KV pages kept per tier in LMDB; the oldest go "
+                        "first."));
   return s;
 }
 

@@ -68,6 +68,13 @@ struct node_config {
   /// One byte budget for KV pages, LoRA adapters and router weights, MiB
   /// (key memory.budget_mb). Default: 1024. Range [1, 1048576].
   uint64_t memory_budget_mb = 1024;
+  /// Key sealing session data and spilled KV pages at rest: 64 hex digits
+  /// (key memory.seal_key, or SHOAL_MEMORY_SEAL_KEY). Empty: evicted pages
+  /// are dropped, not spilled. Default: "".
+  std::string memory_seal_key;
+  /// Most MiB of spilled KV pages kept per tier (oldest dropped first).
+  /// Default: 4096. Range [1, 1048576].
+  uint64_t memory_spill_max_mb = 4096;
   /// CAF scheduler worker threads; 0 = CAF's default max(cores, 4). Default: 0.
   uint32_t scheduler_threads = 0;
 };

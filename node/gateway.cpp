@@ -400,7 +400,10 @@ struct gateway::impl {
                        {"evictions", e.kv.evictions},
                        {"migrations", e.kv.migrations},
                        {"copies", e.kv.copies},
-                       {"alloc_failures", e.kv.alloc_failures}}},
+                       {"alloc_failures", e.kv.alloc_failures},
+                       {"spills", e.kv.spills},
+                       {"restores", e.kv.restores},
+                       {"spill_failures", e.kv.spill_failures}}},
                      {"memory_budget", {{"used_bytes", e.budget_used}, {"limit_bytes", e.budget_limit}}}});
     return out;
   }
@@ -553,6 +556,12 @@ struct gateway::impl {
                [](const auto& e) { return e.kv.evictions; });
     per_engine("shoal_kv_migrations_total", "counter", "KV pages moved to the old tier.",
                [](const auto& e) { return e.kv.migrations; });
+    per_engine("shoal_kv_spills_total", "counter",
+               "Evicted KV pages sealed and written to LMDB (kv_spill).",
+               [](const auto& e) { return e.kv.spills; });
+    per_engine("shoal_kv_restores_total", "counter",
+               "Spilled KV pages read back for a prompt prefix.",
+               [](const auto& e) { return e.kv.restores; });
     per_engine("shoal_engine_generation_tokens_total", "counter", "Tokens generated.",
                [](const auto& e) { return e.generated_tokens; });
     per_engine("shoal_engine_steps_total", "counter", "Forward passes (batched steps).",

@@ -8,6 +8,8 @@
 #include "node/gateway.hpp"
 #include "node/models.hpp"
 #include "proto/error.hpp"
+#include "store/kv_spill_table.hpp"
+#include "store/sealed.hpp"
 
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
@@ -54,6 +56,22 @@ int run_node(const node_config& cfg) {
     spdlog::critical("cannot use storage: {}", view(err).message);
     return 1;
   }
+  std::shared_ptr<const store::sealer> seal;
+  if (!cfg.memory_seal_key.empty()) {
+    auto s = store::sealer::from_hex(cfg.memory_seal_key);
+    if (!s) {
+      spdlog::critical("{}", view(s.error()).message);
+      return 1;
+    }
+    seal = std::make_shared<const store::sealer>(*s);
+  }
+  if (auto err = store::check_seal_key(**env, seal.get())) {
+    spdlog::critical("cannot use storage: {}", view(err).message);
+    return 1;
+  }
+  if (!seal)
+    spdlog::info("memory: memory.seal_key is not set: KV pages the budget evicts are dropped, "
+                 "not spilled");
   auto router_cfg = cfg.router;
   std::optional<federation::identity> self_id;
   if (cfg.federation.enabled) {
@@ -124,6 +142,9 @@ int run_node(const node_config& cfg) {
           break;
         }
         auto& et = std::get<actors::engine_tier>(loaded);
+        if (seal)
+          et.spill = std::make_shared<store::kv_spill_table>(
+            *env, seal, et.model->fingerprint(), cfg.memory_spill_max_mb << 20);
         const auto& hp = et.model->hparams();
         t.tokenizer = et.tokenizer;
         t.n_ctx = et.scheduler.n_ctx;

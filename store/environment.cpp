@@ -14,7 +14,8 @@ namespace shoal::store {
 
 namespace {
 
-constexpr std::array<std::string_view, 3> table_names{"patterns", "witness", "meta"};
+constexpr std::array<std::string_view, 5> table_names{"patterns", "witness", "meta", "kv_spill",
+                                                      "sessions"};
 
 caf::error lmdb_error(std::string_view what, int rc) {
   return make_error(errc::storage_failure,

@@ -2,6 +2,7 @@
 
 #include "proto/error.hpp"
 #include "proto/records.hpp"
+#include "store/testing.hpp"
 
 #include <doctest/doctest.h>
 
@@ -9,16 +10,8 @@
 #include <random>
 
 namespace fs = std::filesystem;
+using namespace shoal::store::testing;
 using namespace shoal::store;
-
-namespace {
-fs::path temp_dir(const char* name) {
-  auto p = fs::temp_directory_path()
-           / (std::string("shoal-") + name + "-" + std::to_string(std::random_device{}()));
-  fs::remove_all(p);
-  return p;
-}
-} // namespace
 
 TEST_CASE("LMDB round trip of pattern records survives reopening") {
   auto dir = temp_dir("lmdb");

@@ -34,6 +34,18 @@ json post(httplib::Client& c, const char* path, const json& body, int expect_sta
   return j;
 }
 
+/// The /v1/stats entry of one tier's engine.
+json engine_json(httplib::Client& c, const std::string& tier) {
+  auto s = c.Get("/v1/stats");
+  REQUIRE(s);
+  auto all = json::parse(s->body);
+  for (auto& x : all["engines"])
+    if (x["tier"] == tier)
+      return x;
+  FAIL("no engine for tier " << tier << " in /v1/stats");
+  return json();
+}
+
 /// Parses an SSE body into its data payloads.
 std::vector<std::string> sse_data(const std::string& body) {
   std::vector<std::string> out;
@@ -204,12 +216,7 @@ TEST_CASE("openai: bad requests get OpenAI errors and the node keeps serving") {
   // go with it): the 260M engine reports nothing running.
   json engine = json::object();
   for (int i = 0; i < 100; ++i) {
-    auto stats = c.Get("/v1/stats");
-    REQUIRE(stats);
-    auto all = json::parse(stats->body);
-    for (auto& x : all["engines"])
-      if (x["tier"] == "demo-260m")
-        engine = x;
+    engine = engine_json(c, "demo-260m");
     if (engine.value("cancelled", 0) == 1 && engine.value("running", 1) == 0)
       break;
     std::this_thread::sleep_for(50ms);
@@ -275,16 +282,7 @@ TEST_CASE("openai: a follow-up chat turn reuses the first turn's KV cache (prefi
                 {"content", "You are a terse assistant for Debian packaging questions. Answer in "
                             "one short sentence and never use lists."}},
                {{"role", "user"}, {"content", "What does dpkg-buildpackage do?"}}};
-  auto engine_stats = [&] {
-    auto s = c.Get("/v1/stats");
-    REQUIRE(s);
-    auto all = json::parse(s->body);
-    for (auto& x : all["engines"])
-      if (x["tier"] == "demo-tiny")
-        return x;
-    FAIL("no demo-tiny engine in /v1/stats");
-    return json();
-  };
+  auto engine_stats = [&] { return engine_json(c, "demo-tiny"); };
   auto first = post(c, "/v1/chat/completions",
                     {{"model", "demo-tiny"}, {"messages", msgs}, {"max_tokens", 12},
                      {"temperature", 0}},
@@ -312,4 +310,59 @@ TEST_CASE("openai: a follow-up chat turn reuses the first turn's KV cache (prefi
   CHECK(after["cached_tokens"].get<int>() - before["cached_tokens"].get<int>() == cached);
   CHECK(after["kv"]["prefix_hits"].get<int>() >= cached / 16);
   CHECK(node->stop(SIGTERM) == 0);
+}
+
+TEST_CASE("openai: pages evicted under a small budget are spilled sealed and restored for a follow-up") {
+  temp_dir dir;
+  const std::string key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+  std::string log;
+  auto node = node_process::start(
+    dir.path(), {"--set", "memory.budget_mb=1", "--set", "memory.seal_key=" + key}, &log);
+  REQUIRE_MESSAGE(node, log);
+  auto c = node->client();
+  c.set_read_timeout(60, 0);
+  auto kv = [&] { return engine_json(c, "demo-tiny")["kv"]; };
+  std::string story = "A long conversation about packaging Debian software: ";
+  for (int i = 0; i < 2; ++i)
+    story += "maintainers upload source packages, buildds compile them, ";
+  json msgs = {{{"role", "user"}, {"content", story}}};
+  auto first = post(c, "/v1/chat/completions",
+                    {{"model", "demo-tiny"}, {"messages", msgs}, {"max_tokens", 4}}, 200);
+  const int p1 = first["usage"]["prompt_tokens"];
+  // Other prompts fill the 1 MiB budget (demo-tiny: 8 KiB per page) and
+  // push the first conversation's pages out.
+  for (int i = 0; i < 12; ++i) {
+    std::string other = "Unrelated prompt number " + std::to_string(i) + ": ";
+    for (int j = 0; j < 25; ++j)
+      other += "word" + std::to_string(i * 100 + j) + " ";
+    post(c, "/v1/completions", {{"model", "demo-tiny"}, {"prompt", other}, {"max_tokens", 2}},
+         200);
+  }
+  auto mid = kv();
+  INFO(mid.dump());
+  CHECK(mid["spills"].get<int>() > 0);
+  CHECK(mid["evictions"].get<int>() > 0);
+  msgs.push_back({{"role", "assistant"}, {"content", first["choices"][0]["message"]["content"]}});
+  msgs.push_back({{"role", "user"}, {"content", "Go on."}});
+  auto second = post(c, "/v1/chat/completions",
+                     {{"model", "demo-tiny"}, {"messages", msgs}, {"max_tokens", 2}}, 200);
+  auto after = kv();
+  INFO(after.dump());
+  CHECK(second["usage"]["prompt_tokens_details"]["cached_tokens"].get<int>() >= p1 / 16 * 16);
+  CHECK(after["restores"].get<int>() > mid["restores"].get<int>());
+  auto metrics = c.Get("/metrics");
+  REQUIRE(metrics);
+  CHECK(metrics->body.find("shoal_kv_restores_total{") != std::string::npos);
+  CHECK(node->stop(SIGTERM) == 0);
+
+  // The store is sealed now: another key, or none, is refused clearly.
+  auto wrong = run_shoal({"node", "--set", "http.port=0", "--set",
+                          "store.data_dir=" + dir.path().string(), "--set",
+                          "memory.seal_key=ff" + key.substr(2)});
+  CHECK(wrong.exit_code != 0);
+  CHECK(wrong.output.find("does not match") != std::string::npos);
+  auto none = run_shoal({"node", "--set", "http.port=0", "--set",
+                         "store.data_dir=" + dir.path().string()});
+  CHECK(none.exit_code != 0);
+  CHECK(none.output.find("memory.seal_key is not set") != std::string::npos);
 }

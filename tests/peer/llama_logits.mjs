@@ -1,10 +1,13 @@
 // Peer side of the logits check: runs llama.cpp (npm node-llama-cpp, CPU,
-// 1 thread, no flash attention) on a GGUF and writes the raw logits of every
-// position of a token sequence as little-endian f32 [n_tokens][n_vocab].
+// 1 thread, no flash attention unless asked) on a GGUF and writes the raw
+// logits of every position of a token sequence as little-endian f32
+// [n_tokens][n_vocab].
 //
-// Usage: node llama_logits.mjs MODEL.gguf TOKENS OUT.bin [KV_TYPE]
+// Usage: node llama_logits.mjs MODEL.gguf TOKENS OUT.bin [KV_TYPE [FA]]
 //   TOKENS   comma-separated token ids (evaluated as given: no BOS added)
-//   KV_TYPE  KV cache type for keys and values: F32 (default) or F16
+//   KV_TYPE  KV cache type for keys and values: F32 (default), F16, Q8_0 or
+//            Q4_0 (ggml type names; a quantized V cache needs FA on)
+//   FA       flash attention: off (default) or on
 // Finds node-llama-cpp in $SHOAL_PEER_DIR (default ~/.cache/shoal/peer),
 // installed there by ops/install-peer.sh. Prints "n_tokens n_vocab".
 import { writeFileSync } from "node:fs";
@@ -18,9 +21,18 @@ const peerDir = process.env.SHOAL_PEER_DIR
 const require = createRequire(join(peerDir, "node_modules", "x.js"));
 const { getLlama } = await import(pathToFileURL(require.resolve("node-llama-cpp")).href);
 
-const [model, tokenList, out, kvType = "F32"] = process.argv.slice(2);
+const [model, tokenList, out, kvType = "F32", fa = "off"] = process.argv.slice(2);
+const usage = "usage: node llama_logits.mjs MODEL.gguf TOKENS OUT.bin [F32|F16|Q8_0|Q4_0 [off|on]]";
 if (!model || !tokenList || !out) {
-  console.error("usage: node llama_logits.mjs MODEL.gguf TOKENS OUT.bin [F32|F16]");
+  console.error(usage);
+  process.exit(2);
+}
+if (!["F32", "F16", "Q8_0", "Q4_0"].includes(kvType)) {
+  console.error(`unknown KV cache type '${kvType}'; ${usage}`);
+  process.exit(2);
+}
+if (fa !== "on" && fa !== "off") {
+  console.error(`flash attention must be 'on' or 'off', not '${fa}'; ${usage}`);
   process.exit(2);
 }
 const tokens = tokenList.split(",").map(Number);
@@ -30,7 +42,7 @@ const ctx = await m.createContext({
   contextSize: Math.max(256, tokens.length + 16),
   batchSize: Math.max(16, tokens.length),
   threads: 1,
-  flashAttention: false,
+  flashAttention: fa === "on",
   experimentalKvCacheKeyType: kvType,
   experimentalKvCacheValueType: kvType,
 });

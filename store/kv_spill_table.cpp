@@ -1,0 +1,132 @@
+#include "store/kv_spill_table.hpp"
+
+#include "proto/error.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <cstring>
+
+namespace shoal::store {
+
+namespace {
+
+template <class T>
+void put_le(std::string& out, T v) {
+  char b[sizeof(T)];
+  std::memcpy(b, &v, sizeof(T)); // x86-64 and aarch64 are little-endian
+  out.append(b, sizeof(T));
+}
+
+template <class T>
+bool get_le(std::string_view& in, T& v) {
+  if (in.size() < sizeof(T))
+    return false;
+  std::memcpy(&v, in.data(), sizeof(T));
+  in.remove_prefix(sizeof(T));
+  return true;
+}
+
+} // namespace
+
+kv_spill_table::kv_spill_table(std::shared_ptr<environment> env,
+                               std::shared_ptr<const sealer> seal, uint64_t model_key,
+                               uint64_t max_bytes)
+  : env_(std::move(env)), seal_(std::move(seal)), model_key_(model_key), max_bytes_(max_bytes) {
+  const std::string prefix = u64_key(model_key_);
+  auto err = env_->for_each(table::kv_spill, [&](std::string_view k, std::string_view v) {
+    if (k.size() == 16 && k.substr(0, 8) == prefix)
+      if (auto h = parse_u64_key(k.substr(8))) {
+        order_.push_back(*h);
+        sizes_[*h] = v.size();
+        bytes_ += v.size();
+      }
+    return true;
+  });
+  if (err)
+    spdlog::warn("kv_spill: scanning the table failed: {}", view(err).message);
+}
+
+std::string kv_spill_table::key(uint64_t hash) const {
+  return u64_key(model_key_) + u64_key(hash);
+}
+
+std::string kv_spill_table::encode(const page& p) {
+  std::string out;
+  out.reserve(13 + 4 * p.tokens.size() + p.bytes.size());
+  put_le<uint64_t>(out, p.parent);
+  put_le<uint8_t>(out, p.old ? 1 : 0);
+  put_le<uint32_t>(out, static_cast<uint32_t>(p.tokens.size()));
+  for (int32_t t : p.tokens)
+    put_le<int32_t>(out, t);
+  out += p.bytes;
+  return out;
+}
+
+std::optional<engine::kv_spill::page> kv_spill_table::decode(std::string_view in) {
+  page p;
+  uint8_t old = 0;
+  uint32_t n = 0;
+  if (!get_le(in, p.parent) || !get_le(in, old) || old > 1 || !get_le(in, n)
+      || in.size() < 4ull * n)
+    return std::nullopt;
+  p.old = old == 1;
+  p.tokens.resize(n);
+  for (auto& t : p.tokens)
+    get_le(in, t);
+  p.bytes.assign(in.data(), in.size());
+  return p;
+}
+
+void kv_spill_table::erase(uint64_t hash) {
+  auto it = sizes_.find(hash);
+  if (it == sizes_.end())
+    return;
+  if (auto err = env_->write({{table::kv_spill, key(hash), "", true}}))
+    spdlog::warn("kv_spill: deleting a record failed: {}", view(err).message);
+  bytes_ -= it->second;
+  sizes_.erase(it);
+}
+
+bool kv_spill_table::put(uint64_t hash, const page& p) {
+  erase(hash);
+  std::string k = key(hash);
+  std::string v = seal_->seal(encode(p), k);
+  if (v.size() > max_bytes_)
+    return false;
+  while (bytes_ + v.size() > max_bytes_ && !order_.empty()) {
+    uint64_t oldest = order_.front();
+    order_.pop_front();
+    erase(oldest);
+  }
+  if (auto err = env_->write({{table::kv_spill, k, v}})) {
+    spdlog::warn("kv_spill: writing a page failed: {}", view(err).message);
+    return false;
+  }
+  order_.push_back(hash);
+  sizes_[hash] = v.size();
+  bytes_ += v.size();
+  return true;
+}
+
+std::optional<engine::kv_spill::page> kv_spill_table::get(uint64_t hash) {
+  if (!sizes_.count(hash))
+    return std::nullopt;
+  std::string k = key(hash);
+  auto rec = env_->get(table::kv_spill, k);
+  if (!rec || !*rec) {
+    erase(hash);
+    return std::nullopt;
+  }
+  auto plain = seal_->open(**rec, k);
+  if (!plain) {
+    spdlog::warn("kv_spill: page {:016x}: {}", hash, view(plain.error()).message);
+    return std::nullopt;
+  }
+  auto p = decode(*plain);
+  if (!p)
+    spdlog::warn("kv_spill: page {:016x} does not decode; dropped", hash);
+  erase(hash); // back in memory (or unusable)
+  return p;
+}
+
+} // namespace shoal::store
