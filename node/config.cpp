@@ -283,6 +283,9 @@ std::vector<setting> build_settings() {
                           "SHOAL_MEMORY_SEAL_KEY. Empty: KV pages the budget evicts are dropped "
                           "instead of spilled to LMDB. A store sealed with another key, or "
                           "holding sealed data while no key is set, is refused at start."));
+  s.push_back(make_uint("memory.session_idle_s", SHOAL_FIELD(memory_session_idle_s), 1, 31536000,
+                        "Sessions (requests naming a session_id) idle this many seconds are "
+                        "removed from the session index."));
   s.push_back(make_uint("memory.spill_max_mb", SHOAL_FIELD(memory_spill_max_mb), 1, 1048576,
                         "Most MiB of spilled KV pages kept per tier in LMDB; the oldest go "
                         "first."));

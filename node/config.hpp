@@ -75,6 +75,9 @@ struct node_config {
   /// Most MiB of spilled KV pages kept per tier (oldest dropped first).
   /// Default: 4096. Range [1, 1048576].
   uint64_t memory_spill_max_mb = 4096;
+  /// Sessions idle this long are removed (key memory.session_idle_s).
+  /// Default: 86400. Range [1, 31536000].
+  uint32_t memory_session_idle_s = 86400;
   /// CAF scheduler worker threads; 0 = CAF's default max(cores, 4). Default: 0.
   uint32_t scheduler_threads = 0;
 };

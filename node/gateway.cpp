@@ -598,7 +598,7 @@ gateway::gateway(caf::actor_system& sys, const node_config& cfg, gateway_actors 
   svr.set_keep_alive_timeout(30);
   svr.set_tcp_nodelay(true);
   self->openai = std::make_unique<openai_api>(sys, cfg, self->actors.tiers, self->actors.router,
-                                              self->embedder);
+                                              self->embedder, self->actors.sessions);
   self->openai->install(svr);
   svr.Post("/v1/route", [self](const httplib::Request& q, httplib::Response& r) {
     self->handle_route(q, r);

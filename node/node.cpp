@@ -3,6 +3,7 @@
 #include "kernels/pack.hpp"
 
 #include "actors/actors.hpp"
+#include "actors/sessions.hpp"
 #include "actors/time.hpp"
 #include "federation/bridge.hpp"
 #include "node/gateway.hpp"
@@ -112,6 +113,19 @@ int run_node(const node_config& cfg) {
       costs.push_back(t.cost);
     gateway_actors a;
     a.telemetry = actors::spawn_telemetry(sys, cfg.router.tiers.size());
+    auto sessions = actors::session_index::open(*env, seal);
+    if (!sessions) {
+      spdlog::critical("cannot load the session index: {}", view(sessions.error()).message);
+      return 1;
+    }
+    a.sessions = *sessions;
+    spdlog::info("sessions: {} loaded ({}), idle expiry after {} s", a.sessions->size(),
+                 a.sessions->persistent() ? "sealed in LMDB" : "memory only: no memory.seal_key",
+                 cfg.memory_session_idle_s);
+    const int64_t idle_ms = static_cast<int64_t>(cfg.memory_session_idle_s) * 1000;
+    auto reaper = actors::spawn_session_reaper(
+      sys, a.sessions, std::chrono::milliseconds(std::clamp<int64_t>(idle_ms / 4, 1000, 60000)),
+      idle_ms);
     a.witness = actors::spawn_witness(sys, cfg.witness, *env);
     uint64_t stream_seq = (*bank)->stream_seq();
     a.router = actors::spawn_router(sys, std::shared_ptr<actors::pattern_bank>(std::move(*bank)),
@@ -195,6 +209,8 @@ int run_node(const node_config& cfg) {
     } // gateway destroyed: no more requests reach the actors
     }
     a.tiers.clear();
+    caf::anon_send_exit(reaper, caf::exit_reason::user_shutdown);
+    reaper = caf::actor{};
     for (auto& e : engines)
       caf::anon_send_exit(e, caf::exit_reason::user_shutdown);
     engines.clear();

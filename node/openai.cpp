@@ -165,6 +165,7 @@ struct openai_api::impl {
   std::vector<api_tier> tiers;
   caf::actor router;
   const engine::embedder& embedder;
+  std::shared_ptr<actors::session_index> sessions;
 
   /// The tier for a request's `model`; "auto" asks the router with `text`.
   /// Returns the tier index and the routing request id (0 when not routed).
@@ -241,7 +242,42 @@ struct openai_api::impl {
     bool chat = false;
     int logprobs = 0;       ///< completions: top-n count; chat: 1 + top_logprobs when on
     bool want_logprobs = false;
+    std::string session_id; ///< extension: the conversation this turn belongs to
+    std::string user;       ///< OpenAI's end-user id
+    std::string session_text; ///< what the turn is about (last user message / prompt)
   };
+
+  /// `session_id` (extension) and `user` (OpenAI).
+  void session_fields(const json& body, parsed& p, const std::string& text) {
+    if (const json* u = field(body, "user")) {
+      if (!u->is_string() || u->get_ref<const std::string&>().size() > 256)
+        throw bad("user", "user must be a string of at most 256 characters");
+      p.user = u->get<std::string>();
+    }
+    if (const json* sid = field(body, "session_id")) {
+      if (!sid->is_string())
+        throw bad("session_id", "session_id must be a string");
+      if (auto why = actors::check_session_id(sid->get_ref<const std::string&>()))
+        throw bad("session_id", *why);
+      if (!sessions)
+        throw bad("session_id", "sessions are not enabled on this node");
+      p.session_id = sid->get<std::string>();
+      p.session_text = text;
+    }
+  }
+
+  /// Records a finished turn in the session index.
+  void note_turn(const parsed& p, uint32_t prompt_tokens, uint32_t completion) {
+    if (p.session_id.empty() || !sessions)
+      return;
+    std::vector<float> e(embedder.dim());
+    embedder.embed(p.session_text, e);
+    uint32_t tokens = prompt_tokens + completion;
+    uint32_t pt = std::max<uint32_t>(1, cfg.kv.page_tokens);
+    sessions->record_turn(p.session_id, p.user, e,
+                          {tiers[p.tier].name, tokens, (tokens + pt - 1) / pt},
+                          actors::utc_now_ms());
+  }
 
   parsed parse_completion(const json& body) {
     parsed p;
@@ -263,6 +299,7 @@ struct openai_api::impl {
     p.req.max_tokens = static_cast<uint32_t>(integer(body, "max_tokens", 16, 0, t.n_ctx));
     p.req.stop = stop_list(body);
     p.req.ignore_eos = boolean(body, "ignore_eos", false);
+    session_fields(body, p, p.req.prompt);
     p.logprobs = static_cast<int>(integer(body, "logprobs", -1, 0, 5));
     p.want_logprobs = p.logprobs >= 0;
     p.req.sampling.n_logprobs = std::max(0, p.logprobs);
@@ -328,6 +365,7 @@ struct openai_api::impl {
     if (top > 0 && !p.want_logprobs)
       throw bad("top_logprobs", "top_logprobs requires logprobs: true");
     p.req.sampling.n_logprobs = static_cast<int32_t>(top);
+    session_fields(body, p, last_user);
     stream_flags(body, p);
     return p;
   }
@@ -371,6 +409,78 @@ struct openai_api::impl {
             {"token_logprobs", json::array()},
             {"top_logprobs", json::array()},
             {"text_offset", json::array()}};
+  }
+
+  // ---- sessions ---------------------------------------------------------------
+
+  static json session_json(const actors::session& s) {
+    return {{"id", s.id},
+            {"object", "session"},
+            {"user", s.user},
+            {"turns", s.turns},
+            {"adapter", s.adapter},
+            {"created", s.created_ms / 1000},
+            {"last_activity", s.last_ms / 1000},
+            {"kv", {{"tier", s.kv.tier}, {"tokens", s.kv.tokens}, {"pages", s.kv.pages}}}};
+  }
+
+  bool sessions_enabled(httplib::Response& res) {
+    if (sessions)
+      return true;
+    send_api_error(res, {404, "sessions are not enabled on this node", "", "not_found"});
+    return false;
+  }
+
+  void handle_session(const std::string& id, bool erase, httplib::Response& res) {
+    if (!sessions_enabled(res))
+      return;
+    if (erase) {
+      if (!sessions->erase(id))
+        return send_api_error(res, {404, "no session " + id, "", "session_not_found"});
+      res.set_content(dump(json{{"id", id}, {"object", "session"}, {"deleted", true}}),
+                      "application/json");
+      return;
+    }
+    auto s = sessions->find(id);
+    if (!s)
+      return send_api_error(res, {404, "no session " + id, "", "session_not_found"});
+    res.set_content(dump(session_json(*s)), "application/json");
+  }
+
+  void handle_sessions_of_user(const httplib::Request& req, httplib::Response& res) {
+    if (!sessions_enabled(res))
+      return;
+    if (!req.has_param("user"))
+      return send_api_error(res, bad("user", "GET /v1/sessions needs ?user=<user id>"));
+    json data = json::array();
+    for (const auto& s : sessions->by_user(req.get_param_value("user")))
+      data.push_back(session_json(s));
+    res.set_content(dump(json{{"object", "list"}, {"data", data}}), "application/json");
+  }
+
+  void handle_sessions_search(const httplib::Request& req, httplib::Response& res) {
+    if (!sessions_enabled(res))
+      return;
+    try {
+      json body = json::parse(req.body, nullptr, false);
+      if (body.is_discarded() || !body.is_object())
+        throw api_error{400, "the body must be a JSON object", "", "invalid_json"};
+      const json* text = field(body, "text");
+      if (!text || !text->is_string())
+        throw bad("text", "text must be a string");
+      auto k = static_cast<size_t>(integer(body, "k", 5, 1, 100));
+      std::vector<float> e(embedder.dim());
+      embedder.embed(text->get<std::string>(), e);
+      json data = json::array();
+      for (const auto& [s, sim] : sessions->similar(e, k)) {
+        auto j = session_json(s);
+        j["similarity"] = sim;
+        data.push_back(std::move(j));
+      }
+      res.set_content(dump(json{{"object", "list"}, {"data", data}}), "application/json");
+    } catch (const api_error& e) {
+      send_api_error(res, e);
+    }
   }
 
   void handle(const httplib::Request& req, httplib::Response& res, bool chat) {
@@ -452,6 +562,7 @@ struct openai_api::impl {
               return false;
           }
           if (last) {
+            self->note_turn(p, prompt_tokens, e->completion_tokens);
             if (p.include_usage) {
               json u = {{"id", id},
                         {"object", p.chat ? "chat.completion.chunk" : "text_completion"},
@@ -506,6 +617,7 @@ struct openai_api::impl {
         break;
       }
     }
+    note_turn(p, prompt_tokens, completion);
     json choice = {{"index", 0}, {"finish_reason", to_string(finish)}, {"logprobs", nullptr}};
     if (p.chat) {
       choice["message"] = {{"role", "assistant"}, {"content", text}};
@@ -633,8 +745,9 @@ struct openai_api::impl {
 };
 
 openai_api::openai_api(caf::actor_system& sys, const node_config& cfg, std::vector<api_tier> tiers,
-                       caf::actor router, const engine::embedder& embedder)
-  : impl_(new impl{sys, cfg, std::move(tiers), std::move(router), embedder}) {}
+                       caf::actor router, const engine::embedder& embedder,
+                       std::shared_ptr<actors::session_index> sessions)
+  : impl_(new impl{sys, cfg, std::move(tiers), std::move(router), embedder, std::move(sessions)}) {}
 
 openai_api::~openai_api() = default;
 
@@ -651,6 +764,20 @@ void openai_api::install(httplib::Server& svr) {
   });
   svr.Get("/v1/models", [self](const httplib::Request&, httplib::Response& r) {
     self->handle_models(r);
+  });
+  svr.Get(R"(/v1/sessions/([A-Za-z0-9._:\-]+))",
+          [self](const httplib::Request& q, httplib::Response& r) {
+            self->handle_session(q.matches[1], false, r);
+          });
+  svr.Delete(R"(/v1/sessions/([A-Za-z0-9._:\-]+))",
+             [self](const httplib::Request& q, httplib::Response& r) {
+               self->handle_session(q.matches[1], true, r);
+             });
+  svr.Get("/v1/sessions", [self](const httplib::Request& q, httplib::Response& r) {
+    self->handle_sessions_of_user(q, r);
+  });
+  svr.Post("/v1/sessions/search", [self](const httplib::Request& q, httplib::Response& r) {
+    self->handle_sessions_search(q, r);
   });
 }
 

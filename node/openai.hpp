@@ -21,6 +21,7 @@
 /// immutable after construction.
 
 #include "actors/engine.hpp"
+#include "actors/sessions.hpp"
 #include "engine/chat_template.hpp"
 #include "engine/embedder.hpp"
 #include "node/config.hpp"
@@ -50,8 +51,11 @@ struct api_tier {
 
 class openai_api {
 public:
+  /// @param sessions the session index requests with a `session_id` update
+  ///        (nullptr: session_id is refused).
   openai_api(caf::actor_system& sys, const node_config& cfg, std::vector<api_tier> tiers,
-             caf::actor router, const engine::embedder& embedder);
+             caf::actor router, const engine::embedder& embedder,
+             std::shared_ptr<actors::session_index> sessions);
   ~openai_api();
 
   /// Registers the endpoints on `server`. `this` must outlive the server.

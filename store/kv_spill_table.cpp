@@ -1,6 +1,7 @@
 #include "store/kv_spill_table.hpp"
 
 #include "proto/error.hpp"
+#include "store/bytes.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -8,25 +9,6 @@
 
 namespace shoal::store {
 
-namespace {
-
-template <class T>
-void put_le(std::string& out, T v) {
-  char b[sizeof(T)];
-  std::memcpy(b, &v, sizeof(T)); // x86-64 and aarch64 are little-endian
-  out.append(b, sizeof(T));
-}
-
-template <class T>
-bool get_le(std::string_view& in, T& v) {
-  if (in.size() < sizeof(T))
-    return false;
-  std::memcpy(&v, in.data(), sizeof(T));
-  in.remove_prefix(sizeof(T));
-  return true;
-}
-
-} // namespace
 
 kv_spill_table::kv_spill_table(std::shared_ptr<environment> env,
                                std::shared_ptr<const sealer> seal, uint64_t model_key,
@@ -53,11 +35,11 @@ std::string kv_spill_table::key(uint64_t hash) const {
 std::string kv_spill_table::encode(const page& p) {
   std::string out;
   out.reserve(13 + 4 * p.tokens.size() + p.bytes.size());
-  put_le<uint64_t>(out, p.parent);
-  put_le<uint8_t>(out, p.old ? 1 : 0);
-  put_le<uint32_t>(out, static_cast<uint32_t>(p.tokens.size()));
+  bytes::put<uint64_t>(out, p.parent);
+  bytes::put<uint8_t>(out, p.old ? 1 : 0);
+  bytes::put<uint32_t>(out, static_cast<uint32_t>(p.tokens.size()));
   for (int32_t t : p.tokens)
-    put_le<int32_t>(out, t);
+    bytes::put<int32_t>(out, t);
   out += p.bytes;
   return out;
 }
@@ -66,13 +48,13 @@ std::optional<engine::kv_spill::page> kv_spill_table::decode(std::string_view in
   page p;
   uint8_t old = 0;
   uint32_t n = 0;
-  if (!get_le(in, p.parent) || !get_le(in, old) || old > 1 || !get_le(in, n)
+  if (!bytes::get(in, p.parent) || !bytes::get(in, old) || old > 1 || !bytes::get(in, n)
       || in.size() < 4ull * n)
     return std::nullopt;
   p.old = old == 1;
   p.tokens.resize(n);
   for (auto& t : p.tokens)
-    get_le(in, t);
+    bytes::get(in, t);
   p.bytes.assign(in.data(), in.size());
   return p;
 }

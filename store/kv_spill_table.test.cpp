@@ -26,15 +26,6 @@ shoal::engine::kv_spill::page make_page(std::mt19937& rng, size_t bytes) {
   return p;
 }
 
-std::string slurp_dir(const fs::path& dir) {
-  std::string all;
-  for (const auto& e : fs::recursive_directory_iterator(dir))
-    if (e.is_regular_file()) {
-      std::ifstream in(e.path(), std::ios::binary);
-      all.append(std::istreambuf_iterator<char>(in), {});
-    }
-  return all;
-}
 } // namespace
 
 TEST_CASE("kv_spill_table: pages come back bit-identical, once, sealed on disk") {

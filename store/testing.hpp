@@ -2,6 +2,8 @@
 /// @file Helpers for the store module's tests (not part of the library).
 
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <random>
 #include <string>
 
@@ -13,6 +15,17 @@ inline std::filesystem::path temp_dir(const char* name) {
            / (std::string("shoal-") + name + "-" + std::to_string(std::random_device{}()));
   std::filesystem::remove_all(p);
   return p;
+}
+
+/// Every byte of every file under `dir`, concatenated (to look for plaintext).
+inline std::string slurp_dir(const std::filesystem::path& dir) {
+  std::string all;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir))
+    if (e.is_regular_file()) {
+      std::ifstream in(e.path(), std::ios::binary);
+      all.append(std::istreambuf_iterator<char>(in), {});
+    }
+  return all;
 }
 
 /// A 64-hex-digit seal key, and another one.

@@ -366,3 +366,82 @@ TEST_CASE("openai: pages evicted under a small budget are spilled sealed and res
   CHECK(none.exit_code != 0);
   CHECK(none.output.find("memory.seal_key is not set") != std::string::npos);
 }
+
+TEST_CASE("sessions: turns are recorded by session_id, looked up by id, user and similarity, sealed, expired") {
+  temp_dir dir;
+  const std::string key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+  std::string log;
+  auto node = node_process::start(dir.path(), {"--set", "memory.seal_key=" + key}, &log);
+  REQUIRE_MESSAGE(node, log);
+  auto c = node->client();
+  c.set_read_timeout(60, 0);
+  auto turn = [&](const std::string& sid, const std::string& text) {
+    return post(c, "/v1/chat/completions",
+                {{"model", "demo-tiny"},
+                 {"messages", {{{"role", "user"}, {"content", text}}}},
+                 {"max_tokens", 3},
+                 {"user", "alice"},
+                 {"session_id", sid}},
+                200);
+  };
+  turn("s-kernel", "How do I rebuild the Linux kernel package with a custom config?");
+  auto r2 = turn("s-kernel", "And how do I install the resulting kernel image?");
+  turn("s-fonts", "Which package provides TrueType fonts with wide Unicode coverage?");
+  auto s = post(c, "/v1/sessions/search", {{"text", "install a custom Linux kernel"}, {"k", 2}}, 200);
+  REQUIRE(s["data"].size() == 2);
+  CHECK(s["data"][0]["id"] == "s-kernel");
+  CHECK(s["data"][0]["similarity"].get<double>() > s["data"][1]["similarity"].get<double>());
+  auto one = c.Get("/v1/sessions/s-kernel");
+  REQUIRE(one);
+  REQUIRE(one->status == 200);
+  auto j = json::parse(one->body);
+  CHECK(j["turns"] == 2);
+  CHECK(j["user"] == "alice");
+  CHECK(j["kv"]["tier"] == "demo-tiny");
+  CHECK(j["kv"]["tokens"] == r2["usage"]["total_tokens"]);
+  auto mine = c.Get("/v1/sessions?user=alice");
+  REQUIRE(mine);
+  CHECK(json::parse(mine->body)["data"].size() == 2);
+  auto e = post(c, "/v1/chat/completions",
+                {{"model", "demo-tiny"},
+                 {"messages", {{{"role", "user"}, {"content", "x"}}}},
+                 {"session_id", "no spaces allowed"}},
+                400);
+  CHECK(e["error"]["param"] == "session_id");
+  auto missing = c.Get("/v1/sessions/nope");
+  REQUIRE(missing);
+  CHECK(missing->status == 404);
+  auto del = c.Delete("/v1/sessions/s-fonts");
+  REQUIRE(del);
+  CHECK(del->status == 200);
+  CHECK(c.Get("/v1/sessions/s-fonts")->status == 404);
+  CHECK(node->stop(SIGTERM) == 0);
+
+  // Sealed in LMDB: back after a restart.
+  node = node_process::start(dir.path(), {"--set", "memory.seal_key=" + key}, &log);
+  REQUIRE_MESSAGE(node, log);
+  auto c2 = node->client();
+  auto back = c2.Get("/v1/sessions/s-kernel");
+  REQUIRE(back);
+  REQUIRE(back->status == 200);
+  CHECK(json::parse(back->body)["turns"] == 2);
+  CHECK(node->stop(SIGTERM) == 0);
+
+  // Idle longer than memory.session_idle_s: expired (and deleted from LMDB).
+  node = node_process::start(
+    dir.path(), {"--set", "memory.seal_key=" + key, "--set", "memory.session_idle_s=1"}, &log);
+  REQUIRE_MESSAGE(node, log);
+  auto c3 = node->client();
+  bool gone = false;
+  for (int i = 0; i < 100 && !gone; ++i) {
+    gone = c3.Get("/v1/sessions/s-kernel")->status == 404;
+    if (!gone)
+      std::this_thread::sleep_for(100ms);
+  }
+  CHECK(gone);
+  CHECK(node->stop(SIGTERM) == 0);
+  node = node_process::start(dir.path(), {"--set", "memory.seal_key=" + key}, &log);
+  REQUIRE_MESSAGE(node, log);
+  CHECK(node->client().Get("/v1/sessions/s-kernel")->status == 404);
+  CHECK(node->stop(SIGTERM) == 0);
+}

@@ -1,0 +1,294 @@
+#include "actors/sessions.hpp"
+
+#include "actors/time.hpp"
+#include "proto/error.hpp"
+#include "proto/messages.hpp"
+#include "store/bytes.hpp"
+
+#include <caf/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstring>
+#include <mutex>
+
+namespace shoal::actors {
+
+namespace {
+
+using store::bytes::get;
+using store::bytes::get_str;
+using store::bytes::put;
+using store::bytes::put_str;
+
+constexpr uint8_t record_version = 1;
+
+std::string record_key(std::string_view id) {
+  return std::string(id);
+}
+
+float dot(std::span<const float> a, std::span<const float> b) {
+  float s = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i)
+    s += a[i] * b[i];
+  return s;
+}
+
+} // namespace
+
+std::string encode(const session& s) {
+  std::string out;
+  put<uint8_t>(out, record_version);
+  put_str(out, s.id);
+  put_str(out, s.user);
+  put<uint32_t>(out, static_cast<uint32_t>(s.context.size()));
+  for (float x : s.context)
+    put<float>(out, x);
+  put<uint32_t>(out, s.turns);
+  put_str(out, s.adapter);
+  put<int64_t>(out, s.created_ms);
+  put<int64_t>(out, s.last_ms);
+  put_str(out, s.kv.tier);
+  put<uint32_t>(out, s.kv.tokens);
+  put<uint32_t>(out, s.kv.pages);
+  return out;
+}
+
+caf::expected<session> decode_session(std::string_view in) {
+  session s;
+  uint8_t version = 0;
+  uint32_t dim = 0;
+  auto bad = [](const char* what) {
+    return make_error(errc::corrupt_data, std::string("session record: ") + what);
+  };
+  if (!get(in, version) || version != record_version)
+    return bad("unknown version");
+  if (!get_str(in, s.id) || !get_str(in, s.user) || !get(in, dim) || dim > 65536
+      || in.size() < 4ull * dim)
+    return bad("truncated header");
+  s.context.resize(dim);
+  for (auto& x : s.context)
+    get(in, x);
+  if (!get(in, s.turns) || !get_str(in, s.adapter) || !get(in, s.created_ms)
+      || !get(in, s.last_ms) || !get_str(in, s.kv.tier) || !get(in, s.kv.tokens)
+      || !get(in, s.kv.pages))
+    return bad("truncated body");
+  if (!in.empty())
+    return bad("trailing bytes");
+  return s;
+}
+
+std::optional<std::string> check_session_id(std::string_view id) {
+  if (id.empty() || id.size() > 128)
+    return std::string("session_id must be 1-128 characters");
+  for (char c : id)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == ':'
+          || c == '-'))
+      return std::string("session_id may hold only letters, digits and . _ : -");
+  return std::nullopt;
+}
+
+caf::expected<std::shared_ptr<session_index>>
+session_index::open(std::shared_ptr<store::environment> env,
+                    std::shared_ptr<const store::sealer> seal) {
+  std::shared_ptr<session_index> idx(new session_index);
+  idx->env_ = std::move(env);
+  idx->seal_ = std::move(seal);
+  if (!idx->persistent())
+    return idx;
+  size_t skipped = 0;
+  auto err = idx->env_->for_each(store::table::sessions, [&](std::string_view k,
+                                                             std::string_view v) {
+    auto plain = idx->seal_->open(v, k);
+    if (!plain) {
+      ++skipped;
+      return true;
+    }
+    auto s = decode_session(*plain);
+    if (!s || s->id != k) {
+      ++skipped;
+      return true;
+    }
+    if (!s->user.empty())
+      idx->by_user_[s->user].insert(s->id);
+    idx->by_id_.emplace(s->id, std::move(*s));
+    return true;
+  });
+  if (err)
+    return err;
+  if (skipped > 0)
+    spdlog::warn("sessions: {} stored session record(s) did not open or decode; skipped",
+                 skipped);
+  return idx;
+}
+
+void session_index::persist(const session& s) {
+  if (!persistent())
+    return;
+  auto k = record_key(s.id);
+  if (auto err = env_->write({{store::table::sessions, k, seal_->seal(encode(s), k)}}))
+    spdlog::warn("sessions: writing session {} failed: {}", s.id, view(err).message);
+}
+
+void session_index::unpersist(const std::string& id) {
+  if (!persistent())
+    return;
+  if (auto err = env_->write({{store::table::sessions, record_key(id), "", true}}))
+    spdlog::warn("sessions: deleting session {} failed: {}", id, view(err).message);
+}
+
+session session_index::record_turn(const std::string& id, const std::string& user,
+                                   std::span<const float> embedding, kv_reference kv,
+                                   int64_t now_ms) {
+  session copy;
+  {
+    std::unique_lock lock(mutex_);
+    auto [it, fresh] = by_id_.try_emplace(id);
+    session& s = it->second;
+    if (fresh) {
+      s.id = id;
+      s.created_ms = now_ms;
+    }
+    if (!user.empty() && user != s.user) {
+      if (!s.user.empty())
+        by_user_[s.user].erase(id);
+      s.user = user;
+      by_user_[user].insert(id);
+    }
+    // Running mean of the turns' embeddings, renormalized.
+    if (!embedding.empty()) {
+      if (s.context.size() != embedding.size())
+        s.context.assign(embedding.size(), 0.0f);
+      float w = 1.0f / static_cast<float>(s.turns + 1);
+      double norm = 0;
+      for (size_t i = 0; i < embedding.size(); ++i) {
+        s.context[i] = (1 - w) * s.context[i] + w * embedding[i];
+        norm += double(s.context[i]) * s.context[i];
+      }
+      if (norm > 0)
+        for (auto& x : s.context)
+          x = static_cast<float>(x / std::sqrt(norm));
+    }
+    ++s.turns;
+    s.last_ms = now_ms;
+    s.kv = std::move(kv);
+    copy = s;
+  }
+  persist(copy);
+  return copy;
+}
+
+std::optional<session> session_index::find(std::string_view id) const {
+  std::shared_lock lock(mutex_);
+  auto it = by_id_.find(std::string(id));
+  if (it == by_id_.end())
+    return std::nullopt;
+  return it->second;
+}
+
+std::vector<session> session_index::by_user(std::string_view user) const {
+  std::vector<session> out;
+  {
+    std::shared_lock lock(mutex_);
+    auto it = by_user_.find(std::string(user));
+    if (it == by_user_.end())
+      return out;
+    for (const auto& id : it->second)
+      out.push_back(by_id_.at(id));
+  }
+  std::sort(out.begin(), out.end(), [](const session& a, const session& b) {
+    return a.last_ms != b.last_ms ? a.last_ms > b.last_ms : a.id < b.id;
+  });
+  return out;
+}
+
+std::vector<std::pair<session, float>> session_index::similar(std::span<const float> embedding,
+                                                              size_t k) const {
+  std::vector<std::pair<const session*, float>> scored;
+  std::shared_lock lock(mutex_);
+  for (const auto& [id, s] : by_id_)
+    if (!s.context.empty())
+      scored.emplace_back(&s, dot(embedding, s.context));
+  k = std::min(k, scored.size());
+  std::partial_sort(scored.begin(), scored.begin() + static_cast<ptrdiff_t>(k), scored.end(),
+                    [](const auto& a, const auto& b) {
+                      return a.second != b.second ? a.second > b.second
+                                                  : a.first->id < b.first->id;
+                    });
+  std::vector<std::pair<session, float>> out;
+  for (size_t i = 0; i < k; ++i)
+    out.emplace_back(*scored[i].first, scored[i].second);
+  return out;
+}
+
+bool session_index::erase(std::string_view id) {
+  std::string key(id);
+  {
+    std::unique_lock lock(mutex_);
+    auto it = by_id_.find(key);
+    if (it == by_id_.end())
+      return false;
+    if (!it->second.user.empty())
+      by_user_[it->second.user].erase(key);
+    by_id_.erase(it);
+  }
+  unpersist(key);
+  return true;
+}
+
+size_t session_index::expire(int64_t now_ms, int64_t idle_ms) {
+  std::vector<std::string> gone;
+  {
+    std::unique_lock lock(mutex_);
+    for (auto it = by_id_.begin(); it != by_id_.end();) {
+      if (now_ms - it->second.last_ms > idle_ms) {
+        if (!it->second.user.empty())
+          by_user_[it->second.user].erase(it->first);
+        gone.push_back(it->first);
+        it = by_id_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (const auto& id : gone)
+    unpersist(id);
+  return gone.size();
+}
+
+size_t session_index::size() const {
+  std::shared_lock lock(mutex_);
+  return by_id_.size();
+}
+
+// ---- the reaper ------------------------------------------------------------------
+
+namespace {
+
+struct reaper_state {
+  static inline const char* name = "shoal.session_reaper";
+};
+
+caf::behavior reaper_actor(caf::stateful_actor<reaper_state>* self,
+                           std::shared_ptr<session_index> index, std::chrono::milliseconds every,
+                           int64_t idle_ms) {
+  self->delayed_send(self, every, proto::tick_atom::value);
+  return {
+    [=](proto::tick_atom) {
+      if (size_t n = index->expire(utc_now_ms(), idle_ms); n > 0)
+        spdlog::info("sessions: {} idle session(s) expired", n);
+      self->delayed_send(self, every, proto::tick_atom::value);
+    },
+  };
+}
+
+} // namespace
+
+caf::actor spawn_session_reaper(caf::actor_system& sys, std::shared_ptr<session_index> index,
+                                std::chrono::milliseconds every, int64_t idle_ms) {
+  return sys.spawn<caf::detached>(reaper_actor, std::move(index), every, idle_ms);
+}
+
+} // namespace shoal::actors

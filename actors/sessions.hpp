@@ -1,0 +1,111 @@
+#pragma once
+/// @file The session index: one record per conversation a client names with
+/// a session id — user, context embedding, turn count, active adapter, last
+/// activity and a reference to its KV cache (tier, pages, tokens; the pages
+/// themselves are found again by their prefix hashes, in memory or in the
+/// spill store) — with look-up by id, by user and by context similarity, and
+/// expiry of idle sessions.
+///
+/// Persistence: with a sealer, every change is written to the `sessions`
+/// table sealed (store/sealed.hpp; ad = the record key) and the index is
+/// reloaded at start; without one, sessions live in memory only (nothing
+/// unencrypted is ever written).
+///
+/// Thread-safety: all members are thread-safe (a shared mutex: look-ups run
+/// in parallel, changes exclusively). Writes to LMDB happen on the calling
+/// thread: call them from HTTP worker threads or detached actors, never from
+/// a cooperatively scheduled actor.
+
+#include "store/environment.hpp"
+#include "store/sealed.hpp"
+
+#include <caf/actor.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/expected.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <shared_mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+namespace shoal::actors {
+
+/// Where a session's KV cache is: the tier whose engine holds (or spilled)
+/// its pages, and how much of it there is.
+struct kv_reference {
+  std::string tier;
+  uint32_t tokens = 0; ///< prompt + completion tokens of the last turn
+  uint32_t pages = 0;  ///< ⌈tokens / page_tokens⌉
+};
+
+struct session {
+  std::string id;
+  std::string user;            ///< OpenAI `user`, if the client sent one
+  std::vector<float> context;  ///< L2-normalized running mean of the turns' embeddings
+  uint32_t turns = 0;
+  std::string adapter;         ///< active LoRA adapter ("" = none)
+  int64_t created_ms = 0, last_ms = 0; ///< UTC milliseconds
+  kv_reference kv;
+};
+
+/// Binary encoding of a session record (little-endian; exposed for tests).
+std::string encode(const session& s);
+/// Errors (corrupt_data): truncated or malformed bytes.
+caf::expected<session> decode_session(std::string_view bytes);
+
+/// Session ids: 1-128 characters of [A-Za-z0-9._:-]. The error text names the rule.
+std::optional<std::string> check_session_id(std::string_view id);
+
+class session_index {
+public:
+  /// @param env the store (nullptr: memory only); @param seal required for
+  /// persistence (nullptr: memory only). Loads the sealed records of `env`.
+  /// Errors: storage failures; a record that fails to open is logged and skipped.
+  static caf::expected<std::shared_ptr<session_index>>
+  open(std::shared_ptr<store::environment> env, std::shared_ptr<const store::sealer> seal);
+
+  /// Records a turn of session `id`: creates it if new; sets the user (when
+  /// given), the KV reference and last activity; blends `embedding` into the
+  /// context (running mean, renormalized). Returns the session after the turn.
+  session record_turn(const std::string& id, const std::string& user,
+                      std::span<const float> embedding, kv_reference kv, int64_t now_ms);
+
+  std::optional<session> find(std::string_view id) const;
+  /// Sessions of a user, most recent first.
+  std::vector<session> by_user(std::string_view user) const;
+  /// The k sessions whose context is most similar (cosine) to `embedding`,
+  /// most similar first, with their similarity. Exact scan.
+  std::vector<std::pair<session, float>> similar(std::span<const float> embedding, size_t k) const;
+  /// Removes a session. False if unknown.
+  bool erase(std::string_view id);
+  /// Removes sessions idle for more than `idle_ms`; returns how many.
+  size_t expire(int64_t now_ms, int64_t idle_ms);
+
+  size_t size() const;
+  bool persistent() const noexcept { return env_ && seal_; }
+
+private:
+  session_index() = default;
+  void persist(const session& s);
+  void unpersist(const std::string& id);
+
+  std::shared_ptr<store::environment> env_;
+  std::shared_ptr<const store::sealer> seal_;
+  mutable std::shared_mutex mutex_;
+  std::unordered_map<std::string, session> by_id_;
+  std::unordered_map<std::string, std::unordered_set<std::string>> by_user_;
+};
+
+/// Spawns an actor that expires idle sessions every `every` (detached: it
+/// writes to LMDB).
+caf::actor spawn_session_reaper(caf::actor_system& sys, std::shared_ptr<session_index> index,
+                                std::chrono::milliseconds every, int64_t idle_ms);
+
+} // namespace shoal::actors
