@@ -1,5 +1,7 @@
 #include "actors/engine.hpp"
 
+#include "actors/memory.hpp"
+
 #include "kernels/parallel.hpp"
 #include "proto/error.hpp"
 #include "proto/messages.hpp"
@@ -10,6 +12,8 @@
 #include <unordered_map>
 
 namespace shoal::actors {
+
+using namespace std::chrono_literals;
 
 // ---- generation_stream -------------------------------------------------------
 
@@ -68,6 +72,7 @@ struct engine_state {
   std::unordered_map<uint64_t, std::shared_ptr<generation_stream>> streams;
   engine_stats stats;
   bool stepping = false;
+  std::chrono::steady_clock::time_point last_pressure{};
   static inline const char* name = "shoal.engine";
 };
 
@@ -124,6 +129,17 @@ caf::behavior engine_actor(caf::stateful_actor<engine_state>* self, engine_tier 
       }
       if (st.sched->idle()) {
         st.stepping = false;
+      } else if (st.sched->memory_stalled()) {
+        // No KV memory for a waiting sequence: ask the pool to trim other
+        // tiers (at most every 50 ms) and try again shortly.
+        auto now = std::chrono::steady_clock::now();
+        if (st.tier.memory && st.tier.budget && now - st.last_pressure > 50ms) {
+          st.last_pressure = now;
+          uint64_t want = std::max<uint64_t>(st.tier.budget->limit() / 16,
+                                             st.sched->kv_stats().page_bytes_recent);
+          self->send(st.tier.memory, pressure_atom::value, want, caf::actor{self});
+        }
+        self->delayed_send(self, 5ms, step_atom::value);
       } else {
         self->send(self, step_atom::value); // after any queued requests
       }
@@ -134,6 +150,7 @@ caf::behavior engine_actor(caf::stateful_actor<engine_state>* self, engine_tier 
         return make_error(errc::invalid_argument, r.err().message);
       return std::move(*r);
     },
+    [self](trim_atom, uint64_t bytes) -> uint64_t { return self->state.sched->trim(bytes); },
     [self](proto::stats_atom) {
       auto& st = self->state;
       const auto& c = st.sched->stats();

@@ -9,6 +9,7 @@
 ///   (generate_atom, generation_job_ptr) -> void   events go to job->stream
 ///   (embed_atom, std::string text)      -> std::vector<float> | invalid_argument
 ///   (stats_atom)                        -> engine_stats
+///   (trim_atom, uint64_t bytes)         -> uint64_t  frees cached KV pages (memory pool)
 /// Results of a generation flow through a `generation_stream`, a small
 /// thread-safe queue the HTTP thread reads (so that tokens stream without a
 /// message round trip per token); the reader cancels through it too.
@@ -98,6 +99,8 @@ struct engine_tier {
   std::shared_ptr<engine::memory_budget> budget;
   /// Where evicted KV pages are spilled (nullptr: dropped).
   std::shared_ptr<engine::kv_spill> spill;
+  /// The memory pool actor to report KV memory pressure to (may be null).
+  caf::actor memory;
 };
 
 /// Spawns a tier's engine actor (detached: its own thread).

@@ -39,6 +39,7 @@ struct kv_page {
   bool old = false;     ///< tier
   uint32_t refs = 0;
   bool named = false;   ///< in the prefix table
+  bool important = false; ///< held by a session: evicted after the others
   uint64_t hash = 0, parent = 0;
   std::vector<int32_t> tokens; ///< when named: the page's tokens (checked on hits)
   kv_page *prev = nullptr, *next = nullptr; ///< cached-page LRU links (refs == 0)
@@ -117,11 +118,29 @@ kv_pool::kv_pool(const llama_hparams& hp, kv_tier_config cfg, std::shared_ptr<me
 
 kv_pool::~kv_pool() {
   // Sequences release their pages first; what is left is the cache.
-  while (lru_head_) {
-    kv_page* p = lru_head_;
-    lru_head_ = p->next;
-    free_page(p);
-  }
+  for (auto& l : lru_)
+    while (kv_page* p = l.pop_front())
+      free_page(p);
+}
+
+void kv_pool::lru_list::push_back(kv_page* p) noexcept {
+  p->prev = tail;
+  p->next = nullptr;
+  (tail ? tail->next : head) = p;
+  tail = p;
+}
+
+void kv_pool::lru_list::remove(kv_page* p) noexcept {
+  (p->prev ? p->prev->next : head) = p->next;
+  (p->next ? p->next->prev : tail) = p->prev;
+  p->prev = p->next = nullptr;
+}
+
+kv_page* kv_pool::lru_list::pop_front() noexcept {
+  kv_page* p = head;
+  if (p)
+    remove(p);
+  return p;
 }
 
 kv_pool_stats kv_pool::stats() const noexcept {
@@ -129,6 +148,7 @@ kv_pool_stats kv_pool::stats() const noexcept {
   s.pages_recent = c_.pages[0].load(std::memory_order_relaxed);
   s.pages_old = c_.pages[1].load(std::memory_order_relaxed);
   s.pages_cached = c_.cached.load(std::memory_order_relaxed);
+  s.bytes_cached = c_.cached_bytes.load(std::memory_order_relaxed);
   s.page_bytes_recent = page_bytes_[0];
   s.page_bytes_old = page_bytes_[1];
   s.page_tokens = cfg_.page_tokens;
@@ -146,27 +166,46 @@ kv_pool_stats kv_pool::stats() const noexcept {
   return s;
 }
 
+size_t kv_pool::evict_one() {
+  // Pages no session holds go first, least recently released first.
+  kv_page* victim = lru_[0].pop_front();
+  if (!victim)
+    victim = lru_[1].pop_front();
+  if (!victim)
+    return 0;
+  size_t freed = page_bytes_[victim->old];
+  c_.cached.fetch_sub(1, std::memory_order_relaxed);
+  c_.cached_bytes.fetch_sub(freed, std::memory_order_relaxed);
+  c_.evictions.fetch_add(1, std::memory_order_relaxed);
+  if (spill_ && victim->named) {
+    kv_spill::page rec{victim->parent, victim->old, victim->tokens,
+                       std::string(reinterpret_cast<const char*>(victim->data), freed)};
+    (spill_->put(victim->hash, rec) ? c_.spills : c_.spill_failures)
+      .fetch_add(1, std::memory_order_relaxed);
+  }
+  free_page(victim);
+  return freed;
+}
+
+size_t kv_pool::trim(size_t bytes) {
+  size_t freed = 0;
+  while (freed < bytes) {
+    size_t n = evict_one();
+    if (n == 0)
+      break;
+    freed += n;
+  }
+  return freed;
+}
+
 bool kv_pool::reserve_bytes(size_t bytes) {
   if (!budget_)
     return true;
   while (!budget_->try_reserve(memory_budget::use::kv, bytes)) {
-    if (!lru_head_) {
+    if (evict_one() == 0) {
       c_.failures.fetch_add(1, std::memory_order_relaxed);
       return false;
     }
-    kv_page* victim = lru_head_; // least recently released cached page
-    lru_head_ = victim->next;
-    (lru_head_ ? lru_head_->prev : lru_tail_) = nullptr;
-    c_.cached.fetch_sub(1, std::memory_order_relaxed);
-    c_.evictions.fetch_add(1, std::memory_order_relaxed);
-    if (spill_ && victim->named) {
-      kv_spill::page rec{victim->parent, victim->old, victim->tokens,
-                         std::string(reinterpret_cast<const char*>(victim->data),
-                                     page_bytes_[victim->old])};
-      (spill_->put(victim->hash, rec) ? c_.spills : c_.spill_failures)
-        .fetch_add(1, std::memory_order_relaxed);
-    }
-    free_page(victim);
   }
   return true;
 }
@@ -197,10 +236,9 @@ void kv_pool::free_page(kv_page* p) noexcept {
 
 void kv_pool::ref(kv_page* p) noexcept {
   if (p->refs++ == 0) { // leaves the cache
-    (p->prev ? p->prev->next : lru_head_) = p->next;
-    (p->next ? p->next->prev : lru_tail_) = p->prev;
-    p->prev = p->next = nullptr;
+    lru_[p->important].remove(p);
     c_.cached.fetch_sub(1, std::memory_order_relaxed);
+    c_.cached_bytes.fetch_sub(page_bytes_[p->old], std::memory_order_relaxed);
   }
 }
 
@@ -211,11 +249,9 @@ void kv_pool::unref(kv_page* p) noexcept {
     free_page(p);
     return;
   }
-  p->prev = lru_tail_; // most recently released at the tail
-  p->next = nullptr;
-  (lru_tail_ ? lru_tail_->next : lru_head_) = p;
-  lru_tail_ = p;
+  lru_[p->important].push_back(p); // most recently released at the tail
   c_.cached.fetch_add(1, std::memory_order_relaxed);
+  c_.cached_bytes.fetch_add(page_bytes_[p->old], std::memory_order_relaxed);
 }
 
 kv_page* kv_pool::lookup(uint64_t hash, uint64_t parent, std::span<const int32_t> tokens) {
@@ -407,6 +443,7 @@ size_t kv_cache::adopt_prefix(std::span<const int32_t> prompt) {
     kv_page* p = pool_->lookup(h, parent, toks);
     if (!p)
       break;
+    p->important = p->important || important_;
     set_page(i, p);
     hashes_.push_back(h);
     tokens_.insert(tokens_.end(), toks.begin(), toks.end());
@@ -527,6 +564,7 @@ void kv_cache::append(std::span<const int32_t> ids) {
     auto toks = std::span<const int32_t>(tokens_).subspan(i * pt, pt);
     uint64_t h = chain_hash(parent, toks);
     pool_->publish(pages_[i], h, parent, toks);
+    pages_[i]->important = pages_[i]->important || important_;
     hashes_.push_back(h);
   }
 }

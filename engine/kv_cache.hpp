@@ -21,7 +21,7 @@
 ///    cached prefix instead of prefilling it. Pages are reference counted;
 ///    writing into a shared page copies it first (copy-on-write). Pages no
 ///    sequence uses stay cached until the byte budget needs them back
-///    (least recently released first).
+///    (least recently released first; pages of sessions after all others).
 ///  - Every page's bytes are reserved from a `memory_budget` before they are
 ///    allocated: the cache never exceeds it. When a reservation fails, cached
 ///    (unused) pages are evicted first; if that is not enough the caller gets
@@ -102,6 +102,7 @@ struct kv_tier_config {
 struct kv_pool_stats {
   uint64_t pages_recent = 0, pages_old = 0; ///< allocated pages by tier (cached ones included)
   uint64_t pages_cached = 0;                ///< pages no sequence uses, kept for prefix hits
+  uint64_t bytes_cached = 0;                ///< their bytes (what trim() can free)
   uint64_t bytes_recent = 0, bytes_old = 0; ///< their bytes
   uint64_t page_bytes_recent = 0, page_bytes_old = 0; ///< bytes of one page per tier
   uint64_t page_tokens = 0;                           ///< tokens per page
@@ -159,6 +160,10 @@ public:
   /// Bytes of one page of a tier (all layers, K and V).
   size_t page_bytes(bool old) const noexcept { return page_bytes_[old]; }
   kv_pool_stats stats() const noexcept;
+  /// Frees cached pages (spilling named ones) until `bytes` are freed or no
+  /// cached page is left, session pages last; returns the bytes freed. The
+  /// memory pool calls it when another tier needs room.
+  size_t trim(size_t bytes);
 
 private:
   friend class kv_cache;
@@ -186,10 +191,18 @@ private:
   kernels::kv_page_layout layout_[2];
   size_t page_bytes_[2];
   std::unordered_map<uint64_t, kv_page*> by_hash_;
-  kv_page* lru_head_ = nullptr; ///< cached pages, least recently released first
-  kv_page* lru_tail_ = nullptr;
+  /// Cached pages (refs 0), least recently released first: [0] pages no
+  /// session holds, [1] session pages (evicted only when [0] is empty).
+  struct lru_list {
+    kv_page* head = nullptr;
+    kv_page* tail = nullptr;
+    void push_back(kv_page* p) noexcept;
+    void remove(kv_page* p) noexcept;
+    kv_page* pop_front() noexcept;
+  } lru_[2];
+  size_t evict_one(); ///< frees (spilling) one cached page; its bytes, 0 if none
   struct counters {
-    std::atomic<uint64_t> pages[2]{}, cached{0}, hits{0}, misses{0}, evictions{0},
+    std::atomic<uint64_t> pages[2]{}, cached{0}, cached_bytes{0}, hits{0}, misses{0}, evictions{0},
       migrations{0}, copies{0}, failures{0}, spills{0}, restores{0}, spill_failures{0};
   } c_;
 };
@@ -250,6 +263,9 @@ public:
   const kv_pool& pool() const noexcept { return *pool_; }
   /// Tier runs in the page table (segments() returns one per run).
   size_t n_runs() const noexcept { return runs_.size(); }
+  /// Pages this sequence names or adopts from now on belong to a session:
+  /// once released they are evicted only after all other cached pages.
+  void set_important(bool important) noexcept { important_ = important; }
 
 private:
   void set_page(size_t i, kv_page* p);
@@ -268,6 +284,7 @@ private:
     bool old;
   };
   std::vector<run> runs_;
+  bool important_ = false;
 };
 
 } // namespace shoal::engine

@@ -281,3 +281,41 @@ TEST_CASE("kv_cache: two tiers stay close to an all-F32 cache and old pages hold
     CHECK(worst <= (old == kv_type::q8_0 ? 0.02 : 0.15) * scale);
   }
 }
+
+TEST_CASE("kv_pool: session pages are evicted after all others, and trim frees cached pages") {
+  auto m = tiny_model();
+  kv_tier_config cfg;
+  kv_pool probe(m->hparams(), cfg, nullptr);
+  const size_t page = probe.page_bytes(false);
+  auto budget = std::make_shared<memory_budget>(8 * page);
+  kv_pool pool(m->hparams(), cfg, budget);
+  std::mt19937 rng(11);
+  auto fill = [&](const std::vector<int32_t>& toks, bool important) {
+    kv_cache c(pool, 256);
+    c.set_important(important);
+    REQUIRE(c.reserve(toks.size()));
+    c.append(toks); // names the full pages; released (cached) when c goes
+  };
+  auto session_toks = random_tokens(64, rng), other_toks = random_tokens(64, rng);
+  fill(session_toks, true); // 4 pages
+  fill(other_toks, false);  // 4 pages
+  CHECK(pool.stats().pages_cached == 8);
+  CHECK(pool.stats().bytes_cached == 8 * page);
+  // Room for 4 new pages: the 4 non-session pages go.
+  fill(random_tokens(64, rng), false);
+  CHECK(pool.stats().evictions == 4);
+  kv_cache s(pool, 256);
+  CHECK(s.adopt_prefix(session_toks) == 48); // the session's pages survived (last page kept back)
+  kv_cache o(pool, 256);
+  CHECK(o.adopt_prefix(other_toks) == 0);
+  // trim frees cached pages down to what is asked (s holds 3 pages: not cached).
+  auto before = pool.stats();
+  CHECK(before.pages_cached == 5); // the third fill's 4 pages + the session's last
+  size_t freed = pool.trim(2 * page);
+  CHECK(freed == 2 * page);
+  CHECK(pool.stats().pages_cached == before.pages_cached - 2);
+  CHECK(pool.trim(1000 * page) == (before.pages_cached - 2) * page);
+  CHECK(pool.stats().pages_cached == 0);
+  CHECK(s.pages(false) == 3); // pages in use are never trimmed
+  CHECK(budget->used() == 3 * page);
+}

@@ -33,12 +33,15 @@ struct scheduler::sequence {
   int32_t n_logprobs = 0;
 
   uint32_t cached = 0; ///< prompt tokens adopted from the prefix cache
+  uint32_t memory_waits = 0; ///< steps this sequence waited for KV memory
 
   sequence(uint64_t id_, const generation_request& r, std::vector<int32_t> p, kv_pool& pool,
            uint32_t n_ctx, sampler s, stop_matcher st, const tokenizer& tok)
     : id(id_), max_tokens(r.max_tokens), ignore_eos(r.ignore_eos), prompt(std::move(p)),
       cache(pool, n_ctx), smp(std::move(s)), stops(std::move(st)), decoder(tok),
-      n_logprobs(r.sampling.n_logprobs) {}
+      n_logprobs(r.sampling.n_logprobs) {
+    cache.set_important(r.important);
+  }
 
   bool prefilling() const noexcept { return n_prefilled < prompt.size(); }
 };
@@ -136,6 +139,7 @@ void scheduler::admit() {
 
 std::vector<sequence_event> scheduler::step() {
   std::vector<sequence_event> events;
+  stalled_ = false;
   admit();
   if (running_.empty())
     return events;
@@ -150,10 +154,15 @@ std::vector<sequence_event> scheduler::step() {
   std::vector<uint64_t> out_of_memory, requeue;
   size_t budget = cfg_.max_batch;
   bool has_prefill = false;
+  bool decode_waits = false;
   for (auto& s : running_)
     if (!s->prefilling() && s->next >= 0 && budget > 0) {
       if (!s->cache.reserve(s->cache.n_tokens() + 1)) {
-        out_of_memory.push_back(s->id);
+        // Skips this step, waiting for memory like a prefill (below).
+        if (++s->memory_waits > memory_wait_steps)
+          out_of_memory.push_back(s->id);
+        else
+          decode_waits = true;
         continue;
       }
       batch.push_back({s->next, &s->cache, true});
@@ -165,7 +174,9 @@ std::vector<sequence_event> scheduler::step() {
       continue;
     size_t n = std::min(budget, s->prompt.size() - s->n_prefilled);
     if (!s->cache.reserve(s->cache.n_tokens() + n)) {
-      (running_.size() > 1 ? requeue : out_of_memory).push_back(s->id);
+      // Wait for memory (others finishing, the pool trimming other tiers)
+      // a bounded number of steps, then fail with the reason.
+      (++s->memory_waits <= memory_wait_steps ? requeue : out_of_memory).push_back(s->id);
       continue;
     }
     for (size_t i = 0; i < n; ++i) {
@@ -185,6 +196,7 @@ std::vector<sequence_event> scheduler::step() {
     events.push_back(std::move(e));
     cancel(id);
   }
+  stalled_ = !requeue.empty() || decode_waits;
   for (auto id : requeue) {
     auto it = std::find_if(running_.begin(), running_.end(),
                            [&](const auto& s) { return s->id == id; });

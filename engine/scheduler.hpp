@@ -38,6 +38,8 @@ struct generation_request {
   std::vector<std::string> stop;
   /// Keep going after an end-of-generation token (benchmarks).
   bool ignore_eos = false;
+  /// Part of a session: its KV pages are evicted after other cached pages.
+  bool important = false;
 };
 
 /// Why a sequence ended (OpenAI finish_reason).
@@ -128,6 +130,14 @@ public:
   kv_pool_stats kv_stats() const noexcept { return kv_->stats(); }
   /// Evicted prefix pages go to `spill` and come back from it (kv_pool::set_spill).
   void set_spill(std::shared_ptr<kv_spill> spill) { kv_->set_spill(std::move(spill)); }
+  /// Frees cached KV pages (kv_pool::trim); returns the bytes freed.
+  size_t trim(size_t bytes) { return kv_->trim(bytes); }
+  /// True when the last step could not run a sequence (a prefill to start
+  /// or a decode to continue) for lack of KV memory: the caller should ask other budget users to free some (the
+  /// memory pool) and step again a little later. A sequence still without
+  /// memory after `memory_wait_steps` such steps fails with the reason.
+  bool memory_stalled() const noexcept { return stalled_; }
+  static constexpr uint32_t memory_wait_steps = 200;
 
 private:
   struct sequence;
@@ -137,6 +147,7 @@ private:
   scheduler_config cfg_;
   context ctx_;
   std::unique_ptr<kv_pool> kv_; ///< before the sequences: they hold its pages
+  bool stalled_ = false;
   std::vector<std::unique_ptr<sequence>> running_, waiting_;
   std::vector<float> logits_;
   counters stats_;

@@ -1,5 +1,7 @@
 #include "node/gateway.hpp"
 
+#include "actors/memory.hpp"
+
 #include "actors/time.hpp"
 #include "kernels/vector.hpp"
 #include "proto/error.hpp"
@@ -245,6 +247,7 @@ struct gateway::impl {
     std::optional<federation::federation_stats> fed;
     std::optional<federation::router_digest> digest;
     std::vector<actors::engine_stats> engines; ///< one per tier with a model
+    std::optional<actors::memory_stats> memory;
   };
 
   caf::expected<snapshot> collect() {
@@ -257,7 +260,13 @@ struct gateway::impl {
     auto t = ask<telemetry_snapshot>(actors.telemetry, stats_atom::value);
     if (!t)
       return t.error();
-    snapshot snap{*r, *w, std::move(*t), std::nullopt, std::nullopt, {}};
+    snapshot snap{*r, *w, std::move(*t), std::nullopt, std::nullopt, {}, std::nullopt};
+    if (actors.memory) {
+      auto m = ask<actors::memory_stats>(actors.memory, stats_atom::value);
+      if (!m)
+        return m.error();
+      snap.memory = *m;
+    }
     for (const auto& tier : actors.tiers) {
       if (!tier.engine)
         continue;
@@ -367,9 +376,22 @@ struct gateway::impl {
                       {"feedback_joined", s->witness.n_feedback},
                       {"write_errors", s->witness.n_errors}}},
                     {"engines", engines_json(s->engines)},
+                    {"memory", memory_json(s->memory)},
                     {"index_rebuilds", s->router.n_index_rebuilds},
                     {"http", {{"requests", n_http.load()}, {"errors", std::move(errors)}}},
                     {"federation", std::move(fed)}});
+  }
+
+  static json memory_json(const std::optional<actors::memory_stats>& m) {
+    if (!m)
+      return json::object();
+    return {{"limit_bytes", m->limit_bytes},
+            {"used_bytes", m->used_bytes},
+            {"used_by",
+             {{"kv", m->kv_bytes}, {"adapters", m->adapter_bytes}, {"router", m->router_bytes}}},
+            {"pressure_events", m->pressure_events},
+            {"trims", m->trims},
+            {"trimmed_bytes", m->trimmed_bytes}};
   }
 
   static json engines_json(const std::vector<actors::engine_stats>& engines) {
@@ -391,6 +413,7 @@ struct gateway::impl {
                       {{"pages_recent", e.kv.pages_recent},
                        {"pages_old", e.kv.pages_old},
                        {"pages_cached", e.kv.pages_cached},
+                       {"bytes_cached", e.kv.bytes_cached},
                        {"bytes_recent", e.kv.bytes_recent},
                        {"bytes_old", e.kv.bytes_old},
                        {"page_bytes_recent", e.kv.page_bytes_recent},
@@ -572,14 +595,21 @@ struct gateway::impl {
     per_engine("shoal_engine_decode_seconds_total", "counter",
                "Time spent in decode-only steps.",
                [](const auto& e) { return e.decode_seconds; });
-    if (!s->engines.empty()) {
+    if (s->memory) {
+      const auto& m = *s->memory;
       metric("shoal_memory_budget_bytes", "gauge",
              "The node's memory budget (KV pages, adapters, router weights).");
-      out << "shoal_memory_budget_bytes{" << node_label << "} " << s->engines[0].budget_limit
-          << '\n';
-      metric("shoal_memory_used_bytes", "gauge", "Bytes reserved from the memory budget.");
-      out << "shoal_memory_used_bytes{" << node_label << "} " << s->engines[0].budget_used
-          << '\n';
+      out << "shoal_memory_budget_bytes{" << node_label << "} " << m.limit_bytes << '\n';
+      metric("shoal_memory_used_bytes", "gauge", "Bytes reserved from the memory budget, by use.");
+      for (auto [use, n] : {std::pair{"kv", m.kv_bytes}, std::pair{"adapters", m.adapter_bytes},
+                            std::pair{"router", m.router_bytes}})
+        out << "shoal_memory_used_bytes{" << node_label << ",use=\"" << use << "\"} " << n << '\n';
+      metric("shoal_memory_pressure_total", "counter",
+             "Times a tier found no KV memory after evicting its own cached pages.");
+      out << "shoal_memory_pressure_total{" << node_label << "} " << m.pressure_events << '\n';
+      metric("shoal_memory_trimmed_bytes_total", "counter",
+             "Cached KV bytes other tiers freed at the memory pool's request.");
+      out << "shoal_memory_trimmed_bytes_total{" << node_label << "} " << m.trimmed_bytes << '\n';
     }
     metric("shoal_start_time_seconds", "gauge", "Node start time, seconds since the epoch.");
     out << "shoal_start_time_seconds{" << node_label << "} " << t.started_ms / 1e3 << '\n';

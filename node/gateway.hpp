@@ -35,6 +35,7 @@ struct gateway_actors {
   caf::actor bridge; ///< federation bridge; null when federation is off
   std::vector<api_tier> tiers; ///< the OpenAI API's view of the tiers (engines)
   std::shared_ptr<actors::session_index> sessions; ///< conversations named by session_id
+  caf::actor memory; ///< the memory pool (budget across tiers)
 };
 
 class gateway {

@@ -3,6 +3,7 @@
 #include "kernels/pack.hpp"
 
 #include "actors/actors.hpp"
+#include "actors/memory.hpp"
 #include "actors/sessions.hpp"
 #include "actors/time.hpp"
 #include "federation/bridge.hpp"
@@ -144,6 +145,8 @@ int run_node(const node_config& cfg) {
     a.sona = actors::spawn_sona(sys, cfg.sona, costs, a.router, a.witness, a.telemetry);
     std::vector<caf::actor> engines;
     auto budget = std::make_shared<engine::memory_budget>(cfg.memory_budget_mb << 20);
+    auto memory = actors::spawn_memory_pool(sys, budget);
+    a.memory = memory;
     const auto kv = kv_tier(cfg);
     for (const auto& tc : cfg.router.tiers) {
       api_tier t;
@@ -173,7 +176,9 @@ int run_node(const node_config& cfg) {
                      tc.name, tc.model, hp.arch, et.model->weight_type_name(), hp.n_layer, hp.n_embd,
                      hp.n_vocab, et.model->weight_bytes() / 1e6, t.n_ctx, engine::to_string(t.chat),
                      et.threads);
+        et.memory = memory;
         t.engine = actors::spawn_engine(sys, std::move(et));
+        caf::anon_send(memory, actors::register_atom::value, t.engine);
         engines.push_back(t.engine);
       }
       a.tiers.push_back(std::move(t));
@@ -211,6 +216,9 @@ int run_node(const node_config& cfg) {
     a.tiers.clear();
     caf::anon_send_exit(reaper, caf::exit_reason::user_shutdown);
     reaper = caf::actor{};
+    caf::anon_send_exit(memory, caf::exit_reason::user_shutdown);
+    memory = caf::actor{};
+    a.memory = caf::actor{};
     for (auto& e : engines)
       caf::anon_send_exit(e, caf::exit_reason::user_shutdown);
     engines.clear();

@@ -263,6 +263,7 @@ struct openai_api::impl {
         throw bad("session_id", "sessions are not enabled on this node");
       p.session_id = sid->get<std::string>();
       p.session_text = text;
+      p.req.important = true; // session pages are evicted last
     }
   }
 

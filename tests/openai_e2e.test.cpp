@@ -445,3 +445,40 @@ TEST_CASE("sessions: turns are recorded by session_id, looked up by id, user and
   CHECK(node->client().Get("/v1/sessions/s-kernel")->status == 404);
   CHECK(node->stop(SIGTERM) == 0);
 }
+
+TEST_CASE("memory pool: a tier short of KV memory gets it from another tier's cached pages") {
+  temp_dir dir;
+  std::string log;
+  // 4 MiB: demo-tiny pages are 8 KiB, demo-110m pages 576 KiB.
+  auto node = node_process::start(dir.path(), {"--set", "memory.budget_mb=4"}, &log);
+  REQUIRE_MESSAGE(node, log);
+  auto c = node->client();
+  c.set_read_timeout(60, 0);
+  // demo-tiny's released pages fill the budget with cached pages.
+  for (int i = 0; i < 30; ++i) {
+    std::string p = "Filler " + std::to_string(i) + ": ";
+    for (int j = 0; j < 40; ++j)
+      p += "w" + std::to_string(i * 1000 + j) + " ";
+    post(c, "/v1/completions", {{"model", "demo-tiny"}, {"prompt", p}, {"max_tokens", 1}}, 200);
+  }
+  auto tiny = engine_json(c, "demo-tiny");
+  INFO(tiny.dump());
+  CHECK(tiny["kv"]["bytes_cached"].get<uint64_t>() > (3u << 20));
+  // demo-110m needs several of its large pages: only trimming demo-tiny's
+  // cache makes room.
+  auto r = post(c, "/v1/completions",
+                {{"model", "demo-110m"}, {"prompt", "A prompt for the bigger model, long enough "
+                                                    "to need a few pages of KV cache."},
+                 {"max_tokens", 8}},
+                200);
+  CHECK(r["usage"]["completion_tokens"] == 8);
+  auto s = c.Get("/v1/stats");
+  REQUIRE(s);
+  auto mem = json::parse(s->body)["memory"];
+  INFO(mem.dump());
+  CHECK(mem["pressure_events"].get<int>() >= 1);
+  CHECK(mem["trimmed_bytes"].get<uint64_t>() > 0);
+  CHECK(mem["used_bytes"].get<uint64_t>() <= mem["limit_bytes"].get<uint64_t>());
+  CHECK(engine_json(c, "demo-tiny")["kv"]["evictions"].get<int>() > 0);
+  CHECK(node->stop(SIGTERM) == 0);
+}
