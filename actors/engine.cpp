@@ -151,6 +151,13 @@ caf::behavior engine_actor(caf::stateful_actor<engine_state>* self, engine_tier 
       return std::move(*r);
     },
     [self](trim_atom, uint64_t bytes) -> uint64_t { return self->state.sched->trim(bytes); },
+    [self](policy_atom) { return self->state.sched->kv_policy(); },
+    [self](policy_atom, engine::kv_policy p) -> caf::result<engine::kv_policy> {
+      auto r = self->state.sched->set_kv_policy(p);
+      if (!r)
+        return make_error(errc::invalid_argument, r.err().message);
+      return *r;
+    },
     [self](proto::stats_atom) {
       auto& st = self->state;
       const auto& c = st.sched->stats();

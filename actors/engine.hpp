@@ -10,6 +10,7 @@
 ///   (embed_atom, std::string text)      -> std::vector<float> | invalid_argument
 ///   (stats_atom)                        -> engine_stats
 ///   (trim_atom, uint64_t bytes)         -> uint64_t  frees cached KV pages (memory pool)
+///   (policy_atom[, engine::kv_policy])  -> engine::kv_policy  read / change the KV tier policy
 /// Results of a generation flow through a `generation_stream`, a small
 /// thread-safe queue the HTTP thread reads (so that tokens stream without a
 /// message round trip per token); the reader cancels through it too.

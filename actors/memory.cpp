@@ -1,11 +1,14 @@
 #include "actors/memory.hpp"
 
 #include "actors/engine.hpp"
+#include "proto/error.hpp"
+#include "store/bytes.hpp"
 
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <map>
 #include <vector>
 
 namespace shoal::actors {
@@ -14,7 +17,9 @@ namespace {
 
 struct memory_state {
   std::shared_ptr<engine::memory_budget> budget;
+  std::shared_ptr<store::environment> env;
   std::vector<caf::actor> engines;
+  std::map<std::string, caf::actor> by_tier;
   memory_stats stats;
   bool trimming = false; ///< a round of trims is in flight
   static inline const char* name = "shoal.memory";
@@ -66,11 +71,63 @@ void relieve(caf::stateful_actor<memory_state>* self, uint64_t want, const caf::
         });
 }
 
+std::string policy_key(const std::string& tier) {
+  return "kv_policy/" + tier;
+}
+
+std::string encode_policy(const engine::kv_policy& p) {
+  std::string out;
+  store::bytes::put<uint32_t>(out, p.recent_tokens);
+  store::bytes::put<uint8_t>(out, static_cast<uint8_t>(p.old_k_type));
+  store::bytes::put<uint8_t>(out, static_cast<uint8_t>(p.old_v_type));
+  store::bytes::put<uint32_t>(out, p.migrate_pages);
+  return out;
+}
+
 caf::behavior memory_actor(caf::stateful_actor<memory_state>* self,
-                           std::shared_ptr<engine::memory_budget> budget) {
+                           std::shared_ptr<engine::memory_budget> budget,
+                           std::shared_ptr<store::environment> env) {
   self->state.budget = std::move(budget);
+  self->state.env = std::move(env);
   return {
-    [self](register_atom, caf::actor engine) { self->state.engines.push_back(std::move(engine)); },
+    [self](register_atom, const std::string& tier, caf::actor engine) {
+      self->state.by_tier[tier] = engine;
+      self->state.engines.push_back(std::move(engine));
+    },
+    [self](policy_atom, const std::string& tier) -> caf::result<engine::kv_policy> {
+      auto it = self->state.by_tier.find(tier);
+      if (it == self->state.by_tier.end())
+        return make_error(errc::not_found, "no tier " + tier + " with a model");
+      auto rp = self->make_response_promise<engine::kv_policy>();
+      self->request(it->second, std::chrono::seconds(30), policy_atom::value)
+        .then([rp](const engine::kv_policy& p) mutable { rp.deliver(p); },
+              [rp](caf::error& e) mutable { rp.deliver(std::move(e)); });
+      return rp;
+    },
+    [self](policy_atom, const std::string& tier,
+           engine::kv_policy p) -> caf::result<engine::kv_policy> {
+      auto it = self->state.by_tier.find(tier);
+      if (it == self->state.by_tier.end())
+        return make_error(errc::not_found, "no tier " + tier + " with a model");
+      auto rp = self->make_response_promise<engine::kv_policy>();
+      self->request(it->second, std::chrono::seconds(30), policy_atom::value, p)
+        .then(
+          [self, rp, tier](const engine::kv_policy& applied) mutable {
+            if (auto& env = self->state.env)
+              if (auto err = env->write({{store::table::meta, policy_key(tier),
+                                          encode_policy(applied)}})) {
+                rp.deliver(err);
+                return;
+              }
+            spdlog::info("memory: tier {} KV policy: recent {} tokens, old tier {}/{}, "
+                         "migrate {} pages",
+                         tier, applied.recent_tokens, kernels::to_string(applied.old_k_type),
+                         kernels::to_string(applied.old_v_type), applied.migrate_pages);
+            rp.deliver(applied);
+          },
+          [rp](caf::error& e) mutable { rp.deliver(std::move(e)); });
+      return rp;
+    },
     [self](pressure_atom, uint64_t bytes, caf::actor from) {
       ++self->state.stats.pressure_events;
       relieve(self, bytes, from);
@@ -90,8 +147,29 @@ caf::behavior memory_actor(caf::stateful_actor<memory_state>* self,
 
 } // namespace
 
-caf::actor spawn_memory_pool(caf::actor_system& sys, std::shared_ptr<engine::memory_budget> budget) {
-  return sys.spawn(memory_actor, std::move(budget));
+caf::actor spawn_memory_pool(caf::actor_system& sys, std::shared_ptr<engine::memory_budget> budget,
+                             std::shared_ptr<store::environment> env) {
+  return sys.spawn<caf::detached>(memory_actor, std::move(budget), std::move(env));
+}
+
+caf::expected<std::optional<engine::kv_policy>> load_kv_policy(store::environment& env,
+                                                               const std::string& tier) {
+  auto rec = env.get(store::table::meta, policy_key(tier));
+  if (!rec)
+    return rec.error();
+  if (!*rec)
+    return std::optional<engine::kv_policy>{};
+  std::string_view in = **rec;
+  engine::kv_policy p;
+  uint8_t k = 0, v = 0;
+  if (!store::bytes::get(in, p.recent_tokens) || !store::bytes::get(in, k)
+      || !store::bytes::get(in, v) || !store::bytes::get(in, p.migrate_pages) || !in.empty()
+      || std::string_view(kernels::to_string(static_cast<kernels::kv_type>(k))) == "?"
+      || std::string_view(kernels::to_string(static_cast<kernels::kv_type>(v))) == "?")
+    return make_error(errc::corrupt_data, "stored KV policy of tier " + tier + " does not decode");
+  p.old_k_type = static_cast<kernels::kv_type>(k);
+  p.old_v_type = static_cast<kernels::kv_type>(v);
+  return std::optional<engine::kv_policy>{p};
 }
 
 } // namespace shoal::actors

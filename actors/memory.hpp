@@ -9,8 +9,15 @@
 /// until the bytes asked for are freed. Pages of running requests are never
 /// evicted: only cached (released) pages can be trimmed.
 ///
+/// The pool also keeps each tier's KV policy (engine::kv_policy: recent
+/// window, old-tier types) in the store's meta table ("kv_policy/<tier>"),
+/// so a change — by an operator or the learning loops — survives restarts.
+///
 /// Messages:
-///   (register_atom, caf::actor engine)         -> void     an engine joins
+///   (register_atom, std::string tier, caf::actor engine) -> void  an engine joins
+///   (policy_atom, std::string tier)            -> engine::kv_policy  the policy in force
+///   (policy_atom, std::string tier, engine::kv_policy) -> engine::kv_policy  change it
+///       (errors: unknown tier; the engine's refusal, e.g. budget; storage)
 ///   (pressure_atom, uint64_t bytes, caf::actor from) -> void  `from` needs bytes
 ///   (stats_atom)                               -> memory_stats
 /// Engines answer (trim_atom, uint64_t bytes) -> uint64_t (bytes freed) and
@@ -18,6 +25,7 @@
 
 #include "engine/kv_cache.hpp"
 #include "proto/messages.hpp"
+#include "store/environment.hpp"
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
@@ -25,10 +33,13 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <string>
 
 namespace shoal::actors {
 
 using register_atom = caf::atom_constant<caf::atom("register")>;
+using policy_atom = caf::atom_constant<caf::atom("policy")>;
 using pressure_atom = caf::atom_constant<caf::atom("pressure")>;
 using trim_atom = caf::atom_constant<caf::atom("trim")>;
 
@@ -41,9 +52,16 @@ struct memory_stats {
   uint64_t trimmed_bytes = 0;   ///< bytes they freed
 };
 
-/// Spawns the memory pool actor over `budget`.
-caf::actor spawn_memory_pool(caf::actor_system& sys, std::shared_ptr<engine::memory_budget> budget);
+/// Spawns the memory pool actor over `budget` (detached: it writes the
+/// policies to `env`, which may be null: then they are not kept).
+caf::actor spawn_memory_pool(caf::actor_system& sys, std::shared_ptr<engine::memory_budget> budget,
+                             std::shared_ptr<store::environment> env);
+
+/// The KV policy stored for `tier`, if any (errors: storage, corrupt record).
+caf::expected<std::optional<engine::kv_policy>> load_kv_policy(store::environment& env,
+                                                               const std::string& tier);
 
 } // namespace shoal::actors
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::actors::memory_stats)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::engine::kv_policy)

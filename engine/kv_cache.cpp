@@ -93,27 +93,86 @@ void convert_row(std::byte* dst, kernels::kv_type to, const std::byte* src, kern
 
 // ---- kv_pool ---------------------------------------------------------------------
 
+/// Quantized rows are blocks of 32 channels that must not straddle heads:
+/// such a model keeps F16.
+static kernels::kv_type usable_type(kernels::kv_type t, uint32_t head_dim) noexcept {
+  bool quantized = t == kernels::kv_type::q8_0 || t == kernels::kv_type::q4_0;
+  return quantized && head_dim % 32 != 0 ? kernels::kv_type::f16 : t;
+}
+
 kv_pool::kv_pool(const llama_hparams& hp, kv_tier_config cfg, std::shared_ptr<memory_budget> budget)
-  : n_layer_(hp.n_layer), cfg_(cfg), budget_(std::move(budget)) {
+  : n_layer_(hp.n_layer), cfg_(cfg), budget_(std::move(budget)), head_dim_(hp.head_dim) {
   if (cfg_.page_tokens == 0)
     cfg_.page_tokens = 16;
   if (cfg_.migrate_pages == 0)
     cfg_.migrate_pages = 1;
-  // Quantized rows are blocks of 32 channels that must not straddle heads.
-  auto usable = [&](kernels::kv_type t) {
-    bool quantized = t == kernels::kv_type::q8_0 || t == kernels::kv_type::q4_0;
-    return quantized && hp.head_dim % 32 != 0 ? kernels::kv_type::f16 : t;
-  };
-  cfg_.old_k_type = usable(cfg_.old_k_type);
-  cfg_.old_v_type = usable(cfg_.old_v_type);
-  for (int old = 0; old < 2; ++old) {
-    auto& l = layout_[old];
-    l.page_tokens = cfg_.page_tokens;
-    l.row_elems = hp.n_embd_kv();
-    l.k_type = old ? cfg_.old_k_type : cfg_.recent_type;
-    l.v_type = old ? cfg_.old_v_type : cfg_.recent_type;
-    page_bytes_[old] = n_layer_ * (l.k_page_bytes() + l.v_page_bytes());
+  cfg_.old_k_type = usable_type(cfg_.old_k_type, head_dim_);
+  cfg_.old_v_type = usable_type(cfg_.old_v_type, head_dim_);
+  row_elems_ = hp.n_embd_kv();
+  layout_[0] = make_layout(cfg_.recent_type, cfg_.recent_type);
+  layout_[1] = make_layout(cfg_.old_k_type, cfg_.old_v_type);
+  for (int old = 0; old < 2; ++old)
+    page_bytes_[old] = bytes_of(layout_[old]);
+}
+
+kernels::kv_page_layout kv_pool::make_layout(kernels::kv_type k, kernels::kv_type v) const noexcept {
+  kernels::kv_page_layout l;
+  l.page_tokens = cfg_.page_tokens;
+  l.row_elems = row_elems_;
+  l.k_type = k;
+  l.v_type = v;
+  return l;
+}
+
+result<kv_policy> kv_pool::set_policy(kv_policy p) {
+  if (p.migrate_pages == 0 || p.migrate_pages > 1024)
+    return error{"migrate_pages must be in [1, 1024]"};
+  p.old_k_type = usable_type(p.old_k_type, head_dim_);
+  p.old_v_type = usable_type(p.old_v_type, head_dim_);
+  if (p.old_k_type != cfg_.old_k_type || p.old_v_type != cfg_.old_v_type) {
+    const auto to = make_layout(p.old_k_type, p.old_v_type);
+    const size_t old_bytes = page_bytes_[1], new_bytes = bytes_of(to);
+    auto n_old = [&] {
+      return static_cast<size_t>(
+        std::count_if(all_.begin(), all_.end(), [](const kv_page* q) { return q->old; }));
+    };
+    // Room first (evicting cached pages if needed), so nothing changes on failure.
+    size_t reserved = 0;
+    if (new_bytes > old_bytes && budget_) {
+      while (!budget_->try_reserve(memory_budget::use::kv, n_old() * (new_bytes - old_bytes)))
+        if (evict_one() == 0)
+          return error{"the KV cache budget cannot hold the old tier's pages in the new types"};
+      reserved = n_old() * (new_bytes - old_bytes);
+    }
+    size_t converted = 0;
+    for (kv_page* q : all_) {
+      if (!q->old)
+        continue;
+      std::byte* data = alloc_bytes(new_bytes);
+      convert(data, to, q->data, layout_[1], cfg_.page_tokens);
+      free_bytes(q->data);
+      q->data = data;
+      ++converted;
+    }
+    if (budget_ && new_bytes < old_bytes)
+      budget_->release(memory_budget::use::kv, converted * (old_bytes - new_bytes));
+    (void)reserved;
+    // Cached bytes follow the new page size.
+    uint64_t cached_old = 0;
+    for (const auto& l : lru_)
+      for (const kv_page* q = l.head; q; q = q->next)
+        cached_old += q->old ? 1 : 0;
+    c_.cached_bytes.fetch_add(cached_old * new_bytes, std::memory_order_relaxed);
+    c_.cached_bytes.fetch_sub(cached_old * old_bytes, std::memory_order_relaxed);
+    layout_[1] = to;
+    page_bytes_[1] = new_bytes;
+    cfg_.old_k_type = p.old_k_type;
+    cfg_.old_v_type = p.old_v_type;
+    ++epoch_;
   }
+  cfg_.recent_tokens = p.recent_tokens;
+  cfg_.migrate_pages = p.migrate_pages;
+  return policy();
 }
 
 kv_pool::~kv_pool() {
@@ -178,7 +237,8 @@ size_t kv_pool::evict_one() {
   c_.cached_bytes.fetch_sub(freed, std::memory_order_relaxed);
   c_.evictions.fetch_add(1, std::memory_order_relaxed);
   if (spill_ && victim->named) {
-    kv_spill::page rec{victim->parent, victim->old, victim->tokens,
+    const auto& l = layout_[victim->old];
+    kv_spill::page rec{victim->parent, victim->old, l.k_type, l.v_type, victim->tokens,
                        std::string(reinterpret_cast<const char*>(victim->data), freed)};
     (spill_->put(victim->hash, rec) ? c_.spills : c_.spill_failures)
       .fetch_add(1, std::memory_order_relaxed);
@@ -217,6 +277,7 @@ kv_page* kv_pool::allocate(bool old) {
   p->data = alloc_bytes(page_bytes_[old]);
   p->old = old;
   p->refs = 1;
+  all_.insert(p);
   c_.pages[old].fetch_add(1, std::memory_order_relaxed);
   return p;
 }
@@ -230,6 +291,7 @@ void kv_pool::free_page(kv_page* p) noexcept {
   c_.pages[p->old].fetch_sub(1, std::memory_order_relaxed);
   if (budget_)
     budget_->release(memory_budget::use::kv, page_bytes_[p->old]);
+  all_.erase(p);
   free_bytes(p->data);
   delete p;
 }
@@ -261,10 +323,17 @@ kv_page* kv_pool::lookup(uint64_t hash, uint64_t parent, std::span<const int32_t
   auto it = by_hash_.find(hash);
   if (it == by_hash_.end() && spill_) {
     // Second level: a page spilled earlier comes back.
-    if (auto rec = spill_->get(hash); rec && same(rec->parent, rec->tokens)
-                                      && rec->bytes.size() == page_bytes_[rec->old]) {
+    // (The record may be in other types: the policy changed since.)
+    auto rec = spill_->get(hash);
+    const auto from = rec ? make_layout(rec->k_type, rec->v_type) : kernels::kv_page_layout{};
+    if (rec && same(rec->parent, rec->tokens) && rec->bytes.size() == bytes_of(from)) {
       if (kv_page* p = allocate(rec->old)) {
-        std::memcpy(p->data, rec->bytes.data(), rec->bytes.size());
+        const auto& to = layout_[rec->old];
+        if (from.k_type == to.k_type && from.v_type == to.v_type)
+          std::memcpy(p->data, rec->bytes.data(), rec->bytes.size());
+        else
+          convert(p->data, to, reinterpret_cast<const std::byte*>(rec->bytes.data()), from,
+                  cfg_.page_tokens);
         publish(p, hash, parent, tokens);
         c_.restores.fetch_add(1, std::memory_order_relaxed);
         c_.hits.fetch_add(1, std::memory_order_relaxed);
@@ -300,14 +369,15 @@ std::byte* kv_pool::v_page(const kv_page* p, size_t layer) const noexcept {
   return k_page(p, layer) + layout_[p->old].k_page_bytes();
 }
 
-void kv_pool::convert(std::byte* dst, bool dst_old, const kv_page* src, size_t rows) const {
-  const auto& from = layout_[src->old];
-  const auto& to = layout_[dst_old];
+void kv_pool::convert(std::byte* dst, const kernels::kv_page_layout& to, const std::byte* src,
+                      const kernels::kv_page_layout& from, size_t rows) const {
   std::vector<float> tmp;
+  const size_t from_layer = from.k_page_bytes() + from.v_page_bytes();
+  const size_t to_layer = to.k_page_bytes() + to.v_page_bytes();
   for (size_t l = 0; l < n_layer_; ++l) {
-    const std::byte* k = k_page(src, l);
-    const std::byte* v = v_page(src, l);
-    std::byte* nk = dst + l * (to.k_page_bytes() + to.v_page_bytes());
+    const std::byte* k = src + l * from_layer;
+    const std::byte* v = k + from.k_page_bytes();
+    std::byte* nk = dst + l * to_layer;
     std::byte* nv = nk + to.k_page_bytes();
     for (size_t t = 0; t < rows; ++t) {
       convert_row(nk + t * to.k_row_bytes(), to.k_type, k + t * from.k_row_bytes(), from.k_type,
@@ -324,7 +394,7 @@ bool kv_pool::migrate(kv_page* p) {
   if (!reserve_bytes(page_bytes_[1]))
     return false;
   std::byte* data = alloc_bytes(page_bytes_[1]);
-  convert(data, true, p, cfg_.page_tokens);
+  convert(data, layout_[1], p->data, layout_[0], cfg_.page_tokens);
   free_bytes(p->data);
   if (budget_)
     budget_->release(memory_budget::use::kv, page_bytes_[0]);
@@ -343,7 +413,7 @@ kv_page* kv_pool::copy(const kv_page* p, bool old, size_t rows) {
   if (p->old == old)
     std::memcpy(q->data, p->data, page_bytes_[old]);
   else
-    convert(q->data, old, p, rows);
+    convert(q->data, layout_[old], p->data, layout_[p->old], rows);
   c_.copies.fetch_add(1, std::memory_order_relaxed);
   return q;
 }
@@ -353,6 +423,13 @@ kv_page* kv_pool::copy(const kv_page* p, bool old, size_t rows) {
 kv_cache::kv_cache(kv_pool& pool, size_t n_ctx) : pool_(&pool), n_ctx_(n_ctx) {
   k_ptrs_.resize(pool.n_layer());
   v_ptrs_.resize(pool.n_layer());
+  epoch_ = pool.epoch();
+}
+
+void kv_cache::refresh_pointers() {
+  for (size_t i = 0; i < pages_.size(); ++i)
+    set_page(i, pages_[i]);
+  epoch_ = pool_->epoch();
 }
 
 kv_cache::kv_cache(const llama_hparams& hp, size_t n_ctx, kernels::kv_type type,
@@ -458,6 +535,8 @@ result<bool> kv_cache::reserve(size_t n) {
   if (n > n_ctx_)
     return error{std::to_string(n) + " tokens exceed the sequence's context of "
                  + std::to_string(n_ctx_)};
+  if (epoch_ != pool_->epoch())
+    refresh_pointers(); // the old tier was re-quantized (set_policy)
   const size_t pt = pool_->config().page_tokens;
   // The page the next token goes into must be this sequence's alone, in
   // the recent tier and not named (its bytes answer for a prefix).

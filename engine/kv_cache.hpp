@@ -43,6 +43,7 @@
 #include <string>
 #include <span>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 namespace shoal::engine {
@@ -98,6 +99,16 @@ struct kv_tier_config {
   bool prefix_caching = true;
 };
 
+/// The part of kv_tier_config that may change while a pool runs: the tier
+/// policy. Stored per tier (the node keeps it in LMDB) so that the learning
+/// loops can tune it; see kv_pool::set_policy.
+struct kv_policy {
+  uint32_t recent_tokens = 256;
+  kernels::kv_type old_k_type = kernels::kv_type::q8_0;
+  kernels::kv_type old_v_type = kernels::kv_type::q8_0;
+  uint32_t migrate_pages = 4;
+};
+
 /// Counters of a kv_pool (a snapshot).
 struct kv_pool_stats {
   uint64_t pages_recent = 0, pages_old = 0; ///< allocated pages by tier (cached ones included)
@@ -129,8 +140,10 @@ public:
   struct page {
     uint64_t parent = 0;
     bool old = false;            ///< tier of the bytes
+    kernels::kv_type k_type = kernels::kv_type::f16; ///< types the bytes are in
+    kernels::kv_type v_type = kernels::kv_type::f16;
     std::vector<int32_t> tokens; ///< page_tokens ids
-    std::string bytes;           ///< kv_pool::page_bytes(old) bytes
+    std::string bytes;           ///< the page (all layers, K and V) in those types
   };
   /// Stores the page named `hash`. False when it could not (the page is then
   /// simply dropped; implementations log why).
@@ -165,6 +178,21 @@ public:
   /// memory pool calls it when another tier needs room.
   size_t trim(size_t bytes);
 
+  /// The tier policy in force.
+  kv_policy policy() const noexcept {
+    return {cfg_.recent_tokens, cfg_.old_k_type, cfg_.old_v_type, cfg_.migrate_pages};
+  }
+  /// Changes the tier policy. The recent window and batch apply from the
+  /// next migrate(); new old-tier types re-quantize every old page now
+  /// (through f32: Q4_0 → Q8_0 does not regain precision), cached ones
+  /// included, so the tier keeps one layout. Types are adjusted as in the
+  /// constructor (F16 for a head_dim that is not a multiple of 32).
+  /// Errors (nothing changes): recent_tokens or migrate_pages out of range
+  /// (0 pages), the budget cannot hold the re-quantized pages.
+  result<kv_policy> set_policy(kv_policy p);
+  /// Counts layout changes; sequences refresh their page pointers when it moves.
+  uint64_t epoch() const noexcept { return epoch_; }
+
 private:
   friend class kv_cache;
   kv_page* allocate(bool old);          ///< refs = 1; nullptr when the budget refuses
@@ -176,9 +204,14 @@ private:
   /// A private copy in tier `old` (refs = 1) of the first `rows` tokens
   /// (all of them when the tier is the same); nullptr: no memory.
   kv_page* copy(const kv_page* p, bool old, size_t rows);
-  /// Writes the first `rows` token rows of every layer of `src` into page
-  /// bytes `dst` of tier `dst_old`, converting types.
-  void convert(std::byte* dst, bool dst_old, const kv_page* src, size_t rows) const;
+  /// Writes the first `rows` token rows of every layer of page bytes `src`
+  /// (layout `from`) into page bytes `dst` (layout `to`), converting types.
+  void convert(std::byte* dst, const kernels::kv_page_layout& to, const std::byte* src,
+               const kernels::kv_page_layout& from, size_t rows) const;
+  kernels::kv_page_layout make_layout(kernels::kv_type k, kernels::kv_type v) const noexcept;
+  size_t bytes_of(const kernels::kv_page_layout& l) const noexcept {
+    return n_layer_ * (l.k_page_bytes() + l.v_page_bytes());
+  }
   bool reserve_bytes(size_t bytes);     ///< evicting cached pages if needed
   void free_page(kv_page* p) noexcept;
   std::byte* k_page(const kv_page* p, size_t layer) const noexcept;
@@ -191,6 +224,10 @@ private:
   kernels::kv_page_layout layout_[2];
   size_t page_bytes_[2];
   std::unordered_map<uint64_t, kv_page*> by_hash_;
+  std::unordered_set<kv_page*> all_; ///< every allocated page (set_policy re-quantizes)
+  uint64_t epoch_ = 0;
+  uint32_t head_dim_ = 0;
+  size_t row_elems_ = 0;
   /// Cached pages (refs 0), least recently released first: [0] pages no
   /// session holds, [1] session pages (evicted only when [0] is empty).
   struct lru_list {
@@ -270,6 +307,7 @@ public:
 private:
   void set_page(size_t i, kv_page* p);
   void rebuild_runs() noexcept;
+  void refresh_pointers();
 
   std::unique_ptr<kv_pool> own_pool_;
   kv_pool* pool_;
@@ -285,6 +323,7 @@ private:
   };
   std::vector<run> runs_;
   bool important_ = false;
+  uint64_t epoch_ = 0; ///< the pool's epoch the pointers were made in
 };
 
 } // namespace shoal::engine

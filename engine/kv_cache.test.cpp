@@ -319,3 +319,78 @@ TEST_CASE("kv_pool: session pages are evicted after all others, and trim frees c
   CHECK(s.pages(false) == 3); // pages in use are never trimmed
   CHECK(budget->used() == 3 * page);
 }
+
+TEST_CASE("kv_pool: a new tier policy re-quantizes the old tier in place and sequences go on") {
+  auto m = tiny_model();
+  const auto& hp = m->hparams();
+  std::mt19937 rng(13);
+  auto toks = random_tokens(120, rng);
+  auto more = random_tokens(8, rng);
+  context ctx(m, 256, nullptr);
+  kv_cache ref(hp, 256, kv_type::f32);
+  run(ctx, ref, toks);
+  auto want = run(ctx, ref, more);
+
+  kv_tier_config cfg;
+  cfg.recent_tokens = 16;
+  cfg.migrate_pages = 1;
+  kv_pool probe(hp, cfg, nullptr);
+  auto budget = std::make_shared<memory_budget>(12 * probe.page_bytes(false));
+  kv_pool pool(hp, cfg, budget);
+  kv_cache c(pool, 256);
+  run(ctx, c, toks);
+  c.migrate(true);
+  REQUIRE(c.pages(true) == 6);
+  const auto q8_used = budget->used();
+  const auto epoch = pool.epoch();
+
+  auto p = pool.policy();
+  CHECK(p.old_k_type == kv_type::q8_0);
+  p.old_k_type = p.old_v_type = kv_type::q4_0;
+  p.recent_tokens = 32;
+  auto r = pool.set_policy(p);
+  REQUIRE(r);
+  CHECK(r->old_k_type == kv_type::q4_0);
+  CHECK(pool.epoch() == epoch + 1);
+  CHECK(pool.config().recent_tokens == 32);
+  CHECK(pool.page_bytes(true) < probe.page_bytes(true));
+  CHECK(budget->used() == q8_used - 6 * (probe.page_bytes(true) - pool.page_bytes(true)));
+  CHECK(budget->used() == pool.stats().bytes_recent + pool.stats().bytes_old);
+  // The sequence reads its re-quantized pages: still close to the F32 reference.
+  auto got = run(ctx, c, more);
+  double worst = 0, scale = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    worst = std::max(worst, std::abs(double(got[i]) - want[i]));
+    scale = std::max(scale, std::abs(double(want[i])));
+  }
+  CHECK(worst <= 0.15 * scale);
+  CHECK(std::max_element(got.begin(), got.end()) - got.begin()
+        == std::max_element(want.begin(), want.end()) - want.begin());
+
+  // Back to Q8_0 needs more bytes; a budget too small refuses and changes nothing.
+  p.old_k_type = p.old_v_type = kv_type::q8_0;
+  {
+    kv_tier_config q4cfg = cfg;
+    q4cfg.old_k_type = q4cfg.old_v_type = kv_type::q4_0;
+    kv_pool q4probe(hp, q4cfg, nullptr);
+    const size_t pf = q4probe.page_bytes(false), p4 = q4probe.page_bytes(true);
+    kv_pool small(hp, q4cfg, std::make_shared<memory_budget>(3 * pf + 6 * p4));
+    kv_cache s(small, 256);
+    for (size_t i = 0; i < toks.size(); i += 16) { // as the engine: migrate after each step
+      run(ctx, s, std::span(toks).subspan(i, std::min<size_t>(16, toks.size() - i)));
+      s.migrate(true);
+    }
+    REQUIRE(s.pages(true) == 6);
+    auto back = small.set_policy(p); // needs 6 × (Q8_0 - Q4_0) bytes more than are free
+    REQUIRE_FALSE(back);
+    CHECK(back.err().message.find("budget") != std::string::npos);
+    CHECK(small.policy().old_k_type == kv_type::q4_0);
+    CHECK(small.page_bytes(true) == p4);
+    run(ctx, s, more); // still usable
+  }
+  REQUIRE(pool.set_policy(p));
+  CHECK(pool.page_bytes(true) == probe.page_bytes(true));
+  CHECK(budget->used() == pool.stats().bytes_recent + pool.stats().bytes_old);
+  p.migrate_pages = 0;
+  CHECK_FALSE(pool.set_policy(p));
+}

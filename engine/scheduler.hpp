@@ -132,6 +132,9 @@ public:
   void set_spill(std::shared_ptr<kv_spill> spill) { kv_->set_spill(std::move(spill)); }
   /// Frees cached KV pages (kv_pool::trim); returns the bytes freed.
   size_t trim(size_t bytes) { return kv_->trim(bytes); }
+  /// The KV tier policy (kv_pool::policy / set_policy).
+  engine::kv_policy kv_policy() const noexcept { return kv_->policy(); }
+  result<engine::kv_policy> set_kv_policy(const engine::kv_policy& p) { return kv_->set_policy(p); }
   /// True when the last step could not run a sequence (a prefill to start
   /// or a decode to continue) for lack of KV memory: the caller should ask other budget users to free some (the
   /// memory pool) and step again a little later. A sequence still without

@@ -382,6 +382,53 @@ struct gateway::impl {
                     {"federation", std::move(fed)}});
   }
 
+  static json policy_json(const std::string& tier, const engine::kv_policy& p) {
+    return {{"tier", tier},
+            {"recent_tokens", p.recent_tokens},
+            {"old_k_type", kernels::to_string(p.old_k_type)},
+            {"old_v_type", kernels::to_string(p.old_v_type)},
+            {"migrate_pages", p.migrate_pages}};
+  }
+
+  /// GET: the tier's KV policy; PUT: changes the fields given (kept in LMDB).
+  void handle_kv_policy(const std::string& tier, const httplib::Request* put,
+                        httplib::Response& res) {
+    if (!actors.memory)
+      return send_error(res, errc::not_found, "no memory pool on this node");
+    auto cur = ask<engine::kv_policy>(actors.memory, actors::policy_atom::value, tier);
+    if (!cur)
+      return reply_error(res, cur.error());
+    if (!put)
+      return send_json(res, policy_json(tier, *cur));
+    auto body = parse_object(*put, res);
+    if (!body)
+      return;
+    engine::kv_policy p = *cur;
+    for (const auto& [key, v] : body->items()) {
+      if (key == "recent_tokens" || key == "migrate_pages") {
+        if (!v.is_number_integer() || v.get<int64_t>() < (key == "recent_tokens" ? 0 : 1)
+            || v.get<int64_t>() > (key == "recent_tokens" ? 1048576 : 1024))
+          return send_error(res, errc::invalid_argument,
+                            key + (key == "recent_tokens" ? " must be an integer in [0, 1048576]"
+                                                          : " must be an integer in [1, 1024]"));
+        (key == "recent_tokens" ? p.recent_tokens : p.migrate_pages) = v.get<uint32_t>();
+      } else if (key == "old_k_type" || key == "old_v_type") {
+        auto t = v.is_string() ? kernels::parse_kv_type(v.get<std::string>()) : std::nullopt;
+        if (!t || *t == kernels::kv_type::f32)
+          return send_error(res, errc::invalid_argument, key + " must be f16, q8_0 or q4_0");
+        (key == "old_k_type" ? p.old_k_type : p.old_v_type) = *t;
+      } else {
+        return send_error(res, errc::invalid_argument,
+                          "unknown field " + key + " (recent_tokens, old_k_type, old_v_type, "
+                          "migrate_pages)");
+      }
+    }
+    auto applied = ask<engine::kv_policy>(actors.memory, actors::policy_atom::value, tier, p);
+    if (!applied)
+      return reply_error(res, applied.error());
+    send_json(res, policy_json(tier, *applied));
+  }
+
   static json memory_json(const std::optional<actors::memory_stats>& m) {
     if (!m)
       return json::object();
@@ -642,6 +689,14 @@ gateway::gateway(caf::actor_system& sys, const node_config& cfg, gateway_actors 
   svr.Get("/metrics", [self](const httplib::Request& q, httplib::Response& r) {
     self->handle_metrics(q, r);
   });
+  svr.Get(R"(/v1/tiers/([A-Za-z0-9._\-]+)/kv_policy)",
+          [self](const httplib::Request& q, httplib::Response& r) {
+            self->handle_kv_policy(q.matches[1], nullptr, r);
+          });
+  svr.Put(R"(/v1/tiers/([A-Za-z0-9._\-]+)/kv_policy)",
+          [self](const httplib::Request& q, httplib::Response& r) {
+            self->handle_kv_policy(q.matches[1], &q, r);
+          });
   svr.Get("/healthz", [](const httplib::Request&, httplib::Response& r) {
     r.set_content(R"({"status":"ok"})", "application/json");
   });

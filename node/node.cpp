@@ -145,7 +145,7 @@ int run_node(const node_config& cfg) {
     a.sona = actors::spawn_sona(sys, cfg.sona, costs, a.router, a.witness, a.telemetry);
     std::vector<caf::actor> engines;
     auto budget = std::make_shared<engine::memory_budget>(cfg.memory_budget_mb << 20);
-    auto memory = actors::spawn_memory_pool(sys, budget);
+    auto memory = actors::spawn_memory_pool(sys, budget, *env);
     a.memory = memory;
     const auto kv = kv_tier(cfg);
     for (const auto& tc : cfg.router.tiers) {
@@ -177,8 +177,25 @@ int run_node(const node_config& cfg) {
                      hp.n_vocab, et.model->weight_bytes() / 1e6, t.n_ctx, engine::to_string(t.chat),
                      et.threads);
         et.memory = memory;
+        // A KV policy changed at run time (operator, learning loops) outlives restarts.
+        auto stored = actors::load_kv_policy(**env, tc.name);
+        if (!stored) {
+          spdlog::critical("tier {}: {}", tc.name, view(stored.error()).message);
+          rc = 1;
+          break;
+        }
+        if (*stored) {
+          auto& k = et.scheduler.kv;
+          k.recent_tokens = (*stored)->recent_tokens;
+          k.old_k_type = (*stored)->old_k_type;
+          k.old_v_type = (*stored)->old_v_type;
+          k.migrate_pages = (*stored)->migrate_pages;
+          spdlog::info("tier {}: stored KV policy: recent {} tokens, old tier {}/{}", tc.name,
+                       k.recent_tokens, kernels::to_string(k.old_k_type),
+                       kernels::to_string(k.old_v_type));
+        }
         t.engine = actors::spawn_engine(sys, std::move(et));
-        caf::anon_send(memory, actors::register_atom::value, t.engine);
+        caf::anon_send(memory, actors::register_atom::value, tc.name, t.engine);
         engines.push_back(t.engine);
       }
       a.tiers.push_back(std::move(t));

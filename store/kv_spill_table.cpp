@@ -37,6 +37,8 @@ std::string kv_spill_table::encode(const page& p) {
   out.reserve(13 + 4 * p.tokens.size() + p.bytes.size());
   bytes::put<uint64_t>(out, p.parent);
   bytes::put<uint8_t>(out, p.old ? 1 : 0);
+  bytes::put<uint8_t>(out, static_cast<uint8_t>(p.k_type));
+  bytes::put<uint8_t>(out, static_cast<uint8_t>(p.v_type));
   bytes::put<uint32_t>(out, static_cast<uint32_t>(p.tokens.size()));
   for (int32_t t : p.tokens)
     bytes::put<int32_t>(out, t);
@@ -44,14 +46,23 @@ std::string kv_spill_table::encode(const page& p) {
   return out;
 }
 
+namespace {
+bool known_type(uint8_t t) {
+  return std::string_view(kernels::to_string(static_cast<kernels::kv_type>(t))) != "?";
+}
+} // namespace
+
 std::optional<engine::kv_spill::page> kv_spill_table::decode(std::string_view in) {
   page p;
-  uint8_t old = 0;
+  uint8_t old = 0, kt = 0, vt = 0;
   uint32_t n = 0;
-  if (!bytes::get(in, p.parent) || !bytes::get(in, old) || old > 1 || !bytes::get(in, n)
+  if (!bytes::get(in, p.parent) || !bytes::get(in, old) || old > 1 || !bytes::get(in, kt)
+      || !bytes::get(in, vt) || !known_type(kt) || !known_type(vt) || !bytes::get(in, n)
       || in.size() < 4ull * n)
     return std::nullopt;
   p.old = old == 1;
+  p.k_type = static_cast<kernels::kv_type>(kt);
+  p.v_type = static_cast<kernels::kv_type>(vt);
   p.tokens.resize(n);
   for (auto& t : p.tokens)
     bytes::get(in, t);

@@ -4,7 +4,8 @@
 /// read back when a prompt's prefix needs them again.
 ///
 /// Record: key = u64(model_key) ‖ u64(page hash) (big-endian), value =
-/// seal(parent u64 ‖ tier u8 ‖ n_tokens u32 ‖ tokens i32[n] ‖ page bytes,
+/// seal(parent u64 ‖ tier u8 ‖ k_type u8 ‖ v_type u8 ‖ n_tokens u32 ‖
+/// tokens i32[n] ‖ page bytes,
 /// ad = key), little-endian fields. The table keeps at most `max_bytes` of
 /// records per process (oldest written first out; the order is rebuilt from
 /// a scan at start); a restored page's record is deleted (it lives in memory

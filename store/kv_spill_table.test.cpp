@@ -1,9 +1,13 @@
 #include "store/kv_spill_table.hpp"
 
+#include "engine/model.hpp"
+#include "engine/model_writer.hpp"
+
 #include "store/testing.hpp"
 
 #include <doctest/doctest.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -18,6 +22,8 @@ shoal::engine::kv_spill::page make_page(std::mt19937& rng, size_t bytes) {
   shoal::engine::kv_spill::page p;
   p.parent = rng();
   p.old = rng() % 2;
+  p.k_type = shoal::kernels::kv_type::q8_0;
+  p.v_type = shoal::kernels::kv_type::q4_0;
   for (int i = 0; i < 16; ++i)
     p.tokens.push_back(static_cast<int32_t>(rng() % 32000));
   p.bytes.resize(bytes);
@@ -54,6 +60,8 @@ TEST_CASE("kv_spill_table: pages come back bit-identical, once, sealed on disk")
   REQUIRE(q);
   CHECK(q->parent == p.parent);
   CHECK(q->old == p.old);
+  CHECK(q->k_type == p.k_type);
+  CHECK(q->v_type == p.v_type);
   CHECK(q->tokens == p.tokens);
   CHECK(q->bytes == p.bytes);
   CHECK_FALSE(t.get(0xabc)); // restored pages leave the table
@@ -88,6 +96,66 @@ TEST_CASE("kv_spill_table: malformed plaintext does not decode") {
   CHECK_FALSE(kv_spill_table::decode(std::string(12, '\0') + "\x01"));
   std::string bad(8, '\0');
   bad += '\x02'; // tier byte must be 0 or 1
-  bad += std::string(4, '\0');
+  bad += std::string(6, '\0');
   CHECK_FALSE(kv_spill_table::decode(bad));
+  std::string bad_type(8, '\0');
+  bad_type += "\x01\x07\x01"; // no kv_type 7
+  bad_type += std::string(4, '\0');
+  CHECK_FALSE(kv_spill_table::decode(bad_type));
+  CHECK_FALSE(kv_spill_table::decode(bad));
+}
+
+TEST_CASE("kv_spill_table under a kv_pool: evicted prefix pages come back and give the same logits") {
+  using namespace shoal::engine;
+  auto dir = temp_dir("spill-pool");
+  fs::create_directories(dir);
+  auto path = (dir / "tiny.gguf").string();
+  REQUIRE(write_random_model(*random_model_preset("tiny"), path));
+  auto m = model::load(path);
+  REQUIRE(m);
+  const auto& hp = (*m)->hparams();
+  context ctx(*m, 64, nullptr);
+  std::mt19937 rng(21);
+  std::vector<int32_t> prompt(40), tail(5), filler(64);
+  for (auto* v : {&prompt, &tail, &filler})
+    for (auto& t : *v)
+      t = static_cast<int32_t>(300 + rng() % 200);
+  auto last_logits = [&](kv_cache& c, std::span<const int32_t> toks) {
+    std::vector<float> l(hp.n_vocab);
+    REQUIRE(ctx.eval(c, toks, l));
+    return l;
+  };
+  kv_tier_config cfg;
+  kv_pool probe(hp, cfg, nullptr);
+  // Reference: the prompt then the tail, nothing evicted.
+  kv_pool ref_pool(hp, cfg, nullptr);
+  kv_cache ref(ref_pool, 128);
+  last_logits(ref, prompt);
+  auto want = last_logits(ref, tail);
+
+  auto env = environment::open({dir / "lmdb"});
+  REQUIRE(env);
+  auto seal = std::make_shared<const sealer>(*sealer::from_hex(seal_key_a));
+  auto spill = std::make_shared<kv_spill_table>(*env, seal, (*m)->fingerprint(), 1 << 24);
+  kv_pool pool(hp, cfg, std::make_shared<memory_budget>(4 * probe.page_bytes(false)));
+  pool.set_spill(spill);
+  { // the first conversation: 3 pages, 2 of them full (named), then released
+    kv_cache a(pool, 128);
+    last_logits(a, prompt);
+  }
+  { // someone else needs 4 pages: the cached ones are spilled
+    kv_cache b(pool, 128);
+    last_logits(b, filler);
+  }
+  CHECK(pool.stats().spills == 2);
+  CHECK(spill->records() == 2);
+  std::vector<int32_t> both(prompt);
+  both.insert(both.end(), tail.begin(), tail.end());
+  kv_cache c(pool, 128);
+  CHECK(c.adopt_prefix(both) == 32); // restored from LMDB
+  CHECK(pool.stats().restores == 2);
+  last_logits(c, std::span<const int32_t>(both).subspan(32, prompt.size() - 32));
+  auto got = last_logits(c, tail);
+  CHECK(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)) == 0);
+  fs::remove_all(dir);
 }

@@ -482,3 +482,58 @@ TEST_CASE("memory pool: a tier short of KV memory gets it from another tier's ca
   CHECK(engine_json(c, "demo-tiny")["kv"]["evictions"].get<int>() > 0);
   CHECK(node->stop(SIGTERM) == 0);
 }
+
+TEST_CASE("kv policy: read, changed over HTTP, applied to the tier, kept across a restart") {
+  temp_dir dir;
+  std::string log;
+  auto node = node_process::start(dir.path(), {}, &log);
+  REQUIRE_MESSAGE(node, log);
+  auto c = node->client();
+  auto get = [&](const std::string& tier) {
+    auto r = c.Get("/v1/tiers/" + tier + "/kv_policy");
+    REQUIRE(r);
+    INFO(r->body);
+    REQUIRE(r->status == 200);
+    return json::parse(r->body);
+  };
+  auto put = [&](const std::string& tier, const json& body) {
+    auto r = c.Put("/v1/tiers/" + tier + "/kv_policy", body.dump(), "application/json");
+    REQUIRE(r);
+    return std::pair{r->status, json::parse(r->body, nullptr, false)};
+  };
+  auto p = get("demo-110m");
+  CHECK(p["recent_tokens"] == 256);
+  CHECK(p["old_k_type"] == "q8_0");
+  auto [st, changed] = put("demo-110m", {{"old_k_type", "q4_0"}, {"recent_tokens", 32}});
+  CHECK(st == 200);
+  CHECK(changed["old_k_type"] == "q4_0");
+  CHECK(changed["old_v_type"] == "q8_0");
+  CHECK(changed["recent_tokens"] == 32);
+  // The tier uses it: a 100-token prompt migrates pages to the Q4_0/Q8_0 tier.
+  std::string prompt;
+  for (int i = 0; i < 30; ++i)
+    prompt += "token" + std::to_string(i) + " ";
+  post(c, "/v1/completions", {{"model", "demo-110m"}, {"prompt", prompt}, {"max_tokens", 2}}, 200);
+  auto kv = engine_json(c, "demo-110m")["kv"];
+  CHECK(kv["migrations"].get<int>() > 0);
+  CHECK(kv["page_bytes_old"].get<int>() < kv["page_bytes_recent"].get<int>() / 2);
+  // head_dim 48 cannot hold 32-channel blocks: demo-15m keeps F16.
+  auto [st15, p15] = put("demo-15m", {{"old_k_type", "q4_0"}});
+  CHECK(st15 == 200);
+  CHECK(p15["old_k_type"] == "f16");
+  CHECK(put("demo-110m", {{"old_k_type", "q3_k"}}).first == 400);
+  CHECK(put("demo-110m", {{"recent_tokens", -1}}).first == 400);
+  CHECK(put("demo-110m", {{"colour", 1}}).first == 400);
+  CHECK(put("nope", {{"recent_tokens", 1}}).first == 404);
+  CHECK(node->stop(SIGTERM) == 0);
+
+  node = node_process::start(dir.path(), {}, &log);
+  REQUIRE_MESSAGE(node, log);
+  auto c2 = node->client();
+  auto r = c2.Get("/v1/tiers/demo-110m/kv_policy");
+  REQUIRE(r);
+  auto again = json::parse(r->body);
+  CHECK(again["old_k_type"] == "q4_0");
+  CHECK(again["recent_tokens"] == 32);
+  CHECK(node->stop(SIGTERM) == 0);
+}
