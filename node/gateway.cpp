@@ -607,6 +607,14 @@ struct gateway::impl {
                [](const auto& e) { return e.kv.pages_recent; });
     per_engine("shoal_kv_pages_old", "gauge", "KV pages in the old (quantized) tier.",
                [](const auto& e) { return e.kv.pages_old; });
+    per_engine("shoal_kv_pages_free", "gauge",
+               "Recent-tier KV pages the memory budget still has room for (shared by all "
+               "tiers: each tier's figure assumes the room goes to it).",
+               [](const auto& e) {
+                 return e.kv.page_bytes_recent == 0 || e.budget_limit < e.budget_used
+                          ? 0
+                          : (e.budget_limit - e.budget_used) / e.kv.page_bytes_recent;
+               });
     per_engine("shoal_kv_pages_cached", "gauge",
                "KV pages no sequence uses, kept for prefix hits (evictable).",
                [](const auto& e) { return e.kv.pages_cached; });
