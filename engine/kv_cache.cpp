@@ -176,10 +176,24 @@ result<kv_policy> kv_pool::set_policy(kv_policy p) {
 }
 
 kv_pool::~kv_pool() {
-  // Sequences release their pages first; what is left is the cache.
-  for (auto& l : lru_)
-    while (kv_page* p = l.pop_front())
-      free_page(p);
+  // Sequences release their pages first; what is left is the cache. Pages of
+  // sessions go to the spill store (if any), so a session that returns after
+  // a restart finds its KV again.
+  while (kv_page* p = lru_[1].pop_front()) {
+    spill_page(p);
+    free_page(p);
+  }
+  while (kv_page* p = lru_[0].pop_front())
+    free_page(p);
+}
+
+void kv_pool::spill_page(const kv_page* p) {
+  if (!spill_ || !p->named)
+    return;
+  const auto& l = layout_[p->old];
+  kv_spill::page rec{p->parent, p->old, l.k_type, l.v_type, p->tokens,
+                     std::string(reinterpret_cast<const char*>(p->data), page_bytes_[p->old])};
+  (spill_->put(p->hash, rec) ? c_.spills : c_.spill_failures).fetch_add(1, std::memory_order_relaxed);
 }
 
 void kv_pool::lru_list::push_back(kv_page* p) noexcept {
@@ -236,13 +250,7 @@ size_t kv_pool::evict_one() {
   c_.cached.fetch_sub(1, std::memory_order_relaxed);
   c_.cached_bytes.fetch_sub(freed, std::memory_order_relaxed);
   c_.evictions.fetch_add(1, std::memory_order_relaxed);
-  if (spill_ && victim->named) {
-    const auto& l = layout_[victim->old];
-    kv_spill::page rec{victim->parent, victim->old, l.k_type, l.v_type, victim->tokens,
-                       std::string(reinterpret_cast<const char*>(victim->data), freed)};
-    (spill_->put(victim->hash, rec) ? c_.spills : c_.spill_failures)
-      .fetch_add(1, std::memory_order_relaxed);
-  }
+  spill_page(victim);
   free_page(victim);
   return freed;
 }

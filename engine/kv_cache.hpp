@@ -165,7 +165,8 @@ public:
 
   const kv_tier_config& config() const noexcept { return cfg_; }
   /// Evicted named pages go to `spill` and prefix misses look there
-  /// (nullptr: evicted pages are dropped). Set before use.
+  /// (nullptr: evicted pages are dropped). Set before use. The pool's
+  /// destructor spills the cached pages of sessions too.
   void set_spill(std::shared_ptr<kv_spill> spill) noexcept { spill_ = std::move(spill); }
   /// Page layout of a tier (old = false: the recent tier).
   const kernels::kv_page_layout& layout(bool old) const noexcept { return layout_[old]; }
@@ -238,6 +239,7 @@ private:
     kv_page* pop_front() noexcept;
   } lru_[2];
   size_t evict_one(); ///< frees (spilling) one cached page; its bytes, 0 if none
+  void spill_page(const kv_page* p); ///< to the spill store, if set and the page is named
   struct counters {
     std::atomic<uint64_t> pages[2]{}, cached{0}, cached_bytes{0}, hits{0}, misses{0}, evictions{0},
       migrations{0}, copies{0}, failures{0}, spills{0}, restores{0}, spill_failures{0};

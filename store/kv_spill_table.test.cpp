@@ -159,3 +159,45 @@ TEST_CASE("kv_spill_table under a kv_pool: evicted prefix pages come back and gi
   CHECK(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)) == 0);
   fs::remove_all(dir);
 }
+
+TEST_CASE("kv_pool: a session's cached pages are spilled at shutdown and found after a restart") {
+  using namespace shoal::engine;
+  auto dir = temp_dir("spill-restart");
+  fs::create_directories(dir);
+  auto path = (dir / "tiny.gguf").string();
+  REQUIRE(write_random_model(*random_model_preset("tiny"), path));
+  auto m = model::load(path);
+  REQUIRE(m);
+  const auto& hp = (*m)->hparams();
+  context ctx(*m, 64, nullptr);
+  std::vector<int32_t> session(40), anonymous(40);
+  for (int i = 0; i < 40; ++i) {
+    session[i] = 300 + i;
+    anonymous[i] = 400 + i;
+  }
+  auto seal = std::make_shared<const sealer>(*sealer::from_hex(seal_key_a));
+  std::vector<float> logits(hp.n_vocab);
+  {
+    auto env = environment::open({dir / "lmdb"});
+    REQUIRE(env);
+    kv_pool pool(hp, {}, nullptr);
+    pool.set_spill(std::make_shared<kv_spill_table>(*env, seal, (*m)->fingerprint(), 1 << 24));
+    for (auto* toks : {&session, &anonymous}) {
+      kv_cache c(pool, 128);
+      c.set_important(toks == &session);
+      REQUIRE(ctx.eval(c, *toks, logits));
+    }
+    CHECK(pool.stats().pages_cached == 4);
+  } // shutdown: the session's 2 named pages are spilled, the others dropped
+  auto env = environment::open({dir / "lmdb"});
+  REQUIRE(env);
+  kv_pool pool(hp, {}, nullptr);
+  auto spill = std::make_shared<kv_spill_table>(*env, seal, (*m)->fingerprint(), 1 << 24);
+  CHECK(spill->records() == 2);
+  pool.set_spill(spill);
+  kv_cache a(pool, 128), b(pool, 128);
+  CHECK(a.adopt_prefix(session) == 32);
+  CHECK(b.adopt_prefix(anonymous) == 0);
+  CHECK(pool.stats().restores == 2);
+  fs::remove_all(dir);
+}
