@@ -8,6 +8,9 @@
 #   federation_learning.sh  a node joining a cluster that learned vs an isolated one
 #   engine.sh       prefill/decode tokens/s next to llama.cpp's llama-bench
 #   kv_quality.sh   KL of the KV cache stores against F32, next to llama.cpp's
+#   shoal_session_bench  session look-up next to unordered_map; KV page alloc,
+#                   migration next to memcpy; decode and its KV share
+#   sessions_node.sh 10,000 sessions on a node within memory.budget_mb; RSS
 # Usage: bench/run.sh [--quick]   (--quick: 1K/10K patterns, 5 s of HTTP)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,3 +42,13 @@ else
 fi
 echo
 bench/kv_quality.sh
+echo
+if [[ ${1:-} == --quick ]]; then
+  build/bench/shoal_session_bench --sizes 10000 --samples 50000 --repetitions 5
+  echo
+  SHOAL_BUILD_DIR=build bench/sessions_node.sh --sessions 2000
+else
+  build/bench/shoal_session_bench
+  echo
+  SHOAL_BUILD_DIR=build bench/sessions_node.sh
+fi
