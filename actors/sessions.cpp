@@ -2,6 +2,7 @@
 
 #include "actors/time.hpp"
 #include "proto/error.hpp"
+#include "kernels/vector.hpp"
 #include "proto/messages.hpp"
 #include "store/bytes.hpp"
 
@@ -27,13 +28,6 @@ constexpr uint8_t record_version = 1;
 
 std::string record_key(std::string_view id) {
   return std::string(id);
-}
-
-float dot(std::span<const float> a, std::span<const float> b) {
-  float s = 0;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i)
-    s += a[i] * b[i];
-  return s;
 }
 
 } // namespace
@@ -113,7 +107,8 @@ session_index::open(std::shared_ptr<store::environment> env,
     }
     if (!s->user.empty())
       idx->by_user_[s->user].insert(s->id);
-    idx->by_id_.emplace(s->id, std::move(*s));
+    auto id = s->id;
+    idx->shard_of(id).by_id.emplace(std::move(id), std::make_shared<const session>(std::move(*s)));
     return true;
   });
   if (err)
@@ -142,80 +137,105 @@ void session_index::unpersist(const std::string& id) {
 session session_index::record_turn(const std::string& id, const std::string& user,
                                    std::span<const float> embedding, kv_reference kv,
                                    int64_t now_ms) {
-  session copy;
-  {
-    std::unique_lock lock(mutex_);
-    auto [it, fresh] = by_id_.try_emplace(id);
-    session& s = it->second;
-    if (fresh) {
-      s.id = id;
-      s.created_ms = now_ms;
+  // Optimistic: build the new record outside the lock, swap it in if no
+  // other writer replaced the old one meanwhile (readers never wait long).
+  for (;;) {
+    shard& sh = shard_of(id);
+    std::shared_ptr<const session> old;
+    {
+      std::shared_lock lock(sh.mutex);
+      if (auto it = sh.by_id.find(id); it != sh.by_id.end())
+        old = it->second;
     }
-    if (!user.empty() && user != s.user) {
-      if (!s.user.empty())
-        by_user_[s.user].erase(id);
-      s.user = user;
-      by_user_[user].insert(id);
+    auto s = std::make_shared<session>(old ? *old : session{});
+    if (!old) {
+      s->id = id;
+      s->created_ms = now_ms;
     }
+    if (!user.empty())
+      s->user = user;
     // Running mean of the turns' embeddings, renormalized.
     if (!embedding.empty()) {
-      if (s.context.size() != embedding.size())
-        s.context.assign(embedding.size(), 0.0f);
-      float w = 1.0f / static_cast<float>(s.turns + 1);
+      if (s->context.size() != embedding.size())
+        s->context.assign(embedding.size(), 0.0f);
+      float w = 1.0f / static_cast<float>(s->turns + 1);
       double norm = 0;
       for (size_t i = 0; i < embedding.size(); ++i) {
-        s.context[i] = (1 - w) * s.context[i] + w * embedding[i];
-        norm += double(s.context[i]) * s.context[i];
+        s->context[i] = (1 - w) * s->context[i] + w * embedding[i];
+        norm += double(s->context[i]) * s->context[i];
       }
       if (norm > 0)
-        for (auto& x : s.context)
+        for (auto& x : s->context)
           x = static_cast<float>(x / std::sqrt(norm));
     }
-    ++s.turns;
-    s.last_ms = now_ms;
-    s.kv = std::move(kv);
-    copy = s;
+    ++s->turns;
+    s->last_ms = now_ms;
+    s->kv = kv;
+    {
+      std::unique_lock lock(sh.mutex);
+      auto& slot = sh.by_id[id];
+      if (slot != old)
+        continue; // another writer won: redo on its record
+      slot = s;
+      if (!old || old->user != s->user) {
+        std::unique_lock users(users_mutex_);
+        if (old && !old->user.empty())
+          by_user_[old->user].erase(id);
+        if (!s->user.empty())
+          by_user_[s->user].insert(id);
+      }
+    }
+    persist(*s);
+    return *s;
   }
-  persist(copy);
-  return copy;
 }
 
-std::optional<session> session_index::find(std::string_view id) const {
-  std::shared_lock lock(mutex_);
-  auto it = by_id_.find(std::string(id));
-  if (it == by_id_.end())
-    return std::nullopt;
-  return it->second;
+session_index::shard& session_index::shard_of(std::string_view id) const noexcept {
+  return shards_[std::hash<std::string_view>{}(id) % n_shards];
+}
+
+std::shared_ptr<const session> session_index::find(std::string_view id) const {
+  const shard& sh = shard_of(id);
+  std::shared_lock lock(sh.mutex);
+  auto it = sh.by_id.find(std::string(id));
+  return it == sh.by_id.end() ? nullptr : it->second;
 }
 
 std::vector<session> session_index::by_user(std::string_view user) const {
-  std::vector<session> out;
+  std::vector<std::string> ids;
   {
-    std::shared_lock lock(mutex_);
+    std::shared_lock lock(users_mutex_);
     auto it = by_user_.find(std::string(user));
     if (it == by_user_.end())
-      return out;
-    for (const auto& id : it->second)
-      out.push_back(by_id_.at(id));
+      return {};
+    ids.assign(it->second.begin(), it->second.end());
   }
-  std::sort(out.begin(), out.end(), [](const session& a, const session& b) {
-    return a.last_ms != b.last_ms ? a.last_ms > b.last_ms : a.id < b.id;
+  std::vector<std::shared_ptr<const session>> found;
+  for (const auto& id : ids)
+    if (auto s = find(id); s && s->user == user)
+      found.push_back(std::move(s));
+  std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) {
+    return a->last_ms != b->last_ms ? a->last_ms > b->last_ms : a->id < b->id;
   });
+  std::vector<session> out;
+  for (const auto& s : found)
+    out.push_back(*s);
   return out;
 }
 
 std::vector<std::pair<session, float>> session_index::similar(std::span<const float> embedding,
                                                               size_t k) const {
-  std::vector<std::pair<const session*, float>> scored;
-  std::shared_lock lock(mutex_);
-  for (const auto& [id, s] : by_id_)
-    if (!s.context.empty())
-      scored.emplace_back(&s, dot(embedding, s.context));
+  std::vector<std::pair<std::shared_ptr<const session>, float>> scored;
+  for (const shard& sh : shards_) {
+    std::shared_lock lock(sh.mutex);
+    for (const auto& [id, s] : sh.by_id)
+      if (s->context.size() == embedding.size())
+        scored.emplace_back(s, kernels::dot(embedding, s->context));
+  }
   k = std::min(k, scored.size());
   std::partial_sort(scored.begin(), scored.begin() + static_cast<ptrdiff_t>(k), scored.end(),
                     [](const auto& a, const auto& b) {
-                      return a.second != b.second ? a.second > b.second
-                                                  : a.first->id < b.first->id;
+                      return a.second != b.second ? a.second > b.second : a.first->id < b.first->id;
                     });
   std::vector<std::pair<session, float>> out;
   for (size_t i = 0; i < k; ++i)
@@ -226,13 +246,16 @@ std::vector<std::pair<session, float>> session_index::similar(std::span<const fl
 bool session_index::erase(std::string_view id) {
   std::string key(id);
   {
-    std::unique_lock lock(mutex_);
-    auto it = by_id_.find(key);
-    if (it == by_id_.end())
+    shard& sh = shard_of(key);
+    std::unique_lock lock(sh.mutex);
+    auto it = sh.by_id.find(key);
+    if (it == sh.by_id.end())
       return false;
-    if (!it->second.user.empty())
-      by_user_[it->second.user].erase(key);
-    by_id_.erase(it);
+    if (!it->second->user.empty()) {
+      std::unique_lock users(users_mutex_);
+      by_user_[it->second->user].erase(key);
+    }
+    sh.by_id.erase(it);
   }
   unpersist(key);
   return true;
@@ -240,14 +263,16 @@ bool session_index::erase(std::string_view id) {
 
 size_t session_index::expire(int64_t now_ms, int64_t idle_ms) {
   std::vector<std::string> gone;
-  {
-    std::unique_lock lock(mutex_);
-    for (auto it = by_id_.begin(); it != by_id_.end();) {
-      if (now_ms - it->second.last_ms > idle_ms) {
-        if (!it->second.user.empty())
-          by_user_[it->second.user].erase(it->first);
+  for (shard& sh : shards_) {
+    std::unique_lock lock(sh.mutex);
+    for (auto it = sh.by_id.begin(); it != sh.by_id.end();) {
+      if (now_ms - it->second->last_ms > idle_ms) {
+        if (!it->second->user.empty()) {
+          std::unique_lock users(users_mutex_);
+          by_user_[it->second->user].erase(it->first);
+        }
         gone.push_back(it->first);
-        it = by_id_.erase(it);
+        it = sh.by_id.erase(it);
       } else {
         ++it;
       }
@@ -259,8 +284,12 @@ size_t session_index::expire(int64_t now_ms, int64_t idle_ms) {
 }
 
 size_t session_index::size() const {
-  std::shared_lock lock(mutex_);
-  return by_id_.size();
+  size_t n = 0;
+  for (const shard& sh : shards_) {
+    std::shared_lock lock(sh.mutex);
+    n += sh.by_id.size();
+  }
+  return n;
 }
 
 // ---- the reaper ------------------------------------------------------------------

@@ -11,8 +11,9 @@
 /// reloaded at start; without one, sessions live in memory only (nothing
 /// unencrypted is ever written).
 ///
-/// Thread-safety: all members are thread-safe (a shared mutex: look-ups run
-/// in parallel, changes exclusively). Writes to LMDB happen on the calling
+/// Thread-safety: all members are thread-safe (sharded shared mutexes:
+/// look-ups run in parallel; a turn builds its new record outside any lock
+/// and only swaps a pointer under its shard's lock). Writes to LMDB happen on the calling
 /// thread: call them from HTTP worker threads or detached actors, never from
 /// a cooperatively scheduled actor.
 
@@ -23,6 +24,7 @@
 #include <caf/actor_system.hpp>
 #include <caf/expected.hpp>
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -77,11 +79,13 @@ public:
   session record_turn(const std::string& id, const std::string& user,
                       std::span<const float> embedding, kv_reference kv, int64_t now_ms);
 
-  std::optional<session> find(std::string_view id) const;
+  /// The session (shared, immutable: a turn replaces the record, so the
+  /// pointer stays valid and unchanged), or nullptr. No copy: O(1).
+  std::shared_ptr<const session> find(std::string_view id) const;
   /// Sessions of a user, most recent first.
   std::vector<session> by_user(std::string_view user) const;
   /// The k sessions whose context is most similar (cosine) to `embedding`,
-  /// most similar first, with their similarity. Exact scan.
+  /// most similar first, with their similarity. Exact scan (kernels::dot).
   std::vector<std::pair<session, float>> similar(std::span<const float> embedding, size_t k) const;
   /// Removes a session. False if unknown.
   bool erase(std::string_view id);
@@ -98,8 +102,16 @@ private:
 
   std::shared_ptr<store::environment> env_;
   std::shared_ptr<const store::sealer> seal_;
-  mutable std::shared_mutex mutex_;
-  std::unordered_map<std::string, session> by_id_;
+  /// Records by id in 64 shards (by hash of the id), each under its own
+  /// lock: a turn being written blocks 1/64 of the look-ups, briefly.
+  struct shard {
+    mutable std::shared_mutex mutex;
+    std::unordered_map<std::string, std::shared_ptr<const session>> by_id;
+  };
+  static constexpr size_t n_shards = 64;
+  shard& shard_of(std::string_view id) const noexcept;
+  mutable std::array<shard, n_shards> shards_;
+  mutable std::shared_mutex users_mutex_; ///< guards by_user_; taken after a shard's lock
   std::unordered_map<std::string, std::unordered_set<std::string>> by_user_;
 };
 

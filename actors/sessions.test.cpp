@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <thread>
 
 using namespace shoal::actors;
 using namespace shoal::store::testing;
@@ -137,4 +138,26 @@ TEST_CASE("session_index: sealed in LMDB, reloaded, expiry deletes the records")
     CHECK((*wrong)->size() == 0);
   }
   fs::remove_all(dir);
+}
+
+TEST_CASE("session_index: concurrent turns on shared sessions are all counted") {
+  auto idx = *session_index::open(nullptr, nullptr);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 1000; ++i) {
+        std::string id = "s" + std::to_string(i % 10);
+        idx->record_turn(id, "u" + std::to_string(t % 2), unit({1, float(i % 3)}), {"t", 1, 1},
+                         i);
+        auto s = idx->find(id);
+        REQUIRE(s); // readers always see a whole record
+      }
+    });
+  for (auto& th : threads)
+    th.join();
+  uint32_t turns = 0;
+  for (int i = 0; i < 10; ++i)
+    turns += idx->find("s" + std::to_string(i))->turns;
+  CHECK(turns == 4000);
+  CHECK(idx->by_user("u0").size() + idx->by_user("u1").size() == 10);
 }

@@ -9,12 +9,13 @@
 ///            each call; its ~20 ns cost is in every row alike); look-ups
 ///            of random ids, each id first copied (untimed) into a buffer,
 ///            hot in the cache as a just-parsed request's id would be:
-///              find(id)         a copy of the session; target p99 ≤ 2 µs
+///              find(id)         the shared, immutable record (a pointer, no
+///                               copy); target p99 ≤ 2 µs
 ///              ref map::find    std::unordered_map<std::string, uint32_t>
 ///                               ::find of the same keys: the hash-table floor
 ///              ref map+copy     unordered_map<std::string, session>::find and
-///                               a copy of the session (find's work minus the
-///                               lock and the key's std::string)
+///                               a copy of the session (what find cost when it
+///                               returned a copy)
 ///              find + writer    find while another thread records turns of
 ///                               random sessions (10,000 turns/s; a node
 ///                               records one per completion)
@@ -225,7 +226,7 @@ void bench_sessions(size_t n, size_t n_samples) {
     sink = sink + s.turns;
   });
   print_latency("ref: unordered_map<string, session>::find + copy, " + size, copy_ns,
-                "find minus lock and key string");
+                "what find cost when it returned a copy");
 
   // A writer recording turns of random sessions at a steady rate.
   std::atomic<bool> stop{false};
