@@ -122,16 +122,50 @@ session_index::open(std::shared_ptr<store::environment> env,
 void session_index::persist(const session& s) {
   if (!persistent())
     return;
-  auto k = record_key(s.id);
-  if (auto err = env_->write({{store::table::sessions, k, seal_->seal(encode(s), k)}}))
-    spdlog::warn("sessions: writing session {} failed: {}", s.id, view(err).message);
+  std::lock_guard<std::mutex> guard(dirty_mutex_);
+  dirty_[s.id] = true; // written by the next flush
 }
 
 void session_index::unpersist(const std::string& id) {
   if (!persistent())
     return;
-  if (auto err = env_->write({{store::table::sessions, record_key(id), "", true}}))
-    spdlog::warn("sessions: deleting session {} failed: {}", id, view(err).message);
+  std::lock_guard<std::mutex> guard(dirty_mutex_);
+  dirty_[id] = false; // deleted by the next flush
+}
+
+size_t session_index::flush() {
+  if (!persistent())
+    return 0;
+  std::unordered_map<std::string, bool> batch;
+  {
+    std::lock_guard<std::mutex> guard(dirty_mutex_);
+    batch.swap(dirty_);
+  }
+  if (batch.empty())
+    return 0;
+  std::vector<store::write_op> ops;
+  ops.reserve(batch.size());
+  for (const auto& [id, live] : batch) {
+    auto k = record_key(id);
+    auto s = live ? find(id) : nullptr;
+    if (s)
+      ops.push_back({store::table::sessions, k, seal_->seal(encode(*s), k)});
+    else
+      ops.push_back({store::table::sessions, k, "", true});
+  }
+  if (auto err = env_->write(ops)) {
+    spdlog::warn("sessions: writing {} session record(s) failed: {}", ops.size(),
+                 view(err).message);
+    std::lock_guard<std::mutex> guard(dirty_mutex_);
+    for (const auto& [id, live] : batch)
+      dirty_.try_emplace(id, live); // retried by the next flush
+    return 0;
+  }
+  return ops.size();
+}
+
+session_index::~session_index() {
+  flush();
 }
 
 session session_index::record_turn(const std::string& id, const std::string& user,
@@ -296,6 +330,8 @@ size_t session_index::size() const {
 
 namespace {
 
+constexpr std::chrono::milliseconds flush_every{200};
+
 struct reaper_state {
   static inline const char* name = "shoal.session_reaper";
 };
@@ -304,11 +340,16 @@ caf::behavior reaper_actor(caf::stateful_actor<reaper_state>* self,
                            std::shared_ptr<session_index> index, std::chrono::milliseconds every,
                            int64_t idle_ms) {
   self->delayed_send(self, every, proto::tick_atom::value);
+  self->delayed_send(self, flush_every, proto::flush_atom::value);
   return {
     [=](proto::tick_atom) {
       if (size_t n = index->expire(utc_now_ms(), idle_ms); n > 0)
         spdlog::info("sessions: {} idle session(s) expired", n);
       self->delayed_send(self, every, proto::tick_atom::value);
+    },
+    [=](proto::flush_atom) {
+      index->flush();
+      self->delayed_send(self, flush_every, proto::flush_atom::value);
     },
   };
 }

@@ -6,10 +6,12 @@
 /// spill store) — with look-up by id, by user and by context similarity, and
 /// expiry of idle sessions.
 ///
-/// Persistence: with a sealer, every change is written to the `sessions`
-/// table sealed (store/sealed.hpp; ad = the record key) and the index is
-/// reloaded at start; without one, sessions live in memory only (nothing
-/// unencrypted is ever written).
+/// Persistence: with a sealer, changed sessions are written to the
+/// `sessions` table sealed (store/sealed.hpp; ad = the record key) in one
+/// transaction per flush() — the reaper flushes every 200 ms, and the index
+/// flushes when destroyed — and the index is reloaded at start; a crash
+/// loses at most the last 200 ms of turns. Without a sealer, sessions live
+/// in memory only (nothing unencrypted is ever written).
 ///
 /// Thread-safety: all members are thread-safe (sharded shared mutexes:
 /// look-ups run in parallel; a turn builds its new record outside any lock
@@ -28,6 +30,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <shared_mutex>
 #include <span>
@@ -94,6 +97,11 @@ public:
 
   size_t size() const;
   bool persistent() const noexcept { return env_ && seal_; }
+  /// Writes the sessions changed since the last flush (and deletes removed
+  /// ones) in one transaction; returns the records written. On a storage
+  /// error they stay pending (logged).
+  size_t flush();
+  ~session_index();
 
 private:
   session_index() = default;
@@ -113,10 +121,12 @@ private:
   mutable std::array<shard, n_shards> shards_;
   mutable std::shared_mutex users_mutex_; ///< guards by_user_; taken after a shard's lock
   std::unordered_map<std::string, std::unordered_set<std::string>> by_user_;
+  std::mutex dirty_mutex_;
+  std::unordered_map<std::string, bool> dirty_; ///< id -> write (true) or delete (false)
 };
 
-/// Spawns an actor that expires idle sessions every `every` (detached: it
-/// writes to LMDB).
+/// Spawns an actor that expires idle sessions every `every` and flushes
+/// changed sessions every 200 ms (detached: it writes to LMDB).
 caf::actor spawn_session_reaper(caf::actor_system& sys, std::shared_ptr<session_index> index,
                                 std::chrono::milliseconds every, int64_t idle_ms);
 

@@ -12,8 +12,13 @@ namespace shoal::node {
 namespace {
 
 // Environment variables with the SHOAL_ prefix that are not config keys
-// (process-level overrides read elsewhere). Anything else is an unknown key.
-const std::set<std::string> non_config_env = {"SHOAL_KERNELS"};
+// (process-level overrides read elsewhere, and the project scripts' own:
+// the model cache of node/models.hpp, the peer and npm directories of
+// ops/install-peer.sh and ops/install-npm.sh, the build directory of the
+// bench scripts). Anything else is an unknown key.
+const std::set<std::string> non_config_env = {"SHOAL_KERNELS", "SHOAL_MODEL_CACHE",
+                                              "SHOAL_PEER_DIR", "SHOAL_NPM_DIR",
+                                              "SHOAL_BUILD_DIR"};
 
 template <class Member>
 setting make_uint(std::string key, Member member, double min, double max, std::string doc) {

@@ -233,6 +233,7 @@ int run_node(const node_config& cfg) {
     a.tiers.clear();
     caf::anon_send_exit(reaper, caf::exit_reason::user_shutdown);
     reaper = caf::actor{};
+    a.sessions->flush(); // the turns of the last 200 ms
     caf::anon_send_exit(memory, caf::exit_reason::user_shutdown);
     memory = caf::actor{};
     a.memory = caf::actor{};

@@ -74,10 +74,43 @@ void kv_spill_table::erase(uint64_t hash) {
   auto it = sizes_.find(hash);
   if (it == sizes_.end())
     return;
-  if (auto err = env_->write({{table::kv_spill, key(hash), "", true}}))
+  if (auto p = pending_.find(hash); p != pending_.end()) {
+    pending_bytes_ -= p->second.size();
+    pending_.erase(p); // never written
+  } else if (auto err = env_->write({{table::kv_spill, key(hash), "", true}})) {
     spdlog::warn("kv_spill: deleting a record failed: {}", view(err).message);
+  }
   bytes_ -= it->second;
   sizes_.erase(it);
+}
+
+bool kv_spill_table::flush() {
+  if (pending_.empty())
+    return true;
+  std::vector<write_op> ops;
+  ops.reserve(pending_.size());
+  for (auto& [hash, rec] : pending_)
+    ops.push_back({table::kv_spill, key(hash), std::move(rec)});
+  pending_.clear();
+  pending_bytes_ = 0;
+  if (auto err = env_->write(ops)) {
+    spdlog::warn("kv_spill: writing {} page(s) failed: {}; they are dropped", ops.size(),
+                 view(err).message);
+    for (const auto& op : ops)
+      if (auto h = parse_u64_key(std::string_view(op.key).substr(8))) {
+        auto it = sizes_.find(*h);
+        if (it != sizes_.end()) {
+          bytes_ -= it->second;
+          sizes_.erase(it);
+        }
+      }
+    return false;
+  }
+  return true;
+}
+
+kv_spill_table::~kv_spill_table() {
+  flush();
 }
 
 bool kv_spill_table::put(uint64_t hash, const page& p) {
@@ -91,13 +124,13 @@ bool kv_spill_table::put(uint64_t hash, const page& p) {
     order_.pop_front();
     erase(oldest);
   }
-  if (auto err = env_->write({{table::kv_spill, k, v}})) {
-    spdlog::warn("kv_spill: writing a page failed: {}", view(err).message);
-    return false;
-  }
   order_.push_back(hash);
   sizes_[hash] = v.size();
   bytes_ += v.size();
+  pending_bytes_ += v.size();
+  pending_.emplace(hash, std::move(v));
+  if (pending_.size() >= max_pending || pending_bytes_ >= max_pending_bytes)
+    return flush();
   return true;
 }
 
@@ -105,6 +138,8 @@ std::optional<engine::kv_spill::page> kv_spill_table::get(uint64_t hash) {
   if (!sizes_.count(hash))
     return std::nullopt;
   std::string k = key(hash);
+  if (!pending_.empty() && !flush()) // reads see LMDB only
+    return std::nullopt;
   auto rec = env_->get(table::kv_spill, k);
   if (!rec || !*rec) {
     erase(hash);

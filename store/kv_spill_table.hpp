@@ -10,6 +10,10 @@
 /// records per process (oldest written first out; the order is rebuilt from
 /// a scan at start); a restored page's record is deleted (it lives in memory
 /// again until the next eviction).
+/// Writes are batched: sealed records wait in a write-back buffer (at most
+/// 32 records or 4 MiB, outside the memory budget) and go to LMDB in one
+/// transaction (one fsync) when it fills, when a record is read back, and on
+/// destruction; a crash loses at most the buffer — spilled pages are a cache.
 /// Thread-safety: one owner thread (the tier's engine), like its kv_pool.
 
 #include "engine/kv_cache.hpp"
@@ -29,8 +33,11 @@ public:
   kv_spill_table(std::shared_ptr<environment> env, std::shared_ptr<const sealer> seal,
                  uint64_t model_key, uint64_t max_bytes);
 
+  ~kv_spill_table() override;
   bool put(uint64_t hash, const page& p) override;
   std::optional<page> get(uint64_t hash) override;
+  /// Writes the buffered records; false on a storage error (they are dropped, logged).
+  bool flush();
 
   uint64_t bytes() const noexcept { return bytes_; }
   size_t records() const noexcept { return sizes_.size(); }
@@ -48,6 +55,10 @@ private:
   uint64_t model_key_, max_bytes_, bytes_ = 0;
   std::deque<uint64_t> order_;                   ///< hashes, oldest first (may hold stale ones)
   std::unordered_map<uint64_t, uint64_t> sizes_; ///< hash -> record bytes
+  std::unordered_map<uint64_t, std::string> pending_; ///< sealed records not yet written
+  uint64_t pending_bytes_ = 0;
+  static constexpr size_t max_pending = 32;
+  static constexpr uint64_t max_pending_bytes = 4 << 20;
 };
 
 } // namespace shoal::store
