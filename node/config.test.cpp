@@ -43,7 +43,10 @@ TEST_CASE("configs/node.toml documents every key with its default") {
 
 TEST_CASE("file, environment and --set override in that order") {
   auto r = load_text("[router]\nk = 8\n[http]\nport = 9001\n", {"router.k=12"},
-                     {"SHOAL_HTTP_PORT=9002", "SHOAL_ROUTER_K=10", "PATH=/bin"});
+                     {"SHOAL_HTTP_PORT=9002", "SHOAL_ROUTER_K=10", "PATH=/bin",
+                      // the scripts' own variables are not config keys
+                      "SHOAL_MODEL_CACHE=/tmp/m", "SHOAL_PEER_DIR=/tmp/p",
+                      "SHOAL_NPM_DIR=/tmp/n", "SHOAL_BUILD_DIR=build"});
   REQUIRE(std::holds_alternative<node_config>(r));
   auto& c = std::get<node_config>(r);
   CHECK(c.router.k == 12);
@@ -60,6 +63,10 @@ TEST_CASE("invalid configs name the offending key") {
   CHECK(error_key(load_text("", {"http.port=abc"})) == "http.port");
   CHECK(error_key(load_text("", {"nope.key=1"})) == "nope.key");
   CHECK(error_key(load_text("", {}, {"SHOAL_ROUTER_KAY=3"})) == "SHOAL_ROUTER_KAY");
+  CHECK(error_key(load_text("", {"kv.old_k_type=q3"})) == "kv.old_k_type");
+  CHECK(error_key(load_text("", {"kv.old_v_type=f32"})) == "kv.old_v_type");
+  CHECK(error_key(load_text("", {"kv.page_tokens=0"})) == "kv.page_tokens");
+  CHECK(error_key(load_text("", {"memory.budget_mb=0"})) == "memory.budget_mb");
   CHECK(error_key(load_text("[[tiers]]\nname = \"a\"\ncost = 2\n")) == "tiers[0].cost");
   CHECK(error_key(load_text("[[tiers]]\nname = \"a\"\n[[tiers]]\nname = \"a\"\n"))
         == "tiers[1].name");
