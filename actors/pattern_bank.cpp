@@ -137,6 +137,41 @@ std::filesystem::path pattern_bank::index_path() const {
   return env_->data_dir() / "patterns.hnsw";
 }
 
+uint64_t pattern_bank::pattern_bytes() const noexcept {
+  return 4ull * dim_ + dim_ + 2ull * 16 * sizeof(uint32_t) + 64ull * cfg_.tiers.size() + 160;
+}
+
+bool pattern_bank::reserve_pattern() {
+  if (!budget_)
+    return true;
+  if (!budget_->try_reserve(engine::memory_budget::use::router, pattern_bytes())) {
+    ++budget_refusals_;
+    return false;
+  }
+  reserved_ += pattern_bytes();
+  return true;
+}
+
+caf::error pattern_bank::set_budget(std::shared_ptr<engine::memory_budget> budget) {
+  uint64_t need = budget ? stats_.size() * pattern_bytes() : 0;
+  if (budget && !budget->try_reserve(engine::memory_budget::use::router, need))
+    return make_error(errc::invalid_argument,
+                      "the " + std::to_string(stats_.size()) + " stored patterns need "
+                        + std::to_string(need >> 20) + " MiB but memory.budget_mb allows "
+                        + std::to_string(budget->limit() >> 20) + " MiB with "
+                        + std::to_string(budget->used() >> 20) + " MiB in use");
+  if (budget_)
+    budget_->release(engine::memory_budget::use::router, reserved_);
+  budget_ = std::move(budget);
+  reserved_ = need;
+  return {};
+}
+
+pattern_bank::~pattern_bank() {
+  if (budget_)
+    budget_->release(engine::memory_budget::use::router, reserved_);
+}
+
 caf::expected<std::unique_ptr<pattern_bank>>
 pattern_bank::open(uint32_t dim, router_config cfg, std::shared_ptr<store::environment> env) {
   std::unique_ptr<pattern_bank> bank(new pattern_bank(dim, std::move(cfg), std::move(env)));
@@ -268,6 +303,12 @@ route_result pattern_bank::route(std::span<const float> embedding, int64_t now_m
   res.expected_reward = post_[res.tier].mean - costs_[res.tier];
   bool join = !hits.empty() && (hits.front().similarity >= cfg_.new_pattern_threshold
                                 || stats_.size() >= cfg_.max_patterns);
+  // A new pattern needs room in the memory budget; without it, join (the
+  // very first pattern is made regardless: there is nothing to join).
+  if (!join && !hits.empty() && !reserve_pattern())
+    join = true;
+  else if (!join && hits.empty())
+    reserve_pattern();
   if (join) {
     res.pattern_id = hits.front().id;
     auto& st = stats_[res.pattern_id];
@@ -605,7 +646,7 @@ pattern_bank::merge(uint64_t node, std::span<const proto::pattern_delta> deltas,
       continue;
     }
     if (id == 0) {
-      if (stats_.size() >= cfg_.max_patterns) {
+      if (stats_.size() >= cfg_.max_patterns || !reserve_pattern()) {
         ++ms.dropped;
         continue;
       }

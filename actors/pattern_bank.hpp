@@ -34,6 +34,7 @@
 /// Thread-safety: none; owned by one actor. LMDB writes happen in `flush` and
 /// `checkpoint`, so the owner should run on its own thread (detached actor).
 
+#include "engine/kv_cache.hpp"
 #include "federation/crdt.hpp"
 #include "proto/messages.hpp"
 #include "proto/records.hpp"
@@ -237,6 +238,21 @@ public:
 
   size_t size() const noexcept { return stats_.size(); }
   uint32_t dim() const noexcept { return dim_; }
+
+  /// Counts the bank's memory against the node's budget (use router):
+  /// reserves pattern_bytes() for every pattern held now and for each new
+  /// one; when the budget refuses, a request joins its nearest pattern
+  /// instead of founding one, and a peer's new pattern is dropped (counted
+  /// in budget_refusals()). Errors (invalid_argument; the bank keeps its
+  /// previous budget): the patterns held already exceed the budget (naming
+  /// both sizes).
+  caf::error set_budget(std::shared_ptr<engine::memory_budget> budget);
+  /// Estimated bytes of one pattern: its f32 centroid (LMDB cache and
+  /// pending queues), its int8 index vector and HNSW links, its per-tier
+  /// statistics, and hash-map overhead.
+  uint64_t pattern_bytes() const noexcept;
+  uint64_t budget_refusals() const noexcept { return budget_refusals_; }
+  ~pattern_bank();
   const router_config& config() const noexcept { return cfg_; }
   /// Whether `open` had to rebuild the index from LMDB.
   bool rebuilt_index() const noexcept { return rebuilt_; }
@@ -336,9 +352,14 @@ private:
   /// Joins one validated contribution into pattern `id`; returns whether it changed.
   bool join_peer(uint64_t id, const proto::contribution& c, int64_t now_ms);
 
+  /// Reserves one pattern's bytes; true without a budget.
+  bool reserve_pattern();
+
   uint32_t dim_;
   router_config cfg_;
   std::shared_ptr<store::environment> env_;
+  std::shared_ptr<engine::memory_budget> budget_;
+  uint64_t reserved_ = 0, budget_refusals_ = 0;
   store::pattern_index index_;
   std::unordered_map<uint64_t, pattern_state> stats_;
   std::unordered_set<uint64_t> dirty_;

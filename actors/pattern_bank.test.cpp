@@ -171,3 +171,29 @@ TEST_CASE("a stored pattern with another dimension is refused with a clear error
   CHECK(shoal::view(bank.error()).message.find("dimension 16") != std::string::npos);
   fs::remove_all(dir);
 }
+
+TEST_CASE("pattern bank: the memory budget caps new patterns; requests then join their nearest") {
+  const uint32_t dim = 32;
+  router_config cfg;
+  cfg.new_pattern_threshold = 0.99; // distinct queries would all found patterns
+  auto bank = pattern_bank::open(dim, cfg, nullptr);
+  REQUIRE(bank);
+  auto budget = std::make_shared<shoal::engine::memory_budget>(3 * (*bank)->pattern_bytes());
+  REQUIRE_FALSE((*bank)->set_budget(budget));
+  std::mt19937 rng(3);
+  for (int i = 0; i < 10; ++i) {
+    auto r = (*bank)->route(unit(rng, dim), i);
+    CHECK(r.new_pattern == (i < 3));
+  }
+  CHECK((*bank)->size() == 3);
+  CHECK((*bank)->budget_refusals() == 7);
+  CHECK(budget->used(shoal::engine::memory_budget::use::router) == 3 * (*bank)->pattern_bytes());
+  CHECK(budget->used() <= budget->limit());
+  // A bank holding more than a new budget allows is refused clearly.
+  auto small = std::make_shared<shoal::engine::memory_budget>(2 * (*bank)->pattern_bytes());
+  auto err = (*bank)->set_budget(small);
+  REQUIRE(err);
+  CHECK(shoal::view(err).message.find("stored patterns need") != std::string::npos);
+  bank->reset();
+  CHECK(budget->used() == 0); // the bank gave its bytes back
+}

@@ -97,6 +97,12 @@ int run_node(const node_config& cfg) {
   }
   spdlog::info("pattern bank: {} patterns{}", (*bank)->size(),
                (*bank)->rebuilt_index() ? " (index rebuilt from LMDB)" : "");
+  // One byte budget for the router's patterns, KV pages and (later) adapters.
+  auto budget = std::make_shared<engine::memory_budget>(cfg.memory_budget_mb << 20);
+  if (auto err = (*bank)->set_budget(budget)) {
+    spdlog::critical("memory budget: {}", view(err).message);
+    return 1;
+  }
 
   caf::actor_system_config sys_cfg;
   // Work sharing (one queue, workers wait on a condition variable): CAF's
@@ -144,7 +150,6 @@ int run_node(const node_config& cfg) {
     }
     a.sona = actors::spawn_sona(sys, cfg.sona, costs, a.router, a.witness, a.telemetry);
     std::vector<caf::actor> engines;
-    auto budget = std::make_shared<engine::memory_budget>(cfg.memory_budget_mb << 20);
     auto memory = actors::spawn_memory_pool(sys, budget, *env);
     a.memory = memory;
     const auto kv = kv_tier(cfg);
