@@ -105,16 +105,24 @@ TEST_CASE("kv_spill_table: malformed plaintext does not decode") {
   CHECK_FALSE(kv_spill_table::decode(bad));
 }
 
+namespace {
+/// The "tiny" random model, written into `dir` (created).
+std::shared_ptr<const shoal::engine::model> tiny_model_in(const fs::path& dir) {
+  fs::create_directories(dir);
+  auto path = (dir / "tiny.gguf").string();
+  REQUIRE(shoal::engine::write_random_model(*shoal::engine::random_model_preset("tiny"), path));
+  auto m = shoal::engine::model::load(path);
+  REQUIRE(m);
+  return *m;
+}
+} // namespace
+
 TEST_CASE("kv_spill_table under a kv_pool: evicted prefix pages come back and give the same logits") {
   using namespace shoal::engine;
   auto dir = temp_dir("spill-pool");
-  fs::create_directories(dir);
-  auto path = (dir / "tiny.gguf").string();
-  REQUIRE(write_random_model(*random_model_preset("tiny"), path));
-  auto m = model::load(path);
-  REQUIRE(m);
-  const auto& hp = (*m)->hparams();
-  context ctx(*m, 64, nullptr);
+  auto model = tiny_model_in(dir);
+  const auto& hp = model->hparams();
+  context ctx(model, 64, nullptr);
   std::mt19937 rng(21);
   std::vector<int32_t> prompt(40), tail(5), filler(64);
   for (auto* v : {&prompt, &tail, &filler})
@@ -136,7 +144,7 @@ TEST_CASE("kv_spill_table under a kv_pool: evicted prefix pages come back and gi
   auto env = environment::open({dir / "lmdb"});
   REQUIRE(env);
   auto seal = std::make_shared<const sealer>(*sealer::from_hex(seal_key_a));
-  auto spill = std::make_shared<kv_spill_table>(*env, seal, (*m)->fingerprint(), 1 << 24);
+  auto spill = std::make_shared<kv_spill_table>(*env, seal, model->fingerprint(), 1 << 24);
   kv_pool pool(hp, cfg, std::make_shared<memory_budget>(4 * probe.page_bytes(false)));
   pool.set_spill(spill);
   { // the first conversation: 3 pages, 2 of them full (named), then released
@@ -163,13 +171,9 @@ TEST_CASE("kv_spill_table under a kv_pool: evicted prefix pages come back and gi
 TEST_CASE("kv_pool: a session's cached pages are spilled at shutdown and found after a restart") {
   using namespace shoal::engine;
   auto dir = temp_dir("spill-restart");
-  fs::create_directories(dir);
-  auto path = (dir / "tiny.gguf").string();
-  REQUIRE(write_random_model(*random_model_preset("tiny"), path));
-  auto m = model::load(path);
-  REQUIRE(m);
-  const auto& hp = (*m)->hparams();
-  context ctx(*m, 64, nullptr);
+  auto model = tiny_model_in(dir);
+  const auto& hp = model->hparams();
+  context ctx(model, 64, nullptr);
   std::vector<int32_t> session(40), anonymous(40);
   for (int i = 0; i < 40; ++i) {
     session[i] = 300 + i;
@@ -181,7 +185,7 @@ TEST_CASE("kv_pool: a session's cached pages are spilled at shutdown and found a
     auto env = environment::open({dir / "lmdb"});
     REQUIRE(env);
     kv_pool pool(hp, {}, nullptr);
-    pool.set_spill(std::make_shared<kv_spill_table>(*env, seal, (*m)->fingerprint(), 1 << 24));
+    pool.set_spill(std::make_shared<kv_spill_table>(*env, seal, model->fingerprint(), 1 << 24));
     for (auto* toks : {&session, &anonymous}) {
       kv_cache c(pool, 128);
       c.set_important(toks == &session);
@@ -192,7 +196,7 @@ TEST_CASE("kv_pool: a session's cached pages are spilled at shutdown and found a
   auto env = environment::open({dir / "lmdb"});
   REQUIRE(env);
   kv_pool pool(hp, {}, nullptr);
-  auto spill = std::make_shared<kv_spill_table>(*env, seal, (*m)->fingerprint(), 1 << 24);
+  auto spill = std::make_shared<kv_spill_table>(*env, seal, model->fingerprint(), 1 << 24);
   CHECK(spill->records() == 2);
   pool.set_spill(spill);
   kv_cache a(pool, 128), b(pool, 128);
