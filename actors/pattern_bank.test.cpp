@@ -172,7 +172,7 @@ TEST_CASE("a stored pattern with another dimension is refused with a clear error
   fs::remove_all(dir);
 }
 
-TEST_CASE("pattern bank: the memory budget caps new patterns; requests then join their nearest") {
+TEST_CASE("pattern bank: the memory budget caps new patterns, requests then join their nearest") {
   const uint32_t dim = 32;
   router_config cfg;
   cfg.new_pattern_threshold = 0.99; // distinct queries would all found patterns

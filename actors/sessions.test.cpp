@@ -29,7 +29,7 @@ std::vector<float> unit(std::initializer_list<float> v) {
 
 } // namespace
 
-TEST_CASE("session records round-trip; malformed bytes are refused") {
+TEST_CASE("session records round-trip, malformed bytes are refused") {
   session s{"chat-1", "alice", {0.6f, 0.8f}, 3, "lora-a", 100, 200, {"demo-tiny", 70, 5}};
   auto back = decode_session(encode(s));
   REQUIRE(back);

@@ -69,7 +69,7 @@ TEST_CASE("kv_spill_table: pages come back bit-identical, once, sealed on disk")
   fs::remove_all(dir);
 }
 
-TEST_CASE("kv_spill_table: the byte cap drops the oldest records; a wrong key reads nothing") {
+TEST_CASE("kv_spill_table: the byte cap drops the oldest records, a wrong key reads nothing") {
   auto dir = temp_dir("spill-cap");
   std::mt19937 rng(2);
   auto env = environment::open({dir});
