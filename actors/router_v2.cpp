@@ -1,0 +1,214 @@
+#include "actors/router_v2.hpp"
+
+#include "proto/error.hpp"
+#include "store/bytes.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+namespace shoal::actors {
+
+namespace {
+
+constexpr uint8_t checkpoint_version = 1;
+
+kernels::fastgrnn_shape cell_shape(const router_v2_config& c) {
+  kernels::fastgrnn_shape s;
+  s.n_x = c.proj;
+  s.n_h = c.hidden;
+  s.r_w = c.rank_w;
+  s.r_u = c.rank_u;
+  return s;
+}
+
+} // namespace
+
+router_v2_model::router_v2_model(router_v2_config cfg)
+  : cfg_(cfg), cell_(cell_shape(cfg)) {
+  theta_.assign(off_bq() + cfg_.n_tiers, 0.0f);
+  // Initialisation: LoRA A small random and B = 0 (Hu et al. 2021: the
+  // adapter starts as the identity); P, the cell's factors and H scaled by
+  // 1/sqrt(fan-in); FastGRNN's ζ, ν raw at 1 and −4 (σ: 0.73, 0.018) so a
+  // new cell mostly keeps its state, as the paper initialises them; the
+  // reward heads start at 0.5, the middle of the quality range.
+  std::mt19937_64 rng(cfg_.seed);
+  std::normal_distribution<float> n01(0.0f, 1.0f);
+  auto fill = [&](size_t off, size_t n, float std) {
+    for (size_t i = 0; i < n; ++i)
+      theta_[off + i] = std * n01(rng);
+  };
+  const size_t E = cfg_.embed_dim;
+  fill(off_a(), size_t{cfg_.lora_rank} * E, 1.0f / std::sqrt(static_cast<float>(E)));
+  fill(off_p(), size_t{cfg_.proj} * n_u(), 1.0f / std::sqrt(static_cast<float>(n_u())));
+  float* cell = theta_.data() + off_cell();
+  const auto& s = cell_;
+  for (size_t i = 0; i < s.r_w * s.n_h; ++i)
+    cell[s.w1t() + i] = n01(rng) / std::sqrt(static_cast<float>(s.r_w));
+  for (size_t i = 0; i < s.r_w * s.n_x; ++i)
+    cell[s.w2() + i] = n01(rng) / std::sqrt(static_cast<float>(s.n_x));
+  for (size_t i = 0; i < s.r_u * s.n_h; ++i) {
+    cell[s.u1t() + i] = 0.5f * n01(rng) / std::sqrt(static_cast<float>(s.r_u));
+    cell[s.u2() + i] = 0.5f * n01(rng) / std::sqrt(static_cast<float>(s.n_h));
+  }
+  cell[s.zeta()] = 1.0f;
+  cell[s.nu()] = -4.0f;
+  fill(off_h(), size_t{cfg_.n_tiers} * cfg_.hidden, 0.1f / std::sqrt(static_cast<float>(cfg_.hidden)));
+  for (size_t t = 0; t < cfg_.n_tiers; ++t)
+    theta_[off_bq() + t] = 0.5f;
+}
+
+void router_v2_model::forward(const router_v2_input& in, std::span<const float> h_prev,
+                              router_v2_trace& tr) const {
+  const size_t E = cfg_.embed_dim, X = cfg_.proj, Hn = cfg_.hidden, T = cfg_.n_tiers;
+  const size_t r = cfg_.lora_rank, U = n_u();
+  const float* th = theta_.data();
+  // e' = e + s·B(A e)
+  tr.e.assign(in.embedding.begin(), in.embedding.end());
+  tr.e2.resize(E);
+  kernels::micro_lora_forward(tr.e2, in.embedding, {th + off_a(), r * E}, {th + off_bt(), r * E},
+                              cfg_.lora_alpha);
+  tr.u.assign(U, 0.0f);
+  std::copy(tr.e2.begin(), tr.e2.end(), tr.u.begin());
+  size_t k = E;
+  for (size_t i = 0; i < n_neighbors; ++i)
+    tr.u[k++] = i < in.neighbor_sims.size() ? in.neighbor_sims[i] : 0.0f;
+  for (size_t t = 0; t < T; ++t)
+    tr.u[k++] = t < in.neighbor_rewards.size() ? in.neighbor_rewards[t] : 0.0f;
+  tr.u[k++] = std::log1p(std::max(0.0f, in.prompt_tokens)) / 8.0f;
+  tr.u[k++] = in.latency_budget;
+  tr.u[k++] = in.memory_pressure;
+  // z = P u + b_p
+  tr.z.resize(X);
+  for (size_t i = 0; i < X; ++i)
+    tr.z[i] = th[off_bp() + i] + kernels::dot({th + off_p() + i * U, U}, tr.u);
+  // h = cell(z, h_prev)
+  tr.h_prev.assign(h_prev.begin(), h_prev.end());
+  tr.h.resize(Hn);
+  tr.cell_cache.resize(cell_.cache_size());
+  kernels::fastgrnn_forward(cell_, tr.h, tr.cell_cache, {th + off_cell(), cell_.n_params()}, tr.z,
+                            tr.h_prev);
+  // q = H h + b_q
+  tr.q.resize(T);
+  for (size_t t = 0; t < T; ++t)
+    tr.q[t] = th[off_bq() + t] + kernels::dot({th + off_h() + t * Hn, Hn}, tr.h);
+}
+
+router_v2_model::decision router_v2_model::decide(std::span<const float> q,
+                                                  std::span<const double> costs) const {
+  decision d;
+  double best = -1e300, sum = 0;
+  std::vector<double> v(q.size());
+  for (size_t t = 0; t < q.size(); ++t) {
+    v[t] = q[t] - (t < costs.size() ? costs[t] : 0.0);
+    if (v[t] > best) {
+      best = v[t];
+      d.tier = static_cast<uint32_t>(t);
+    }
+  }
+  for (double x : v)
+    sum += std::exp((x - best) / cfg_.temperature);
+  d.confidence = static_cast<float>(1.0 / sum);
+  return d;
+}
+
+float router_v2_model::backward(const router_v2_trace& tr, uint32_t tier, float reward,
+                                float behaviour_prob, std::span<float> grad) const {
+  const size_t E = cfg_.embed_dim, X = cfg_.proj, Hn = cfg_.hidden;
+  const size_t r = cfg_.lora_rank, U = n_u();
+  const float* th = theta_.data();
+  float* g = grad.data();
+  const float w = std::min(1.0f / std::max(behaviour_prob, 1e-6f), cfg_.max_importance);
+  const float err = tr.q[tier] - reward;
+  const float loss = w * err * err;
+  const float dq = 2.0f * w * err; // only the taken tier's head sees a gradient
+  // Head.
+  std::vector<float> dh(Hn, 0.0f);
+  for (size_t j = 0; j < Hn; ++j) {
+    g[off_h() + tier * Hn + j] += dq * tr.h[j];
+    dh[j] = dq * th[off_h() + tier * Hn + j];
+  }
+  g[off_bq() + tier] += dq;
+  // Cell (one step: h_prev is an input here).
+  std::vector<float> dh_prev(Hn), dz(X), work(cell_.work_size());
+  kernels::fastgrnn_backward(cell_, dh_prev, dz, {g + off_cell(), cell_.n_params()}, work,
+                             {th + off_cell(), cell_.n_params()}, tr.cell_cache, tr.z, tr.h_prev,
+                             dh);
+  // Projection.
+  std::vector<float> du(U, 0.0f);
+  for (size_t i = 0; i < X; ++i) {
+    g[off_bp() + i] += dz[i];
+    float* gp = g + off_p() + i * U;
+    const float* p = th + off_p() + i * U;
+    for (size_t j = 0; j < U; ++j) {
+      gp[j] += dz[i] * tr.u[j];
+      du[j] += dz[i] * p[j];
+    }
+  }
+  // MicroLoRA: with s = α/r, a_k = A[k,:]·e and v_k = Bᵀ[k,:]·de':
+  //   ∂L/∂A[k,:] = s·v_k·e,   ∂L/∂Bᵀ[k,:] = s·a_k·de'.
+  const float s = cfg_.lora_alpha / static_cast<float>(r);
+  std::span<const float> de(du.data(), E);
+  const std::vector<float>& e = tr.e;
+  for (size_t k = 0; k < r; ++k) {
+    const float* a = th + off_a() + k * E;
+    const float* bt = th + off_bt() + k * E;
+    float ak = kernels::dot({a, E}, e), vk = kernels::dot({bt, E}, de);
+    float* ga = g + off_a() + k * E;
+    float* gb = g + off_bt() + k * E;
+    for (size_t j = 0; j < E; ++j) {
+      ga[j] += s * vk * e[j];
+      gb[j] += s * ak * de[j];
+    }
+  }
+  return loss;
+}
+
+std::string router_v2_model::save() const {
+  std::string out;
+  using store::bytes::put;
+  put<uint8_t>(out, checkpoint_version);
+  for (uint32_t v : {cfg_.embed_dim, cfg_.n_tiers, cfg_.proj, cfg_.hidden, cfg_.rank_w,
+                     cfg_.rank_u, cfg_.lora_rank})
+    put<uint32_t>(out, v);
+  put<float>(out, cfg_.lora_alpha);
+  put<float>(out, cfg_.temperature);
+  put<float>(out, cfg_.max_importance);
+  put<uint64_t>(out, cfg_.seed);
+  put<uint64_t>(out, theta_.size());
+  for (float x : theta_)
+    put<float>(out, x);
+  return out;
+}
+
+caf::expected<router_v2_model> router_v2_model::load(std::string_view in) {
+  using store::bytes::get;
+  auto bad = [](const std::string& what) {
+    return make_error(errc::corrupt_data, "router v2 checkpoint: " + what);
+  };
+  uint8_t version = 0;
+  if (!get(in, version) || version != checkpoint_version)
+    return bad("unknown version");
+  router_v2_config c;
+  for (uint32_t* v : {&c.embed_dim, &c.n_tiers, &c.proj, &c.hidden, &c.rank_w, &c.rank_u,
+                      &c.lora_rank})
+    if (!get(in, *v))
+      return bad("truncated config");
+  uint64_t n = 0;
+  if (!get(in, c.lora_alpha) || !get(in, c.temperature) || !get(in, c.max_importance)
+      || !get(in, c.seed) || !get(in, n))
+    return bad("truncated config");
+  if (c.embed_dim == 0 || c.embed_dim > 65536 || c.n_tiers == 0 || c.n_tiers > 64
+      || c.proj == 0 || c.proj > 4096 || c.hidden == 0 || c.hidden > 4096 || c.rank_w == 0
+      || c.rank_u == 0 || c.lora_rank == 0 || c.lora_rank > kernels::micro_lora_max_rank)
+    return bad("sizes out of range");
+  router_v2_model m(c);
+  if (n != m.theta_.size() || in.size() != 4 * n)
+    return bad(std::to_string(n) + " parameters stored, " + std::to_string(m.theta_.size())
+               + " expected");
+  for (auto& x : m.theta_)
+    get(in, x);
+  return m;
+}
+
+} // namespace shoal::actors

@@ -1,0 +1,126 @@
+#pragma once
+/// @file Router v2's model (issue 7, first part: the model, its gradient and
+/// its checkpoint; the learning loops and the actor wiring come next).
+///
+/// Per routing decision (one turn of a session):
+///   e' = e + (α/r)·B·A·e                MicroLoRA on the query embedding
+///                                       (the instant loop adapts A and B)
+///   u  = [e'; extras]                   extras: the pattern bank's top-4
+///                                       neighbour similarities, their
+///                                       similarity-weighted mean reward per
+///                                       tier, log(1 + prompt tokens)/8, the
+///                                       latency budget and memory pressure
+///                                       (both in [0, 1])
+///   z  = P·u + b_p                      learned projection to n_x
+///   h  = FastGRNN(z, h_prev)            over the turns of the session
+///                                       (Kusupati et al., NeurIPS 2018; low-
+///                                       rank W and U: kernels/learn.hpp)
+///   q  = H·h + b_q                      predicted reward per tier
+///   tier = argmax_t (q_t − cost_t);  confidence = softmax((q − cost)/τ)[tier]
+/// Below `confidence_threshold` the caller falls back to router v1.
+///
+/// Training signal (contextual bandit: only the chosen tier's reward is
+/// seen): L = w · (q_a − r)², with a the tier taken, r its reward and
+/// w = min(1/π_b(a), w_max) the importance weight of the behaviour policy
+/// that chose it (trajectories collected by an earlier policy).
+///
+/// All parameters live in one flat vector (EWC++ and checkpoints see one
+/// vector): [A | Bᵀ | P | b_p | FastGRNN cell | H | b_q], A and Bᵀ as
+/// kernels/learn.hpp's MicroLoRA layout ([r, E] each).
+///
+/// Thread-safety: none (a model belongs to one thread; the background loop
+/// trains a copy and swaps it in).
+
+#include "kernels/learn.hpp"
+#include "kernels/vector.hpp"
+
+#include <caf/expected.hpp>
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace shoal::actors {
+
+struct router_v2_config {
+  uint32_t embed_dim = 384;  ///< E, the hashing embedder's dimension
+  uint32_t n_tiers = 4;
+  uint32_t proj = 32;        ///< n_x, the cell's input size
+  uint32_t hidden = 32;      ///< n_h
+  uint32_t rank_w = 8, rank_u = 8; ///< FastGRNN's low ranks
+  uint32_t lora_rank = 2;    ///< MicroLoRA rank (1-8)
+  float lora_alpha = 2.0f;
+  float temperature = 0.05f; ///< τ of the confidence softmax, reward units
+  float max_importance = 20; ///< w_max
+  uint64_t seed = 1;
+};
+
+/// The inputs of one decision besides the recurrent state.
+struct router_v2_input {
+  std::span<const float> embedding;        ///< [E], L2-normalised
+  std::span<const float> neighbor_sims;    ///< up to 4, best first (missing: 0)
+  std::span<const float> neighbor_rewards; ///< [n_tiers] weighted mean reward (0 if none)
+  float prompt_tokens = 0;
+  float latency_budget = 1;  ///< [0, 1]: 1 = no constraint
+  float memory_pressure = 0; ///< [0, 1]: used / limit of the memory budget
+};
+
+/// What the backward needs from one forward.
+struct router_v2_trace {
+  std::vector<float> e, e2, u, z, h_prev, h, cell_cache, q; ///< e: the embedding, e2: after the adapter
+};
+
+class router_v2_model {
+public:
+  static constexpr size_t n_neighbors = 4;
+  explicit router_v2_model(router_v2_config cfg);
+
+  const router_v2_config& config() const noexcept { return cfg_; }
+  size_t n_extras() const noexcept { return n_neighbors + cfg_.n_tiers + 3; }
+  size_t n_params() const noexcept { return theta_.size(); }
+  std::span<float> params() noexcept { return theta_; }
+  std::span<const float> params() const noexcept { return theta_; }
+  size_t hidden() const noexcept { return cfg_.hidden; }
+
+  /// q (predicted reward per tier) for one turn; `trace` receives what
+  /// backward() needs, including h (the next turn's h_prev).
+  /// @pre embedding of size E; h_prev of size hidden() (zeros for a new session).
+  void forward(const router_v2_input& in, std::span<const float> h_prev,
+               router_v2_trace& trace) const;
+
+  /// The tier maximising q − cost, and its confidence.
+  struct decision {
+    uint32_t tier = 0;
+    float confidence = 0;
+  };
+  decision decide(std::span<const float> q, std::span<const double> costs) const;
+
+  /// The loss w·(q_a − r)² of the traced forward, its gradient ADDED to
+  /// `grad` (size n_params(); one step of the recurrence: h_prev is treated
+  /// as an input). Returns the loss.
+  float backward(const router_v2_trace& trace, uint32_t tier, float reward, float behaviour_prob,
+                 std::span<float> grad) const;
+
+  /// A checkpoint: config and parameters (little-endian, versioned).
+  std::string save() const;
+  /// Errors (corrupt_data): wrong version, truncated, sizes that disagree.
+  static caf::expected<router_v2_model> load(std::string_view bytes);
+
+private:
+  size_t off_a() const noexcept { return 0; }
+  size_t off_bt() const noexcept { return size_t{cfg_.lora_rank} * cfg_.embed_dim; }
+  size_t off_p() const noexcept { return off_bt() + size_t{cfg_.lora_rank} * cfg_.embed_dim; }
+  size_t n_u() const noexcept { return cfg_.embed_dim + n_extras(); }
+  size_t off_bp() const noexcept { return off_p() + size_t{cfg_.proj} * n_u(); }
+  size_t off_cell() const noexcept { return off_bp() + cfg_.proj; }
+  size_t off_h() const noexcept { return off_cell() + cell_.n_params(); }
+  size_t off_bq() const noexcept { return off_h() + size_t{cfg_.n_tiers} * cfg_.hidden; }
+
+  router_v2_config cfg_;
+  kernels::fastgrnn_shape cell_;
+  std::vector<float> theta_;
+};
+
+} // namespace shoal::actors
