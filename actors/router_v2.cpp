@@ -114,14 +114,18 @@ router_v2_model::decision router_v2_model::decide(std::span<const float> q,
 
 float router_v2_model::backward(const router_v2_trace& tr, uint32_t tier, float reward,
                                 float behaviour_prob, std::span<float> grad) const {
+  const float w = std::min(1.0f / std::max(behaviour_prob, 1e-6f), cfg_.max_importance);
+  const float err = tr.q[tier] - reward;
+  backprop(tr, tier, 2.0f * w * err, grad); // only the taken tier's head sees a gradient
+  return w * err * err;
+}
+
+void router_v2_model::backprop(const router_v2_trace& tr, uint32_t tier, float dq,
+                               std::span<float> grad) const {
   const size_t E = cfg_.embed_dim, X = cfg_.proj, Hn = cfg_.hidden;
   const size_t r = cfg_.lora_rank, U = n_u();
   const float* th = theta_.data();
   float* g = grad.data();
-  const float w = std::min(1.0f / std::max(behaviour_prob, 1e-6f), cfg_.max_importance);
-  const float err = tr.q[tier] - reward;
-  const float loss = w * err * err;
-  const float dq = 2.0f * w * err; // only the taken tier's head sees a gradient
   // Head.
   std::vector<float> dh(Hn, 0.0f);
   for (size_t j = 0; j < Hn; ++j) {
@@ -161,7 +165,6 @@ float router_v2_model::backward(const router_v2_trace& tr, uint32_t tier, float 
       gb[j] += s * ak * de[j];
     }
   }
-  return loss;
 }
 
 std::string router_v2_model::save() const {
@@ -209,6 +212,84 @@ caf::expected<router_v2_model> router_v2_model::load(std::string_view in) {
   for (auto& x : m.theta_)
     get(in, x);
   return m;
+}
+
+// ---- the background trainer ------------------------------------------------------
+
+router_v2_trainer::router_v2_trainer(router_v2_model start, router_v2_trainer_config cfg)
+  : model_(std::move(start)), cfg_(cfg) {
+  fisher_.assign(model_.n_params(), 0.0f);
+  anchor_.assign(model_.params().begin(), model_.params().end());
+  grad_.assign(model_.n_params(), 0.0f);
+  sample_.assign(model_.n_params(), 0.0f);
+  sq_.assign(model_.n_params(), 0.0f);
+  if (cfg_.batch == 0)
+    cfg_.batch = 1;
+}
+
+void router_v2_trainer::consolidate() {
+  kernels::ewc_consolidate(anchor_, model_.params());
+  anchored_ = true;
+}
+
+router_v2_trainer::pass_stats router_v2_trainer::train(std::span<const router_v2_trajectory> data) {
+  pass_stats st;
+  double loss_sum = 0, penalty_sum = 0;
+  for (uint32_t epoch = 0; epoch < cfg_.epochs; ++epoch)
+    for (size_t b0 = 0; b0 < data.size(); b0 += cfg_.batch) {
+      const size_t n = std::min<size_t>(cfg_.batch, data.size() - b0);
+      std::fill(grad_.begin(), grad_.end(), 0.0f);
+      std::fill(sq_.begin(), sq_.end(), 0.0f);
+      double loss = 0;
+      for (size_t i = 0; i < n; ++i) {
+        const auto& t = data[b0 + i];
+        model_.forward(t.input(), t.h_prev, trace_);
+        loss += model_.backward(trace_, t.tier, t.reward, t.behaviour_prob, grad_);
+        if (cfg_.ewc) {
+          // Fisher of the Gaussian reward model: E[(∂q_a/∂θ)²], which does
+          // not vanish as the errors do (the loss gradient's square would).
+          std::fill(sample_.begin(), sample_.end(), 0.0f);
+          model_.backprop(trace_, t.tier, 1.0f, sample_);
+          for (size_t j = 0; j < sample_.size(); ++j)
+            sq_[j] += sample_[j] * sample_[j];
+        }
+      }
+      const float inv = 1.0f / static_cast<float>(n);
+      for (size_t j = 0; j < grad_.size(); ++j) {
+        grad_[j] *= inv;
+        sq_[j] = std::sqrt(sq_[j] * inv); // ewc_update_fisher squares it back
+      }
+      loss *= inv;
+      // A task boundary: the loss jumps well above its running mean.
+      if (cfg_.ewc && batches_seen_ >= cfg_.boundary_warmup
+          && loss > cfg_.boundary_ratio * loss_ema_ + 1e-6) {
+        consolidate();
+        ++st.boundaries;
+        loss_ema_ = loss;
+      }
+      loss_ema_ = batches_seen_ == 0 ? loss : 0.95 * loss_ema_ + 0.05 * loss;
+      ++batches_seen_;
+      if (cfg_.ewc) {
+        kernels::ewc_update_fisher(fisher_, sq_, cfg_.fisher_gamma);
+        if (anchored_)
+          penalty_sum += kernels::ewc_penalty(fisher_, model_.params(), anchor_, cfg_.ewc_lambda);
+      }
+      // SGD on the loss; the penalty's pull λF(θ − θ*) is taken implicitly
+      // (a proximal step), stable however large λ·F gets:
+      //   θ ← (θ − lr·g + lr·λ·F·θ*) / (1 + lr·λ·F).
+      auto theta = model_.params();
+      for (size_t i = 0; i < theta.size(); ++i) {
+        const float k = cfg_.ewc && anchored_ ? cfg_.lr * cfg_.ewc_lambda * fisher_[i] : 0.0f;
+        theta[i] = (theta[i] - cfg_.lr * grad_[i] + k * anchor_[i]) / (1.0f + k);
+      }
+      loss_sum += loss;
+      ++st.batches;
+    }
+  if (st.batches > 0) {
+    st.mean_loss = static_cast<float>(loss_sum / st.batches);
+    st.mean_penalty = static_cast<float>(penalty_sum / st.batches);
+  }
+  return st;
 }
 
 } // namespace shoal::actors

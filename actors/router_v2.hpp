@@ -102,6 +102,10 @@ public:
   /// as an input). Returns the loss.
   float backward(const router_v2_trace& trace, uint32_t tier, float reward, float behaviour_prob,
                  std::span<float> grad) const;
+  /// ADDS dq·∂q_tier/∂θ of the traced forward to `grad` (backward's chain;
+  /// with dq = 1 the per-sample Jacobian row the Fisher is built from).
+  void backprop(const router_v2_trace& trace, uint32_t tier, float dq,
+                std::span<float> grad) const;
 
   /// A checkpoint: config and parameters (little-endian, versioned).
   std::string save() const;
@@ -121,6 +125,71 @@ private:
   router_v2_config cfg_;
   kernels::fastgrnn_shape cell_;
   std::vector<float> theta_;
+};
+
+/// One recorded decision with its outcome: what the background loop trains on.
+struct router_v2_trajectory {
+  std::vector<float> embedding;        ///< [E]
+  std::vector<float> neighbor_sims;    ///< ≤ 4
+  std::vector<float> neighbor_rewards; ///< [n_tiers]
+  float prompt_tokens = 0, latency_budget = 1, memory_pressure = 0;
+  std::vector<float> h_prev;           ///< [hidden] the session state before the turn
+  uint32_t tier = 0;                   ///< the tier taken
+  float reward = 0;                    ///< the observed quality of the taken tier
+  float behaviour_prob = 1;            ///< π_b(tier) of the policy that took it
+
+  router_v2_input input() const {
+    return {embedding, neighbor_sims, neighbor_rewards, prompt_tokens, latency_budget,
+            memory_pressure};
+  }
+};
+
+/// The background loop's trainer: mini-batch SGD on the importance-weighted
+/// bandit loss with online EWC++ (Chaudhry et al. 2018): the Fisher is an
+/// EMA of the mini-batches' mean (∂q_a/∂θ)² — the Fisher of the Gaussian
+/// reward model, which unlike the squared loss gradient does not vanish as
+/// a task is learned — the penalty λ/2·Σ F (θ − θ*)² holds
+/// weights that mattered for earlier tasks near their anchor θ*, and a task
+/// boundary — the mini-batch loss jumping above `boundary_ratio` times its
+/// running mean, i.e. the data changed — moves the anchor to the weights
+/// learned so far (kernels/learn.hpp: ewc_update_fisher, ewc_penalty_grad,
+/// ewc_consolidate). Trains its own copy; the caller swaps it in.
+struct router_v2_trainer_config {
+  float lr = 0.01f;
+  uint32_t batch = 32;
+  uint32_t epochs = 1;
+  bool ewc = true;
+  float ewc_lambda = 10.0f;
+  float fisher_gamma = 0.99f;
+  float boundary_ratio = 3.0f;   ///< loss / running mean loss that marks a new task
+  uint32_t boundary_warmup = 20; ///< mini-batches before boundaries are looked for
+};
+
+class router_v2_trainer {
+public:
+  router_v2_trainer(router_v2_model start, router_v2_trainer_config cfg);
+
+  struct pass_stats {
+    float mean_loss = 0, mean_penalty = 0;
+    uint32_t batches = 0, boundaries = 0;
+  };
+  /// One pass (cfg.epochs epochs) over the trajectories, in order.
+  pass_stats train(std::span<const router_v2_trajectory> data);
+  /// Marks a task boundary now: θ* ← θ.
+  void consolidate();
+
+  const router_v2_model& model() const noexcept { return model_; }
+  std::span<const float> fisher() const noexcept { return fisher_; }
+  std::span<const float> anchor() const noexcept { return anchor_; }
+
+private:
+  router_v2_model model_;
+  router_v2_trainer_config cfg_;
+  std::vector<float> fisher_, anchor_, grad_, sample_, sq_;
+  double loss_ema_ = 0;
+  bool anchored_ = false; ///< the penalty applies once a first task was consolidated
+  uint64_t batches_seen_ = 0;
+  router_v2_trace trace_;
 };
 
 } // namespace shoal::actors

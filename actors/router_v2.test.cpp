@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <array>
 #include <random>
 
 using namespace shoal::actors;
@@ -124,4 +125,79 @@ TEST_CASE("router v2: a checkpoint restored gives identical decisions, and bad b
   auto wrong = bytes;
   wrong[0] = 9;
   CHECK_FALSE(router_v2_model::load(wrong));
+}
+
+namespace {
+
+/// Trajectories of a bandit task: contexts × tiers with a reward table,
+/// uniform behaviour policy.
+std::vector<router_v2_trajectory> task(const std::vector<std::vector<float>>& ctx,
+                                       const std::vector<std::array<float, 4>>& quality,
+                                       size_t n, std::mt19937& rng, uint32_t hidden) {
+  std::vector<router_v2_trajectory> out(n);
+  for (size_t i = 0; i < n; ++i) {
+    auto& t = out[i];
+    size_t c = i % ctx.size();
+    t.embedding = ctx[c];
+    t.h_prev.assign(hidden, 0.0f);
+    t.tier = static_cast<uint32_t>(rng() % 4);
+    t.reward = quality[c][t.tier];
+    t.behaviour_prob = 0.25f;
+    t.prompt_tokens = 50;
+  }
+  return out;
+}
+
+/// Mean squared error of the model's predicted rewards on a task's table.
+double task_error(const router_v2_model& m, const std::vector<std::vector<float>>& ctx,
+                  const std::vector<std::array<float, 4>>& quality) {
+  std::vector<float> h(m.hidden(), 0.0f);
+  router_v2_trace tr;
+  double e = 0;
+  for (size_t c = 0; c < ctx.size(); ++c) {
+    m.forward({ctx[c], {}, {}, 50, 1, 0}, h, tr);
+    for (int t = 0; t < 4; ++t)
+      e += (tr.q[t] - quality[c][t]) * (tr.q[t] - quality[c][t]);
+  }
+  return e / (4.0 * ctx.size());
+}
+
+} // namespace
+
+TEST_CASE("router v2 trainer: EWC++ keeps what a first task taught while a second one trains") {
+  auto cfg = small_config();
+  std::mt19937 rng(17);
+  std::vector<std::vector<float>> ctx_a, ctx_b;
+  for (int i = 0; i < 3; ++i) {
+    ctx_a.push_back(unit(rng, 48));
+    ctx_b.push_back(unit(rng, 48));
+  }
+  std::vector<std::array<float, 4>> q_a{{0.9f, 0.5f, 0.4f, 0.3f}, {0.2f, 0.3f, 0.9f, 0.4f},
+                                        {0.3f, 0.3f, 0.3f, 0.95f}};
+  std::vector<std::array<float, 4>> q_b{{0.1f, 0.9f, 0.2f, 0.1f}, {0.8f, 0.1f, 0.1f, 0.2f},
+                                        {0.1f, 0.2f, 0.8f, 0.1f}};
+  auto data_a = task(ctx_a, q_a, 6000, rng, cfg.hidden);
+  auto data_b = task(ctx_b, q_b, 6000, rng, cfg.hidden);
+  double forgetting[2];
+  uint32_t boundaries = 0;
+  for (int with_ewc = 0; with_ewc < 2; ++with_ewc) {
+    router_v2_trainer_config tc;
+    tc.ewc = with_ewc == 1;
+    tc.lr = 0.1f;
+    tc.epochs = 4;
+    router_v2_trainer tr(router_v2_model(cfg), tc);
+    tr.train(data_a);
+    const double learned = task_error(tr.model(), ctx_a, q_a);
+    CHECK(learned < 0.01); // the first task is learned
+    auto anchor = std::vector<float>(tr.model().params().begin(), tr.model().params().end());
+    auto st = tr.train(data_b);
+    if (with_ewc)
+      boundaries = st.boundaries;
+    CHECK(task_error(tr.model(), ctx_b, q_b) < 0.02); // the second too
+    forgetting[with_ewc] = task_error(tr.model(), ctx_a, q_a) - learned;
+  }
+  MESSAGE("forgetting of task A after task B: without EWC++ " << forgetting[0] << ", with "
+                                                              << forgetting[1]);
+  CHECK(boundaries >= 1);                     // the switch to task B was detected
+  CHECK(forgetting[1] <= 0.5 * forgetting[0]); // at least halved
 }
