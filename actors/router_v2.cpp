@@ -225,6 +225,8 @@ router_v2_trainer::router_v2_trainer(router_v2_model start, router_v2_trainer_co
   sq_.assign(model_.n_params(), 0.0f);
   if (cfg_.batch == 0)
     cfg_.batch = 1;
+  if (cfg_.fisher_every == 0)
+    cfg_.fisher_every = 1;
 }
 
 void router_v2_trainer::consolidate() {
@@ -241,13 +243,16 @@ router_v2_trainer::pass_stats router_v2_trainer::train(std::span<const router_v2
       std::fill(grad_.begin(), grad_.end(), 0.0f);
       std::fill(sq_.begin(), sq_.end(), 0.0f);
       double loss = 0;
+      size_t fisher_n = 0;
       for (size_t i = 0; i < n; ++i) {
         const auto& t = data[b0 + i];
         model_.forward(t.input(), t.h_prev, trace_);
         loss += model_.backward(trace_, t.tier, t.reward, t.behaviour_prob, grad_);
-        if (cfg_.ewc) {
+        if (cfg_.ewc && i % cfg_.fisher_every == 0) {
           // Fisher of the Gaussian reward model: E[(∂q_a/∂θ)²], which does
-          // not vanish as the errors do (the loss gradient's square would).
+          // not vanish as the errors do (the loss gradient's square would);
+          // estimated on every fisher_every-th sample.
+          ++fisher_n;
           std::fill(sample_.begin(), sample_.end(), 0.0f);
           model_.backprop(trace_, t.tier, 1.0f, sample_);
           for (size_t j = 0; j < sample_.size(); ++j)
@@ -255,9 +260,10 @@ router_v2_trainer::pass_stats router_v2_trainer::train(std::span<const router_v2
         }
       }
       const float inv = 1.0f / static_cast<float>(n);
+      const float inv_f = 1.0f / static_cast<float>(std::max<size_t>(1, fisher_n));
       for (size_t j = 0; j < grad_.size(); ++j) {
         grad_[j] *= inv;
-        sq_[j] = std::sqrt(sq_[j] * inv); // ewc_update_fisher squares it back
+        sq_[j] = std::sqrt(sq_[j] * inv_f); // ewc_update_fisher squares it back
       }
       loss *= inv;
       // A task boundary: the loss jumps well above its running mean.

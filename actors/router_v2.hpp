@@ -161,6 +161,7 @@ struct router_v2_trainer_config {
   bool ewc = true;
   float ewc_lambda = 10.0f;
   float fisher_gamma = 0.99f;
+  uint32_t fisher_every = 4;     ///< the Fisher is estimated on every n-th sample
   float boundary_ratio = 3.0f;   ///< loss / running mean loss that marks a new task
   uint32_t boundary_warmup = 20; ///< mini-batches before boundaries are looked for
 };
