@@ -1,0 +1,92 @@
+/// @file Google Benchmark cases of router v2 (actors/router_v2.hpp) at its
+/// production size (E = 384, projection 32, hidden 32, ranks 8/8, LoRA rank
+/// 2, 4 tiers: 15,430 parameters), for issue 7's cost targets:
+///   router_v2/forward                one decision (adapter, projection, cell, heads)
+///   router_v2/forward_backward       a decision and its loss gradient (an
+///                                    instant-loop step's model work)
+///   router_v2/train_1000/ewc:0|1     the background loop on 1,000 trajectories
+///                                    (mini-batches of 32, one epoch), without and
+///                                    with EWC++; target ≤ 20 ms
+/// Repetitions report median and spread; compare rows within one run.
+///
+/// Run: `build/bench/shoal_router_v2_bench --benchmark_repetitions=9`
+
+#include "actors/router_v2.hpp"
+
+#include <benchmark/benchmark.h>
+
+#include <random>
+#include <vector>
+
+using namespace shoal::actors;
+
+namespace {
+
+std::vector<router_v2_trajectory> trajectories(size_t n, uint32_t hidden) {
+  std::mt19937 rng(1);
+  std::normal_distribution<float> d;
+  std::vector<router_v2_trajectory> data(n);
+  for (auto& t : data) {
+    t.embedding.resize(384);
+    float s = 0;
+    for (auto& x : t.embedding) {
+      x = d(rng);
+      s += x * x;
+    }
+    for (auto& x : t.embedding)
+      x /= std::sqrt(s);
+    t.neighbor_sims = {0.9f, 0.8f, 0.5f, 0.3f};
+    t.neighbor_rewards = {0.5f, 0.6f, 0.7f, 0.8f};
+    t.h_prev.assign(hidden, 0.0f);
+    t.tier = static_cast<uint32_t>(rng() % 4);
+    t.reward = 0.5f + 0.1f * static_cast<float>(t.tier);
+    t.behaviour_prob = 0.25f;
+    t.prompt_tokens = 120;
+  }
+  return data;
+}
+
+void forward(benchmark::State& state) {
+  router_v2_model m{router_v2_config{}};
+  auto data = trajectories(256, m.hidden());
+  router_v2_trace tr;
+  size_t i = 0;
+  for (auto _ : state) {
+    const auto& t = data[i++ % data.size()];
+    m.forward(t.input(), t.h_prev, tr);
+    benchmark::DoNotOptimize(tr.q.data());
+  }
+}
+
+void forward_backward(benchmark::State& state) {
+  router_v2_model m{router_v2_config{}};
+  auto data = trajectories(256, m.hidden());
+  router_v2_trace tr;
+  std::vector<float> grad(m.n_params());
+  size_t i = 0;
+  for (auto _ : state) {
+    const auto& t = data[i++ % data.size()];
+    m.forward(t.input(), t.h_prev, tr);
+    benchmark::DoNotOptimize(m.backward(tr, t.tier, t.reward, t.behaviour_prob, grad));
+  }
+}
+
+void train_1000(benchmark::State& state) {
+  auto data = trajectories(1000, 32);
+  router_v2_trainer_config tc;
+  tc.ewc = state.range(0) != 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    router_v2_trainer tr(router_v2_model{router_v2_config{}}, tc);
+    state.ResumeTiming();
+    auto st = tr.train(data);
+    benchmark::DoNotOptimize(st.mean_loss);
+  }
+}
+
+} // namespace
+
+BENCHMARK(forward)->Name("router_v2/forward");
+BENCHMARK(forward_backward)->Name("router_v2/forward_backward");
+BENCHMARK(train_1000)->Name("router_v2/train_1000")->ArgName("ewc")->Arg(0)->Arg(1)
+  ->Unit(benchmark::kMillisecond);
