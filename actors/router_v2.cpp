@@ -167,6 +167,39 @@ void router_v2_model::backprop(const router_v2_trace& tr, uint32_t tier, float d
   }
 }
 
+float router_v2_model::instant_step(const router_v2_trace& tr, uint32_t tier, float reward,
+                                    float behaviour_prob, float lr) {
+  const size_t E = cfg_.embed_dim, X = cfg_.proj, Hn = cfg_.hidden, r = cfg_.lora_rank;
+  const size_t U = n_u();
+  float* th = theta_.data();
+  const float w = std::min(1.0f / std::max(behaviour_prob, 1e-6f), cfg_.max_importance);
+  const float err = tr.q[tier] - reward;
+  const float dq = 2.0f * w * err;
+  // Per-thread scratch: no allocation per request after the first.
+  thread_local std::vector<float> dh, dh_prev, dz, work, cell_grad, de;
+  dh.resize(Hn);
+  for (size_t j = 0; j < Hn; ++j)
+    dh[j] = dq * th[off_h() + tier * Hn + j];
+  dh_prev.resize(Hn);
+  dz.resize(X);
+  work.resize(cell_.work_size());
+  cell_grad.assign(cell_.n_params(), 0.0f); // the backward adds to it; unused here
+  kernels::fastgrnn_backward(cell_, dh_prev, dz, cell_grad, work,
+                             {th + off_cell(), cell_.n_params()}, tr.cell_cache, tr.z, tr.h_prev,
+                             dh);
+  // de' = (Pᵀ dz)[0:E]
+  de.assign(E, 0.0f);
+  for (size_t i = 0; i < X; ++i) {
+    const float* p = th + off_p() + i * U;
+    const float d = dz[i];
+    for (size_t j = 0; j < E; ++j)
+      de[j] += d * p[j];
+  }
+  kernels::micro_lora_update({th + off_a(), r * E}, {th + off_bt(), r * E}, tr.e, de,
+                             cfg_.lora_alpha, lr);
+  return w * err * err;
+}
+
 std::string router_v2_model::save() const {
   std::string out;
   using store::bytes::put;

@@ -107,6 +107,14 @@ public:
   void backprop(const router_v2_trace& trace, uint32_t tier, float dq,
                 std::span<float> grad) const;
 
+  /// The instant loop's step (per request, when its feedback arrives): the
+  /// loss gradient is carried back to the adapted embedding e' only (heads,
+  /// cell and projection stay fixed: the background loop trains them) and
+  /// one SGD step moves BOTH MicroLoRA factors along it
+  /// (kernels::micro_lora_update). Returns the loss before the step.
+  float instant_step(const router_v2_trace& trace, uint32_t tier, float reward,
+                     float behaviour_prob, float lr);
+
   /// A checkpoint: config and parameters (little-endian, versioned).
   std::string save() const;
   /// Errors (corrupt_data): wrong version, truncated, sizes that disagree.

@@ -201,3 +201,37 @@ TEST_CASE("router v2 trainer: EWC++ keeps what a first task taught while a secon
   CHECK(boundaries >= 1);                     // the switch to task B was detected
   CHECK(forgetting[1] <= 0.5 * forgetting[0]); // at least halved
 }
+
+TEST_CASE("router v2: the instant step moves both adapter factors along the loss gradient") {
+  router_v2_model m(small_config());
+  std::mt19937 rng(23);
+  auto p = m.params();
+  std::normal_distribution<float> d(0.0f, 0.1f);
+  for (size_t i = 2 * 48; i < 4 * 48; ++i) // B non-zero: A learns too
+    p[i] = d(rng);
+  auto e = unit(rng, 48);
+  std::vector<float> h0(10, 0.0f);
+  router_v2_input in{e, {}, {}, 30, 1, 0};
+  const uint32_t tier = 1;
+  const float reward = 0.95f;
+  router_v2_trace tr;
+  m.forward(in, h0, tr);
+  const std::vector<float> before(p.begin(), p.end());
+  // The step equals SGD on the A and Bᵀ blocks of the full gradient.
+  std::vector<float> grad(m.n_params(), 0.0f);
+  m.backward(tr, tier, reward, 0.5f, grad);
+  const float lr = 0.05f;
+  float loss0 = m.instant_step(tr, tier, reward, 0.5f, lr);
+  for (size_t i = 0; i < 4 * 48; ++i)
+    CHECK(p[i] == doctest::Approx(before[i] - lr * grad[i]).epsilon(1e-4).scale(1e-6));
+  for (size_t i = 4 * 48; i < m.n_params(); ++i)
+    CHECK(p[i] == before[i]); // only the adapter moves
+  // And the loss falls over a few steps.
+  float loss = loss0;
+  for (int k = 0; k < 100; ++k) {
+    m.forward(in, h0, tr);
+    loss = m.instant_step(tr, tier, reward, 0.5f, 0.5f);
+  }
+  MESSAGE("instant loop on one example: loss " << loss0 << " -> " << loss);
+  CHECK(loss < 0.95f * loss0); // a fresh model: the heads are small, the adapter moves q slowly
+}

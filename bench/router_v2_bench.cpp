@@ -2,8 +2,9 @@
 /// production size (E = 384, projection 32, hidden 32, ranks 8/8, LoRA rank
 /// 2, 4 tiers: 15,430 parameters), for issue 7's cost targets:
 ///   router_v2/forward                one decision (adapter, projection, cell, heads)
-///   router_v2/forward_backward       a decision and its loss gradient (an
-///                                    instant-loop step's model work)
+///   router_v2/forward_backward       a decision and its full loss gradient
+///   router_v2/instant_step           a decision and the instant loop's
+///                                    MicroLoRA step on its feedback; target ≤ 5 µs
 ///   router_v2/train_1000/ewc:0|1     the background loop on 1,000 trajectories
 ///                                    (mini-batches of 32, one epoch), without and
 ///                                    with EWC++; target ≤ 20 ms
@@ -46,7 +47,10 @@ std::vector<router_v2_trajectory> trajectories(size_t n, uint32_t hidden) {
   return data;
 }
 
-void forward(benchmark::State& state) {
+/// Runs `after(model, trace, trajectory)` after each decision of a model at
+/// production size, cycling over 256 trajectories.
+template <class After>
+void decisions(benchmark::State& state, After after) {
   router_v2_model m{router_v2_config{}};
   auto data = trajectories(256, m.hidden());
   router_v2_trace tr;
@@ -54,21 +58,26 @@ void forward(benchmark::State& state) {
   for (auto _ : state) {
     const auto& t = data[i++ % data.size()];
     m.forward(t.input(), t.h_prev, tr);
-    benchmark::DoNotOptimize(tr.q.data());
+    after(m, tr, t);
   }
 }
 
+void forward(benchmark::State& state) {
+  decisions(state, [](auto&, auto& tr, auto&) { benchmark::DoNotOptimize(tr.q.data()); });
+}
+
 void forward_backward(benchmark::State& state) {
-  router_v2_model m{router_v2_config{}};
-  auto data = trajectories(256, m.hidden());
-  router_v2_trace tr;
-  std::vector<float> grad(m.n_params());
-  size_t i = 0;
-  for (auto _ : state) {
-    const auto& t = data[i++ % data.size()];
-    m.forward(t.input(), t.h_prev, tr);
+  std::vector<float> grad;
+  decisions(state, [&](router_v2_model& m, auto& tr, auto& t) {
+    grad.resize(m.n_params());
     benchmark::DoNotOptimize(m.backward(tr, t.tier, t.reward, t.behaviour_prob, grad));
-  }
+  });
+}
+
+void instant_step(benchmark::State& state) {
+  decisions(state, [](router_v2_model& m, auto& tr, auto& t) {
+    benchmark::DoNotOptimize(m.instant_step(tr, t.tier, t.reward, t.behaviour_prob, 1e-3f));
+  });
 }
 
 void train_1000(benchmark::State& state) {
@@ -88,5 +97,6 @@ void train_1000(benchmark::State& state) {
 
 BENCHMARK(forward)->Name("router_v2/forward");
 BENCHMARK(forward_backward)->Name("router_v2/forward_backward");
+BENCHMARK(instant_step)->Name("router_v2/instant_step");
 BENCHMARK(train_1000)->Name("router_v2/train_1000")->ArgName("ewc")->Arg(0)->Arg(1)
   ->Unit(benchmark::kMillisecond);
