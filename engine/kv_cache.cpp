@@ -137,12 +137,10 @@ result<kv_policy> kv_pool::set_policy(kv_policy p) {
         std::count_if(all_.begin(), all_.end(), [](const kv_page* q) { return q->old; }));
     };
     // Room first (evicting cached pages if needed), so nothing changes on failure.
-    size_t reserved = 0;
     if (new_bytes > old_bytes && budget_) {
       while (!budget_->try_reserve(memory_budget::use::kv, n_old() * (new_bytes - old_bytes)))
         if (evict_one() == 0)
           return error{"the KV cache budget cannot hold the old tier's pages in the new types"};
-      reserved = n_old() * (new_bytes - old_bytes);
     }
     size_t converted = 0;
     for (kv_page* q : all_) {
@@ -156,7 +154,6 @@ result<kv_policy> kv_pool::set_policy(kv_policy p) {
     }
     if (budget_ && new_bytes < old_bytes)
       budget_->release(memory_budget::use::kv, converted * (old_bytes - new_bytes));
-    (void)reserved;
     // Cached bytes follow the new page size.
     uint64_t cached_old = 0;
     for (const auto& l : lru_)

@@ -134,14 +134,14 @@ int main(int argc, char** argv) {
     }
     if (models->parsed()) {
       // (label, spec): the specs given, else the config's tiers.
-      std::vector<std::pair<std::string, std::string>> todo;
+      std::vector<std::pair<std::string, std::string>> wanted;
       for (const auto& spec : model_specs)
-        todo.emplace_back(spec, spec);
+        wanted.emplace_back(spec, spec);
       if (model_specs.empty())
         for (const auto& t : cfg.router.tiers)
-          todo.emplace_back(t.name, t.model);
+          wanted.emplace_back(t.name, t.model);
       int rc = 0;
-      for (const auto& [label, spec] : todo) {
+      for (const auto& [label, spec] : wanted) {
         if (spec.empty()) {
           std::printf("%s\t(routing only)\n", label.c_str());
           continue;
