@@ -301,6 +301,9 @@ route_result pattern_bank::route(std::span<const float> embedding, int64_t now_m
   res.tier = thompson_choose(post_, costs_, rng_, cfg_.exploration);
   res.confidence = choice_confidence(post_, costs_, res.tier);
   res.expected_reward = post_[res.tier].mean - costs_[res.tier];
+  res.mean_quality.resize(n_tiers);
+  for (size_t t = 0; t < n_tiers; ++t)
+    res.mean_quality[t] = post_[t].mean;
   bool join = !hits.empty() && (hits.front().similarity >= cfg_.new_pattern_threshold
                                 || stats_.size() >= cfg_.max_patterns);
   // A new pattern needs room in the memory budget; without it, join (the

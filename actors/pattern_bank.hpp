@@ -132,6 +132,9 @@ struct route_result {
   std::vector<proto::neighbor> neighbors;
   uint64_t search_ns = 0;
   uint64_t decide_ns = 0;
+  /// Posterior mean quality per tier (pooled neighbours and priors), [n_tiers]:
+  /// router v2 reads it as the neighbours' per-tier reward.
+  std::vector<double> mean_quality;
 };
 
 /// Posterior of one tier's expected quality: normal with this mean and
