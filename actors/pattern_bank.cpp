@@ -283,6 +283,7 @@ route_result pattern_bank::route(std::span<const float> embedding, int64_t now_m
     }
   }
   res.neighbors.reserve(hits.size());
+  res.evidence.assign(n_tiers, 0.0);
   // Adaptive bandwidth: similarities relative to the nearest neighbour's, so
   // sparse regions of embedding space still pool their neighbours' evidence.
   const double sim_top = hits.empty() ? 1.0 : std::max(1e-6, double(hits.front().similarity));
@@ -293,8 +294,10 @@ route_result pattern_bank::route(std::span<const float> embedding, int64_t now_m
       continue;
     double w = std::pow(std::max(0.0, static_cast<double>(h.similarity)) / sim_top,
                         cfg_.similarity_power);
-    for (size_t t = 0; t < n_tiers; ++t)
+    for (size_t t = 0; t < n_tiers; ++t) {
       ev_[t].add(w, it->second.total[t]);
+      res.evidence[t] += w * static_cast<double>(it->second.total[t].count);
+    }
   }
   for (size_t t = 0; t < n_tiers; ++t)
     post_[t] = ev_[t].posterior();
@@ -302,8 +305,11 @@ route_result pattern_bank::route(std::span<const float> embedding, int64_t now_m
   res.confidence = choice_confidence(post_, costs_, res.tier);
   res.expected_reward = post_[res.tier].mean - costs_[res.tier];
   res.mean_quality.resize(n_tiers);
-  for (size_t t = 0; t < n_tiers; ++t)
+  res.var_quality.resize(n_tiers);
+  for (size_t t = 0; t < n_tiers; ++t) {
     res.mean_quality[t] = post_[t].mean;
+    res.var_quality[t] = post_[t].variance;
+  }
   bool join = !hits.empty() && (hits.front().similarity >= cfg_.new_pattern_threshold
                                 || stats_.size() >= cfg_.max_patterns);
   // A new pattern needs room in the memory budget; without it, join (the

@@ -132,9 +132,10 @@ struct route_result {
   std::vector<proto::neighbor> neighbors;
   uint64_t search_ns = 0;
   uint64_t decide_ns = 0;
-  /// Posterior mean quality per tier (pooled neighbours and priors), [n_tiers]:
-  /// router v2 reads it as the neighbours' per-tier reward.
-  std::vector<double> mean_quality;
+  /// Per tier [n_tiers], what the decision pooled (router v2 reads them):
+  /// the posterior mean quality and its variance (neighbours and priors),
+  /// and the neighbours' weighted observation count (priors excluded).
+  std::vector<double> mean_quality, var_quality, evidence;
 };
 
 /// Posterior of one tier's expected quality: normal with this mean and
