@@ -31,7 +31,7 @@ router_v2_model::router_v2_model(router_v2_config cfg)
   // adapter starts as the identity); P, the cell's factors and H scaled by
   // 1/sqrt(fan-in); FastGRNN's ζ, ν raw at 1 and −4 (σ: 0.73, 0.018) so a
   // new cell mostly keeps its state, as the paper initialises them; the
-  // reward heads start at 0.5, the middle of the quality range.
+  // heads' biases start at 0, so a new model predicts router v1's estimate.
   std::mt19937_64 rng(cfg_.seed);
   std::normal_distribution<float> n01(0.0f, 1.0f);
   auto fill = [&](size_t off, size_t n, float std) {
@@ -54,8 +54,7 @@ router_v2_model::router_v2_model(router_v2_config cfg)
   cell[s.zeta()] = 1.0f;
   cell[s.nu()] = -4.0f;
   fill(off_h(), size_t{cfg_.n_tiers} * cfg_.hidden, 0.1f / std::sqrt(static_cast<float>(cfg_.hidden)));
-  for (size_t t = 0; t < cfg_.n_tiers; ++t)
-    theta_[off_bq() + t] = 0.5f;
+
 }
 
 void router_v2_model::forward(const router_v2_input& in, std::span<const float> h_prev,
@@ -75,6 +74,9 @@ void router_v2_model::forward(const router_v2_input& in, std::span<const float> 
     tr.u[k++] = i < in.neighbor_sims.size() ? in.neighbor_sims[i] : 0.0f;
   for (size_t t = 0; t < T; ++t)
     tr.u[k++] = t < in.neighbor_rewards.size() ? in.neighbor_rewards[t] : 0.0f;
+  for (size_t t = 0; t < T; ++t)
+    tr.u[k++] = t < in.neighbor_counts.size() ? std::log1p(std::max(0.0f, in.neighbor_counts[t])) / 4
+                                              : 0.0f;
   tr.u[k++] = std::log1p(std::max(0.0f, in.prompt_tokens)) / 8.0f;
   tr.u[k++] = in.latency_budget;
   tr.u[k++] = in.memory_pressure;
@@ -88,10 +90,12 @@ void router_v2_model::forward(const router_v2_input& in, std::span<const float> 
   tr.cell_cache.resize(cell_.cache_size());
   kernels::fastgrnn_forward(cell_, tr.h, tr.cell_cache, {th + off_cell(), cell_.n_params()}, tr.z,
                             tr.h_prev);
-  // q = H h + b_q
+  // q = m + H h + b_q: a correction of router v1's estimate m (the skip has
+  // no parameters, so the gradient is unchanged)
   tr.q.resize(T);
   for (size_t t = 0; t < T; ++t)
-    tr.q[t] = th[off_bq() + t] + kernels::dot({th + off_h() + t * Hn, Hn}, tr.h);
+    tr.q[t] = (t < in.neighbor_rewards.size() ? in.neighbor_rewards[t] : 0.0f)
+              + th[off_bq() + t] + kernels::dot({th + off_h() + t * Hn, Hn}, tr.h);
 }
 
 router_v2_model::decision router_v2_model::decide(std::span<const float> q,
@@ -248,6 +252,45 @@ caf::expected<router_v2_model> router_v2_model::load(std::string_view in) {
 }
 
 // ---- the background trainer ------------------------------------------------------
+
+void router_v2_features::assign(const route_result& r) {
+  sims.fill(0.0f);
+  for (size_t i = 0; i < sims.size() && i < r.neighbors.size(); ++i)
+    sims[i] = r.neighbors[i].similarity;
+  rewards.assign(r.mean_quality.begin(), r.mean_quality.end());
+  counts.assign(r.evidence.begin(), r.evidence.end());
+}
+
+router_v2_choice router_v2_choose(const route_result& r, const router_v2_trace& tr,
+                                  std::span<const double> costs, bool ready, double threshold,
+                                  std::mt19937_64& rng) {
+  const size_t T = costs.size();
+  router_v2_choice c;
+  c.tier = r.tier;
+  c.confidence = r.confidence;
+  c.behaviour_prob = static_cast<float>(std::max(r.confidence, 0.05));
+  std::array<tier_posterior, 16> buf;
+  std::span<tier_posterior> post(buf.data(), std::min(T, buf.size()));
+  double best = -1e300;
+  for (size_t t = 0; t < post.size(); ++t) {
+    post[t] = {tr.q[t], r.var_quality[t]};
+    if (tr.q[t] - costs[t] > best) {
+      best = tr.q[t] - costs[t];
+      c.greedy_tier = static_cast<uint32_t>(t);
+    }
+  }
+  if (!ready)
+    return c;
+  const uint32_t tier = thompson_choose(post, costs.first(post.size()), rng, 1.0);
+  const double conf = choice_confidence(post, costs.first(post.size()), tier);
+  if (conf < threshold)
+    return c;
+  c.tier = tier;
+  c.confidence = conf;
+  c.behaviour_prob = static_cast<float>(std::max(conf, 0.05));
+  c.by_v2 = true;
+  return c;
+}
 
 router_v2_trainer::router_v2_trainer(router_v2_model start, router_v2_trainer_config cfg)
   : model_(std::move(start)), cfg_(cfg) {

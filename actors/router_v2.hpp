@@ -6,8 +6,9 @@
 ///   e' = e + (α/r)·B·A·e                MicroLoRA on the query embedding
 ///                                       (the instant loop adapts A and B)
 ///   u  = [e'; extras]                   extras: the pattern bank's top-4
-///                                       neighbour similarities, their
-///                                       similarity-weighted mean reward per
+///                                       neighbour similarities, router v1's
+///                                       posterior mean quality per tier and
+///                                       log(1 + its evidence count)/4 per
 ///                                       tier, log(1 + prompt tokens)/8, the
 ///                                       latency budget and memory pressure
 ///                                       (both in [0, 1])
@@ -15,7 +16,9 @@
 ///   h  = FastGRNN(z, h_prev)            over the turns of the session
 ///                                       (Kusupati et al., NeurIPS 2018; low-
 ///                                       rank W and U: kernels/learn.hpp)
-///   q  = H·h + b_q                      predicted reward per tier
+///   q  = m + H·h + b_q                  predicted reward per tier: a learned
+///                                       correction of m, router v1's
+///                                       estimate (`neighbor_rewards`)
 ///   tier = argmax_t (q_t − cost_t);  confidence = softmax((q − cost)/τ)[tier]
 /// Below `confidence_threshold` the caller falls back to router v1.
 ///
@@ -31,12 +34,15 @@
 /// Thread-safety: none (a model belongs to one thread; the background loop
 /// trains a copy and swaps it in).
 
+#include "actors/pattern_bank.hpp"
 #include "kernels/learn.hpp"
 #include "kernels/vector.hpp"
 
 #include <caf/expected.hpp>
 
+#include <array>
 #include <cstdint>
+#include <random>
 #include <span>
 #include <string>
 #include <string_view>
@@ -61,10 +67,14 @@ struct router_v2_config {
 struct router_v2_input {
   std::span<const float> embedding;        ///< [E], L2-normalised
   std::span<const float> neighbor_sims;    ///< up to 4, best first (missing: 0)
-  std::span<const float> neighbor_rewards; ///< [n_tiers] weighted mean reward (0 if none)
+  /// [n_tiers] router v1's posterior mean quality per tier (pattern_bank::route_result::mean_quality); empty = 0
+  std::span<const float> neighbor_rewards;
   float prompt_tokens = 0;
   float latency_budget = 1;  ///< [0, 1]: 1 = no constraint
   float memory_pressure = 0; ///< [0, 1]: used / limit of the memory budget
+  /// [n_tiers] the neighbours' weighted observation count per tier
+  /// (pattern_bank::route_result::evidence), fed as log(1 + n)/4; empty = 0
+  std::span<const float> neighbor_counts;
 };
 
 /// What the backward needs from one forward.
@@ -78,7 +88,7 @@ public:
   explicit router_v2_model(router_v2_config cfg);
 
   const router_v2_config& config() const noexcept { return cfg_; }
-  size_t n_extras() const noexcept { return n_neighbors + cfg_.n_tiers + 3; }
+  size_t n_extras() const noexcept { return n_neighbors + 2 * size_t{cfg_.n_tiers} + 3; }
   size_t n_params() const noexcept { return theta_.size(); }
   std::span<float> params() noexcept { return theta_; }
   std::span<const float> params() const noexcept { return theta_; }
@@ -140,6 +150,7 @@ struct router_v2_trajectory {
   std::vector<float> embedding;        ///< [E]
   std::vector<float> neighbor_sims;    ///< ≤ 4
   std::vector<float> neighbor_rewards; ///< [n_tiers]
+  std::vector<float> neighbor_counts;  ///< [n_tiers]
   float prompt_tokens = 0, latency_budget = 1, memory_pressure = 0;
   std::vector<float> h_prev;           ///< [hidden] the session state before the turn
   uint32_t tier = 0;                   ///< the tier taken
@@ -147,10 +158,42 @@ struct router_v2_trajectory {
   float behaviour_prob = 1;            ///< π_b(tier) of the policy that took it
 
   router_v2_input input() const {
-    return {embedding, neighbor_sims, neighbor_rewards, prompt_tokens, latency_budget,
-            memory_pressure};
+    return {embedding,      neighbor_sims,   neighbor_rewards, prompt_tokens,
+            latency_budget, memory_pressure, neighbor_counts};
   }
 };
+
+/// Router v2's inputs taken from router v1's route of the same query.
+struct router_v2_features {
+  std::array<float, router_v2_model::n_neighbors> sims{}; ///< top neighbours' similarities
+  std::vector<float> rewards; ///< [n_tiers] v1's posterior mean quality
+  std::vector<float> counts;  ///< [n_tiers] v1's pooled observation count
+  void assign(const route_result& r);
+  router_v2_input input(std::span<const float> embedding, float prompt_tokens,
+                        float latency_budget, float memory_pressure) const {
+    return {embedding, sims, rewards, prompt_tokens, latency_budget, memory_pressure, counts};
+  }
+};
+
+/// Router v2's decision for one query.
+struct router_v2_choice {
+  uint32_t tier = 0;       ///< the tier to serve
+  double confidence = 0;   ///< P(tier is the best) under the posterior that chose it
+  float behaviour_prob = 1; ///< π_b(tier) for importance weights (≥ 0.05)
+  bool by_v2 = false;      ///< false: router v1's choice stood (fallback)
+  uint32_t greedy_tier = 0; ///< argmax (q − cost): what the model alone prefers
+};
+
+/// Decides with a traced forward `tr` of `model` on the features of `r`:
+/// Thompson sampling over v1's posteriors with their means replaced by v2's
+/// predictions q (a corrected mean, v1's variance), so v2 explores where v1
+/// is unsure and exploits what it learned. Falls back to v1's own choice
+/// (r.tier) while `ready` is false (no background pass trained the model
+/// yet) or when v2's confidence is below `threshold`.
+/// @pre r.var_quality.size() == tr.q.size() == costs.size().
+router_v2_choice router_v2_choose(const route_result& r, const router_v2_trace& tr,
+                                  std::span<const double> costs, bool ready, double threshold,
+                                  std::mt19937_64& rng);
 
 /// The background loop's trainer: mini-batch SGD on the importance-weighted
 /// bandit loss with online EWC++ (Chaudhry et al. 2018): the Fisher is an

@@ -155,7 +155,7 @@ double task_error(const router_v2_model& m, const std::vector<std::vector<float>
   router_v2_trace tr;
   double e = 0;
   for (size_t c = 0; c < ctx.size(); ++c) {
-    m.forward({ctx[c], {}, {}, 50, 1, 0}, h, tr);
+    m.forward({ctx[c], {}, {}, 50, 1, 0, {}}, h, tr);
     for (int t = 0; t < 4; ++t)
       e += (tr.q[t] - quality[c][t]) * (tr.q[t] - quality[c][t]);
   }
@@ -211,7 +211,7 @@ TEST_CASE("router v2: the instant step moves both adapter factors along the loss
     p[i] = d(rng);
   auto e = unit(rng, 48);
   std::vector<float> h0(10, 0.0f);
-  router_v2_input in{e, {}, {}, 30, 1, 0};
+  router_v2_input in{e, {}, {}, 30, 1, 0, {}};
   const uint32_t tier = 1;
   const float reward = 0.95f;
   router_v2_trace tr;

@@ -1,0 +1,498 @@
+// shoal_sona_learning: does SONA learn? Router v1 (the pattern bank's
+// Thompson sampling) next to router v2 (FastGRNN reward model over v1's
+// statistics, MicroLoRA instant loop, background training with and without
+// EWC++) on the same stream of real prompts (Debian package descriptions,
+// ops/make-prompts.sh), scored by the replay evaluator (node/evaluator.hpp:
+// a seeded simulation of answer quality per domain and tier, with an oracle).
+//
+// Reported (Markdown), each figure the median over --seeds worlds (an
+// evaluator seed draws every domain's difficulty; the routers' seeds follow):
+//   1. learning curves: expected reward of the chosen tiers per window of
+//      requests, as a share of the oracle's; the requests each router needs
+//      to reach 95% of the oracle (the first window at or above it), and the
+//      cumulative regret against the oracle;
+//   2. CPT (RouteLLM, Ong et al. 2024): after learning, each router's
+//      estimates routed on held-out prompts with the tier costs scaled by s
+//      (a sweep); the share of calls to the largest tier needed to recover
+//      x% of the quality gap between always-smallest and always-largest
+//      (PGR >= x), x = 50, 80, 95; the oracle's own CPT uses the true means.
+//      With more than two tiers a call counts cost_t / cost_largest large
+//      calls (RouteLLM's two-model CPT when the small model costs 0);
+//   3. domain shift: half the domains (A), then the other half (B), then A
+//      returns with prompts not seen before. Forgetting = reward on A in the
+//      last window before B minus reward on A in the first window after it,
+//      for the v2 model alone (its greedy choice, no fallback) and for the
+//      whole router; v2 with and without EWC++.
+//
+// Rewards are expected rewards mu(d, t) - cost_t of the tier chosen (the
+// evaluator's noise-free means); learning sees drawn qualities only.
+#include "actors/pattern_bank.hpp"
+#include "actors/router_v2.hpp"
+#include "engine/embedder.hpp"
+#include "node/evaluator.hpp"
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <deque>
+#include <fstream>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+using namespace shoal;
+
+namespace {
+
+struct prompt {
+  std::string domain;
+  std::vector<float> emb;
+  float tokens = 0;
+};
+
+std::vector<prompt> load_prompts(const std::string& path, size_t max) {
+  std::ifstream in(path);
+  if (!in)
+    throw std::runtime_error("cannot read " + path + " (run ops/make-prompts.sh first)");
+  engine::embedder emb;
+  std::vector<prompt> out;
+  std::string line;
+  while (out.size() < max && std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.contains("text") || !j.contains("domain"))
+      throw std::runtime_error(path + ": line " + std::to_string(out.size() + 1)
+                               + " is not {\"text\", \"domain\"} JSON");
+    prompt p;
+    p.domain = j["domain"].get<std::string>();
+    auto text = j["text"].get<std::string>();
+    p.emb = emb.embed(text);
+    p.tokens = static_cast<float>(text.size()) / 4.0f; // ~4 bytes per token
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+struct options {
+  std::string prompts = "prompts.jsonl";
+  size_t requests = 20000;
+  size_t window = 500;
+  size_t heldout = 2000;
+  uint32_t seeds = 5;
+  size_t shift_phase = 6000;
+  // router v2
+  float threshold = 0.0f;
+  float instant_lr = 0.02f;
+  size_t background_every = 500;
+  size_t train_window = 4000;
+  float train_lr = 0.01f;
+  uint32_t epochs = 1;
+  float ewc_lambda = 10;
+};
+
+enum class kind { v1, v2, v2_no_ewc };
+
+const char* name(kind k) {
+  switch (k) {
+  case kind::v1: return "router v1";
+  case kind::v2: return "router v2 (EWC++)";
+  case kind::v2_no_ewc: return "router v2 (no EWC++)";
+  }
+  return "?";
+}
+
+/// One routing system on its own pattern bank.
+class learner {
+public:
+  learner(kind k, const options& o, uint64_t seed, std::vector<actors::tier_config> tiers)
+    : kind_(k), opt_(o), model_(v2_config(seed, tiers.size())),
+      trainer_(model_, trainer_config(k, o)) {
+    actors::router_config rc;
+    rc.tiers = std::move(tiers);
+    rc.seed = seed;
+    for (const auto& t : rc.tiers)
+      costs_.push_back(t.cost);
+    auto b = actors::pattern_bank::open(384, rc, nullptr);
+    if (!b)
+      throw std::runtime_error("pattern bank: " + to_string(b.error()));
+    bank_ = std::move(*b);
+    h0_.assign(model_.hidden(), 0.0f);
+    rng_.seed(seed * 7919 + 1);
+  }
+
+  struct choice {
+    uint32_t tier = 0;       ///< what the router chose
+    uint32_t model_tier = 0; ///< what the v2 model alone would choose (v1: = tier)
+    bool by_v2 = false;
+  };
+
+  /// Routes one prompt, observes a drawn quality, learns.
+  choice step(const prompt& p, node::evaluator& ev, int64_t now_ms) {
+    auto r = bank_->route(p.emb, now_ms);
+    if (bank_->pending() > 0)
+      (void)bank_->index_pending();
+    choice c{r.tier, r.tier, false};
+    float prob = static_cast<float>(std::max(r.confidence, 0.05));
+    if (kind_ != kind::v1) {
+      feat_.assign(r);
+      model_.forward(feat_.input(p.emb, p.tokens, 1.0f, 0.0f), h0_, trace_);
+      auto v2 = actors::router_v2_choose(r, trace_, costs_, trained_, opt_.threshold, rng_);
+      c = {v2.tier, v2.greedy_tier, v2.by_v2};
+      prob = v2.behaviour_prob;
+    }
+    const double q = ev.draw_quality(p.domain, c.tier);
+    (void)bank_->learn(r.pattern_id, c.tier, q, now_ms);
+    if (kind_ != kind::v1) {
+      model_.instant_step(trace_, c.tier, static_cast<float>(q), prob, opt_.instant_lr);
+      actors::router_v2_trajectory t;
+      t.embedding = p.emb;
+      t.neighbor_sims.assign(feat_.sims.begin(), feat_.sims.end());
+      t.neighbor_rewards = feat_.rewards;
+      t.neighbor_counts = feat_.counts;
+      t.prompt_tokens = p.tokens;
+      t.h_prev = h0_;
+      t.tier = c.tier;
+      t.reward = static_cast<float>(q);
+      t.behaviour_prob = prob;
+      log_.push_back(std::move(t));
+      if (log_.size() > opt_.train_window)
+        log_.pop_front();
+      if (++since_background_ >= opt_.background_every) {
+        since_background_ = 0;
+        std::vector<actors::router_v2_trajectory> batch(log_.begin(), log_.end());
+        trainer_.train(batch);
+        model_ = trainer_.model();
+        trained_ = true;
+      }
+    }
+    return c;
+  }
+
+  /// Each tier's estimated quality for a prompt, without learning (the
+  /// bank still assigns the prompt to a pattern).
+  std::vector<double> estimate(const prompt& p, int64_t now_ms) {
+    auto r = bank_->route(p.emb, now_ms);
+    if (bank_->pending() > 0)
+      (void)bank_->index_pending();
+    if (kind_ == kind::v1)
+      return r.mean_quality;
+    feat_.assign(r);
+    model_.forward(feat_.input(p.emb, p.tokens, 1.0f, 0.0f), h0_, trace_);
+    return {trace_.q.begin(), trace_.q.end()};
+  }
+
+  kind which() const noexcept { return kind_; }
+
+private:
+  static actors::router_v2_config v2_config(uint64_t seed, size_t n_tiers) {
+    actors::router_v2_config c;
+    c.seed = seed;
+    c.n_tiers = static_cast<uint32_t>(n_tiers);
+    return c;
+  }
+  static actors::router_v2_trainer_config trainer_config(kind k, const options& o) {
+    actors::router_v2_trainer_config c;
+    c.ewc = k == kind::v2;
+    c.lr = o.train_lr;
+    c.epochs = o.epochs;
+    c.ewc_lambda = o.ewc_lambda;
+    return c;
+  }
+  kind kind_;
+  options opt_;
+  std::unique_ptr<actors::pattern_bank> bank_;
+  std::vector<double> costs_;
+  actors::router_v2_model model_;
+  actors::router_v2_trainer trainer_;
+  actors::router_v2_trace trace_;
+  actors::router_v2_features feat_;
+  std::vector<float> h0_;
+  std::mt19937_64 rng_;
+  bool trained_ = false; ///< v2 decides once a background pass trained it
+  std::deque<actors::router_v2_trajectory> log_;
+  size_t since_background_ = 0;
+};
+
+double median(std::vector<double> v) {
+  if (v.empty())
+    return NAN;
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/// Per-window reward sums of one run.
+struct curve {
+  std::vector<double> reward, oracle, large, v2_share;
+};
+
+constexpr kind all_kinds[] = {kind::v1, kind::v2, kind::v2_no_ewc};
+
+// -- 1. learning curves and 2. CPT ---------------------------------------------
+
+struct cpt_row {
+  double cpt50 = NAN, cpt80 = NAN, cpt95 = NAN;
+};
+
+/// CPT(x) from estimates est[i][t] on prompts with true means mu[i][t].
+cpt_row cpt(const std::vector<std::vector<double>>& est,
+            const std::vector<std::vector<double>>& mu, const std::vector<double>& costs) {
+  const size_t T = costs.size(), n = mu.size();
+  double q_weak = 0, q_strong = 0;
+  for (size_t i = 0; i < n; ++i) {
+    q_weak += mu[i][0];
+    q_strong += mu[i][T - 1];
+  }
+  cpt_row row;
+  double* out[] = {&row.cpt50, &row.cpt80, &row.cpt95};
+  const double goals[] = {0.5, 0.8, 0.95};
+  for (int s100 = 0; s100 <= 2000; s100 += 5) {
+    const double s = s100 / 100.0;
+    double q = 0, large = 0;
+    for (size_t i = 0; i < n; ++i) {
+      size_t best = 0;
+      for (size_t t = 1; t < T; ++t)
+        if (est[i][t] - s * costs[t] > est[i][best] - s * costs[best])
+          best = t;
+      q += mu[i][best];
+      large += costs[best] / costs[T - 1];
+    }
+    const double pgr = (q - q_weak) / std::max(1e-12, q_strong - q_weak);
+    const double share = large / static_cast<double>(n);
+    for (int g = 0; g < 3; ++g)
+      if (pgr >= goals[g] && !(*out[g] <= share))
+        *out[g] = share;
+  }
+  return row;
+}
+
+void learning_curves(const std::vector<prompt>& prompts, const options& o) {
+  const auto tiers = actors::router_config{}.tiers;
+  std::vector<double> costs;
+  for (const auto& t : tiers)
+    costs.push_back(t.cost);
+  const size_t n = std::min(o.requests, prompts.size() - o.heldout);
+  const size_t windows = n / o.window;
+  // [kind][seed] -> curve; [kind][seed] -> CPT
+  std::vector<std::vector<curve>> curves(3);
+  std::vector<std::vector<cpt_row>> cpts(4);
+  for (uint32_t s = 0; s < o.seeds; ++s) {
+    node::evaluator_config ec;
+    ec.seed = 42 + s;
+    std::vector<std::vector<double>> mu;
+    for (size_t i = n; i < n + o.heldout; ++i) {
+      node::evaluator ev(ec, tiers);
+      std::vector<double> m;
+      for (uint32_t t = 0; t < tiers.size(); ++t)
+        m.push_back(ev.mean_quality(prompts[i].domain, t));
+      mu.push_back(std::move(m));
+    }
+    cpts[3].push_back(cpt(mu, mu, costs));
+    for (kind k : all_kinds) {
+      learner l(k, o, 1000 + s, tiers);
+      node::evaluator ev(ec, tiers);
+      curve c;
+      c.reward.assign(windows, 0);
+      c.oracle.assign(windows, 0);
+      c.large.assign(windows, 0);
+      c.v2_share.assign(windows, 0);
+      int64_t now = 1'700'000'000'000;
+      for (size_t i = 0; i < windows * o.window; ++i) {
+        auto ch = l.step(prompts[i], ev, now += 1000);
+        size_t w = i / o.window;
+        c.reward[w] += ev.expected_reward(prompts[i].domain, ch.tier);
+        c.oracle[w] += ev.oracle(prompts[i].domain).first;
+        c.large[w] += ch.tier == tiers.size() - 1;
+        c.v2_share[w] += ch.by_v2;
+      }
+      std::vector<std::vector<double>> est;
+      for (size_t i = n; i < n + o.heldout; ++i)
+        est.push_back(l.estimate(prompts[i], now += 1000));
+      cpts[static_cast<int>(k)].push_back(cpt(est, mu, costs));
+      curves[static_cast<int>(k)].push_back(std::move(c));
+      std::fprintf(stderr, "seed %u: %s done\n", s, name(k));
+    }
+  }
+  std::printf("\n## Learning curves (%zu requests, windows of %zu, median over %u seeds)\n\n",
+              windows * o.window, o.window, o.seeds);
+  std::printf("Reward of the chosen tiers as %% of the oracle's; v2 share = decisions router v2 "
+              "took (the rest fell back to v1).\n\n");
+  std::printf("| requests | v1 | v2 (EWC++) | v2 (no EWC++) | v2 share | v1 large-tier | v2 "
+              "large-tier |\n|---:|---:|---:|---:|---:|---:|---:|\n");
+  auto pct = [&](int k, size_t w) {
+    std::vector<double> v;
+    for (const auto& c : curves[k])
+      v.push_back(100.0 * c.reward[w] / c.oracle[w]);
+    return median(v);
+  };
+  auto share = [&](int k, size_t w, bool large) {
+    std::vector<double> v;
+    for (const auto& c : curves[k])
+      v.push_back(100.0 * (large ? c.large[w] : c.v2_share[w]) / o.window);
+    return median(v);
+  };
+  for (size_t w = 0; w < windows; ++w)
+    std::printf("| %zu | %.1f%% | %.1f%% | %.1f%% | %.0f%% | %.0f%% | %.0f%% |\n",
+                (w + 1) * o.window, pct(0, w), pct(1, w), pct(2, w), share(1, w, false),
+                share(0, w, true), share(1, w, true));
+  std::printf("\n| router | requests to 95%% of the oracle (median; per seed) | cumulative "
+              "regret (median) | reward, last window |\n|---|---:|---:|---:|\n");
+  for (int k = 0; k < 3; ++k) {
+    std::vector<double> reach, regret;
+    std::string per_seed;
+    for (const auto& c : curves[k]) {
+      double r = NAN, g = 0;
+      for (size_t w = 0; w < windows; ++w) {
+        g += c.oracle[w] - c.reward[w];
+        if (std::isnan(r) && c.reward[w] >= 0.95 * c.oracle[w])
+          r = static_cast<double>((w + 1) * o.window);
+      }
+      reach.push_back(std::isnan(r) ? 1e18 : r);
+      regret.push_back(g);
+      per_seed += (per_seed.empty() ? "" : ", ")
+                  + (std::isnan(r) ? std::string("never") : std::to_string(int64_t(r)));
+    }
+    double m = median(reach);
+    std::printf("| %s | %s (%s) | %.1f | %.1f%% |\n", name(all_kinds[k]),
+                m >= 1e18 ? "never" : std::to_string(int64_t(m)).c_str(), per_seed.c_str(),
+                median(regret), pct(k, windows - 1));
+  }
+  std::printf("\n## CPT after %zu requests (%zu held-out prompts; calls to the largest tier, "
+              "each call weighted cost_t / cost_largest, needed for PGR >= x; median over "
+              "seeds)\n\n| router | CPT(50%%) | CPT(80%%) | CPT(95%%) |\n|---|---:|---:|---:|\n",
+              n, o.heldout);
+  const char* names[] = {"router v1", "router v2 (EWC++)", "router v2 (no EWC++)",
+                         "oracle (true means)"};
+  for (int k = 0; k < 4; ++k) {
+    std::vector<double> a, b, c;
+    for (const auto& r : cpts[k]) {
+      a.push_back(std::isnan(r.cpt50) ? 1.0 : r.cpt50);
+      b.push_back(std::isnan(r.cpt80) ? 1.0 : r.cpt80);
+      c.push_back(std::isnan(r.cpt95) ? 1.0 : r.cpt95);
+    }
+    std::printf("| %s | %.1f%% | %.1f%% | %.1f%% |\n", names[k], 100 * median(a),
+                100 * median(b), 100 * median(c));
+  }
+}
+
+// -- 3. domain shift -------------------------------------------------------------
+
+void domain_shift(const std::vector<prompt>& prompts, const options& o) {
+  const auto tiers = actors::router_config{}.tiers;
+  // Domains split in two halves by name order, alternating.
+  std::vector<std::string> domains;
+  for (const auto& p : prompts)
+    if (std::find(domains.begin(), domains.end(), p.domain) == domains.end())
+      domains.push_back(p.domain);
+  std::sort(domains.begin(), domains.end());
+  auto in_a = [&](const std::string& d) {
+    return (std::find(domains.begin(), domains.end(), d) - domains.begin()) % 2 == 0;
+  };
+  std::vector<const prompt*> a, b;
+  for (const auto& p : prompts)
+    (in_a(p.domain) ? a : b).push_back(&p);
+  const size_t n1 = o.shift_phase, n2 = o.shift_phase, n3 = o.window;
+  if (a.size() < n1 + n3 || b.size() < n2)
+    throw std::runtime_error("domain shift: not enough prompts");
+  std::vector<const prompt*> stream(a.begin(), a.begin() + n1);
+  stream.insert(stream.end(), b.begin(), b.begin() + n2);
+  stream.insert(stream.end(), a.begin() + n1, a.begin() + n1 + n3);
+  // [kind][seed]: reward (system, model alone) on A before and after B.
+  struct row {
+    std::vector<double> before, after, before_model, after_model;
+  };
+  std::vector<row> rows(3);
+  for (uint32_t s = 0; s < o.seeds; ++s) {
+    node::evaluator_config ec;
+    ec.seed = 42 + s;
+    for (kind k : all_kinds) {
+      learner l(k, o, 2000 + s, tiers);
+      node::evaluator ev(ec, tiers);
+      double sys[2] = {0, 0}, mod[2] = {0, 0}, orc[2] = {0, 0};
+      int64_t now = 1'700'000'000'000;
+      for (size_t i = 0; i < stream.size(); ++i) {
+        auto ch = l.step(*stream[i], ev, now += 1000);
+        int slot = i >= n1 - o.window && i < n1 ? 0 : i >= n1 + n2 ? 1 : -1;
+        if (slot < 0)
+          continue;
+        sys[slot] += ev.expected_reward(stream[i]->domain, ch.tier);
+        mod[slot] += ev.expected_reward(stream[i]->domain, ch.model_tier);
+        orc[slot] += ev.oracle(stream[i]->domain).first;
+      }
+      auto& r = rows[static_cast<int>(k)];
+      r.before.push_back(sys[0] / orc[0]);
+      r.after.push_back(sys[1] / orc[1]);
+      r.before_model.push_back(mod[0] / orc[0]);
+      r.after_model.push_back(mod[1] / orc[1]);
+      std::fprintf(stderr, "shift seed %u: %s done\n", s, name(k));
+    }
+  }
+  std::printf("\n## Domain shift (%zu requests of domains A, %zu of B, then A returns; median "
+              "over %u seeds)\n\nReward on A as %% of the oracle's: the last %zu requests "
+              "before B and the first %zu after it. Forgetting = before − after (points).\n\n",
+              n1, n2, o.seeds, o.window, n3);
+  std::printf("| router | before | after | forgetting | v2 model alone: before | after | "
+              "forgetting |\n|---|---:|---:|---:|---:|---:|---:|\n");
+  for (int k = 0; k < 3; ++k) {
+    const auto& r = rows[k];
+    std::vector<double> f, fm;
+    for (size_t i = 0; i < r.before.size(); ++i) {
+      f.push_back(100 * (r.before[i] - r.after[i]));
+      fm.push_back(100 * (r.before_model[i] - r.after_model[i]));
+    }
+    if (k == 0)
+      std::printf("| %s | %.1f%% | %.1f%% | %.1f | – | – | – |\n", name(all_kinds[k]),
+                  100 * median(r.before), 100 * median(r.after), median(f));
+    else
+      std::printf("| %s | %.1f%% | %.1f%% | %.1f | %.1f%% | %.1f%% | %.1f |\n",
+                  name(all_kinds[k]), 100 * median(r.before), 100 * median(r.after), median(f),
+                  100 * median(r.before_model), 100 * median(r.after_model), median(fm));
+  }
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"SONA learning benchmark: router v1 vs router v2 on the replay evaluator"};
+  options o;
+  bool curves = true, shift = true;
+  app.add_option("--prompts", o.prompts, "JSONL prompts (ops/make-prompts.sh)");
+  app.add_option("--requests", o.requests, "requests of the learning curves");
+  app.add_option("--window", o.window, "requests per curve row");
+  app.add_option("--heldout", o.heldout, "held-out prompts for CPT");
+  app.add_option("--seeds", o.seeds, "worlds (evaluator seeds); figures are medians");
+  app.add_option("--shift-phase", o.shift_phase, "requests per phase of the domain shift");
+  app.add_option("--threshold", o.threshold, "router v2's confidence threshold");
+  app.add_option("--instant-lr", o.instant_lr, "instant loop's MicroLoRA learning rate");
+  app.add_option("--background-every", o.background_every, "trajectories per background pass");
+  app.add_option("--train-window", o.train_window, "recent trajectories a pass trains on");
+  app.add_option("--train-lr", o.train_lr, "background loop's learning rate");
+  app.add_option("--epochs", o.epochs, "epochs per background pass");
+  app.add_option("--ewc-lambda", o.ewc_lambda, "EWC++ strength");
+  app.add_flag("!--no-curves", curves, "skip the learning curves and CPT");
+  app.add_flag("!--no-shift", shift, "skip the domain shift");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    auto prompts = load_prompts(o.prompts, std::max(o.requests + o.heldout, 4 * o.shift_phase));
+    if (o.window == 0 || prompts.size() < o.heldout + o.window)
+      throw std::runtime_error("not enough prompts for one window and the held-out set");
+    std::printf("# SONA learning benchmark\n\n%zu prompts from %s; router v2: threshold %.2f, "
+                "instant lr %.3g, background every %zu trajectories on the last %zu (lr %.3g, "
+                "%u epoch(s), EWC++ λ %.3g)\n",
+                prompts.size(), o.prompts.c_str(), o.threshold, o.instant_lr,
+                o.background_every, o.train_window, o.train_lr, o.epochs, o.ewc_lambda);
+    if (curves)
+      learning_curves(prompts, o);
+    if (shift)
+      domain_shift(prompts, o);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "shoal_sona_learning: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
