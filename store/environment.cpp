@@ -14,8 +14,8 @@ namespace shoal::store {
 
 namespace {
 
-constexpr std::array<std::string_view, 5> table_names{"patterns", "witness", "meta", "kv_spill",
-                                                      "sessions"};
+constexpr std::array<std::string_view, 6> table_names{"patterns", "witness", "meta",
+                                                      "kv_spill", "sessions", "policies"};
 
 caf::error lmdb_error(std::string_view what, int rc) {
   return make_error(errc::storage_failure,

@@ -40,11 +40,19 @@ struct store_config {
 
 /// Named tables of the environment (DESIGN.md, Storage).
 /// kv_spill: KV pages spilled by the memory budget (sealed), sessions: the
-/// session index (sealed).
-enum class table : uint8_t { patterns = 0, witness = 1, meta = 2, kv_spill = 3, sessions = 4 };
+/// session index (sealed), policies: what the learning loops decided
+/// (store/policy_table.hpp).
+enum class table : uint8_t {
+  patterns = 0,
+  witness = 1,
+  meta = 2,
+  kv_spill = 3,
+  sessions = 4,
+  policies = 5
+};
 
 /// Name of a table as stored in LMDB ("patterns", "witness", "meta",
-/// "kv_spill", "sessions").
+/// "kv_spill", "sessions", "policies").
 std::string_view to_string(table t) noexcept;
 
 /// Encodes a u64 as an 8-byte big-endian key (so LMDB orders keys numerically).
