@@ -9,8 +9,14 @@
 // evaluator seed draws every domain's difficulty; the routers' seeds follow):
 //   1. learning curves: expected reward of the chosen tiers per window of
 //      requests, as a share of the oracle's; the requests each router needs
-//      to reach 95% of the oracle (the first window at or above it), and the
-//      cumulative regret against the oracle;
+//      to reach 95% of the oracle, and the cumulative regret against the
+//      oracle. Requests to 95%: the reward is summed per --step requests and
+//      averaged over a sliding window of --window requests (evaluated every
+//      step, from n = window on); "reaches" is the first n where that moving
+//      average is at or above 95% of the oracle's, "stays" the first n from
+//      which it never falls below again. Given per seed (median) and for the
+//      curve pooled over seeds (reward and oracle summed over seeds first:
+//      the least noisy figure);
 //   2. CPT (RouteLLM, Ong et al. 2024): after learning, each router's
 //      estimates routed on held-out prompts with the tier costs scaled by s
 //      (a sweep); the share of calls to the largest tier needed to recover
@@ -82,6 +88,7 @@ struct options {
   std::string prompts = "prompts.jsonl";
   size_t requests = 20000;
   size_t window = 500;
+  size_t step = 50;
   size_t heldout = 2000;
   uint32_t seeds = 5;
   size_t shift_phase = 6000;
@@ -226,10 +233,41 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-/// Per-window reward sums of one run.
+/// Per-window reward sums of one run (and per step, for the moving average).
 struct curve {
   std::vector<double> reward, oracle, large, v2_share;
+  std::vector<double> step_reward, step_oracle;
 };
+
+/// Requests to reach (first) and to stay at (from then on) `goal` of the
+/// oracle's reward, on the moving average over `span` steps of `step`
+/// requests each; NaN when never.
+std::pair<double, double> requests_to(const std::vector<double>& reward,
+                                      const std::vector<double>& oracle, size_t span,
+                                      size_t step, double goal) {
+  double reach = NAN, stay = NAN;
+  double r = 0, o = 0;
+  for (size_t i = 0; i < reward.size(); ++i) {
+    r += reward[i];
+    o += oracle[i];
+    if (i >= span) {
+      r -= reward[i - span];
+      o -= oracle[i - span];
+    }
+    if (i + 1 < span)
+      continue;
+    const double n = static_cast<double>((i + 1) * step);
+    if (r >= goal * o) {
+      if (std::isnan(reach))
+        reach = n;
+      if (std::isnan(stay))
+        stay = n;
+    } else {
+      stay = NAN;
+    }
+  }
+  return {reach, stay};
+}
 
 constexpr kind all_kinds[] = {kind::v1, kind::v2, kind::v2_no_ewc};
 
@@ -301,6 +339,8 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
       c.oracle.assign(windows, 0);
       c.large.assign(windows, 0);
       c.v2_share.assign(windows, 0);
+      c.step_reward.assign(windows * o.window / o.step, 0);
+      c.step_oracle.assign(windows * o.window / o.step, 0);
       int64_t now = 1'700'000'000'000;
       for (size_t i = 0; i < windows * o.window; ++i) {
         auto ch = l.step(prompts[i], ev, now += 1000);
@@ -309,6 +349,10 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
         c.oracle[w] += ev.oracle(prompts[i].domain).first;
         c.large[w] += ch.tier == tiers.size() - 1;
         c.v2_share[w] += ch.by_v2;
+        if (i / o.step < c.step_reward.size()) {
+          c.step_reward[i / o.step] += ev.expected_reward(prompts[i].domain, ch.tier);
+          c.step_oracle[i / o.step] += ev.oracle(prompts[i].domain).first;
+        }
       }
       std::vector<std::vector<double>> est;
       for (size_t i = n; i < n + o.heldout; ++i)
@@ -340,26 +384,41 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
     std::printf("| %zu | %.1f%% | %.1f%% | %.1f%% | %.0f%% | %.0f%% | %.0f%% |\n",
                 (w + 1) * o.window, pct(0, w), pct(1, w), pct(2, w), share(1, w, false),
                 share(0, w, true), share(1, w, true));
-  std::printf("\n| router | requests to 95%% of the oracle (median; per seed) | cumulative "
-              "regret (median) | reward, last window |\n|---|---:|---:|---:|\n");
+  const size_t span = o.window / o.step;
+  std::printf("\n95%% of the oracle: moving average over %zu requests, evaluated every %zu; "
+              "reaches = first at or above, stays = never below from then on; pooled = on "
+              "the curve summed over the %u seeds, per seed = median (each seed).\n\n",
+              o.window, o.step, o.seeds);
+  std::printf("| router | reaches 95%%: pooled | per seed | stays: pooled | per seed | "
+              "cumulative regret (median) | reward, last window |\n"
+              "|---|---:|---:|---:|---:|---:|---:|\n");
+  auto fmt = [](double x) {
+    return std::isnan(x) || x >= 1e18 ? std::string("never") : std::to_string(int64_t(x));
+  };
   for (int k = 0; k < 3; ++k) {
-    std::vector<double> reach, regret;
-    std::string per_seed;
+    std::vector<double> reach, stay, regret, pr, po;
+    std::string per_reach, per_stay;
     for (const auto& c : curves[k]) {
-      double r = NAN, g = 0;
-      for (size_t w = 0; w < windows; ++w) {
+      double g = 0;
+      for (size_t w = 0; w < windows; ++w)
         g += c.oracle[w] - c.reward[w];
-        if (std::isnan(r) && c.reward[w] >= 0.95 * c.oracle[w])
-          r = static_cast<double>((w + 1) * o.window);
-      }
+      auto [r, st] = requests_to(c.step_reward, c.step_oracle, span, o.step, 0.95);
       reach.push_back(std::isnan(r) ? 1e18 : r);
+      stay.push_back(std::isnan(st) ? 1e18 : st);
       regret.push_back(g);
-      per_seed += (per_seed.empty() ? "" : ", ")
-                  + (std::isnan(r) ? std::string("never") : std::to_string(int64_t(r)));
+      per_reach += (per_reach.empty() ? "" : ", ") + fmt(r);
+      per_stay += (per_stay.empty() ? "" : ", ") + fmt(st);
+      pr.resize(c.step_reward.size());
+      po.resize(c.step_oracle.size());
+      for (size_t i = 0; i < pr.size(); ++i) {
+        pr[i] += c.step_reward[i];
+        po[i] += c.step_oracle[i];
+      }
     }
-    double m = median(reach);
-    std::printf("| %s | %s (%s) | %.1f | %.1f%% |\n", name(all_kinds[k]),
-                m >= 1e18 ? "never" : std::to_string(int64_t(m)).c_str(), per_seed.c_str(),
+    auto [pool_r, pool_s] = requests_to(pr, po, span, o.step, 0.95);
+    std::printf("| %s | %s | %s (%s) | %s | %s (%s) | %.1f | %.1f%% |\n", name(all_kinds[k]),
+                fmt(pool_r).c_str(), fmt(median(reach)).c_str(), per_reach.c_str(),
+                fmt(pool_s).c_str(), fmt(median(stay)).c_str(), per_stay.c_str(),
                 median(regret), pct(k, windows - 1));
   }
   std::printf("\n## CPT after %zu requests (%zu held-out prompts; calls to the largest tier, "
@@ -463,7 +522,8 @@ int main(int argc, char** argv) {
   bool curves = true, shift = true;
   app.add_option("--prompts", o.prompts, "JSONL prompts (ops/make-prompts.sh)");
   app.add_option("--requests", o.requests, "requests of the learning curves");
-  app.add_option("--window", o.window, "requests per curve row");
+  app.add_option("--window", o.window, "requests per curve row and of the moving average");
+  app.add_option("--step", o.step, "requests per step of the moving average (divides --window)");
   app.add_option("--heldout", o.heldout, "held-out prompts for CPT");
   app.add_option("--seeds", o.seeds, "worlds (evaluator seeds); figures are medians");
   app.add_option("--shift-phase", o.shift_phase, "requests per phase of the domain shift");
@@ -479,6 +539,8 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     auto prompts = load_prompts(o.prompts, std::max(o.requests + o.heldout, 4 * o.shift_phase));
+    if (o.step == 0 || o.window % o.step != 0)
+      throw std::runtime_error("--step must divide --window");
     if (o.window == 0 || prompts.size() < o.heldout + o.window)
       throw std::runtime_error("not enough prompts for one window and the held-out set");
     std::printf("# SONA learning benchmark\n\n%zu prompts from %s; router v2: threshold %.2f, "
