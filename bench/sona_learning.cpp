@@ -96,10 +96,13 @@ struct options {
   float threshold = 0.0f;
   float instant_lr = 0.02f;
   size_t background_every = 500;
+  size_t first_background = 500; ///< first pass; then doubling up to background_every
+  size_t min_samples = 0;        ///< per pass: epochs raised to train on at least this many
   size_t train_window = 4000;
   float train_lr = 0.01f;
   uint32_t epochs = 1;
   float ewc_lambda = 10;
+  float max_importance = actors::router_v2_config{}.max_importance;
 };
 
 enum class kind { v1, v2, v2_no_ewc };
@@ -117,7 +120,7 @@ const char* name(kind k) {
 class learner {
 public:
   learner(kind k, const options& o, uint64_t seed, std::vector<actors::tier_config> tiers)
-    : kind_(k), opt_(o), model_(v2_config(seed, tiers.size())),
+    : kind_(k), opt_(o), model_(v2_config(o, seed, tiers.size())),
       trainer_(model_, trainer_config(k, o)) {
     actors::router_config rc;
     rc.tiers = std::move(tiers);
@@ -169,10 +172,14 @@ public:
       log_.push_back(std::move(t));
       if (log_.size() > opt_.train_window)
         log_.pop_front();
-      if (++since_background_ >= opt_.background_every) {
+      if (++since_background_ >= next_background_) {
         since_background_ = 0;
+        seen_ += next_background_;
+        next_background_ = std::min(opt_.background_every, std::max<size_t>(1, seen_));
         std::vector<actors::router_v2_trajectory> batch(log_.begin(), log_.end());
-        trainer_.train(batch);
+        const size_t passes = std::max<size_t>(1, (opt_.min_samples + batch.size() - 1) / batch.size());
+        for (size_t k = 0; k < passes; ++k)
+          trainer_.train(batch);
         model_ = trainer_.model();
         trained_ = true;
       }
@@ -196,10 +203,11 @@ public:
   kind which() const noexcept { return kind_; }
 
 private:
-  static actors::router_v2_config v2_config(uint64_t seed, size_t n_tiers) {
+  static actors::router_v2_config v2_config(const options& o, uint64_t seed, size_t n_tiers) {
     actors::router_v2_config c;
     c.seed = seed;
     c.n_tiers = static_cast<uint32_t>(n_tiers);
+    c.max_importance = o.max_importance;
     return c;
   }
   static actors::router_v2_trainer_config trainer_config(kind k, const options& o) {
@@ -223,6 +231,8 @@ private:
   bool trained_ = false; ///< v2 decides once a background pass trained it
   std::deque<actors::router_v2_trajectory> log_;
   size_t since_background_ = 0;
+  size_t seen_ = 0;            ///< trajectories before the last pass
+  size_t next_background_ = std::min(opt_.first_background, opt_.background_every);
 };
 
 double median(std::vector<double> v) {
@@ -530,9 +540,14 @@ int main(int argc, char** argv) {
   app.add_option("--threshold", o.threshold, "router v2's confidence threshold");
   app.add_option("--instant-lr", o.instant_lr, "instant loop's MicroLoRA learning rate");
   app.add_option("--background-every", o.background_every, "trajectories per background pass");
+  app.add_option("--first-background", o.first_background,
+                 "trajectories before the first background pass (then doubling)");
+  app.add_option("--min-samples", o.min_samples,
+                 "a background pass repeats epochs until it trained on this many samples");
   app.add_option("--train-window", o.train_window, "recent trajectories a pass trains on");
   app.add_option("--train-lr", o.train_lr, "background loop's learning rate");
   app.add_option("--epochs", o.epochs, "epochs per background pass");
+  app.add_option("--max-importance", o.max_importance, "router v2's importance weight cap");
   app.add_option("--ewc-lambda", o.ewc_lambda, "EWC++ strength");
   app.add_flag("!--no-curves", curves, "skip the learning curves and CPT");
   app.add_flag("!--no-shift", shift, "skip the domain shift");
