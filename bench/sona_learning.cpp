@@ -47,6 +47,7 @@
 #include <fstream>
 #include <memory>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -201,6 +202,12 @@ public:
   }
 
   kind which() const noexcept { return kind_; }
+  const actors::router_v2_model& model() const noexcept { return model_; }
+  /// The last n recorded trajectories (router v2 only), oldest first.
+  std::vector<actors::router_v2_trajectory> recent(size_t n) const {
+    n = std::min(n, log_.size());
+    return {log_.end() - static_cast<std::ptrdiff_t>(n), log_.end()};
+  }
 
 private:
   static actors::router_v2_config v2_config(const options& o, uint64_t seed, size_t n_tiers) {
@@ -474,6 +481,29 @@ void domain_shift(const std::vector<prompt>& prompts, const options& o) {
   // [kind][seed]: reward (system, model alone) on A before and after B.
   struct row {
     std::vector<double> before, after, before_model, after_model;
+    std::vector<double> frozen_before, frozen_after, mse_before, mse_after;
+  };
+  // The model on frozen inputs: A's last trajectories before B (features as
+  // recorded then), scored with the weights at the end of A and at the end
+  // of B: greedy reward share and squared error of q against the true means.
+  auto score = [&](const actors::router_v2_model& m,
+                   const std::vector<actors::router_v2_trajectory>& trs,
+                   const std::vector<const prompt*>& ps, node::evaluator& ev) {
+    actors::router_v2_trace tr;
+    double got = 0, best = 0, se = 0;
+    for (size_t i = 0; i < trs.size(); ++i) {
+      m.forward(trs[i].input(), trs[i].h_prev, tr);
+      size_t g = 0;
+      for (size_t t = 0; t < tiers.size(); ++t) {
+        if (tr.q[t] - tiers[t].cost > tr.q[g] - tiers[g].cost)
+          g = t;
+        const double e = tr.q[t] - ev.mean_quality(ps[i]->domain, static_cast<uint32_t>(t));
+        se += e * e;
+      }
+      got += ev.expected_reward(ps[i]->domain, static_cast<uint32_t>(g));
+      best += ev.oracle(ps[i]->domain).first;
+    }
+    return std::pair{got / best, se / static_cast<double>(trs.size() * tiers.size())};
   };
   std::vector<row> rows(3);
   for (uint32_t s = 0; s < o.seeds; ++s) {
@@ -484,8 +514,21 @@ void domain_shift(const std::vector<prompt>& prompts, const options& o) {
       node::evaluator ev(ec, tiers);
       double sys[2] = {0, 0}, mod[2] = {0, 0}, orc[2] = {0, 0};
       int64_t now = 1'700'000'000'000;
+      std::vector<actors::router_v2_trajectory> frozen;
+      const std::vector<const prompt*> frozen_prompts(stream.begin() + (n1 - o.window),
+                                                      stream.begin() + n1);
+      std::optional<actors::router_v2_model> end_of_a;
+      std::pair<double, double> fb{NAN, NAN}, fa{NAN, NAN};
       for (size_t i = 0; i < stream.size(); ++i) {
         auto ch = l.step(*stream[i], ev, now += 1000);
+        if (k != kind::v1 && i + 1 == n1) {
+          frozen = l.recent(o.window);
+          end_of_a = l.model();
+        }
+        if (k != kind::v1 && i + 1 == n1 + n2 && end_of_a) {
+          fb = score(*end_of_a, frozen, frozen_prompts, ev);
+          fa = score(l.model(), frozen, frozen_prompts, ev);
+        }
         int slot = i >= n1 - o.window && i < n1 ? 0 : i >= n1 + n2 ? 1 : -1;
         if (slot < 0)
           continue;
@@ -498,6 +541,10 @@ void domain_shift(const std::vector<prompt>& prompts, const options& o) {
       r.after.push_back(sys[1] / orc[1]);
       r.before_model.push_back(mod[0] / orc[0]);
       r.after_model.push_back(mod[1] / orc[1]);
+      r.frozen_before.push_back(fb.first);
+      r.frozen_after.push_back(fa.first);
+      r.mse_before.push_back(fb.second);
+      r.mse_after.push_back(fa.second);
       std::fprintf(stderr, "shift seed %u: %s done\n", s, name(k));
     }
   }
@@ -521,6 +568,23 @@ void domain_shift(const std::vector<prompt>& prompts, const options& o) {
       std::printf("| %s | %.1f%% | %.1f%% | %.1f | %.1f%% | %.1f%% | %.1f |\n",
                   name(all_kinds[k]), 100 * median(r.before), 100 * median(r.after), median(f),
                   100 * median(r.before_model), 100 * median(r.after_model), median(fm));
+  }  std::printf("\nThe v2 model on frozen inputs (A's last %zu trajectories before B, features "
+              "as recorded then), weights at the end of A vs at the end of B: greedy reward as "
+              "%% of the oracle's, and the mean squared error of q against the true mean "
+              "qualities (all tiers). Forgetting = reward lost; error growth = MSE end of B − end "
+              "of A (median over seeds).\n\n"
+              "| router | reward, end of A | end of B | forgetting | MSE end of A | end of B | "
+              "error growth |\n|---|---:|---:|---:|---:|---:|---:|\n", o.window);
+  for (int k = 1; k < 3; ++k) {
+    const auto& r = rows[k];
+    std::vector<double> f, g;
+    for (size_t i = 0; i < r.frozen_before.size(); ++i) {
+      f.push_back(100 * (r.frozen_before[i] - r.frozen_after[i]));
+      g.push_back(r.mse_after[i] - r.mse_before[i]);
+    }
+    std::printf("| %s | %.1f%% | %.1f%% | %.2f | %.4f | %.4f | %+.4f |\n", name(all_kinds[k]),
+                100 * median(r.frozen_before), 100 * median(r.frozen_after), median(f),
+                median(r.mse_before), median(r.mse_after), median(g));
   }
 }
 
