@@ -10,8 +10,13 @@
 ///             (feedback_atom, feedback)        -> void  (joined to its record)
 ///             (lookup_atom, uint64 request_id) -> witness_entry | not_found
 ///             (stats_atom)                     -> witness_stats
+///             (v2_atom, shared_ptr<trajectory_ring>, shared_ptr<const router_v2_model>, bool ready,
+///              double threshold)               -> void  (router v2 routes; sona swaps models)
+///             (deep_atom)                      -> std::string (a deep run's summary)
 ///   sona      (record_atom, route_decision)    -> void  (trajectory ring)
 ///             (feedback_atom, feedback)        -> learn_update | not_found | conflict
+///             (status_atom)                    -> learn_status
+///             (trigger_atom, std::string loop) -> learn_status ("background" | "deep")
 ///   telemetry (observe_atom, ...)              -> void
 ///             (stats_atom)                     -> telemetry_snapshot
 /// All actors flush their state when they receive an exit message
@@ -20,12 +25,18 @@
 /// Router and witness are detached (own thread), as they write LMDB.
 
 #include "actors/pattern_bank.hpp"
+#include "actors/router_v2.hpp"
+#include "actors/trajectory_ring.hpp"
 #include "store/environment.hpp"
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/atom.hpp>
 
 #include <memory>
+#include <optional>
+#include <string>
 
 namespace shoal::actors {
 
@@ -37,11 +48,54 @@ struct witness_config {
   uint32_t flush_interval_ms = 1000;
 };
 
-/// SONA instant-loop configuration (config keys `sona.*`).
+/// SONA configuration (config keys `sona.*`).
 struct sona_config {
   /// Trajectories kept in memory for joining feedback; older ones are looked
   /// up in the witness log. Default: 65536. Range [16, 16777216].
   uint32_t trajectory_capacity = 65536;
+  /// Router v2 routes (with v1 as its fallback); false: router v1 alone. Default: true.
+  bool v2 = true;
+  /// Router v2's confidence threshold: below it v1's choice stands. Default: 0. Range [0, 1].
+  double v2_threshold = 0;
+  /// Router v2 decisions kept with their features until feedback (the
+  /// instant loop's ring; about 1.7 KB each). Default: 4096. Range [16, 1048576].
+  uint32_t v2_pending = 4096;
+  /// Instant loop: MicroLoRA learning rate per feedback. Default: 0.02. Range [0, 1].
+  double instant_lr = 0.02;
+  /// Background loop: runs this often, s. Default: 3600. Range [1, 2592000].
+  uint32_t background_interval_s = 3600;
+  /// ...or as soon as this many trajectories completed since the last run. Default: 1000. Range [1, 10000000].
+  uint32_t background_trajectories = 1000;
+  /// Recent completed trajectories a background run trains on. Default: 4000. Range [16, 1000000].
+  uint32_t train_window = 4000;
+  /// Background loop: SGD learning rate, epochs, EWC++ on/off and λ.
+  double train_lr = 0.01;
+  uint32_t train_epochs = 1;
+  bool ewc = true;
+  double ewc_lambda = 10;
+  /// Deep loop (pattern-bank consolidation): runs this often, s. Default: 604800 (weekly). Range [60, 31536000].
+  uint32_t deep_interval_s = 604800;
+};
+
+/// What `shoal learn status` shows (sona: status_atom).
+struct learn_status {
+  bool v2 = false;              ///< router v2 enabled
+  bool v2_ready = false;        ///< a trained (or restored) model routes
+  uint64_t model_version = 0;   ///< background runs that produced the model (incl. restored)
+  uint64_t pending = 0;         ///< v2 decisions waiting for feedback
+  uint64_t completed = 0;       ///< trajectories with feedback held for training
+  uint64_t since_background = 0;
+  uint64_t instant_steps = 0;
+  double instant_loss = 0;      ///< mean loss of the last 100 instant steps
+  uint64_t dropped = 0;         ///< decisions the full ring refused
+  uint64_t background_runs = 0;
+  int64_t background_last_ms = 0;
+  double background_loss = 0, background_ms = 0;
+  uint64_t task_boundaries = 0; ///< EWC++ task boundaries detected
+  uint64_t deep_runs = 0;
+  int64_t deep_last_ms = 0;
+  std::string deep_summary;     ///< what the last deep run did
+  std::string last_error;       ///< the last loop failure, "" if none
 };
 
 /// Spawns the telemetry actor for `n_tiers` tiers.
@@ -55,8 +109,31 @@ caf::actor spawn_witness(caf::actor_system& sys, witness_config cfg,
 caf::actor spawn_router(caf::actor_system& sys, std::shared_ptr<pattern_bank> bank,
                         caf::actor witness, caf::actor telemetry);
 
-/// Spawns the SONA instant-loop actor.
+/// Spawns the SONA actor (the three learning loops). With cfg.v2 it hands
+/// the router a trajectory ring and router v2's model (`initial`, e.g. the
+/// checkpoint restored from the `policies` table, or a new untrained model),
+/// trains it in the background and checkpoints it to `env` (may be null).
 caf::actor spawn_sona(caf::actor_system& sys, sona_config cfg, std::vector<double> tier_costs,
-                      caf::actor router, caf::actor witness, caf::actor telemetry);
+                      caf::actor router, caf::actor witness, caf::actor telemetry,
+                      std::shared_ptr<store::environment> env = nullptr,
+                      std::optional<router_v2_model> initial = std::nullopt);
+
+/// Restores router v2 from the `policies` table ("router/v2"); std::nullopt
+/// when none is stored. Errors: corrupt_data (the checkpoint does not
+/// decode, or its shape differs from `cfg`), storage_failure.
+caf::expected<std::optional<router_v2_model>> load_router_v2(const store::environment& env,
+                                                             const router_v2_config& cfg);
+
+/// router v2 messages (in-process only).
+using v2_atom = caf::atom_constant<caf::atom("v2")>;
+using deep_atom = caf::atom_constant<caf::atom("deep")>;
+using status_atom = caf::atom_constant<caf::atom("status")>;
+using trigger_atom = caf::atom_constant<caf::atom("trigger")>;
+using router_v2_ptr = std::shared_ptr<const router_v2_model>;
+using trajectory_ring_ptr = std::shared_ptr<trajectory_ring>;
 
 } // namespace shoal::actors
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::actors::learn_status)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::actors::router_v2_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::actors::trajectory_ring_ptr)

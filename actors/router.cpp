@@ -9,6 +9,8 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include <random>
+
 // Batches of changed patterns only travel between the router and its writer
 // in this process; they are never serialized.
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::actors::pattern_batch)
@@ -86,7 +88,33 @@ struct router_state {
   int64_t first_change_us = 0; // UTC µs of the oldest change not yet handed over
   uint32_t publish_max = 2000;
   uint32_t publish_delay_ms = 2;
+  // Router v2 (set by the SONA actor): the model routing now, the ring its
+  // decisions go to, whether the model was trained, the fallback threshold.
+  router_v2_ptr v2;
+  trajectory_ring_ptr ring;
+  bool v2_ready = false;
+  double v2_threshold = 0;
+  router_v2_features v2_features;
+  router_v2_trace v2_trace;
+  std::vector<float> v2_h0;
+  std::vector<double> costs;
+  std::mt19937_64 v2_rng{0x5eed};
   static inline const char* name = "router";
+
+  /// Router v2's decision over v1's route `r` (changes r.tier and r.confidence
+  /// when v2 decides), and its trajectory into the ring.
+  void route_v2(route_result& r, std::span<const float> embedding, float prompt_tokens,
+                uint64_t request_id) {
+    v2_features.assign(r);
+    v2_h0.assign(v2->hidden(), 0.0f); // one turn per session for now
+    v2->forward(v2_features.input(embedding, prompt_tokens, 1.0f, 0.0f), v2_h0, v2_trace);
+    auto c = router_v2_choose(r, v2_trace, costs, v2_ready, v2_threshold, v2_rng);
+    r.tier = c.tier;
+    r.confidence = c.confidence;
+    r.expected_reward = v2_trace.q[c.tier] - costs[c.tier];
+    ring->push(request_id, v2_features, embedding, prompt_tokens, v2_h0, c.tier,
+               c.behaviour_prob);
+  }
 
   /// Schedules handing the outbox to the bridge, after publish_delay_ms so
   /// changes in a burst travel in one batch.
@@ -146,6 +174,8 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
   st.witness = std::move(witness);
   st.telemetry = std::move(telemetry);
   st.last_checkpoint_ms = utc_now_ms();
+  for (const auto& t : st.bank->config().tiers)
+    st.costs.push_back(t.cost);
   auto flush_every = std::chrono::milliseconds(st.bank->config().flush_interval_ms);
   self->delayed_send(self, flush_every, tick_atom::value);
   if (st.bank->environment())
@@ -173,6 +203,8 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
       auto r = st.bank->route(q.embedding, now_ms);
       route_decision d;
       d.request_id = st.next_request_id(now_ms);
+      if (st.v2)
+        st.route_v2(r, q.embedding, static_cast<float>(q.text_bytes) / 4.0f, d.request_id);
       d.time_ms = now_ms;
       d.tier = r.tier;
       d.tier_name = st.bank->config().tiers[r.tier].name;
@@ -274,6 +306,28 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
                           st.bank->rebuilt_index() ? 1u : 0u};
     },
     [self](subscribe_atom, caf::actor sona) { self->state.sona = std::move(sona); },
+    [self](deep_atom) -> caf::result<std::string> {
+      // The deep loop: consolidate the bank, then write it with a fresh
+      // index checkpoint (removed patterns leave LMDB and the index file).
+      auto& st = self->state;
+      auto r = st.bank->consolidate(consolidation_config{}, utc_now_ms());
+      if (!r)
+        return std::move(r.error());
+      st.persist(self, true);
+      return std::to_string(r->patterns_before) + " patterns -> " + std::to_string(r->patterns_after)
+             + ": " + std::to_string(r->merged) + " merged, " + std::to_string(r->pruned)
+             + " pruned, " + std::to_string(r->clusters) + " categories, "
+             + std::to_string(r->duration_ms) + " ms";
+    },
+    [self](v2_atom, trajectory_ring_ptr& ring, router_v2_ptr& model, bool ready,
+           double threshold) {
+      auto& st = self->state;
+      // The swap: the next query routes with the new model; nothing waits.
+      st.ring = std::move(ring);
+      st.v2 = st.ring ? std::move(model) : nullptr;
+      st.v2_ready = ready;
+      st.v2_threshold = threshold;
+    },
     [self, flush_every](tick_atom) {
       self->state.persist(self, false);
       self->delayed_send(self, flush_every, tick_atom::value);

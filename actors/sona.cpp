@@ -1,14 +1,26 @@
-// SONA instant loop: keeps recent trajectories (request -> pattern, tier) in a
-// bounded ring, joins feedback to them and turns it into a learning update of
-// the router's pattern statistics. Feedback for a trajectory that has left
-// the ring (or predates a restart) is joined through the witness log.
+// SONA: the three learning loops.
+//   instant    per feedback: joins the reward to its trajectory (request ->
+//              pattern, tier), updates router v1's pattern statistics, and
+//              with router v2 one MicroLoRA step on the trajectory's features
+//              (drained from the router's lock-free trajectory ring);
+//   background every `background_interval_s` or `background_trajectories`
+//              completed trajectories: router v2 trained on the recent ones
+//              with EWC++ on the trainer's own thread, checkpointed to the
+//              `policies` table, and swapped into the router (no pause);
+//   deep       every `deep_interval_s` or on demand: the router consolidates
+//              its pattern bank.
+// Feedback for a trajectory that has left the ring (or predates a restart)
+// is joined through the witness log (v1 statistics only).
 #include "actors/actors.hpp"
 #include "actors/time.hpp"
 #include "proto/error.hpp"
 #include "proto/messages.hpp"
+#include "store/policy_table.hpp"
 
 #include <caf/all.hpp>
+#include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <deque>
 #include <unordered_map>
 
@@ -18,7 +30,83 @@ namespace {
 
 using namespace proto;
 
-struct trajectory {
+using bg_atom = caf::atom_constant<caf::atom("bgtrain")>;
+using bg_tick_atom = caf::atom_constant<caf::atom("bgtick")>;
+using deep_tick_atom = caf::atom_constant<caf::atom("deeptick")>;
+using drain_atom = caf::atom_constant<caf::atom("drain")>;
+
+/// A background run's outcome (trainer -> sona).
+struct background_result {
+  router_v2_ptr model;
+  double mean_loss = 0;
+  uint32_t boundaries = 0;
+  double ms = 0;
+  std::string error; ///< a checkpoint failure (the model is still swapped in)
+};
+
+using trajectories_ptr = std::shared_ptr<const std::vector<router_v2_trajectory>>;
+
+} // namespace
+} // namespace shoal::actors
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::actors::background_result)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::actors::trajectories_ptr)
+
+namespace shoal::actors {
+
+namespace {
+
+/// The background trainer: owns router_v2_trainer (its EWC++ Fisher and
+/// anchor persist across runs) on its own thread, so training never blocks
+/// feedback; writes the checkpoint to the policies table.
+struct trainer_state {
+  std::unique_ptr<router_v2_trainer> trainer;
+  std::shared_ptr<store::environment> env;
+  uint64_t version = 0;
+  static inline const char* name = "sona-trainer";
+};
+
+caf::behavior trainer_actor(caf::stateful_actor<trainer_state>* self, router_v2_model start,
+                            router_v2_trainer_config cfg,
+                            std::shared_ptr<store::environment> env, uint64_t version) {
+  self->state.trainer = std::make_unique<router_v2_trainer>(std::move(start), cfg);
+  self->state.env = std::move(env);
+  self->state.version = version;
+  return {
+    [self](bg_atom, const trajectories_ptr& data) {
+      auto& st = self->state;
+      auto t0 = std::chrono::steady_clock::now();
+      auto ps = st.trainer->train(*data);
+      background_result res;
+      res.model = std::make_shared<const router_v2_model>(st.trainer->model());
+      res.mean_loss = ps.mean_loss;
+      res.boundaries = ps.boundaries;
+      res.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                 .count();
+      ++st.version;
+      if (st.env) {
+        // Confidence: the share of the window's reward variance the model
+        // explains (1 − MSE / variance), clamped to [0, 1].
+        double mean = 0, var = 0;
+        for (const auto& t : *data)
+          mean += t.reward;
+        mean /= std::max<size_t>(1, data->size());
+        for (const auto& t : *data)
+          var += (t.reward - mean) * (t.reward - mean);
+        var /= std::max<size_t>(1, data->size());
+        double conf = var > 0 ? std::clamp(1.0 - ps.mean_loss / var, 0.0, 1.0) : 0.0;
+        auto now = utc_now_ms();
+        auto v = store::put_policy(*st.env, {"router/v2", "router", "background", conf, 0, now,
+                                             res.model->save()});
+        if (!v)
+          res.error = "checkpoint: " + view(v.error()).message;
+      }
+      return res;
+    },
+  };
+}
+
+struct pending_v1 {
   uint64_t pattern_id = 0;
   uint32_t tier = 0;
   bool has_feedback = false;
@@ -27,12 +115,26 @@ struct trajectory {
 struct sona_state {
   sona_config cfg;
   std::vector<double> costs;
-  caf::actor router, witness, telemetry;
-  std::unordered_map<uint64_t, trajectory> ring;
+  caf::actor router, witness, telemetry, trainer;
+  std::shared_ptr<store::environment> env;
+  std::unordered_map<uint64_t, pending_v1> ring;
   std::deque<uint64_t> order; // insertion order, oldest first
-  static inline const char* name = "sona-instant";
+  // Router v2.
+  trajectory_ring_ptr v2_ring;
+  std::optional<router_v2_model> live; // the model the router uses, plus instant steps
+  bool v2_ready = false;
+  std::unordered_map<uint64_t, router_v2_trajectory> v2_pending;
+  std::deque<uint64_t> v2_order;
+  std::deque<router_v2_trajectory> completed;
+  router_v2_trace trace;
+  bool background_running = false;
+  std::vector<caf::response_promise> background_waiting;
+  uint64_t steps_since_publish = 0;
+  double loss_window = 0;
+  learn_status status;
+  static inline const char* name = "sona";
 
-  void remember(uint64_t id, trajectory t) {
+  void remember(uint64_t id, pending_v1 t) {
     if (ring.emplace(id, t).second) {
       order.push_back(id);
       while (order.size() > cfg.trajectory_capacity) {
@@ -42,8 +144,127 @@ struct sona_state {
     }
   }
 
+  /// Moves the router's new trajectories into v2_pending (oldest evicted).
+  void drain() {
+    if (!v2_ring)
+      return;
+    v2_ring->drain([&](uint64_t id, const router_v2_trajectory& t) {
+      if (v2_pending.emplace(id, t).second) {
+        v2_order.push_back(id);
+        while (v2_order.size() > cfg.v2_pending) {
+          v2_pending.erase(v2_order.front());
+          v2_order.pop_front();
+        }
+      }
+    });
+  }
+
+  /// Sends the router the live model (after instant steps or a background run).
+  void publish(caf::event_based_actor* self) {
+    steps_since_publish = 0;
+    self->send(router, v2_atom::value, v2_ring,
+               router_v2_ptr(std::make_shared<const router_v2_model>(*live)), v2_ready,
+               cfg.v2_threshold);
+  }
+
+  /// The instant loop's v2 part for one feedback.
+  void instant(caf::event_based_actor* self, uint64_t request_id, double quality) {
+    drain();
+    auto it = v2_pending.find(request_id);
+    if (it == v2_pending.end())
+      return;
+    auto t = std::move(it->second);
+    v2_pending.erase(it); // its v2_order entry is skipped when it comes up
+    t.reward = static_cast<float>(quality);
+    live->forward(t.input(), t.h_prev, trace);
+    double loss = live->instant_step(trace, t.tier, t.reward, t.behaviour_prob,
+                                     static_cast<float>(cfg.instant_lr));
+    loss_window = status.instant_steps == 0 ? loss : 0.99 * loss_window + 0.01 * loss;
+    ++status.instant_steps;
+    completed.push_back(std::move(t));
+    while (completed.size() > cfg.train_window)
+      completed.pop_front();
+    if (++status.since_background >= cfg.background_trajectories)
+      start_background(self);
+    // The adapter moved: hand the router a fresh copy now and then.
+    if (++steps_since_publish >= 64)
+      publish(self);
+  }
+
+  /// Starts a background run on the completed trajectories; false when
+  /// there is nothing to train on or a run is going on.
+  bool start_background(caf::event_based_actor* self) {
+    if (!trainer || background_running || completed.empty())
+      return false;
+    background_running = true;
+    auto data = std::make_shared<const std::vector<router_v2_trajectory>>(completed.begin(),
+                                                                           completed.end());
+    status.since_background = 0;
+    self->request(trainer, caf::infinite, bg_atom::value, trajectories_ptr(std::move(data)))
+      .then(
+        [this, self](background_result& r) {
+          auto& st = *this;
+          st.background_running = false;
+          st.live = *r.model;
+          st.v2_ready = true;
+          ++st.status.background_runs;
+          ++st.status.model_version;
+          st.status.background_last_ms = utc_now_ms();
+          st.status.background_loss = r.mean_loss;
+          st.status.background_ms = r.ms;
+          st.status.task_boundaries += r.boundaries;
+          if (!r.error.empty()) {
+            st.status.last_error = r.error;
+            spdlog::error("sona: background run: {}", r.error);
+          }
+          st.publish(self);
+          for (auto& rp : st.background_waiting)
+            rp.deliver(st.snapshot());
+          st.background_waiting.clear();
+        },
+        [this](caf::error& err) {
+          auto& st = *this;
+          st.background_running = false;
+          st.status.last_error = "background run: " + view(err).message;
+          for (auto& rp : st.background_waiting)
+            rp.deliver(err);
+          st.background_waiting.clear();
+        });
+    return true;
+  }
+
+  void start_deep(caf::event_based_actor* self, std::optional<caf::response_promise> rp) {
+    self->request(router, caf::infinite, deep_atom::value)
+      .then(
+        [this, rp](std::string& summary) mutable {
+          auto& st = *this;
+          ++st.status.deep_runs;
+          st.status.deep_last_ms = utc_now_ms();
+          st.status.deep_summary = std::move(summary);
+          if (rp)
+            rp->deliver(st.snapshot());
+        },
+        [this, rp](caf::error& err) mutable {
+          status.last_error = "deep run: " + view(err).message;
+          if (rp)
+            rp->deliver(err);
+        });
+  }
+
+  learn_status snapshot() {
+    drain();
+    status.v2 = static_cast<bool>(live);
+    status.v2_ready = v2_ready;
+    status.pending = v2_pending.size();
+    status.completed = completed.size();
+    status.instant_loss = loss_window;
+    status.dropped = v2_ring ? v2_ring->dropped() : 0;
+    return status;
+  }
+
   /// Applies feedback to a known trajectory; errors on a repeat.
-  caf::expected<learn_update> apply(caf::event_based_actor* self, const feedback& fb, trajectory& t) {
+  caf::expected<learn_update> apply(caf::event_based_actor* self, const feedback& fb,
+                                    pending_v1& t) {
     if (t.has_feedback)
       return make_error(errc::conflict, "feedback for request_id "
                                           + format_request_id(fb.request_id)
@@ -54,19 +275,47 @@ struct sona_state {
     self->send(witness, feedback_atom::value, fb);
     self->send(telemetry, observe_atom::value, feedback_atom::value, t.tier, fb.quality,
                fb.quality - (t.tier < costs.size() ? costs[t.tier] : 0.0));
+    if (live)
+      instant(self, fb.request_id, fb.quality);
     return u;
   }
 };
 
 caf::behavior sona_actor(caf::stateful_actor<sona_state>* self, sona_config cfg,
                          std::vector<double> costs, caf::actor router, caf::actor witness,
-                         caf::actor telemetry) {
+                         caf::actor telemetry, std::shared_ptr<store::environment> env,
+                         std::optional<router_v2_model> initial) {
   auto& st = self->state;
   st.cfg = cfg;
   st.costs = std::move(costs);
   st.router = std::move(router);
   st.witness = std::move(witness);
   st.telemetry = std::move(telemetry);
+  st.env = std::move(env);
+  if (cfg.v2) {
+    st.v2_ready = initial.has_value();
+    if (!initial) {
+      router_v2_config mc;
+      mc.n_tiers = static_cast<uint32_t>(st.costs.size());
+      initial.emplace(mc);
+    } else {
+      st.status.model_version = 1;
+    }
+    st.live = std::move(initial);
+    st.v2_ring = std::make_shared<trajectory_ring>(std::max<uint32_t>(1024, cfg.v2_pending));
+    router_v2_trainer_config tc;
+    tc.lr = static_cast<float>(cfg.train_lr);
+    tc.epochs = cfg.train_epochs;
+    tc.ewc = cfg.ewc;
+    tc.ewc_lambda = static_cast<float>(cfg.ewc_lambda);
+    st.trainer = self->spawn<caf::detached + caf::linked>(trainer_actor, *st.live, tc, st.env,
+                                                          st.status.model_version);
+    st.publish(self);
+    self->delayed_send(self, std::chrono::seconds(cfg.background_interval_s),
+                       bg_tick_atom::value);
+    self->delayed_send(self, std::chrono::milliseconds(100), drain_atom::value);
+  }
+  self->delayed_send(self, std::chrono::seconds(cfg.deep_interval_s), deep_tick_atom::value);
   return {
     [self](record_atom, const route_decision& d) {
       self->state.remember(d.request_id, {d.pattern_id, d.tier, false});
@@ -105,17 +354,78 @@ caf::behavior sona_actor(caf::stateful_actor<sona_state>* self, sona_config cfg,
       return rp;
     },
     [self](stats_atom) { return static_cast<uint64_t>(self->state.ring.size()); },
+    [self](status_atom) { return self->state.snapshot(); },
+    [self](trigger_atom, const std::string& loop) -> caf::result<learn_status> {
+      auto& st = self->state;
+      if (loop == "deep") {
+        auto rp = self->make_response_promise<learn_status>();
+        st.start_deep(self, rp);
+        return rp;
+      }
+      if (loop != "background")
+        return make_error(errc::invalid_argument,
+                          "unknown loop '" + loop + "': expected background or deep");
+      if (!st.live)
+        return make_error(errc::invalid_argument,
+                          "router v2 is disabled (sona.v2 = false): no background loop");
+      st.drain();
+      if (!st.background_running && !st.start_background(self))
+        return make_error(errc::invalid_argument,
+                          "no trajectories with feedback yet: nothing to train on");
+      auto rp = self->make_response_promise<learn_status>();
+      st.background_waiting.push_back(rp);
+      return rp;
+    },
+    [self](drain_atom) {
+      self->state.drain();
+      self->delayed_send(self, std::chrono::milliseconds(100), drain_atom::value);
+    },
+    [self](bg_tick_atom) {
+      auto& st = self->state;
+      st.start_background(self);
+      self->delayed_send(self, std::chrono::seconds(st.cfg.background_interval_s),
+                         bg_tick_atom::value);
+    },
+    [self](deep_tick_atom) {
+      auto& st = self->state;
+      st.start_deep(self, std::nullopt);
+      self->delayed_send(self, std::chrono::seconds(st.cfg.deep_interval_s),
+                         deep_tick_atom::value);
+    },
   };
 }
 
 } // namespace
 
 caf::actor spawn_sona(caf::actor_system& sys, sona_config cfg, std::vector<double> tier_costs,
-                      caf::actor router, caf::actor witness, caf::actor telemetry) {
+                      caf::actor router, caf::actor witness, caf::actor telemetry,
+                      std::shared_ptr<store::environment> env,
+                      std::optional<router_v2_model> initial) {
   auto hdl = sys.spawn(sona_actor, cfg, std::move(tier_costs), router, std::move(witness),
-                       std::move(telemetry));
+                       std::move(telemetry), std::move(env), std::move(initial));
   caf::anon_send(router, subscribe_atom::value, hdl);
   return hdl;
+}
+
+caf::expected<std::optional<router_v2_model>> load_router_v2(const store::environment& env,
+                                                             const router_v2_config& cfg) {
+  auto p = store::get_policy(env, "router/v2");
+  if (!p)
+    return std::move(p.error());
+  if (!*p)
+    return std::optional<router_v2_model>{};
+  auto m = router_v2_model::load((*p)->value);
+  if (!m)
+    return make_error(errc::corrupt_data,
+                      "policy 'router/v2': " + view(m.error()).message);
+  if (m->config().embed_dim != cfg.embed_dim || m->config().n_tiers != cfg.n_tiers)
+    return make_error(errc::corrupt_data,
+                      "policy 'router/v2' was trained for embedding dimension "
+                        + std::to_string(m->config().embed_dim) + " and "
+                        + std::to_string(m->config().n_tiers) + " tiers; this node has "
+                        + std::to_string(cfg.embed_dim) + " and " + std::to_string(cfg.n_tiers)
+                        + " (delete the policy to start router v2 afresh)");
+  return std::optional<router_v2_model>{std::move(*m)};
 }
 
 } // namespace shoal::actors

@@ -178,6 +178,33 @@ std::vector<setting> build_settings() {
   s.push_back(make_uint("sona.trajectory_capacity", SHOAL_FIELD(sona.trajectory_capacity), 16,
                         16777216, "Trajectories kept in memory to join feedback; older "
                                   "ones are joined through the witness log."));
+  s.push_back(make_bool("sona.v2", SHOAL_FIELD(sona.v2),
+                        "Router v2 routes (a FastGRNN reward model correcting router v1, "
+                        "trained by the instant and background loops); off: router v1 alone."));
+  s.push_back(make_double("sona.v2_threshold", SHOAL_FIELD(sona.v2_threshold), 0, 1,
+                          "Router v2's confidence below which router v1's choice stands."));
+  s.push_back(make_uint("sona.v2_pending", SHOAL_FIELD(sona.v2_pending), 16, 1048576,
+                        "Router v2 decisions kept with their features until feedback "
+                        "(about 1.7 KB each)."));
+  s.push_back(make_double("sona.instant_lr", SHOAL_FIELD(sona.instant_lr), 0, 1,
+                          "Instant loop: MicroLoRA learning rate per feedback."));
+  s.push_back(make_uint("sona.background_interval_s", SHOAL_FIELD(sona.background_interval_s),
+                        1, 2592000, "Background loop: seconds between runs."));
+  s.push_back(make_uint("sona.background_trajectories",
+                        SHOAL_FIELD(sona.background_trajectories), 1, 10000000,
+                        "Background loop: also run after this many trajectories got feedback."));
+  s.push_back(make_uint("sona.train_window", SHOAL_FIELD(sona.train_window), 16, 1000000,
+                        "Background loop: recent trajectories with feedback a run trains on."));
+  s.push_back(make_double("sona.train_lr", SHOAL_FIELD(sona.train_lr), 0, 1,
+                          "Background loop: SGD learning rate."));
+  s.push_back(make_uint("sona.train_epochs", SHOAL_FIELD(sona.train_epochs), 1, 100,
+                        "Background loop: epochs per run."));
+  s.push_back(make_bool("sona.ewc", SHOAL_FIELD(sona.ewc),
+                        "Background loop: online EWC++ keeps what earlier tasks taught."));
+  s.push_back(make_double("sona.ewc_lambda", SHOAL_FIELD(sona.ewc_lambda), 0, 1e6,
+                          "EWC++ strength lambda."));
+  s.push_back(make_uint("sona.deep_interval_s", SHOAL_FIELD(sona.deep_interval_s), 60,
+                        31536000, "Deep loop (pattern-bank consolidation): seconds between runs."));
   s.push_back(make_bool("federation.enabled", SHOAL_FIELD(federation.enabled),
                         "Join a federation over NATS: share learned pattern statistics with "
                         "the peers in federation.trusted. Off: the node learns alone."));

@@ -226,6 +226,51 @@ struct gateway::impl {
                     {"reward", fb.quality - (up->tier < tiers.size() ? tiers[up->tier].cost : 0)}});
   }
 
+  static json learn_json(const actors::learn_status& s) {
+    return {{"router_v2",
+             {{"enabled", s.v2},
+              {"ready", s.v2_ready},
+              {"model_version", s.model_version}}},
+            {"instant",
+             {{"steps", s.instant_steps},
+              {"mean_loss", s.instant_loss},
+              {"pending", s.pending},
+              {"dropped", s.dropped}}},
+            {"background",
+             {{"runs", s.background_runs},
+              {"last_ms", s.background_last_ms},
+              {"last_loss", s.background_loss},
+              {"last_duration_ms", s.background_ms},
+              {"task_boundaries", s.task_boundaries},
+              {"trajectories", s.completed},
+              {"since_last_run", s.since_background}}},
+            {"deep",
+             {{"runs", s.deep_runs}, {"last_ms", s.deep_last_ms}, {"last", s.deep_summary}}},
+            {"last_error", s.last_error}};
+  }
+
+  /// GET /v1/learn/status, POST /v1/learn/trigger {"loop": "background" | "deep"}
+  /// (answers when the run is done).
+  void handle_learn(const httplib::Request* trigger, httplib::Response& res) {
+    caf::expected<actors::learn_status> st{caf::error{}};
+    if (!trigger) {
+      st = ask<actors::learn_status>(actors.sona, actors::status_atom::value);
+    } else {
+      auto body = parse_object(*trigger, res);
+      if (!body)
+        return;
+      auto loop = body->find("loop");
+      if (loop == body->end() || !loop->is_string())
+        return send_error(res, errc::invalid_argument,
+                          "loop must be \"background\" or \"deep\"");
+      st = ask<actors::learn_status>(actors.sona, actors::trigger_atom::value,
+                                     loop->get<std::string>());
+    }
+    if (!st)
+      return reply_error(res, st.error());
+    send_json(res, learn_json(*st));
+  }
+
   std::map<std::string, uint64_t> error_counts() {
     std::lock_guard<std::mutex> guard(errors_mutex);
     return errors;
@@ -705,6 +750,12 @@ gateway::gateway(caf::actor_system& sys, const node_config& cfg, gateway_actors 
           [self](const httplib::Request& q, httplib::Response& r) {
             self->handle_kv_policy(q.matches[1], &q, r);
           });
+  svr.Get("/v1/learn/status", [self](const httplib::Request&, httplib::Response& r) {
+    self->handle_learn(nullptr, r);
+  });
+  svr.Post("/v1/learn/trigger", [self](const httplib::Request& q, httplib::Response& r) {
+    self->handle_learn(&q, r);
+  });
   svr.Get("/healthz", [](const httplib::Request&, httplib::Response& r) {
     r.set_content(R"({"status":"ok"})", "application/json");
   });

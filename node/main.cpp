@@ -91,6 +91,19 @@ int main(int argc, char** argv) {
   models->add_option("--set", sets, "Override a key: key=value (repeatable)");
   models->add_option("specs", model_specs,
                      "Models to resolve instead of the tiers': demo:<shape>:<type> or a path");
+  auto* learn = app.add_subcommand("learn", "The learning loops of a running node");
+  learn->require_subcommand(1);
+  std::string learn_url = "http://127.0.0.1:8080";
+  auto* learn_status = learn->add_subcommand(
+    "status", "Print router v2's state and the instant, background and deep loops' last runs");
+  auto* learn_trigger = learn->add_subcommand(
+    "trigger", "Run a loop now and print the status when it is done");
+  std::string learn_loop;
+  learn_trigger->add_option("loop", learn_loop, "background or deep")
+    ->required()
+    ->check(CLI::IsMember({"background", "deep"}));
+  for (auto* c : {learn_status, learn_trigger})
+    c->add_option("--url", learn_url, "Node address")->capture_default_str();
   auto* config = app.add_subcommand("config", "Print or check configuration");
   bool print_defaults = false;
   std::string check_path;
@@ -173,6 +186,8 @@ int main(int argc, char** argv) {
   }
   if (replay->parsed())
     return shoal::node::run_replay(ro);
+  if (learn->parsed())
+    return shoal::node::run_learn(learn_url, learn_trigger->parsed() ? learn_loop : "");
   if (print_defaults) {
     std::fputs(shoal::node::render_default_toml().c_str(), stdout);
     return 0;

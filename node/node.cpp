@@ -104,6 +104,22 @@ int run_node(const node_config& cfg) {
     return 1;
   }
 
+  // Router v2: its checkpoint from the policies table, or a new model.
+  std::optional<actors::router_v2_model> v2;
+  if (cfg.sona.v2) {
+    actors::router_v2_config mc;
+    mc.embed_dim = cfg.embedder.dim;
+    mc.n_tiers = static_cast<uint32_t>(cfg.router.tiers.size());
+    auto restored = actors::load_router_v2(**env, mc);
+    if (!restored) {
+      spdlog::critical("router v2: {}", view(restored.error()).message);
+      return 1;
+    }
+    v2 = std::move(*restored);
+    if (v2)
+      spdlog::info("router v2 restored from the policies table");
+  }
+
   caf::actor_system_config sys_cfg;
   // Work sharing (one queue, workers wait on a condition variable): CAF's
   // default work stealing polls with 50 µs sleeps when idle, which on a
@@ -148,7 +164,8 @@ int run_node(const node_config& cfg) {
                                  stream_seq};
       a.bridge = federation::spawn_bridge(sys, std::move(ba));
     }
-    a.sona = actors::spawn_sona(sys, cfg.sona, costs, a.router, a.witness, a.telemetry);
+    a.sona = actors::spawn_sona(sys, cfg.sona, costs, a.router, a.witness, a.telemetry, *env,
+                                std::move(v2));
     std::vector<caf::actor> engines;
     auto memory = actors::spawn_memory_pool(sys, budget, *env);
     a.memory = memory;

@@ -296,4 +296,30 @@ int run_replay(const replay_options& o) {
   return 0;
 }
 
+int run_learn(const std::string& url, const std::string& loop) {
+  httplib::Client cli(url);
+  cli.set_connection_timeout(5);
+  cli.set_read_timeout(3600); // a triggered run answers when it is done
+  auto res = loop.empty()
+               ? cli.Get("/v1/learn/status")
+               : cli.Post("/v1/learn/trigger", nlohmann::json{{"loop", loop}}.dump(),
+                          "application/json");
+  if (!res) {
+    std::fprintf(stderr, "shoal learn: cannot reach %s: %s\n", url.c_str(),
+                 httplib::to_string(res.error()).c_str());
+    return 1;
+  }
+  auto j = nlohmann::json::parse(res->body, nullptr, false);
+  if (res->status != 200) {
+    std::string msg = res->body;
+    if (!j.is_discarded() && j.contains("error") && j["error"].contains("message"))
+      msg = j["error"]["message"].get<std::string>();
+    std::fprintf(stderr, "shoal learn: %s answered %d: %s\n", url.c_str(), res->status,
+                 msg.c_str());
+    return 1;
+  }
+  std::printf("%s\n", j.is_discarded() ? res->body.c_str() : j.dump(2).c_str());
+  return 0;
+}
+
 } // namespace shoal::node

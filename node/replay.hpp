@@ -1,5 +1,5 @@
 #pragma once
-/// @file `shoal replay`: replays a JSONL file of prompts ({id, text, domain})
+/// @file The client commands. `shoal replay`: replays a JSONL file of prompts ({id, text, domain})
 /// against a running node, sends the evaluator's feedback for every routed
 /// request, and prints a learning curve (mean reward and regret per window
 /// against the oracle), tier usage and latency percentiles.
@@ -27,5 +27,10 @@ struct replay_options {
 /// Runs the replay. Returns the process exit code (0 ok, 1 failure) after
 /// printing the report to stdout and errors to stderr.
 int run_replay(const replay_options& opts);
+
+/// `shoal learn status` (loop empty) and `shoal learn trigger <loop>`
+/// against the node at `url`: prints the node's /v1/learn/status JSON, or
+/// the error it answered. Returns the process exit code.
+int run_learn(const std::string& url, const std::string& loop);
 
 } // namespace shoal::node

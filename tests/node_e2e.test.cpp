@@ -68,6 +68,18 @@ std::string sixteen_words(int i) {
   return s + " tool number " + std::to_string(i);
 }
 
+/// A prompts.jsonl of n prompts in four domains, in `dir`.
+std::filesystem::path write_prompts(const std::filesystem::path& dir, int n) {
+  auto path = dir / "prompts.jsonl";
+  std::ofstream out(path);
+  const char* domains[] = {"libs", "doc", "games", "net"};
+  for (int i = 0; i < n; ++i)
+    out << json{{"id", "p" + std::to_string(i)}, {"text", sixteen_words(i)},
+                {"domain", domains[i % 4]}}.dump()
+        << '\n';
+  return path;
+}
+
 } // namespace
 
 TEST_CASE("the node routes text, accepts feedback and reports stats, metrics and health") {
@@ -391,16 +403,7 @@ TEST_CASE("an invalid config exits with code 2 and names the key") {
 
 TEST_CASE("shoal replay prints a learning curve and the node learns from its feedback") {
   temp_dir dir;
-  auto prompts = dir.path() / "prompts.jsonl";
-  {
-    std::ofstream out(prompts);
-    const char* domains[] = {"libs", "doc", "games", "net"};
-    for (int i = 0; i < 400; ++i)
-      out << json{{"id", "p" + std::to_string(i)},
-                  {"text", sixteen_words(i)},
-                  {"domain", domains[i % 4]}}.dump()
-          << '\n';
-  }
+  auto prompts = write_prompts(dir.path(), 400);
   auto node = must_start(dir.path() / "data", {"--set", "router.seed=7"});
   auto curve = dir.path() / "curve.csv";
   auto r = run_shoal({"replay", "--url", node->url(), "--prompts", prompts.string(),
@@ -428,5 +431,47 @@ TEST_CASE("shoal replay prints a learning curve and the node learns from its fee
   INFO(rb.output);
   CHECK(rb.exit_code != 0);
   CHECK(rb.output.find("bad.jsonl") != std::string::npos);
+  CHECK(node2->stop(SIGINT) == 0);
+}
+
+TEST_CASE("shoal learn shows the loops, a triggered background run trains router v2, a restart restores it") {
+  temp_dir dir;
+  auto prompts = write_prompts(dir.path(), 200);
+  auto node = must_start(dir.path() / "data", {"--set", "router.seed=7"});
+  auto r = run_shoal({"replay", "--url", node->url(), "--prompts", prompts.string(), "--window",
+                      "100"});
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  auto st = run_shoal({"learn", "status", "--url", node->url()});
+  INFO(st.output);
+  REQUIRE(st.exit_code == 0);
+  auto j = json::parse(st.output, nullptr, false);
+  REQUIRE(j.is_object());
+  CHECK(j["router_v2"]["enabled"] == true);
+  CHECK(j["router_v2"]["ready"] == false);
+  CHECK(j["instant"]["steps"] == 200); // every feedback took an instant step
+  CHECK(j["background"]["runs"] == 0);
+  auto tr = run_shoal({"learn", "trigger", "background", "--url", node->url()});
+  INFO(tr.output);
+  REQUIRE(tr.exit_code == 0);
+  j = json::parse(tr.output, nullptr, false);
+  CHECK(j["background"]["runs"] == 1);
+  CHECK(j["router_v2"]["ready"] == true);
+  CHECK(j["background"]["trajectories"] == 200);
+  // Bad triggers are refused with a reason; the node keeps serving.
+  auto c = node->client();
+  check_error(post(c, "/v1/learn/trigger", R"({"loop": "hourly"})"), 400, "invalid_argument");
+  check_error(post(c, "/v1/learn/trigger", R"({"loop": 3})"), 400, "invalid_argument");
+  auto bad = run_shoal({"learn", "trigger", "hourly", "--url", node->url()});
+  CHECK(bad.exit_code != 0);
+  must_route(c, "still serving");
+  CHECK(node->stop(SIGINT) == 0);
+  // The checkpoint in the policies table comes back at start.
+  auto node2 = must_start(dir.path() / "data");
+  auto s2 = run_shoal({"learn", "status", "--url", node2->url()});
+  REQUIRE(s2.exit_code == 0);
+  j = json::parse(s2.output, nullptr, false);
+  CHECK(j["router_v2"]["ready"] == true);
+  CHECK(j["router_v2"]["model_version"] == 1);
   CHECK(node2->stop(SIGINT) == 0);
 }
