@@ -153,7 +153,7 @@ bool pattern_bank::reserve_pattern() {
 }
 
 caf::error pattern_bank::set_budget(std::shared_ptr<engine::memory_budget> budget) {
-  uint64_t need = budget ? stats_.size() * pattern_bytes() : 0;
+  uint64_t need = budget ? stats_.size() * pattern_bytes() + category_bytes() : 0;
   if (budget && !budget->try_reserve(engine::memory_budget::use::router, need))
     return make_error(errc::invalid_argument,
                       "the " + std::to_string(stats_.size()) + " stored patterns need "
@@ -190,6 +190,14 @@ caf::error pattern_bank::load() {
       bad = rec.error();
       return false;
     }
+    if (rec->tiers.empty() && rec->version != 0) {
+      // Retired by consolidation: only this node's zero contribution remains.
+      retired_[rec->id] = rec->version;
+      next_id_ = std::max(next_id_, rec->id + 1);
+      clock_ = std::max(clock_, rec->version);
+      count_contribution(cfg_.node_id, {cfg_.node_id, rec->id}, 0, rec->version);
+      return true;
+    }
     bool peers_ok = std::all_of(rec->peers.begin(), rec->peers.end(), [&](const auto& c) {
       return c.tiers.size() == cfg_.tiers.size();
     });
@@ -224,6 +232,8 @@ caf::error pattern_bank::load() {
     return seq.error();
   if (seq->has_value())
     stream_seq_ = store::parse_u64_key(**seq).value_or(0);
+  if (auto err = load_categories())
+    return err;
   // Try the saved index; rebuild from LMDB when it is missing, corrupt or stale.
   auto ck_bytes = env_->get(store::table::meta, "pattern_index");
   if (!ck_bytes)
@@ -413,6 +423,15 @@ pattern_batch pattern_bank::take_dirty() {
     b.records.push_back(std::move(r));
   }
   dirty_.clear();
+  for (const auto& [id, version] : removed_) {
+    proto::pattern_record r;
+    r.id = id;
+    r.version = version; // no tiers: erase (0) or retire (see pattern_batch)
+    if (auto u = unflushed_.find(id); u != unflushed_.end() && version != 0)
+      r.centroid = std::move(u->second);
+    b.records.push_back(std::move(r));
+  }
+  removed_.clear();
   if (stream_seq_dirty_) {
     b.stream_seq = stream_seq_;
     stream_seq_dirty_ = false;
@@ -425,9 +444,14 @@ void pattern_bank::restore(pattern_batch&& b) {
   if (b.stream_seq)
     stream_seq_dirty_ = true;
   for (auto& r : b.records) {
+    if (r.tiers.empty() && stats_.count(r.id) != 0)
+      continue; // a removal undone since (revive)
     if (!r.centroid.empty())
       unflushed_.try_emplace(r.id, std::move(r.centroid));
-    dirty_.insert(r.id);
+    if (r.tiers.empty())
+      removed_.try_emplace(r.id, r.version);
+    else
+      dirty_.insert(r.id);
   }
 }
 
@@ -441,7 +465,9 @@ caf::error pattern_bank::write_batch(store::environment& env, const pattern_batc
     if (!r.centroid.empty())
       carried[r.id] = &r.centroid;
   for (const auto& r : b.records) {
-    if (r.centroid.empty()) {
+    if (r.tiers.empty() && r.version == 0) { // erased by consolidation
+      ops.push_back({store::table::patterns, store::u64_key(r.id), {}, true});
+    } else if (r.centroid.empty()) {
       proto::pattern_record full = r;
       if (auto c = carried.find(r.id); c != carried.end()) {
         full.centroid = *c->second;
@@ -472,7 +498,7 @@ caf::error pattern_bank::write_batch(store::environment& env, const pattern_batc
 }
 
 caf::error pattern_bank::flush() {
-  if (env_ == nullptr || (dirty_.empty() && !stream_seq_dirty_))
+  if (env_ == nullptr || (dirty_.empty() && removed_.empty() && !stream_seq_dirty_))
     return {};
   auto b = take_dirty();
   if (auto err = write_batch(*env_, b)) {
@@ -544,7 +570,17 @@ std::vector<proto::pattern_delta> pattern_bank::take_deltas(size_t max) {
     uint64_t id = *it;
     it = outbox_.erase(it);
     auto s = stats_.find(id);
-    if (s == stats_.end() || s->second.version == 0)
+    if (s == stats_.end()) {
+      if (auto r = retired_.find(id); r != retired_.end()) {
+        proto::pattern_delta d; // this node's contribution is now zero
+        d.origin_node = cfg_.node_id;
+        d.origin_id = id;
+        d.contrib = {cfg_.node_id, r->second, std::vector<proto::tier_stat>(cfg_.tiers.size())};
+        out.push_back(std::move(d));
+      }
+      continue;
+    }
+    if (s->second.version == 0)
       continue;
     auto& st = s->second;
     proto::pattern_delta d;
@@ -576,6 +612,8 @@ void pattern_bank::republish_all() {
       st.announced = false;
     outbox_.insert(id);
   }
+  for (const auto& [id, version] : retired_)
+    outbox_.insert(id);
 }
 
 bool pattern_bank::join_peer(uint64_t id, const proto::contribution& c, int64_t now_ms) {
@@ -636,6 +674,8 @@ pattern_bank::merge(uint64_t node, std::span<const proto::pattern_delta> deltas,
     uint64_t id = 0;
     if (d.origin_node == cfg_.node_id) {
       id = find(d.origin_node, d.origin_id);
+      if (id == 0 && retired_.count(d.origin_id) != 0)
+        id = revive(d.origin_id, now_ms);
     } else if (auto it = by_origin_.find({d.origin_node, d.origin_id}); it != by_origin_.end()) {
       id = it->second;
     }
@@ -722,6 +762,10 @@ void pattern_bank::count_contribution(uint64_t node, const origin_key& k, uint64
     ++s.count;
   else
     s.hash ^= h(old_version);
+  if (new_version == 0) {
+    --s.count;
+    return;
+  }
   s.hash ^= h(new_version);
   s.max_version = std::max(s.max_version, new_version);
 }

@@ -31,6 +31,30 @@
 /// version from the bank's clock, which only grows; `take_deltas` hands the
 /// changed contributions to the federation bridge.
 ///
+/// Consolidation (`consolidate`, the SONA deep loop; pattern_consolidation.cpp):
+/// k-means++ over the centroids gives every pattern a category; within a
+/// cluster, near-duplicate patterns are merged, and stale patterns with few
+/// observations are pruned. Federation rule: a pattern is removed (merged
+/// away or pruned) only if this node created it and its statistics are this
+/// node's alone (no peer has contributed to it); a merge survivor may be any
+/// pattern. Both are changes of this node's own CRDT elements only: the
+/// survivor's contribution grows by the removed one's (a new version), and
+/// the removed pattern's contribution becomes zero at a new version. A
+/// federated bank (node_id != 0) keeps that zero as a retirement record
+/// (LMDB, with the centroid; counted in `summarize`, re-sent by
+/// `republish_all`) so peers that hold the pattern replace this node's old
+/// statistics there instead of counting them twice; when a peer later
+/// contributes to a retired pattern, it is revived with that contribution.
+/// A pattern never published (unfederated bank, or created and removed
+/// before `take_deltas` announced it) is simply erased.
+/// Limits: peers keep their copy of a retired pattern (with this node's zero
+/// contribution; nothing on the wire tells them to drop it, and it is not
+/// theirs to remove), so the fleet's pattern count only falls on the node
+/// that consolidates; a peer that never received the announcement holds the
+/// retirement as an orphan, and its digest of this node's contributions then
+/// differs (anti-entropy republishes, with back-off). Retirement records are
+/// never collected.
+///
 /// Thread-safety: none; owned by one actor. LMDB writes happen in `flush` and
 /// `checkpoint`, so the owner should run on its own thread (detached actor).
 
@@ -173,6 +197,10 @@ double choice_confidence(std::span<const tier_posterior> post, std::span<const d
 
 /// Changed patterns on their way to LMDB (see pattern_bank::take_dirty).
 struct pattern_batch {
+  /// Puts, in order. A record with no tiers is a removal (consolidation):
+  /// version 0 erases the pattern's key; a non-zero version replaces the
+  /// record by a retirement record (that version, no statistics, the
+  /// centroid kept; see the federation rule at the top of this file).
   std::vector<proto::pattern_record> records;
   std::optional<proto::index_checkpoint> checkpoint;
   /// Last JetStream sequence merged into `records` (meta key "federation").
@@ -180,6 +208,58 @@ struct pattern_batch {
 };
 
 using federation::merge_stats;
+
+/// Settings of the deep loop's consolidation (config keys `deep.*`, parsed
+/// and validated in node/; `consolidate` checks them again). Copied per call:
+/// every field may change between runs.
+struct consolidation_config {
+  /// k of k-means++: the number of categories. 0 = automatic:
+  /// ceil(sqrt(n / 2)) for n patterns, at most 1024. Larger than n is
+  /// lowered to n. Default: 0. Range [0, 65536].
+  uint32_t clusters = 0;
+  /// Lloyd iterations at most (each costs n·k·dim multiply-adds).
+  /// Default: 20. Range [1, 1000].
+  uint32_t max_iterations = 20;
+  /// Exact f32 centroid cosine at or above which two patterns of one
+  /// cluster are near-duplicates and merged. Default: 0.95. Range (0, 1].
+  double merge_similarity = 0.95;
+  /// A pattern neither hit (a query joined it), learned on nor merged from a
+  /// peer for this many days is stale... Default: 30. Range [1, 36500].
+  uint32_t stale_days = 30;
+  /// ...and a stale pattern is pruned only if it has fewer observations than
+  /// this (all tiers, all contributors). 0 prunes nothing. Default: 3.
+  /// Range [0, 2^53].
+  uint64_t min_observations = 3;
+  /// Seed of k-means++'s D² sampling (kernels::kmeans_rng): the same bank
+  /// and seed give the same clusters. Default: 1.
+  uint64_t seed = 1;
+};
+
+/// What one consolidation did.
+struct consolidation_stats {
+  uint64_t patterns_before = 0;
+  uint64_t patterns_after = 0;
+  uint64_t merged = 0;  ///< patterns merged into a near-duplicate (removed)
+  uint64_t pruned = 0;  ///< stale low-value patterns removed
+  uint64_t retired = 0; ///< of merged + pruned, those kept as retirement records
+  /// Patterns that qualified for merging or pruning but were kept by the
+  /// federation rule (a peer created them or contributed to them).
+  uint64_t kept_shared = 0;
+  uint32_t clusters = 0;   ///< k used (0 when the bank is empty)
+  uint32_t iterations = 0; ///< Lloyd iterations run
+  bool converged = false;  ///< the last assignment pass changed nothing
+  /// k-means objective: sum of squared L2 distances of the clustered
+  /// centroids to their cluster's mean (unit vectors: each term in [0, 4]).
+  double inertia = 0;
+  /// Clusters that kept the id of a previous category (see category()).
+  uint32_t categories_kept = 0;
+  uint64_t released_bytes = 0; ///< memory-budget bytes given back
+  uint64_t read_ms = 0;        ///< reading the exact centroids
+  uint64_t kmeans_ms = 0;      ///< seeding and Lloyd iterations
+  uint64_t merge_ms = 0;       ///< near-duplicate search within clusters
+  uint64_t index_ms = 0;       ///< rebuilding the HNSW index (0 when nothing was removed)
+  uint64_t duration_ms = 0;    ///< the whole call (wall clock)
+};
 
 class pattern_bank {
 public:
@@ -273,20 +353,24 @@ public:
 
   /// This node's changed contributions since the last take, at most `max`,
   /// one per pattern (its latest state). A pattern this node created carries
-  /// its centroid the first time it is taken (its announcement).
+  /// its centroid the first time it is taken (its announcement); a pattern it
+  /// retired (consolidate) carries a zero contribution and no centroid.
   std::vector<proto::pattern_delta> take_deltas(size_t max);
 
   /// Contributions waiting in the outbox.
   size_t deltas_pending() const noexcept { return outbox_.size(); }
 
   /// Queues every contribution of this node, with the centroids of the
-  /// patterns it created (anti-entropy repair, or a peer's resync request).
+  /// patterns it created, and its retirements (anti-entropy repair, or a
+  /// peer's resync request).
   void republish_all();
 
   /// Merges peers' deltas (a decoded, signature-checked batch of `node`).
   /// All or nothing: when any delta is invalid (wrong dimension or tier
   /// count, non-finite or impossible statistics, a non-normalised centroid,
-  /// an origin of 0, a sender that is this node) nothing is merged.
+  /// an origin of 0, a sender that is this node) nothing is merged. A
+  /// contribution to a pattern this node retired revives it (see the
+  /// federation rule at the top).
   /// Errors: `errc::invalid_argument` naming the first bad delta.
   caf::expected<merge_stats> merge(uint64_t node, std::span<const proto::pattern_delta> deltas,
                                    int64_t now_ms);
@@ -298,8 +382,8 @@ public:
   /// The last JetStream sequence merged (0 = none), as loaded or set.
   uint64_t stream_seq() const noexcept { return stream_seq_; }
 
-  /// What this bank holds per origin node (including this node), sorted by
-  /// node. O(origins): kept up to date on every change.
+  /// What this bank holds per origin node (including this node, with its
+  /// retirements), sorted by node. O(origins): kept up to date on every change.
   std::vector<proto::origin_summary> summarize() const;
 
   /// Orphan contributions held (see max_orphans).
@@ -311,6 +395,73 @@ public:
 
   /// Local id of the pattern with global key (origin node, origin id); 0 if unknown.
   uint64_t find(uint64_t origin_node, uint64_t origin_id) const;
+
+  // -- consolidation (SONA deep loop; pattern_consolidation.cpp) --------------
+
+  /// What category() returns for an unknown pattern, or before the bank was
+  /// ever consolidated.
+  static constexpr uint32_t no_category = 0xffff'ffffu;
+
+  /// Consolidates the bank, in this order:
+  ///   1. indexes pending patterns;
+  ///   2. prunes stale low-value patterns: not hit, learned on or merged for
+  ///      `stale_days` before `now_ms` (UTC ms), with fewer than
+  ///      `min_observations` observations;
+  ///   3. k-means++ (Arthur & Vassilvitskii 2007; kernels::kmeans_pp, squared
+  ///      L2 on the exact f32 centroids) over the remaining patterns: the
+  ///      clusters become the categories (see category());
+  ///   4. within each cluster only (no search over all pairs), merges
+  ///      near-duplicates, cosine >= `merge_similarity`: patterns are visited
+  ///      by observations, most first (then hits, then lower id); each absorbs
+  ///      the later ones of its cluster that are that similar (found against
+  ///      its centroid when its turn starts, confirmed against its current
+  ///      one, as merging moves it). The
+  ///      survivor is the pattern with more observations (unless the federation
+  ///      rule forbids removing it, then the other one survives); it gets the
+  ///      sum of both statistics (count, sum, sum² per tier: nothing is lost;
+  ///      this node's contribution gets a new version), hits summed, the older
+  ///      creation and the later update time, and — if this node created it —
+  ///      the centroid (1 + n_a)·c_a + (1 + n_b)·c_b renormalised, n the
+  ///      observations (a peer-created survivor keeps its creator's centroid);
+  ///   5. rebuilds the HNSW index from the survivors when anything was
+  ///      removed (store::pattern_index cannot delete), and writes the
+  ///      categories to LMDB (meta key "categories") synchronously.
+  /// Removed patterns leave the maps, the index and the memory budget at
+  /// once; their LMDB records are erased (or retired, see the federation
+  /// rule at the top of this file) with the next take_dirty batch, like
+  /// every changed survivor: call flush/checkpoint (the router's timers do)
+  /// to persist; the index file is saved by the next checkpoint (until then
+  /// `open` would find the old file stale and rebuild it from LMDB).
+  /// Cost: reads every centroid once (LMDB), O(n·k·dim·iterations) for
+  /// k-means, O(Σ cluster² · dim) for the pair search, an index rebuild of
+  /// the survivors; it holds n·dim f32 centroids (reserved in the memory
+  /// budget while it runs). Blocks its caller for all of it (the owner's
+  /// thread). Deterministic given the bank and `seed`.
+  /// Errors (the bank is unchanged): `errc::invalid_argument` (a setting out
+  /// of range), `errc::unavailable` (the memory budget refuses the working
+  /// memory), `errc::storage_failure` / `errc::corrupt_data` (reading
+  /// centroids, writing categories), `errc::internal` (hnswlib failed).
+  caf::expected<consolidation_stats> consolidate(const consolidation_config& cfg, int64_t now_ms);
+
+  /// The pattern's category: the id of its k-means++ cluster at the last
+  /// consolidation. A pattern created since gets the category whose cluster
+  /// mean is nearest to its centroid (squared L2, the k-means rule), computed
+  /// on first use and cached. Ids are stable labels, not indexes: a cluster
+  /// of a new consolidation keeps a previous category's id when the two
+  /// cluster means are each other's nearest (mutual nearest neighbours),
+  /// otherwise it gets a new id never used before; so an id keeps naming
+  /// roughly the same region of embedding space across consolidations and
+  /// restarts (for per-category LoRA adapters). `no_category` for an unknown
+  /// pattern or a bank never consolidated. Cost: O(1) when known, else one
+  /// centroid read and k·dim multiply-adds.
+  uint32_t category(uint64_t pattern_id) const;
+
+  /// The category ids of the last consolidation, ascending (empty before any).
+  std::vector<uint32_t> categories() const;
+
+  /// Patterns this node retired (merged away or pruned after being published;
+  /// kept as small records so peers stay consistent).
+  size_t retired() const noexcept { return retired_.size(); }
 
 private:
   struct pattern_state {
@@ -324,6 +475,7 @@ private:
     std::vector<proto::contribution> peers; ///< sorted by node
     std::vector<proto::tier_stat> total;    ///< tiers + peers' tiers: what routing pools
     bool announced = false;   ///< centroid sent to peers (since start)
+    mutable uint32_t category = no_category; ///< cached by category()
   };
   struct origin_key {
     uint64_t node, id;
@@ -350,7 +502,8 @@ private:
   proto::pattern_record make_record(uint64_t id, const pattern_state& st) const;
   origin_key key_of(uint64_t id, const pattern_state& st) const noexcept;
   /// Keeps the per-origin summaries current when origin `node`'s contribution
-  /// to pattern `k` goes from `old_version` (0 = none) to `new_version`.
+  /// to pattern `k` goes from `old_version` (0 = none) to `new_version` (0 =
+  /// gone: the pattern was erased).
   void count_contribution(uint64_t node, const origin_key& k, uint64_t old_version,
                           uint64_t new_version);
   /// Joins one validated contribution into pattern `id`; returns whether it changed.
@@ -358,6 +511,22 @@ private:
 
   /// Reserves one pattern's bytes; true without a budget.
   bool reserve_pattern();
+
+  // consolidation helpers (pattern_consolidation.cpp)
+  /// Removes pattern `id` (created here, no peers' contributions) from the
+  /// maps, the bank-wide sums (unless `merged`: its statistics moved to a
+  /// survivor), the index's pending queue and the budget; queues its LMDB
+  /// erase or retirement. @returns whether it was retired. Does not touch
+  /// `index_` (consolidate rebuilds it).
+  bool remove_pattern(uint64_t id, bool merged);
+  /// Revives retired pattern `id` (a peer contributed to it) with this node's
+  /// zero contribution; it is indexed by index_pending. @returns `id`, or 0
+  /// when its centroid is gone or the budget refuses.
+  uint64_t revive(uint64_t id, int64_t now_ms);
+  /// Reads the categories record (meta "categories") written by consolidate.
+  caf::error load_categories();
+  /// Bytes of the category table (ids, means, norms).
+  uint64_t category_bytes() const noexcept;
 
   uint32_t dim_;
   router_config cfg_;
@@ -401,6 +570,16 @@ private:
   std::unordered_map<uint64_t, proto::origin_summary> summaries_;
   uint64_t stream_seq_ = 0;
   bool stream_seq_dirty_ = false;
+  /// Patterns this node retired: id -> version of its zero contribution.
+  std::unordered_map<uint64_t, uint64_t> retired_;
+  /// Removals not yet taken for LMDB: id -> 0 (erase) or the retirement version.
+  std::unordered_map<uint64_t, uint64_t> removed_;
+  /// Categories of the last consolidation: ids [k], cluster means [k, dim]
+  /// (not normalised), their squared norms [k]; the next unused id.
+  std::vector<uint32_t> cat_ids_;
+  std::vector<float> cat_means_;
+  std::vector<float> cat_norms_;
+  uint32_t next_category_ = 0;
   std::mt19937_64 rng_;
   std::vector<double> costs_;
   std::vector<tier_evidence> ev_;    // scratch
