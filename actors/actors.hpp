@@ -10,8 +10,9 @@
 ///             (feedback_atom, feedback)        -> void  (joined to its record)
 ///             (lookup_atom, uint64 request_id) -> witness_entry | not_found
 ///             (stats_atom)                     -> witness_stats
-///             (v2_atom, shared_ptr<trajectory_ring>, shared_ptr<const router_v2_model>, bool ready,
-///              double threshold)               -> void  (router v2 routes; sona swaps models)
+///             (v2_atom, shared_ptr<trajectory_ring>, shared_ptr<const router_v2_model>,
+///              shared_ptr<const scoped_adapters>, bool ready, double threshold)
+///                                              -> void  (router v2 routes; sona swaps models)
 ///             (deep_atom)                      -> std::string (a deep run's summary)
 ///   sona      (record_atom, route_decision)    -> void  (trajectory ring)
 ///             (feedback_atom, feedback)        -> learn_update | not_found | conflict
@@ -88,6 +89,7 @@ struct learn_status {
   uint64_t instant_steps = 0;
   double instant_loss = 0;      ///< mean loss of the last 100 instant steps
   uint64_t dropped = 0;         ///< decisions the full ring refused
+  uint64_t scoped_adapters = 0; ///< scopes (pattern-bank categories) with their own adapter
   uint64_t background_runs = 0;
   int64_t background_last_ms = 0;
   double background_loss = 0, background_ms = 0;
@@ -131,9 +133,11 @@ using status_atom = caf::atom_constant<caf::atom("status")>;
 using trigger_atom = caf::atom_constant<caf::atom("trigger")>;
 using router_v2_ptr = std::shared_ptr<const router_v2_model>;
 using trajectory_ring_ptr = std::shared_ptr<trajectory_ring>;
+using scoped_adapters_ptr = std::shared_ptr<const scoped_adapters>;
 
 } // namespace shoal::actors
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::actors::learn_status)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::actors::router_v2_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::actors::trajectory_ring_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::actors::scoped_adapters_ptr)

@@ -219,6 +219,15 @@ TEST_CASE("sona: feedback drives the instant loop, a background run trains route
     REQUIRE(st);
     CHECK(st->deep_runs == 1);
     CHECK(st->deep_summary.find("patterns") != std::string::npos);
+    CHECK(st->scoped_adapters == 0);
+    // Patterns now have categories: feedback trains one adapter per scope.
+    for (int i = 0; i < 20; ++i) {
+      auto d2 = n.route(std::string(topics[i % 4]) + " again " + std::to_string(i));
+      REQUIRE(n.feedback(d2.request_id, 0.7));
+    }
+    st = n.learn();
+    REQUIRE(st);
+    CHECK(st->scoped_adapters >= 1);
     auto bad = n.learn("weekly");
     REQUIRE_FALSE(bad);
     CHECK(view(bad.error()).message.find("'weekly'") != std::string::npos);

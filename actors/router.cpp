@@ -91,6 +91,7 @@ struct router_state {
   // Router v2 (set by the SONA actor): the model routing now, the ring its
   // decisions go to, whether the model was trained, the fallback threshold.
   router_v2_ptr v2;
+  scoped_adapters_ptr adapters;
   trajectory_ring_ptr ring;
   bool v2_ready = false;
   double v2_threshold = 0;
@@ -107,13 +108,19 @@ struct router_state {
                 uint64_t request_id) {
     v2_features.assign(r);
     v2_h0.assign(v2->hidden(), 0.0f); // one turn per session for now
-    v2->forward(v2_features.input(embedding, prompt_tokens, 1.0f, 0.0f), v2_h0, v2_trace);
+    auto in = v2_features.input(embedding, prompt_tokens, 1.0f, 0.0f);
+    // The scope: the pattern's category from the last deep run.
+    const uint32_t scope = bank->category(r.pattern_id);
+    if (scope != pattern_bank::no_category && adapters)
+      if (auto it = adapters->find(scope); it != adapters->end())
+        in.scope = &it->second;
+    v2->forward(in, v2_h0, v2_trace);
     auto c = router_v2_choose(r, v2_trace, costs, v2_ready, v2_threshold, v2_rng);
     r.tier = c.tier;
     r.confidence = c.confidence;
     r.expected_reward = v2_trace.q[c.tier] - costs[c.tier];
     ring->push(request_id, v2_features, embedding, prompt_tokens, v2_h0, c.tier,
-               c.behaviour_prob);
+               c.behaviour_prob, scope == pattern_bank::no_category ? no_scope : scope);
   }
 
   /// Schedules handing the outbox to the bridge, after publish_delay_ms so
@@ -319,9 +326,10 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
              + " pruned, " + std::to_string(r->clusters) + " categories, "
              + std::to_string(r->duration_ms) + " ms";
     },
-    [self](v2_atom, trajectory_ring_ptr& ring, router_v2_ptr& model, bool ready,
-           double threshold) {
+    [self](v2_atom, trajectory_ring_ptr& ring, router_v2_ptr& model,
+           scoped_adapters_ptr& adapters, bool ready, double threshold) {
       auto& st = self->state;
+      st.adapters = std::move(adapters);
       // The swap: the next query routes with the new model; nothing waits.
       st.ring = std::move(ring);
       st.v2 = st.ring ? std::move(model) : nullptr;

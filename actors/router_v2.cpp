@@ -67,6 +67,18 @@ void router_v2_model::forward(const router_v2_input& in, std::span<const float> 
   tr.e2.resize(E);
   kernels::micro_lora_forward(tr.e2, in.embedding, {th + off_a(), r * E}, {th + off_bt(), r * E},
                               cfg_.lora_alpha);
+  tr.scope_weight = 0;
+  if (in.scope && in.scope->a.size() == r * E && in.scope->bt.size() == r * E) {
+    // e' = e + (1 − w)·(shared adapter's delta) + w·(scoped adapter's delta)
+    const float w = in.scope->weight();
+    tr.scope_weight = w;
+    tr.scoped.resize(E);
+    kernels::micro_lora_forward(tr.scoped, in.embedding, in.scope->a, in.scope->bt,
+                                cfg_.lora_alpha);
+    for (size_t j = 0; j < E; ++j)
+      tr.e2[j] = in.embedding[j] + (1 - w) * (tr.e2[j] - in.embedding[j])
+                 + w * (tr.scoped[j] - in.embedding[j]);
+  }
   tr.u.assign(U, 0.0f);
   std::copy(tr.e2.begin(), tr.e2.end(), tr.u.begin());
   size_t k = E;
@@ -155,7 +167,8 @@ void router_v2_model::backprop(const router_v2_trace& tr, uint32_t tier, float d
   }
   // MicroLoRA: with s = α/r, a_k = A[k,:]·e and v_k = Bᵀ[k,:]·de':
   //   ∂L/∂A[k,:] = s·v_k·e,   ∂L/∂Bᵀ[k,:] = s·a_k·de'.
-  const float s = cfg_.lora_alpha / static_cast<float>(r);
+  // (blended with a scoped adapter of weight w, the shared one's share is 1 − w)
+  const float s = cfg_.lora_alpha / static_cast<float>(r) * (1 - tr.scope_weight);
   std::span<const float> de(du.data(), E);
   const std::vector<float>& e = tr.e;
   for (size_t k = 0; k < r; ++k) {
@@ -172,7 +185,7 @@ void router_v2_model::backprop(const router_v2_trace& tr, uint32_t tier, float d
 }
 
 float router_v2_model::instant_step(const router_v2_trace& tr, uint32_t tier, float reward,
-                                    float behaviour_prob, float lr) {
+                                    float behaviour_prob, float lr, scoped_adapter* scope) {
   const size_t E = cfg_.embed_dim, X = cfg_.proj, Hn = cfg_.hidden, r = cfg_.lora_rank;
   const size_t U = n_u();
   float* th = theta_.data();
@@ -199,8 +212,14 @@ float router_v2_model::instant_step(const router_v2_trace& tr, uint32_t tier, fl
     for (size_t j = 0; j < E; ++j)
       de[j] += d * p[j];
   }
+  const float ws = tr.scope_weight;
   kernels::micro_lora_update({th + off_a(), r * E}, {th + off_bt(), r * E}, tr.e, de,
-                             cfg_.lora_alpha, lr);
+                             cfg_.lora_alpha, lr * (1 - ws));
+  if (scope && scope->a.size() == r * E && scope->bt.size() == r * E) {
+    if (ws > 0)
+      kernels::micro_lora_update(scope->a, scope->bt, tr.e, de, cfg_.lora_alpha, lr * ws);
+    ++scope->steps;
+  }
   return w * err * err;
 }
 
@@ -252,6 +271,18 @@ caf::expected<router_v2_model> router_v2_model::load(std::string_view in) {
 }
 
 // ---- the background trainer ------------------------------------------------------
+
+scoped_adapter scoped_adapter::make(uint32_t rank, uint32_t embed_dim, uint64_t seed) {
+  scoped_adapter ad;
+  const size_t n = size_t{rank} * embed_dim;
+  ad.a.resize(n);
+  ad.bt.assign(n, 0.0f);
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> d(0.0f, 1.0f / std::sqrt(static_cast<float>(embed_dim)));
+  for (auto& x : ad.a)
+    x = d(rng);
+  return ad;
+}
 
 void router_v2_features::assign(const route_result& r) {
   sims.fill(0.0f);

@@ -46,6 +46,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace shoal::actors {
@@ -63,6 +64,26 @@ struct router_v2_config {
   uint64_t seed = 1;
 };
 
+/// A scoped MicroLoRA adapter (RuVector learning-wasm's scoped adapters):
+/// one per scope — a category of the pattern bank (its k-means++ cluster at
+/// the last deep run, pattern_bank::category) — blended with the model's
+/// own adapter, the category-wide fallback:
+///   e' = e + s·[(1 − w)·B A e + w·B_c A_c e],   w = min(steps / 10, 1),
+/// so a scope with little feedback leans on the shared adapter. Scoped
+/// adapters learn in the instant loop only (the background loop trains the
+/// shared one). Layout as the model's: A and Bᵀ, [r, E] each.
+struct scoped_adapter {
+  std::vector<float> a, bt;
+  uint64_t steps = 0; ///< instant steps taken in this scope
+  float weight() const noexcept { return std::min(1.0f, static_cast<float>(steps) / 10.0f); }
+  /// A new adapter of rank r over E: A small random (seeded by the scope), B = 0.
+  static scoped_adapter make(uint32_t rank, uint32_t embed_dim, uint64_t seed);
+};
+
+/// Scope → adapter; the router reads an immutable snapshot (swapped in by SONA).
+using scoped_adapters = std::unordered_map<uint32_t, scoped_adapter>;
+inline constexpr uint32_t no_scope = 0xffff'ffffu;
+
 /// The inputs of one decision besides the recurrent state.
 struct router_v2_input {
   std::span<const float> embedding;        ///< [E], L2-normalised
@@ -75,11 +96,15 @@ struct router_v2_input {
   /// [n_tiers] the neighbours' weighted observation count per tier
   /// (pattern_bank::route_result::evidence), fed as log(1 + n)/4; empty = 0
   std::span<const float> neighbor_counts;
+  /// The request's scoped adapter (null: the shared adapter alone).
+  const scoped_adapter* scope = nullptr;
 };
 
 /// What the backward needs from one forward.
 struct router_v2_trace {
   std::vector<float> e, e2, u, z, h_prev, h, cell_cache, q; ///< e: the embedding, e2: after the adapter
+  std::vector<float> scoped; ///< e + s·B_c A_c e of the scoped adapter (when one was blended)
+  float scope_weight = 0;    ///< w of the blend; 0 without a scoped adapter
 };
 
 class router_v2_model {
@@ -122,8 +147,11 @@ public:
   /// cell and projection stay fixed: the background loop trains them) and
   /// one SGD step moves BOTH MicroLoRA factors along it
   /// (kernels::micro_lora_update). Returns the loss before the step.
+  /// With a scoped adapter blended in the forward (trace.scope_weight = w),
+  /// the shared adapter moves by lr·(1 − w) and `scope` by lr·w (exact SGD
+  /// on the blend), and scope->steps grows by one.
   float instant_step(const router_v2_trace& trace, uint32_t tier, float reward,
-                     float behaviour_prob, float lr);
+                     float behaviour_prob, float lr, scoped_adapter* scope = nullptr);
 
   /// A checkpoint: config and parameters (little-endian, versioned).
   std::string save() const;
@@ -153,6 +181,7 @@ struct router_v2_trajectory {
   std::vector<float> neighbor_counts;  ///< [n_tiers]
   float prompt_tokens = 0, latency_budget = 1, memory_pressure = 0;
   std::vector<float> h_prev;           ///< [hidden] the session state before the turn
+  uint32_t scope = no_scope;           ///< the scoped adapter's scope (instant loop only)
   uint32_t tier = 0;                   ///< the tier taken
   float reward = 0;                    ///< the observed quality of the taken tier
   float behaviour_prob = 1;            ///< π_b(tier) of the policy that took it

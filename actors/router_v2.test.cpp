@@ -235,3 +235,73 @@ TEST_CASE("router v2: the instant step moves both adapter factors along the loss
   MESSAGE("instant loop on one example: loss " << loss0 << " -> " << loss);
   CHECK(loss < 0.95f * loss0); // a fresh model: the heads are small, the adapter moves q slowly
 }
+
+TEST_CASE("router v2: a scoped adapter blends by min(steps/10, 1) and the instant step is exact SGD on both adapters") {
+  router_v2_model m(small_config());
+  const size_t E = 48, r = 2;
+  std::mt19937 rng(31);
+  std::normal_distribution<float> d(0.0f, 0.2f);
+  auto p = m.params();
+  for (size_t i = r * E; i < 2 * r * E; ++i) // the shared adapter's B non-zero
+    p[i] = d(rng);
+  auto scope = scoped_adapter::make(2, 48, 9);
+  for (auto& x : scope.bt)
+    x = d(rng);
+  auto e = unit(rng, 48);
+  std::vector<float> h0(10, 0.0f);
+  router_v2_input in{e, {}, {}, 30, 1, 0, {}, &scope};
+  router_v2_trace tr;
+  // The blend weight grows with the scope's steps.
+  CHECK(scope.weight() == 0.0f);
+  scope.steps = 5;
+  CHECK(scope.weight() == 0.5f);
+  m.forward(in, h0, tr);
+  CHECK(tr.scope_weight == 0.5f);
+  // w = 0.5: e' is the mean of the two adapted embeddings.
+  router_v2_trace shared_only, scoped_only;
+  router_v2_input plain{e, {}, {}, 30, 1, 0, {}};
+  m.forward(plain, h0, shared_only);
+  for (size_t j = 0; j < E; ++j)
+    CHECK(tr.e2[j] == doctest::Approx(0.5f * (shared_only.e2[j] + tr.scoped[j])).epsilon(1e-5));
+  // The loss as a function of the parameters, by central differences.
+  const uint32_t tier = 2;
+  const float reward = 0.9f, prob = 0.5f;
+  auto loss = [&] {
+    router_v2_trace t;
+    m.forward(in, h0, t);
+    const float w = 1.0f / prob, err = t.q[tier] - reward;
+    return w * err * err;
+  };
+  std::vector<float> fd_shared(2 * r * E), fd_scope(2 * r * E);
+  const float h = 1e-3f;
+  for (size_t i = 0; i < 2 * r * E; ++i) {
+    float* x = &p[i];
+    float keep = *x;
+    *x = keep + h;
+    float up = loss();
+    *x = keep - h;
+    float down = loss();
+    *x = keep;
+    fd_shared[i] = (up - down) / (2 * h);
+    float* y = i < r * E ? &scope.a[i] : &scope.bt[i - r * E];
+    keep = *y;
+    *y = keep + h;
+    up = loss();
+    *y = keep - h;
+    down = loss();
+    *y = keep;
+    fd_scope[i] = (up - down) / (2 * h);
+  }
+  const std::vector<float> shared0(p.begin(), p.begin() + 2 * r * E);
+  auto scope0 = scope;
+  const float lr = 0.01f;
+  m.forward(in, h0, tr);
+  m.instant_step(tr, tier, reward, prob, lr, &scope);
+  CHECK(scope.steps == 6);
+  for (size_t i = 0; i < 2 * r * E; ++i) {
+    CHECK(p[i] == doctest::Approx(shared0[i] - lr * fd_shared[i]).epsilon(2e-3).scale(1e-3));
+    const float now = i < r * E ? scope.a[i] : scope.bt[i - r * E];
+    const float was = i < r * E ? scope0.a[i] : scope0.bt[i - r * E];
+    CHECK(now == doctest::Approx(was - lr * fd_scope[i]).epsilon(2e-3).scale(1e-3));
+  }
+}

@@ -126,6 +126,7 @@ struct sona_state {
   std::unordered_map<uint64_t, router_v2_trajectory> v2_pending;
   std::deque<uint64_t> v2_order;
   std::deque<router_v2_trajectory> completed;
+  scoped_adapters adapters; // per pattern-bank category, learned by the instant loop
   router_v2_trace trace;
   bool background_running = false;
   std::vector<caf::response_promise> background_waiting;
@@ -163,7 +164,8 @@ struct sona_state {
   void publish(caf::event_based_actor* self) {
     steps_since_publish = 0;
     self->send(router, v2_atom::value, v2_ring,
-               router_v2_ptr(std::make_shared<const router_v2_model>(*live)), v2_ready,
+               router_v2_ptr(std::make_shared<const router_v2_model>(*live)),
+               scoped_adapters_ptr(std::make_shared<const scoped_adapters>(adapters)), v2_ready,
                cfg.v2_threshold);
   }
 
@@ -176,9 +178,19 @@ struct sona_state {
     auto t = std::move(it->second);
     v2_pending.erase(it); // its v2_order entry is skipped when it comes up
     t.reward = static_cast<float>(quality);
-    live->forward(t.input(), t.h_prev, trace);
+    auto in = t.input();
+    scoped_adapter* scope = nullptr;
+    if (t.scope != no_scope) {
+      const auto& mc = live->config();
+      scope = &adapters
+                 .try_emplace(t.scope, scoped_adapter::make(mc.lora_rank, mc.embed_dim,
+                                                            mc.seed * 1000003 + t.scope))
+                 .first->second;
+      in.scope = scope;
+    }
+    live->forward(in, t.h_prev, trace);
     double loss = live->instant_step(trace, t.tier, t.reward, t.behaviour_prob,
-                                     static_cast<float>(cfg.instant_lr));
+                                     static_cast<float>(cfg.instant_lr), scope);
     loss_window = status.instant_steps == 0 ? loss : 0.99 * loss_window + 0.01 * loss;
     ++status.instant_steps;
     completed.push_back(std::move(t));
@@ -259,6 +271,7 @@ struct sona_state {
     status.completed = completed.size();
     status.instant_loss = loss_window;
     status.dropped = v2_ring ? v2_ring->dropped() : 0;
+    status.scoped_adapters = adapters.size();
     return status;
   }
 

@@ -38,7 +38,7 @@ public:
   /// Records one decision (producer only). Returns false when full.
   bool push(uint64_t request_id, const router_v2_features& f, std::span<const float> embedding,
             float prompt_tokens, std::span<const float> h_prev, uint32_t tier,
-            float behaviour_prob) {
+            float behaviour_prob, uint32_t scope = no_scope) {
     const size_t tail = tail_.load(std::memory_order_relaxed);
     if (tail - head_cache_ > mask_) {
       head_cache_ = head_.load(std::memory_order_acquire);
@@ -57,6 +57,7 @@ public:
     t.prompt_tokens = prompt_tokens;
     t.h_prev.assign(h_prev.begin(), h_prev.end());
     t.tier = tier;
+    t.scope = scope;
     t.behaviour_prob = behaviour_prob;
     t.reward = 0;
     tail_.store(tail + 1, std::memory_order_release);
