@@ -59,8 +59,9 @@ struct sona_config {
   /// Router v2's confidence threshold: below it v1's choice stands. Default: 0. Range [0, 1].
   double v2_threshold = 0;
   /// Router v2 decisions kept with their features until feedback (the
-  /// instant loop's ring; about 1.7 KB each). Default: 4096. Range [16, 1048576].
-  uint32_t v2_pending = 4096;
+  /// instant loop's ring; about 1.7 KB each). Default: 1024 (10 s of
+  /// feedback delay at 100 requests/s). Range [16, 1048576].
+  uint32_t v2_pending = 1024;
   /// Instant loop: MicroLoRA learning rate per feedback. Default: 0.02. Range [0, 1].
   double instant_lr = 0.02;
   /// Background loop: runs this often, s. Default: 3600. Range [1, 2592000].
@@ -90,6 +91,7 @@ struct learn_status {
   double instant_loss = 0;      ///< mean loss of the last 100 instant steps
   uint64_t dropped = 0;         ///< decisions the full ring refused
   uint64_t scoped_adapters = 0; ///< scopes (pattern-bank categories) with their own adapter
+  uint64_t adapter_refusals = 0; ///< scoped adapters the memory budget refused
   uint64_t background_runs = 0;
   int64_t background_last_ms = 0;
   double background_loss = 0, background_ms = 0;
@@ -115,10 +117,25 @@ caf::actor spawn_router(caf::actor_system& sys, std::shared_ptr<pattern_bank> ba
 /// the router a trajectory ring and router v2's model (`initial`, e.g. the
 /// checkpoint restored from the `policies` table, or a new untrained model),
 /// trains it in the background and checkpoints it to `env` (may be null).
+///
+/// Memory (use `adapter` of `budget`, when given): the caller reserves
+/// sona_fixed_bytes() before spawning; each scoped adapter reserves its
+/// factors when first needed, and a refused reservation leaves that scope on
+/// the shared adapter (counted in learn_status::adapter_refusals).
 caf::actor spawn_sona(caf::actor_system& sys, sona_config cfg, std::vector<double> tier_costs,
                       caf::actor router, caf::actor witness, caf::actor telemetry,
                       std::shared_ptr<store::environment> env = nullptr,
-                      std::optional<router_v2_model> initial = std::nullopt);
+                      std::optional<router_v2_model> initial = std::nullopt,
+                      std::shared_ptr<engine::memory_budget> budget = nullptr);
+
+/// Bytes router v2's learning holds whatever the traffic, to reserve from the
+/// node's budget (use adapter) before spawn_sona: three copies of the model
+/// (SONA's, the router's, the trainer's) and full trajectory buffers (the
+/// ring, the decisions waiting for feedback, the training window).
+uint64_t sona_fixed_bytes(const sona_config& cfg, const router_v2_model& model);
+
+/// Bytes one scoped adapter reserves.
+uint64_t scoped_adapter_bytes(const router_v2_config& cfg);
 
 /// Restores router v2 from the `policies` table ("router/v2"); std::nullopt
 /// when none is stored. Errors: corrupt_data (the checkpoint does not

@@ -31,7 +31,8 @@ struct node_actors {
   caf::actor telemetry, witness, router, sona;
   engine::embedder emb;
 
-  explicit node_actors(const fs::path& dir) {
+  explicit node_actors(const fs::path& dir,
+                       std::shared_ptr<engine::memory_budget> budget = nullptr) {
     sys = std::make_unique<caf::actor_system>(cfg);
     auto env = store::environment::open({dir});
     REQUIRE(env);
@@ -49,7 +50,11 @@ struct node_actors {
     router_v2_config mc;
     auto v2 = load_router_v2(**env, mc);
     REQUIRE(v2);
-    sona = spawn_sona(*sys, {16}, costs, router, witness, telemetry, *env, std::move(*v2));
+    sona = spawn_sona(*sys, {16}, costs, router, witness, telemetry, *env, std::move(*v2),
+                      std::move(budget));
+    // SONA hands the router its model while it starts: once it answers, the
+    // router's mailbox has the model ahead of any query sent from here on.
+    REQUIRE(learn());
   }
 
   /// sona's status, or after triggering `loop`.
@@ -281,4 +286,34 @@ TEST_CASE("trajectory ring: one producer and one consumer thread, every trajecto
   CHECK(intact);
   CHECK(received == pushed);
   CHECK(pushed + ring.dropped() == n); // a full ring refuses, and counts it
+}
+
+TEST_CASE("sona: scoped adapters reserve from the memory budget, a refusal keeps the shared adapter") {
+  using use = engine::memory_budget::use;
+  const uint64_t one = scoped_adapter_bytes(router_v2_config{});
+  for (uint64_t limit : {uint64_t{0}, uint64_t{64} << 20}) {
+    auto dir = temp_dir("sona-budget");
+    auto budget = std::make_shared<engine::memory_budget>(limit);
+    {
+      node_actors n(dir, budget);
+      for (int i = 0; i < 12; ++i) // patterns to consolidate into categories
+        REQUIRE(n.feedback(n.route("topic " + std::to_string(i % 3) + " text " + std::to_string(i)).request_id, 0.5));
+      REQUIRE(n.learn("deep"));
+      for (int i = 0; i < 12; ++i)
+        REQUIRE(n.feedback(n.route("topic " + std::to_string(i % 3) + " more " + std::to_string(i)).request_id, 0.6));
+      auto st = n.learn();
+      REQUIRE(st);
+      if (limit == 0) {
+        CHECK(st->scoped_adapters == 0);
+        CHECK(st->adapter_refusals > 0);
+        CHECK(st->instant_steps == 24); // the instant loop went on with the shared adapter
+      } else {
+        CHECK(st->scoped_adapters >= 1);
+        CHECK(st->adapter_refusals == 0);
+        CHECK(budget->used(use::adapter) == st->scoped_adapters * one);
+      }
+    }
+    CHECK(budget->used(use::adapter) == 0); // given back when SONA ends
+    fs::remove_all(dir);
+  }
 }

@@ -117,6 +117,8 @@ struct sona_state {
   std::vector<double> costs;
   caf::actor router, witness, telemetry, trainer;
   std::shared_ptr<store::environment> env;
+  std::shared_ptr<engine::memory_budget> budget;
+  std::shared_ptr<uint64_t> adapter_bytes = std::make_shared<uint64_t>(0); // reserved for scopes
   std::unordered_map<uint64_t, pending_v1> ring;
   std::deque<uint64_t> order; // insertion order, oldest first
   // Router v2.
@@ -182,11 +184,24 @@ struct sona_state {
     scoped_adapter* scope = nullptr;
     if (t.scope != no_scope) {
       const auto& mc = live->config();
-      scope = &adapters
-                 .try_emplace(t.scope, scoped_adapter::make(mc.lora_rank, mc.embed_dim,
-                                                            mc.seed * 1000003 + t.scope))
-                 .first->second;
-      in.scope = scope;
+      auto it = adapters.find(t.scope);
+      if (it == adapters.end()) {
+        // A new scope needs room in the budget; refused, it stays on the shared adapter.
+        const uint64_t bytes = scoped_adapter_bytes(mc);
+        if (!budget || budget->try_reserve(engine::memory_budget::use::adapter, bytes)) {
+          *adapter_bytes += budget ? bytes : 0;
+          it = adapters
+                 .emplace(t.scope, scoped_adapter::make(mc.lora_rank, mc.embed_dim,
+                                                        mc.seed * 1000003 + t.scope))
+                 .first;
+        } else {
+          ++status.adapter_refusals;
+        }
+      }
+      if (it != adapters.end()) {
+        scope = &it->second;
+        in.scope = scope;
+      }
     }
     live->forward(in, t.h_prev, trace);
     double loss = live->instant_step(trace, t.tier, t.reward, t.behaviour_prob,
@@ -297,8 +312,15 @@ struct sona_state {
 caf::behavior sona_actor(caf::stateful_actor<sona_state>* self, sona_config cfg,
                          std::vector<double> costs, caf::actor router, caf::actor witness,
                          caf::actor telemetry, std::shared_ptr<store::environment> env,
-                         std::optional<router_v2_model> initial) {
+                         std::optional<router_v2_model> initial,
+                         std::shared_ptr<engine::memory_budget> budget) {
   auto& st = self->state;
+  st.budget = std::move(budget);
+  // The scoped adapters' bytes go back to the budget when the actor ends.
+  self->attach_functor([b = st.budget, held = st.adapter_bytes] {
+    if (b && *held > 0)
+      b->release(engine::memory_budget::use::adapter, *held);
+  });
   st.cfg = cfg;
   st.costs = std::move(costs);
   st.router = std::move(router);
@@ -315,7 +337,7 @@ caf::behavior sona_actor(caf::stateful_actor<sona_state>* self, sona_config cfg,
       st.status.model_version = 1;
     }
     st.live = std::move(initial);
-    st.v2_ring = std::make_shared<trajectory_ring>(std::max<uint32_t>(1024, cfg.v2_pending));
+    st.v2_ring = std::make_shared<trajectory_ring>(std::max<uint32_t>(256, cfg.v2_pending));
     router_v2_trainer_config tc;
     tc.lr = static_cast<float>(cfg.train_lr);
     tc.epochs = cfg.train_epochs;
@@ -413,11 +435,33 @@ caf::behavior sona_actor(caf::stateful_actor<sona_state>* self, sona_config cfg,
 caf::actor spawn_sona(caf::actor_system& sys, sona_config cfg, std::vector<double> tier_costs,
                       caf::actor router, caf::actor witness, caf::actor telemetry,
                       std::shared_ptr<store::environment> env,
-                      std::optional<router_v2_model> initial) {
+                      std::optional<router_v2_model> initial,
+                      std::shared_ptr<engine::memory_budget> budget) {
   auto hdl = sys.spawn(sona_actor, cfg, std::move(tier_costs), router, std::move(witness),
-                       std::move(telemetry), std::move(env), std::move(initial));
+                       std::move(telemetry), std::move(env), std::move(initial),
+                       std::move(budget));
   caf::anon_send(router, subscribe_atom::value, hdl);
   return hdl;
+}
+
+uint64_t scoped_adapter_bytes(const router_v2_config& cfg) {
+  // A and Bᵀ, plus the hash-map node and the vectors' headers.
+  return 2ull * cfg.lora_rank * cfg.embed_dim * sizeof(float) + 128;
+}
+
+uint64_t sona_fixed_bytes(const sona_config& cfg, const router_v2_model& model) {
+  const auto& mc = model.config();
+  // One trajectory: embedding, neighbour features, session state, scalars.
+  const uint64_t trajectory = sizeof(router_v2_trajectory)
+                              + sizeof(float)
+                                  * (uint64_t{mc.embed_dim} + router_v2_model::n_neighbors
+                                     + 2ull * mc.n_tiers + mc.hidden)
+                              + 64;
+  uint64_t ring = 2;
+  while (ring < std::max<uint64_t>(256, cfg.v2_pending))
+    ring <<= 1;
+  return 3ull * model.n_params() * sizeof(float)
+         + trajectory * (ring + cfg.v2_pending + cfg.train_window);
 }
 
 caf::expected<std::optional<router_v2_model>> load_router_v2(const store::environment& env,

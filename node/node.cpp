@@ -118,6 +118,19 @@ int run_node(const node_config& cfg) {
     v2 = std::move(*restored);
     if (v2)
       spdlog::info("router v2 restored from the policies table");
+    // Its model copies and trajectory buffers come out of the node's budget.
+    const uint64_t bytes = actors::sona_fixed_bytes(cfg.sona, v2 ? *v2 : actors::router_v2_model(mc));
+    if (!budget->try_reserve(engine::memory_budget::use::adapter, bytes)) {
+      spdlog::critical("memory budget: router v2 needs {:.1f} MiB for its models and trajectory "
+                       "buffers (sona.v2_pending, sona.train_window), but memory.budget_mb = {} "
+                       "has {:.1f} MiB left; raise the budget, lower those keys or set "
+                       "sona.v2 = false",
+                       bytes / 1048576.0, cfg.memory_budget_mb,
+                       (budget->limit() - budget->used()) / 1048576.0);
+      return 1;
+    }
+    spdlog::info("router v2: {:.1f} MiB of the memory budget for its models and trajectories",
+                 bytes / 1048576.0);
   }
 
   caf::actor_system_config sys_cfg;
@@ -165,7 +178,7 @@ int run_node(const node_config& cfg) {
       a.bridge = federation::spawn_bridge(sys, std::move(ba));
     }
     a.sona = actors::spawn_sona(sys, cfg.sona, costs, a.router, a.witness, a.telemetry, *env,
-                                std::move(v2));
+                                std::move(v2), budget);
     std::vector<caf::actor> engines;
     auto memory = actors::spawn_memory_pool(sys, budget, *env);
     a.memory = memory;

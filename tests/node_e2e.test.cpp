@@ -475,3 +475,13 @@ TEST_CASE("shoal learn shows the loops, a triggered background run trains router
   CHECK(j["router_v2"]["model_version"] == 1);
   CHECK(node2->stop(SIGINT) == 0);
 }
+
+TEST_CASE("a memory budget too small for router v2 refuses the start and says what to change") {
+  temp_dir dir;
+  auto r = run_shoal({"node", "--set", "store.data_dir=" + (dir.path() / "data").string(),
+                      "--set", "memory.budget_mb=4", "--set", "http.port=0"});
+  INFO(r.output);
+  CHECK(r.exit_code != 0);
+  CHECK(r.output.find("router v2 needs") != std::string::npos);
+  CHECK(r.output.find("sona.v2 = false") != std::string::npos);
+}

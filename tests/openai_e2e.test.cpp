@@ -317,7 +317,9 @@ TEST_CASE("openai: pages evicted under a small budget are spilled sealed and res
   const std::string key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
   std::string log;
   auto node = node_process::start(
-    dir.path(), {"--set", "memory.budget_mb=1", "--set", "memory.seal_key=" + key}, &log);
+    dir.path(),
+    {"--set", "memory.budget_mb=1", "--set", "memory.seal_key=" + key, "--set", "sona.v2=false"},
+    &log);
   REQUIRE_MESSAGE(node, log);
   auto c = node->client();
   c.set_read_timeout(60, 0);
@@ -449,8 +451,10 @@ TEST_CASE("sessions: turns are recorded by session_id, looked up by id, user and
 TEST_CASE("memory pool: a tier short of KV memory gets it from another tier's cached pages") {
   temp_dir dir;
   std::string log;
-  // 4 MiB: demo-tiny pages are 8 KiB, demo-110m pages 576 KiB.
-  auto node = node_process::start(dir.path(), {"--set", "memory.budget_mb=4"}, &log);
+  // 4 MiB: demo-tiny pages are 8 KiB, demo-110m pages 576 KiB. Router v2's
+  // buffers (~10 MiB by default) would not fit: this node routes with v1.
+  auto node = node_process::start(
+    dir.path(), {"--set", "memory.budget_mb=4", "--set", "sona.v2=false"}, &log);
   REQUIRE_MESSAGE(node, log);
   auto c = node->client();
   c.set_read_timeout(60, 0);
