@@ -22,6 +22,34 @@ kernels::fastgrnn_shape cell_shape(const router_v2_config& c) {
   return s;
 }
 
+/// out[j] = Σ_i x[i]·p[i·ld + j] for j < n (Pᵀx over P's first n columns;
+/// P [rows, ld] row-major). Blocks of 16 columns accumulate in registers over
+/// all rows, so the compiler vectorises the block at -O2 (a row-by-row axpy
+/// into `out` is not: it needs alias checks) — the instant loop's largest
+/// product, 2·rows·n flops.
+void transposed_product(float* __restrict out, const float* __restrict p, size_t rows,
+                        size_t ld, size_t n, const float* __restrict x) noexcept {
+  constexpr size_t block = 16;
+  size_t j0 = 0;
+  for (; j0 + block <= n; j0 += block) {
+    float acc[block] = {};
+    for (size_t i = 0; i < rows; ++i) {
+      const float* row = p + i * ld + j0;
+      const float xi = x[i];
+      for (size_t l = 0; l < block; ++l)
+        acc[l] += xi * row[l];
+    }
+    for (size_t l = 0; l < block; ++l)
+      out[j0 + l] = acc[l];
+  }
+  for (; j0 < n; ++j0) {
+    float acc = 0;
+    for (size_t i = 0; i < rows; ++i)
+      acc += x[i] * p[i * ld + j0];
+    out[j0] = acc;
+  }
+}
+
 } // namespace
 
 router_v2_model::router_v2_model(router_v2_config cfg)
@@ -114,16 +142,14 @@ router_v2_model::decision router_v2_model::decide(std::span<const float> q,
                                                   std::span<const double> costs) const {
   decision d;
   double best = -1e300, sum = 0;
-  std::vector<double> v(q.size());
-  for (size_t t = 0; t < q.size(); ++t) {
-    v[t] = q[t] - (t < costs.size() ? costs[t] : 0.0);
-    if (v[t] > best) {
-      best = v[t];
+  auto value = [&](size_t t) { return q[t] - (t < costs.size() ? costs[t] : 0.0); };
+  for (size_t t = 0; t < q.size(); ++t)
+    if (value(t) > best) {
+      best = value(t);
       d.tier = static_cast<uint32_t>(t);
     }
-  }
-  for (double x : v)
-    sum += std::exp((x - best) / cfg_.temperature);
+  for (size_t t = 0; t < q.size(); ++t)
+    sum += std::exp((value(t) - best) / cfg_.temperature);
   d.confidence = static_cast<float>(1.0 / sum);
   return d;
 }
@@ -142,20 +168,24 @@ void router_v2_model::backprop(const router_v2_trace& tr, uint32_t tier, float d
   const size_t r = cfg_.lora_rank, U = n_u();
   const float* th = theta_.data();
   float* g = grad.data();
+  // Per-thread scratch: no allocation per call after the first.
+  thread_local std::vector<float> dh, dh_prev, dz, work, du;
   // Head.
-  std::vector<float> dh(Hn, 0.0f);
+  dh.assign(Hn, 0.0f);
   for (size_t j = 0; j < Hn; ++j) {
     g[off_h() + tier * Hn + j] += dq * tr.h[j];
     dh[j] = dq * th[off_h() + tier * Hn + j];
   }
   g[off_bq() + tier] += dq;
   // Cell (one step: h_prev is an input here).
-  std::vector<float> dh_prev(Hn), dz(X), work(cell_.work_size());
+  dh_prev.resize(Hn);
+  dz.resize(X);
+  work.resize(cell_.work_size());
   kernels::fastgrnn_backward(cell_, dh_prev, dz, {g + off_cell(), cell_.n_params()}, work,
                              {th + off_cell(), cell_.n_params()}, tr.cell_cache, tr.z, tr.h_prev,
                              dh);
   // Projection.
-  std::vector<float> du(U, 0.0f);
+  du.assign(U, 0.0f);
   for (size_t i = 0; i < X; ++i) {
     g[off_bp() + i] += dz[i];
     float* gp = g + off_p() + i * U;
@@ -205,13 +235,8 @@ float router_v2_model::instant_step(const router_v2_trace& tr, uint32_t tier, fl
                              {th + off_cell(), cell_.n_params()}, tr.cell_cache, tr.z, tr.h_prev,
                              dh);
   // de' = (Pᵀ dz)[0:E]
-  de.assign(E, 0.0f);
-  for (size_t i = 0; i < X; ++i) {
-    const float* p = th + off_p() + i * U;
-    const float d = dz[i];
-    for (size_t j = 0; j < E; ++j)
-      de[j] += d * p[j];
-  }
+  de.resize(E);
+  transposed_product(de.data(), th + off_p(), X, U, E, dz.data());
   const float ws = tr.scope_weight;
   kernels::micro_lora_update({th + off_a(), r * E}, {th + off_bt(), r * E}, tr.e, de,
                              cfg_.lora_alpha, lr * (1 - ws));

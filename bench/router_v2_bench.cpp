@@ -5,6 +5,13 @@
 ///   router_v2/forward_backward       a decision and its full loss gradient
 ///   router_v2/instant_step           a decision and the instant loop's
 ///                                    MicroLoRA step on its feedback; target ≤ 5 µs
+///   router_v2/instant_loop           what a node does per request besides
+///                                    routing v1: router v2's features from v1's
+///                                    route, a decision (forward +
+///                                    router_v2_choose), the trajectory recorded
+///                                    into a preallocated ring slot (a copy of
+///                                    the features) and the instant step on its
+///                                    feedback; target ≤ 5 µs
 ///   router_v2/train_1000/ewc:0|1     the background loop on 1,000 trajectories
 ///                                    (mini-batches of 32, one epoch), without and
 ///                                    with EWC++; target ≤ 20 ms
@@ -80,6 +87,56 @@ void instant_step(benchmark::State& state) {
   });
 }
 
+void instant_loop(benchmark::State& state) {
+  router_v2_model m{router_v2_config{}};
+  auto data = trajectories(256, m.hidden());
+  // v1's routes of the same queries (what the pattern bank hands over).
+  std::vector<route_result> routes(data.size());
+  std::mt19937_64 rng(7);
+  for (size_t i = 0; i < data.size(); ++i) {
+    auto& r = routes[i];
+    r.tier = data[i].tier;
+    r.confidence = 0.4;
+    for (size_t k = 0; k < 32; ++k)
+      r.neighbors.push_back({k + 1, 0.9f - 0.01f * static_cast<float>(k)});
+    r.mean_quality = {0.5, 0.6, 0.7, 0.8};
+    r.var_quality = {0.004, 0.003, 0.002, 0.001};
+    r.evidence = {3, 5, 8, 2};
+  }
+  const std::vector<double> costs = {0.0, 0.05, 0.10, 0.20};
+  // The trajectory log: a ring of slots allocated once.
+  std::vector<router_v2_trajectory> ring(1024);
+  for (auto& t : ring) {
+    t.embedding.reserve(384);
+    t.neighbor_sims.reserve(router_v2_model::n_neighbors);
+    t.neighbor_rewards.reserve(4);
+    t.neighbor_counts.reserve(4);
+    t.h_prev.reserve(m.hidden());
+  }
+  router_v2_features feat;
+  router_v2_trace tr;
+  size_t i = 0;
+  for (auto _ : state) {
+    const auto& t = data[i % data.size()];
+    const auto& r = routes[i % data.size()];
+    feat.assign(r);
+    m.forward(feat.input(t.embedding, t.prompt_tokens, 1.0f, 0.0f), t.h_prev, tr);
+    auto c = router_v2_choose(r, tr, costs, true, 0.0, rng);
+    auto& slot = ring[i++ % ring.size()];
+    slot.embedding.assign(t.embedding.begin(), t.embedding.end());
+    slot.neighbor_sims.assign(feat.sims.begin(), feat.sims.end());
+    slot.neighbor_rewards.assign(feat.rewards.begin(), feat.rewards.end());
+    slot.neighbor_counts.assign(feat.counts.begin(), feat.counts.end());
+    slot.prompt_tokens = t.prompt_tokens;
+    slot.h_prev.assign(t.h_prev.begin(), t.h_prev.end());
+    slot.tier = c.tier;
+    slot.reward = t.reward; // the feedback
+    slot.behaviour_prob = c.behaviour_prob;
+    benchmark::DoNotOptimize(
+      m.instant_step(tr, slot.tier, slot.reward, slot.behaviour_prob, 1e-3f));
+  }
+}
+
 void train_1000(benchmark::State& state) {
   auto data = trajectories(1000, 32);
   router_v2_trainer_config tc;
@@ -98,5 +155,6 @@ void train_1000(benchmark::State& state) {
 BENCHMARK(forward)->Name("router_v2/forward");
 BENCHMARK(forward_backward)->Name("router_v2/forward_backward");
 BENCHMARK(instant_step)->Name("router_v2/instant_step");
+BENCHMARK(instant_loop)->Name("router_v2/instant_loop");
 BENCHMARK(train_1000)->Name("router_v2/train_1000")->ArgName("ewc")->Arg(0)->Arg(1)
   ->Unit(benchmark::kMillisecond);
