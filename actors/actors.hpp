@@ -11,7 +11,8 @@
 ///             (lookup_atom, uint64 request_id) -> witness_entry | not_found
 ///             (stats_atom)                     -> witness_stats
 ///             (v2_atom, shared_ptr<trajectory_ring>, shared_ptr<const router_v2_model>,
-///              shared_ptr<const scoped_adapters>, bool ready, double threshold)
+///              shared_ptr<const scoped_adapters>, bool ready, double threshold,
+///              uint32_t sessions)
 ///                                              -> void  (router v2 routes; sona swaps models)
 ///             (deep_atom)                      -> std::string (a deep run's summary)
 ///   sona      (record_atom, route_decision)    -> void  (trajectory ring)
@@ -62,6 +63,9 @@ struct sona_config {
   /// instant loop's ring; about 1.7 KB each). Default: 1024 (10 s of
   /// feedback delay at 100 requests/s). Range [16, 1048576].
   uint32_t v2_pending = 1024;
+  /// Sessions whose FastGRNN state router v2 keeps (least recently used
+  /// forgotten; 0: every turn starts from h = 0). Default: 16384. Range [0, 16777216].
+  uint32_t v2_sessions = 16384;
   /// Instant loop: MicroLoRA learning rate per feedback. Default: 0.02. Range [0, 1].
   double instant_lr = 0.02;
   /// Background loop: runs this often, s. Default: 3600. Range [1, 2592000].

@@ -317,3 +317,44 @@ TEST_CASE("sona: scoped adapters reserve from the memory budget, a refusal keeps
     fs::remove_all(dir);
   }
 }
+
+TEST_CASE("router v2 carries a session's FastGRNN state from turn to turn") {
+  auto dir = temp_dir("v2-sessions");
+  node_actors n(dir);
+  // Route through our own ring and model (SONA publishes only after feedback).
+  auto ring = std::make_shared<trajectory_ring>(64);
+  auto model = std::make_shared<const router_v2_model>(router_v2_config{});
+  caf::anon_send(n.router, v2_atom::value, ring, router_v2_ptr(model),
+                 scoped_adapters_ptr(std::make_shared<const scoped_adapters>()), false, 0.0,
+                 uint32_t{2});
+  auto route = [&](const std::string& text, const std::string& session) {
+    route_query q;
+    q.embedding = n.emb.embed(text);
+    q.session_id = session;
+    caf::scoped_actor self{*n.sys};
+    self->request(n.router, caf::infinite, route_atom::value, q)
+      .receive([](route_decision&) {}, [](caf::error& e) { FAIL(caf::to_string(e)); });
+  };
+  route("first turn about fonts", "s1");
+  route("second turn about fonts", "s1");
+  route("a turn without a session", "");
+  route("first turn of another session", "s2");
+  route("s3 pushes s1 out", "s3");
+  route("s1 again, forgotten", "s1");
+  std::vector<router_v2_trajectory> got;
+  ring->drain([&](uint64_t, const router_v2_trajectory& t) { got.push_back(t); });
+  REQUIRE(got.size() == 6);
+  auto zero = [](const std::vector<float>& h) {
+    return std::all_of(h.begin(), h.end(), [](float x) { return x == 0.0f; });
+  };
+  CHECK(zero(got[0].h_prev)); // a new session starts from h = 0
+  // The second turn starts from the state the first turn ended in.
+  router_v2_trace tr;
+  model->forward(got[0].input(), got[0].h_prev, tr);
+  CHECK_FALSE(zero(got[1].h_prev));
+  CHECK(got[1].h_prev == tr.h);
+  CHECK(zero(got[2].h_prev)); // no session: every turn afresh
+  CHECK(zero(got[3].h_prev));
+  CHECK(zero(got[5].h_prev)); // only 2 sessions kept: s1 was the least recently used
+  fs::remove_all(dir);
+}

@@ -9,7 +9,9 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include <list>
 #include <random>
+#include <unordered_map>
 
 // Batches of changed patterns only travel between the router and its writer
 // in this process; they are never serialized.
@@ -98,6 +100,13 @@ struct router_state {
   router_v2_features v2_features;
   router_v2_trace v2_trace;
   std::vector<float> v2_h0;
+  // FastGRNN state per session (the cell runs over a session's turns), most
+  // recently used first; beyond v2_sessions the least recent is forgotten
+  // (its next turn starts from h = 0).
+  uint32_t v2_sessions = 0;
+  std::list<std::string> session_lru;
+  std::unordered_map<std::string, std::pair<std::vector<float>, std::list<std::string>::iterator>>
+    session_h;
   std::vector<double> costs;
   std::mt19937_64 v2_rng{0x5eed};
   static inline const char* name = "router";
@@ -105,9 +114,12 @@ struct router_state {
   /// Router v2's decision over v1's route `r` (changes r.tier and r.confidence
   /// when v2 decides), and its trajectory into the ring.
   void route_v2(route_result& r, std::span<const float> embedding, float prompt_tokens,
-                uint64_t request_id) {
+                uint64_t request_id, const std::string& session_id) {
     v2_features.assign(r);
-    v2_h0.assign(v2->hidden(), 0.0f); // one turn per session for now
+    v2_h0.assign(v2->hidden(), 0.0f); // the session's state before this turn
+    auto sess = session_id.empty() ? session_h.end() : session_h.find(session_id);
+    if (sess != session_h.end() && sess->second.first.size() == v2_h0.size())
+      v2_h0 = sess->second.first;
     auto in = v2_features.input(embedding, prompt_tokens, 1.0f, 0.0f);
     // The scope: the pattern's category from the last deep run.
     const uint32_t scope = bank->category(r.pattern_id);
@@ -121,6 +133,20 @@ struct router_state {
     r.expected_reward = v2_trace.q[c.tier] - costs[c.tier];
     ring->push(request_id, v2_features, embedding, prompt_tokens, v2_h0, c.tier,
                c.behaviour_prob, scope == pattern_bank::no_category ? no_scope : scope);
+    if (session_id.empty() || v2_sessions == 0)
+      return;
+    if (sess == session_h.end()) {
+      session_lru.push_front(session_id);
+      sess = session_h.emplace(session_id, std::pair{std::vector<float>{}, session_lru.begin()})
+               .first;
+      if (session_h.size() > v2_sessions) {
+        session_h.erase(session_lru.back());
+        session_lru.pop_back();
+      }
+    } else {
+      session_lru.splice(session_lru.begin(), session_lru, sess->second.second);
+    }
+    sess->second.first = v2_trace.h;
   }
 
   /// Schedules handing the outbox to the bridge, after publish_delay_ms so
@@ -211,7 +237,8 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
       route_decision d;
       d.request_id = st.next_request_id(now_ms);
       if (st.v2)
-        st.route_v2(r, q.embedding, static_cast<float>(q.text_bytes) / 4.0f, d.request_id);
+        st.route_v2(r, q.embedding, static_cast<float>(q.text_bytes) / 4.0f, d.request_id,
+                    q.session_id);
       d.time_ms = now_ms;
       d.tier = r.tier;
       d.tier_name = st.bank->config().tiers[r.tier].name;
@@ -327,8 +354,9 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
              + std::to_string(r->duration_ms) + " ms";
     },
     [self](v2_atom, trajectory_ring_ptr& ring, router_v2_ptr& model,
-           scoped_adapters_ptr& adapters, bool ready, double threshold) {
+           scoped_adapters_ptr& adapters, bool ready, double threshold, uint32_t sessions) {
       auto& st = self->state;
+      st.v2_sessions = sessions;
       st.adapters = std::move(adapters);
       // The swap: the next query routes with the new model; nothing waits.
       st.ring = std::move(ring);

@@ -168,7 +168,7 @@ struct sona_state {
     self->send(router, v2_atom::value, v2_ring,
                router_v2_ptr(std::make_shared<const router_v2_model>(*live)),
                scoped_adapters_ptr(std::make_shared<const scoped_adapters>(adapters)), v2_ready,
-               cfg.v2_threshold);
+               cfg.v2_threshold, cfg.v2_sessions);
   }
 
   /// The instant loop's v2 part for one feedback.
@@ -460,8 +460,10 @@ uint64_t sona_fixed_bytes(const sona_config& cfg, const router_v2_model& model) 
   uint64_t ring = 2;
   while (ring < std::max<uint64_t>(256, cfg.v2_pending))
     ring <<= 1;
+  // A session's recurrent state: h, its key (session ids are short) and the LRU links.
+  const uint64_t session = sizeof(float) * uint64_t{mc.hidden} + 160;
   return 3ull * model.n_params() * sizeof(float)
-         + trajectory * (ring + cfg.v2_pending + cfg.train_window);
+         + trajectory * (ring + cfg.v2_pending + cfg.train_window) + session * cfg.v2_sessions;
 }
 
 caf::expected<std::optional<router_v2_model>> load_router_v2(const store::environment& env,

@@ -186,6 +186,9 @@ std::vector<setting> build_settings() {
   s.push_back(make_uint("sona.v2_pending", SHOAL_FIELD(sona.v2_pending), 16, 1048576,
                         "Router v2 decisions kept with their features until feedback "
                         "(about 1.7 KB each)."));
+  s.push_back(make_uint("sona.v2_sessions", SHOAL_FIELD(sona.v2_sessions), 0, 16777216,
+                        "Sessions whose recurrent state router v2 keeps across turns (least "
+                        "recently used forgotten; 0: every turn starts afresh)."));
   s.push_back(make_double("sona.instant_lr", SHOAL_FIELD(sona.instant_lr), 0, 1,
                           "Instant loop: MicroLoRA learning rate per feedback."));
   s.push_back(make_uint("sona.background_interval_s", SHOAL_FIELD(sona.background_interval_s),
