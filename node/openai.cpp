@@ -180,6 +180,12 @@ struct openai_api::impl {
       q.embedding.resize(embedder.dim());
       embedder.embed(text, q.embedding);
       q.text_bytes = static_cast<uint32_t>(text.size());
+      // The conversation (router v2 carries its state across turns) and the
+      // user, when given; session_fields validates them.
+      if (const json* sid = field(body, "session_id"); sid && sid->is_string())
+        q.session_id = sid->get<std::string>();
+      if (const json* u = field(body, "user"); u && u->is_string())
+        q.user = u->get<std::string>();
       if (!(kernels::dot(q.embedding, q.embedding) > 0))
         return {0, 0}; // nothing to route on: the cheapest tier
       caf::scoped_actor self{sys};
