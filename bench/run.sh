@@ -11,6 +11,10 @@
 #   shoal_session_bench  session look-up next to unordered_map; KV page alloc,
 #                   migration next to memcpy; decode and its KV share
 #   sessions_node.sh 10,000 sessions on a node within memory.budget_mb; RSS
+#   shoal_sona_learning  router v1 vs v2 on the replay evaluator: curves,
+#                   regret, CPT, domain shift with and without EWC++
+#   sona_peer.sh    SONA's instant and background loops next to @ruvector/sona
+#   shoal_consolidation_bench  the deep loop's pattern-bank consolidation
 # Usage: bench/run.sh [--quick]   (--quick: 1K/10K patterns, 5 s of HTTP)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,3 +56,15 @@ else
   echo
   SHOAL_BUILD_DIR=build bench/sessions_node.sh
 fi
+echo
+if [[ ${1:-} == --quick ]]; then
+  build/bench/shoal_sona_learning --requests 3000 --seeds 3 --shift-phase 3000
+  echo
+  build/bench/shoal_consolidation_bench --patterns 10000 --duplicates 1000 --repeats 3
+else
+  build/bench/shoal_sona_learning --seeds 7
+  echo
+  build/bench/shoal_consolidation_bench
+fi
+echo
+SHOAL_BUILD_DIR=build bench/sona_peer.sh
