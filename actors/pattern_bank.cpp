@@ -234,7 +234,9 @@ caf::error pattern_bank::load() {
     stream_seq_ = store::parse_u64_key(**seq).value_or(0);
   if (auto err = load_categories())
     return err;
-  // Try the saved index; rebuild from LMDB when it is missing, corrupt or stale.
+  // Try the saved index; rebuild from LMDB when it is missing, corrupt or
+  // stale, or holds more removed slots (consolidation) than live vectors
+  // and over 4096 of them (a small bank's removed slots cost little).
   auto ck_bytes = env_->get(store::table::meta, "pattern_index");
   if (!ck_bytes)
     return ck_bytes.error();
@@ -243,7 +245,8 @@ caf::error pattern_bank::load() {
     auto ck = proto::decode_index_checkpoint(**ck_bytes);
     if (ck && ck->n_patterns == records.size()) {
       auto idx = store::pattern_index::load(index_path(), dim_, cfg_.index, ck->file_hash);
-      if (idx && idx->size() == records.size()) {
+      if (idx && idx->size() == records.size()
+          && idx->removed() <= std::max<size_t>(idx->size(), 4096)) {
         index_ = std::move(*idx);
         loaded = true;
         for (auto& r : records)

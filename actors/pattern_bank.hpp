@@ -257,15 +257,32 @@ struct consolidation_stats {
   uint64_t read_ms = 0;        ///< reading the exact centroids
   uint64_t kmeans_ms = 0;      ///< seeding and Lloyd iterations
   uint64_t merge_ms = 0;       ///< near-duplicate search within clusters
-  uint64_t index_ms = 0;       ///< rebuilding the HNSW index (0 when nothing was removed)
-  uint64_t duration_ms = 0;    ///< the whole call (wall clock)
+  uint64_t index_ms = 0;       ///< editing the HNSW index (removals, moved survivors)
+  /// The owner's thread: taking the snapshot (prepare_consolidation, reading
+  /// the centroids included) and applying the plan (apply_consolidation).
+  /// Routing waits only for these two; the rest runs on the planner's thread.
+  uint64_t snapshot_ms = 0;
+  uint64_t apply_ms = 0;
+  uint64_t duration_ms = 0;    ///< prepare to apply, wall clock (planning included)
 };
+
+/// A consolidation in progress: the snapshot taken by
+/// pattern_bank::prepare_consolidation, the plan computed from it by
+/// pattern_bank::plan_consolidation, applied by apply_consolidation. Opaque
+/// (pattern_consolidation.cpp). Shared (not unique) because it travels in
+/// CAF messages between the owner and a planner actor, which must be
+/// copyable; only one holder uses it at a time. Holds the working memory
+/// reserved in the bank's memory budget until it is destroyed.
+struct consolidation_plan;
+using consolidation_plan_ptr = std::shared_ptr<consolidation_plan>;
 
 class pattern_bank {
 public:
   /// Opens the bank: reads every pattern from LMDB (`env` may be null for an
   /// in-memory bank) and loads the HNSW index file `<data_dir>/patterns.hnsw`,
-  /// rebuilding it from LMDB when the file is missing, corrupt or stale.
+  /// rebuilding it from LMDB when the file is missing, corrupt or stale, or
+  /// when more of its slots belong to removed patterns than to live ones,
+  /// and over 4096 (consolidation removes in place; the rebuild compacts).
   /// Errors: `errc::storage_failure`, `errc::corrupt_data` (an undecodable
   /// pattern, or one whose dimension or tier count differs from the config).
   static caf::expected<std::unique_ptr<pattern_bank>>
@@ -423,9 +440,10 @@ public:
   ///      creation and the later update time, and — if this node created it —
   ///      the centroid (1 + n_a)·c_a + (1 + n_b)·c_b renormalised, n the
   ///      observations (a peer-created survivor keeps its creator's centroid);
-  ///   5. rebuilds the HNSW index from the survivors when anything was
-  ///      removed (store::pattern_index cannot delete), and writes the
-  ///      categories to LMDB (meta key "categories") synchronously.
+  ///   5. removes the removed patterns from the HNSW index and moves the
+  ///      moved survivors there (store::pattern_index::remove and add, in
+  ///      place: no rebuild; see reindex_moved), and writes the categories
+  ///      to LMDB (meta key "categories") synchronously.
   /// Removed patterns leave the maps, the index and the memory budget at
   /// once; their LMDB records are erased (or retired, see the federation
   /// rule at the top of this file) with the next take_dirty batch, like
@@ -433,15 +451,79 @@ public:
   /// to persist; the index file is saved by the next checkpoint (until then
   /// `open` would find the old file stale and rebuild it from LMDB).
   /// Cost: reads every centroid once (LMDB), O(n·k·dim·iterations) for
-  /// k-means, O(Σ cluster² · dim) for the pair search, an index rebuild of
-  /// the survivors; it holds n·dim f32 centroids (reserved in the memory
-  /// budget while it runs). Blocks its caller for all of it (the owner's
-  /// thread). Deterministic given the bank and `seed`.
+  /// k-means, O(Σ cluster² · dim) for the pair search, one index edit per
+  /// removed pattern and moved survivor; it holds n·dim f32 centroids
+  /// (reserved in the memory budget while it runs). Blocks its caller for
+  /// all of it: prepare_consolidation + plan_consolidation +
+  /// apply_consolidation in one call (below), for an owner that may block.
+  /// Deterministic given the bank and `seed`.
   /// Errors (the bank is unchanged): `errc::invalid_argument` (a setting out
   /// of range), `errc::unavailable` (the memory budget refuses the working
   /// memory), `errc::storage_failure` / `errc::corrupt_data` (reading
   /// centroids, writing categories), `errc::internal` (hnswlib failed).
   caf::expected<consolidation_stats> consolidate(const consolidation_config& cfg, int64_t now_ms);
+
+  /// consolidate() in three steps, so the owner's thread is busy only for
+  /// the first and the last (the router plans on a detached actor and
+  /// routes meanwhile). Step 1, on the owner's thread: validates `cfg`,
+  /// indexes pending patterns, selects the prunes (step 2 above, judged at
+  /// `now_ms`), and copies what planning needs: the ids, exact centroids,
+  /// observation counts, hits and federation flags of the patterns that
+  /// stay, and the current categories. Reserves the working memory (n·dim
+  /// f32) in the budget until the plan is destroyed. Cost: reads every
+  /// centroid once (LMDB), O(n·dim) copies. Errors: as consolidate()'s
+  /// (`invalid_argument`, `unavailable`, `storage_failure`, `corrupt_data`,
+  /// `internal`); the bank is unchanged either way.
+  caf::expected<consolidation_plan_ptr> prepare_consolidation(const consolidation_config& cfg,
+                                                              int64_t now_ms);
+
+  /// Step 2, on any thread: k-means++, the category ids and the
+  /// near-duplicate merges (steps 3–4 above) over the snapshot alone; it
+  /// touches no bank. Cost: O(n·k·dim·iterations) + O(Σ cluster²·dim).
+  /// Deterministic given the snapshot and the seed. Never fails.
+  static void plan_consolidation(consolidation_plan& plan);
+
+  /// Step 3, on the owner's thread: applies a plan of this bank (prepared by
+  /// it, planned, not applied before), re-validating against the bank as it
+  /// is now, since routing, learning and peers' merges went on meanwhile:
+  ///   - a prune is skipped when the pattern is gone, was hit or learned on
+  ///     since (no longer stale at the plan's `now_ms`), got observations or
+  ///     a peer's contribution;
+  ///   - a merge is skipped when either pattern is gone or the one to remove
+  ///     got a peer's contribution (counted in kept_shared); statistics are
+  ///     summed as they are now, so nothing learned in between is lost; a
+  ///     survivor takes its planned centroid if at least one merge into it
+  ///     was applied;
+  ///   - the categories table is replaced; patterns of the plan keep their
+  ///     planned category, every other one (created meanwhile, or whose
+  ///     merge was skipped) gets the nearest category on first use, as
+  ///     category() describes.
+  /// The index is edited in place (store::pattern_index::remove for removed
+  /// patterns, add for moved survivors), no rebuild. Staleness is judged
+  /// at the plan's `now_ms`. A moved survivor stays in the index at its
+  /// pre-merge vector (cosine >= merge_similarity to the new one) until
+  /// reindex_moved moves it: re-inserting costs ~0.15 ms per survivor at
+  /// 10,000 × 384, seconds for thousands of merges, so the owner does it in
+  /// slices. Cost: O(n), one index markDelete per removed pattern, and the
+  /// categories record write (synchronous, LMDB).
+  /// Errors (the bank is unchanged, except that moved survivors' index
+  /// vectors may already be updated on `internal`): `invalid_argument` (a
+  /// plan of another bank, not planned, or applied already), `unavailable`
+  /// (the budget refuses the category table), `storage_failure` (writing
+  /// categories), `internal` (hnswlib failed).
+  caf::expected<consolidation_stats> apply_consolidation(consolidation_plan& plan);
+
+  /// Moves up to `max` merge survivors of the last apply_consolidation to
+  /// their new centroid in the index (store::pattern_index::add: a fresh
+  /// slot, ~0.15 ms each at 10,000 × 384); the owner calls it between
+  /// messages until reindex_pending() is 0 (consolidate() and
+  /// prepare_consolidation do all that is left). Errors: those of
+  /// store::pattern_index::add (the failed survivor and those after it stay
+  /// queued).
+  caf::error reindex_moved(size_t max);
+
+  /// Merge survivors still at their pre-merge index vector.
+  size_t reindex_pending() const noexcept { return reindex_.size(); }
 
   /// The pattern's category: the id of its k-means++ cluster at the last
   /// consolidation. A pattern created since gets the category whose cluster
@@ -517,7 +599,7 @@ private:
   /// maps, the bank-wide sums (unless `merged`: its statistics moved to a
   /// survivor), the index's pending queue and the budget; queues its LMDB
   /// erase or retirement. @returns whether it was retired. Does not touch
-  /// `index_` (consolidate rebuilds it).
+  /// `index_` (apply_consolidation removes it there).
   bool remove_pattern(uint64_t id, bool merged);
   /// Revives retired pattern `id` (a peer contributed to it) with this node's
   /// zero contribution; it is indexed by index_pending. @returns `id`, or 0
@@ -538,6 +620,9 @@ private:
   std::unordered_set<uint64_t> dirty_;
   /// Patterns created by `route`, not yet in `index_` (see index_pending).
   std::vector<std::pair<uint64_t, std::vector<float>>> pending_;
+  /// Merge survivors whose index vector is still the one before the merge
+  /// (apply_consolidation; see reindex_moved), in order.
+  std::vector<uint64_t> reindex_;
   /// Exact centroids of patterns not yet written to LMDB (the index keeps
   /// int8 copies only; written patterns are read back from LMDB).
   std::unordered_map<uint64_t, std::vector<float>> unflushed_;

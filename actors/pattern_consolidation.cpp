@@ -66,13 +66,14 @@ std::vector<float> squared_norms(std::span<const float> means, size_t dim) {
   return out;
 }
 
-/// Holds working memory in the budget for the length of a call (set its
-/// fields once reserved; not copyable).
+/// Holds working memory in the budget while a plan lives (set its fields
+/// once reserved; not copyable). Shares the budget: a plan may outlive its
+/// bank (the router quits while the planner runs).
 struct budget_hold {
   budget_hold() = default;
   budget_hold(const budget_hold&) = delete;
   budget_hold& operator=(const budget_hold&) = delete;
-  engine::memory_budget* budget = nullptr;
+  std::shared_ptr<engine::memory_budget> budget;
   uint64_t bytes = 0;
   ~budget_hold() {
     if (budget != nullptr)
@@ -224,8 +225,48 @@ caf::error pattern_bank::load_categories() {
   return {};
 }
 
-caf::expected<consolidation_stats> pattern_bank::consolidate(const consolidation_config& cc,
-                                                             int64_t now_ms) {
+/// See pattern_bank.hpp. Rows are the patterns that stay for clustering,
+/// by ascending id. Filled by prepare_consolidation (snapshot) and
+/// plan_consolidation (plan); read by apply_consolidation.
+struct consolidation_plan {
+  enum class phase { prepared, planned, applied };
+  // -- snapshot (owner's thread) ---------------------------------------------
+  const pattern_bank* bank = nullptr; ///< identity only, never dereferenced
+  phase at = phase::prepared;
+  consolidation_config cfg;
+  int64_t now_ms = 0;
+  int64_t t_start_ns = 0; ///< steady clock, for duration_ms
+  size_t dim = 0;
+  std::vector<uint64_t> prune;      ///< ids selected for pruning, ascending
+  std::vector<uint64_t> ids;        ///< [n] the rows' pattern ids, ascending
+  std::vector<float> x;             ///< [n, dim] exact centroids (merges move them)
+  std::vector<double> weight;       ///< [n] 1 + observations (all contributors)
+  std::vector<uint64_t> hits;       ///< [n]
+  std::vector<uint8_t> removable;   ///< [n] created here, no peers' contribution
+  std::vector<uint8_t> ours;        ///< [n] created here (its centroid may move)
+  std::vector<uint8_t> kept;        ///< [n] stale, low-value, but shared
+  std::vector<uint32_t> old_labels; ///< [k_old] the categories' ids before
+  std::vector<float> old_means;     ///< [k_old, dim]
+  uint32_t next_category = 0;
+  budget_hold hold;                 ///< the working memory
+  consolidation_stats stats;
+  // -- plan (planner's thread) -----------------------------------------------
+  struct merge_step {
+    size_t from, into; // rows
+  };
+  size_t k = 0;
+  std::vector<float> means;      ///< [k, dim]
+  std::vector<float> norms;      ///< [k]
+  std::vector<uint32_t> labels;  ///< [k] category ids
+  std::vector<uint32_t> assign;  ///< [n] cluster of each row
+  std::vector<merge_step> steps; ///< in order
+  std::vector<uint8_t> gone;     ///< [n] merged away
+  std::vector<uint8_t> moved;    ///< [n] centroid moved by merges (x holds it)
+  std::vector<uint32_t> cat_of;  ///< [n] category id of each row that stays
+};
+
+caf::expected<consolidation_plan_ptr>
+pattern_bank::prepare_consolidation(const consolidation_config& cc, int64_t now_ms) {
   const int64_t t_start = steady_now_ns();
   auto bad = [](const std::string& what) { return make_error(errc::invalid_argument, what); };
   if (cc.clusters > 65536)
@@ -238,9 +279,17 @@ caf::expected<consolidation_stats> pattern_bank::consolidate(const consolidation
     return bad("deep.stale_days must be in [1, 36500]");
   if (cc.min_observations > (uint64_t{1} << 53))
     return bad("deep.min_observations must be at most 2^53");
-  consolidation_stats out;
-  out.patterns_before = stats_.size();
+  auto plan = std::make_shared<consolidation_plan>();
+  auto& p = *plan;
+  p.bank = this;
+  p.cfg = cc;
+  p.now_ms = now_ms;
+  p.t_start_ns = t_start;
+  p.dim = dim_;
+  p.stats.patterns_before = stats_.size();
   if (auto err = index_pending())
+    return err;
+  if (auto err = reindex_moved(reindex_.size()))
     return err;
   const size_t dim = dim_;
   auto removable = [](const pattern_state& st) {
@@ -249,21 +298,21 @@ caf::expected<consolidation_stats> pattern_bank::consolidate(const consolidation
 
   // Prune plan: stale (no hit, learn or peer merge for stale_days) and few observations.
   const int64_t stale_ms = int64_t{cc.stale_days} * 86'400'000;
-  std::vector<uint64_t> prune, ids; // ids: the patterns that stay for clustering
-  std::vector<uint64_t> stale_kept;   // stale, low-value, but shared
+  auto& ids = p.ids; // the patterns that stay for clustering
+  std::vector<uint64_t> stale_kept; // stale, low-value, but shared
   ids.reserve(stats_.size());
   for (const auto& [id, st] : stats_) {
     bool stale = now_ms - std::max(st.updated_ms, st.created_ms) >= stale_ms
                  && observations(st.total) < cc.min_observations;
     if (stale && removable(st)) {
-      prune.push_back(id);
+      p.prune.push_back(id);
       continue;
     }
     if (stale)
       stale_kept.push_back(id);
     ids.push_back(id);
   }
-  std::sort(prune.begin(), prune.end());
+  std::sort(p.prune.begin(), p.prune.end());
   std::sort(ids.begin(), ids.end());
   const size_t n = ids.size();
   auto row_of = [&](uint64_t id) -> ptrdiff_t {
@@ -271,8 +320,7 @@ caf::expected<consolidation_stats> pattern_bank::consolidate(const consolidation
     return it != ids.end() && *it == id ? it - ids.begin() : -1;
   };
 
-  // Working memory: the centroids [n, dim] and a second index while rebuilding.
-  budget_hold hold;
+  // Working memory: the centroids [n, dim] and a copy of one cluster's.
   if (budget_) {
     uint64_t work = n * dim * sizeof(float) + n * (dim + sizeof(float) + 2 * 16 * sizeof(uint32_t));
     if (!budget_->try_reserve(engine::memory_budget::use::router, work)) {
@@ -282,17 +330,17 @@ caf::expected<consolidation_stats> pattern_bank::consolidate(const consolidation
                                              + " MiB of working memory; the memory budget has "
                                              + std::to_string(free >> 20) + " MiB free");
     }
-    hold.budget = budget_.get();
-    hold.bytes = work;
+    p.hold.budget = budget_;
+    p.hold.bytes = work;
   }
 
   // The exact f32 centroids [n, dim]: LMDB, then the unflushed ones (newer),
   // then the index's int8 copies (patterns whose record is still on its way
   // to LMDB through the router's writer; within ~0.01 cosine).
   int64_t t0 = steady_now_ns();
-  std::vector<float> x(n * dim);
+  p.x.resize(n * dim);
   std::vector<uint8_t> have(n, 0);
-  auto row = [&](size_t r) { return std::span<float>(x.data() + r * dim, dim); };
+  auto row = [&](size_t r) { return std::span<float>(p.x.data() + r * dim, dim); };
   if (env_ != nullptr && n > 0) {
     caf::error bad_rec;
     auto err = env_->for_each(store::table::patterns, [&](std::string_view k, std::string_view v) {
@@ -330,10 +378,39 @@ caf::expected<consolidation_stats> pattern_bank::consolidate(const consolidation
       kernels::normalize(c);
       std::copy(c.begin(), c.end(), row(r).begin());
     }
-  out.read_ms = ms_since(t0);
+  p.stats.read_ms = ms_since(t0);
+
+  p.weight.resize(n);
+  p.hits.resize(n);
+  p.removable.resize(n);
+  p.ours.resize(n);
+  p.kept.assign(n, 0);
+  for (size_t r = 0; r < n; ++r) {
+    const auto& st = stats_.at(ids[r]);
+    p.weight[r] = 1.0 + static_cast<double>(observations(st.total));
+    p.hits[r] = st.hits;
+    p.removable[r] = removable(st) ? 1 : 0;
+    p.ours[r] = st.origin_node == 0 ? 1 : 0;
+  }
+  for (uint64_t id : stale_kept)
+    p.kept[static_cast<size_t>(row_of(id))] = 1;
+  p.stats.kept_shared = stale_kept.size();
+  p.old_labels = cat_ids_;
+  p.old_means = cat_means_;
+  p.next_category = next_category_;
+  p.stats.snapshot_ms = ms_since(t_start);
+  return plan;
+}
+
+void pattern_bank::plan_consolidation(consolidation_plan& p) {
+  const size_t dim = p.dim;
+  const size_t n = p.ids.size();
+  const auto& cc = p.cfg;
+  auto& out = p.stats;
+  auto row = [&](size_t r) { return std::span<float>(p.x.data() + r * dim, dim); };
 
   // k-means++ over the centroids.
-  t0 = steady_now_ns();
+  int64_t t0 = steady_now_ns();
   size_t k = 0;
   if (n > 0) {
     k = cc.clusters != 0 ? cc.clusters
@@ -341,31 +418,35 @@ caf::expected<consolidation_stats> pattern_bank::consolidate(const consolidation
                                             static_cast<size_t>(std::ceil(std::sqrt(n / 2.0))));
     k = std::clamp<size_t>(k, 1, n);
   }
-  std::vector<float> means(k * dim);
-  std::vector<uint32_t> assign(n);
+  p.k = k;
+  auto& means = p.means;
+  auto& assign = p.assign;
+  means.assign(k * dim, 0.0f);
+  assign.assign(n, 0);
   if (n > 0) {
     std::vector<float> scratch(kernels::kmeans_scratch_size(n, k, dim));
     kernels::kmeans_rng rng{cc.seed};
-    auto km = kernels::kmeans_pp(means, assign, x, dim, cc.max_iterations, rng, scratch);
+    auto km = kernels::kmeans_pp(means, assign, p.x, dim, cc.max_iterations, rng, scratch);
     out.iterations = static_cast<uint32_t>(km.iterations);
     out.converged = km.converged;
     out.inertia = km.inertia;
   }
   out.clusters = static_cast<uint32_t>(k);
-  auto norms = squared_norms(means, dim);
+  p.norms = squared_norms(means, dim);
+  const auto& norms = p.norms;
   out.kmeans_ms = ms_since(t0);
 
   // Category ids: a cluster keeps a previous category's id when the two
   // means are mutual nearest neighbours, otherwise it gets a new one.
-  std::vector<uint32_t> labels(k);
-  uint32_t next = next_category_;
+  auto& labels = p.labels;
+  labels.assign(k, 0);
   {
-    const size_t k_old = cat_ids_.size();
+    const size_t k_old = p.old_labels.size();
     std::vector<size_t> nn_new(k, 0), nn_old(k_old, 0);
     std::vector<float> best_new(k, INFINITY), best_old(k_old, INFINITY);
     for (size_t i = 0; i < k; ++i)
       for (size_t j = 0; j < k_old; ++j) {
-        float d = kernels::l2sq({means.data() + i * dim, dim}, {cat_means_.data() + j * dim, dim});
+        float d = kernels::l2sq({means.data() + i * dim, dim}, {p.old_means.data() + j * dim, dim});
         if (d < best_new[i]) {
           best_new[i] = d;
           nn_new[i] = j;
@@ -377,22 +458,17 @@ caf::expected<consolidation_stats> pattern_bank::consolidate(const consolidation
       }
     for (size_t i = 0; i < k; ++i) {
       if (k_old > 0 && nn_old[nn_new[i]] == i) {
-        labels[i] = cat_ids_[nn_new[i]];
+        labels[i] = p.old_labels[nn_new[i]];
         ++out.categories_kept;
       } else {
-        labels[i] = next++;
+        labels[i] = p.next_category++;
       }
     }
   }
 
   // Near-duplicates, within each cluster only.
   t0 = steady_now_ns();
-  std::vector<double> weight(n);
-  std::vector<const pattern_state*> state(n);
-  for (size_t r = 0; r < n; ++r) {
-    state[r] = &stats_.at(ids[r]);
-    weight[r] = 1.0 + static_cast<double>(observations(state[r]->total));
-  }
+  auto& weight = p.weight;
   std::vector<size_t> order(n);
   std::iota(order.begin(), order.end(), size_t{0});
   // By cluster, then most observations first, then most hits, then lower id.
@@ -401,18 +477,16 @@ caf::expected<consolidation_stats> pattern_bank::consolidate(const consolidation
       return assign[a] < assign[b];
     if (weight[a] != weight[b])
       return weight[a] > weight[b];
-    if (state[a]->hits != state[b]->hits)
-      return state[a]->hits > state[b]->hits;
-    return ids[a] < ids[b];
+    if (p.hits[a] != p.hits[b])
+      return p.hits[a] > p.hits[b];
+    return p.ids[a] < p.ids[b];
   });
-  struct merge_step {
-    size_t from, into; // rows
-  };
-  std::vector<merge_step> steps;
-  std::vector<uint8_t> gone(n, 0), moved(n, 0), kept(n, 0);
-  for (uint64_t id : stale_kept)
-    kept[static_cast<size_t>(row_of(id))] = 1;
-  out.kept_shared = stale_kept.size();
+  auto& steps = p.steps;
+  auto& gone = p.gone;
+  auto& moved = p.moved;
+  auto& kept = p.kept;
+  gone.assign(n, 0);
+  moved.assign(n, 0);
   std::vector<float> block, dots;
   const auto thr = static_cast<float>(cc.merge_similarity);
   for (size_t begin = 0; begin < n;) {
@@ -423,14 +497,14 @@ caf::expected<consolidation_stats> pattern_bank::consolidate(const consolidation
     const size_t* member = order.data() + begin;
     block.resize(m * dim);
     for (size_t a = 0; a < m; ++a)
-      std::copy_n(x.data() + member[a] * dim, dim, block.data() + a * dim);
+      std::copy_n(p.x.data() + member[a] * dim, dim, block.data() + a * dim);
     auto brow = [&](size_t a) { return std::span<float>(block.data() + a * dim, dim); };
     // Merges row `from` into row `into` (block indexes).
     auto absorb = [&](size_t from, size_t into) {
       const size_t rf = member[from], ri = member[into];
       steps.push_back({rf, ri});
       gone[rf] = 1;
-      if (state[ri]->origin_node == 0) { // the creator's centroid is not ours to move
+      if (p.ours[ri]) { // the creator's centroid is not ours to move
         auto ci = brow(into), cf = brow(from);
         for (size_t j = 0; j < dim; ++j)
           ci[j] = static_cast<float>(weight[ri] * ci[j] + weight[rf] * cf[j]);
@@ -452,10 +526,10 @@ caf::expected<consolidation_stats> pattern_bank::consolidate(const consolidation
           continue;
         if (a_moved && kernels::dot(brow(a), brow(b)) < thr)
           continue;
-        if (removable(*state[member[b]])) {
+        if (p.removable[member[b]]) {
           absorb(b, a);
           a_moved = true;
-        } else if (removable(*state[member[a]])) {
+        } else if (p.removable[member[a]]) {
           absorb(a, b);
           break;
         } else if (!kept[member[b]]) {
@@ -466,11 +540,11 @@ caf::expected<consolidation_stats> pattern_bank::consolidate(const consolidation
     }
     for (size_t a = 0; a < m; ++a)
       if (moved[member[a]])
-        std::copy_n(block.data() + a * dim, dim, x.data() + member[a] * dim);
+        std::copy_n(block.data() + a * dim, dim, p.x.data() + member[a] * dim);
     begin = end;
   }
   // Categories of the rows that stay; a moved survivor is assigned anew.
-  std::vector<uint32_t> cat_of(n, no_category);
+  p.cat_of.assign(n, no_category);
   for (size_t r = 0; r < n; ++r)
     if (!gone[r]) {
       uint32_t c = assign[r];
@@ -478,57 +552,108 @@ caf::expected<consolidation_stats> pattern_bank::consolidate(const consolidation
         dots.resize(k);
         c = nearest_mean(row(r), means, norms, dots);
       }
-      cat_of[r] = labels[c];
+      p.cat_of[r] = labels[c];
     }
   out.merge_ms = ms_since(t0);
+  p.at = consolidation_plan::phase::planned;
+}
 
-  // Everything that can fail happens before the bank changes: the new index...
-  const bool removes = !prune.empty() || !steps.empty();
-  std::optional<store::pattern_index> fresh;
-  if (removes) {
-    t0 = steady_now_ns();
-    store::index_config icfg = cfg_.index;
-    icfg.initial_capacity = std::max<uint64_t>(icfg.initial_capacity, n);
-    fresh.emplace(dim_, icfg);
-    for (size_t r = 0; r < n; ++r)
-      if (!gone[r])
-        if (auto err = fresh->add(ids[r], row(r)))
-          return err;
-    out.index_ms = ms_since(t0);
+caf::expected<consolidation_stats> pattern_bank::apply_consolidation(consolidation_plan& p) {
+  const int64_t t_apply = steady_now_ns();
+  if (p.bank != this)
+    return make_error(errc::invalid_argument, "a consolidation plan of another pattern bank");
+  if (p.at != consolidation_plan::phase::planned)
+    return make_error(errc::invalid_argument, p.at == consolidation_plan::phase::prepared
+                                                ? "a consolidation plan not planned yet"
+                                                : "a consolidation plan applied already");
+  const size_t dim = dim_;
+  const size_t n = p.ids.size();
+  const size_t k = p.k;
+  auto& out = p.stats;
+  auto removable = [](const pattern_state& st) {
+    return st.origin_node == 0 && st.peers.empty();
+  };
+  auto row = [&](size_t r) { return std::span<const float>(p.x.data() + r * dim, dim); };
+
+  // Re-validate against the bank as it is now (see pattern_bank.hpp): which
+  // prunes and merges still hold. Nothing changes yet.
+  const int64_t stale_ms = int64_t{p.cfg.stale_days} * 86'400'000;
+  std::vector<uint64_t> prune;
+  prune.reserve(p.prune.size());
+  for (uint64_t id : p.prune) {
+    auto it = stats_.find(id);
+    if (it == stats_.end())
+      continue;
+    const auto& st = it->second;
+    if (removable(st) && p.now_ms - std::max(st.updated_ms, st.created_ms) >= stale_ms
+        && observations(st.total) < p.cfg.min_observations)
+      prune.push_back(id);
   }
-  // ...the category table's place in the budget...
+  std::vector<uint8_t> applied(p.steps.size(), 0), removed(n, 0), survivor(n, 0);
+  for (size_t s = 0; s < p.steps.size(); ++s) {
+    const auto [from, into] = p.steps[s];
+    auto f = stats_.find(p.ids[from]);
+    if (removed[from] || removed[into] || f == stats_.end() || stats_.count(p.ids[into]) == 0)
+      continue;
+    if (!removable(f->second)) {
+      ++out.kept_shared; // a peer contributed to it meanwhile
+      continue;
+    }
+    applied[s] = 1;
+    removed[from] = 1;
+    survivor[into] = 1;
+  }
+  // A row stays categorised when its pattern is still here and not removed
+  // now; a planned removal that was skipped is categorised on first use.
+  // A planned survivor none of whose merges was applied keeps its old
+  // centroid, so its cluster's category rather than the moved one's.
+  std::vector<uint8_t> stays(n, 0);
+  std::vector<uint32_t> cat_of = p.cat_of;
+  uint64_t n_kept = 0;
+  for (size_t r = 0; r < n; ++r)
+    if (!p.gone[r] && stats_.count(p.ids[r]) != 0) {
+      stays[r] = 1;
+      ++n_kept;
+      if (p.moved[r] && !survivor[r])
+        cat_of[r] = p.labels[p.assign[r]];
+    }
+
+  // Everything that can fail happens before the bank changes: the category
+  // table's place in the budget...
   const uint64_t cat_bytes_new = n > 0 ? k * (sizeof(uint32_t) + sizeof(float) * (dim + 1))
                                        : category_bytes();
   const uint64_t cat_bytes_old = category_bytes();
+  auto unreserve = [&] {
+    if (budget_ && cat_bytes_new > cat_bytes_old) {
+      budget_->release(engine::memory_budget::use::router, cat_bytes_new - cat_bytes_old);
+      reserved_ -= cat_bytes_new - cat_bytes_old;
+    }
+  };
   if (budget_ && cat_bytes_new > cat_bytes_old) {
     if (!budget_->try_reserve(engine::memory_budget::use::router, cat_bytes_new - cat_bytes_old))
       return make_error(errc::unavailable, "the memory budget refuses the category table");
     reserved_ += cat_bytes_new - cat_bytes_old;
   }
-  // ...and the categories record.
+  // ...the categories record...
   if (env_ != nullptr && n > 0) {
     std::string blob;
-    uint64_t n_kept = n - steps.size();
     blob.reserve(24 + k * (4 + 4 * dim) + n_kept * 12);
     store::bytes::put<uint32_t>(blob, categories_format);
     store::bytes::put<uint32_t>(blob, dim_);
     store::bytes::put<uint32_t>(blob, static_cast<uint32_t>(k));
-    store::bytes::put<uint32_t>(blob, next);
+    store::bytes::put<uint32_t>(blob, p.next_category);
     store::bytes::put<uint64_t>(blob, n_kept);
     for (size_t c = 0; c < k; ++c) {
-      store::bytes::put<uint32_t>(blob, labels[c]);
-      blob.append(reinterpret_cast<const char*>(means.data() + c * dim), 4 * dim);
+      store::bytes::put<uint32_t>(blob, p.labels[c]);
+      blob.append(reinterpret_cast<const char*>(p.means.data() + c * dim), 4 * dim);
     }
     for (size_t r = 0; r < n; ++r)
-      if (!gone[r]) {
-        store::bytes::put<uint64_t>(blob, ids[r]);
+      if (stays[r]) {
+        store::bytes::put<uint64_t>(blob, p.ids[r]);
         store::bytes::put<uint32_t>(blob, cat_of[r]);
       }
     if (auto err = env_->write({{store::table::meta, std::string(categories_key), std::move(blob)}})) {
-      if (budget_ && cat_bytes_new > cat_bytes_old) {
-        budget_->release(engine::memory_budget::use::router, cat_bytes_new - cat_bytes_old);
-        reserved_ -= cat_bytes_new - cat_bytes_old;
-      }
+      unreserve();
       return err;
     }
   }
@@ -538,55 +663,115 @@ caf::expected<consolidation_stats> pattern_bank::consolidate(const consolidation
   for (uint64_t id : prune)
     out.retired += remove_pattern(id, false);
   out.pruned = prune.size();
-  std::vector<uint8_t> survivor(n, 0);
-  for (const auto& s : steps) {
-    auto& into = stats_.at(ids[s.into]);
-    const auto& from = stats_.at(ids[s.from]);
+  for (size_t s = 0; s < p.steps.size(); ++s) {
+    if (!applied[s])
+      continue;
+    const uint64_t from_id = p.ids[p.steps[s].from];
+    auto& into = stats_.at(p.ids[p.steps[s].into]);
+    const auto& from = stats_.at(from_id);
     // `from` has this node's statistics only (removable): they move to `into`.
     federation::add_tiers(into.tiers, from.tiers);
     federation::add_tiers(into.total, from.tiers);
     into.hits += from.hits;
     into.created_ms = std::min(into.created_ms, from.created_ms);
     into.updated_ms = std::max(into.updated_ms, from.updated_ms);
-    survivor[s.into] = 1;
-    out.retired += remove_pattern(ids[s.from], true);
+    out.retired += remove_pattern(from_id, true);
+    ++out.merged;
   }
-  out.merged = steps.size();
+  int64_t t0 = steady_now_ns();
+  for (size_t r = 0; r < n; ++r)
+    if (removed[r])
+      index_.remove(p.ids[r]);
+  for (uint64_t id : prune)
+    index_.remove(id);
+  out.index_ms = ms_since(t0);
+  // The old table's cached categories are void (patterns created meanwhile
+  // may have cached one); planned rows get theirs, the others on first use.
+  if (n > 0)
+    for (auto& [id, st] : stats_)
+      st.category = no_category;
   for (size_t r = 0; r < n; ++r) {
-    if (gone[r])
+    auto it = stats_.find(p.ids[r]);
+    if (it == stats_.end())
       continue;
-    auto& st = stats_.at(ids[r]);
-    st.category = cat_of[r];
+    auto& st = it->second;
+    if (stays[r])
+      st.category = cat_of[r];
     if (!survivor[r])
       continue;
     uint64_t old_version = st.version;
     st.version = tick();
-    count_contribution(cfg_.node_id, key_of(ids[r], st), old_version, st.version);
-    dirty_.insert(ids[r]);
-    touch_outbox(ids[r]);
-    if (moved[r]) {
+    count_contribution(cfg_.node_id, key_of(p.ids[r], st), old_version, st.version);
+    dirty_.insert(p.ids[r]);
+    touch_outbox(p.ids[r]);
+    if (p.moved[r]) {
       auto c = row(r);
-      unflushed_[ids[r]].assign(c.begin(), c.end());
-      if (auto u = unannounced_.find(ids[r]); u != unannounced_.end())
+      unflushed_[p.ids[r]].assign(c.begin(), c.end());
+      if (auto u = unannounced_.find(p.ids[r]); u != unannounced_.end())
         u->second.assign(c.begin(), c.end());
+      // A survivor still pending (not in the index): its queued copy moves too.
+      bool queued = false;
+      for (auto& [id, v] : pending_)
+        if (id == p.ids[r]) {
+          v.assign(c.begin(), c.end());
+          queued = true;
+        }
+      if (!queued)
+        reindex_.push_back(p.ids[r]);
     }
   }
-  if (fresh)
-    index_ = std::move(*fresh);
   if (n > 0) {
     if (budget_ && cat_bytes_new < cat_bytes_old) {
       budget_->release(engine::memory_budget::use::router, cat_bytes_old - cat_bytes_new);
       reserved_ -= cat_bytes_old - cat_bytes_new;
     }
-    cat_ids_ = std::move(labels);
-    cat_means_ = std::move(means);
-    cat_norms_ = std::move(norms);
-    next_category_ = next;
+    cat_ids_ = std::move(p.labels);
+    cat_means_ = std::move(p.means);
+    cat_norms_ = std::move(p.norms);
+    next_category_ = p.next_category;
   }
+  p.at = consolidation_plan::phase::applied;
   out.released_bytes = reserved_before - reserved_;
   out.patterns_after = stats_.size();
-  out.duration_ms = ms_since(t_start);
+  out.apply_ms = ms_since(t_apply);
+  out.duration_ms = ms_since(p.t_start_ns);
   return out;
+}
+
+caf::error pattern_bank::reindex_moved(size_t max) {
+  size_t done = 0;
+  caf::error err;
+  for (; done < reindex_.size() && done < max; ++done) {
+    const uint64_t id = reindex_[done];
+    if (stats_.count(id) == 0 || !index_.contains(id))
+      continue; // gone, or removed from the index meanwhile
+    auto c = centroid(id);
+    if (c.size() != dim_)
+      continue;
+    if ((err = index_.add(id, c)))
+      break;
+  }
+  reindex_.erase(reindex_.begin(), reindex_.begin() + static_cast<ptrdiff_t>(done));
+  return err;
+}
+
+caf::expected<consolidation_stats> pattern_bank::consolidate(const consolidation_config& cc,
+                                                             int64_t now_ms) {
+  auto plan = prepare_consolidation(cc, now_ms);
+  if (!plan)
+    return std::move(plan.error());
+  plan_consolidation(**plan);
+  auto st = apply_consolidation(**plan);
+  if (!st)
+    return st;
+  // All at once: the caller blocks anyway. A survivor that fails stays
+  // queued (found at its pre-merge vector meanwhile); the next
+  // prepare_consolidation retries and reports the error.
+  const int64_t t0 = steady_now_ns();
+  static_cast<void>(reindex_moved(reindex_.size()));
+  st->index_ms += ms_since(t0);
+  st->duration_ms += ms_since(t0);
+  return st;
 }
 
 } // namespace shoal::actors

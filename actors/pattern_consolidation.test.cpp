@@ -477,3 +477,93 @@ TEST_CASE("consolidation: retirements survive a restart and keep the digest") {
   CHECK(r.pattern_id > std::max({p, q, pending}));
   fs::remove_all(dir);
 }
+
+TEST_CASE("consolidation: what changes while the plan is computed is kept") {
+  // The router's deep loop: snapshot, plan (on another thread), apply; the
+  // bank routes and learns in between.
+  std::mt19937 rng(29);
+  auto bank = pattern_bank::open(dim, fine_patterns(), nullptr);
+  REQUIRE(bank);
+  auto& b = **bank;
+  auto cp = unit(rng, dim), cr = unit(rng, dim), cy = unit(rng, dim);
+  auto cq = near(cp, rng, 0.97f), cs = near(cr, rng, 0.97f);
+  uint64_t p = found(b, cp, 1000, 0, {0.9, 0.9, 0.9, 0.9, 0.9});
+  // Old but observed enough (min_observations 3) not to be pruned.
+  uint64_t q = found(b, cq, 1000, 0, {0.1, 0.1, 0.1});
+  uint64_t r = found(b, cr, 1000, 1, {0.5, 0.5, 0.5, 0.5});
+  uint64_t s = found(b, cs, 1000, 1, {0.6, 0.6, 0.6});
+  uint64_t x = found(b, unit(rng, dim), 1000); // stale, unobserved: pruned
+  uint64_t y = found(b, cy, 1000);             // likewise, but hit meanwhile
+  for (int i = 0; i < 8; ++i)
+    found(b, unit(rng, dim), 1000, 2, {0.5, 0.5, 0.5});
+  const size_t n_before = b.size();
+
+  auto plan = b.prepare_consolidation(deep_defaults(), 40 * day_ms);
+  REQUIRE(plan);
+  // Not planned yet: refused, nothing changes.
+  auto early = b.apply_consolidation(**plan);
+  REQUIRE_FALSE(early);
+  CHECK(view(early.error()).code == errc::invalid_argument);
+  pattern_bank::plan_consolidation(**plan);
+  // Meanwhile: Q (to be merged into P) is learned on, Y is hit, N is created.
+  REQUIRE_FALSE(b.learn(q, 3, 0.25, 40 * day_ms + 1));
+  auto hit = b.route(cy, 40 * day_ms + 2);
+  REQUIRE_FALSE(hit.new_pattern);
+  REQUIRE(hit.pattern_id == y);
+  uint64_t n_new = found(b, unit(rng, dim), 40 * day_ms + 3, 1, {0.4});
+  auto sum = b.total(p);
+  federation::add_tiers(sum, b.total(q));
+
+  auto st = b.apply_consolidation(**plan);
+  REQUIRE(st);
+  CHECK(st->merged == 2); // Q into P, S into R
+  CHECK(st->pruned == 1); // X; Y was hit after the snapshot
+  CHECK(st->patterns_before == n_before);
+  CHECK(st->patterns_after == n_before + 1 - 3);
+  CHECK(b.record(q).id == 0);
+  CHECK(b.record(s).id == 0);
+  CHECK(b.record(x).id == 0);
+  CHECK(b.record(y).id == y);
+  // Statistics are summed at apply time: Q's late observation is in P's.
+  auto t = b.total(p);
+  for (size_t i = 0; i < t.size(); ++i)
+    CHECK(t[i].count == sum[i].count);
+  CHECK(t[3].count == 1);
+  CHECK(count_of(b.total(r)) == 7);
+  // Removed patterns are never found again; every pattern has a category,
+  // the one created meanwhile included.
+  for (const auto& c : {cp, cq, cr, cs})
+    for (const auto& nb : b.route(c, 40 * day_ms + 5).neighbors) {
+      CHECK(nb.pattern_id != q);
+      CHECK(nb.pattern_id != s);
+      CHECK(nb.pattern_id != x);
+    }
+  // The survivors move in the index in slices, after the apply.
+  CHECK(b.reindex_pending() == 2);
+  REQUIRE_FALSE(b.reindex_moved(1));
+  CHECK(b.reindex_pending() == 1);
+  REQUIRE_FALSE(b.reindex_moved(8));
+  CHECK(b.reindex_pending() == 0);
+  for (uint64_t id : {p, r}) {
+    auto moved = b.route(b.record(id).centroid, 40 * day_ms + 6);
+    CHECK_FALSE(moved.new_pattern);
+    CHECK(moved.pattern_id == id);
+    REQUIRE_FALSE(moved.neighbors.empty());
+    CHECK(moved.neighbors.front().similarity > 0.98f);
+  }
+  CHECK(b.category(n_new) != pattern_bank::no_category);
+  CHECK(b.category(y) != pattern_bank::no_category);
+  CHECK(b.category(p) != pattern_bank::no_category);
+  // A plan applies once, and only to its own bank.
+  auto twice = b.apply_consolidation(**plan);
+  REQUIRE_FALSE(twice);
+  CHECK(view(twice.error()).code == errc::invalid_argument);
+  auto other = pattern_bank::open(dim, fine_patterns(), nullptr);
+  REQUIRE(other);
+  auto foreign = (*other)->prepare_consolidation(deep_defaults(), 40 * day_ms);
+  REQUIRE(foreign);
+  pattern_bank::plan_consolidation(**foreign);
+  auto refused = b.apply_consolidation(**foreign);
+  REQUIRE_FALSE(refused);
+  CHECK(view(refused.error()).code == errc::invalid_argument);
+}

@@ -77,9 +77,19 @@ pattern_index& pattern_index::operator=(pattern_index&&) noexcept = default;
 caf::error pattern_index::add(uint64_t id, std::span<const float> v) {
   auto& h = *impl_->hnsw;
   try {
+    auto elem = encode_element(v);
     if (h.cur_element_count >= h.max_elements_)
       h.resizeIndex(std::max<size_t>(h.max_elements_ * 2, 16));
-    auto elem = encode_element(v);
+    // A known id moves to a fresh slot and its old one is removed: hnswlib's
+    // in-place update (addPoint on a known label: updatePoint, which repairs
+    // every neighbour's links) costs ~15 insertions. Forgetting the label
+    // makes addPoint insert; the old slot keeps the label in its bytes, so
+    // loadIndex maps the label to the newest slot, this one.
+    if (auto it = h.label_lookup_.find(id); it != h.label_lookup_.end()) {
+      if (!h.isMarkedDeleted(it->second))
+        h.markDeletedInternal(it->second);
+      h.label_lookup_.erase(it);
+    }
     h.addPoint(elem.data(), id);
   } catch (const std::exception& e) {
     return make_error(errc::internal, std::string("pattern index add: ") + e.what());
@@ -87,10 +97,23 @@ caf::error pattern_index::add(uint64_t id, std::span<const float> v) {
   return {};
 }
 
+bool pattern_index::remove(uint64_t id) noexcept {
+  auto& h = *impl_->hnsw;
+  auto it = h.label_lookup_.find(id);
+  if (it == h.label_lookup_.end() || h.isMarkedDeleted(it->second))
+    return false;
+  try {
+    h.markDelete(id);
+  } catch (const std::exception&) {
+    return false; // unreachable: the label is known and not yet deleted
+  }
+  return true;
+}
+
 std::vector<index_hit> pattern_index::search(std::span<const float> q, size_t k) const {
   std::vector<index_hit> out;
   auto& h = *impl_->hnsw;
-  if (h.cur_element_count == 0 || k == 0)
+  if (h.cur_element_count == h.num_deleted_ || k == 0)
     return out;
   h.setEf(std::max<size_t>(impl_->cfg.ef_search, k));
   auto elem = encode_element(q);
@@ -107,7 +130,7 @@ std::vector<index_hit> pattern_index::search(std::span<const float> q, size_t k)
 std::vector<float> pattern_index::get(uint64_t id) const {
   auto& h = *impl_->hnsw;
   auto it = h.label_lookup_.find(id);
-  if (it == h.label_lookup_.end())
+  if (it == h.label_lookup_.end() || h.isMarkedDeleted(it->second))
     return {};
   const char* elem = h.getDataByInternalId(it->second);
   float scale;
@@ -120,11 +143,17 @@ std::vector<float> pattern_index::get(uint64_t id) const {
 }
 
 bool pattern_index::contains(uint64_t id) const {
-  return impl_->hnsw->label_lookup_.count(id) > 0;
+  auto& h = *impl_->hnsw;
+  auto it = h.label_lookup_.find(id);
+  return it != h.label_lookup_.end() && !h.isMarkedDeleted(it->second);
 }
 
 size_t pattern_index::size() const noexcept {
-  return impl_->hnsw->cur_element_count;
+  return impl_->hnsw->cur_element_count - impl_->hnsw->num_deleted_;
+}
+
+size_t pattern_index::removed() const noexcept {
+  return impl_->hnsw->num_deleted_;
 }
 
 uint32_t pattern_index::dim() const noexcept {
@@ -194,7 +223,13 @@ caf::expected<pattern_index> pattern_index::load(const std::filesystem::path& pa
     return make_error(errc::corrupt_data, "index file " + path.string()
                                             + " has another element layout than int8 x "
                                             + std::to_string(dim));
-  p->hnsw->setEf(cfg.ef_search);
+  // hnswlib 0.6.2's loading constructor leaves num_deleted_ uninitialised
+  // and then adds the file's removal marks to it: count them again.
+  auto& hnsw = *p->hnsw;
+  hnsw.num_deleted_ = 0;
+  for (size_t i = 0; i < hnsw.cur_element_count; ++i)
+    hnsw.num_deleted_ += hnsw.isMarkedDeleted(static_cast<hnswlib::tableint>(i)) ? 1 : 0;
+  hnsw.setEf(cfg.ef_search);
   return pattern_index(std::move(p));
 }
 

@@ -10,6 +10,14 @@
 /// Thread-safety: not thread-safe. hnswlib races when `add` and `search` run
 /// concurrently; the owner (the router actor) calls it from one thread at a
 /// time. Labels are pattern ids.
+///
+/// Removal (`remove`, and replacing a vector: `add` of a known id) is
+/// hnswlib's markDelete: the vector stays in the graph as a waypoint and
+/// keeps its slot (hnswlib 0.6 cannot reuse slots), but searches, `get`,
+/// `contains` and `size` no longer see it; the mark is part of the saved
+/// file, so a loaded index keeps its removals. Slots of removed vectors are
+/// only given back by building a new index (`removed()` counts them;
+/// pattern_bank::open rebuilds when they outnumber the live ones).
 
 #include <caf/expected.hpp>
 
@@ -49,26 +57,43 @@ public:
   pattern_index(pattern_index&&) noexcept;
   pattern_index& operator=(pattern_index&&) noexcept;
 
-  /// Adds (or, for an existing id, replaces) a vector. @pre v.size() == dim.
-  /// Grows the capacity when full. Errors: `errc::internal` when hnswlib throws.
+  /// Adds a vector, or for an id added before (removed or not) replaces its
+  /// vector and makes it visible again: the id moves to a fresh slot,
+  /// inserted like a new vector, and its old slot is removed (markDelete).
+  /// Not hnswlib's in-place update (addPoint on a known label calls
+  /// updatePoint, which repairs every neighbour's links: ~1.6 ms per update
+  /// at 10,000 × 384 against ~0.1 ms per insertion). @pre v.size() == dim.
+  /// Grows the capacity when full. Errors: `errc::internal` when hnswlib
+  /// throws (the id may then be removed).
   caf::error add(uint64_t id, std::span<const float> v);
 
-  /// The k nearest vectors to `q`, most similar first. @pre q.size() == dim.
+  /// Removes `id` from searches (hnswlib markDelete; see the file comment).
+  /// @returns whether it was present (false for an unknown or already
+  /// removed id). Never throws.
+  bool remove(uint64_t id) noexcept;
+
+  /// The k nearest vectors to `q`, most similar first; never a removed id
+  /// (with many removals it may return fewer than k). @pre q.size() == dim.
   std::vector<index_hit> search(std::span<const float> q, size_t k) const;
 
   /// The stored vector of `id` dequantized (scale · int8 values: within half
-  /// a quantization step of what was added), or an empty vector when unknown.
+  /// a quantization step of what was added), or an empty vector when unknown
+  /// or removed.
   std::vector<float> get(uint64_t id) const;
 
-  /// Whether `id` is in the index.
+  /// Whether `id` is in the index (added and not removed).
   bool contains(uint64_t id) const;
 
-  /// Number of vectors.
+  /// Number of vectors searches can find (removed ones excluded).
   size_t size() const noexcept;
+
+  /// Removed vectors still holding a slot in the graph.
+  size_t removed() const noexcept;
 
   uint32_t dim() const noexcept;
 
-  /// Writes the index to `path` atomically (temporary file + rename).
+  /// Writes the index, with its removal marks, to `path` atomically
+  /// (temporary file + rename).
   /// @returns the XXH3-64 hash of the written bytes, to be checked by `load`.
   caf::expected<uint64_t> save(const std::filesystem::path& path) const;
 

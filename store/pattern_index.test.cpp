@@ -76,3 +76,91 @@ TEST_CASE("a saved index loads back, and a corrupted file is refused") {
   fs::remove(path);
   CHECK_FALSE(pattern_index::load(path, 16, {}, *h));
 }
+
+TEST_CASE("removed ids are never found, and removals survive save and load") {
+  std::mt19937 rng(3);
+  auto path = fs::temp_directory_path() / ("shoal-idx-rm-" + std::to_string(rng()) + ".hnsw");
+  index_config cfg;
+  cfg.initial_capacity = 16;
+  pattern_index idx(32, cfg);
+  std::vector<std::vector<float>> vs;
+  for (uint64_t i = 0; i < 300; ++i) {
+    vs.push_back(random_unit(rng, 32));
+    REQUIRE_FALSE(idx.add(i, vs.back()));
+  }
+  // Remove every third vector, including its own best match.
+  for (uint64_t i = 0; i < 300; i += 3)
+    CHECK(idx.remove(i));
+  CHECK_FALSE(idx.remove(0));    // already removed
+  CHECK_FALSE(idx.remove(9999)); // unknown
+  CHECK(idx.size() == 200);
+  CHECK(idx.removed() == 100);
+  auto check = [&](const pattern_index& x) {
+    CHECK(x.size() == 200);
+    for (uint64_t i = 0; i < 300; ++i) {
+      CHECK(x.contains(i) == (i % 3 != 0));
+      CHECK(x.get(i).empty() == (i % 3 == 0));
+      for (const auto& h : x.search(vs[i], 10))
+        CHECK(h.id % 3 != 0);
+      if (i % 3 != 0) {
+        auto hits = x.search(vs[i], 1);
+        REQUIRE(hits.size() == 1);
+        CHECK(hits[0].id == i);
+      }
+    }
+  };
+  check(idx);
+  auto h = idx.save(path);
+  REQUIRE(h);
+  auto back = pattern_index::load(path, 32, cfg, *h);
+  REQUIRE(back);
+  CHECK(back->removed() == 100);
+  check(*back);
+  fs::remove(path);
+}
+
+TEST_CASE("adding a known id replaces its vector (also after a reload); a removed id returns") {
+  std::mt19937 rng(4);
+  pattern_index idx(32, {});
+  std::vector<std::vector<float>> vs;
+  for (uint64_t i = 0; i < 100; ++i) {
+    vs.push_back(random_unit(rng, 32));
+    REQUIRE_FALSE(idx.add(i, vs.back()));
+  }
+  // Move id 5 to a new place: it is found there, not at its old vector.
+  auto moved = random_unit(rng, 32);
+  REQUIRE_FALSE(idx.add(5, moved));
+  CHECK(idx.size() == 100);
+  auto hits = idx.search(moved, 1);
+  REQUIRE(hits.size() == 1);
+  CHECK(hits[0].id == 5);
+  CHECK(hits[0].similarity == doctest::Approx(1.0).epsilon(0.01));
+  for (const auto& x : idx.search(vs[5], 1))
+    CHECK(x.id != 5);
+  CHECK(shoal::kernels::dot(idx.get(5), moved) > 0.99f);
+  // Remove, then add again under the same id.
+  CHECK(idx.remove(7));
+  CHECK_FALSE(idx.contains(7));
+  REQUIRE_FALSE(idx.add(7, vs[7]));
+  CHECK(idx.contains(7));
+  CHECK(idx.size() == 100);
+  CHECK(idx.removed() == 2); // the old slots of 5 and 7
+  hits = idx.search(vs[7], 1);
+  REQUIRE(hits.size() == 1);
+  CHECK(hits[0].id == 7);
+  // A loaded index maps each id to its newest slot.
+  auto path = fs::temp_directory_path() / ("shoal-idx-mv-" + std::to_string(rng()) + ".hnsw");
+  auto h = idx.save(path);
+  REQUIRE(h);
+  auto back = pattern_index::load(path, 32, {}, *h);
+  REQUIRE(back);
+  fs::remove(path);
+  CHECK(back->size() == 100);
+  CHECK(back->removed() == 2);
+  CHECK(back->get(5) == idx.get(5));
+  hits = back->search(moved, 1);
+  REQUIRE(hits.size() == 1);
+  CHECK(hits[0].id == 5);
+  for (const auto& x : back->search(vs[5], 3))
+    CHECK((x.id != 5 || x.similarity < 0.9f));
+}
