@@ -358,3 +358,26 @@ TEST_CASE("router v2 carries a session's FastGRNN state from turn to turn") {
   CHECK(zero(got[5].h_prev)); // only 2 sessions kept: s1 was the least recently used
   fs::remove_all(dir);
 }
+
+TEST_CASE("a deep run plans off the router thread: a second one meanwhile is refused, routing goes on") {
+  auto dir = temp_dir("deep-conflict");
+  node_actors n(dir);
+  for (int i = 0; i < 30; ++i)
+    n.route("package number " + std::to_string(i) + " for topic " + std::to_string(i % 5));
+  caf::scoped_actor self{*n.sys};
+  // Both requests are queued before the router starts the first run, so the
+  // second arrives while the first is being planned.
+  auto first = self->request(n.router, caf::infinite, deep_atom::value);
+  auto second = self->request(n.router, caf::infinite, deep_atom::value);
+  std::string summary;
+  caf::error refused;
+  second.receive([](std::string&) { FAIL("a second deep run started"); },
+                 [&](caf::error& e) { refused = e; });
+  CHECK(view(refused).code == errc::conflict);
+  CHECK(view(refused).message.find("in progress") != std::string::npos);
+  n.route("routing works while the run is planned");
+  first.receive([&](std::string& s) { summary = s; },
+                [](caf::error& e) { FAIL(caf::to_string(e)); });
+  CHECK(summary.find("patterns") != std::string::npos);
+  fs::remove_all(dir);
+}

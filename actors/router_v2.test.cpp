@@ -37,7 +37,7 @@ TEST_CASE("router v2: the gradient of the bandit loss agrees with finite differe
     p[i] = d(rng);
   auto e = unit(rng, 48), h0 = unit(rng, 10);
   std::vector<float> sims{0.9f, 0.7f, 0.5f, 0.2f}, rewards{0.4f, 0.6f, 0.7f, 0.75f};
-  router_v2_input in{e, sims, rewards, 120, 0.8f, 0.3f};
+  router_v2_input in{e, sims, rewards, 120, 0.8f, 0.3f, {}, nullptr};
   const uint32_t tier = 2;
   const float reward = 0.9f, prob = 0.5f;
   router_v2_trace tr;
@@ -85,14 +85,14 @@ TEST_CASE("router v2: SGD on a separable bandit learns each context's best tier"
   for (int step = 0; step < 6000; ++step) {
     int c = step % 3;
     uint32_t tier = static_cast<uint32_t>(rng() % 4); // uniform behaviour policy
-    m.forward({ctx[c], {}, {}, 50, 1, 0}, h0, tr);
+    m.forward({ctx[c], {}, {}, 50, 1, 0, {}, nullptr}, h0, tr);
     std::fill(grad.begin(), grad.end(), 0.0f);
     m.backward(tr, tier, quality[c][tier], 0.25f, grad);
     for (size_t i = 0; i < grad.size(); ++i)
       m.params()[i] -= 0.01f * grad[i];
   }
   for (int c = 0; c < 3; ++c) {
-    m.forward({ctx[c], {}, {}, 50, 1, 0}, h0, tr);
+    m.forward({ctx[c], {}, {}, 50, 1, 0, {}, nullptr}, h0, tr);
     auto d = m.decide(tr.q, costs);
     CAPTURE(c);
     CHECK(d.tier == (c == 0 ? 0u : c == 1 ? 2u : 3u));
@@ -113,8 +113,8 @@ TEST_CASE("router v2: a checkpoint restored gives identical decisions, and bad b
   for (int turn = 0; turn < 20; ++turn) {
     auto e = unit(rng, 48);
     router_v2_trace a, b;
-    m.forward({e, {}, {}, 10, 1, 0}, h, a);
-    back->forward({e, {}, {}, 10, 1, 0}, h2, b);
+    m.forward({e, {}, {}, 10, 1, 0, {}, nullptr}, h, a);
+    back->forward({e, {}, {}, 10, 1, 0, {}, nullptr}, h2, b);
     CHECK(a.q == b.q); // bit for bit
     CHECK(m.decide(a.q, costs).tier == back->decide(b.q, costs).tier);
     h = a.h;
@@ -155,7 +155,7 @@ double task_error(const router_v2_model& m, const std::vector<std::vector<float>
   router_v2_trace tr;
   double e = 0;
   for (size_t c = 0; c < ctx.size(); ++c) {
-    m.forward({ctx[c], {}, {}, 50, 1, 0, {}}, h, tr);
+    m.forward({ctx[c], {}, {}, 50, 1, 0, {}, nullptr}, h, tr);
     for (int t = 0; t < 4; ++t)
       e += (tr.q[t] - quality[c][t]) * (tr.q[t] - quality[c][t]);
   }
@@ -211,7 +211,7 @@ TEST_CASE("router v2: the instant step moves both adapter factors along the loss
     p[i] = d(rng);
   auto e = unit(rng, 48);
   std::vector<float> h0(10, 0.0f);
-  router_v2_input in{e, {}, {}, 30, 1, 0, {}};
+  router_v2_input in{e, {}, {}, 30, 1, 0, {}, nullptr};
   const uint32_t tier = 1;
   const float reward = 0.95f;
   router_v2_trace tr;
@@ -259,7 +259,7 @@ TEST_CASE("router v2: a scoped adapter blends by min(steps/10, 1) and the instan
   CHECK(tr.scope_weight == 0.5f);
   // w = 0.5: e' is the mean of the two adapted embeddings.
   router_v2_trace shared_only, scoped_only;
-  router_v2_input plain{e, {}, {}, 30, 1, 0, {}};
+  router_v2_input plain{e, {}, {}, 30, 1, 0, {}, nullptr};
   m.forward(plain, h0, shared_only);
   for (size_t j = 0; j < E; ++j)
     CHECK(tr.e2[j] == doctest::Approx(0.5f * (shared_only.e2[j] + tr.scoped[j])).epsilon(1e-5));
