@@ -15,11 +15,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
-
-function arg(name, fallback) {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : fallback;
-}
+import { arg, measure as timeCalls } from "./peer_timing.mjs";
 
 const pkgDir = arg("pkg");
 const oursFile = arg("ours");
@@ -31,6 +27,8 @@ if (!pkgDir || !oursFile) {
 }
 
 // ---- the peer -------------------------------------------------------------
+
+const measure = (call, between) => timeCalls(call, { batch, batches, between });
 
 const pkg = JSON.parse(fs.readFileSync(path.join(pkgDir, "package.json"), "utf8"));
 const mod = await import(pathToFileURL(path.join(pkgDir, "ruvector_learning_wasm.js")).href);
@@ -51,27 +49,6 @@ const output = () => new Float32Array(wasm.memory.buffer, lora.get_output_ptr(),
   }
 }
 
-function percentile(sorted, q) {
-  const rank = Math.ceil(q * sorted.length);
-  return sorted[Math.min(Math.max(rank, 1), sorted.length) - 1];
-}
-
-/// Median and p99 of per-call ns over `batches` batches of `batch` calls;
-/// `between` runs untimed after each batch.
-function measure(call, between = () => {}) {
-  for (let i = 0; i < 20 * batch; ++i) call(); // warm-up: JIT tiers, caches
-  between();
-  const per = [];
-  for (let b = 0; b < batches; ++b) {
-    const t0 = process.hrtime.bigint();
-    for (let i = 0; i < batch; ++i) call();
-    const t1 = process.hrtime.bigint();
-    per.push(Number(t1 - t0) / batch);
-    between();
-  }
-  per.sort((a, b) => a - b);
-  return { median: percentile(per, 0.5), p99: percentile(per, 0.99) };
-}
 
 const peer = {
   forward: measure(() => lora.forward()),

@@ -32,11 +32,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { createRequire } from "node:module";
-
-function arg(name, fallback) {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : fallback;
-}
+import { arg, measure as timeCalls, summary } from "./peer_timing.mjs";
 
 const pkgDir = arg("pkg");
 const oursFile = arg("ours");
@@ -72,6 +68,7 @@ const requests = Array.from({ length: 256 }, () => {
   return { embedding: e.map((x) => x / n), tier, route: `tier-${tier}`, scores, reward: 0.5 + 0.1 * tier };
 });
 
+const measure = (call, between) => timeCalls(call, { batch, batches, between });
 const newEngine = () => new SonaEngine(dim);
 let engine = newEngine();
 let next = 0; // request index, cycles over `requests`
@@ -86,30 +83,6 @@ function request(e, i) {
   e.endTrajectory(id, r.reward);
 }
 
-function percentile(sorted, q) {
-  const rank = Math.ceil(q * sorted.length);
-  return sorted[Math.min(Math.max(rank, 1), sorted.length) - 1];
-}
-const summary = (v) => {
-  const s = [...v].sort((a, b) => a - b);
-  return { median: percentile(s, 0.5), p99: percentile(s, 0.99), n: s.length };
-};
-
-/// Median and p99 of per-call ns over `batches` batches of `batch` calls;
-/// `between` runs untimed after each batch.
-function measure(call, between = () => {}) {
-  for (let i = 0; i < 20 * batch; ++i) call(); // warm-up: JIT tiers, caches
-  between();
-  const per = [];
-  for (let b = 0; b < batches; ++b) {
-    const t0 = process.hrtime.bigint();
-    for (let i = 0; i < batch; ++i) call();
-    const t1 = process.hrtime.bigint();
-    per.push(Number(t1 - t0) / batch);
-    between();
-  }
-  return summary(per);
-}
 
 // The trajectory buffer holds 10,000 (default capacity); past that SONA drops
 // trajectories. A fresh engine (untimed) before it fills keeps every timed
