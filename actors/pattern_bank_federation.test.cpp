@@ -17,12 +17,8 @@ constexpr uint32_t dim = 32;
 
 std::unique_ptr<pattern_bank> replica(uint64_t node_id,
                                       std::shared_ptr<store::environment> env = nullptr) {
-  auto cfg = fine_patterns();
-  cfg.node_id = node_id;
-  cfg.seed = node_id;
-  auto b = pattern_bank::open(dim, cfg, std::move(env));
+  auto b = open_replica(dim, node_id, std::move(env));
   REQUIRE(b);
-  (*b)->track_deltas(true);
   return std::move(*b);
 }
 
@@ -38,10 +34,8 @@ void learn_some(pattern_bank& b, std::mt19937& rng, int n) {
 
 /// Ships every pending delta of `from` to `to`.
 merge_stats ship(pattern_bank& from, uint64_t from_id, pattern_bank& to) {
-  auto d = from.take_deltas(1'000'000);
-  auto r = to.merge(from_id, d, 5000);
+  auto r = ship_deltas(from, from_id, to, 5000);
   REQUIRE(r);
-  REQUIRE_FALSE(to.index_pending());
   return *r;
 }
 

@@ -312,19 +312,13 @@ namespace {
 
 std::unique_ptr<pattern_bank> replica(uint64_t node_id,
                                       std::shared_ptr<store::environment> env = nullptr) {
-  auto cfg = fine_patterns();
-  cfg.node_id = node_id;
-  cfg.seed = node_id;
-  auto b = pattern_bank::open(dim, cfg, std::move(env));
+  auto b = open_replica(dim, node_id, std::move(env));
   REQUIRE(b);
-  (*b)->track_deltas(true);
   return std::move(*b);
 }
 
 void ship(pattern_bank& from, uint64_t from_id, pattern_bank& to, int64_t now_ms) {
-  auto d = from.take_deltas(1'000'000);
-  REQUIRE(to.merge(from_id, d, now_ms));
-  REQUIRE_FALSE(to.index_pending());
+  REQUIRE(ship_deltas(from, from_id, to, now_ms));
 }
 
 /// Sum of every tier's count over the patterns with these global keys.
