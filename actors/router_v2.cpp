@@ -355,6 +355,8 @@ router_v2_trainer::router_v2_trainer(router_v2_model start, router_v2_trainer_co
   grad_.assign(model_.n_params(), 0.0f);
   sample_.assign(model_.n_params(), 0.0f);
   sq_.assign(model_.n_params(), 0.0f);
+  adam_m_.assign(model_.n_params(), 0.0f);
+  adam_v_.assign(model_.n_params(), 0.0f);
   if (cfg_.batch == 0)
     cfg_.batch = 1;
   if (cfg_.fisher_every == 0)
@@ -412,13 +414,30 @@ router_v2_trainer::pass_stats router_v2_trainer::train(std::span<const router_v2
         if (anchored_)
           penalty_sum += kernels::ewc_penalty(fisher_, model_.params(), anchor_, cfg_.ewc_lambda);
       }
-      // SGD on the loss; the penalty's pull λF(θ − θ*) is taken implicitly
-      // (a proximal step), stable however large λ·F gets:
-      //   θ ← (θ − lr·g + lr·λ·F·θ*) / (1 + lr·λ·F).
+      // A step on the loss — Adam's preconditioned step d_i with per-
+      // parameter step size η_i = lr/(√v̂_i + ε), or SGD's d = lr·g, η = lr —
+      // with the penalty's pull λF(θ − θ*) taken implicitly (a proximal step
+      // in the same metric), stable however large λ·F gets:
+      //   θ ← (θ − d + η·λ·F·θ*) / (1 + η·λ·F).
       auto theta = model_.params();
-      for (size_t i = 0; i < theta.size(); ++i) {
-        const float k = cfg_.ewc && anchored_ ? cfg_.lr * cfg_.ewc_lambda * fisher_[i] : 0.0f;
-        theta[i] = (theta[i] - cfg_.lr * grad_[i] + k * anchor_[i]) / (1.0f + k);
+      const bool pull = cfg_.ewc && anchored_;
+      if (cfg_.adam) {
+        ++adam_t_;
+        const float c1 = 1.0f - std::pow(cfg_.beta1, static_cast<float>(adam_t_));
+        const float c2 = 1.0f - std::pow(cfg_.beta2, static_cast<float>(adam_t_));
+        for (size_t i = 0; i < theta.size(); ++i) {
+          const float g = grad_[i];
+          adam_m_[i] = cfg_.beta1 * adam_m_[i] + (1.0f - cfg_.beta1) * g;
+          adam_v_[i] = cfg_.beta2 * adam_v_[i] + (1.0f - cfg_.beta2) * g * g;
+          const float eta = cfg_.lr / (std::sqrt(adam_v_[i] / c2) + cfg_.adam_eps);
+          const float k = pull ? eta * cfg_.ewc_lambda * fisher_[i] : 0.0f;
+          theta[i] = (theta[i] - eta * adam_m_[i] / c1 + k * anchor_[i]) / (1.0f + k);
+        }
+      } else {
+        for (size_t i = 0; i < theta.size(); ++i) {
+          const float k = pull ? cfg_.lr * cfg_.ewc_lambda * fisher_[i] : 0.0f;
+          theta[i] = (theta[i] - cfg_.lr * grad_[i] + k * anchor_[i]) / (1.0f + k);
+        }
       }
       loss_sum += loss;
       ++st.batches;

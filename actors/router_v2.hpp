@@ -235,7 +235,18 @@ router_v2_choice router_v2_choose(const route_result& r, const router_v2_trace& 
 /// learned so far (kernels/learn.hpp: ewc_update_fisher, ewc_penalty_grad,
 /// ewc_consolidate). Trains its own copy; the caller swaps it in.
 struct router_v2_trainer_config {
+  /// Step size. With Adam (Kingma & Ba, 2015) the per-parameter step is
+  /// lr·m̂/(√v̂ + ε); the moments persist across passes, like the Fisher.
+  /// Without Adam: plain SGD, θ ← θ − lr·g.
   float lr = 0.01f;
+  bool adam = true;
+  /// Adam's ε is large on purpose: a parameter whose gradient stays below
+  /// ε steps like SGD (lr/ε·g) instead of a full lr-sized normalised step,
+  /// so weights the current task does not push do not random-walk away
+  /// from what EWC++ protects. With ε = 1e-8 the EWC++ test's forgetting
+  /// was not halved; with 1e-2 it is, and the learning benchmark's latency
+  /// world is learned as fast (bench/sona_learning.cpp, --adam-eps).
+  float beta1 = 0.9f, beta2 = 0.999f, adam_eps = 1e-2f;
   uint32_t batch = 32;
   uint32_t epochs = 1;
   bool ewc = true;
@@ -267,6 +278,8 @@ private:
   router_v2_model model_;
   router_v2_trainer_config cfg_;
   std::vector<float> fisher_, anchor_, grad_, sample_, sq_;
+  std::vector<float> adam_m_, adam_v_; ///< Adam's first and second moments
+  uint64_t adam_t_ = 0;               ///< Adam steps taken
   double loss_ema_ = 0;
   bool anchored_ = false; ///< the penalty applies once a first task was consolidated
   uint64_t batches_seen_ = 0;

@@ -164,7 +164,8 @@ double task_error(const router_v2_model& m, const std::vector<std::vector<float>
 
 } // namespace
 
-TEST_CASE("router v2 trainer: EWC++ keeps what a first task taught while a second one trains") {
+TEST_CASE("router v2 trainer: EWC++ keeps what a first task taught while a second one trains, "
+          "with Adam and with SGD") {
   auto cfg = small_config();
   std::mt19937 rng(17);
   std::vector<std::vector<float>> ctx_a, ctx_b;
@@ -178,28 +179,31 @@ TEST_CASE("router v2 trainer: EWC++ keeps what a first task taught while a secon
                                         {0.1f, 0.2f, 0.8f, 0.1f}};
   auto data_a = task(ctx_a, q_a, 6000, rng, cfg.hidden);
   auto data_b = task(ctx_b, q_b, 6000, rng, cfg.hidden);
-  double forgetting[2];
-  uint32_t boundaries = 0;
-  for (int with_ewc = 0; with_ewc < 2; ++with_ewc) {
-    router_v2_trainer_config tc;
-    tc.ewc = with_ewc == 1;
-    tc.lr = 0.1f;
-    tc.epochs = 4;
-    router_v2_trainer tr(router_v2_model(cfg), tc);
-    tr.train(data_a);
-    const double learned = task_error(tr.model(), ctx_a, q_a);
-    CHECK(learned < 0.01); // the first task is learned
-    auto anchor = std::vector<float>(tr.model().params().begin(), tr.model().params().end());
-    auto st = tr.train(data_b);
-    if (with_ewc)
-      boundaries = st.boundaries;
-    CHECK(task_error(tr.model(), ctx_b, q_b) < 0.02); // the second too
-    forgetting[with_ewc] = task_error(tr.model(), ctx_a, q_a) - learned;
+  for (bool adam : {true, false}) {
+    CAPTURE(adam);
+    double forgetting[2];
+    uint32_t boundaries = 0;
+    for (int with_ewc = 0; with_ewc < 2; ++with_ewc) {
+      router_v2_trainer_config tc;
+      tc.ewc = with_ewc == 1;
+      tc.adam = adam;
+      tc.lr = adam ? 0.01f : 0.1f;
+      tc.epochs = 4;
+      router_v2_trainer tr(router_v2_model(cfg), tc);
+      tr.train(data_a);
+      const double learned = task_error(tr.model(), ctx_a, q_a);
+      CHECK(learned < 0.01); // the first task is learned
+      auto st = tr.train(data_b);
+      if (with_ewc)
+        boundaries = st.boundaries;
+      CHECK(task_error(tr.model(), ctx_b, q_b) < 0.02); // the second too
+      forgetting[with_ewc] = task_error(tr.model(), ctx_a, q_a) - learned;
+    }
+    MESSAGE(std::string(adam ? "Adam" : "SGD") << ": forgetting of task A after task B: without EWC++ "
+                                    << forgetting[0] << ", with " << forgetting[1]);
+    CHECK(boundaries >= 1);                     // the switch to task B was detected
+    CHECK(forgetting[1] <= 0.5 * forgetting[0]); // at least halved
   }
-  MESSAGE("forgetting of task A after task B: without EWC++ " << forgetting[0] << ", with "
-                                                              << forgetting[1]);
-  CHECK(boundaries >= 1);                     // the switch to task B was detected
-  CHECK(forgetting[1] <= 0.5 * forgetting[0]); // at least halved
 }
 
 TEST_CASE("router v2: the instant step moves both adapter factors along the loss gradient") {

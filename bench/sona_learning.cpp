@@ -61,6 +61,7 @@ struct prompt {
   std::string domain;
   std::vector<float> emb;
   float tokens = 0;
+  double budget_ms = 0; ///< the request's latency budget (0: none)
 };
 
 std::vector<prompt> load_prompts(const std::string& path, size_t max) {
@@ -100,11 +101,43 @@ struct options {
   size_t first_background = 500; ///< first pass; then doubling up to background_every
   size_t min_samples = 0;        ///< per pass: epochs raised to train on at least this many
   size_t train_window = 4000;
-  float train_lr = 0.01f;
+  float train_lr = actors::router_v2_trainer_config{}.lr;
+  bool sgd = false; ///< plain SGD instead of Adam in the background loop
+  float adam_eps = actors::router_v2_trainer_config{}.adam_eps;
   uint32_t epochs = 1;
   float ewc_lambda = 10;
   float max_importance = actors::router_v2_config{}.max_importance;
+  // the world's latency model (node/evaluator.hpp); off while ms_per_token = 0
+  double ms_per_token = 0;      ///< the largest tier's decode time per token
+  double budget_share = 0.5;    ///< requests that carry a latency budget
+  double budget_min_ms = 300, budget_max_ms = 10000; ///< budgets: log-uniform in this range
 };
+
+/// The evaluator of world `seed` under the options' latency model.
+node::evaluator_config world(const options& o, uint32_t seed) {
+  node::evaluator_config ec;
+  ec.seed = 42 + seed;
+  ec.largest_ms_per_token = o.ms_per_token;
+  return ec;
+}
+
+/// Router v2's latency-budget input: b / budget_max_ms in (0, 1], 1 = none
+/// (the node's sona.latency_budget_max_ms plays budget_max_ms's part).
+float budget_input(const prompt& p, const options& o) {
+  return p.budget_ms > 0 ? static_cast<float>(std::min(1.0, p.budget_ms / o.budget_max_ms)) : 1.0f;
+}
+
+/// Draws each prompt's latency budget (seeded; none when the world has no
+/// latency model).
+void assign_budgets(std::vector<prompt>& ps, const options& o) {
+  if (o.ms_per_token <= 0)
+    return;
+  std::mt19937_64 rng(0xb0d6e7);
+  std::uniform_real_distribution<double> u(0, 1);
+  const double lo = std::log(o.budget_min_ms), hi = std::log(o.budget_max_ms);
+  for (auto& p : ps)
+    p.budget_ms = u(rng) < o.budget_share ? std::exp(lo + u(rng) * (hi - lo)) : 0;
+}
 
 enum class kind { v1, v2, v2_no_ewc };
 
@@ -151,12 +184,12 @@ public:
     float prob = static_cast<float>(std::max(r.confidence, 0.05));
     if (kind_ != kind::v1) {
       feat_.assign(r);
-      model_.forward(feat_.input(p.emb, p.tokens, 1.0f, 0.0f), h0_, trace_);
+      model_.forward(feat_.input(p.emb, p.tokens, budget_input(p, opt_), 0.0f), h0_, trace_);
       auto v2 = actors::router_v2_choose(r, trace_, costs_, trained_, opt_.threshold, rng_);
       c = {v2.tier, v2.greedy_tier, v2.by_v2};
       prob = v2.behaviour_prob;
     }
-    const double q = ev.draw_quality(p.domain, c.tier);
+    const double q = ev.draw_quality(p.domain, c.tier, p.budget_ms);
     (void)bank_->learn(r.pattern_id, c.tier, q, now_ms);
     if (kind_ != kind::v1) {
       model_.instant_step(trace_, c.tier, static_cast<float>(q), prob, opt_.instant_lr);
@@ -166,6 +199,7 @@ public:
       t.neighbor_rewards = feat_.rewards;
       t.neighbor_counts = feat_.counts;
       t.prompt_tokens = p.tokens;
+      t.latency_budget = budget_input(p, opt_);
       t.h_prev = h0_;
       t.tier = c.tier;
       t.reward = static_cast<float>(q);
@@ -197,7 +231,7 @@ public:
     if (kind_ == kind::v1)
       return r.mean_quality;
     feat_.assign(r);
-    model_.forward(feat_.input(p.emb, p.tokens, 1.0f, 0.0f), h0_, trace_);
+    model_.forward(feat_.input(p.emb, p.tokens, budget_input(p, opt_), 0.0f), h0_, trace_);
     return {trace_.q.begin(), trace_.q.end()};
   }
 
@@ -221,6 +255,8 @@ private:
     actors::router_v2_trainer_config c;
     c.ewc = k == kind::v2;
     c.lr = o.train_lr;
+    c.adam = !o.sgd;
+    c.adam_eps = o.adam_eps;
     c.epochs = o.epochs;
     c.ewc_lambda = o.ewc_lambda;
     return c;
@@ -337,14 +373,13 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
   std::vector<std::vector<curve>> curves(3);
   std::vector<std::vector<cpt_row>> cpts(4);
   for (uint32_t s = 0; s < o.seeds; ++s) {
-    node::evaluator_config ec;
-    ec.seed = 42 + s;
+    const auto ec = world(o, s);
     std::vector<std::vector<double>> mu;
     for (size_t i = n; i < n + o.heldout; ++i) {
       node::evaluator ev(ec, tiers);
       std::vector<double> m;
       for (uint32_t t = 0; t < tiers.size(); ++t)
-        m.push_back(ev.mean_quality(prompts[i].domain, t));
+        m.push_back(ev.mean_quality(prompts[i].domain, t, prompts[i].budget_ms));
       mu.push_back(std::move(m));
     }
     cpts[3].push_back(cpt(mu, mu, costs));
@@ -362,13 +397,14 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
       for (size_t i = 0; i < windows * o.window; ++i) {
         auto ch = l.step(prompts[i], ev, now += 1000);
         size_t w = i / o.window;
-        c.reward[w] += ev.expected_reward(prompts[i].domain, ch.tier);
-        c.oracle[w] += ev.oracle(prompts[i].domain).first;
+        const auto& p = prompts[i];
+        c.reward[w] += ev.expected_reward(p.domain, ch.tier, p.budget_ms);
+        c.oracle[w] += ev.oracle(p.domain, p.budget_ms).first;
         c.large[w] += ch.tier == tiers.size() - 1;
         c.v2_share[w] += ch.by_v2;
         if (i / o.step < c.step_reward.size()) {
-          c.step_reward[i / o.step] += ev.expected_reward(prompts[i].domain, ch.tier);
-          c.step_oracle[i / o.step] += ev.oracle(prompts[i].domain).first;
+          c.step_reward[i / o.step] += ev.expected_reward(p.domain, ch.tier, p.budget_ms);
+          c.step_oracle[i / o.step] += ev.oracle(p.domain, p.budget_ms).first;
         }
       }
       std::vector<std::vector<double>> est;
@@ -497,18 +533,18 @@ void domain_shift(const std::vector<prompt>& prompts, const options& o) {
       for (size_t t = 0; t < tiers.size(); ++t) {
         if (tr.q[t] - tiers[t].cost > tr.q[g] - tiers[g].cost)
           g = t;
-        const double e = tr.q[t] - ev.mean_quality(ps[i]->domain, static_cast<uint32_t>(t));
+        const double e =
+          tr.q[t] - ev.mean_quality(ps[i]->domain, static_cast<uint32_t>(t), ps[i]->budget_ms);
         se += e * e;
       }
-      got += ev.expected_reward(ps[i]->domain, static_cast<uint32_t>(g));
-      best += ev.oracle(ps[i]->domain).first;
+      got += ev.expected_reward(ps[i]->domain, static_cast<uint32_t>(g), ps[i]->budget_ms);
+      best += ev.oracle(ps[i]->domain, ps[i]->budget_ms).first;
     }
     return std::pair{got / best, se / static_cast<double>(trs.size() * tiers.size())};
   };
   std::vector<row> rows(3);
   for (uint32_t s = 0; s < o.seeds; ++s) {
-    node::evaluator_config ec;
-    ec.seed = 42 + s;
+    const auto ec = world(o, s);
     for (kind k : all_kinds) {
       learner l(k, o, 2000 + s, tiers);
       node::evaluator ev(ec, tiers);
@@ -532,9 +568,10 @@ void domain_shift(const std::vector<prompt>& prompts, const options& o) {
         int slot = i >= n1 - o.window && i < n1 ? 0 : i >= n1 + n2 ? 1 : -1;
         if (slot < 0)
           continue;
-        sys[slot] += ev.expected_reward(stream[i]->domain, ch.tier);
-        mod[slot] += ev.expected_reward(stream[i]->domain, ch.model_tier);
-        orc[slot] += ev.oracle(stream[i]->domain).first;
+        const auto& p = *stream[i];
+        sys[slot] += ev.expected_reward(p.domain, ch.tier, p.budget_ms);
+        mod[slot] += ev.expected_reward(p.domain, ch.model_tier, p.budget_ms);
+        orc[slot] += ev.oracle(p.domain, p.budget_ms).first;
       }
       auto& r = rows[static_cast<int>(k)];
       r.before.push_back(sys[0] / orc[0]);
@@ -610,14 +647,24 @@ int main(int argc, char** argv) {
                  "a background pass repeats epochs until it trained on this many samples");
   app.add_option("--train-window", o.train_window, "recent trajectories a pass trains on");
   app.add_option("--train-lr", o.train_lr, "background loop's learning rate");
+  app.add_flag("--sgd", o.sgd, "background loop: plain SGD instead of Adam");
+  app.add_option("--adam-eps", o.adam_eps, "Adam's epsilon");
   app.add_option("--epochs", o.epochs, "epochs per background pass");
   app.add_option("--max-importance", o.max_importance, "router v2's importance weight cap");
   app.add_option("--ewc-lambda", o.ewc_lambda, "EWC++ strength");
+  app.add_option("--ms-per-token", o.ms_per_token,
+                 "latency model: the largest tier's ms per output token (0: off; then "
+                 "budgets are ignored)");
+  app.add_option("--budget-share", o.budget_share, "share of requests with a latency budget");
+  app.add_option("--budget-min-ms", o.budget_min_ms, "smallest latency budget (log-uniform)");
+  app.add_option("--budget-max-ms", o.budget_max_ms,
+                 "largest latency budget; router v2 sees budget / this");
   app.add_flag("!--no-curves", curves, "skip the learning curves and CPT");
   app.add_flag("!--no-shift", shift, "skip the domain shift");
   CLI11_PARSE(app, argc, argv);
   try {
     auto prompts = load_prompts(o.prompts, std::max(o.requests + o.heldout, 4 * o.shift_phase));
+    assign_budgets(prompts, o);
     if (o.step == 0 || o.window % o.step != 0)
       throw std::runtime_error("--step must divide --window");
     if (o.window == 0 || prompts.size() < o.heldout + o.window)
@@ -627,6 +674,14 @@ int main(int argc, char** argv) {
                 "%u epoch(s), EWC++ λ %.3g)\n",
                 prompts.size(), o.prompts.c_str(), o.threshold, o.instant_lr,
                 o.background_every, o.train_window, o.train_lr, o.epochs, o.ewc_lambda);
+    if (o.ms_per_token > 0)
+      std::printf("\nLatency model: the largest tier decodes at %.3g ms/token, answers of %g-%g "
+                  "tokens per domain; %.0f%% of requests carry a budget, log-uniform in "
+                  "[%g, %g] ms; an answer that overruns it is cut (quality x budget / "
+                  "latency). Router v1 does not see budgets; router v2 does.\n",
+                  o.ms_per_token, node::evaluator_config{}.answer_tokens_min,
+                  node::evaluator_config{}.answer_tokens_max, 100 * o.budget_share,
+                  o.budget_min_ms, o.budget_max_ms);
     if (curves)
       learning_curves(prompts, o);
     if (shift)

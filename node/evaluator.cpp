@@ -14,36 +14,62 @@ evaluator::evaluator(evaluator_config cfg, std::vector<actors::tier_config> tier
     lo = std::min(lo, std::max(t.params_m, 1e-9));
     hi = std::max(hi, std::max(t.params_m, 1e-9));
   }
-  for (const auto& t : tiers_)
+  for (const auto& t : tiers_) {
     ability_.push_back(hi > lo ? std::log(std::max(t.params_m, 1e-9) / lo) / std::log(hi / lo)
                                : 0.5);
+    ms_per_token_.push_back(cfg_.largest_ms_per_token * std::max(t.params_m, 1e-9) / hi);
+  }
 }
 
+namespace {
+
+/// A uniform draw in [0, 1) fixed by (seed, domain).
+double domain_uniform(const std::string& domain, uint64_t seed) {
+  uint64_t h = XXH3_64bits_withSeed(domain.data(), domain.size(), seed);
+  return static_cast<double>(h >> 11) * 0x1.0p-53;
+}
+
+} // namespace
+
 double evaluator::difficulty(const std::string& domain) const {
-  uint64_t h = XXH3_64bits_withSeed(domain.data(), domain.size(), cfg_.seed);
-  double u = static_cast<double>(h >> 11) * 0x1.0p-53;
+  double u = domain_uniform(domain, cfg_.seed);
   return cfg_.difficulty_min + u * (cfg_.difficulty_max - cfg_.difficulty_min);
 }
 
-double evaluator::mean_quality(const std::string& domain, uint32_t tier) const {
+double evaluator::answer_tokens(const std::string& domain) const {
+  // A second hash of the domain (salted seed): independent of the difficulty.
+  double u = domain_uniform(domain, cfg_.seed ^ 0x9e3779b97f4a7c15ull);
+  return cfg_.answer_tokens_min + u * (cfg_.answer_tokens_max - cfg_.answer_tokens_min);
+}
+
+double evaluator::latency_ms(const std::string& domain, uint32_t tier) const {
+  return ms_per_token_[tier] > 0 ? answer_tokens(domain) * ms_per_token_[tier] : 0;
+}
+
+double evaluator::mean_quality(const std::string& domain, uint32_t tier, double budget_ms) const {
   double d = difficulty(domain);
-  return 1.0 / (1.0 + std::exp(-cfg_.slope * (ability_[tier] - d)));
+  double mu = 1.0 / (1.0 + std::exp(-cfg_.slope * (ability_[tier] - d)));
+  double lat = latency_ms(domain, tier);
+  if (budget_ms > 0 && lat > budget_ms)
+    mu *= budget_ms / lat; // the answer is cut at the budget
+  return mu;
 }
 
-double evaluator::expected_reward(const std::string& domain, uint32_t tier) const {
-  return mean_quality(domain, tier) - tiers_[tier].cost;
+double evaluator::expected_reward(const std::string& domain, uint32_t tier,
+                                  double budget_ms) const {
+  return mean_quality(domain, tier, budget_ms) - tiers_[tier].cost;
 }
 
-std::pair<double, uint32_t> evaluator::oracle(const std::string& domain) const {
+std::pair<double, uint32_t> evaluator::oracle(const std::string& domain, double budget_ms) const {
   std::pair<double, uint32_t> best{-1e300, 0};
   for (uint32_t t = 0; t < tiers_.size(); ++t)
-    best = std::max(best, {expected_reward(domain, t), t},
+    best = std::max(best, {expected_reward(domain, t, budget_ms), t},
                     [](auto& a, auto& b) { return a.first < b.first; });
   return best;
 }
 
-double evaluator::draw_quality(const std::string& domain, uint32_t tier) {
-  double mu = std::clamp(mean_quality(domain, tier), 1e-6, 1 - 1e-6);
+double evaluator::draw_quality(const std::string& domain, uint32_t tier, double budget_ms) {
+  double mu = std::clamp(mean_quality(domain, tier, budget_ms), 1e-6, 1 - 1e-6);
   std::gamma_distribution<double> ga(mu * cfg_.concentration, 1.0);
   std::gamma_distribution<double> gb((1 - mu) * cfg_.concentration, 1.0);
   double x = ga(rng_), y = gb(rng_);

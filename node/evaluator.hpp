@@ -11,9 +11,17 @@
 ///     mu(d, t) = 1 / (1 + exp(-slope * (a_t - d)));
 ///   - an observed quality is drawn from Beta(mu * kappa, (1 - mu) * kappa),
 ///     kappa = concentration (mean mu, variance mu (1 - mu) / (kappa + 1));
-///   - reward = quality - cost_t; the oracle knows d and picks
-///     argmax_t mu(d, t) - cost_t, so its expected reward per domain is
-///     max_t mu(d, t) - cost_t.
+///   - latency (optional, off by default): every domain also has a hidden
+///     answer length n(d) in [answer_tokens_min, answer_tokens_max] tokens
+///     (hashed like d); tier t decodes at ms_per_token_t = largest_ms_per_token
+///     * params_t / params_max, so it answers in lat(d, t) = n(d) *
+///     ms_per_token_t ms. A request with a latency budget b ms (0 = none)
+///     that tier t overruns gets an answer cut at the budget: its mean quality
+///     is mu(d, t) * min(1, b / lat(d, t)). Without budgets, or with
+///     largest_ms_per_token = 0, nothing changes;
+///   - reward = quality - cost_t; the oracle knows d (and n(d)) and picks
+///     argmax_t mu(d, t, b) - cost_t, so its expected reward per request is
+///     max_t mu(d, t, b) - cost_t.
 /// Deterministic for a given seed and sequence of calls; not thread-safe.
 
 #include "actors/pattern_bank.hpp"
@@ -36,6 +44,12 @@ struct evaluator_config {
   double slope = 6;
   /// Beta concentration kappa of quality draws (higher = less noise). Default: 8.
   double concentration = 8;
+  /// Decode time per output token of the largest tier, ms; smaller tiers
+  /// scale by their size. Default: 0 (no latency model: budgets are ignored).
+  double largest_ms_per_token = 0;
+  /// Range of the hidden answer length per domain, tokens. Default: [50, 500].
+  double answer_tokens_min = 50;
+  double answer_tokens_max = 500;
 };
 
 class evaluator {
@@ -45,17 +59,24 @@ public:
   /// Hidden difficulty of a domain.
   double difficulty(const std::string& domain) const;
 
-  /// Mean quality mu(d, t) of tier t on a domain.
-  double mean_quality(const std::string& domain, uint32_t tier) const;
+  /// Hidden answer length of a domain, tokens.
+  double answer_tokens(const std::string& domain) const;
 
-  /// Expected reward mu - cost of tier t on a domain.
-  double expected_reward(const std::string& domain, uint32_t tier) const;
+  /// Time tier t takes to answer on a domain, ms (0 without a latency model).
+  double latency_ms(const std::string& domain, uint32_t tier) const;
 
-  /// The oracle's expected reward on a domain, and its tier.
-  std::pair<double, uint32_t> oracle(const std::string& domain) const;
+  /// Mean quality mu(d, t, b) of tier t on a domain under a latency budget
+  /// of `budget_ms` (0: none).
+  double mean_quality(const std::string& domain, uint32_t tier, double budget_ms = 0) const;
 
-  /// Draws an observed quality in [0, 1] for tier t on a domain.
-  double draw_quality(const std::string& domain, uint32_t tier);
+  /// Expected reward mu - cost of tier t on a domain (budget as above).
+  double expected_reward(const std::string& domain, uint32_t tier, double budget_ms = 0) const;
+
+  /// The oracle's expected reward on a domain (budget as above), and its tier.
+  std::pair<double, uint32_t> oracle(const std::string& domain, double budget_ms = 0) const;
+
+  /// Draws an observed quality in [0, 1] for tier t on a domain (budget as above).
+  double draw_quality(const std::string& domain, uint32_t tier, double budget_ms = 0);
 
   const std::vector<actors::tier_config>& tiers() const noexcept { return tiers_; }
 
@@ -63,6 +84,7 @@ private:
   evaluator_config cfg_;
   std::vector<actors::tier_config> tiers_;
   std::vector<double> ability_;
+  std::vector<double> ms_per_token_;
   std::mt19937_64 rng_;
 };
 

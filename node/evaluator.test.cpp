@@ -33,3 +33,37 @@ TEST_CASE("quality draws average to the model's mean quality") {
     sum += e.draw_quality("games", 1);
   CHECK(sum / n == doctest::Approx(e.mean_quality("games", 1)).epsilon(0.02));
 }
+
+TEST_CASE("a latency budget cuts the answers of tiers that overrun it") {
+  shoal::actors::router_config rc;
+  evaluator plain({}, rc.tiers);
+  evaluator_config c;
+  c.largest_ms_per_token = 20;
+  evaluator timed(c, rc.tiers);
+  // Without a budget, or without a latency model, nothing changes.
+  for (uint32_t t = 0; t < 4; ++t) {
+    CHECK(timed.mean_quality("games", t) == plain.mean_quality("games", t));
+    CHECK(plain.mean_quality("games", t, 10) == plain.mean_quality("games", t));
+    CHECK(plain.latency_ms("games", t) == 0);
+  }
+  const double n = timed.answer_tokens("games");
+  CHECK(n >= c.answer_tokens_min);
+  CHECK(n <= c.answer_tokens_max);
+  CHECK(timed.latency_ms("games", 3) == doctest::Approx(20 * n));
+  CHECK(timed.latency_ms("games", 2) == doctest::Approx(20 * n * 110 / 260));
+  // A budget of half the largest tier's time halves its mean quality; a
+  // budget it meets leaves it alone.
+  const double lat = timed.latency_ms("games", 3);
+  CHECK(timed.mean_quality("games", 3, lat / 2)
+        == doctest::Approx(timed.mean_quality("games", 3) / 2));
+  CHECK(timed.mean_quality("games", 3, lat) == timed.mean_quality("games", 3));
+  // Under a budget only the two smallest tiers meet, the oracle takes one of them.
+  auto [best, tier] = timed.oracle("games", timed.latency_ms("games", 1));
+  CHECK(tier <= 1);
+  CHECK(best == doctest::Approx(timed.expected_reward("games", tier, timed.latency_ms("games", 1))));
+  // Draws follow the cut mean.
+  double sum = 0;
+  for (int i = 0; i < 20000; ++i)
+    sum += timed.draw_quality("games", 3, lat / 4);
+  CHECK(sum / 20000 == doctest::Approx(timed.mean_quality("games", 3, lat / 4)).epsilon(0.03));
+}
