@@ -10,10 +10,7 @@
 ///             (feedback_atom, feedback)        -> void  (joined to its record)
 ///             (lookup_atom, uint64 request_id) -> witness_entry | not_found
 ///             (stats_atom)                     -> witness_stats
-///             (v2_atom, shared_ptr<trajectory_ring>, shared_ptr<const router_v2_model>,
-///              shared_ptr<const scoped_adapters>, bool ready, double threshold,
-///              uint32_t sessions)
-///                                              -> void  (router v2 routes; sona swaps models)
+///             (v2_atom, router_v2_handoff)     -> void  (router v2 routes; sona swaps models)
 ///             (deep_atom)                      -> std::string (a deep run's summary)
 ///   sona      (record_atom, route_decision)    -> void  (trajectory ring)
 ///             (feedback_atom, feedback)        -> learn_update | not_found | conflict
@@ -66,6 +63,9 @@ struct sona_config {
   /// Sessions whose FastGRNN state router v2 keeps (least recently used
   /// forgotten; 0: every turn starts from h = 0). Default: 16384. Range [0, 16777216].
   uint32_t v2_sessions = 16384;
+  /// A request's latency budget (route_query::latency_budget_ms) reaches
+  /// router v2 as min(1, budget / this); no budget is 1. Default: 10000. Range [1, 86400000].
+  double latency_budget_max_ms = 10000;
   /// Instant loop: MicroLoRA learning rate per feedback. Default: 0.02. Range [0, 1].
   double instant_lr = 0.02;
   /// Background loop: runs this often, s. Default: 3600. Range [1, 2592000].
@@ -74,7 +74,7 @@ struct sona_config {
   uint32_t background_trajectories = 1000;
   /// Recent completed trajectories a background run trains on. Default: 4000. Range [16, 1000000].
   uint32_t train_window = 4000;
-  /// Background loop: SGD learning rate, epochs, EWC++ on/off and λ.
+  /// Background loop: learning rate (Adam), epochs, EWC++ on/off and λ.
   double train_lr = 0.01;
   uint32_t train_epochs = 1;
   bool ewc = true;
@@ -156,7 +156,24 @@ using router_v2_ptr = std::shared_ptr<const router_v2_model>;
 using trajectory_ring_ptr = std::shared_ptr<trajectory_ring>;
 using scoped_adapters_ptr = std::shared_ptr<const scoped_adapters>;
 
+/// What SONA hands the router (v2_atom): router v2's live model and what it
+/// routes with. The router swaps it in between two requests.
+struct router_v2_handoff {
+  trajectory_ring_ptr ring;     ///< decisions go here (null: router v1 alone)
+  router_v2_ptr model;
+  scoped_adapters_ptr adapters; ///< per pattern-bank category
+  bool ready = false;           ///< trained: v2 decides (else v1's choice stands)
+  double threshold = 0;         ///< confidence below which v1's choice stands
+  uint32_t sessions = 0;        ///< sessions whose FastGRNN state is kept
+  double latency_budget_max_ms = 10000; ///< sona_config::latency_budget_max_ms
+  /// The node's memory budget: router v2's memory-pressure input is
+  /// used / limit (null: pressure 0).
+  std::shared_ptr<const engine::memory_budget> memory;
+};
+
 } // namespace shoal::actors
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::actors::router_v2_handoff)
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::actors::learn_status)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::actors::router_v2_ptr)

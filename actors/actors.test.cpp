@@ -265,7 +265,8 @@ TEST_CASE("trajectory ring: one producer and one consumer thread, every trajecto
   uint64_t pushed = 0;
   std::thread producer([&] {
     for (uint64_t i = 1; i <= n; ++i)
-      if (ring.push(i, f, emb, static_cast<float>(i), h, static_cast<uint32_t>(i % 4), 1.0f))
+      if (ring.push(i, f.input(emb, static_cast<float>(i), 1.0f, 0.0f), h,
+                    static_cast<uint32_t>(i % 4), 1.0f))
         ++pushed;
     done = true;
   });
@@ -324,9 +325,12 @@ TEST_CASE("router v2 carries a session's FastGRNN state from turn to turn") {
   // Route through our own ring and model (SONA publishes only after feedback).
   auto ring = std::make_shared<trajectory_ring>(64);
   auto model = std::make_shared<const router_v2_model>(router_v2_config{});
-  caf::anon_send(n.router, v2_atom::value, ring, router_v2_ptr(model),
-                 scoped_adapters_ptr(std::make_shared<const scoped_adapters>()), false, 0.0,
-                 uint32_t{2});
+  router_v2_handoff h;
+  h.ring = ring;
+  h.model = model;
+  h.adapters = std::make_shared<const scoped_adapters>();
+  h.sessions = 2;
+  caf::anon_send(n.router, v2_atom::value, std::move(h));
   auto route = [&](const std::string& text, const std::string& session) {
     route_query q;
     q.embedding = n.emb.embed(text);
@@ -356,6 +360,57 @@ TEST_CASE("router v2 carries a session's FastGRNN state from turn to turn") {
   CHECK(zero(got[2].h_prev)); // no session: every turn afresh
   CHECK(zero(got[3].h_prev));
   CHECK(zero(got[5].h_prev)); // only 2 sessions kept: s1 was the least recently used
+  fs::remove_all(dir);
+}
+
+TEST_CASE("router v2 sees each request's latency budget and the node's memory pressure") {
+  auto dir = temp_dir("v2-context");
+  node_actors n(dir);
+  auto ring = std::make_shared<trajectory_ring>(64);
+  auto memory = std::make_shared<engine::memory_budget>(uint64_t{1000});
+  router_v2_handoff h;
+  h.ring = ring;
+  h.model = std::make_shared<const router_v2_model>(router_v2_config{});
+  h.adapters = std::make_shared<const scoped_adapters>();
+  h.latency_budget_max_ms = 8000;
+  h.memory = memory;
+  caf::anon_send(n.router, v2_atom::value, std::move(h));
+  caf::scoped_actor self{*n.sys};
+  auto route = [&](double budget_ms) {
+    route_query q;
+    q.embedding = n.emb.embed("a question about compilers");
+    q.latency_budget_ms = budget_ms;
+    caf::error err;
+    self->request(n.router, caf::infinite, route_atom::value, q)
+      .receive([](route_decision&) {}, [&](caf::error& e) { err = e; });
+    return err;
+  };
+  REQUIRE_FALSE(route(2000));  // a quarter of the largest budget
+  REQUIRE(memory->try_reserve(engine::memory_budget::use::kv, 600));
+  REQUIRE_FALSE(route(0));     // no budget; 60% of the memory in use
+  REQUIRE_FALSE(route(50000)); // beyond the largest: as loose as it gets
+  for (double bad : {-1.0, std::nan(""), 1e12}) {
+    auto err = route(bad);
+    CHECK(view(err).code == errc::invalid_argument);
+    CHECK(view(err).message.find("latency_budget_ms") != std::string::npos);
+  }
+  std::vector<router_v2_trajectory> got;
+  ring->drain([&](uint64_t, const router_v2_trajectory& t) { got.push_back(t); });
+  REQUIRE(got.size() == 3); // the refused queries left nothing
+  CHECK(got[0].latency_budget == doctest::Approx(0.25));
+  CHECK(got[0].memory_pressure == 0);
+  CHECK(got[1].latency_budget == 1);
+  CHECK(got[1].memory_pressure == doctest::Approx(0.6));
+  CHECK(got[2].latency_budget == 1);
+  // The budget reaches the recurrent state (the model does not ignore it).
+  router_v2_model m(router_v2_config{});
+  router_v2_trace a, b;
+  m.forward(got[0].input(), got[0].h_prev, a);
+  auto loose = got[0];
+  loose.latency_budget = 1;
+  m.forward(loose.input(), loose.h_prev, b);
+  CHECK(a.h != b.h);
+  memory->release(engine::memory_budget::use::kv, 600);
   fs::remove_all(dir);
 }
 

@@ -132,19 +132,30 @@ struct router_state {
     session_h;
   std::vector<double> costs;
   std::mt19937_64 v2_rng{0x5eed};
+  double latency_budget_max_ms = 10000;
+  std::shared_ptr<const engine::memory_budget> memory; // pressure = used / limit
   bool deep_running = false; // a consolidation plan is with the planner
   static inline const char* name = "router";
 
   /// Router v2's decision over v1's route `r` (changes r.tier and r.confidence
   /// when v2 decides), and its trajectory into the ring.
-  void route_v2(route_result& r, std::span<const float> embedding, float prompt_tokens,
-                uint64_t request_id, const std::string& session_id) {
+  void route_v2(route_result& r, const route_query& q, uint64_t request_id) {
+    const std::string& session_id = q.session_id;
     v2_features.assign(r);
     v2_h0.assign(v2->hidden(), 0.0f); // the session's state before this turn
     auto sess = session_id.empty() ? session_h.end() : session_h.find(session_id);
     if (sess != session_h.end() && sess->second.first.size() == v2_h0.size())
       v2_h0 = sess->second.first;
-    auto in = v2_features.input(embedding, prompt_tokens, 1.0f, 0.0f);
+    const float budget = q.latency_budget_ms > 0
+                           ? static_cast<float>(std::min(1.0, q.latency_budget_ms
+                                                                  / latency_budget_max_ms))
+                           : 1.0f;
+    float pressure = 0;
+    if (memory && memory->limit() > 0)
+      pressure = static_cast<float>(
+        std::min(1.0, static_cast<double>(memory->used()) / static_cast<double>(memory->limit())));
+    auto in = v2_features.input(q.embedding, static_cast<float>(q.text_bytes) / 4.0f, budget,
+                                pressure);
     // The scope: the pattern's category from the last deep run.
     const uint32_t scope = bank->category(r.pattern_id);
     if (scope != pattern_bank::no_category && adapters)
@@ -155,8 +166,8 @@ struct router_state {
     r.tier = c.tier;
     r.confidence = c.confidence;
     r.expected_reward = v2_trace.q[c.tier] - costs[c.tier];
-    ring->push(request_id, v2_features, embedding, prompt_tokens, v2_h0, c.tier,
-               c.behaviour_prob, scope == pattern_bank::no_category ? no_scope : scope);
+    ring->push(request_id, in, v2_h0, c.tier, c.behaviour_prob,
+               scope == pattern_bank::no_category ? no_scope : scope);
     if (session_id.empty() || v2_sessions == 0)
       return;
     if (sess == session_h.end()) {
@@ -256,13 +267,14 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
         return make_error(errc::invalid_argument,
                           "embedding has dimension " + std::to_string(q.embedding.size())
                             + ", expected " + std::to_string(st.bank->dim()));
+      if (auto why = check_latency_budget(q.latency_budget_ms); !why.empty())
+        return make_error(errc::invalid_argument, why);
       auto now_ms = utc_now_ms();
       auto r = st.bank->route(q.embedding, now_ms);
       route_decision d;
       d.request_id = st.next_request_id(now_ms);
       if (st.v2)
-        st.route_v2(r, q.embedding, static_cast<float>(q.text_bytes) / 4.0f, d.request_id,
-                    q.session_id);
+        st.route_v2(r, q, d.request_id);
       d.time_ms = now_ms;
       d.tier = r.tier;
       d.tier_name = st.bank->config().tiers[r.tier].name;
@@ -416,16 +428,17 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
       if (st.bank->reindex_pending() > 0)
         self->send(self, reindex_atom::value);
     },
-    [self](v2_atom, trajectory_ring_ptr& ring, router_v2_ptr& model,
-           scoped_adapters_ptr& adapters, bool ready, double threshold, uint32_t sessions) {
+    [self](v2_atom, router_v2_handoff& h) {
       auto& st = self->state;
-      st.v2_sessions = sessions;
-      st.adapters = std::move(adapters);
+      st.v2_sessions = h.sessions;
+      st.adapters = std::move(h.adapters);
       // The swap: the next query routes with the new model; nothing waits.
-      st.ring = std::move(ring);
-      st.v2 = st.ring ? std::move(model) : nullptr;
-      st.v2_ready = ready;
-      st.v2_threshold = threshold;
+      st.ring = std::move(h.ring);
+      st.v2 = st.ring ? std::move(h.model) : nullptr;
+      st.v2_ready = h.ready;
+      st.v2_threshold = h.threshold;
+      st.latency_budget_max_ms = h.latency_budget_max_ms > 0 ? h.latency_budget_max_ms : 1;
+      st.memory = std::move(h.memory);
     },
     [self, flush_every](tick_atom) {
       self->state.persist(self, false);

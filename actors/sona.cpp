@@ -165,10 +165,16 @@ struct sona_state {
   /// Sends the router the live model (after instant steps or a background run).
   void publish(caf::event_based_actor* self) {
     steps_since_publish = 0;
-    self->send(router, v2_atom::value, v2_ring,
-               router_v2_ptr(std::make_shared<const router_v2_model>(*live)),
-               scoped_adapters_ptr(std::make_shared<const scoped_adapters>(adapters)), v2_ready,
-               cfg.v2_threshold, cfg.v2_sessions);
+    router_v2_handoff h;
+    h.ring = v2_ring;
+    h.model = std::make_shared<const router_v2_model>(*live);
+    h.adapters = std::make_shared<const scoped_adapters>(adapters);
+    h.ready = v2_ready;
+    h.threshold = cfg.v2_threshold;
+    h.sessions = cfg.v2_sessions;
+    h.latency_budget_max_ms = cfg.latency_budget_max_ms;
+    h.memory = budget;
+    self->send(router, v2_atom::value, std::move(h));
   }
 
   /// The instant loop's v2 part for one feedback.

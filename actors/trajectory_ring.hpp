@@ -36,9 +36,11 @@ public:
   size_t capacity() const noexcept { return slots_.size(); }
 
   /// Records one decision (producer only). Returns false when full.
-  bool push(uint64_t request_id, const router_v2_features& f, std::span<const float> embedding,
-            float prompt_tokens, std::span<const float> h_prev, uint32_t tier,
-            float behaviour_prob, uint32_t scope = no_scope) {
+  /// Copies every input of the decision (`in`: embedding, neighbour
+  /// statistics, prompt length, latency budget, memory pressure), the
+  /// session state before the turn and the tier taken with its probability.
+  bool push(uint64_t request_id, const router_v2_input& in, std::span<const float> h_prev,
+            uint32_t tier, float behaviour_prob, uint32_t scope = no_scope) {
     const size_t tail = tail_.load(std::memory_order_relaxed);
     if (tail - head_cache_ > mask_) {
       head_cache_ = head_.load(std::memory_order_acquire);
@@ -50,11 +52,13 @@ public:
     auto& s = slots_[tail & mask_];
     s.request_id = request_id;
     auto& t = s.trajectory;
-    t.embedding.assign(embedding.begin(), embedding.end());
-    t.neighbor_sims.assign(f.sims.begin(), f.sims.end());
-    t.neighbor_rewards.assign(f.rewards.begin(), f.rewards.end());
-    t.neighbor_counts.assign(f.counts.begin(), f.counts.end());
-    t.prompt_tokens = prompt_tokens;
+    t.embedding.assign(in.embedding.begin(), in.embedding.end());
+    t.neighbor_sims.assign(in.neighbor_sims.begin(), in.neighbor_sims.end());
+    t.neighbor_rewards.assign(in.neighbor_rewards.begin(), in.neighbor_rewards.end());
+    t.neighbor_counts.assign(in.neighbor_counts.begin(), in.neighbor_counts.end());
+    t.prompt_tokens = in.prompt_tokens;
+    t.latency_budget = in.latency_budget;
+    t.memory_pressure = in.memory_pressure;
     t.h_prev.assign(h_prev.begin(), h_prev.end());
     t.tier = tier;
     t.scope = scope;

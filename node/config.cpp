@@ -189,6 +189,10 @@ std::vector<setting> build_settings() {
   s.push_back(make_uint("sona.v2_sessions", SHOAL_FIELD(sona.v2_sessions), 0, 16777216,
                         "Sessions whose recurrent state router v2 keeps across turns (least "
                         "recently used forgotten; 0: every turn starts afresh)."));
+  s.push_back(make_double("sona.latency_budget_max_ms", SHOAL_FIELD(sona.latency_budget_max_ms),
+                          1, 86400000,
+                          "A request's latency_budget_ms reaches router v2 as min(1, budget / "
+                          "this); a request without one as 1."));
   s.push_back(make_double("sona.instant_lr", SHOAL_FIELD(sona.instant_lr), 0, 1,
                           "Instant loop: MicroLoRA learning rate per feedback."));
   s.push_back(make_uint("sona.background_interval_s", SHOAL_FIELD(sona.background_interval_s),
@@ -199,7 +203,7 @@ std::vector<setting> build_settings() {
   s.push_back(make_uint("sona.train_window", SHOAL_FIELD(sona.train_window), 16, 1000000,
                         "Background loop: recent trajectories with feedback a run trains on."));
   s.push_back(make_double("sona.train_lr", SHOAL_FIELD(sona.train_lr), 0, 1,
-                          "Background loop: SGD learning rate."));
+                          "Background loop: learning rate of its Adam steps."));
   s.push_back(make_uint("sona.train_epochs", SHOAL_FIELD(sona.train_epochs), 1, 100,
                         "Background loop: epochs per run."));
   s.push_back(make_bool("sona.ewc", SHOAL_FIELD(sona.ewc),

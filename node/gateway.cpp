@@ -151,6 +151,14 @@ struct gateway::impl {
     if (!optional_string(*body, "session_id", q.session_id, res)
         || !optional_string(*body, "user", q.user, res))
       return;
+    if (auto b = body->find("latency_budget_ms"); b != body->end() && !b->is_null()) {
+      if (!b->is_number())
+        return send_error(res, errc::invalid_argument,
+                          "latency_budget_ms must be a number of milliseconds");
+      q.latency_budget_ms = b->get<double>();
+      if (auto why = check_latency_budget(q.latency_budget_ms); !why.empty())
+        return send_error(res, errc::invalid_argument, why);
+    }
     auto text = body->find("text");
     auto emb = body->find("embedding");
     bool has_text = text != body->end() && !text->is_null();

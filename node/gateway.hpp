@@ -2,7 +2,8 @@
 /// @file HTTP gateway: the node's JSON API (cpp-httplib server).
 ///
 /// Endpoints:
-///   POST /v1/route     {text | embedding, session_id?, user?} -> routing decision
+///   POST /v1/route     {text | embedding, session_id?, user?, latency_budget_ms?}
+///                      -> routing decision
 ///   POST /v1/feedback  {request_id, quality in [0, 1]}        -> learning update
 ///   GET  /v1/stats     counters, per-tier usage, latency percentiles, federation (JSON)
 ///   GET  /metrics      Prometheus text exposition format 0.0.4, `shoal_*` names

@@ -170,6 +170,15 @@ struct openai_api::impl {
   /// The tier for a request's `model`; "auto" asks the router with `text`.
   /// Returns the tier index and the routing request id (0 when not routed).
   std::pair<size_t, uint64_t> pick_tier(const json& body, const std::string& text) {
+    // Extension: the client's latency budget, which router v2 weighs.
+    double budget_ms = 0;
+    if (const json* b = field(body, "latency_budget_ms")) {
+      if (!b->is_number())
+        throw bad("latency_budget_ms", "latency_budget_ms must be a number of milliseconds");
+      budget_ms = b->get<double>();
+      if (auto why = proto::check_latency_budget(budget_ms); !why.empty())
+        throw bad("latency_budget_ms", why);
+    }
     const json* m = field(body, "model");
     if (!m || !m->is_string())
       throw bad("model", "model must be a string: a tier name or \"auto\"");
@@ -180,6 +189,7 @@ struct openai_api::impl {
       q.embedding.resize(embedder.dim());
       embedder.embed(text, q.embedding);
       q.text_bytes = static_cast<uint32_t>(text.size());
+      q.latency_budget_ms = budget_ms;
       // The conversation (router v2 carries its state across turns) and the
       // user, when given; session_fields validates them.
       if (const json* sid = field(body, "session_id"); sid && sid->is_string())

@@ -8,7 +8,10 @@
 ///   GET  /v1/models            the tiers, plus "auto"
 /// `model: "auto"` asks the router for the tier (the decision is recorded
 /// like /v1/route's, and the response's `id` carries its request id for
-/// /v1/feedback); an explicit tier name bypasses the router.
+/// /v1/feedback); an explicit tier name bypasses the router. Extensions
+/// for "auto": `session_id` (router v2 follows the conversation) and
+/// `latency_budget_ms` (the client's budget for the answer, which router v2
+/// weighs; a positive number up to 86400000, or 0 for none).
 /// Sampling: temperature, top_p, max_tokens / max_completion_tokens, stop,
 /// seed, presence_penalty, frequency_penalty, logprobs / top_logprobs, plus
 /// llama.cpp-server extensions top_k, min_p, repeat_penalty, ignore_eos.

@@ -49,7 +49,21 @@ struct route_query {
   uint32_t text_bytes = 0;      ///< length of the routed text, 0 for embeddings
   uint64_t embed_ns = 0;        ///< time the gateway spent embedding
   int64_t start_ns = 0;         ///< steady-clock ns when the request was parsed
+  /// The client's latency budget for the answer, ms; 0 = none. Router v2
+  /// sees it (as min(1, budget / sona.latency_budget_max_ms)).
+  double latency_budget_ms = 0;
 };
+
+/// Largest latency budget a request may give, ms (one day).
+inline constexpr double max_latency_budget_ms = 86'400'000;
+
+/// Why `ms` is not a valid latency budget ("" when it is: 0 for none, or a
+/// finite number in (0, max_latency_budget_ms]).
+inline std::string check_latency_budget(double ms) {
+  if (ms == 0 || (ms > 0 && ms <= max_latency_budget_ms)) // false for NaN
+    return {};
+  return "latency_budget_ms must be a number of milliseconds in (0, 86400000], or 0 for none";
+}
 
 /// The router's answer: which model tier should serve the request.
 struct route_decision {
@@ -121,7 +135,7 @@ typename Inspector::result_type inspect(Inspector& f, latency_ns& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, route_query& x) {
   return f(caf::meta::type_name("route_query"), x.embedding, x.session_id,
-           x.user, x.text_bytes, x.embed_ns, x.start_ns);
+           x.user, x.text_bytes, x.embed_ns, x.start_ns, x.latency_budget_ms);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, route_decision& x) {

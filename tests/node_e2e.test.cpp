@@ -201,6 +201,9 @@ TEST_CASE("every malformed route request gets a 4xx JSON error and nothing is st
     {"zero embedding", json{{"embedding", zeros}}.dump()},
     {"session_id not a string", R"({"text": "a b", "session_id": 5})"},
     {"user too long", json{{"text", "a b"}, {"user", std::string(300, 'u')}}.dump()},
+    {"latency budget not a number", R"({"text": "a b", "latency_budget_ms": "fast"})"},
+    {"negative latency budget", R"({"text": "a b", "latency_budget_ms": -5})"},
+    {"latency budget over a day", R"({"text": "a b", "latency_budget_ms": 1e9})"},
   };
   for (const auto& [what, body] : bad) {
     CAPTURE(what);

@@ -172,6 +172,11 @@ TEST_CASE("openai: bad requests get OpenAI errors and the node keeps serving") {
   e = post(c, "/v1/chat/completions",
            {{"model", "demo-tiny"}, {"messages", msgs}, {"top_p", 0}}, 400);
   CHECK(e["error"]["param"] == "top_p");
+  for (json budget : {json("soon"), json(-1), json(1e12)}) {
+    e = post(c, "/v1/chat/completions",
+             {{"model", "auto"}, {"messages", msgs}, {"latency_budget_ms", budget}}, 400);
+    CHECK(e["error"]["param"] == "latency_budget_ms");
+  }
   e = post(c, "/v1/chat/completions", {{"model", "demo-tiny"}, {"messages", json::array()}}, 400);
   CHECK(e["error"]["param"] == "messages");
   e = post(c, "/v1/chat/completions",
