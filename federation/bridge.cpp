@@ -500,22 +500,37 @@ std::string connect(bridge_state& s) {
   natsOptions_SetMaxReconnect(o, -1);
   natsOptions_SetCustomReconnectDelay(o, reconnect_delay, s.link);
   natsOptions_SetReconnectBufSize(o, 8 * 1024 * 1024);
-  natsOptions_SetRetryOnFailedConnect(o, true, on_connected, s.link);
   natsOptions_SetReconnectedCB(o, on_connected, s.link);
   natsOptions_SetDisconnectedCB(o, on_disconnected, s.link);
   natsOptions_SetErrorHandler(o, on_error, s.link);
   natsOptions_SetTimeout(o, 2000);
+  // A first attempt in this thread says why it failed (the server's
+  // "Authorization Violation", "No server available", ...) in this thread's
+  // error (nats_GetLastError). The retrying connection's own error is shared
+  // with its reconnect thread, which overwrites it, so it is read from here.
+  natsOptions_SetRetryOnFailedConnect(o, false, nullptr, nullptr);
+  st = natsConnection_Connect(&s.nc, o);
+  if (st == NATS_OK) {
+    s.link->send(up_atom::value);
+    return {};
+  }
+  std::string why;
+  if (const char* e = nats_GetLastError(nullptr); e != nullptr) {
+    why = e;
+    if (auto p = why.find("): "); !why.empty() && why.front() == '(' && p != std::string::npos)
+      why.erase(0, p + 3); // NATS.c's "(conn.c:1905): " source prefix
+  }
+  s.nc = nullptr;
+  natsOptions_SetRetryOnFailedConnect(o, true, on_connected, s.link);
   st = natsConnection_Connect(&s.nc, o);
   if (st == NATS_OK) {
     s.link->send(up_atom::value);
     return {};
   }
   if (st == NATS_NOT_YET_CONNECTED) {
-    // Retried in the background; on_connected reports success. Say why not yet.
-    const char* why = nullptr;
-    natsConnection_GetLastError(s.nc, &why);
+    // Retried in the background; on_connected reports success.
     spdlog::warn("federation: not connected to {} yet ({}); retrying in the background",
-                 c.urls, why != nullptr && *why != 0 ? why : "no server answered");
+                 c.urls, why.empty() ? "no server answered" : why);
     return {};
   }
   s.nc = nullptr;
