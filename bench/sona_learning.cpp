@@ -43,6 +43,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <deque>
 #include <fstream>
 #include <memory>
@@ -62,6 +63,7 @@ struct prompt {
   std::vector<float> emb;
   float tokens = 0;
   double budget_ms = 0; ///< the request's latency budget (0: none)
+  bool follow_up = false; ///< a later turn of the session the previous request opened
 };
 
 std::vector<prompt> load_prompts(const std::string& path, size_t max) {
@@ -111,7 +113,56 @@ struct options {
   double ms_per_token = 0;      ///< the largest tier's decode time per token
   double budget_share = 0.5;    ///< requests that carry a latency budget
   double budget_min_ms = 300, budget_max_ms = 10000; ///< budgets: log-uniform in this range
+  // sessions: each prompt opens a session of this many turns; the later
+  // turns are generic follow-ups ("tell me more") about the same domain
+  uint32_t session_turns = 1;
 };
+
+/// Generic follow-up turns: nothing in them names the domain; only the
+/// session's first turn does.
+const char* const follow_ups[] = {
+  "tell me more",
+  "can you explain that in more detail?",
+  "how do I install it?",
+  "what are the alternatives?",
+  "is it still maintained?",
+  "give me an example",
+  "how does it compare to the others?",
+  "what are the main features?",
+  "does it work on arm64?",
+  "which version should I use?",
+  "and how do I configure it?",
+  "what could go wrong?",
+};
+
+/// Each prompt followed by session_turns - 1 follow-ups of its domain and
+/// budget (drawn in turn from the list, seeded).
+std::vector<prompt> with_sessions(const std::vector<prompt>& ps, const options& o) {
+  if (o.session_turns <= 1)
+    return ps;
+  engine::embedder emb;
+  std::vector<prompt> templates;
+  for (const char* f : follow_ups) {
+    prompt t;
+    t.emb = emb.embed(f);
+    t.tokens = static_cast<float>(std::strlen(f)) / 4.0f;
+    t.follow_up = true;
+    templates.push_back(std::move(t));
+  }
+  std::mt19937_64 rng(0x5e55);
+  std::vector<prompt> out;
+  out.reserve(ps.size() * o.session_turns);
+  for (const auto& p : ps) {
+    out.push_back(p);
+    for (uint32_t k = 1; k < o.session_turns; ++k) {
+      prompt f = templates[rng() % templates.size()];
+      f.domain = p.domain;
+      f.budget_ms = p.budget_ms;
+      out.push_back(std::move(f));
+    }
+  }
+  return out;
+}
 
 /// The evaluator of world `seed` under the options' latency model.
 node::evaluator_config world(const options& o, uint32_t seed) {
@@ -165,7 +216,7 @@ public:
     if (!b)
       throw std::runtime_error("pattern bank: " + to_string(b.error()));
     bank_ = std::move(*b);
-    h0_.assign(model_.hidden(), 0.0f);
+    h_.assign(model_.hidden(), 0.0f);
     rng_.seed(seed * 7919 + 1);
   }
 
@@ -184,7 +235,12 @@ public:
     float prob = static_cast<float>(std::max(r.confidence, 0.05));
     if (kind_ != kind::v1) {
       feat_.assign(r);
-      model_.forward(feat_.input(p.emb, p.tokens, budget_input(p, opt_), 0.0f), h0_, trace_);
+      // The session's state: a follow-up continues from the previous turn.
+      if (!p.follow_up)
+        std::fill(h_.begin(), h_.end(), 0.0f);
+      h_prev_ = h_;
+      model_.forward(feat_.input(p.emb, p.tokens, budget_input(p, opt_), 0.0f), h_prev_, trace_);
+      h_ = trace_.h;
       auto v2 = actors::router_v2_choose(r, trace_, costs_, trained_, opt_.threshold, rng_);
       c = {v2.tier, v2.greedy_tier, v2.by_v2};
       prob = v2.behaviour_prob;
@@ -200,7 +256,7 @@ public:
       t.neighbor_counts = feat_.counts;
       t.prompt_tokens = p.tokens;
       t.latency_budget = budget_input(p, opt_);
-      t.h_prev = h0_;
+      t.h_prev = h_prev_;
       t.tier = c.tier;
       t.reward = static_cast<float>(q);
       t.behaviour_prob = prob;
@@ -231,7 +287,11 @@ public:
     if (kind_ == kind::v1)
       return r.mean_quality;
     feat_.assign(r);
-    model_.forward(feat_.input(p.emb, p.tokens, budget_input(p, opt_), 0.0f), h0_, trace_);
+    if (!p.follow_up)
+      std::fill(h_.begin(), h_.end(), 0.0f);
+    h_prev_ = h_;
+    model_.forward(feat_.input(p.emb, p.tokens, budget_input(p, opt_), 0.0f), h_prev_, trace_);
+    h_ = trace_.h;
     return {trace_.q.begin(), trace_.q.end()};
   }
 
@@ -269,7 +329,7 @@ private:
   actors::router_v2_trainer trainer_;
   actors::router_v2_trace trace_;
   actors::router_v2_features feat_;
-  std::vector<float> h0_;
+  std::vector<float> h_, h_prev_; ///< the session's state after / before the current turn
   std::mt19937_64 rng_;
   bool trained_ = false; ///< v2 decides once a background pass trained it
   std::deque<actors::router_v2_trajectory> log_;
@@ -659,12 +719,16 @@ int main(int argc, char** argv) {
   app.add_option("--budget-min-ms", o.budget_min_ms, "smallest latency budget (log-uniform)");
   app.add_option("--budget-max-ms", o.budget_max_ms,
                  "largest latency budget; router v2 sees budget / this");
+  app.add_option("--session-turns", o.session_turns,
+                 "turns per session: each prompt is followed by generic follow-ups of its "
+                 "domain, which only router v2's recurrent state can tell apart");
   app.add_flag("!--no-curves", curves, "skip the learning curves and CPT");
   app.add_flag("!--no-shift", shift, "skip the domain shift");
   CLI11_PARSE(app, argc, argv);
   try {
     auto prompts = load_prompts(o.prompts, std::max(o.requests + o.heldout, 4 * o.shift_phase));
     assign_budgets(prompts, o);
+    prompts = with_sessions(prompts, o);
     if (o.step == 0 || o.window % o.step != 0)
       throw std::runtime_error("--step must divide --window");
     if (o.window == 0 || prompts.size() < o.heldout + o.window)
@@ -674,6 +738,11 @@ int main(int argc, char** argv) {
                 "%u epoch(s), EWC++ λ %.3g)\n",
                 prompts.size(), o.prompts.c_str(), o.threshold, o.instant_lr,
                 o.background_every, o.train_window, o.train_lr, o.epochs, o.ewc_lambda);
+    if (o.session_turns > 1)
+      std::printf("\nSessions of %u turns: each prompt is followed by %u generic follow-ups "
+                  "(\"tell me more\", ...) of its domain; router v2 carries its recurrent "
+                  "state from turn to turn, router v1 routes each turn by its own text.\n",
+                  o.session_turns, o.session_turns - 1);
     if (o.ms_per_token > 0)
       std::printf("\nLatency model: the largest tier decodes at %.3g ms/token, answers of %g-%g "
                   "tokens per domain; %.0f%% of requests carry a budget, log-uniform in "
