@@ -116,6 +116,8 @@ struct options {
   // sessions: each prompt opens a session of this many turns; the later
   // turns are generic follow-ups ("tell me more") about the same domain
   uint32_t session_turns = 1;
+  // the evaluator's quality model (node/evaluator.hpp); defaults: the node's
+  node::evaluator_config quality;
 };
 
 /// Generic follow-up turns: nothing in them names the domain; only the
@@ -166,7 +168,7 @@ std::vector<prompt> with_sessions(const std::vector<prompt>& ps, const options& 
 
 /// The evaluator of world `seed` under the options' latency model.
 node::evaluator_config world(const options& o, uint32_t seed) {
-  node::evaluator_config ec;
+  node::evaluator_config ec = o.quality;
   ec.seed = 42 + seed;
   ec.largest_ms_per_token = o.ms_per_token;
   return ec;
@@ -432,6 +434,8 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
   // [kind][seed] -> curve; [kind][seed] -> CPT
   std::vector<std::vector<curve>> curves(3);
   std::vector<std::vector<cpt_row>> cpts(4);
+  std::vector<double> best_fixed;               // [seed]
+  std::vector<std::vector<double>> fixed_last;    // [seed] {best tier, oracle} reward, last window
   for (uint32_t s = 0; s < o.seeds; ++s) {
     const auto ec = world(o, s);
     std::vector<std::vector<double>> mu;
@@ -443,6 +447,28 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
       mu.push_back(std::move(m));
     }
     cpts[3].push_back(cpt(mu, mu, costs));
+    {
+      // The bar's height: the best single tier for every request, chosen
+      // with hindsight, as a share of the oracle.
+      node::evaluator ev(ec, tiers);
+      std::vector<double> sum(tiers.size(), 0.0);
+      double orc = 0;
+      for (size_t i = 0; i < windows * o.window; ++i) {
+        const auto& p = prompts[i];
+        for (uint32_t t = 0; t < tiers.size(); ++t)
+          sum[t] += ev.expected_reward(p.domain, t, p.budget_ms);
+        orc += ev.oracle(p.domain, p.budget_ms).first;
+      }
+      const size_t best = std::max_element(sum.begin(), sum.end()) - sum.begin();
+      best_fixed.push_back(sum[best] / orc);
+      std::vector<double> last(2, 0.0); // the best tier's and the oracle's reward, last window
+      for (size_t i = (windows - 1) * o.window; i < windows * o.window; ++i) {
+        last[0] += ev.expected_reward(prompts[i].domain, static_cast<uint32_t>(best),
+                                      prompts[i].budget_ms);
+        last[1] += ev.oracle(prompts[i].domain, prompts[i].budget_ms).first;
+      }
+      fixed_last.push_back(last);
+    }
     for (kind k : all_kinds) {
       learner l(k, o, 1000 + s, tiers);
       node::evaluator ev(ec, tiers);
@@ -497,21 +523,31 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
     std::printf("| %zu | %.1f%% | %.1f%% | %.1f%% | %.0f%% | %.0f%% | %.0f%% |\n",
                 (w + 1) * o.window, pct(0, w), pct(1, w), pct(2, w), share(1, w, false),
                 share(0, w, true), share(1, w, true));
+  std::printf("\nThe best single tier for all requests (chosen with hindsight) earns %.1f%% of "
+              "the oracle's reward (median over seeds). Gain captured = (R - R_best tier) / "
+              "(R_oracle - R_best tier) in the last window: the share of what routing can add "
+              "over that tier which the router got (negative: worse than the tier).\n",
+              100 * median(best_fixed));
   const size_t span = o.window / o.step;
   std::printf("\n95%% of the oracle: moving average over %zu requests, evaluated every %zu; "
               "reaches = first at or above, stays = never below from then on; pooled = on "
               "the curve summed over the %u seeds, per seed = median (each seed).\n\n",
               o.window, o.step, o.seeds);
   std::printf("| router | reaches 95%%: pooled | per seed | stays: pooled | per seed | "
-              "cumulative regret (median) | reward, last window |\n"
-              "|---|---:|---:|---:|---:|---:|---:|\n");
+              "cumulative regret (median) | reward, last window | gain captured, last window "
+              "|\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
   auto fmt = [](double x) {
     return std::isnan(x) || x >= 1e18 ? std::string("never") : std::to_string(int64_t(x));
   };
   for (int k = 0; k < 3; ++k) {
-    std::vector<double> reach, stay, regret, pr, po;
+    std::vector<double> reach, stay, regret, pr, po, gain;
     std::string per_reach, per_stay;
-    for (const auto& c : curves[k]) {
+    for (size_t s = 0; s < curves[k].size(); ++s) {
+      const auto& c = curves[k][s];
+      // What routing can gain over the best single tier, and the share of
+      // it this router captured: (R - R_fixed) / (R_oracle - R_fixed).
+      const double fixed = fixed_last[s][0], orc = fixed_last[s][1];
+      gain.push_back((c.reward[windows - 1] - fixed) / std::max(1e-12, orc - fixed));
       double g = 0;
       for (size_t w = 0; w < windows; ++w)
         g += c.oracle[w] - c.reward[w];
@@ -529,10 +565,10 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
       }
     }
     auto [pool_r, pool_s] = requests_to(pr, po, span, o.step, 0.95);
-    std::printf("| %s | %s | %s (%s) | %s | %s (%s) | %.1f | %.1f%% |\n", name(all_kinds[k]),
-                fmt(pool_r).c_str(), fmt(median(reach)).c_str(), per_reach.c_str(),
-                fmt(pool_s).c_str(), fmt(median(stay)).c_str(), per_stay.c_str(),
-                median(regret), pct(k, windows - 1));
+    std::printf("| %s | %s | %s (%s) | %s | %s (%s) | %.1f | %.1f%% | %.0f%% |\n",
+                name(all_kinds[k]), fmt(pool_r).c_str(), fmt(median(reach)).c_str(),
+                per_reach.c_str(), fmt(pool_s).c_str(), fmt(median(stay)).c_str(),
+                per_stay.c_str(), median(regret), pct(k, windows - 1), 100 * median(gain));
   }
   std::printf("\n## CPT after %zu requests (%zu held-out prompts; calls to the largest tier, "
               "each call weighted cost_t / cost_largest, needed for PGR >= x; median over "
@@ -719,6 +755,12 @@ int main(int argc, char** argv) {
   app.add_option("--budget-min-ms", o.budget_min_ms, "smallest latency budget (log-uniform)");
   app.add_option("--budget-max-ms", o.budget_max_ms,
                  "largest latency budget; router v2 sees budget / this");
+  app.add_option("--slope", o.quality.slope,
+                 "evaluator: steepness of quality in (ability - difficulty)");
+  app.add_option("--difficulty-min", o.quality.difficulty_min, "evaluator: easiest domain");
+  app.add_option("--difficulty-max", o.quality.difficulty_max, "evaluator: hardest domain");
+  app.add_option("--concentration", o.quality.concentration,
+                 "evaluator: Beta concentration of quality draws (higher = less noise)");
   app.add_option("--session-turns", o.session_turns,
                  "turns per session: each prompt is followed by generic follow-ups of its "
                  "domain, which only router v2's recurrent state can tell apart");
