@@ -111,8 +111,7 @@ struct options {
   float max_importance = actors::router_v2_config{}.max_importance;
   // the world's latency model (node/evaluator.hpp); off while ms_per_token = 0
   double ms_per_token = 0;      ///< the largest tier's decode time per token
-  double budget_share = 0.5;    ///< requests that carry a latency budget
-  double budget_min_ms = 300, budget_max_ms = 10000; ///< budgets: log-uniform in this range
+  node::latency_budgets budgets{0.5, 300, 10000}; ///< who has a budget, and its range
   // sessions: each prompt opens a session of this many turns; the later
   // turns are generic follow-ups ("tell me more") about the same domain
   uint32_t session_turns = 1;
@@ -177,19 +176,16 @@ node::evaluator_config world(const options& o, uint32_t seed) {
 /// Router v2's latency-budget input: b / budget_max_ms in (0, 1], 1 = none
 /// (the node's sona.latency_budget_max_ms plays budget_max_ms's part).
 float budget_input(const prompt& p, const options& o) {
-  return p.budget_ms > 0 ? static_cast<float>(std::min(1.0, p.budget_ms / o.budget_max_ms)) : 1.0f;
+  return p.budget_ms > 0 ? static_cast<float>(std::min(1.0, p.budget_ms / o.budgets.max_ms)) : 1.0f;
 }
 
-/// Draws each prompt's latency budget (seeded; none when the world has no
-/// latency model).
+/// Gives each prompt its latency budget (node::latency_budget: the same
+/// budgets as `shoal replay --budget-share`; none without a latency model).
 void assign_budgets(std::vector<prompt>& ps, const options& o) {
   if (o.ms_per_token <= 0)
     return;
-  std::mt19937_64 rng(0xb0d6e7);
-  std::uniform_real_distribution<double> u(0, 1);
-  const double lo = std::log(o.budget_min_ms), hi = std::log(o.budget_max_ms);
-  for (auto& p : ps)
-    p.budget_ms = u(rng) < o.budget_share ? std::exp(lo + u(rng) * (hi - lo)) : 0;
+  for (size_t i = 0; i < ps.size(); ++i)
+    ps[i].budget_ms = node::latency_budget(o.budgets, 42, i);
 }
 
 enum class kind { v1, v2, v2_no_ewc };
@@ -751,9 +747,9 @@ int main(int argc, char** argv) {
   app.add_option("--ms-per-token", o.ms_per_token,
                  "latency model: the largest tier's ms per output token (0: off; then "
                  "budgets are ignored)");
-  app.add_option("--budget-share", o.budget_share, "share of requests with a latency budget");
-  app.add_option("--budget-min-ms", o.budget_min_ms, "smallest latency budget (log-uniform)");
-  app.add_option("--budget-max-ms", o.budget_max_ms,
+  app.add_option("--budget-share", o.budgets.share, "share of requests with a latency budget");
+  app.add_option("--budget-min-ms", o.budgets.min_ms, "smallest latency budget (log-uniform)");
+  app.add_option("--budget-max-ms", o.budgets.max_ms,
                  "largest latency budget; router v2 sees budget / this");
   app.add_option("--slope", o.quality.slope,
                  "evaluator: steepness of quality in (ability - difficulty)");
@@ -791,8 +787,8 @@ int main(int argc, char** argv) {
                   "[%g, %g] ms; an answer that overruns it is cut (quality x budget / "
                   "latency). Router v1 does not see budgets; router v2 does.\n",
                   o.ms_per_token, node::evaluator_config{}.answer_tokens_min,
-                  node::evaluator_config{}.answer_tokens_max, 100 * o.budget_share,
-                  o.budget_min_ms, o.budget_max_ms);
+                  node::evaluator_config{}.answer_tokens_max, 100 * o.budgets.share,
+                  o.budgets.min_ms, o.budgets.max_ms);
     if (curves)
       learning_curves(prompts, o);
     if (shift)

@@ -31,6 +31,20 @@ double domain_uniform(const std::string& domain, uint64_t seed) {
 
 } // namespace
 
+double latency_budget(const latency_budgets& b, uint64_t seed, uint64_t i) {
+  if (!(b.share > 0))
+    return 0;
+  const uint64_t key[2] = {i, 0x6c6174656e6379ull}; // "latency"
+  uint64_t h1 = XXH3_64bits_withSeed(key, sizeof key, seed);
+  uint64_t h2 = XXH3_64bits_withSeed(&h1, sizeof h1, seed);
+  double u1 = static_cast<double>(h1 >> 11) * 0x1.0p-53;
+  double u2 = static_cast<double>(h2 >> 11) * 0x1.0p-53;
+  if (u1 >= b.share)
+    return 0;
+  const double lo = std::log(b.min_ms), hi = std::log(std::max(b.min_ms, b.max_ms));
+  return std::exp(lo + u2 * (hi - lo));
+}
+
 double evaluator::difficulty(const std::string& domain) const {
   double u = domain_uniform(domain, cfg_.seed);
   return cfg_.difficulty_min + u * (cfg_.difficulty_max - cfg_.difficulty_min);

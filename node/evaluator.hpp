@@ -52,6 +52,19 @@ struct evaluator_config {
   double answer_tokens_max = 500;
 };
 
+/// How a replay gives its requests latency budgets (for the latency model).
+struct latency_budgets {
+  /// Share of requests with a budget. Default: 0 (none).
+  double share = 0;
+  /// Budgets are log-uniform in [min_ms, max_ms]. Default: [300, 10000].
+  double min_ms = 300, max_ms = 10000;
+};
+
+/// The latency budget of request `i`, ms (0: none): with probability
+/// b.share, log-uniform in [b.min_ms, b.max_ms]. A pure function of
+/// (seed, i), so every run and every router sees the same budgets.
+double latency_budget(const latency_budgets& b, uint64_t seed, uint64_t i);
+
 class evaluator {
 public:
   evaluator(evaluator_config cfg, std::vector<actors::tier_config> tiers);

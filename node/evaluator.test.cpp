@@ -34,6 +34,28 @@ TEST_CASE("quality draws average to the model's mean quality") {
   CHECK(sum / n == doctest::Approx(e.mean_quality("games", 1)).epsilon(0.02));
 }
 
+TEST_CASE("latency budgets: the given share of requests, log-uniform in range, fixed by seed") {
+  latency_budgets b;
+  b.share = 0.4;
+  b.min_ms = 100;
+  b.max_ms = 10000;
+  int with = 0, below_1s = 0;
+  const int n = 20000;
+  for (int i = 0; i < n; ++i) {
+    double ms = latency_budget(b, 7, i);
+    CHECK(ms == latency_budget(b, 7, i));
+    if (ms == 0)
+      continue;
+    ++with;
+    CHECK(ms >= 100);
+    CHECK(ms <= 10000);
+    below_1s += ms < 1000;
+  }
+  CHECK(with == doctest::Approx(0.4 * n).epsilon(0.05));
+  CHECK(below_1s == doctest::Approx(0.5 * with).epsilon(0.05)); // 1 s is the log midpoint
+  CHECK(latency_budget({}, 7, 3) == 0); // share 0: no budgets
+}
+
 TEST_CASE("a latency budget cuts the answers of tiers that overrun it") {
   shoal::actors::router_config rc;
   evaluator plain({}, rc.tiers);

@@ -6,6 +6,7 @@
 #include "node/node.hpp"
 #include "node/replay.hpp"
 #include "proto/error.hpp"
+#include "proto/messages.hpp"
 
 #include <CLI/CLI.hpp>
 
@@ -59,6 +60,21 @@ int main(int argc, char** argv) {
                      "Beta concentration of quality draws (higher = less noise)")
     ->capture_default_str()
     ->check(CLI::PositiveNumber);
+  replay->add_option("--eval-ms-per-token", ro.eval.largest_ms_per_token,
+                     "Latency model: the largest tier's decode time per token, ms (0: off); "
+                     "an answer that overruns the request's budget is cut")
+    ->capture_default_str()
+    ->check(CLI::NonNegativeNumber);
+  replay->add_option("--budget-share", ro.budgets.share,
+                     "Share of requests sent with a latency_budget_ms")
+    ->capture_default_str()
+    ->check(CLI::Range(0.0, 1.0));
+  replay->add_option("--budget-min-ms", ro.budgets.min_ms, "Smallest latency budget (log-uniform)")
+    ->capture_default_str()
+    ->check(CLI::Range(1.0, shoal::proto::max_latency_budget_ms));
+  replay->add_option("--budget-max-ms", ro.budgets.max_ms, "Largest latency budget")
+    ->capture_default_str()
+    ->check(CLI::Range(1.0, shoal::proto::max_latency_budget_ms));
 
   auto* key = app.add_subcommand("key", "Print this node's federation public key as "
                                         "name=hexkey (for peers' federation.trusted); "

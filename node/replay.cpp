@@ -119,7 +119,10 @@ int run_replay(const replay_options& o) {
         std::this_thread::sleep_until(due);
       }
       const auto& p = prompts[(o.offset + i) % prompts.size()];
+      const double budget_ms = latency_budget(o.budgets, o.eval.seed, o.offset + i);
       json req = {{"text", p.text}};
+      if (budget_ms > 0)
+        req["latency_budget_ms"] = budget_ms;
       auto t0 = clock_type::now();
       auto res = cli.Post("/v1/route", req.dump(), "application/json");
       auto t1 = clock_type::now();
@@ -137,11 +140,11 @@ int run_replay(const replay_options& o) {
       r.route_ms = std::chrono::duration<double, std::milli>(t1 - t0).count();
       {
         std::lock_guard guard(eval_mtx);
-        r.quality = eval.draw_quality(p.domain, r.tier);
+        r.quality = eval.draw_quality(p.domain, r.tier, budget_ms);
       }
       r.reward = r.quality - tiers[r.tier].cost;
-      r.expected = eval.expected_reward(p.domain, r.tier);
-      r.oracle = eval.oracle(p.domain).first;
+      r.expected = eval.expected_reward(p.domain, r.tier, budget_ms);
+      r.oracle = eval.oracle(p.domain, budget_ms).first;
       json fb = {{"request_id", d["request_id"]}, {"quality", r.quality}};
       auto fres = cli.Post("/v1/feedback", fb.dump(), "application/json");
       if (!fres || fres->status != 200) {
@@ -176,6 +179,12 @@ int run_replay(const replay_options& o) {
               static_cast<unsigned long long>(n), o.prompts.c_str(), o.url.c_str(),
               static_cast<unsigned long long>(o.eval.seed), elapsed,
               static_cast<double>(n) / elapsed);
+  if (o.budgets.share > 0)
+    std::printf("latency budgets: %.0f%% of requests, log-uniform in [%g, %g] ms; latency "
+                "model: the largest tier decodes at %g ms/token%s\n",
+                100 * o.budgets.share, o.budgets.min_ms, o.budgets.max_ms,
+                o.eval.largest_ms_per_token,
+                o.eval.largest_ms_per_token > 0 ? "" : " (off: budgets do not change quality)");
   std::printf("%9s %8s %8s %8s %8s %7s", "requests", "reward", "expected", "oracle", "regret",
               "ratio");
   for (auto& t : tiers)
@@ -231,8 +240,9 @@ int run_replay(const replay_options& o) {
       if (!results[i].ok)
         continue;
       const auto& p = prompts[(o.offset + i) % prompts.size()];
+      const double budget_ms = latency_budget(o.budgets, o.eval.seed, o.offset + i);
       for (uint32_t t = 0; t < tiers.size(); ++t)
-        fixed[t] += eval.expected_reward(p.domain, t);
+        fixed[t] += eval.expected_reward(p.domain, t, budget_ms);
       orc += results[i].oracle;
       ++cnt;
     }

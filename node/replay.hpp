@@ -22,6 +22,9 @@ struct replay_options {
   std::string curve_out;    ///< if set, the curve is also written here as CSV
   uint32_t by_domain = 0;   ///< if > 0, print this many domains ranked by regret
   evaluator_config eval;
+  /// Latency budgets sent with the requests (latency_budget_ms) and judged
+  /// by the evaluator's latency model (eval.largest_ms_per_token).
+  latency_budgets budgets;
 };
 
 /// Runs the replay. Returns the process exit code (0 ok, 1 failure) after

@@ -424,6 +424,26 @@ TEST_CASE("shoal replay prints a learning curve and the node learns from its fee
   auto stats = must_get(c, "/v1/stats");
   CHECK(stats["requests"] == 400);
   CHECK(stats["feedback"] == 400);
+
+  // With latency budgets: the node takes every budget, and the evaluator
+  // cuts the answers of tiers too slow for them — the largest tier, fine
+  // without budgets, becomes the worst fixed choice.
+  auto largest_baseline = [](const std::string& out) {
+    auto at = out.find("demo-260m ", out.find("baseline, one fixed tier"));
+    REQUIRE(at != std::string::npos);
+    return std::stod(out.substr(at + 10));
+  };
+  auto rt = run_shoal({"replay", "--url", node->url(), "--prompts", prompts.string(),
+                       "--window", "100", "--eval-seed", "1", "--eval-ms-per-token", "150",
+                       "--budget-share", "1", "--budget-min-ms", "300", "--budget-max-ms",
+                       "1000"});
+  INFO(rt.output);
+  REQUIRE(rt.exit_code == 0);
+  CHECK(rt.output.find("latency budgets: 100% of requests") != std::string::npos);
+  CHECK(largest_baseline(rt.output) < largest_baseline(r.output) - 50);
+  stats = must_get(c, "/v1/stats");
+  CHECK(stats["requests"] == 800);
+  CHECK(stats["feedback"] == 800);
   CHECK(node->stop(SIGINT) == 0);
 
   // Bad prompt files are reported, not crashed on.
