@@ -29,18 +29,7 @@ while [[ $# -gt 0 ]]; do
     *) echo "federation_learning.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
-shoal=$build/node/shoal
-[[ -x $shoal ]] || { echo "federation_learning.sh: $shoal not built (ops/build.sh)" >&2; exit 1; }
-[[ -s $prompts ]] || { echo "federation_learning.sh: $prompts missing (ops/make-prompts.sh)" >&2; exit 1; }
-
-dir=$(mktemp -d /tmp/shoal-fed-bench.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$dir"
-}
-trap cleanup EXIT
+source bench/node.sh
 
 source bench/nats.sh
 start_nats "$dir/nats"
@@ -54,21 +43,14 @@ for n in a b $(seq -f 'joiner%g' 1 "$repeats"); do
 done
 cluster_trust="${key[a]},${key[b]}"
 
-# Starts a node; sets node_url and node_pid. Not in a subshell, so that
-# cleanup knows every pid.
-start_node() { # name, federated (0/1), trust list
+# A node of the cluster (federated 1, trusting the given keys) or isolated (0).
+start_fed_node() { # name, federated (0/1), trust list
   local n=$1 args=() trusted=${3:-}
   if [[ $2 == 1 ]]; then
     args=(--set federation.enabled=true --set "federation.urls=$nats_url"
           --set "federation.trusted=$trusted" --set federation.stream_max_bytes=1073741824)
   fi
-  "$shoal" node --set node.name=$n --set http.port=0 --set "http.port_file=$dir/$n.port" \
-    --set "store.data_dir=$dir/$n" --set node.log_level=warn "${args[@]}" >"$dir/$n.log" 2>&1 &
-  node_pid=$!
-  pids+=("$node_pid")
-  for _ in $(seq 200); do [[ -s $dir/$n.port ]] && break; sleep 0.05; done
-  [[ -s $dir/$n.port ]] || { cat "$dir/$n.log" >&2; exit 1; }
-  node_url="http://$(cat "$dir/$n.port")"
+  start_node "$n" "${args[@]}"
 }
 
 stat() { # url, python expression over d (the /v1/stats JSON)
@@ -84,8 +66,8 @@ wait_same_patterns() { # url url: until both hold the same number of patterns
   exit 1
 }
 
-start_node a 1 "$cluster_trust"; a=$node_url
-start_node b 1 "$cluster_trust"; b=$node_url
+start_fed_node a 1 "$cluster_trust"; a=$node_url
+start_fed_node b 1 "$cluster_trust"; b=$node_url
 half=$((learned / 2))
 t0=$(date +%s.%N)
 "$shoal" replay --url "$a" --prompts "$prompts" --limit "$half" --window "$half" \
@@ -103,12 +85,12 @@ printf 'cluster: nodes a and b learned from %d prompts (%d each) in %.1f s; %s p
 
 for r in $(seq 1 "$repeats"); do
   t1=$(date +%s.%N)
-  start_node joiner$r 1 "$cluster_trust,${key[joiner$r]}"
+  start_fed_node joiner$r 1 "$cluster_trust,${key[joiner$r]}"
   joiner=$node_url joiner_pid=$node_pid
   wait_same_patterns "$a" "$joiner"
   printf 'joiner %d: caught up from JetStream in %.1f s (%s stream messages)\n' "$r" \
     "$(echo "$(date +%s.%N) - $t1" | bc)" "$(stat "$joiner" 'd["federation"]["stream_seq"]')"
-  start_node isolated$r 0
+  start_fed_node isolated$r 0
   isolated=$node_url isolated_pid=$node_pid
   for n in joiner isolated; do
     url=$joiner

@@ -12,7 +12,9 @@
 #                   migration next to memcpy; decode and its KV share
 #   sessions_node.sh 10,000 sessions on a node within memory.budget_mb; RSS
 #   shoal_sona_learning  router v1 vs v2 on the replay evaluator: curves,
-#                   regret, CPT, domain shift with and without EWC++
+#                   regret, CPT, domain shift with and without EWC++; in the
+#                   default world and with the latency model
+#   sona_node.sh    the same through real nodes (sona.v2 on vs off) over HTTP
 #   sona_peer.sh    SONA's instant and background loops next to @ruvector/sona
 #   shoal_consolidation_bench  the deep loop's pattern-bank consolidation
 # Usage: bench/run.sh [--quick]   (--quick: 1K/10K patterns, 5 s of HTTP)
@@ -60,9 +62,17 @@ echo
 if [[ ${1:-} == --quick ]]; then
   build/bench/shoal_sona_learning --requests 3000 --seeds 3 --shift-phase 3000
   echo
+  bench/sona_node.sh --requests 4000 --seeds 1
+  echo
   build/bench/shoal_consolidation_bench --patterns 10000 --duplicates 1000 --repeats 3
 else
-  build/bench/shoal_sona_learning --seeds 7
+  build/bench/shoal_sona_learning --requests 6000 --seeds 7
+  echo
+  build/bench/shoal_sona_learning --requests 6000 --seeds 7 --ms-per-token 50 --budget-share 0.5
+  echo
+  build/bench/shoal_sona_learning --requests 6000 --seeds 7 --ms-per-token 150 --budget-share 0.9
+  echo
+  bench/sona_node.sh
   echo
   build/bench/shoal_consolidation_bench
 fi
