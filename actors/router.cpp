@@ -295,6 +295,7 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
       w.session_id = std::move(q.session_id);
       w.user = std::move(q.user);
       w.text_bytes = q.text_bytes;
+      w.latency_budget_ms = q.latency_budget_ms;
       self->send(st.witness, record_atom::value, std::move(w));
       st.schedule_publish(self);
       if (st.bank->pending() == 0)

@@ -179,6 +179,18 @@ int run_node(const node_config& cfg) {
     }
     a.sona = actors::spawn_sona(sys, cfg.sona, costs, a.router, a.witness, a.telemetry, *env,
                                 std::move(v2), budget);
+    {
+      // SONA hands the router its model as it starts; once it answers, that
+      // handoff is in the router's mailbox ahead of any request the gateway
+      // sends, so the first request already routes with router v2.
+      caf::scoped_actor self{sys};
+      self->request(a.sona, std::chrono::seconds(30), actors::status_atom::value)
+        .receive([](actors::learn_status&) {},
+                 [](caf::error& e) {
+                   spdlog::warn("sona did not start in time ({}); the first requests may "
+                                "route with router v1 alone", view(e).message);
+                 });
+    }
     std::vector<caf::actor> engines;
     auto memory = actors::spawn_memory_pool(sys, budget, *env);
     a.memory = memory;

@@ -89,6 +89,7 @@ struct witness_entry {
   bool has_feedback = false;
   double quality = 0;
   int64_t feedback_ms = 0;
+  double latency_budget_ms = 0; ///< the query's latency budget (0: none)
 };
 
 /// Feedback on a routed request: the observed quality of the answer.
@@ -147,7 +148,7 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, witness_entry& x) {
   return f(caf::meta::type_name("witness_entry"), x.decision, x.embedding,
            x.session_id, x.user, x.text_bytes, x.has_feedback, x.quality,
-           x.feedback_ms);
+           x.feedback_ms, x.latency_budget_ms);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, feedback& x) {

@@ -77,6 +77,7 @@ std::string encode(const witness_entry& x) {
   w.setHasFeedback(x.has_feedback);
   w.setQuality(x.quality);
   w.setFeedbackMs(x.feedback_ms);
+  w.setLatencyBudgetMs(x.latency_budget_ms);
   return to_bytes(mb);
 }
 
@@ -104,6 +105,9 @@ caf::expected<witness_entry> decode_witness(std::string_view bytes) {
       x.has_feedback = w.getHasFeedback();
       x.quality = w.getQuality();
       x.feedback_ms = w.getFeedbackMs();
+      x.latency_budget_ms = w.getLatencyBudgetMs();
+      if (!(x.latency_budget_ms >= 0)) // negative or NaN
+        return "latency budget is not a number of ms >= 0";
       return {};
     });
 }

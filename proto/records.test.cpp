@@ -85,6 +85,33 @@ TEST_CASE("a pattern written with schema 1 reads with today's schema") {
   CHECK(q->peers.empty());
 }
 
+TEST_CASE("a witness record keeps the latency budget, and one written with schema 1 reads as none") {
+  shoal::proto::witness_entry w;
+  w.decision.request_id = 77;
+  w.session_id = "s";
+  w.latency_budget_ms = 1500;
+  auto back = decode_witness(encode(w));
+  REQUIRE(back);
+  CHECK(back->latency_budget_ms == 1500);
+  CHECK(back->session_id == "s");
+  w.latency_budget_ms = -1; // not a budget: named, not taken
+  auto bad = decode_witness(encode(w));
+  REQUIRE_FALSE(bad);
+  CHECK(shoal::view(bad.error()).message.find("latency budget") != std::string::npos);
+  // Written exactly as an issue-2 node wrote it (frozen schema copy).
+  ::capnp::MallocMessageBuilder mb;
+  auto old = mb.initRoot<shoal::proto::capnp::v1::WitnessRecord>();
+  old.setRequestId(78);
+  old.setSessionId("old");
+  auto words = ::capnp::messageToFlatArray(mb);
+  auto bytes = words.asBytes();
+  auto r = decode_witness({reinterpret_cast<const char*>(bytes.begin()), bytes.size()});
+  REQUIRE(r);
+  CHECK(r->decision.request_id == 78);
+  CHECK(r->session_id == "old");
+  CHECK(r->latency_budget_ms == 0);
+}
+
 TEST_CASE("peers' contributions round-trip with the pattern") {
   pattern_record p;
   p.id = 4;

@@ -3,6 +3,9 @@
 // streaming over SSE, embeddings, models, and the errors OpenAI clients
 // expect. The official `openai` npm client is driven by tests/openai_client.mjs.
 #include "node_process.hpp"
+#include "proto/messages.hpp"
+#include "proto/records.hpp"
+#include "store/environment.hpp"
 
 #include <doctest/doctest.h>
 
@@ -372,6 +375,41 @@ TEST_CASE("openai: pages evicted under a small budget are spilled sealed and res
                          "store.data_dir=" + dir.path().string()});
   CHECK(none.exit_code != 0);
   CHECK(none.output.find("memory.seal_key is not set") != std::string::npos);
+}
+
+TEST_CASE("openai: a routed turn's session_id, user and latency budget reach the router and the witness log") {
+  temp_dir dir;
+  const std::string key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+  std::string log;
+  auto node = node_process::start(dir.path(), {"--set", "memory.seal_key=" + key}, &log);
+  REQUIRE_MESSAGE(node, log);
+  auto c = node->client();
+  c.set_read_timeout(60, 0);
+  auto routed = post(c, "/v1/chat/completions",
+                     {{"model", "auto"},
+                      {"messages", {{{"role", "user"}, {"content", "GNU C compiler"}}}},
+                      {"max_tokens", 2},
+                      {"user", "alice"},
+                      {"session_id", "s-audit"},
+                      {"latency_budget_ms", 1500}},
+                     200);
+  uint64_t id = 0;
+  REQUIRE(shoal::proto::parse_request_id(
+    routed["id"].get<std::string>().substr(std::string("chatcmpl-").size()), id));
+  CHECK(node->stop(SIGTERM) == 0); // commits the witness record
+  shoal::store::store_config sc;
+  sc.data_dir = dir.path();
+  auto env = shoal::store::environment::open(sc);
+  REQUIRE(env);
+  auto bytes = (*env)->get(shoal::store::table::witness, shoal::store::u64_key(id));
+  REQUIRE(bytes);
+  REQUIRE(bytes->has_value());
+  auto w = shoal::proto::decode_witness(**bytes);
+  REQUIRE(w);
+  CHECK(w->session_id == "s-audit");
+  CHECK(w->user == "alice");
+  CHECK(w->decision.request_id == id);
+  CHECK(w->latency_budget_ms == 1500);
 }
 
 TEST_CASE("sessions: turns are recorded by session_id, looked up by id, user and similarity, sealed, expired") {

@@ -69,6 +69,7 @@ struct WitnessRecord {
   hasFeedback  @13 :Bool;
   quality      @14 :Float64;          # valid when hasFeedback
   feedbackMs   @15 :Int64;            # valid when hasFeedback
+  latencyBudgetMs @16 :Float64;       # the client's latency budget, ms; 0 = none (and in older records)
 }
 
 # Table `meta`, key "schema".
