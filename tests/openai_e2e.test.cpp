@@ -20,11 +20,19 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::unique_ptr<node_process> start_node(const temp_dir& dir) {
+/// A seal key for tests (memory.seal_key: sessions and spilled pages).
+const std::string seal_key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+std::unique_ptr<node_process> start_node(const temp_dir& dir, std::vector<std::string> args = {}) {
   std::string log;
-  auto node = node_process::start(dir.path(), {}, &log);
+  auto node = node_process::start(dir.path(), std::move(args), &log);
   REQUIRE_MESSAGE(node, "node did not start: " << log);
   return node;
+}
+
+/// A node with sessions (memory.seal_key set).
+std::unique_ptr<node_process> start_sealed(const temp_dir& dir) {
+  return start_node(dir, {"--set", "memory.seal_key=" + seal_key});
 }
 
 json post(httplib::Client& c, const char* path, const json& body, int expect_status) {
@@ -322,7 +330,7 @@ TEST_CASE("openai: a follow-up chat turn reuses the first turn's KV cache (prefi
 
 TEST_CASE("openai: pages evicted under a small budget are spilled sealed and restored for a follow-up") {
   temp_dir dir;
-  const std::string key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+  const std::string& key = seal_key;
   std::string log;
   auto node = node_process::start(
     dir.path(),
@@ -379,10 +387,7 @@ TEST_CASE("openai: pages evicted under a small budget are spilled sealed and res
 
 TEST_CASE("openai: a routed turn's session_id, user and latency budget reach the router and the witness log") {
   temp_dir dir;
-  const std::string key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
-  std::string log;
-  auto node = node_process::start(dir.path(), {"--set", "memory.seal_key=" + key}, &log);
-  REQUIRE_MESSAGE(node, log);
+  auto node = start_sealed(dir);
   auto c = node->client();
   c.set_read_timeout(60, 0);
   auto routed = post(c, "/v1/chat/completions",
@@ -414,7 +419,7 @@ TEST_CASE("openai: a routed turn's session_id, user and latency budget reach the
 
 TEST_CASE("sessions: turns are recorded by session_id, looked up by id, user and similarity, sealed, expired") {
   temp_dir dir;
-  const std::string key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+  const std::string& key = seal_key;
   std::string log;
   auto node = node_process::start(dir.path(), {"--set", "memory.seal_key=" + key}, &log);
   REQUIRE_MESSAGE(node, log);
