@@ -137,8 +137,12 @@ std::filesystem::path pattern_bank::index_path() const {
   return env_->data_dir() / "patterns.hnsw";
 }
 
-uint64_t pattern_bank::pattern_bytes() const noexcept {
-  return 4ull * dim_ + dim_ + 2ull * 16 * sizeof(uint32_t) + 64ull * cfg_.tiers.size() + 160;
+uint64_t pattern_bank::stats_bytes() const noexcept {
+  return 4ull * dim_ + 64ull * cfg_.tiers.size() + 160;
+}
+
+uint64_t pattern_bank::index_slot_bytes() const noexcept {
+  return dim_ + 2ull * 16 * sizeof(uint32_t);
 }
 
 bool pattern_bank::reserve_pattern() {
@@ -153,7 +157,10 @@ bool pattern_bank::reserve_pattern() {
 }
 
 caf::error pattern_bank::set_budget(std::shared_ptr<engine::memory_budget> budget) {
-  uint64_t need = budget ? stats_.size() * pattern_bytes() + category_bytes() : 0;
+  // Live patterns, the removed slots the index still holds, the categories.
+  uint64_t need =
+    budget ? stats_.size() * pattern_bytes() + index_.removed() * index_slot_bytes() + category_bytes()
+           : 0;
   if (budget && !budget->try_reserve(engine::memory_budget::use::router, need))
     return make_error(errc::invalid_argument,
                       "the " + std::to_string(stats_.size()) + " stored patterns need "

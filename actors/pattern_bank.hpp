@@ -348,11 +348,20 @@ public:
   /// previous budget): the patterns held already exceed the budget (naming
   /// both sizes).
   caf::error set_budget(std::shared_ptr<engine::memory_budget> budget);
-  /// Estimated bytes of one pattern: its f32 centroid (LMDB cache and
-  /// pending queues), its int8 index vector and HNSW links, its per-tier
-  /// statistics, and hash-map overhead.
-  uint64_t pattern_bytes() const noexcept;
+  /// Estimated bytes of one pattern: its statistics (stats_bytes) and its
+  /// index slot (index_slot_bytes).
+  uint64_t pattern_bytes() const noexcept { return stats_bytes() + index_slot_bytes(); }
+  /// Its f32 centroid (LMDB cache and pending queues), per-tier statistics
+  /// and hash-map overhead: given back when the pattern is removed.
+  uint64_t stats_bytes() const noexcept;
+  /// One HNSW slot: the int8 vector, level-0 links and label. A removed
+  /// pattern's slot, and the old slot of a pattern moved to a fresh one,
+  /// stay in the index (hnswlib's markDelete) and stay reserved until `open`
+  /// rebuilds the index without them.
+  uint64_t index_slot_bytes() const noexcept;
   uint64_t budget_refusals() const noexcept { return budget_refusals_; }
+  /// Removed slots the HNSW index still holds (given back when `open` rebuilds it).
+  size_t index_removed() const noexcept { return index_.removed(); }
   ~pattern_bank();
   const router_config& config() const noexcept { return cfg_; }
   /// Whether `open` had to rebuild the index from LMDB.

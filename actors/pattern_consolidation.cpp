@@ -136,9 +136,10 @@ bool pattern_bank::remove_pattern(uint64_t id, bool merged) {
   std::erase_if(pending_, [id](const auto& p) { return p.first == id; });
   dirty_.erase(id);
   stats_.erase(it);
-  if (budget_ && reserved_ >= pattern_bytes()) {
-    budget_->release(engine::memory_budget::use::router, pattern_bytes());
-    reserved_ -= pattern_bytes();
+  // Its statistics go; its index slot stays (removed) until a rebuild.
+  if (budget_ && reserved_ >= stats_bytes()) {
+    budget_->release(engine::memory_budget::use::router, stats_bytes());
+    reserved_ -= stats_bytes();
   }
   return published;
 }
@@ -731,7 +732,7 @@ caf::expected<consolidation_stats> pattern_bank::apply_consolidation(consolidati
     next_category_ = p.next_category;
   }
   p.at = consolidation_plan::phase::applied;
-  out.released_bytes = reserved_before - reserved_;
+  out.released_bytes = reserved_before > reserved_ ? reserved_before - reserved_ : 0;
   out.patterns_after = stats_.size();
   out.apply_ms = ms_since(t_apply);
   out.duration_ms = ms_since(p.t_start_ns);
@@ -748,6 +749,15 @@ caf::error pattern_bank::reindex_moved(size_t max) {
     auto c = centroid(id);
     if (c.size() != dim_)
       continue;
+    // The move takes a fresh slot (the old one stays, removed): it needs
+    // room; refused, the survivor stays at its pre-merge vector.
+    if (budget_) {
+      if (!budget_->try_reserve(engine::memory_budget::use::router, index_slot_bytes())) {
+        ++budget_refusals_;
+        continue;
+      }
+      reserved_ += index_slot_bytes();
+    }
     if ((err = index_.add(id, c)))
       break;
   }
