@@ -538,6 +538,10 @@ caf::expected<pattern_batch> pattern_bank::take_checkpoint(int64_t now_ms) {
     return b;
   if (auto err = index_pending())
     return err;
+  // Merge survivors still waiting to move go first: the list is not kept,
+  // so the saved index must hold them at their merged centroids.
+  if (auto err = reindex_moved(reindex_.size()))
+    return err;
   auto h = index_.save(index_path());
   if (!h)
     return h.error();

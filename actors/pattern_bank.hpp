@@ -319,10 +319,11 @@ public:
   /// centroid; write_batch reads it back.
   pattern_batch take_dirty();
 
-  /// Like take_dirty, after indexing pending patterns and saving the index
-  /// file; the batch carries the checkpoint record, so the file and the
-  /// records it covers are committed together.
-  /// Errors: those of index_pending and store::pattern_index::save.
+  /// Like take_dirty, after indexing pending patterns, moving the merge
+  /// survivors still queued (reindex_moved) and saving the index file; the
+  /// batch carries the checkpoint record, so the file and the records it
+  /// covers are committed together.
+  /// Errors: those of index_pending, reindex_moved and store::pattern_index::save.
   caf::expected<pattern_batch> take_checkpoint(int64_t now_ms);
 
   /// Marks a batch's patterns dirty again (after its write failed).

@@ -200,6 +200,34 @@ TEST_CASE("consolidation: two near-duplicates merge with summed statistics and s
   fs::remove_all(dir);
 }
 
+TEST_CASE("consolidation: a checkpoint moves the merge survivors still queued, so the saved index has them") {
+  auto dir = temp_dir("consolidate-checkpoint-moves");
+  std::mt19937 rng(26);
+  auto cp = unit(rng, dim);
+  auto env = store::environment::open({dir});
+  REQUIRE(env);
+  auto bank = pattern_bank::open(dim, fine_patterns(), *env);
+  REQUIRE(bank);
+  auto& b = **bank;
+  const uint64_t p = found(b, cp, 1000, 1, {0.9, 0.8});
+  found(b, near(cp, rng, 0.97f), 1000, 1, {0.2, 0.4});
+  for (int i = 0; i < 12; ++i)
+    found(b, unit(rng, dim), 1000, 2, {0.5, 0.5, 0.5});
+  auto plan = b.prepare_consolidation(deep_defaults(), 2000);
+  REQUIRE(plan);
+  pattern_bank::plan_consolidation(**plan);
+  auto st = b.apply_consolidation(**plan);
+  REQUIRE(st);
+  REQUIRE(st->merged == 1);
+  CHECK(b.reindex_pending() == 1); // P waits to move to its merged centroid
+  REQUIRE_FALSE(b.checkpoint(2100));
+  CHECK(b.reindex_pending() == 0); // moved before the index file was saved
+  auto r = b.route(b.record(p).centroid, 2200);
+  CHECK(r.pattern_id == p);
+  bank->reset();
+  fs::remove_all(dir);
+}
+
 TEST_CASE("consolidation: a stale pattern with few observations is pruned, a well-observed old one stays") {
   auto dir = temp_dir("consolidate-prune");
   std::mt19937 rng(23);
