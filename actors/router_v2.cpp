@@ -351,6 +351,7 @@ router_v2_choice router_v2_choose(const route_result& r, const router_v2_trace& 
 router_v2_trainer::router_v2_trainer(router_v2_model start, router_v2_trainer_config cfg)
   : model_(std::move(start)), cfg_(cfg) {
   fisher_.assign(model_.n_params(), 0.0f);
+  fisher_star_.assign(model_.n_params(), 0.0f);
   anchor_.assign(model_.params().begin(), model_.params().end());
   grad_.assign(model_.n_params(), 0.0f);
   sample_.assign(model_.n_params(), 0.0f);
@@ -365,12 +366,42 @@ router_v2_trainer::router_v2_trainer(router_v2_model start, router_v2_trainer_co
 
 void router_v2_trainer::consolidate() {
   kernels::ewc_consolidate(anchor_, model_.params());
+  // The importance of what was learned up to here, frozen with the anchor
+  // (online EWC, Schwarz et al. 2018: F* ← γ_task·F* + F): the running
+  // estimate goes on to measure the next task, the penalty keeps this one.
+  for (size_t i = 0; i < fisher_star_.size(); ++i)
+    fisher_star_[i] = cfg_.task_gamma * fisher_star_[i] + fisher_[i];
   anchored_ = true;
 }
 
-router_v2_trainer::pass_stats router_v2_trainer::train(std::span<const router_v2_trajectory> data) {
+double router_v2_trainer::recent_error(std::span<const router_v2_trajectory> data,
+                                       size_t n_new) {
+  const size_t n = std::min(data.size(), n_new > 0 ? n_new : data.size() / 4);
+  double e = 0;
+  for (size_t i = data.size() - n; i < data.size(); ++i) {
+    const auto& t = data[i];
+    model_.forward(t.input(), t.h_prev, trace_);
+    const double d = trace_.q[t.tier] - t.reward;
+    e += d * d;
+  }
+  return n > 0 ? e / static_cast<double>(n) : 0.0;
+}
+
+router_v2_trainer::pass_stats router_v2_trainer::train(std::span<const router_v2_trajectory> data,
+                                                       size_t n_new) {
   pass_stats st;
   double loss_sum = 0, penalty_sum = 0;
+  // A task boundary: the newest trajectories are predicted much worse than
+  // the model fitted the newest ones of the last pass — the data changed.
+  // Checked once per pass on the unweighted prediction error (the importance-
+  // weighted loss of a mini-batch is too heavy-tailed to compare).
+  if (cfg_.ewc && !data.empty()) {
+    const double before = recent_error(data, n_new);
+    if (passes_ >= cfg_.boundary_warmup && before > cfg_.boundary_ratio * fit_error_ + 1e-6) {
+      consolidate();
+      ++st.boundaries;
+    }
+  }
   for (uint32_t epoch = 0; epoch < cfg_.epochs; ++epoch)
     for (size_t b0 = 0; b0 < data.size(); b0 += cfg_.batch) {
       const size_t n = std::min<size_t>(cfg_.batch, data.size() - b0);
@@ -400,19 +431,11 @@ router_v2_trainer::pass_stats router_v2_trainer::train(std::span<const router_v2
         sq_[j] = std::sqrt(sq_[j] * inv_f); // ewc_update_fisher squares it back
       }
       loss *= inv;
-      // A task boundary: the loss jumps well above its running mean.
-      if (cfg_.ewc && batches_seen_ >= cfg_.boundary_warmup
-          && loss > cfg_.boundary_ratio * loss_ema_ + 1e-6) {
-        consolidate();
-        ++st.boundaries;
-        loss_ema_ = loss;
-      }
-      loss_ema_ = batches_seen_ == 0 ? loss : 0.95 * loss_ema_ + 0.05 * loss;
-      ++batches_seen_;
       if (cfg_.ewc) {
         kernels::ewc_update_fisher(fisher_, sq_, cfg_.fisher_gamma);
         if (anchored_)
-          penalty_sum += kernels::ewc_penalty(fisher_, model_.params(), anchor_, cfg_.ewc_lambda);
+          penalty_sum +=
+            kernels::ewc_penalty(fisher_star_, model_.params(), anchor_, cfg_.ewc_lambda);
       }
       // A step on the loss — Adam's preconditioned step d_i with per-
       // parameter step size η_i = lr/(√v̂_i + ε), or SGD's d = lr·g, η = lr —
@@ -430,12 +453,12 @@ router_v2_trainer::pass_stats router_v2_trainer::train(std::span<const router_v2
           adam_m_[i] = cfg_.beta1 * adam_m_[i] + (1.0f - cfg_.beta1) * g;
           adam_v_[i] = cfg_.beta2 * adam_v_[i] + (1.0f - cfg_.beta2) * g * g;
           const float eta = cfg_.lr / (std::sqrt(adam_v_[i] / c2) + cfg_.adam_eps);
-          const float k = pull ? eta * cfg_.ewc_lambda * fisher_[i] : 0.0f;
+          const float k = pull ? eta * cfg_.ewc_lambda * fisher_star_[i] : 0.0f;
           theta[i] = (theta[i] - eta * adam_m_[i] / c1 + k * anchor_[i]) / (1.0f + k);
         }
       } else {
         for (size_t i = 0; i < theta.size(); ++i) {
-          const float k = pull ? cfg_.lr * cfg_.ewc_lambda * fisher_[i] : 0.0f;
+          const float k = pull ? cfg_.lr * cfg_.ewc_lambda * fisher_star_[i] : 0.0f;
           theta[i] = (theta[i] - cfg_.lr * grad_[i] + k * anchor_[i]) / (1.0f + k);
         }
       }
@@ -445,6 +468,12 @@ router_v2_trainer::pass_stats router_v2_trainer::train(std::span<const router_v2
   if (st.batches > 0) {
     st.mean_loss = static_cast<float>(loss_sum / st.batches);
     st.mean_penalty = static_cast<float>(penalty_sum / st.batches);
+  }
+  if (cfg_.ewc && !data.empty()) {
+    // How well the model now fits the newest trajectories: the next pass's
+    // boundary test compares against it.
+    fit_error_ = recent_error(data, n_new);
+    ++passes_;
   }
   return st;
 }

@@ -228,12 +228,16 @@ router_v2_choice router_v2_choose(const route_result& r, const router_v2_trace& 
 /// bandit loss with online EWC++ (Chaudhry et al. 2018): the Fisher is an
 /// EMA of the mini-batches' mean (∂q_a/∂θ)² — the Fisher of the Gaussian
 /// reward model, which unlike the squared loss gradient does not vanish as
-/// a task is learned — the penalty λ/2·Σ F (θ − θ*)² holds
-/// weights that mattered for earlier tasks near their anchor θ*, and a task
-/// boundary — the mini-batch loss jumping above `boundary_ratio` times its
-/// running mean, i.e. the data changed — moves the anchor to the weights
-/// learned so far (kernels/learn.hpp: ewc_update_fisher, ewc_penalty_grad,
-/// ewc_consolidate). Trains its own copy; the caller swaps it in.
+/// a task is learned. A task boundary — at the start of a pass, the newest
+/// quarter of its trajectories predicted `boundary_ratio` times worse
+/// (unweighted squared error) than the model fitted the newest ones at the
+/// end of the last pass, i.e. the data changed — moves the anchor θ* to the
+/// weights learned so far and freezes their importance with it (online
+/// EWC, Schwarz et al. 2018: F* ← γ_task·F* + F). The penalty
+/// λ/2·Σ F*(θ − θ*)² then holds the weights that mattered for earlier tasks
+/// near θ* while the running Fisher goes on to measure the new task
+/// (kernels/learn.hpp: ewc_update_fisher, ewc_penalty, ewc_consolidate).
+/// Trains its own copy; the caller swaps it in.
 struct router_v2_trainer_config {
   /// Step size. With Adam (Kingma & Ba, 2015) the per-parameter step is
   /// lr·m̂/(√v̂ + ε); the moments persist across passes, like the Fisher.
@@ -253,8 +257,9 @@ struct router_v2_trainer_config {
   float ewc_lambda = 10.0f;
   float fisher_gamma = 0.99f;
   uint32_t fisher_every = 4;     ///< the Fisher is estimated on every n-th sample
-  float boundary_ratio = 3.0f;   ///< loss / running mean loss that marks a new task
-  uint32_t boundary_warmup = 20; ///< mini-batches before boundaries are looked for
+  float boundary_ratio = 1.5f;   ///< newest error / last fit error that marks a new task
+  uint32_t boundary_warmup = 1;  ///< passes before boundaries are looked for
+  float task_gamma = 0.5f;       ///< γ_task: weight of older tasks' importance in F*
 };
 
 class router_v2_trainer {
@@ -265,8 +270,10 @@ public:
     float mean_loss = 0, mean_penalty = 0;
     uint32_t batches = 0, boundaries = 0;
   };
-  /// One pass (cfg.epochs epochs) over the trajectories, in order.
-  pass_stats train(std::span<const router_v2_trajectory> data);
+  /// One pass (cfg.epochs epochs) over the trajectories, in order, oldest
+  /// first; the last `n_new` arrived since the previous pass (0: take a
+  /// quarter) — the task-boundary test looks at them.
+  pass_stats train(std::span<const router_v2_trajectory> data, size_t n_new = 0);
   /// Marks a task boundary now: θ* ← θ.
   void consolidate();
 
@@ -277,12 +284,17 @@ public:
 private:
   router_v2_model model_;
   router_v2_trainer_config cfg_;
+  /// Mean unweighted (q_a − r)² of the model on the last n_new of `data`
+  /// (0: the last quarter).
+  double recent_error(std::span<const router_v2_trajectory> data, size_t n_new);
+
   std::vector<float> fisher_, anchor_, grad_, sample_, sq_;
+  std::vector<float> fisher_star_; ///< F*: the importance frozen at the anchor
+  double fit_error_ = 0;           ///< recent_error at the end of the last pass
+  uint64_t passes_ = 0;
   std::vector<float> adam_m_, adam_v_; ///< Adam's first and second moments
   uint64_t adam_t_ = 0;               ///< Adam steps taken
-  double loss_ema_ = 0;
   bool anchored_ = false; ///< the penalty applies once a first task was consolidated
-  uint64_t batches_seen_ = 0;
   router_v2_trace trace_;
 };
 

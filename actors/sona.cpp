@@ -73,10 +73,10 @@ caf::behavior trainer_actor(caf::stateful_actor<trainer_state>* self, router_v2_
   self->state.env = std::move(env);
   self->state.version = version;
   return {
-    [self](bg_atom, const trajectories_ptr& data) {
+    [self](bg_atom, const trajectories_ptr& data, uint64_t n_new) {
       auto& st = self->state;
       auto t0 = std::chrono::steady_clock::now();
-      auto ps = st.trainer->train(*data);
+      auto ps = st.trainer->train(*data, n_new);
       background_result res;
       res.model = std::make_shared<const router_v2_model>(st.trainer->model());
       res.mean_loss = ps.mean_loss;
@@ -232,8 +232,11 @@ struct sona_state {
     background_running = true;
     auto data = std::make_shared<const std::vector<router_v2_trajectory>>(completed.begin(),
                                                                            completed.end());
+    // The trajectories completed since the last run are the newest ones
+    // (the trainer's task-boundary test looks at them).
+    const uint64_t n_new = std::min<uint64_t>(status.since_background, data->size());
     status.since_background = 0;
-    self->request(trainer, caf::infinite, bg_atom::value, trajectories_ptr(std::move(data)))
+    self->request(trainer, caf::infinite, bg_atom::value, trajectories_ptr(std::move(data)), n_new)
       .then(
         [this, self](background_result& r) {
           auto& st = *this;

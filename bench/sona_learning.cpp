@@ -108,6 +108,8 @@ struct options {
   float adam_eps = actors::router_v2_trainer_config{}.adam_eps;
   uint32_t epochs = 1;
   float ewc_lambda = 10;
+  float boundary_ratio = actors::router_v2_trainer_config{}.boundary_ratio;
+  float task_gamma = actors::router_v2_trainer_config{}.task_gamma;
   float max_importance = actors::router_v2_config{}.max_importance;
   // the world's latency model (node/evaluator.hpp); off while ms_per_token = 0
   double ms_per_token = 0;      ///< the largest tier's decode time per token
@@ -115,6 +117,7 @@ struct options {
   // sessions: each prompt opens a session of this many turns; the later
   // turns are generic follow-ups ("tell me more") about the same domain
   uint32_t session_turns = 1;
+  std::string shift_by = "name"; ///< domain shift: halves by "name" or by answer "length"
   // the evaluator's quality model (node/evaluator.hpp); defaults: the node's
   node::evaluator_config quality;
 };
@@ -262,13 +265,14 @@ public:
       if (log_.size() > opt_.train_window)
         log_.pop_front();
       if (++since_background_ >= next_background_) {
+        const size_t fresh = since_background_; // trajectories new to this pass
         since_background_ = 0;
         seen_ += next_background_;
         next_background_ = std::min(opt_.background_every, std::max<size_t>(1, seen_));
         std::vector<actors::router_v2_trajectory> batch(log_.begin(), log_.end());
         const size_t passes = std::max<size_t>(1, (opt_.min_samples + batch.size() - 1) / batch.size());
         for (size_t k = 0; k < passes; ++k)
-          trainer_.train(batch);
+          boundaries_ += trainer_.train(batch, k == 0 ? fresh : 0).boundaries;
         model_ = trainer_.model();
         trained_ = true;
       }
@@ -294,6 +298,7 @@ public:
   }
 
   kind which() const noexcept { return kind_; }
+  uint32_t boundaries() const noexcept { return boundaries_; } ///< EWC++ task boundaries detected
   const actors::router_v2_model& model() const noexcept { return model_; }
   /// The last n recorded trajectories (router v2 only), oldest first.
   std::vector<actors::router_v2_trajectory> recent(size_t n) const {
@@ -317,6 +322,8 @@ private:
     c.adam_eps = o.adam_eps;
     c.epochs = o.epochs;
     c.ewc_lambda = o.ewc_lambda;
+    c.boundary_ratio = o.boundary_ratio;
+    c.task_gamma = o.task_gamma;
     return c;
   }
   kind kind_;
@@ -332,6 +339,7 @@ private:
   bool trained_ = false; ///< v2 decides once a background pass trained it
   std::deque<actors::router_v2_trajectory> log_;
   size_t since_background_ = 0;
+  uint32_t boundaries_ = 0;
   size_t seen_ = 0;            ///< trajectories before the last pass
   size_t next_background_ = std::min(opt_.first_background, opt_.background_every);
 };
@@ -588,24 +596,36 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
 
 void domain_shift(const std::vector<prompt>& prompts, const options& o) {
   const auto tiers = actors::router_config{}.tiers;
-  // Domains split in two halves by name order, alternating.
   std::vector<std::string> domains;
   for (const auto& p : prompts)
     if (std::find(domains.begin(), domains.end(), p.domain) == domains.end())
       domains.push_back(p.domain);
   std::sort(domains.begin(), domains.end());
-  auto in_a = [&](const std::string& d) {
-    return (std::find(domains.begin(), domains.end(), d) - domains.begin()) % 2 == 0;
-  };
-  std::vector<const prompt*> a, b;
-  for (const auto& p : prompts)
-    (in_a(p.domain) ? a : b).push_back(&p);
   const size_t n1 = o.shift_phase, n2 = o.shift_phase, n3 = o.window;
-  if (a.size() < n1 + n3 || b.size() < n2)
-    throw std::runtime_error("domain shift: not enough prompts");
-  std::vector<const prompt*> stream(a.begin(), a.begin() + n1);
-  stream.insert(stream.end(), b.begin(), b.begin() + n2);
-  stream.insert(stream.end(), a.begin() + n1, a.begin() + n1 + n3);
+  // Domains split in two halves: alternating in name order, or (--shift-by
+  // length) the domains with the longer hidden answers (A) and the shorter
+  // ones (B) of the world `ev`, where the latency budgets bite differently.
+  auto make_stream = [&](const node::evaluator& ev) {
+    auto order = domains;
+    if (o.shift_by == "length")
+      std::stable_sort(order.begin(), order.end(), [&](const auto& x, const auto& y) {
+        return ev.answer_tokens(x) > ev.answer_tokens(y);
+      });
+    auto in_a = [&](const std::string& d) {
+      const size_t i = std::find(order.begin(), order.end(), d) - order.begin();
+      return o.shift_by == "length" ? i < order.size() / 2 : i % 2 == 0;
+    };
+    std::vector<const prompt*> a, b;
+    for (const auto& p : prompts)
+      (in_a(p.domain) ? a : b).push_back(&p);
+    if (a.size() < n1 + n3 || b.size() < n2)
+      throw std::runtime_error("domain shift: not enough prompts (A " + std::to_string(a.size())
+                               + ", B " + std::to_string(b.size()) + ")");
+    std::vector<const prompt*> stream(a.begin(), a.begin() + n1);
+    stream.insert(stream.end(), b.begin(), b.begin() + n2);
+    stream.insert(stream.end(), a.begin() + n1, a.begin() + n1 + n3);
+    return stream;
+  };
   // [kind][seed]: reward (system, model alone) on A before and after B.
   struct row {
     std::vector<double> before, after, before_model, after_model;
@@ -637,6 +657,7 @@ void domain_shift(const std::vector<prompt>& prompts, const options& o) {
   std::vector<row> rows(3);
   for (uint32_t s = 0; s < o.seeds; ++s) {
     const auto ec = world(o, s);
+    const auto stream = make_stream(node::evaluator(ec, tiers));
     for (kind k : all_kinds) {
       learner l(k, o, 2000 + s, tiers);
       node::evaluator ev(ec, tiers);
@@ -674,7 +695,8 @@ void domain_shift(const std::vector<prompt>& prompts, const options& o) {
       r.frozen_after.push_back(fa.first);
       r.mse_before.push_back(fb.second);
       r.mse_after.push_back(fa.second);
-      std::fprintf(stderr, "shift seed %u: %s done\n", s, name(k));
+      std::fprintf(stderr, "shift seed %u: %s done (%u task boundaries)\n", s, name(k),
+                   l.boundaries());
     }
   }
   std::printf("\n## Domain shift (%zu requests of domains A, %zu of B, then A returns; median "
@@ -730,6 +752,10 @@ int main(int argc, char** argv) {
   app.add_option("--heldout", o.heldout, "held-out prompts for CPT");
   app.add_option("--seeds", o.seeds, "worlds (evaluator seeds); figures are medians");
   app.add_option("--shift-phase", o.shift_phase, "requests per phase of the domain shift");
+  app.add_option("--shift-by", o.shift_by,
+                 "domain shift halves: \"name\" (alternating) or \"length\" (A: the domains "
+                 "with the longer hidden answers, B: the shorter; with --ms-per-token)")
+    ->check(CLI::IsMember({"name", "length"}));
   app.add_option("--threshold", o.threshold, "router v2's confidence threshold");
   app.add_option("--instant-lr", o.instant_lr, "instant loop's MicroLoRA learning rate");
   app.add_option("--background-every", o.background_every, "trajectories per background pass");
@@ -744,6 +770,9 @@ int main(int argc, char** argv) {
   app.add_option("--epochs", o.epochs, "epochs per background pass");
   app.add_option("--max-importance", o.max_importance, "router v2's importance weight cap");
   app.add_option("--ewc-lambda", o.ewc_lambda, "EWC++ strength");
+  app.add_option("--boundary-ratio", o.boundary_ratio,
+                 "EWC++ task boundary: newest error / last fit (0: every pass is a boundary)");
+  app.add_option("--task-gamma", o.task_gamma, "EWC++: weight of older tasks' importance");
   app.add_option("--ms-per-token", o.ms_per_token,
                  "latency model: the largest tier's ms per output token (0: off; then "
                  "budgets are ignored)");
