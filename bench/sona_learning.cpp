@@ -229,19 +229,11 @@ public:
 
   /// Routes one prompt, observes a drawn quality, learns.
   choice step(const prompt& p, node::evaluator& ev, int64_t now_ms) {
-    auto r = bank_->route(p.emb, now_ms);
-    if (bank_->pending() > 0)
-      (void)bank_->index_pending();
+    auto r = route(p, now_ms);
     choice c{r.tier, r.tier, false};
     float prob = static_cast<float>(std::max(r.confidence, 0.05));
     if (kind_ != kind::v1) {
-      feat_.assign(r);
-      // The session's state: a follow-up continues from the previous turn.
-      if (!p.follow_up)
-        std::fill(h_.begin(), h_.end(), 0.0f);
-      h_prev_ = h_;
-      model_.forward(feat_.input(p.emb, p.tokens, budget_input(p, opt_), 0.0f), h_prev_, trace_);
-      h_ = trace_.h;
+      forward(p, r);
       auto v2 = actors::router_v2_choose(r, trace_, costs_, trained_, opt_.threshold, rng_);
       c = {v2.tier, v2.greedy_tier, v2.by_v2};
       prob = v2.behaviour_prob;
@@ -283,17 +275,10 @@ public:
   /// Each tier's estimated quality for a prompt, without learning (the
   /// bank still assigns the prompt to a pattern).
   std::vector<double> estimate(const prompt& p, int64_t now_ms) {
-    auto r = bank_->route(p.emb, now_ms);
-    if (bank_->pending() > 0)
-      (void)bank_->index_pending();
+    auto r = route(p, now_ms);
     if (kind_ == kind::v1)
       return r.mean_quality;
-    feat_.assign(r);
-    if (!p.follow_up)
-      std::fill(h_.begin(), h_.end(), 0.0f);
-    h_prev_ = h_;
-    model_.forward(feat_.input(p.emb, p.tokens, budget_input(p, opt_), 0.0f), h_prev_, trace_);
-    h_ = trace_.h;
+    forward(p, r);
     return {trace_.q.begin(), trace_.q.end()};
   }
 
@@ -307,6 +292,23 @@ public:
   }
 
 private:
+  /// Router v1's route of a prompt (indexing a pattern it created).
+  actors::route_result route(const prompt& p, int64_t now_ms) {
+    auto r = bank_->route(p.emb, now_ms);
+    if (bank_->pending() > 0)
+      (void)bank_->index_pending();
+    return r;
+  }
+  /// Router v2's traced forward on v1's route `r`; a follow-up turn continues
+  /// from the session state the previous turn ended in.
+  void forward(const prompt& p, const actors::route_result& r) {
+    feat_.assign(r);
+    if (!p.follow_up)
+      std::fill(h_.begin(), h_.end(), 0.0f);
+    h_prev_ = h_;
+    model_.forward(feat_.input(p.emb, p.tokens, budget_input(p, opt_), 0.0f), h_prev_, trace_);
+    h_ = trace_.h;
+  }
   static actors::router_v2_config v2_config(const options& o, uint64_t seed, size_t n_tiers) {
     actors::router_v2_config c;
     c.seed = seed;
