@@ -146,10 +146,7 @@ struct router_state {
     auto sess = session_id.empty() ? session_h.end() : session_h.find(session_id);
     if (sess != session_h.end() && sess->second.first.size() == v2_h0.size())
       v2_h0 = sess->second.first;
-    const float budget = q.latency_budget_ms > 0
-                           ? static_cast<float>(std::min(1.0, q.latency_budget_ms
-                                                                  / latency_budget_max_ms))
-                           : 1.0f;
+    const float budget = latency_budget_input(q.latency_budget_ms, latency_budget_max_ms);
     float pressure = 0;
     if (memory && memory->limit() > 0)
       pressure = static_cast<float>(

@@ -40,6 +40,7 @@
 
 #include <caf/expected.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <random>
@@ -83,6 +84,13 @@ struct scoped_adapter {
 /// Scope → adapter; the router reads an immutable snapshot (swapped in by SONA).
 using scoped_adapters = std::unordered_map<uint32_t, scoped_adapter>;
 inline constexpr uint32_t no_scope = 0xffff'ffffu;
+
+/// Router v2's latency-budget input for a request's budget `budget_ms`
+/// (0: none): min(1, budget_ms / max_ms) in (0, 1], 1 for none.
+inline float latency_budget_input(double budget_ms, double max_ms) {
+  return budget_ms > 0 && max_ms > 0 ? static_cast<float>(std::min(1.0, budget_ms / max_ms))
+                                     : 1.0f;
+}
 
 /// The inputs of one decision besides the recurrent state.
 struct router_v2_input {

@@ -179,7 +179,7 @@ node::evaluator_config world(const options& o, uint32_t seed) {
 /// Router v2's latency-budget input: b / budget_max_ms in (0, 1], 1 = none
 /// (the node's sona.latency_budget_max_ms plays budget_max_ms's part).
 float budget_input(const prompt& p, const options& o) {
-  return p.budget_ms > 0 ? static_cast<float>(std::min(1.0, p.budget_ms / o.budgets.max_ms)) : 1.0f;
+  return actors::latency_budget_input(p.budget_ms, o.budgets.max_ms);
 }
 
 /// Gives each prompt its latency budget (node::latency_budget: the same
