@@ -27,7 +27,9 @@ if curl -sf "$url/healthz" >/dev/null 2>&1; then
   exit 1
 fi
 mkdir -p data
-build/node/shoal node --config configs/node.toml 2>>data/node.log &
+# Its log (stdout and stderr) goes to data/node.log, so a detached node holds
+# none of the caller's output streams open.
+build/node/shoal node --config configs/node.toml >>data/node.log 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do
   curl -sf "$url/healthz" >/dev/null 2>&1 && break
