@@ -14,9 +14,12 @@
 # Prints the mean learning curves and where each first reaches 95% of the oracle.
 # Usage: bench/federation_learning.sh [--build DIR] [--prompts FILE]
 #          [--learned N] [--limit N] [--window N] [--eval-seed S] [--repeats N]
+#          [--world "REPLAY ARGS"]
+#   --world  further `shoal replay` options for every replay, e.g. the
+#            evaluator's latency model: "--eval-ms-per-token 50 --budget-share 0.5"
 set -euo pipefail
 cd "$(dirname "$0")/.."
-build=build prompts=prompts.jsonl learned=20000 limit=10000 window=250 seed=42 repeats=5
+build=build prompts=prompts.jsonl learned=20000 limit=10000 window=250 seed=42 repeats=5 world=
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --build) build=$2; shift 2 ;;
@@ -26,6 +29,7 @@ while [[ $# -gt 0 ]]; do
     --window) window=$2; shift 2 ;;
     --eval-seed) seed=$2; shift 2 ;;
     --repeats) repeats=$2; shift 2 ;;
+    --world) world=$2; shift 2 ;;
     *) echo "federation_learning.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -71,10 +75,10 @@ start_fed_node b 1 "$cluster_trust"; b=$node_url
 half=$((learned / 2))
 t0=$(date +%s.%N)
 "$shoal" replay --url "$a" --prompts "$prompts" --limit "$half" --window "$half" \
-  --eval-seed "$seed" >"$dir/a.replay" &
+  --eval-seed "$seed" $world >"$dir/a.replay" &
 ra=$!
 "$shoal" replay --url "$b" --prompts "$prompts" --offset "$half" --limit "$half" \
-  --window "$half" --eval-seed "$seed" >"$dir/b.replay" &
+  --window "$half" --eval-seed "$seed" $world >"$dir/b.replay" &
 rb=$!
 wait $ra $rb
 wait_same_patterns "$a" "$b"
@@ -96,7 +100,7 @@ for r in $(seq 1 "$repeats"); do
     url=$joiner
     [[ $n == isolated ]] && url=$isolated
     "$shoal" replay --url "$url" --prompts "$prompts" --offset "$learned" --limit "$limit" \
-      --window "$window" --eval-seed "$seed" --curve-out "$dir/$n$r.csv" >"$dir/$n$r.replay"
+      --window "$window" --eval-seed "$seed" --curve-out "$dir/$n$r.csv" $world >"$dir/$n$r.replay"
   done
   kill -INT "$joiner_pid" "$isolated_pid"
   wait "$joiner_pid" "$isolated_pid" || true
