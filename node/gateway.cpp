@@ -303,6 +303,7 @@ struct gateway::impl {
     std::optional<federation::router_digest> digest;
     std::vector<actors::engine_stats> engines; ///< one per tier with a model
     std::optional<actors::memory_stats> memory;
+    std::optional<actors::learn_status> learn; ///< when the node runs SONA
   };
 
   caf::expected<snapshot> collect() {
@@ -315,7 +316,14 @@ struct gateway::impl {
     auto t = ask<telemetry_snapshot>(actors.telemetry, stats_atom::value);
     if (!t)
       return t.error();
-    snapshot snap{*r, *w, std::move(*t), std::nullopt, std::nullopt, {}, std::nullopt};
+    snapshot snap{*r, *w, std::move(*t), std::nullopt, std::nullopt, {}, std::nullopt,
+                  std::nullopt};
+    if (actors.sona) {
+      auto l = ask<actors::learn_status>(actors.sona, actors::status_atom::value);
+      if (!l)
+        return l.error();
+      snap.learn = std::move(*l);
+    }
     if (actors.memory) {
       auto m = ask<actors::memory_stats>(actors.memory, stats_atom::value);
       if (!m)
@@ -720,6 +728,41 @@ struct gateway::impl {
       metric("shoal_memory_trimmed_bytes_total", "counter",
              "Cached KV bytes other tiers freed at the memory pool's request.");
       out << "shoal_memory_trimmed_bytes_total{" << node_label << "} " << m.trimmed_bytes << '\n';
+    }
+    if (s->learn) {
+      // SONA's loops (the same figures as GET /v1/learn/status).
+      const auto& l = *s->learn;
+      auto one = [&](const char* name, const char* type, const char* help, double v) {
+        metric(name, type, help);
+        out << name << '{' << node_label << "} " << v << '\n';
+      };
+      one("shoal_sona_v2_ready", "gauge", "1 when a trained router v2 routes, else 0.",
+          l.v2_ready ? 1 : 0);
+      one("shoal_sona_model_version", "gauge", "Background runs behind the routing model.",
+          static_cast<double>(l.model_version));
+      one("shoal_sona_instant_steps_total", "counter", "Instant-loop steps (one per feedback).",
+          static_cast<double>(l.instant_steps));
+      one("shoal_sona_instant_loss", "gauge", "Mean loss of the last 100 instant steps.",
+          l.instant_loss);
+      one("shoal_sona_trajectories_pending", "gauge",
+          "Router v2 decisions waiting for feedback.", static_cast<double>(l.pending));
+      one("shoal_sona_trajectories_dropped_total", "counter",
+          "Decisions the full trajectory ring refused (no instant step for them).",
+          static_cast<double>(l.dropped));
+      one("shoal_sona_background_runs_total", "counter", "Background-loop training runs.",
+          static_cast<double>(l.background_runs));
+      one("shoal_sona_background_last_duration_seconds", "gauge",
+          "Duration of the last background run.", l.background_ms / 1e3);
+      one("shoal_sona_background_last_loss", "gauge", "Mean training loss of the last run.",
+          l.background_loss);
+      one("shoal_sona_task_boundaries_total", "counter", "EWC++ task boundaries detected.",
+          static_cast<double>(l.task_boundaries));
+      one("shoal_sona_deep_runs_total", "counter", "Deep-loop consolidation runs.",
+          static_cast<double>(l.deep_runs));
+      one("shoal_sona_scoped_adapters", "gauge", "Scopes with their own MicroLoRA adapter.",
+          static_cast<double>(l.scoped_adapters));
+      one("shoal_sona_adapter_refusals_total", "counter",
+          "Scoped adapters the memory budget refused.", static_cast<double>(l.adapter_refusals));
     }
     metric("shoal_start_time_seconds", "gauge", "Node start time, seconds since the epoch.");
     out << "shoal_start_time_seconds{" << node_label << "} " << t.started_ms / 1e3 << '\n';

@@ -148,6 +148,12 @@ TEST_CASE("the node routes text, accepts feedback and reports stats, metrics and
         != std::string::npos);
   CHECK(m->body.find("shoal_route_latency_seconds_bucket{node=\"shoal-1\",le=\"+Inf\"} 3")
         != std::string::npos);
+  // SONA's loops: the one feedback took one instant step; nothing trained yet.
+  CHECK(m->body.find("# TYPE shoal_sona_instant_steps_total counter") != std::string::npos);
+  CHECK(m->body.find("shoal_sona_instant_steps_total{node=\"shoal-1\"} 1\n") != std::string::npos);
+  CHECK(m->body.find("shoal_sona_background_runs_total{node=\"shoal-1\"} 0\n")
+        != std::string::npos);
+  CHECK(m->body.find("shoal_sona_v2_ready{node=\"shoal-1\"} 0\n") != std::string::npos);
 
   CHECK(node->stop(SIGINT) == 0);
 }
