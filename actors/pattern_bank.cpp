@@ -532,16 +532,15 @@ std::vector<float> pattern_bank::centroid(uint64_t id) const {
   return index_.get(id);
 }
 
-caf::expected<pattern_batch> pattern_bank::take_checkpoint(int64_t now_ms) {
+caf::expected<pattern_batch> pattern_bank::take_checkpoint(int64_t now_ms, bool finish_moves) {
   pattern_batch b;
   if (env_ == nullptr)
     return b;
   if (auto err = index_pending())
     return err;
-  // Merge survivors still waiting to move go first: the list is not kept,
-  // so the saved index must hold them at their merged centroids.
-  if (auto err = reindex_moved(reindex_.size()))
-    return err;
+  if (finish_moves)
+    if (auto err = reindex_moved(reindex_.size()))
+      return err;
   auto h = index_.save(index_path());
   if (!h)
     return h.error();

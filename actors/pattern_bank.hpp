@@ -319,12 +319,15 @@ public:
   /// centroid; write_batch reads it back.
   pattern_batch take_dirty();
 
-  /// Like take_dirty, after indexing pending patterns, moving the merge
-  /// survivors still queued (reindex_moved) and saving the index file; the
-  /// batch carries the checkpoint record, so the file and the records it
-  /// covers are committed together.
+  /// Like take_dirty, after indexing pending patterns and saving the index
+  /// file; the batch carries the checkpoint record, so the file and the
+  /// records it covers are committed together. With `finish_moves`, the
+  /// merge survivors still queued are moved first (reindex_moved: all at
+  /// once, so not while routing; the queue itself is not kept), else a
+  /// survivor still queued is saved at its pre-merge vector and the owner
+  /// checkpoints again once the queue is empty.
   /// Errors: those of index_pending, reindex_moved and store::pattern_index::save.
-  caf::expected<pattern_batch> take_checkpoint(int64_t now_ms);
+  caf::expected<pattern_batch> take_checkpoint(int64_t now_ms, bool finish_moves = true);
 
   /// Marks a batch's patterns dirty again (after its write failed).
   void restore(pattern_batch&& b);
@@ -527,7 +530,9 @@ public:
   /// their new centroid in the index (store::pattern_index::add: a fresh
   /// slot, ~0.15 ms each at 10,000 × 384); the owner calls it between
   /// messages until reindex_pending() is 0 (consolidate() and
-  /// prepare_consolidation do all that is left). Errors: those of
+  /// prepare_consolidation do all that is left). Each move reserves an index
+  /// slot from the memory budget; when that is refused the call stops and
+  /// the survivor stays queued (counted in budget_refusals). Errors: those of
   /// store::pattern_index::add (the failed survivor and those after it stay
   /// queued).
   caf::error reindex_moved(size_t max);

@@ -750,16 +750,22 @@ caf::error pattern_bank::reindex_moved(size_t max) {
     if (c.size() != dim_)
       continue;
     // The move takes a fresh slot (the old one stays, removed): it needs
-    // room; refused, the survivor stays at its pre-merge vector.
+    // room; refused, the survivor stays queued (at its pre-merge vector
+    // meanwhile) and this call stops.
     if (budget_) {
       if (!budget_->try_reserve(engine::memory_budget::use::router, index_slot_bytes())) {
         ++budget_refusals_;
-        continue;
+        break;
       }
       reserved_ += index_slot_bytes();
     }
-    if ((err = index_.add(id, c)))
+    if ((err = index_.add(id, c))) {
+      if (budget_) {
+        budget_->release(engine::memory_budget::use::router, index_slot_bytes());
+        reserved_ -= index_slot_bytes();
+      }
       break;
+    }
   }
   reindex_.erase(reindex_.begin(), reindex_.begin() + static_cast<ptrdiff_t>(done));
   return err;

@@ -220,12 +220,60 @@ TEST_CASE("consolidation: a checkpoint moves the merge survivors still queued, s
   REQUIRE(st);
   REQUIRE(st->merged == 1);
   CHECK(b.reindex_pending() == 1); // P waits to move to its merged centroid
+  const auto merged = b.record(p).centroid;
+  const float pre_merge = kernels::dot(merged, cp); // P's vector in the index until it moves
+  REQUIRE(pre_merge < 0.999f);
   REQUIRE_FALSE(b.checkpoint(2100));
   CHECK(b.reindex_pending() == 0); // moved before the index file was saved
-  auto r = b.route(b.record(p).centroid, 2200);
-  CHECK(r.pattern_id == p);
   bank->reset();
+  // Reopened from the saved index (not rebuilt): P is at its merged centroid.
+  auto again = pattern_bank::open(dim, fine_patterns(), *env);
+  REQUIRE(again);
+  CHECK_FALSE((*again)->rebuilt_index());
+  auto r = (*again)->route(merged, 2200);
+  REQUIRE_FALSE(r.neighbors.empty());
+  CHECK(r.neighbors.front().pattern_id == p);
+  CHECK(r.neighbors.front().similarity > (1.0f + pre_merge) / 2);
+  again->reset();
   fs::remove_all(dir);
+}
+
+TEST_CASE("consolidation: a survivor whose move the memory budget refuses stays queued until there is room") {
+  std::mt19937 rng(27);
+  auto bank = pattern_bank::open(dim, fine_patterns(), nullptr);
+  REQUIRE(bank);
+  auto& b = **bank;
+  auto cp = unit(rng, dim);
+  const uint64_t p = found(b, cp, 1000, 1, {0.9, 0.8});
+  found(b, near(cp, rng, 0.97f), 1000, 1, {0.2, 0.4});
+  for (int i = 0; i < 12; ++i)
+    found(b, unit(rng, dim), 1000, 2, {0.5, 0.5, 0.5});
+  auto plan = b.prepare_consolidation(deep_defaults(), 2000);
+  REQUIRE(plan);
+  pattern_bank::plan_consolidation(**plan);
+  REQUIRE(b.apply_consolidation(**plan));
+  plan->reset();
+  REQUIRE(b.reindex_pending() == 1);
+  // A budget with no byte to spare: the move (a fresh index slot) is refused.
+  auto full = std::make_shared<engine::memory_budget>(b.size() * b.pattern_bytes()
+                                                 + b.index_removed() * b.index_slot_bytes()
+                                                 + b.categories().size() * (4 + 4 * (dim + 1)));
+  REQUIRE_FALSE(b.set_budget(full));
+  REQUIRE(full->used() == full->limit());
+  const uint64_t refusals = b.budget_refusals();
+  REQUIRE_FALSE(b.reindex_moved(8));
+  CHECK(b.reindex_pending() == 1); // still queued, not dropped
+  CHECK(b.budget_refusals() == refusals + 1);
+  CHECK(full->used() == full->limit());
+  // With room, it moves and its slot is reserved.
+  auto roomy = std::make_shared<engine::memory_budget>(full->limit() + b.index_slot_bytes());
+  REQUIRE_FALSE(b.set_budget(roomy));
+  REQUIRE_FALSE(b.reindex_moved(8));
+  CHECK(b.reindex_pending() == 0);
+  CHECK(roomy->used() == roomy->limit());
+  auto r = b.route(b.record(p).centroid, 2100);
+  REQUIRE_FALSE(r.neighbors.empty());
+  CHECK(r.neighbors.front().pattern_id == p);
 }
 
 TEST_CASE("consolidation: a stale pattern with few observations is pruned, a well-observed old one stays") {

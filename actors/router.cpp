@@ -208,7 +208,11 @@ struct router_state {
 
   /// Hands the changed patterns (and, when due, an index checkpoint) to the
   /// writer; the router only copies statistics here.
-  void persist(caf::event_based_actor* self, bool force_checkpoint) {
+  /// Hands changed patterns to the writer; with a checkpoint (forced, or
+  /// every checkpoint_interval_s) the index file too. `finish_moves`: move
+  /// every queued merge survivor first (at exit; while routing they move in
+  /// slices, and the slice that empties the queue checkpoints again).
+  void persist(caf::event_based_actor* self, bool force_checkpoint, bool finish_moves = false) {
     if (!writer)
       return;
     auto now = utc_now_ms();
@@ -216,7 +220,7 @@ struct router_state {
                || now - last_checkpoint_ms
                     >= int64_t{1000} * bank->config().checkpoint_interval_s;
     if (due) {
-      auto b = bank->take_checkpoint(now);
+      auto b = bank->take_checkpoint(now, finish_moves);
       if (!b) {
         spdlog::error("router: index checkpoint failed: {}", view(b.error()).message);
       } else {
@@ -251,7 +255,7 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
     while (st.bridge && st.link_up && st.bank->deltas_pending() > 0)
       self->send(st.bridge, publish_atom::value, st.bank->take_deltas(st.publish_max),
                  st.first_change_us);
-    st.persist(self, true);
+    st.persist(self, true, true);
     if (st.writer)
       self->send(st.writer, close_atom::value); // after the last batch
     st.writer = caf::actor{};
@@ -417,14 +421,20 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
     },
     [self](reindex_atom) {
       auto& st = self->state;
+      const size_t before = st.bank->reindex_pending();
       if (auto err = st.bank->reindex_moved(reindex_slice)) {
-        // Left queued: found at the pre-merge vector until the next deep run.
+        // Left queued (found at the pre-merge vector meanwhile); retried on
+        // the next tick.
         spdlog::error("router: moving merge survivors in the index failed: {}",
                       view(err).message);
         return;
       }
-      if (st.bank->reindex_pending() > 0)
+      const size_t after = st.bank->reindex_pending();
+      if (after == 0 && before > 0)
+        st.persist(self, true); // the index file with every survivor in place
+      else if (after < before)
         self->send(self, reindex_atom::value);
+      // else: the memory budget refused a slot; retried on the next tick
     },
     [self](v2_atom, router_v2_handoff& h) {
       auto& st = self->state;
@@ -439,6 +449,8 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
       st.memory = std::move(h.memory);
     },
     [self, flush_every](tick_atom) {
+      if (self->state.bank->reindex_pending() > 0)
+        self->send(self, reindex_atom::value);
       self->state.persist(self, false);
       self->delayed_send(self, flush_every, tick_atom::value);
     },

@@ -376,7 +376,7 @@ void router_v2_trainer::consolidate() {
 
 double router_v2_trainer::recent_error(std::span<const router_v2_trajectory> data,
                                        size_t n_new) {
-  const size_t n = std::min(data.size(), n_new > 0 ? n_new : data.size() / 4);
+  const size_t n = std::min({data.size(), n_new, size_t{256}});
   double e = 0;
   for (size_t i = data.size() - n; i < data.size(); ++i) {
     const auto& t = data[i];
@@ -395,7 +395,7 @@ router_v2_trainer::pass_stats router_v2_trainer::train(std::span<const router_v2
   // the model fitted the newest ones of the last pass — the data changed.
   // Checked once per pass on the unweighted prediction error (the importance-
   // weighted loss of a mini-batch is too heavy-tailed to compare).
-  if (cfg_.ewc && !data.empty()) {
+  if (cfg_.ewc && !data.empty() && n_new > 0) {
     const double before = recent_error(data, n_new);
     if (passes_ >= cfg_.boundary_warmup && before > cfg_.boundary_ratio * fit_error_ + 1e-6) {
       consolidate();
@@ -469,7 +469,7 @@ router_v2_trainer::pass_stats router_v2_trainer::train(std::span<const router_v2
     st.mean_loss = static_cast<float>(loss_sum / st.batches);
     st.mean_penalty = static_cast<float>(penalty_sum / st.batches);
   }
-  if (cfg_.ewc && !data.empty()) {
+  if (cfg_.ewc && !data.empty() && n_new > 0) {
     // How well the model now fits the newest trajectories: the next pass's
     // boundary test compares against it.
     fit_error_ = recent_error(data, n_new);

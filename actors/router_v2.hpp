@@ -236,8 +236,8 @@ router_v2_choice router_v2_choose(const route_result& r, const router_v2_trace& 
 /// bandit loss with online EWC++ (Chaudhry et al. 2018): the Fisher is an
 /// EMA of the mini-batches' mean (∂q_a/∂θ)² — the Fisher of the Gaussian
 /// reward model, which unlike the squared loss gradient does not vanish as
-/// a task is learned. A task boundary — at the start of a pass, the newest
-/// quarter of its trajectories predicted `boundary_ratio` times worse
+/// a task is learned. A task boundary — at the start of a pass, the
+/// trajectories new to it predicted `boundary_ratio` times worse
 /// (unweighted squared error) than the model fitted the newest ones at the
 /// end of the last pass, i.e. the data changed — moves the anchor θ* to the
 /// weights learned so far and freezes their importance with it (online
@@ -279,9 +279,11 @@ public:
     uint32_t batches = 0, boundaries = 0;
   };
   /// One pass (cfg.epochs epochs) over the trajectories, in order, oldest
-  /// first; the last `n_new` arrived since the previous pass (0: take a
-  /// quarter) — the task-boundary test looks at them.
-  pass_stats train(std::span<const router_v2_trajectory> data, size_t n_new = 0);
+  /// first; the last `n_new` of them arrived since the previous pass (by
+  /// default all): the task-boundary test looks at (up to 256 of the newest
+  /// of) them. With n_new = 0 nothing is new: no boundary test, and the
+  /// last fit stays the reference.
+  pass_stats train(std::span<const router_v2_trajectory> data, size_t n_new = SIZE_MAX);
   /// Marks a task boundary now: θ* ← θ.
   void consolidate();
 
@@ -292,8 +294,8 @@ public:
 private:
   router_v2_model model_;
   router_v2_trainer_config cfg_;
-  /// Mean unweighted (q_a − r)² of the model on the last n_new of `data`
-  /// (0: the last quarter).
+  /// Mean unweighted (q_a − r)² of the model on the last min(n_new, 256)
+  /// of `data`.
   double recent_error(std::span<const router_v2_trajectory> data, size_t n_new);
 
   std::vector<float> fisher_, anchor_, grad_, sample_, sq_;

@@ -798,6 +798,10 @@ int main(int argc, char** argv) {
     auto prompts = load_prompts(o.prompts, std::max(o.requests + o.heldout, 4 * o.shift_phase));
     assign_budgets(prompts, o);
     prompts = with_sessions(prompts, o);
+    if (!(o.budgets.share >= 0 && o.budgets.share <= 1) || !(o.budgets.min_ms > 0)
+        || !(o.budgets.max_ms >= o.budgets.min_ms) || !(o.ms_per_token >= 0))
+      throw std::runtime_error("latency budgets: --budget-share must be in [0, 1], 0 < "
+                               "--budget-min-ms <= --budget-max-ms, --ms-per-token >= 0");
     if (o.step == 0 || o.window % o.step != 0)
       throw std::runtime_error("--step must divide --window");
     if (o.window == 0 || prompts.size() < o.heldout + o.window)

@@ -29,6 +29,8 @@ while [[ $# -gt 0 ]]; do
     *) echo "sona_node.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
   esac
 done
+# No latency model, no budgets (as shoal_sona_learning): they would only be noise.
+[[ $ms == 0 ]] && share=0
 source bench/node.sh
 
 for s in $(seq 1 "$seeds"); do

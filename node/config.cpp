@@ -203,7 +203,9 @@ std::vector<setting> build_settings() {
   s.push_back(make_uint("sona.train_window", SHOAL_FIELD(sona.train_window), 16, 1000000,
                         "Background loop: recent trajectories with feedback a run trains on."));
   s.push_back(make_double("sona.train_lr", SHOAL_FIELD(sona.train_lr), 0, 1,
-                          "Background loop: learning rate of its Adam steps."));
+                          "Background loop: learning rate of its Adam steps (eps 1e-2, so "
+                          "gradients below 1e-2 step like SGD at lr/1e-2: a rate tuned for "
+                          "SGD is about 100 times too large)."));
   s.push_back(make_uint("sona.train_epochs", SHOAL_FIELD(sona.train_epochs), 1, 100,
                         "Background loop: epochs per run."));
   s.push_back(make_bool("sona.ewc", SHOAL_FIELD(sona.ewc),

@@ -303,7 +303,6 @@ struct gateway::impl {
     std::optional<federation::router_digest> digest;
     std::vector<actors::engine_stats> engines; ///< one per tier with a model
     std::optional<actors::memory_stats> memory;
-    std::optional<actors::learn_status> learn; ///< when the node runs SONA
   };
 
   caf::expected<snapshot> collect() {
@@ -316,14 +315,7 @@ struct gateway::impl {
     auto t = ask<telemetry_snapshot>(actors.telemetry, stats_atom::value);
     if (!t)
       return t.error();
-    snapshot snap{*r, *w, std::move(*t), std::nullopt, std::nullopt, {}, std::nullopt,
-                  std::nullopt};
-    if (actors.sona) {
-      auto l = ask<actors::learn_status>(actors.sona, actors::status_atom::value);
-      if (!l)
-        return l.error();
-      snap.learn = std::move(*l);
-    }
+    snapshot snap{*r, *w, std::move(*t), std::nullopt, std::nullopt, {}, std::nullopt};
     if (actors.memory) {
       auto m = ask<actors::memory_stats>(actors.memory, stats_atom::value);
       if (!m)
@@ -729,9 +721,14 @@ struct gateway::impl {
              "Cached KV bytes other tiers freed at the memory pool's request.");
       out << "shoal_memory_trimmed_bytes_total{" << node_label << "} " << m.trimmed_bytes << '\n';
     }
-    if (s->learn) {
-      // SONA's loops (the same figures as GET /v1/learn/status).
-      const auto& l = *s->learn;
+    // SONA's loops (the same figures as GET /v1/learn/status); left out if
+    // SONA does not answer, so the other metrics still come.
+    std::optional<actors::learn_status> learn;
+    if (actors.sona)
+      if (auto l = ask<actors::learn_status>(actors.sona, actors::status_atom::value))
+        learn = std::move(*l);
+    if (learn) {
+      const auto& l = *learn;
       auto one = [&](const char* name, const char* type, const char* help, double v) {
         metric(name, type, help);
         out << name << '{' << node_label << "} " << v << '\n';

@@ -77,6 +77,11 @@ bool load_prompts(const replay_options& o, std::vector<prompt>& out) {
 } // namespace
 
 int run_replay(const replay_options& o) {
+  if (o.budgets.share > 0 && !(o.budgets.min_ms <= o.budgets.max_ms)) {
+    std::cerr << "replay: --budget-min-ms (" << o.budgets.min_ms
+              << ") must not exceed --budget-max-ms (" << o.budgets.max_ms << ")\n";
+    return 1;
+  }
   std::vector<prompt> prompts;
   if (!load_prompts(o, prompts))
     return 1;

@@ -450,6 +450,11 @@ TEST_CASE("shoal replay prints a learning curve and the node learns from its fee
   stats = must_get(c, "/v1/stats");
   CHECK(stats["requests"] == 800);
   CHECK(stats["feedback"] == 800);
+  auto inverted = run_shoal({"replay", "--url", node->url(), "--prompts", prompts.string(),
+                             "--budget-share", "1", "--budget-min-ms", "5000",
+                             "--budget-max-ms", "1000"});
+  CHECK(inverted.exit_code != 0);
+  CHECK(inverted.output.find("--budget-min-ms") != std::string::npos);
   CHECK(node->stop(SIGINT) == 0);
 
   // Bad prompt files are reported, not crashed on.
