@@ -200,15 +200,11 @@ TEST_CASE("consolidation: two near-duplicates merge with summed statistics and s
   fs::remove_all(dir);
 }
 
-TEST_CASE("consolidation: a checkpoint moves the merge survivors still queued, so the saved index has them") {
-  auto dir = temp_dir("consolidate-checkpoint-moves");
-  std::mt19937 rng(26);
+/// Founds P and a near-duplicate Q among 12 others, and applies a planned
+/// consolidation that merges Q into P without moving P in the index yet.
+/// Returns P and its pre-merge centroid.
+std::pair<uint64_t, std::vector<float>> merge_one_pair(pattern_bank& b, std::mt19937& rng) {
   auto cp = unit(rng, dim);
-  auto env = store::environment::open({dir});
-  REQUIRE(env);
-  auto bank = pattern_bank::open(dim, fine_patterns(), *env);
-  REQUIRE(bank);
-  auto& b = **bank;
   const uint64_t p = found(b, cp, 1000, 1, {0.9, 0.8});
   found(b, near(cp, rng, 0.97f), 1000, 1, {0.2, 0.4});
   for (int i = 0; i < 12; ++i)
@@ -219,6 +215,18 @@ TEST_CASE("consolidation: a checkpoint moves the merge survivors still queued, s
   auto st = b.apply_consolidation(**plan);
   REQUIRE(st);
   REQUIRE(st->merged == 1);
+  return {p, cp};
+}
+
+TEST_CASE("consolidation: a checkpoint moves the merge survivors still queued, so the saved index has them") {
+  auto dir = temp_dir("consolidate-checkpoint-moves");
+  std::mt19937 rng(26);
+  auto env = store::environment::open({dir});
+  REQUIRE(env);
+  auto bank = pattern_bank::open(dim, fine_patterns(), *env);
+  REQUIRE(bank);
+  auto& b = **bank;
+  auto [p, cp] = merge_one_pair(b, rng);
   CHECK(b.reindex_pending() == 1); // P waits to move to its merged centroid
   const auto merged = b.record(p).centroid;
   const float pre_merge = kernels::dot(merged, cp); // P's vector in the index until it moves
@@ -243,16 +251,7 @@ TEST_CASE("consolidation: a survivor whose move the memory budget refuses stays 
   auto bank = pattern_bank::open(dim, fine_patterns(), nullptr);
   REQUIRE(bank);
   auto& b = **bank;
-  auto cp = unit(rng, dim);
-  const uint64_t p = found(b, cp, 1000, 1, {0.9, 0.8});
-  found(b, near(cp, rng, 0.97f), 1000, 1, {0.2, 0.4});
-  for (int i = 0; i < 12; ++i)
-    found(b, unit(rng, dim), 1000, 2, {0.5, 0.5, 0.5});
-  auto plan = b.prepare_consolidation(deep_defaults(), 2000);
-  REQUIRE(plan);
-  pattern_bank::plan_consolidation(**plan);
-  REQUIRE(b.apply_consolidation(**plan));
-  plan->reset();
+  const uint64_t p = merge_one_pair(b, rng).first;
   REQUIRE(b.reindex_pending() == 1);
   // A budget with no byte to spare: the move (a fresh index slot) is refused.
   auto full = std::make_shared<engine::memory_budget>(b.size() * b.pattern_bytes()
