@@ -376,7 +376,7 @@ void router_v2_trainer::consolidate() {
 
 double router_v2_trainer::recent_error(std::span<const router_v2_trajectory> data,
                                        size_t n_new) {
-  const size_t n = std::min({data.size(), n_new, size_t{256}});
+  const size_t n = std::min({data.size(), n_new, size_t{1024}});
   double e = 0;
   for (size_t i = data.size() - n; i < data.size(); ++i) {
     const auto& t = data[i];

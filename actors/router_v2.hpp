@@ -280,7 +280,7 @@ public:
   };
   /// One pass (cfg.epochs epochs) over the trajectories, in order, oldest
   /// first; the last `n_new` of them arrived since the previous pass (by
-  /// default all): the task-boundary test looks at (up to 256 of the newest
+  /// default all): the task-boundary test looks at (up to 1024 of the newest
   /// of) them. With n_new = 0 nothing is new: no boundary test, and the
   /// last fit stays the reference.
   pass_stats train(std::span<const router_v2_trajectory> data, size_t n_new = SIZE_MAX);
@@ -294,7 +294,7 @@ public:
 private:
   router_v2_model model_;
   router_v2_trainer_config cfg_;
-  /// Mean unweighted (q_a − r)² of the model on the last min(n_new, 256)
+  /// Mean unweighted (q_a − r)² of the model on the last min(n_new, 1024)
   /// of `data`.
   double recent_error(std::span<const router_v2_trajectory> data, size_t n_new);
 
