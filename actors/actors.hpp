@@ -66,6 +66,12 @@ struct sona_config {
   /// A request's latency budget (route_query::latency_budget_ms) reaches
   /// router v2 as min(1, budget / this); no budget is 1. Default: 10000. Range [1, 86400000].
   double latency_budget_max_ms = 10000;
+  /// Router v2 chooses temperature and top_p (from its grid, router_v2.hpp)
+  /// for requests that leave them unset, and learns which pay. Default: true.
+  bool sampling = true;
+  /// ε of that choice: per parameter, a uniformly drawn grid value instead
+  /// of the best one this often. Default: 0.05. Range [0, 1].
+  double sampling_explore = 0.05;
   /// Instant loop: MicroLoRA learning rate per feedback. Default: 0.02. Range [0, 1].
   double instant_lr = 0.02;
   /// Background loop: runs this often, s. Default: 3600. Range [1, 2592000].
@@ -166,6 +172,9 @@ struct router_v2_handoff {
   double threshold = 0;         ///< confidence below which v1's choice stands
   uint32_t sessions = 0;        ///< sessions whose FastGRNN state is kept
   double latency_budget_max_ms = 10000; ///< sona_config::latency_budget_max_ms
+  /// ε of the sampling heads (sona_config::sampling_explore); negative:
+  /// the router chooses no sampling.
+  double sampling_explore = -1;
   /// The node's memory budget: router v2's memory-pressure input is
   /// used / limit (null: pressure 0).
   std::shared_ptr<const engine::memory_budget> memory;

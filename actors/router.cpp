@@ -133,13 +133,15 @@ struct router_state {
   std::vector<double> costs;
   std::mt19937_64 v2_rng{0x5eed};
   double latency_budget_max_ms = 10000;
+  double sampling_explore = -1; // ε of the sampling heads; negative: they choose nothing
   std::shared_ptr<const engine::memory_budget> memory; // pressure = used / limit
   bool deep_running = false; // a consolidation plan is with the planner
   static inline const char* name = "router";
 
   /// Router v2's decision over v1's route `r` (changes r.tier and r.confidence
   /// when v2 decides), and its trajectory into the ring.
-  void route_v2(route_result& r, const route_query& q, uint64_t request_id) {
+  void route_v2(route_result& r, const route_query& q, route_decision& d) {
+    const uint64_t request_id = d.request_id;
     const std::string& session_id = q.session_id;
     v2_features.assign(r);
     v2_h0.assign(v2->hidden(), 0.0f); // the session's state before this turn
@@ -163,8 +165,31 @@ struct router_state {
     r.tier = c.tier;
     r.confidence = c.confidence;
     r.expected_reward = v2_trace.q[c.tier] - costs[c.tier];
-    ring->push(request_id, in, v2_h0, c.tier, c.behaviour_prob,
-               scope == pattern_bank::no_category ? no_scope : scope);
+    // Sampling: the client's values, else the router's choice from the grid
+    // (sampling_explore < 0: no choice, the engine's defaults). A client's
+    // value off the grid is no arm of the bandit.
+    auto s = router_v2_sample(v2_trace, v2_ready, static_cast<float>(sampling_explore), v2_rng);
+    float prob = c.behaviour_prob;
+    uint8_t rec_t = no_choice, rec_p = no_choice;
+    if (q.temperature >= 0) {
+      d.temperature = q.temperature;
+      rec_t = sampling_index(sampling_temperatures, q.temperature);
+    } else if (sampling_explore >= 0) {
+      d.temperature = sampling_temperatures[s.temperature];
+      rec_t = s.temperature;
+      prob *= s.prob_temperature;
+    }
+    if (q.top_p >= 0) {
+      d.top_p = q.top_p;
+      rec_p = sampling_index(sampling_top_ps, q.top_p);
+    } else if (sampling_explore >= 0) {
+      d.top_p = sampling_top_ps[s.top_p];
+      rec_p = s.top_p;
+      prob *= s.prob_top_p;
+    }
+    d.context_tokens = v2_ready ? context_buckets[router_v2_model::context_choice(v2_trace)] : 0;
+    ring->push(request_id, in, v2_h0, c.tier, prob,
+               scope == pattern_bank::no_category ? no_scope : scope, rec_t, rec_p);
     if (session_id.empty() || v2_sessions == 0)
       return;
     if (sess == session_h.end()) {
@@ -275,7 +300,11 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
       route_decision d;
       d.request_id = st.next_request_id(now_ms);
       if (st.v2)
-        st.route_v2(r, q, d.request_id);
+        st.route_v2(r, q, d);
+      else {
+        d.temperature = q.temperature;
+        d.top_p = q.top_p;
+      }
       d.time_ms = now_ms;
       d.tier = r.tier;
       d.tier_name = st.bank->config().tiers[r.tier].name;
@@ -447,6 +476,7 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
       st.v2_threshold = h.threshold;
       st.latency_budget_max_ms = h.latency_budget_max_ms > 0 ? h.latency_budget_max_ms : 1;
       st.memory = std::move(h.memory);
+      st.sampling_explore = h.sampling_explore;
     },
     [self, flush_every](tick_atom) {
       if (self->state.bank->reindex_pending() > 0)

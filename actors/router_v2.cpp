@@ -11,7 +11,7 @@ namespace shoal::actors {
 
 namespace {
 
-constexpr uint8_t checkpoint_version = 1;
+constexpr uint8_t checkpoint_version = 2; // 2: sampling and context heads
 
 kernels::fastgrnn_shape cell_shape(const router_v2_config& c) {
   kernels::fastgrnn_shape s;
@@ -52,9 +52,25 @@ void transposed_product(float* __restrict out, const float* __restrict p, size_t
 
 } // namespace
 
+uint8_t context_bucket_index(double tokens) {
+  for (size_t k = 0; k < context_buckets.size(); ++k)
+    if (tokens <= context_buckets[k])
+      return static_cast<uint8_t>(k);
+  return static_cast<uint8_t>(context_buckets.size() - 1);
+}
+
+uint8_t sampling_index(std::span<const float> grid, double value) {
+  for (size_t i = 0; i < grid.size(); ++i)
+    if (std::abs(grid[i] - value) <= 1e-3)
+      return static_cast<uint8_t>(i);
+  return no_choice;
+}
+
 router_v2_model::router_v2_model(router_v2_config cfg)
   : cfg_(cfg), cell_(cell_shape(cfg)) {
-  theta_.assign(off_bq() + cfg_.n_tiers, 0.0f);
+  // The sampling and context heads start at 0: no adjustment, a uniform
+  // context distribution.
+  theta_.assign(off_end(), 0.0f);
   // Initialisation: LoRA A small random and B = 0 (Hu et al. 2021: the
   // adapter starts as the identity); P, the cell's factors and H scaled by
   // 1/sqrt(fan-in); FastGRNN's ζ, ν raw at 1 and −4 (σ: 0.73, 0.018) so a
@@ -136,6 +152,34 @@ void router_v2_model::forward(const router_v2_input& in, std::span<const float> 
   for (size_t t = 0; t < T; ++t)
     tr.q[t] = (t < in.neighbor_rewards.size() ? in.neighbor_rewards[t] : 0.0f)
               + th[off_bq() + t] + kernels::dot({th + off_h() + t * Hn, Hn}, tr.h);
+  // Sampling adjustments and context bucket probabilities.
+  auto linear = [&](std::vector<float>& out, size_t n, size_t w_off, size_t b_off) {
+    out.resize(n);
+    for (size_t i = 0; i < n; ++i)
+      out[i] = th[b_off + i] + kernels::dot({th + w_off + i * Hn, Hn}, tr.h);
+  };
+  linear(tr.dt, n_temperatures, off_gt(), off_bt_head());
+  linear(tr.dp, n_top_ps, off_gp(), off_bp_head());
+  linear(tr.ctx, n_contexts, off_c(), off_bc());
+  const float mx = *std::max_element(tr.ctx.begin(), tr.ctx.end());
+  float z = 0;
+  for (auto& x : tr.ctx)
+    z += (x = std::exp(x - mx));
+  for (auto& x : tr.ctx)
+    x /= z;
+}
+
+float router_v2_model::predicted(const router_v2_trace& tr, const router_v2_outcome& o) {
+  float r = tr.q[o.tier];
+  if (o.temperature < tr.dt.size())
+    r += tr.dt[o.temperature];
+  if (o.top_p < tr.dp.size())
+    r += tr.dp[o.top_p];
+  return r;
+}
+
+uint8_t router_v2_model::context_choice(const router_v2_trace& tr) {
+  return static_cast<uint8_t>(std::max_element(tr.ctx.begin(), tr.ctx.end()) - tr.ctx.begin());
 }
 
 router_v2_model::decision router_v2_model::decide(std::span<const float> q,
@@ -154,29 +198,57 @@ router_v2_model::decision router_v2_model::decide(std::span<const float> q,
   return d;
 }
 
-float router_v2_model::backward(const router_v2_trace& tr, uint32_t tier, float reward,
-                                float behaviour_prob, std::span<float> grad) const {
-  const float w = std::min(1.0f / std::max(behaviour_prob, 1e-6f), cfg_.max_importance);
-  const float err = tr.q[tier] - reward;
-  backprop(tr, tier, 2.0f * w * err, grad); // only the taken tier's head sees a gradient
-  return w * err * err;
+float router_v2_model::backward(const router_v2_trace& tr, const router_v2_outcome& o,
+                                std::span<float> grad) const {
+  const float w = std::min(1.0f / std::max(o.behaviour_prob, 1e-6f), cfg_.max_importance);
+  const float err = predicted(tr, o) - o.reward;
+  // Only the taken arms' heads see a gradient of the squared loss.
+  backprop(tr, o, 2.0f * w * err, grad, context_weight);
+  float ce = 0;
+  if (o.context_tokens > 0)
+    ce = -std::log(std::max(tr.ctx[context_bucket_index(o.context_tokens)], 1e-30f));
+  return w * err * err + context_weight * ce;
 }
 
-void router_v2_model::backprop(const router_v2_trace& tr, uint32_t tier, float dq,
-                               std::span<float> grad) const {
-  const size_t E = cfg_.embed_dim, X = cfg_.proj, Hn = cfg_.hidden;
+void router_v2_model::backprop_heads(const router_v2_trace& tr, const router_v2_outcome& o,
+                                     float dq, float dctx, float* g,
+                                     std::vector<float>& dh) const {
+  const size_t Hn = cfg_.hidden;
+  const float* th = theta_.data();
+  dh.assign(Hn, 0.0f);
+  // One row of a head: its gradient d·h (when g is given), d·row into dh.
+  auto row = [&](size_t w_off, size_t b_off, size_t i, float d) {
+    for (size_t j = 0; j < Hn; ++j)
+      dh[j] += d * th[w_off + i * Hn + j];
+    if (!g)
+      return;
+    for (size_t j = 0; j < Hn; ++j)
+      g[w_off + i * Hn + j] += d * tr.h[j];
+    g[b_off + i] += d;
+  };
+  row(off_h(), off_bq(), o.tier, dq);
+  if (o.temperature < n_temperatures)
+    row(off_gt(), off_bt_head(), o.temperature, dq);
+  if (o.top_p < n_top_ps)
+    row(off_gp(), off_bp_head(), o.top_p, dq);
+  if (dctx > 0 && o.context_tokens > 0) {
+    // ∂CE/∂logit_k = c_k − [k = k*]
+    const size_t target = context_bucket_index(o.context_tokens);
+    for (size_t k = 0; k < n_contexts; ++k)
+      row(off_c(), off_bc(), k, dctx * (tr.ctx[k] - (k == target ? 1.0f : 0.0f)));
+  }
+}
+
+void router_v2_model::backprop(const router_v2_trace& tr, const router_v2_outcome& o, float dq,
+                               std::span<float> grad, float dctx) const {
+  const size_t E = cfg_.embed_dim, X = cfg_.proj;
   const size_t r = cfg_.lora_rank, U = n_u();
   const float* th = theta_.data();
   float* g = grad.data();
   // Per-thread scratch: no allocation per call after the first.
   thread_local std::vector<float> dh, dh_prev, dz, work, du;
-  // Head.
-  dh.assign(Hn, 0.0f);
-  for (size_t j = 0; j < Hn; ++j) {
-    g[off_h() + tier * Hn + j] += dq * tr.h[j];
-    dh[j] = dq * th[off_h() + tier * Hn + j];
-  }
-  g[off_bq() + tier] += dq;
+  backprop_heads(tr, o, dq, dctx, g, dh);
+  const size_t Hn = cfg_.hidden;
   // Cell (one step: h_prev is an input here).
   dh_prev.resize(Hn);
   dz.resize(X);
@@ -214,19 +286,17 @@ void router_v2_model::backprop(const router_v2_trace& tr, uint32_t tier, float d
   }
 }
 
-float router_v2_model::instant_step(const router_v2_trace& tr, uint32_t tier, float reward,
-                                    float behaviour_prob, float lr, scoped_adapter* scope) {
+float router_v2_model::instant_step(const router_v2_trace& tr, const router_v2_outcome& o,
+                                    float lr, scoped_adapter* scope) {
   const size_t E = cfg_.embed_dim, X = cfg_.proj, Hn = cfg_.hidden, r = cfg_.lora_rank;
   const size_t U = n_u();
   float* th = theta_.data();
-  const float w = std::min(1.0f / std::max(behaviour_prob, 1e-6f), cfg_.max_importance);
-  const float err = tr.q[tier] - reward;
+  const float w = std::min(1.0f / std::max(o.behaviour_prob, 1e-6f), cfg_.max_importance);
+  const float err = predicted(tr, o) - o.reward;
   const float dq = 2.0f * w * err;
   // Per-thread scratch: no allocation per request after the first.
   thread_local std::vector<float> dh, dh_prev, dz, work, cell_grad, de;
-  dh.resize(Hn);
-  for (size_t j = 0; j < Hn; ++j)
-    dh[j] = dq * th[off_h() + tier * Hn + j];
+  backprop_heads(tr, o, dq, 0.0f, nullptr, dh); // dh only: the heads stay fixed
   dh_prev.resize(Hn);
   dz.resize(X);
   work.resize(cell_.work_size());
@@ -271,7 +341,7 @@ caf::expected<router_v2_model> router_v2_model::load(std::string_view in) {
     return make_error(errc::corrupt_data, "router v2 checkpoint: " + what);
   };
   uint8_t version = 0;
-  if (!get(in, version) || version != checkpoint_version)
+  if (!get(in, version) || version == 0 || version > checkpoint_version)
     return bad("unknown version");
   router_v2_config c;
   for (uint32_t* v : {&c.embed_dim, &c.n_tiers, &c.proj, &c.hidden, &c.rank_w, &c.rank_u,
@@ -287,11 +357,13 @@ caf::expected<router_v2_model> router_v2_model::load(std::string_view in) {
       || c.rank_u == 0 || c.lora_rank == 0 || c.lora_rank > kernels::micro_lora_max_rank)
     return bad("sizes out of range");
   router_v2_model m(c);
-  if (n != m.theta_.size() || in.size() != 4 * n)
-    return bad(std::to_string(n) + " parameters stored, " + std::to_string(m.theta_.size())
+  // Version 1 stored the parameters up to b_q; the later heads start new.
+  const size_t expected = version == 1 ? m.off_gt() : m.theta_.size();
+  if (n != expected || in.size() != 4 * n)
+    return bad(std::to_string(n) + " parameters stored, " + std::to_string(expected)
                + " expected");
-  for (auto& x : m.theta_)
-    get(in, x);
+  for (size_t i = 0; i < n; ++i)
+    get(in, m.theta_[i]);
   return m;
 }
 
@@ -348,6 +420,27 @@ router_v2_choice router_v2_choose(const route_result& r, const router_v2_trace& 
   return c;
 }
 
+router_v2_sampling router_v2_sample(const router_v2_trace& tr, bool ready, float explore,
+                                    std::mt19937_64& rng) {
+  router_v2_sampling s;
+  std::uniform_real_distribution<float> u01(0.0f, 1.0f);
+  const float e = std::clamp(explore, 0.0f, 1.0f);
+  auto pick = [&](const std::vector<float>& d, uint8_t& out, float& prob) {
+    uint8_t greedy = default_sampling_index;
+    if (ready)
+      for (size_t i = 0; i < d.size(); ++i)
+        if (d[i] > d[greedy])
+          greedy = static_cast<uint8_t>(i);
+    out = greedy;
+    if (e > 0 && u01(rng) < e)
+      out = static_cast<uint8_t>(rng() % d.size());
+    prob = (out == greedy ? 1.0f - e : 0.0f) + e / static_cast<float>(d.size());
+  };
+  pick(tr.dt, s.temperature, s.prob_temperature);
+  pick(tr.dp, s.top_p, s.prob_top_p);
+  return s;
+}
+
 router_v2_trainer::router_v2_trainer(router_v2_model start, router_v2_trainer_config cfg)
   : model_(std::move(start)), cfg_(cfg) {
   fisher_.assign(model_.n_params(), 0.0f);
@@ -381,7 +474,7 @@ double router_v2_trainer::recent_error(std::span<const router_v2_trajectory> dat
   for (size_t i = data.size() - n; i < data.size(); ++i) {
     const auto& t = data[i];
     model_.forward(t.input(), t.h_prev, trace_);
-    const double d = trace_.q[t.tier] - t.reward;
+    const double d = router_v2_model::predicted(trace_, t.outcome()) - t.reward;
     e += d * d;
   }
   return n > 0 ? e / static_cast<double>(n) : 0.0;
@@ -412,14 +505,14 @@ router_v2_trainer::pass_stats router_v2_trainer::train(std::span<const router_v2
       for (size_t i = 0; i < n; ++i) {
         const auto& t = data[b0 + i];
         model_.forward(t.input(), t.h_prev, trace_);
-        loss += model_.backward(trace_, t.tier, t.reward, t.behaviour_prob, grad_);
+        loss += model_.backward(trace_, t.outcome(), grad_);
         if (cfg_.ewc && i % cfg_.fisher_every == 0) {
           // Fisher of the Gaussian reward model: E[(∂q_a/∂θ)²], which does
           // not vanish as the errors do (the loss gradient's square would);
           // estimated on every fisher_every-th sample.
           ++fisher_n;
           std::fill(sample_.begin(), sample_.end(), 0.0f);
-          model_.backprop(trace_, t.tier, 1.0f, sample_);
+          model_.backprop(trace_, t.outcome(), 1.0f, sample_);
           for (size_t j = 0; j < sample_.size(); ++j)
             sq_[j] += sample_[j] * sample_[j];
         }

@@ -20,16 +20,28 @@
 ///                                       correction of m, router v1's
 ///                                       estimate (`neighbor_rewards`)
 ///   tier = argmax_t (q_t − cost_t);  confidence = softmax((q − cost)/τ)[tier]
+///   δT = G_T·h + b_T,  δP = G_P·h + b_P  reward adjustment per temperature
+///                                       and per top-p of the sampling grid
+///                                       (sampling_temperatures, sampling_top_ps)
+///   c  = softmax(C·h + b_c)             context bucket: the probability that
+///                                       the request's prompt + completion
+///                                       fits bucket k (context_buckets)
 /// Below `confidence_threshold` the caller falls back to router v1.
 ///
-/// Training signal (contextual bandit: only the chosen tier's reward is
-/// seen): L = w · (q_a − r)², with a the tier taken, r its reward and
-/// w = min(1/π_b(a), w_max) the importance weight of the behaviour policy
-/// that chose it (trajectories collected by an earlier policy).
+/// Training signal (contextual bandit: only the chosen arm's reward is
+/// seen): the reward of tier a sampled at grid temperature i and top-p j is
+/// modelled as r̂ = q_a + δT_i + δP_j (a sampling choice left to the client
+/// drops its term), and L = w · (r̂ − r)² + β · CE(c, k*), with w =
+/// min(1/π_b, w_max) the importance weight of the behaviour policy that made
+/// the choice (trajectories collected by an earlier policy; π_b the joint
+/// probability of tier and sampling) and k* the bucket the request's
+/// observed tokens needed (the term drops when they are unknown). The
+/// context target is seen whatever was chosen (full information): no weight.
 ///
 /// All parameters live in one flat vector (EWC++ and checkpoints see one
-/// vector): [A | Bᵀ | P | b_p | FastGRNN cell | H | b_q], A and Bᵀ as
-/// kernels/learn.hpp's MicroLoRA layout ([r, E] each).
+/// vector): [A | Bᵀ | P | b_p | FastGRNN cell | H | b_q | G_T | b_T | G_P |
+/// b_P | C | b_c], A and Bᵀ as kernels/learn.hpp's MicroLoRA layout ([r, E]
+/// each).
 ///
 /// Thread-safety: none (a model belongs to one thread; the background loop
 /// trains a copy and swaps it in).
@@ -51,6 +63,24 @@
 #include <vector>
 
 namespace shoal::actors {
+
+/// The sampling grid router v2 chooses from when a request leaves
+/// temperature or top_p to the node. Index 3 of each is OpenAI's default
+/// (1, 1): what is served before the model learned otherwise.
+inline constexpr std::array<float, 4> sampling_temperatures{0.2f, 0.5f, 0.8f, 1.0f};
+inline constexpr std::array<float, 4> sampling_top_ps{0.8f, 0.9f, 0.95f, 1.0f};
+inline constexpr uint8_t default_sampling_index = 3;
+/// No sampling choice recorded (the client's value was off the grid, or unknown).
+inline constexpr uint8_t no_choice = 0xff;
+/// Context buckets, tokens (prompt + completion): bucket k holds requests
+/// needing at most context_buckets[k]; the last also holds anything longer.
+inline constexpr std::array<uint32_t, 8> context_buckets{256,  512,  1024,  2048,
+                                                         4096, 8192, 16384, 32768};
+/// The bucket of a request that needed `tokens` (prompt + completion).
+uint8_t context_bucket_index(double tokens);
+/// The grid index of a client's sampling value: the exact match (within
+/// 1e-3), else no_choice.
+uint8_t sampling_index(std::span<const float> grid, double value);
 
 struct router_v2_config {
   uint32_t embed_dim = 384;  ///< E, the hashing embedder's dimension
@@ -113,6 +143,19 @@ struct router_v2_trace {
   std::vector<float> e, e2, u, z, h_prev, h, cell_cache, q; ///< e: the embedding, e2: after the adapter
   std::vector<float> scoped; ///< e + s·B_c A_c e of the scoped adapter (when one was blended)
   float scope_weight = 0;    ///< w of the blend; 0 without a scoped adapter
+  std::vector<float> dt, dp; ///< δT, δP: reward adjustment per grid temperature, top-p
+  std::vector<float> ctx;    ///< context bucket probabilities
+};
+
+/// What one decision led to: the arm taken, its reward, the probability the
+/// behaviour policy gave that arm, and the request's observed context.
+struct router_v2_outcome {
+  uint32_t tier = 0;
+  float reward = 0;
+  float behaviour_prob = 1; ///< π_b(tier, sampling): joint over what the router chose
+  uint8_t temperature = no_choice; ///< index into sampling_temperatures
+  uint8_t top_p = no_choice;       ///< index into sampling_top_ps
+  float context_tokens = 0;        ///< prompt + completion tokens; 0: unknown
 };
 
 class router_v2_model {
@@ -122,6 +165,11 @@ public:
 
   const router_v2_config& config() const noexcept { return cfg_; }
   size_t n_extras() const noexcept { return n_neighbors + 2 * size_t{cfg_.n_tiers} + 3; }
+  static constexpr size_t n_temperatures = sampling_temperatures.size();
+  static constexpr size_t n_top_ps = sampling_top_ps.size();
+  static constexpr size_t n_contexts = context_buckets.size();
+  /// β: weight of the context head's cross-entropy in the loss.
+  static constexpr float context_weight = 0.05f;
   size_t n_params() const noexcept { return theta_.size(); }
   std::span<float> params() noexcept { return theta_; }
   std::span<const float> params() const noexcept { return theta_; }
@@ -140,15 +188,23 @@ public:
   };
   decision decide(std::span<const float> q, std::span<const double> costs) const;
 
-  /// The loss w·(q_a − r)² of the traced forward, its gradient ADDED to
-  /// `grad` (size n_params(); one step of the recurrence: h_prev is treated
-  /// as an input). Returns the loss.
-  float backward(const router_v2_trace& trace, uint32_t tier, float reward, float behaviour_prob,
+  /// r̂ = q_a + δT_i + δP_j of the traced forward for an outcome.
+  static float predicted(const router_v2_trace& trace, const router_v2_outcome& o);
+
+  /// The loss w·(r̂ − r)² + β·CE of the traced forward, its gradient ADDED
+  /// to `grad` (size n_params(); one step of the recurrence: h_prev is
+  /// treated as an input). Returns the loss.
+  float backward(const router_v2_trace& trace, const router_v2_outcome& o,
                  std::span<float> grad) const;
-  /// ADDS dq·∂q_tier/∂θ of the traced forward to `grad` (backward's chain;
-  /// with dq = 1 the per-sample Jacobian row the Fisher is built from).
-  void backprop(const router_v2_trace& trace, uint32_t tier, float dq,
-                std::span<float> grad) const;
+  /// ADDS dq·∂r̂/∂θ of the traced forward to `grad`, plus the gradient of
+  /// dctx·CE when dctx > 0 and the context is known (backward's chain;
+  /// with dq = 1, dctx = 0 the per-sample Jacobian row the Fisher is built
+  /// from).
+  void backprop(const router_v2_trace& trace, const router_v2_outcome& o, float dq,
+                std::span<float> grad, float dctx = 0) const;
+
+  /// The context head's prediction: the bucket with the highest probability.
+  static uint8_t context_choice(const router_v2_trace& trace);
 
   /// The instant loop's step (per request, when its feedback arrives): the
   /// loss gradient is carried back to the adapted embedding e' only (heads,
@@ -158,12 +214,14 @@ public:
   /// With a scoped adapter blended in the forward (trace.scope_weight = w),
   /// the shared adapter moves by lr·(1 − w) and `scope` by lr·w (exact SGD
   /// on the blend), and scope->steps grows by one.
-  float instant_step(const router_v2_trace& trace, uint32_t tier, float reward,
-                     float behaviour_prob, float lr, scoped_adapter* scope = nullptr);
+  float instant_step(const router_v2_trace& trace, const router_v2_outcome& o, float lr,
+                     scoped_adapter* scope = nullptr);
 
   /// A checkpoint: config and parameters (little-endian, versioned).
   std::string save() const;
   /// Errors (corrupt_data): wrong version, truncated, sizes that disagree.
+  /// A version-1 checkpoint (before the sampling and context heads) loads
+  /// with those heads new: δ = 0, a uniform context distribution.
   static caf::expected<router_v2_model> load(std::string_view bytes);
 
 private:
@@ -175,6 +233,17 @@ private:
   size_t off_cell() const noexcept { return off_bp() + cfg_.proj; }
   size_t off_h() const noexcept { return off_cell() + cell_.n_params(); }
   size_t off_bq() const noexcept { return off_h() + size_t{cfg_.n_tiers} * cfg_.hidden; }
+  size_t off_gt() const noexcept { return off_bq() + cfg_.n_tiers; }
+  size_t off_bt_head() const noexcept { return off_gt() + n_temperatures * cfg_.hidden; }
+  size_t off_gp() const noexcept { return off_bt_head() + n_temperatures; }
+  size_t off_bp_head() const noexcept { return off_gp() + n_top_ps * cfg_.hidden; }
+  size_t off_c() const noexcept { return off_bp_head() + n_top_ps; }
+  size_t off_bc() const noexcept { return off_c() + n_contexts * cfg_.hidden; }
+  size_t off_end() const noexcept { return off_bc() + n_contexts; }
+  /// The gradient w.r.t. h of dq·r̂ (and dctx·CE), the heads' own gradients
+  /// ADDED to g; returns dh in `dh`.
+  void backprop_heads(const router_v2_trace& tr, const router_v2_outcome& o, float dq,
+                      float dctx, float* g, std::vector<float>& dh) const;
 
   router_v2_config cfg_;
   kernels::fastgrnn_shape cell_;
@@ -192,11 +261,17 @@ struct router_v2_trajectory {
   uint32_t scope = no_scope;           ///< the scoped adapter's scope (instant loop only)
   uint32_t tier = 0;                   ///< the tier taken
   float reward = 0;                    ///< the observed quality of the taken tier
-  float behaviour_prob = 1;            ///< π_b(tier) of the policy that took it
+  float behaviour_prob = 1;            ///< π_b(tier, sampling) of the policy that took it
+  uint8_t temperature = no_choice;     ///< grid index served (no_choice: off the grid)
+  uint8_t top_p = no_choice;           ///< grid index served (no_choice: off the grid)
+  float context_tokens = 0;            ///< prompt + completion tokens (0: not reported)
 
   router_v2_input input() const {
     return {embedding,      neighbor_sims,   neighbor_rewards, prompt_tokens,
             latency_budget, memory_pressure, neighbor_counts};
+  }
+  router_v2_outcome outcome() const {
+    return {tier, reward, behaviour_prob, temperature, top_p, context_tokens};
   }
 };
 
@@ -211,6 +286,20 @@ struct router_v2_features {
     return {embedding, sims, rewards, prompt_tokens, latency_budget, memory_pressure, counts};
   }
 };
+
+/// Router v2's sampling choice: per parameter, ε-greedy over the learned
+/// adjustments (the greedy arm is the default (1, 1) until an adjustment
+/// beats it, and stays the default while the model is untrained), with the
+/// probability of each draw for importance weights. The caller keeps a
+/// client's own value instead where the client set one.
+struct router_v2_sampling {
+  uint8_t temperature = default_sampling_index;
+  uint8_t top_p = default_sampling_index;
+  float prob_temperature = 1, prob_top_p = 1; ///< π_b of each draw
+};
+/// @param explore ε, clamped to [0, 1].
+router_v2_sampling router_v2_sample(const router_v2_trace& tr, bool ready, float explore,
+                                    std::mt19937_64& rng);
 
 /// Router v2's decision for one query.
 struct router_v2_choice {

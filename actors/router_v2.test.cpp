@@ -35,23 +35,33 @@ TEST_CASE("router v2: the gradient of the bandit loss agrees with finite differe
   std::normal_distribution<float> d(0.0f, 0.1f);
   for (size_t i = 2 * 48; i < 4 * 48; ++i)
     p[i] = d(rng);
+  // The sampling and context heads start at 0 too: give them values, so
+  // their paths into the cell are checked as well.
+  const size_t n_heads = (router_v2_model::n_temperatures + router_v2_model::n_top_ps
+                          + router_v2_model::n_contexts)
+                         * (10 + 1);
+  for (size_t i = m.n_params() - n_heads; i < m.n_params(); ++i)
+    p[i] = d(rng);
   auto e = unit(rng, 48), h0 = unit(rng, 10);
   std::vector<float> sims{0.9f, 0.7f, 0.5f, 0.2f}, rewards{0.4f, 0.6f, 0.7f, 0.75f};
   router_v2_input in{e, sims, rewards, 120, 0.8f, 0.3f, {}, nullptr};
-  const uint32_t tier = 2;
-  const float reward = 0.9f, prob = 0.5f;
+  // Tier 2 served at grid temperature 1 and top-p 2; the answer needed 700
+  // tokens of context (bucket 2: 1024).
+  const router_v2_outcome o{2, 0.9f, 0.5f, 1, 2, 700};
   router_v2_trace tr;
   m.forward(in, h0, tr);
   std::vector<float> grad(m.n_params(), 0.0f);
-  float loss = m.backward(tr, tier, reward, prob, grad);
+  float loss = m.backward(tr, o, grad);
   CHECK(loss > 0);
   auto loss_at = [&] {
     router_v2_trace t2;
     m.forward(in, h0, t2);
-    float err = t2.q[tier] - reward;
-    return double(2.0f) * err * err; // w = 1/0.5
+    double err = double(t2.q[o.tier]) + t2.dt[o.temperature] + t2.dp[o.top_p] - o.reward;
+    double ce = -std::log(double(t2.ctx[2]));
+    return 2.0 * err * err + router_v2_model::context_weight * ce; // w = 1/0.5
   };
-  // Every parameter block: A, Bᵀ, P, b_p, the cell, H, b_q.
+  // Every parameter block: A, Bᵀ, P, b_p, the cell, H, b_q, the sampling
+  // and context heads.
   size_t checked = 0, bad = 0;
   for (size_t i = 0; i < m.n_params(); i += 7) {
     const float keep = p[i];
@@ -87,7 +97,7 @@ TEST_CASE("router v2: SGD on a separable bandit learns each context's best tier"
     uint32_t tier = static_cast<uint32_t>(rng() % 4); // uniform behaviour policy
     m.forward({ctx[c], {}, {}, 50, 1, 0, {}, nullptr}, h0, tr);
     std::fill(grad.begin(), grad.end(), 0.0f);
-    m.backward(tr, tier, quality[c][tier], 0.25f, grad);
+    m.backward(tr, {tier, quality[c][tier], 0.25f}, grad);
     for (size_t i = 0; i < grad.size(); ++i)
       m.params()[i] -= 0.01f * grad[i];
   }
@@ -223,9 +233,9 @@ TEST_CASE("router v2: the instant step moves both adapter factors along the loss
   const std::vector<float> before(p.begin(), p.end());
   // The step equals SGD on the A and Bᵀ blocks of the full gradient.
   std::vector<float> grad(m.n_params(), 0.0f);
-  m.backward(tr, tier, reward, 0.5f, grad);
+  m.backward(tr, {tier, reward, 0.5f}, grad);
   const float lr = 0.05f;
-  float loss0 = m.instant_step(tr, tier, reward, 0.5f, lr);
+  float loss0 = m.instant_step(tr, {tier, reward, 0.5f}, lr);
   for (size_t i = 0; i < 4 * 48; ++i)
     CHECK(p[i] == doctest::Approx(before[i] - lr * grad[i]).epsilon(1e-4).scale(1e-6));
   for (size_t i = 4 * 48; i < m.n_params(); ++i)
@@ -234,7 +244,7 @@ TEST_CASE("router v2: the instant step moves both adapter factors along the loss
   float loss = loss0;
   for (int k = 0; k < 100; ++k) {
     m.forward(in, h0, tr);
-    loss = m.instant_step(tr, tier, reward, 0.5f, 0.5f);
+    loss = m.instant_step(tr, {tier, reward, 0.5f}, 0.5f);
   }
   MESSAGE("instant loop on one example: loss " << loss0 << " -> " << loss);
   CHECK(loss < 0.95f * loss0); // a fresh model: the heads are small, the adapter moves q slowly
@@ -300,7 +310,7 @@ TEST_CASE("router v2: a scoped adapter blends by min(steps/10, 1) and the instan
   auto scope0 = scope;
   const float lr = 0.01f;
   m.forward(in, h0, tr);
-  m.instant_step(tr, tier, reward, prob, lr, &scope);
+  m.instant_step(tr, {tier, reward, prob}, lr, &scope);
   CHECK(scope.steps == 6);
   for (size_t i = 0; i < 2 * r * E; ++i) {
     CHECK(p[i] == doctest::Approx(shared0[i] - lr * fd_shared[i]).epsilon(2e-3).scale(1e-3));

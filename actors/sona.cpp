@@ -1,5 +1,6 @@
 // SONA: the three learning loops.
-//   instant    per feedback: joins the reward to its trajectory (request ->
+//   instant    per feedback: joins the reward (and the answer's usage, from
+//              the feedback or the node's engine) to its trajectory (request ->
 //              pattern, tier), updates router v1's pattern statistics, and
 //              with router v2 one MicroLoRA step on the trajectory's features
 //              (drained from the router's lock-free trajectory ring);
@@ -173,19 +174,24 @@ struct sona_state {
     h.threshold = cfg.v2_threshold;
     h.sessions = cfg.v2_sessions;
     h.latency_budget_max_ms = cfg.latency_budget_max_ms;
+    h.sampling_explore = cfg.sampling ? cfg.sampling_explore : -1.0;
     h.memory = budget;
     self->send(router, v2_atom::value, std::move(h));
   }
 
   /// The instant loop's v2 part for one feedback.
-  void instant(caf::event_based_actor* self, uint64_t request_id, double quality) {
+  void instant(caf::event_based_actor* self, const feedback& fb) {
     drain();
-    auto it = v2_pending.find(request_id);
+    auto it = v2_pending.find(fb.request_id);
     if (it == v2_pending.end())
       return;
     auto t = std::move(it->second);
     v2_pending.erase(it); // its v2_order entry is skipped when it comes up
-    t.reward = static_cast<float>(quality);
+    t.reward = static_cast<float>(fb.quality);
+    if (fb.completion_tokens > 0) // the context the request needed
+      t.context_tokens = static_cast<float>(fb.prompt_tokens > 0 ? fb.prompt_tokens
+                                                                  : t.prompt_tokens)
+                         + static_cast<float>(fb.completion_tokens);
     auto in = t.input();
     scoped_adapter* scope = nullptr;
     if (t.scope != no_scope) {
@@ -210,8 +216,7 @@ struct sona_state {
       }
     }
     live->forward(in, t.h_prev, trace);
-    double loss = live->instant_step(trace, t.tier, t.reward, t.behaviour_prob,
-                                     static_cast<float>(cfg.instant_lr), scope);
+    double loss = live->instant_step(trace, t.outcome(), static_cast<float>(cfg.instant_lr), scope);
     loss_window = status.instant_steps == 0 ? loss : 0.99 * loss_window + 0.01 * loss;
     ++status.instant_steps;
     completed.push_back(std::move(t));
@@ -313,7 +318,7 @@ struct sona_state {
     self->send(telemetry, observe_atom::value, feedback_atom::value, t.tier, fb.quality,
                fb.quality - (t.tier < costs.size() ? costs[t.tier] : 0.0));
     if (live)
-      instant(self, fb.request_id, fb.quality);
+      instant(self, fb);
     return u;
   }
 };
@@ -396,6 +401,14 @@ caf::behavior sona_actor(caf::stateful_actor<sona_state>* self, sona_config cfg,
           },
           [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
       return rp;
+    },
+    [self](usage_atom, uint64_t request_id, uint32_t prompt, uint32_t completion) {
+      // The node's engine answered a routed request: the context it needed
+      // (a client's feedback that reports usage overrides it).
+      auto& st = self->state;
+      st.drain();
+      if (auto it = st.v2_pending.find(request_id); it != st.v2_pending.end())
+        it->second.context_tokens = static_cast<float>(prompt) + static_cast<float>(completion);
     },
     [self](stats_atom) { return static_cast<uint64_t>(self->state.ring.size()); },
     [self](status_atom) { return self->state.snapshot(); },

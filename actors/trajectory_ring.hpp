@@ -38,9 +38,11 @@ public:
   /// Records one decision (producer only). Returns false when full.
   /// Copies every input of the decision (`in`: embedding, neighbour
   /// statistics, prompt length, latency budget, memory pressure), the
-  /// session state before the turn and the tier taken with its probability.
+  /// session state before the turn, the tier and sampling grid indices
+  /// served and their joint probability.
   bool push(uint64_t request_id, const router_v2_input& in, std::span<const float> h_prev,
-            uint32_t tier, float behaviour_prob, uint32_t scope = no_scope) {
+            uint32_t tier, float behaviour_prob, uint32_t scope = no_scope,
+            uint8_t temperature = no_choice, uint8_t top_p = no_choice) {
     const size_t tail = tail_.load(std::memory_order_relaxed);
     if (tail - head_cache_ > mask_) {
       head_cache_ = head_.load(std::memory_order_acquire);
@@ -63,6 +65,9 @@ public:
     t.tier = tier;
     t.scope = scope;
     t.behaviour_prob = behaviour_prob;
+    t.temperature = temperature;
+    t.top_p = top_p;
+    t.context_tokens = 0;
     t.reward = 0;
     tail_.store(tail + 1, std::memory_order_release);
     return true;

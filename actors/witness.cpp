@@ -97,6 +97,10 @@ caf::behavior witness_actor(caf::stateful_actor<witness_state>* self, witness_co
       rec->has_feedback = true;
       rec->quality = fb.quality;
       rec->feedback_ms = fb.time_ms;
+      if (fb.completion_tokens > 0) {
+        rec->prompt_tokens = fb.prompt_tokens;
+        rec->completion_tokens = fb.completion_tokens;
+      }
       ++st.stats.n_feedback;
       st.add(std::move(*rec), false);
     },

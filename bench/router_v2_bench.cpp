@@ -77,13 +77,13 @@ void forward_backward(benchmark::State& state) {
   std::vector<float> grad;
   decisions(state, [&](router_v2_model& m, auto& tr, auto& t) {
     grad.resize(m.n_params());
-    benchmark::DoNotOptimize(m.backward(tr, t.tier, t.reward, t.behaviour_prob, grad));
+    benchmark::DoNotOptimize(m.backward(tr, t.outcome(), grad));
   });
 }
 
 void instant_step(benchmark::State& state) {
   decisions(state, [](router_v2_model& m, auto& tr, auto& t) {
-    benchmark::DoNotOptimize(m.instant_step(tr, t.tier, t.reward, t.behaviour_prob, 1e-3f));
+    benchmark::DoNotOptimize(m.instant_step(tr, t.outcome(), 1e-3f));
   });
 }
 
@@ -122,7 +122,10 @@ void instant_loop(benchmark::State& state) {
     feat.assign(r);
     m.forward(feat.input(t.embedding, t.prompt_tokens, 1.0f, 0.0f), t.h_prev, tr);
     auto c = router_v2_choose(r, tr, costs, true, 0.0, rng);
+    auto smp = router_v2_sample(tr, true, 0.05f, rng);
     auto& slot = ring[i++ % ring.size()];
+    slot.temperature = smp.temperature;
+    slot.top_p = smp.top_p;
     slot.embedding.assign(t.embedding.begin(), t.embedding.end());
     slot.neighbor_sims.assign(feat.sims.begin(), feat.sims.end());
     slot.neighbor_rewards.assign(feat.rewards.begin(), feat.rewards.end());
@@ -131,9 +134,9 @@ void instant_loop(benchmark::State& state) {
     slot.h_prev.assign(t.h_prev.begin(), t.h_prev.end());
     slot.tier = c.tier;
     slot.reward = t.reward; // the feedback
-    slot.behaviour_prob = c.behaviour_prob;
+    slot.behaviour_prob = c.behaviour_prob * smp.prob_temperature * smp.prob_top_p;
     benchmark::DoNotOptimize(
-      m.instant_step(tr, slot.tier, slot.reward, slot.behaviour_prob, 1e-3f));
+      m.instant_step(tr, slot.outcome(), 1e-3f));
   }
 }
 

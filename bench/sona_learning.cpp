@@ -118,6 +118,9 @@ struct options {
   // turns are generic follow-ups ("tell me more") about the same domain
   uint32_t session_turns = 1;
   std::string shift_by = "name"; ///< domain shift: halves by "name" or by answer "length"
+  /// Router v2's sampling heads: ε of its choice (negative: it chooses none,
+  /// every request is served at the default (1, 1), as router v1 serves).
+  float sampling_explore = 0.05f;
   // the evaluator's quality model (node/evaluator.hpp); defaults: the node's
   node::evaluator_config quality;
 };
@@ -225,6 +228,8 @@ public:
     uint32_t tier = 0;       ///< what the router chose
     uint32_t model_tier = 0; ///< what the v2 model alone would choose (v1: = tier)
     bool by_v2 = false;
+    double temperature = -1, top_p = -1; ///< the sampling served (-1: the default)
+    int context_hit = -1; ///< v2 trained: 1 when its context bucket was the one needed
   };
 
   /// Routes one prompt, observes a drawn quality, learns.
@@ -232,17 +237,31 @@ public:
     auto r = route(p, now_ms);
     choice c{r.tier, r.tier, false};
     float prob = static_cast<float>(std::max(r.confidence, 0.05));
+    actors::router_v2_sampling smp;
+    const bool sampling = kind_ != kind::v1 && opt_.sampling_explore >= 0;
     if (kind_ != kind::v1) {
       forward(p, r);
       auto v2 = actors::router_v2_choose(r, trace_, costs_, trained_, opt_.threshold, rng_);
       c = {v2.tier, v2.greedy_tier, v2.by_v2};
       prob = v2.behaviour_prob;
+      smp = actors::router_v2_sample(trace_, trained_, opt_.sampling_explore, rng_);
+      if (sampling) {
+        c.temperature = actors::sampling_temperatures[smp.temperature];
+        c.top_p = actors::sampling_top_ps[smp.top_p];
+        prob *= smp.prob_temperature * smp.prob_top_p;
+      }
     }
-    const double q = ev.draw_quality(p.domain, c.tier, p.budget_ms);
+    const double q = ev.draw_quality(p.domain, c.tier, p.budget_ms, c.temperature, c.top_p);
+    const uint32_t completion = ev.draw_completion_tokens(p.domain);
     (void)bank_->learn(r.pattern_id, c.tier, q, now_ms);
     if (kind_ != kind::v1) {
-      model_.instant_step(trace_, c.tier, static_cast<float>(q), prob, opt_.instant_lr);
       actors::router_v2_trajectory t;
+      t.temperature = sampling ? smp.temperature : actors::no_choice;
+      t.top_p = sampling ? smp.top_p : actors::no_choice;
+      t.context_tokens = p.tokens + static_cast<float>(completion);
+      if (trained_)
+        c.context_hit = actors::router_v2_model::context_choice(trace_)
+                        == actors::context_bucket_index(t.context_tokens);
       t.embedding = p.emb;
       t.neighbor_sims.assign(feat_.sims.begin(), feat_.sims.end());
       t.neighbor_rewards = feat_.rewards;
@@ -253,6 +272,7 @@ public:
       t.tier = c.tier;
       t.reward = static_cast<float>(q);
       t.behaviour_prob = prob;
+      model_.instant_step(trace_, t.outcome(), opt_.instant_lr);
       log_.push_back(std::move(t));
       if (log_.size() > opt_.train_window)
         log_.pop_front();
@@ -357,6 +377,7 @@ double median(std::vector<double> v) {
 /// Per-window reward sums of one run (and per step, for the moving average).
 struct curve {
   std::vector<double> reward, oracle, large, v2_share;
+  std::vector<double> context_hits, context_n; ///< v2's context bucket: right, predicted
   std::vector<double> step_reward, step_oracle;
 };
 
@@ -442,6 +463,8 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
   std::vector<std::vector<cpt_row>> cpts(4);
   std::vector<double> best_fixed;               // [seed]
   std::vector<std::vector<double>> fixed_last;    // [seed] {best tier, oracle} reward, last window
+  std::vector<double> best_bucket;              // [seed] share of the most frequent context bucket
+  std::vector<double> oracle_bucket;            // [seed] share right knowing each domain's length
   for (uint32_t s = 0; s < o.seeds; ++s) {
     const auto ec = world(o, s);
     std::vector<std::vector<double>> mu;
@@ -474,6 +497,22 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
         last[1] += ev.oracle(prompts[i].domain, prompts[i].budget_ms).first;
       }
       fixed_last.push_back(last);
+      // The context head's bar: always predicting the most frequent bucket
+      // (with hindsight), on the same completion lengths the learners draw.
+      // And its ceiling: the bucket of the prompt plus the domain's typical
+      // (median) answer length, which only the evaluator knows.
+      std::vector<double> buckets(actors::context_buckets.size(), 0.0);
+      double knowing = 0;
+      for (size_t i = 0; i < windows * o.window; ++i) {
+        const auto& p = prompts[i];
+        const auto need = actors::context_bucket_index(p.tokens
+                                                       + ev.draw_completion_tokens(p.domain));
+        buckets[need] += 1;
+        knowing += actors::context_bucket_index(p.tokens + ev.answer_tokens(p.domain)) == need;
+      }
+      const double total = static_cast<double>(windows * o.window);
+      best_bucket.push_back(*std::max_element(buckets.begin(), buckets.end()) / total);
+      oracle_bucket.push_back(knowing / total);
     }
     for (kind k : all_kinds) {
       learner l(k, o, 1000 + s, tiers);
@@ -483,6 +522,8 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
       c.oracle.assign(windows, 0);
       c.large.assign(windows, 0);
       c.v2_share.assign(windows, 0);
+      c.context_hits.assign(windows, 0);
+      c.context_n.assign(windows, 0);
       c.step_reward.assign(windows * o.window / o.step, 0);
       c.step_oracle.assign(windows * o.window / o.step, 0);
       int64_t now = 1'700'000'000'000;
@@ -490,12 +531,18 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
         auto ch = l.step(prompts[i], ev, now += 1000);
         size_t w = i / o.window;
         const auto& p = prompts[i];
-        c.reward[w] += ev.expected_reward(p.domain, ch.tier, p.budget_ms);
+        const double got = ev.expected_reward(p.domain, ch.tier, p.budget_ms, ch.temperature,
+                                              ch.top_p);
+        c.reward[w] += got;
+        if (ch.context_hit >= 0) {
+          c.context_hits[w] += ch.context_hit;
+          c.context_n[w] += 1;
+        }
         c.oracle[w] += ev.oracle(p.domain, p.budget_ms).first;
         c.large[w] += ch.tier == tiers.size() - 1;
         c.v2_share[w] += ch.by_v2;
         if (i / o.step < c.step_reward.size()) {
-          c.step_reward[i / o.step] += ev.expected_reward(p.domain, ch.tier, p.budget_ms);
+          c.step_reward[i / o.step] += got;
           c.step_oracle[i / o.step] += ev.oracle(p.domain, p.budget_ms).first;
         }
       }
@@ -512,7 +559,7 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
   std::printf("Reward of the chosen tiers as %% of the oracle's; v2 share = decisions router v2 "
               "took (the rest fell back to v1).\n\n");
   std::printf("| requests | v1 | v2 (EWC++) | v2 (no EWC++) | v2 share | v1 large-tier | v2 "
-              "large-tier |\n|---:|---:|---:|---:|---:|---:|---:|\n");
+              "large-tier | v2 context bucket right |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   auto pct = [&](int k, size_t w) {
     std::vector<double> v;
     for (const auto& c : curves[k])
@@ -525,10 +572,24 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
       v.push_back(100.0 * (large ? c.large[w] : c.v2_share[w]) / o.window);
     return median(v);
   };
+  auto context = [&](size_t w) {
+    std::vector<double> v;
+    for (const auto& c : curves[1])
+      if (c.context_n[w] > 0)
+        v.push_back(100.0 * c.context_hits[w] / c.context_n[w]);
+    return median(v);
+  };
   for (size_t w = 0; w < windows; ++w)
-    std::printf("| %zu | %.1f%% | %.1f%% | %.1f%% | %.0f%% | %.0f%% | %.0f%% |\n",
+    std::printf("| %zu | %.1f%% | %.1f%% | %.1f%% | %.0f%% | %.0f%% | %.0f%% | %s |\n",
                 (w + 1) * o.window, pct(0, w), pct(1, w), pct(2, w), share(1, w, false),
-                share(0, w, true), share(1, w, true));
+                share(0, w, true), share(1, w, true),
+                std::isnan(context(w)) ? "-" : (std::to_string(int(std::round(context(w)))) + "%").c_str());
+  std::printf("\nContext bucket: router v2's predicted bucket (powers of two from 256 tokens) "
+              "was the one the request's prompt + completion needed; '-' before the first "
+              "background pass. Always predicting the most frequent bucket (with hindsight) "
+              "is right %.0f%% of the time; knowing each domain's typical answer length, "
+              "%.0f%%.\n",
+              100 * median(best_bucket), 100 * median(oracle_bucket));
   std::printf("\nThe best single tier for all requests (chosen with hindsight) earns %.1f%% of "
               "the oracle's reward (median over seeds). Gain captured = (R - R_best tier) / "
               "(R_oracle - R_best tier) in the last window: the share of what routing can add "
@@ -684,8 +745,9 @@ void domain_shift(const std::vector<prompt>& prompts, const options& o) {
         if (slot < 0)
           continue;
         const auto& p = *stream[i];
-        sys[slot] += ev.expected_reward(p.domain, ch.tier, p.budget_ms);
-        mod[slot] += ev.expected_reward(p.domain, ch.model_tier, p.budget_ms);
+        sys[slot] += ev.expected_reward(p.domain, ch.tier, p.budget_ms, ch.temperature, ch.top_p);
+        mod[slot] +=
+          ev.expected_reward(p.domain, ch.model_tier, p.budget_ms, ch.temperature, ch.top_p);
         orc[slot] += ev.oracle(p.domain, p.budget_ms).first;
       }
       auto& r = rows[static_cast<int>(k)];
@@ -788,6 +850,15 @@ int main(int argc, char** argv) {
   app.add_option("--difficulty-max", o.quality.difficulty_max, "evaluator: hardest domain");
   app.add_option("--concentration", o.quality.concentration,
                  "evaluator: Beta concentration of quality draws (higher = less noise)");
+  app.add_option("--sampling-sensitivity", o.quality.sampling_sensitivity,
+                 "evaluator: how much sampling away from a domain's best temperature and "
+                 "top-p costs (0: sampling does not matter)");
+  app.add_option("--sampling-explore", o.sampling_explore,
+                 "router v2's sampling heads: epsilon (negative: no sampling choice)");
+  app.add_option("--answer-tokens-min", o.quality.answer_tokens_min,
+                 "evaluator: shortest domain answer, tokens");
+  app.add_option("--answer-tokens-max", o.quality.answer_tokens_max,
+                 "evaluator: longest domain answer, tokens");
   app.add_option("--session-turns", o.session_turns,
                  "turns per session: each prompt is followed by generic follow-ups of its "
                  "domain, which only router v2's recurrent state can tell apart");

@@ -193,6 +193,12 @@ std::vector<setting> build_settings() {
                           1, 86400000,
                           "A request's latency_budget_ms reaches router v2 as min(1, budget / "
                           "this); a request without one as 1."));
+  s.push_back(make_bool("sona.sampling", SHOAL_FIELD(sona.sampling),
+                        "Router v2 chooses temperature and top_p for requests that leave "
+                        "them unset, and learns which pay."));
+  s.push_back(make_double("sona.sampling_explore", SHOAL_FIELD(sona.sampling_explore), 0, 1,
+                          "Per parameter, how often router v2 serves a random grid value "
+                          "instead of the best one."));
   s.push_back(make_double("sona.instant_lr", SHOAL_FIELD(sona.instant_lr), 0, 1,
                           "Instant loop: MicroLoRA learning rate per feedback."));
   s.push_back(make_uint("sona.background_interval_s", SHOAL_FIELD(sona.background_interval_s),

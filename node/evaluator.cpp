@@ -8,7 +8,8 @@
 namespace shoal::node {
 
 evaluator::evaluator(evaluator_config cfg, std::vector<actors::tier_config> tiers)
-  : cfg_(cfg), tiers_(std::move(tiers)), rng_(cfg.seed) {
+  : cfg_(cfg), tiers_(std::move(tiers)), rng_(cfg.seed),
+    length_rng_(cfg.seed ^ 0x6c656e677468ull) {
   double lo = 1e300, hi = 0;
   for (const auto& t : tiers_) {
     lo = std::min(lo, std::max(t.params_m, 1e-9));
@@ -60,30 +61,66 @@ double evaluator::latency_ms(const std::string& domain, uint32_t tier) const {
   return ms_per_token_[tier] > 0 ? answer_tokens(domain) * ms_per_token_[tier] : 0;
 }
 
-double evaluator::mean_quality(const std::string& domain, uint32_t tier, double budget_ms) const {
+std::pair<double, double> evaluator::best_sampling(const std::string& domain) const {
+  // Third and fourth hashes of the domain: independent of d and n(d).
+  double ut = domain_uniform(domain, cfg_.seed ^ 0x74656d70ull);
+  double up = domain_uniform(domain, cfg_.seed ^ 0x746f7070ull);
+  return {0.2 + 0.8 * ut, 0.8 + 0.2 * up};
+}
+
+double evaluator::sampling_factor(const std::string& domain, double temperature,
+                                  double top_p) const {
+  if (!(cfg_.sampling_sensitivity > 0))
+    return 1;
+  const auto [t_best, p_best] = best_sampling(domain);
+  const double dt = ((temperature < 0 ? 1.0 : temperature) - t_best) / 0.4;
+  const double dp = ((top_p < 0 ? 1.0 : top_p) - p_best) / 0.1;
+  return std::exp(-cfg_.sampling_sensitivity * (dt * dt + dp * dp));
+}
+
+double evaluator::mean_quality(const std::string& domain, uint32_t tier, double budget_ms,
+                               double temperature, double top_p) const {
   double d = difficulty(domain);
   double mu = 1.0 / (1.0 + std::exp(-cfg_.slope * (ability_[tier] - d)));
   double lat = latency_ms(domain, tier);
   if (budget_ms > 0 && lat > budget_ms)
     mu *= budget_ms / lat; // the answer is cut at the budget
-  return mu;
+  return mu * sampling_factor(domain, temperature, top_p);
 }
 
-double evaluator::expected_reward(const std::string& domain, uint32_t tier,
-                                  double budget_ms) const {
-  return mean_quality(domain, tier, budget_ms) - tiers_[tier].cost;
+double evaluator::expected_reward(const std::string& domain, uint32_t tier, double budget_ms,
+                                  double temperature, double top_p) const {
+  return mean_quality(domain, tier, budget_ms, temperature, top_p) - tiers_[tier].cost;
 }
 
 std::pair<double, uint32_t> evaluator::oracle(const std::string& domain, double budget_ms) const {
+  // The factor does not depend on the tier: the best grid sampling is best for all.
+  double f = 0, t_best = -1, p_best = -1;
+  if (cfg_.sampling_sensitivity > 0)
+    for (float t : actors::sampling_temperatures)
+      for (float p : actors::sampling_top_ps)
+        if (double g = sampling_factor(domain, t, p); g > f) {
+          f = g;
+          t_best = t;
+          p_best = p;
+        }
   std::pair<double, uint32_t> best{-1e300, 0};
   for (uint32_t t = 0; t < tiers_.size(); ++t)
-    best = std::max(best, {expected_reward(domain, t, budget_ms), t},
+    best = std::max(best, {expected_reward(domain, t, budget_ms, t_best, p_best), t},
                     [](auto& a, auto& b) { return a.first < b.first; });
   return best;
 }
 
-double evaluator::draw_quality(const std::string& domain, uint32_t tier, double budget_ms) {
-  double mu = std::clamp(mean_quality(domain, tier, budget_ms), 1e-6, 1 - 1e-6);
+uint32_t evaluator::draw_completion_tokens(const std::string& domain) {
+  std::normal_distribution<double> z(0.0, 1.0);
+  return static_cast<uint32_t>(
+    std::max(1.0, std::round(answer_tokens(domain) * std::exp(0.3 * z(length_rng_)))));
+}
+
+double evaluator::draw_quality(const std::string& domain, uint32_t tier, double budget_ms,
+                               double temperature, double top_p) {
+  double mu = std::clamp(mean_quality(domain, tier, budget_ms, temperature, top_p), 1e-6,
+                         1 - 1e-6);
   std::gamma_distribution<double> ga(mu * cfg_.concentration, 1.0);
   std::gamma_distribution<double> gb((1 - mu) * cfg_.concentration, 1.0);
   double x = ga(rng_), y = gb(rng_);

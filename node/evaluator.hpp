@@ -19,12 +19,23 @@
 ///     that tier t overruns gets an answer cut at the budget: its mean quality
 ///     is mu(d, t) * min(1, b / lat(d, t)). Without budgets, or with
 ///     largest_ms_per_token = 0, nothing changes;
-///   - reward = quality - cost_t; the oracle knows d (and n(d)) and picks
-///     argmax_t mu(d, t, b) - cost_t, so its expected reward per request is
-///     max_t mu(d, t, b) - cost_t.
+///   - sampling (optional, off by default): every domain also has a hidden
+///     best temperature T*(d) in [0.2, 1] and top-p P*(d) in [0.8, 1] (hashed
+///     like d); an answer sampled at (T, P) — OpenAI's defaults (1, 1) when
+///     the request leaves them — has its mean quality multiplied by
+///     f = exp(-s * (((T - T*) / 0.4)^2 + ((P - P*) / 0.1)^2)), s =
+///     sampling_sensitivity. With s = 0 sampling changes nothing;
+///   - completion length: a request's answer takes n(d) * exp(0.3 z) tokens,
+///     z standard normal (draw_completion_tokens; its own random stream, so
+///     drawing lengths leaves the quality draws as they were);
+///   - reward = quality - cost_t; the oracle knows d (and n(d), T*, P*) and
+///     picks argmax_t mu(d, t, b) - cost_t with the best sampling of router
+///     v2's grid (actors::sampling_temperatures, sampling_top_ps), so its
+///     expected reward per request is max_t mu(d, t, b) f* - cost_t.
 /// Deterministic for a given seed and sequence of calls; not thread-safe.
 
 #include "actors/pattern_bank.hpp"
+#include "actors/router_v2.hpp"
 
 #include <cstdint>
 #include <random>
@@ -50,6 +61,9 @@ struct evaluator_config {
   /// Range of the hidden answer length per domain, tokens. Default: [50, 500].
   double answer_tokens_min = 50;
   double answer_tokens_max = 500;
+  /// How much sampling away from a domain's best temperature and top-p
+  /// costs (s above). Default: 0 (sampling does not matter).
+  double sampling_sensitivity = 0;
 };
 
 /// How a replay gives its requests latency budgets (for the latency model).
@@ -79,17 +93,30 @@ public:
   double latency_ms(const std::string& domain, uint32_t tier) const;
 
   /// Mean quality mu(d, t, b) of tier t on a domain under a latency budget
-  /// of `budget_ms` (0: none).
-  double mean_quality(const std::string& domain, uint32_t tier, double budget_ms = 0) const;
+  /// of `budget_ms` (0: none), sampled at `temperature` and `top_p`
+  /// (negative: left unset, OpenAI's default 1).
+  double mean_quality(const std::string& domain, uint32_t tier, double budget_ms = 0,
+                      double temperature = -1, double top_p = -1) const;
 
-  /// Expected reward mu - cost of tier t on a domain (budget as above).
-  double expected_reward(const std::string& domain, uint32_t tier, double budget_ms = 0) const;
+  /// Expected reward mu - cost of tier t on a domain (budget and sampling as above).
+  double expected_reward(const std::string& domain, uint32_t tier, double budget_ms = 0,
+                         double temperature = -1, double top_p = -1) const;
 
-  /// The oracle's expected reward on a domain (budget as above), and its tier.
+  /// The oracle's expected reward on a domain (budget as above; the best
+  /// sampling of the grid), and its tier.
   std::pair<double, uint32_t> oracle(const std::string& domain, double budget_ms = 0) const;
 
-  /// Draws an observed quality in [0, 1] for tier t on a domain (budget as above).
-  double draw_quality(const std::string& domain, uint32_t tier, double budget_ms = 0);
+  /// The sampling factor f(T, P) in (0, 1] of a domain (1 with sensitivity 0).
+  double sampling_factor(const std::string& domain, double temperature, double top_p) const;
+  /// The hidden best temperature and top-p of a domain.
+  std::pair<double, double> best_sampling(const std::string& domain) const;
+
+  /// Draws an observed quality in [0, 1] for tier t on a domain (budget and sampling as above).
+  double draw_quality(const std::string& domain, uint32_t tier, double budget_ms = 0,
+                      double temperature = -1, double top_p = -1);
+
+  /// Draws the completion length of an answer on a domain, tokens (>= 1).
+  uint32_t draw_completion_tokens(const std::string& domain);
 
   const std::vector<actors::tier_config>& tiers() const noexcept { return tiers_; }
 
@@ -99,6 +126,7 @@ private:
   std::vector<double> ability_;
   std::vector<double> ms_per_token_;
   std::mt19937_64 rng_;
+  std::mt19937_64 length_rng_; ///< completion lengths: apart from the quality draws
 };
 
 } // namespace shoal::node

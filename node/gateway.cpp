@@ -86,7 +86,7 @@ json to_json(const route_decision& d) {
   json ns = json::array();
   for (const auto& n : d.neighbors)
     ns.push_back({{"pattern_id", n.pattern_id}, {"similarity", n.similarity}});
-  return {{"request_id", format_request_id(d.request_id)},
+  json out = {{"request_id", format_request_id(d.request_id)},
           {"tier", d.tier_name},
           {"tier_index", d.tier},
           {"confidence", d.confidence},
@@ -99,6 +99,31 @@ json to_json(const route_decision& d) {
             {"search", d.latency.search / 1e3},
             {"decide", d.latency.decide / 1e3},
             {"total", d.latency.total / 1e3}}}};
+  // Router v2's sampling and context bucket, when it made them.
+  if (d.temperature >= 0)
+    out["temperature"] = d.temperature;
+  if (d.top_p >= 0)
+    out["top_p"] = d.top_p;
+  if (d.context_tokens > 0)
+    out["context_tokens"] = d.context_tokens;
+  return out;
+}
+
+/// An optional number field in [lo, hi] (lo_open: (lo, hi]); false after
+/// sending the error that names it and its range.
+bool optional_number(const json& body, const char* name, double lo, double hi, bool lo_open,
+                     double& out, httplib::Response& res) {
+  auto v = body.find(name);
+  if (v == body.end() || v->is_null())
+    return true;
+  const double x = v->is_number() ? v->get<double>() : NAN;
+  if (!(lo_open ? x > lo : x >= lo) || !(x <= hi)) {
+    send_error(res, errc::invalid_argument,
+               fmt::format("{} must be a number in {}{}, {}]", name, lo_open ? "(" : "[", lo, hi));
+    return false;
+  }
+  out = x;
+  return true;
 }
 
 } // namespace
@@ -159,6 +184,10 @@ struct gateway::impl {
       if (auto why = check_latency_budget(q.latency_budget_ms); !why.empty())
         return send_error(res, errc::invalid_argument, why);
     }
+    // The sampling the caller will use, when it decided already (OpenAI's ranges).
+    if (!optional_number(*body, "temperature", 0, 2, false, q.temperature, res)
+        || !optional_number(*body, "top_p", 0, 1, true, q.top_p, res))
+      return;
     auto text = body->find("text");
     auto emb = body->find("embedding");
     bool has_text = text != body->end() && !text->is_null();
@@ -223,6 +252,18 @@ struct gateway::impl {
     fb.quality = q->get<double>();
     if (!(fb.quality >= 0.0 && fb.quality <= 1.0))
       return send_error(res, errc::invalid_argument, "quality must be a number in [0, 1]");
+    // Optional usage of the answer (OpenAI's usage fields): router v2's
+    // context head learns the tokens the request needed.
+    for (auto [name, out] : {std::pair{"prompt_tokens", &fb.prompt_tokens},
+                             std::pair{"completion_tokens", &fb.completion_tokens}}) {
+      auto v = body->find(name);
+      if (v == body->end() || v->is_null())
+        continue;
+      if (!v->is_number_integer() || v->get<int64_t>() < 0 || v->get<int64_t>() > 100'000'000)
+        return send_error(res, errc::invalid_argument,
+                          std::string(name) + " must be an integer in [0, 100000000]");
+      *out = static_cast<uint32_t>(v->get<int64_t>());
+    }
     auto up = ask<learn_update>(actors.sona, feedback_atom::value, fb);
     if (!up)
       return reply_error(res, up.error());
@@ -778,7 +819,8 @@ gateway::gateway(caf::actor_system& sys, const node_config& cfg, gateway_actors 
   svr.set_keep_alive_timeout(30);
   svr.set_tcp_nodelay(true);
   self->openai = std::make_unique<openai_api>(sys, cfg, self->actors.tiers, self->actors.router,
-                                              self->embedder, self->actors.sessions);
+                                              self->embedder, self->actors.sessions,
+                                              self->actors.sona);
   self->openai->install(svr);
   svr.Post("/v1/route", [self](const httplib::Request& q, httplib::Response& r) {
     self->handle_route(q, r);

@@ -65,6 +65,15 @@ int main(int argc, char** argv) {
                      "an answer that overruns the request's budget is cut")
     ->capture_default_str()
     ->check(CLI::NonNegativeNumber);
+  replay->add_option("--eval-sampling-sensitivity", ro.eval.sampling_sensitivity,
+                     "Sampling model: how much an answer sampled away from its domain's best "
+                     "temperature and top_p loses (0: off)")
+    ->capture_default_str()
+    ->check(CLI::NonNegativeNumber);
+  replay->add_option("--eval-answer-tokens-max", ro.eval.answer_tokens_max,
+                     "Longest domain answer, tokens (completion lengths sent with feedback)")
+    ->capture_default_str()
+    ->check(CLI::PositiveNumber);
   replay->add_option("--budget-share", ro.budgets.share,
                      "Share of requests sent with a latency_budget_ms")
     ->capture_default_str()

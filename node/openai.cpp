@@ -166,10 +166,14 @@ struct openai_api::impl {
   caf::actor router;
   const engine::embedder& embedder;
   std::shared_ptr<actors::session_index> sessions;
+  caf::actor sona;
 
   /// The tier for a request's `model`; "auto" asks the router with `text`.
   /// Returns the tier index and the routing request id (0 when not routed).
-  std::pair<size_t, uint64_t> pick_tier(const json& body, const std::string& text) {
+  /// With `sampling` (the request's, parsed), a routed request that left
+  /// temperature or top_p unset is served with router v2's choice.
+  std::pair<size_t, uint64_t> pick_tier(const json& body, const std::string& text,
+                                        engine::sampling_params* sampling = nullptr) {
     // Extension: the client's latency budget, which router v2 weighs.
     double budget_ms = 0;
     if (const json* b = field(body, "latency_budget_ms")) {
@@ -196,6 +200,14 @@ struct openai_api::impl {
         q.session_id = sid->get<std::string>();
       if (const json* u = field(body, "user"); u && u->is_string())
         q.user = u->get<std::string>();
+      // The client's own sampling (already validated), which the router
+      // then leaves as it is.
+      const bool own_t = field(body, "temperature") != nullptr;
+      const bool own_p = field(body, "top_p") != nullptr;
+      if (sampling && own_t)
+        q.temperature = sampling->temperature;
+      if (sampling && own_p)
+        q.top_p = sampling->top_p;
       if (!(kernels::dot(q.embedding, q.embedding) > 0))
         return {0, 0}; // nothing to route on: the cheapest tier
       caf::scoped_actor self{sys};
@@ -207,6 +219,10 @@ struct openai_api::impl {
       if (!d)
         throw api_error{503, "the router did not answer: " + failure, "", "unavailable",
                         "server_error"};
+      if (sampling && !own_t && d->temperature >= 0)
+        sampling->temperature = static_cast<float>(d->temperature);
+      if (sampling && !own_p && d->top_p > 0)
+        sampling->top_p = static_cast<float>(d->top_p);
       return {d->tier, d->request_id};
     }
     for (size_t i = 0; i < tiers.size(); ++i)
@@ -284,7 +300,11 @@ struct openai_api::impl {
   }
 
   /// Records a finished turn in the session index.
+  /// A finished answer: its usage to SONA (routed requests: the context
+  /// head learns what they needed) and the turn to the session index.
   void note_turn(const parsed& p, uint32_t prompt_tokens, uint32_t completion) {
+    if (p.route_id != 0 && sona)
+      caf::anon_send(sona, proto::usage_atom::value, p.route_id, prompt_tokens, completion);
     if (p.session_id.empty() || !sessions)
       return;
     std::vector<float> e(embedder.dim());
@@ -308,11 +328,11 @@ struct openai_api::impl {
       throw bad("prompt", "prompt must be a string (or an array of one string)");
     if (boolean(body, "echo", false))
       throw bad("echo", "echo is not supported");
-    std::tie(p.tier, p.route_id) = pick_tier(body, text);
+    p.req.sampling = sampling(body);
+    std::tie(p.tier, p.route_id) = pick_tier(body, text, &p.req.sampling);
     const auto& t = serving_tier(p.tier);
     p.req.prompt = std::move(text);
     p.req.add_special = true;
-    p.req.sampling = sampling(body);
     p.req.max_tokens = static_cast<uint32_t>(integer(body, "max_tokens", 16, 0, t.n_ctx));
     p.req.stop = stop_list(body);
     p.req.ignore_eos = boolean(body, "ignore_eos", false);
@@ -358,7 +378,8 @@ struct openai_api::impl {
         last_user = cm.content;
       chat.push_back(std::move(cm));
     }
-    std::tie(p.tier, p.route_id) = pick_tier(body, last_user);
+    p.req.sampling = sampling(body);
+    std::tie(p.tier, p.route_id) = pick_tier(body, last_user, &p.req.sampling);
     const auto& t = serving_tier(p.tier);
     std::string bos = t.tokenizer->bos() >= 0 ? std::string(t.tokenizer->token_text(t.tokenizer->bos())) : "";
     auto text = engine::render_chat(t.chat, chat, true, bos);
@@ -366,7 +387,6 @@ struct openai_api::impl {
       throw bad("messages", text.err().message);
     p.req.prompt = std::move(*text);
     p.req.add_special = !engine::text_includes_bos(t.chat);
-    p.req.sampling = sampling(body);
     uint32_t max_default = 0; // until the context is full
     int64_t mt = integer(body, "max_completion_tokens", -1, 1, t.n_ctx);
     if (mt < 0)
@@ -763,8 +783,9 @@ struct openai_api::impl {
 
 openai_api::openai_api(caf::actor_system& sys, const node_config& cfg, std::vector<api_tier> tiers,
                        caf::actor router, const engine::embedder& embedder,
-                       std::shared_ptr<actors::session_index> sessions)
-  : impl_(new impl{sys, cfg, std::move(tiers), std::move(router), embedder, std::move(sessions)}) {}
+                       std::shared_ptr<actors::session_index> sessions, caf::actor sona)
+  : impl_(new impl{sys, cfg, std::move(tiers), std::move(router), embedder, std::move(sessions),
+                   std::move(sona)}) {}
 
 openai_api::~openai_api() = default;
 

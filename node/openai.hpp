@@ -56,9 +56,11 @@ class openai_api {
 public:
   /// @param sessions the session index requests with a `session_id` update
   ///        (nullptr: session_id is refused).
+  /// @param sona receives the usage of answers to routed (`model: "auto"`)
+  ///        requests (null: nobody).
   openai_api(caf::actor_system& sys, const node_config& cfg, std::vector<api_tier> tiers,
              caf::actor router, const engine::embedder& embedder,
-             std::shared_ptr<actors::session_index> sessions);
+             std::shared_ptr<actors::session_index> sessions, caf::actor sona = {});
   ~openai_api();
 
   /// Registers the endpoints on `server`. `this` must outlive the server.

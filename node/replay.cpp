@@ -143,14 +143,21 @@ int run_replay(const replay_options& o) {
       outcome& r = results[i];
       r.tier = d["tier_index"].get<uint32_t>();
       r.route_ms = std::chrono::duration<double, std::milli>(t1 - t0).count();
+      // The answer is sampled as the router says (the default without a word from it).
+      const double temperature = d.value("temperature", -1.0), top_p = d.value("top_p", -1.0);
+      uint32_t completion = 0;
       {
         std::lock_guard guard(eval_mtx);
-        r.quality = eval.draw_quality(p.domain, r.tier, budget_ms);
+        r.quality = eval.draw_quality(p.domain, r.tier, budget_ms, temperature, top_p);
+        completion = eval.draw_completion_tokens(p.domain);
       }
       r.reward = r.quality - tiers[r.tier].cost;
-      r.expected = eval.expected_reward(p.domain, r.tier, budget_ms);
+      r.expected = eval.expected_reward(p.domain, r.tier, budget_ms, temperature, top_p);
       r.oracle = eval.oracle(p.domain, budget_ms).first;
-      json fb = {{"request_id", d["request_id"]}, {"quality", r.quality}};
+      // Feedback with the answer's usage, as a client that saw it reports it.
+      json fb = {{"request_id", d["request_id"]},
+                 {"quality", r.quality},
+                 {"completion_tokens", completion}};
       auto fres = cli.Post("/v1/feedback", fb.dump(), "application/json");
       if (!fres || fres->status != 200) {
         if (failures++ < 5)

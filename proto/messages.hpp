@@ -24,6 +24,9 @@ using flush_atom = caf::atom_constant<caf::atom("flush")>;
 using close_atom = caf::atom_constant<caf::atom("close")>;
 using lookup_atom = caf::atom_constant<caf::atom("lookup")>;
 using observe_atom = caf::atom_constant<caf::atom("observe")>;
+/// (usage_atom, request_id, prompt_tokens, completion_tokens): what a routed
+/// request's answer used, from the node's own engine (SONA's context head).
+using usage_atom = caf::atom_constant<caf::atom("usage")>;
 
 // -- routing -----------------------------------------------------------------
 
@@ -52,6 +55,9 @@ struct route_query {
   /// The client's latency budget for the answer, ms; 0 = none. Router v2
   /// sees it (as min(1, budget / sona.latency_budget_max_ms)).
   double latency_budget_ms = 0;
+  /// The client's own sampling, when it set it; negative: left to the node
+  /// (router v2 then chooses from its grid).
+  double temperature = -1, top_p = -1;
 };
 
 /// Largest latency budget a request may give, ms (one day).
@@ -77,6 +83,13 @@ struct route_decision {
   bool new_pattern = false; ///< whether the request created that pattern
   std::vector<neighbor> neighbors;
   latency_ns latency;
+  /// Sampling to serve with: router v2's choice, or the client's own value;
+  /// negative when neither (router v2 off and the client left it).
+  double temperature = -1, top_p = -1;
+  /// Router v2's context bucket: the tokens (prompt + completion) the
+  /// request is expected to need, a power of two in [256, 32768]; 0 = no
+  /// prediction (router v2 off or not trained yet).
+  uint32_t context_tokens = 0;
 };
 
 /// What the witness log keeps of a routed request.
@@ -90,6 +103,7 @@ struct witness_entry {
   double quality = 0;
   int64_t feedback_ms = 0;
   double latency_budget_ms = 0; ///< the query's latency budget (0: none)
+  uint32_t prompt_tokens = 0, completion_tokens = 0; ///< usage from the feedback (0: not reported)
 };
 
 /// Feedback on a routed request: the observed quality of the answer.
@@ -97,6 +111,9 @@ struct feedback {
   uint64_t request_id = 0;
   double quality = 0; ///< in [0, 1]
   int64_t time_ms = 0;
+  /// Tokens the answer used, when the client reports them (0: not reported):
+  /// the context bucket head learns from prompt + completion.
+  uint32_t prompt_tokens = 0, completion_tokens = 0;
 };
 
 /// A learning step for the router: one observation of a tier on a pattern.
@@ -136,23 +153,26 @@ typename Inspector::result_type inspect(Inspector& f, latency_ns& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, route_query& x) {
   return f(caf::meta::type_name("route_query"), x.embedding, x.session_id,
-           x.user, x.text_bytes, x.embed_ns, x.start_ns, x.latency_budget_ms);
+           x.user, x.text_bytes, x.embed_ns, x.start_ns, x.latency_budget_ms,
+           x.temperature, x.top_p);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, route_decision& x) {
   return f(caf::meta::type_name("route_decision"), x.request_id, x.time_ms,
            x.tier, x.tier_name, x.confidence, x.expected_reward, x.pattern_id,
-           x.new_pattern, x.neighbors, x.latency);
+           x.new_pattern, x.neighbors, x.latency, x.temperature, x.top_p,
+           x.context_tokens);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, witness_entry& x) {
   return f(caf::meta::type_name("witness_entry"), x.decision, x.embedding,
            x.session_id, x.user, x.text_bytes, x.has_feedback, x.quality,
-           x.feedback_ms, x.latency_budget_ms);
+           x.feedback_ms, x.latency_budget_ms, x.prompt_tokens, x.completion_tokens);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, feedback& x) {
-  return f(caf::meta::type_name("feedback"), x.request_id, x.quality, x.time_ms);
+  return f(caf::meta::type_name("feedback"), x.request_id, x.quality, x.time_ms,
+           x.prompt_tokens, x.completion_tokens);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, learn_update& x) {

@@ -3,6 +3,8 @@
 #include "proto/error.hpp"
 #include "proto/codec.hpp"
 
+#include <cmath>
+
 namespace shoal::proto {
 
 namespace cp = shoal::proto::capnp;
@@ -78,6 +80,11 @@ std::string encode(const witness_entry& x) {
   w.setQuality(x.quality);
   w.setFeedbackMs(x.feedback_ms);
   w.setLatencyBudgetMs(x.latency_budget_ms);
+  w.setTemperature(d.temperature);
+  w.setTopP(d.top_p);
+  w.setContextTokens(d.context_tokens);
+  w.setPromptTokens(x.prompt_tokens);
+  w.setCompletionTokens(x.completion_tokens);
   return to_bytes(mb);
 }
 
@@ -108,6 +115,13 @@ caf::expected<witness_entry> decode_witness(std::string_view bytes) {
       x.latency_budget_ms = w.getLatencyBudgetMs();
       if (!(x.latency_budget_ms >= 0)) // negative or NaN
         return "latency budget is not a number of ms >= 0";
+      d.temperature = w.getTemperature();
+      d.top_p = w.getTopP();
+      if (std::isnan(d.temperature) || std::isnan(d.top_p))
+        return "temperature or top_p is NaN";
+      d.context_tokens = w.getContextTokens();
+      x.prompt_tokens = w.getPromptTokens();
+      x.completion_tokens = w.getCompletionTokens();
       return {};
     });
 }

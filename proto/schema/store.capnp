@@ -70,6 +70,11 @@ struct WitnessRecord {
   quality      @14 :Float64;          # valid when hasFeedback
   feedbackMs   @15 :Int64;            # valid when hasFeedback
   latencyBudgetMs @16 :Float64;       # the client's latency budget, ms; 0 = none (and in older records)
+  temperature  @17 :Float64 = -1;     # sampling served (router v2's or the client's); -1 = none (and in older records)
+  topP         @18 :Float64 = -1;     # as temperature
+  contextTokens @19 :UInt32;          # router v2's context bucket, tokens; 0 = none
+  promptTokens @20 :UInt32;           # usage reported with the feedback; 0 = not reported
+  completionTokens @21 :UInt32;       # as promptTokens
 }
 
 # Table `meta`, key "schema".
