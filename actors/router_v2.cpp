@@ -160,7 +160,14 @@ void router_v2_model::forward(const router_v2_input& in, std::span<const float> 
   };
   linear(tr.dt, n_temperatures, off_gt(), off_bt_head());
   linear(tr.dp, n_top_ps, off_gp(), off_bp_head());
-  linear(tr.ctx, n_contexts, off_c(), off_bc());
+  const size_t C = context_inputs();
+  const float ell = tr.u[E + n_neighbors + 2 * T]; // log(1 + prompt tokens)/8
+  tr.ctx.resize(n_contexts);
+  for (size_t k = 0; k < n_contexts; ++k) {
+    const float* row = th + off_c() + k * C;
+    tr.ctx[k] = th[off_bc() + k] + kernels::dot({row, Hn}, tr.h)
+                + kernels::dot({row + Hn, E}, tr.e2) + row[Hn + E] * ell;
+  }
   const float mx = *std::max_element(tr.ctx.begin(), tr.ctx.end());
   float z = 0;
   for (auto& x : tr.ctx)
@@ -231,11 +238,21 @@ void router_v2_model::backprop_heads(const router_v2_trace& tr, const router_v2_
     row(off_gt(), off_bt_head(), o.temperature, dq);
   if (o.top_p < n_top_ps)
     row(off_gp(), off_bp_head(), o.top_p, dq);
-  if (dctx > 0 && o.context_tokens > 0) {
-    // ∂CE/∂logit_k = c_k − [k = k*]
+  if (g && dctx > 0 && o.context_tokens > 0) {
+    // ∂CE/∂logit_k = c_k − [k = k*], into C and b_c only (not into h, e').
     const size_t target = context_bucket_index(o.context_tokens);
-    for (size_t k = 0; k < n_contexts; ++k)
-      row(off_c(), off_bc(), k, dctx * (tr.ctx[k] - (k == target ? 1.0f : 0.0f)));
+    const size_t C = context_inputs(), E = cfg_.embed_dim;
+    const float ell = tr.u[E + n_neighbors + 2 * size_t{cfg_.n_tiers}];
+    for (size_t k = 0; k < n_contexts; ++k) {
+      const float d = dctx * (tr.ctx[k] - (k == target ? 1.0f : 0.0f));
+      float* gr = g + off_c() + k * C;
+      for (size_t j = 0; j < Hn; ++j)
+        gr[j] += d * tr.h[j];
+      for (size_t j = 0; j < E; ++j)
+        gr[Hn + j] += d * tr.e2[j];
+      gr[Hn + E] += d * ell;
+      g[off_bc() + k] += d;
+    }
   }
 }
 

@@ -23,9 +23,12 @@
 ///   δT = G_T·h + b_T,  δP = G_P·h + b_P  reward adjustment per temperature
 ///                                       and per top-p of the sampling grid
 ///                                       (sampling_temperatures, sampling_top_ps)
-///   c  = softmax(C·h + b_c)             context bucket: the probability that
+///   c  = softmax(C·[h; e'; ℓ] + b_c)    context bucket: the probability that
 ///                                       the request's prompt + completion
-///                                       fits bucket k (context_buckets)
+///                                       needs bucket k (context_buckets),
+///                                       from the session state, the adapted
+///                                       embedding and ℓ = log(1 + prompt
+///                                       tokens)/8
 /// Below `confidence_threshold` the caller falls back to router v1.
 ///
 /// Training signal (contextual bandit: only the chosen arm's reward is
@@ -37,6 +40,12 @@
 /// probability of tier and sampling) and k* the bucket the request's
 /// observed tokens needed (the term drops when they are unknown). The
 /// context target is seen whatever was chosen (full information): no weight.
+/// The cross-entropy trains C and b_c only: carried into the shared layers
+/// it pulled the representation the tier head reads towards answer lengths
+/// (bench/sona_learning.cpp: with β = 1, v2 fell to 87% of the oracle for
+/// a while in the default world). β = 1: the head's gradients are small
+/// next to Adam's ε (router_v2_trainer_config::adam_eps), and with β = 0.1
+/// it learned too slowly to beat the most frequent bucket in 4,000 requests.
 ///
 /// All parameters live in one flat vector (EWC++ and checkpoints see one
 /// vector): [A | Bᵀ | P | b_p | FastGRNN cell | H | b_q | G_T | b_T | G_P |
@@ -169,7 +178,9 @@ public:
   static constexpr size_t n_top_ps = sampling_top_ps.size();
   static constexpr size_t n_contexts = context_buckets.size();
   /// β: weight of the context head's cross-entropy in the loss.
-  static constexpr float context_weight = 0.05f;
+  static constexpr float context_weight = 1.0f;
+  /// Inputs of the context head: h, e' and ℓ.
+  size_t context_inputs() const noexcept { return size_t{cfg_.hidden} + cfg_.embed_dim + 1; }
   size_t n_params() const noexcept { return theta_.size(); }
   std::span<float> params() noexcept { return theta_; }
   std::span<const float> params() const noexcept { return theta_; }
@@ -197,7 +208,8 @@ public:
   float backward(const router_v2_trace& trace, const router_v2_outcome& o,
                  std::span<float> grad) const;
   /// ADDS dq·∂r̂/∂θ of the traced forward to `grad`, plus the gradient of
-  /// dctx·CE when dctx > 0 and the context is known (backward's chain;
+  /// dctx·CE w.r.t. the context head when dctx > 0 and the context is
+  /// known (backward's chain;
   /// with dq = 1, dctx = 0 the per-sample Jacobian row the Fisher is built
   /// from).
   void backprop(const router_v2_trace& trace, const router_v2_outcome& o, float dq,
@@ -238,7 +250,7 @@ private:
   size_t off_gp() const noexcept { return off_bt_head() + n_temperatures; }
   size_t off_bp_head() const noexcept { return off_gp() + n_top_ps * cfg_.hidden; }
   size_t off_c() const noexcept { return off_bp_head() + n_top_ps; }
-  size_t off_bc() const noexcept { return off_c() + n_contexts * cfg_.hidden; }
+  size_t off_bc() const noexcept { return off_c() + n_contexts * context_inputs(); }
   size_t off_end() const noexcept { return off_bc() + n_contexts; }
   /// The gradient w.r.t. h of dq·r̂ (and dctx·CE), the heads' own gradients
   /// ADDED to g; returns dh in `dh`.

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <array>
 #include <random>
 
@@ -37,9 +38,9 @@ TEST_CASE("router v2: the gradient of the bandit loss agrees with finite differe
     p[i] = d(rng);
   // The sampling and context heads start at 0 too: give them values, so
   // their paths into the cell are checked as well.
-  const size_t n_heads = (router_v2_model::n_temperatures + router_v2_model::n_top_ps
-                          + router_v2_model::n_contexts)
-                         * (10 + 1);
+  const size_t n_context_head = router_v2_model::n_contexts * (m.context_inputs() + 1);
+  const size_t n_heads =
+    (router_v2_model::n_temperatures + router_v2_model::n_top_ps) * (10 + 1) + n_context_head;
   for (size_t i = m.n_params() - n_heads; i < m.n_params(); ++i)
     p[i] = d(rng);
   auto e = unit(rng, 48), h0 = unit(rng, 10);
@@ -53,17 +54,21 @@ TEST_CASE("router v2: the gradient of the bandit loss agrees with finite differe
   std::vector<float> grad(m.n_params(), 0.0f);
   float loss = m.backward(tr, o, grad);
   CHECK(loss > 0);
+  // The cross-entropy trains the context head alone (its gradient stops at
+  // the head's inputs): outside the head the squared loss is checked.
+  bool with_ce = false;
   auto loss_at = [&] {
     router_v2_trace t2;
     m.forward(in, h0, t2);
     double err = double(t2.q[o.tier]) + t2.dt[o.temperature] + t2.dp[o.top_p] - o.reward;
     double ce = -std::log(double(t2.ctx[2]));
-    return 2.0 * err * err + router_v2_model::context_weight * ce; // w = 1/0.5
+    return 2.0 * err * err + (with_ce ? router_v2_model::context_weight * ce : 0.0); // w = 1/0.5
   };
   // Every parameter block: A, Bᵀ, P, b_p, the cell, H, b_q, the sampling
   // and context heads.
   size_t checked = 0, bad = 0;
   for (size_t i = 0; i < m.n_params(); i += 7) {
+    with_ce = i >= m.n_params() - n_context_head;
     const float keep = p[i];
     const float h = 1e-2f * std::max(1.0f, std::abs(keep));
     p[i] = keep + h;
@@ -108,6 +113,86 @@ TEST_CASE("router v2: SGD on a separable bandit learns each context's best tier"
     CHECK(d.tier == (c == 0 ? 0u : c == 1 ? 2u : 3u));
     CHECK(tr.q[d.tier] == doctest::Approx(quality[c][d.tier]).epsilon(0.15));
   }
+}
+
+TEST_CASE("router v2: the sampling and context heads learn each context's best temperature, "
+          "top-p and context bucket") {
+  auto cfg = small_config();
+  router_v2_model m(cfg);
+  std::mt19937 rng(17);
+  std::mt19937_64 rng64(17);
+  std::vector<std::vector<float>> ctx{unit(rng, 48), unit(rng, 48), unit(rng, 48)};
+  // Per context: the grid temperature and top-p that pay (each other one
+  // loses 0.3), and the tokens its answers need.
+  const uint8_t best_t[3] = {0, 3, 1}, best_p[3] = {2, 0, 3};
+  const float tokens[3] = {200, 3000, 20000};
+  std::vector<float> h0(cfg.hidden, 0.0f), grad(m.n_params());
+  std::normal_distribution<float> noise(0.0f, 0.05f);
+  router_v2_trace tr;
+  for (int step = 0; step < 9000; ++step) {
+    const int c = step % 3;
+    m.forward({ctx[c], {}, {}, 50, 1, 0, {}, nullptr}, h0, tr);
+    // Uniform exploration (ε = 1): every arm is seen.
+    auto s = router_v2_sample(tr, true, 1.0f, rng64);
+    CHECK(s.prob_temperature == doctest::Approx(0.25f));
+    const float reward = 0.9f - 0.3f * (s.temperature != best_t[c]) - 0.3f * (s.top_p != best_p[c])
+                         + noise(rng);
+    router_v2_outcome o{0, reward, s.prob_temperature * s.prob_top_p, s.temperature, s.top_p,
+                        tokens[c]};
+    std::fill(grad.begin(), grad.end(), 0.0f);
+    m.backward(tr, o, grad);
+    for (size_t i = 0; i < grad.size(); ++i)
+      m.params()[i] -= 0.0005f * grad[i];
+  }
+  for (int c = 0; c < 3; ++c) {
+    CAPTURE(c);
+    m.forward({ctx[c], {}, {}, 50, 1, 0, {}, nullptr}, h0, tr);
+    auto greedy = router_v2_sample(tr, true, 0.0f, rng64); // ε = 0: the best arms
+    CHECK(greedy.temperature == best_t[c]);
+    CHECK(greedy.top_p == best_p[c]);
+    CHECK(greedy.prob_temperature == 1.0f);
+    CHECK(router_v2_model::context_choice(tr) == context_bucket_index(tokens[c]));
+    // Untrained (ready = false), the default (1, 1) is served.
+    auto untrained = router_v2_sample(tr, false, 0.0f, rng64);
+    CHECK(untrained.temperature == default_sampling_index);
+    CHECK(untrained.top_p == default_sampling_index);
+  }
+  CHECK(context_bucket_index(256) == 0);
+  CHECK(context_bucket_index(257) == 1);
+  CHECK(context_bucket_index(1e9) == context_buckets.size() - 1);
+  CHECK(sampling_index(sampling_temperatures, 0.5) == 1);
+  CHECK(sampling_index(sampling_temperatures, 0.7) == no_choice);
+}
+
+TEST_CASE("router v2: a version-1 checkpoint (before the sampling and context heads) loads with "
+          "new heads and the same tier predictions") {
+  router_v2_model m(small_config());
+  std::mt19937 rng(19);
+  for (auto& x : m.params())
+    x += 0.01f * static_cast<float>(static_cast<int>(rng() % 100) - 50) / 50.0f;
+  // Version 1's layout: the same header, the parameters up to b_q.
+  const size_t n_heads = (router_v2_model::n_temperatures + router_v2_model::n_top_ps) * (10 + 1)
+                         + router_v2_model::n_contexts * (m.context_inputs() + 1);
+  const uint64_t n1 = m.n_params() - n_heads;
+  auto bytes = m.save();
+  const size_t header = 1 + 7 * 4 + 3 * 4 + 8; // version, sizes, floats, seed
+  bytes[0] = 1;
+  std::memcpy(bytes.data() + header, &n1, sizeof n1);
+  bytes.resize(header + 8 + 4 * n1);
+  auto back = router_v2_model::load(bytes);
+  REQUIRE(back);
+  auto e = unit(rng, 48);
+  std::vector<float> h(10, 0.0f);
+  router_v2_trace a, b;
+  m.forward({e, {}, {}, 10, 1, 0, {}, nullptr}, h, a);
+  back->forward({e, {}, {}, 10, 1, 0, {}, nullptr}, h, b);
+  CHECK(a.q == b.q);
+  for (float d : b.dt)
+    CHECK(d == 0.0f);
+  for (float c : b.ctx)
+    CHECK(c == doctest::Approx(1.0 / router_v2_model::n_contexts));
+  bytes[0] = 3; // a version from the future
+  CHECK_FALSE(router_v2_model::load(bytes));
 }
 
 TEST_CASE("router v2: a checkpoint restored gives identical decisions, and bad bytes are refused") {
