@@ -9,11 +9,14 @@
 ///   witness   (record_atom, witness_entry)     -> void  (batched commit)
 ///             (feedback_atom, feedback)        -> void  (joined to its record)
 ///             (lookup_atom, uint64 request_id) -> witness_entry | not_found
+///             (usage_atom, uint64 request_id, uint32 prompt, uint32 completion) -> void
 ///             (stats_atom)                     -> witness_stats
 ///             (v2_atom, router_v2_handoff)     -> void  (router v2 routes; sona swaps models)
 ///             (deep_atom)                      -> std::string (a deep run's summary)
 ///   sona      (record_atom, route_decision)    -> void  (trajectory ring)
 ///             (feedback_atom, feedback)        -> learn_update | not_found | conflict
+///             (usage_atom, uint64 request_id, uint32 prompt, uint32 completion)
+///                                              -> void  (context head's target; to witness)
 ///             (status_atom)                    -> learn_status
 ///             (trigger_atom, std::string loop) -> learn_status ("background" | "deep")
 ///   telemetry (observe_atom, ...)              -> void

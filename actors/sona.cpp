@@ -406,6 +406,7 @@ caf::behavior sona_actor(caf::stateful_actor<sona_state>* self, sona_config cfg,
       // The node's engine answered a routed request: the context it needed
       // (a client's feedback that reports usage overrides it).
       auto& st = self->state;
+      self->send(st.witness, usage_atom::value, request_id, prompt, completion);
       st.drain();
       if (auto it = st.v2_pending.find(request_id); it != st.v2_pending.end())
         it->second.context_tokens = static_cast<float>(prompt) + static_cast<float>(completion);

@@ -104,6 +104,19 @@ caf::behavior witness_actor(caf::stateful_actor<witness_state>* self, witness_co
       ++st.stats.n_feedback;
       st.add(std::move(*rec), false);
     },
+    [self](usage_atom, uint64_t id, uint32_t prompt, uint32_t completion) {
+      // The node's engine answered a routed request: its usage joins the record.
+      auto& st = self->state;
+      auto rec = st.lookup(id);
+      if (!rec) {
+        spdlog::warn("witness: usage for {}: {}", format_request_id(id),
+                     view(rec.error()).message);
+        return;
+      }
+      rec->prompt_tokens = prompt;
+      rec->completion_tokens = completion;
+      st.add(std::move(*rec), false);
+    },
     [self](lookup_atom, uint64_t id) -> caf::result<witness_entry> {
       auto rec = self->state.lookup(id);
       if (!rec)

@@ -2,6 +2,8 @@
 // signals, configuration errors and replay. Label: integration.
 #include "node_process.hpp"
 
+#include "actors/router_v2.hpp"
+
 #include <doctest/doctest.h>
 
 #include <csignal>
@@ -210,6 +212,10 @@ TEST_CASE("every malformed route request gets a 4xx JSON error and nothing is st
     {"latency budget not a number", R"({"text": "a b", "latency_budget_ms": "fast"})"},
     {"negative latency budget", R"({"text": "a b", "latency_budget_ms": -5})"},
     {"latency budget over a day", R"({"text": "a b", "latency_budget_ms": 1e9})"},
+    {"temperature above 2", R"({"text": "a b", "temperature": 2.5})"},
+    {"temperature a string", R"({"text": "a b", "temperature": "hot"})"},
+    {"top_p of 0", R"({"text": "a b", "top_p": 0})"},
+    {"top_p above 1", R"({"text": "a b", "top_p": 1.01})"},
   };
   for (const auto& [what, body] : bad) {
     CAPTURE(what);
@@ -250,6 +256,12 @@ TEST_CASE("every malformed feedback gets a 4xx JSON error and changes nothing") 
     {"quality below 0", json{{"request_id", id}, {"quality", -0.1}}.dump()},
     {"quality a string", json{{"request_id", id}, {"quality", "high"}}.dump()},
     {"quality null", json{{"request_id", id}, {"quality", nullptr}}.dump()},
+    {"completion_tokens negative",
+     json{{"request_id", id}, {"quality", 0.5}, {"completion_tokens", -3}}.dump()},
+    {"completion_tokens a fraction",
+     json{{"request_id", id}, {"quality", 0.5}, {"completion_tokens", 2.5}}.dump()},
+    {"prompt_tokens a string",
+     json{{"request_id", id}, {"quality", 0.5}, {"prompt_tokens", "many"}}.dump()},
   };
   for (const auto& [what, body] : bad) {
     CAPTURE(what);
@@ -498,7 +510,37 @@ TEST_CASE("shoal learn shows the loops, a triggered background run trains router
   check_error(post(c, "/v1/learn/trigger", R"({"loop": 3})"), 400, "invalid_argument");
   auto bad = run_shoal({"learn", "trigger", "hourly", "--url", node->url()});
   CHECK(bad.exit_code != 0);
-  must_route(c, "still serving");
+  // Trained, router v2 answers with sampling from its grid and a context
+  // bucket (the replay reported completion lengths with its feedback).
+  auto d = must_route(c, "still serving");
+  REQUIRE(d.contains("temperature"));
+  REQUIRE(d.contains("top_p"));
+  REQUIRE(d.contains("context_tokens"));
+  const double t = d["temperature"], p = d["top_p"];
+  CHECK(std::find(shoal::actors::sampling_temperatures.begin(),
+                  shoal::actors::sampling_temperatures.end(), static_cast<float>(t))
+        != shoal::actors::sampling_temperatures.end());
+  CHECK(std::find(shoal::actors::sampling_top_ps.begin(), shoal::actors::sampling_top_ps.end(),
+                  static_cast<float>(p))
+        != shoal::actors::sampling_top_ps.end());
+  const uint32_t ctx = d["context_tokens"];
+  CHECK(std::find(shoal::actors::context_buckets.begin(), shoal::actors::context_buckets.end(),
+                  ctx)
+        != shoal::actors::context_buckets.end());
+  // A caller's own sampling stands, even off the grid.
+  auto own = post(c, "/v1/route", json{{"text", "a b c"}, {"temperature", 0.33}, {"top_p", 0.5}}.dump());
+  REQUIRE(own);
+  REQUIRE(own->status == 200);
+  auto oj = body_json(own);
+  CHECK(oj["temperature"] == 0.33);
+  CHECK(oj["top_p"] == 0.5);
+  // Feedback may report the answer's usage.
+  auto fb = post(c, "/v1/feedback",
+                 json{{"request_id", d["request_id"]}, {"quality", 0.7}, {"prompt_tokens", 12},
+                      {"completion_tokens", 300}}
+                   .dump());
+  REQUIRE(fb);
+  CHECK(fb->status == 200);
   CHECK(node->stop(SIGINT) == 0);
   // The checkpoint in the policies table comes back at start.
   auto node2 = must_start(dir.path() / "data");

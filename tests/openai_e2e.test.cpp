@@ -415,6 +415,13 @@ TEST_CASE("openai: a routed turn's session_id, user and latency budget reach the
   CHECK(w->user == "alice");
   CHECK(w->decision.request_id == id);
   CHECK(w->latency_budget_ms == 1500);
+  // The client left sampling to the node: router v2's grid values were
+  // served; the engine's usage joined the record.
+  CHECK(w->decision.temperature >= 0);
+  CHECK(w->decision.top_p > 0);
+  CHECK(w->prompt_tokens == routed["usage"]["prompt_tokens"]);
+  CHECK(w->completion_tokens == routed["usage"]["completion_tokens"]);
+  CHECK(w->completion_tokens > 0);
 }
 
 TEST_CASE("sessions: turns are recorded by session_id, looked up by id, user and similarity, sealed, expired") {
