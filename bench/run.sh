@@ -13,7 +13,8 @@
 #   sessions_node.sh 10,000 sessions on a node within memory.budget_mb; RSS
 #   shoal_sona_learning  router v1 vs v2 on the replay evaluator: curves,
 #                   regret, CPT, domain shift with and without EWC++; in the
-#                   default world and with the latency model
+#                   default world, with the latency model and with the
+#                   sampling model (sampling and context heads)
 #   sona_node.sh    the same through real nodes (sona.v2 on vs off) over HTTP
 #   sona_peer.sh    SONA's instant and background loops next to @ruvector/sona
 #   shoal_consolidation_bench  the deep loop's pattern-bank consolidation
@@ -71,6 +72,8 @@ else
   build/bench/shoal_sona_learning --requests 6000 --seeds 7 --ms-per-token 50 --budget-share 0.5
   echo
   build/bench/shoal_sona_learning --requests 6000 --seeds 7 --ms-per-token 150 --budget-share 0.9
+  echo
+  build/bench/shoal_sona_learning --requests 6000 --seeds 7 --sampling-sensitivity 0.1
   echo
   bench/sona_node.sh
   echo
