@@ -20,6 +20,7 @@ pkg_check_modules(XXHASH REQUIRED IMPORTED_TARGET GLOBAL libxxhash)
 pkg_check_modules(ICU REQUIRED IMPORTED_TARGET GLOBAL icu-uc)
 pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET GLOBAL cpp-httplib)
 pkg_check_modules(SODIUM REQUIRED IMPORTED_TARGET GLOBAL libsodium)
+pkg_check_modules(ZSTD REQUIRED IMPORTED_TARGET GLOBAL libzstd)
 pkg_check_modules(NATS REQUIRED IMPORTED_TARGET GLOBAL libnats)
 
 find_package(CapnProto CONFIG REQUIRED)
