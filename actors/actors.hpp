@@ -10,6 +10,7 @@
 ///             (feedback_atom, feedback)        -> void  (joined to its record)
 ///             (lookup_atom, uint64 request_id) -> witness_entry | not_found
 ///             (usage_atom, uint64 request_id, uint32 prompt, uint32 completion) -> void
+///             (archive_atom)                   -> witness_archive_result
 ///             (stats_atom)                     -> witness_stats
 ///             (v2_atom, router_v2_handoff)     -> void  (router v2 routes; sona swaps models)
 ///             (deep_atom)                      -> std::string (a deep run's summary)
@@ -48,6 +49,13 @@ struct witness_config {
   uint32_t batch_max = 100;
   /// Longest a record waits before its transaction, ms. Default: 1000. Range [1, 60000].
   uint32_t flush_interval_ms = 1000;
+  /// Records older than this, s, leave LMDB for the archive (zstd segments
+  /// in `<data_dir>/witness-archive`, store/archive.hpp) when the deep loop
+  /// runs; look-ups still find them. 0: never. Default: 2592000 (30 days).
+  /// Range [0, 315360000].
+  uint32_t archive_after_s = 2592000;
+  /// Most records per archive segment. Default: 20000. Range [100, 1000000].
+  uint32_t archive_segment_records = 20000;
 };
 
 /// SONA configuration (config keys `sona.*`).

@@ -32,7 +32,8 @@ struct node_actors {
   engine::embedder emb;
 
   explicit node_actors(const fs::path& dir,
-                       std::shared_ptr<engine::memory_budget> budget = nullptr) {
+                       std::shared_ptr<engine::memory_budget> budget = nullptr,
+                       witness_config wc = {100, 50}) {
     sys = std::make_unique<caf::actor_system>(cfg);
     auto env = store::environment::open({dir});
     REQUIRE(env);
@@ -41,7 +42,7 @@ struct node_actors {
     auto bank = pattern_bank::open(emb.dim(), rc, *env);
     REQUIRE(bank);
     telemetry = spawn_telemetry(*sys, rc.tiers.size());
-    witness = spawn_witness(*sys, {100, 50}, *env);
+    witness = spawn_witness(*sys, wc, *env);
     router = spawn_router(*sys, std::shared_ptr<pattern_bank>(std::move(*bank)), witness,
                           telemetry);
     std::vector<double> costs;
@@ -86,6 +87,15 @@ struct node_actors {
     caf::expected<learn_update> out{caf::error{}};
     self->request(sona, caf::infinite, feedback_atom::value, proto::feedback{id, quality, 0})
       .receive([&](learn_update& u) { out = u; }, [&](caf::error& e) { out = e; });
+    return out;
+  }
+
+  /// The witness log's record of a request (from LMDB or the archive).
+  caf::expected<witness_entry> witness_record(uint64_t id) {
+    caf::scoped_actor self{*sys};
+    caf::expected<witness_entry> out{caf::error{}};
+    self->request(witness, caf::infinite, lookup_atom::value, id)
+      .receive([&](witness_entry& w) { out = std::move(w); }, [&](caf::error& e) { out = e; });
     return out;
   }
 
@@ -150,6 +160,64 @@ TEST_CASE("a restart keeps patterns and witness records, with feedback joined") 
   auto dup = n.feedback(id_a, 0.5);
   REQUIRE_FALSE(dup);
   CHECK(view(dup.error()).code == errc::conflict);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("the deep loop moves old witness records to archive segments, where look-ups and "
+          "feedback still find them") {
+  auto dir = temp_dir("archive");
+  std::vector<uint64_t> old_ids;
+  uint64_t fresh = 0;
+  {
+    // Records older than 2 s leave LMDB, 100 to a segment.
+    node_actors n(dir, nullptr, {100, 50, 2, 100});
+    for (int i = 0; i < 250; ++i)
+      old_ids.push_back(n.route("archived request number " + std::to_string(i)).request_id);
+    std::this_thread::sleep_for(std::chrono::milliseconds(2100));
+    fresh = n.route("a request from just now").request_id;
+    auto st = n.learn("deep");
+    REQUIRE(st);
+    CHECK(st->deep_summary.find("250 records archived in 3 segments") != std::string::npos);
+    CHECK(n.ask<witness_stats>(n.witness).n_archived == 250);
+    size_t segments = 0;
+    for (const auto& e : fs::directory_iterator(dir / "witness-archive"))
+      segments += e.path().extension() == ".shoalarc";
+    CHECK(segments == 3);
+    // The archived records are still found, with everything they held.
+    auto rec = n.witness_record(old_ids[120]);
+    REQUIRE(rec);
+    CHECK(rec->decision.request_id == old_ids[120]);
+    CHECK(rec->embedding.size() == 384);
+    // Feedback for an archived request joins (its trajectory left SONA's
+    // ring of 16): the record comes back to LMDB with it.
+    auto up = n.feedback(old_ids[0], 0.75);
+    REQUIRE(up);
+    rec = n.witness_record(old_ids[0]);
+    REQUIRE(rec);
+    CHECK(rec->has_feedback);
+    // A second deep run archives it again, with its feedback.
+    st = n.learn("deep");
+    REQUIRE(st);
+    CHECK(st->deep_summary.find("1 records archived in 1 segments") != std::string::npos);
+  }
+  {
+    auto env = store::environment::open({dir});
+    REQUIRE(env);
+    CHECK((*env)->count(store::table::witness).value() == 1); // the fresh one
+  }
+  {
+    // After a restart the archive still answers, the newest segment first.
+    node_actors n(dir, nullptr, {100, 50, 2, 100});
+    auto rec = n.witness_record(old_ids[0]);
+    REQUIRE(rec);
+    CHECK(rec->has_feedback);
+    CHECK(rec->quality == doctest::Approx(0.75));
+    CHECK(n.witness_record(old_ids[249]));
+    CHECK(n.witness_record(fresh));
+    auto none = n.witness_record(12345);
+    REQUIRE_FALSE(none);
+    CHECK(view(none.error()).code == errc::not_found);
+  }
   fs::remove_all(dir);
 }
 

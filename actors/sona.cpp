@@ -9,7 +9,8 @@
 //              with EWC++ on the trainer's own thread, checkpointed to the
 //              `policies` table, and swapped into the router (no pause);
 //   deep       every `deep_interval_s` or on demand: the router consolidates
-//              its pattern bank.
+//              its pattern bank, then the witness log archives its old
+//              records (witness.archive_after_s).
 // Feedback for a trajectory that has left the ring (or predates a restart)
 // is joined through the witness log (v1 statistics only).
 #include "actors/actors.hpp"
@@ -277,13 +278,27 @@ struct sona_state {
   void start_deep(caf::event_based_actor* self, std::optional<caf::response_promise> rp) {
     self->request(router, caf::infinite, deep_atom::value)
       .then(
-        [this, rp](std::string& summary) mutable {
-          auto& st = *this;
-          ++st.status.deep_runs;
-          st.status.deep_last_ms = utc_now_ms();
-          st.status.deep_summary = std::move(summary);
-          if (rp)
-            rp->deliver(st.snapshot());
+        [this, self, rp](std::string& summary) mutable {
+          // Then the witness log moves its old records to the archive.
+          self->request(witness, caf::infinite, archive_atom::value)
+            .then(
+              [this, rp, summary](const witness_archive_result& a) mutable {
+                auto& st = *this;
+                ++st.status.deep_runs;
+                st.status.deep_last_ms = utc_now_ms();
+                st.status.deep_summary =
+                  summary + "; witness: "
+                  + (a.cutoff_ms == 0 ? std::string("archiving off")
+                                      : std::to_string(a.records) + " records archived in "
+                                          + std::to_string(a.files) + " segments");
+                if (rp)
+                  rp->deliver(st.snapshot());
+              },
+              [this, rp](caf::error& err) mutable {
+                status.last_error = "deep run: witness archive: " + view(err).message;
+                if (rp)
+                  rp->deliver(err);
+              });
         },
         [this, rp](caf::error& err) mutable {
           status.last_error = "deep run: " + view(err).message;

@@ -1,15 +1,23 @@
 // Witness actor: the audit log. Buffers records and commits them to LMDB in
 // batches (at most `batch_max` records or `flush_interval_ms` per write
-// transaction); joins feedback to its record.
+// transaction); joins feedback and usage to their record; when the deep loop
+// asks, moves records older than `archive_after_s` to zstd archive segments
+// (store/archive.hpp) in <data_dir>/witness-archive, where look-ups still
+// find them.
 #include "actors/actors.hpp"
 #include "actors/time.hpp"
 #include "proto/error.hpp"
 #include "proto/messages.hpp"
 #include "proto/records.hpp"
+#include "store/archive.hpp"
 
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <filesystem>
+#include <iterator>
+#include <system_error>
 #include <unordered_map>
 
 namespace shoal::actors {
@@ -69,8 +77,104 @@ struct witness_state {
     if (!bytes)
       return bytes.error();
     if (!bytes->has_value())
-      return make_error(errc::not_found, "unknown request_id " + format_request_id(id));
+      return lookup_archived(id);
     return decode_witness(**bytes);
+  }
+
+  std::filesystem::path archive_dir() const { return env->data_dir() / "witness-archive"; }
+
+  /// A record no longer in LMDB: from the most recently written archive
+  /// segment whose key range holds it (a record archived twice — feedback
+  /// joined after its first archiving — is newest in the later segment).
+  caf::expected<witness_entry> lookup_archived(uint64_t id) {
+    std::vector<std::pair<std::filesystem::file_time_type, std::filesystem::path>> files;
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(archive_dir(), ec)) {
+      uint64_t first = 0, last = 0;
+      if (store::parse_archive_file_name(e.path().filename().string(), first, last)
+          && first <= id && id <= last)
+        files.emplace_back(e.last_write_time(ec), e.path());
+    }
+    std::sort(files.rbegin(), files.rend()); // newest first
+    for (const auto& [written, file] : files) {
+      auto seg = store::read_archive(file);
+      if (!seg)
+        return seg.error();
+      auto& recs = seg->records;
+      auto it = std::lower_bound(recs.begin(), recs.end(), id,
+                                 [](const store::archive_record& r, uint64_t k) { return r.key < k; });
+      if (it != recs.end() && it->key == id)
+        return decode_witness(it->value);
+    }
+    return make_error(errc::not_found, "unknown request_id " + format_request_id(id));
+  }
+
+  /// Moves every record routed before now − archive_after_s to archive
+  /// segments of at most archive_segment_records, oldest first: a segment is
+  /// durable on disk before its records leave LMDB (a crash in between
+  /// leaves them in both; the next run archives them again).
+  caf::expected<witness_archive_result> archive(int64_t now_ms) {
+    witness_archive_result res;
+    if (cfg.archive_after_s == 0)
+      return res;
+    res.cutoff_ms = now_ms - int64_t{cfg.archive_after_s} * 1000;
+    if (res.cutoff_ms <= 0)
+      return res;
+    commit();
+    if (!pending.empty())
+      return make_error(errc::storage_failure, "witness: pending records could not be committed");
+    // Request ids are time-ordered (UTC ms << 20): older records have smaller keys.
+    const uint64_t below = static_cast<uint64_t>(res.cutoff_ms) << 20;
+    std::error_code ec;
+    std::filesystem::create_directories(archive_dir(), ec);
+    if (ec)
+      return make_error(errc::storage_failure,
+                        "witness archive " + archive_dir().string() + ": " + ec.message());
+    for (;;) {
+      std::vector<store::archive_record> batch;
+      auto err = env->for_each(store::table::witness, [&](std::string_view k, std::string_view v) {
+        auto key = store::parse_u64_key(k);
+        if (!key || *key >= below || batch.size() >= cfg.archive_segment_records)
+          return false;
+        batch.push_back({*key, std::string(v)});
+        return true;
+      });
+      if (err)
+        return err;
+      if (batch.empty())
+        return res;
+      const size_t n = batch.size();
+      auto file = archive_dir() / store::archive_file_name(batch.front().key, batch.back().key);
+      if (std::filesystem::exists(file)) {
+        // The same key range was archived before (a crash before its
+        // records left LMDB, or records that came back with feedback):
+        // merge, this run's records winning.
+        auto old = store::read_archive(file);
+        if (!old)
+          return old.error();
+        std::vector<store::archive_record> merged;
+        std::merge(batch.begin(), batch.end(), old->records.begin(), old->records.end(),
+                   std::back_inserter(merged),
+                   [](const auto& a, const auto& b) { return a.key < b.key; });
+        merged.erase(std::unique(merged.begin(), merged.end(),
+                                 [](const auto& a, const auto& b) { return a.key == b.key; }),
+                     merged.end());
+        batch.swap(merged);
+      }
+      if (auto e = store::write_archive(file, store::table::witness, batch))
+        return e;
+      std::vector<store::write_op> ops;
+      ops.reserve(batch.size());
+      for (const auto& r : batch) // erasing a key already gone (merged from the file) is a no-op
+        ops.push_back({store::table::witness, store::u64_key(r.key), {}, true});
+      if (auto e = env->write(ops))
+        return e;
+      res.records += n;
+      ++res.files;
+      stats.n_archived += n;
+      ++stats.n_archive_files;
+      spdlog::info("witness: archived {} records to {}", n, file.string());
+    }
   }
 };
 
@@ -122,6 +226,12 @@ caf::behavior witness_actor(caf::stateful_actor<witness_state>* self, witness_co
       if (!rec)
         return rec.error();
       return std::move(*rec);
+    },
+    [self](archive_atom) -> caf::result<witness_archive_result> {
+      auto r = self->state.archive(utc_now_ms());
+      if (!r)
+        return r.error();
+      return *r;
     },
     [self](stats_atom) {
       auto s = self->state.stats;

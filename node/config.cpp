@@ -173,6 +173,14 @@ std::vector<setting> build_settings() {
                         16, 1e9, "Initial capacity of the HNSW index; it doubles when full."));
   s.push_back(make_uint("witness.batch_max", SHOAL_FIELD(witness.batch_max), 1, 100000,
                         "Most witness records per LMDB write transaction."));
+  s.push_back(make_uint("witness.archive_after_s", SHOAL_FIELD(witness.archive_after_s), 0,
+                        315360000,
+                        "Witness records older than this (s) move to zstd archive segments in "
+                        "<data_dir>/witness-archive when the deep loop runs; look-ups still "
+                        "find them. 0: never."));
+  s.push_back(make_uint("witness.archive_segment_records",
+                        SHOAL_FIELD(witness.archive_segment_records), 100, 1000000,
+                        "Most witness records per archive segment."));
   s.push_back(make_uint("witness.flush_interval_ms", SHOAL_FIELD(witness.flush_interval_ms), 1,
                         60000, "Longest a witness record waits for its transaction, ms."));
   s.push_back(make_uint("sona.trajectory_capacity", SHOAL_FIELD(sona.trajectory_capacity), 16,

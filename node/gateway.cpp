@@ -470,7 +470,9 @@ struct gateway::impl {
                       {"pending", s->witness.n_pending},
                       {"transactions", s->witness.n_transactions},
                       {"feedback_joined", s->witness.n_feedback},
-                      {"write_errors", s->witness.n_errors}}},
+                      {"write_errors", s->witness.n_errors},
+                      {"archived", s->witness.n_archived},
+                      {"archive_segments", s->witness.n_archive_files}}},
                     {"engines", engines_json(s->engines)},
                     {"memory", memory_json(s->memory)},
                     {"index_rebuilds", s->router.n_index_rebuilds},
@@ -623,6 +625,13 @@ struct gateway::impl {
     metric("shoal_witness_write_errors_total", "counter", "Failed witness transactions.");
     out << "shoal_witness_write_errors_total{" << node_label << "} " << s->witness.n_errors
         << '\n';
+    metric("shoal_witness_archived_total", "counter",
+           "Witness records moved from LMDB to archive segments.");
+    out << "shoal_witness_archived_total{" << node_label << "} " << s->witness.n_archived
+        << '\n';
+    metric("shoal_witness_archive_segments_total", "counter", "Witness archive segments written.");
+    out << "shoal_witness_archive_segments_total{" << node_label << "} "
+        << s->witness.n_archive_files << '\n';
     metric("shoal_http_requests_total", "counter", "HTTP requests answered.");
     out << "shoal_http_requests_total{" << node_label << "} " << n_http.load() << '\n';
     metric("shoal_http_errors_total", "counter", "HTTP error responses by error code.");

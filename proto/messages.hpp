@@ -27,6 +27,9 @@ using observe_atom = caf::atom_constant<caf::atom("observe")>;
 /// (usage_atom, request_id, prompt_tokens, completion_tokens): what a routed
 /// request's answer used, from the node's own engine (SONA's context head).
 using usage_atom = caf::atom_constant<caf::atom("usage")>;
+/// (archive_atom) -> witness_archive_result: the witness log moves records
+/// older than its retention to the archive (the deep loop asks).
+using archive_atom = caf::atom_constant<caf::atom("archive")>;
 
 // -- routing -----------------------------------------------------------------
 
@@ -138,6 +141,15 @@ struct witness_stats {
   uint64_t n_transactions = 0; ///< write transactions committed
   uint64_t n_feedback = 0;     ///< feedback joined to records
   uint64_t n_errors = 0;       ///< failed writes
+  uint64_t n_archived = 0;     ///< records moved to the archive by this process
+  uint64_t n_archive_files = 0; ///< archive segments written by this process
+};
+
+/// What one archiving run of the witness log did.
+struct witness_archive_result {
+  uint64_t records = 0;      ///< records moved out of LMDB
+  uint64_t files = 0;        ///< segments written
+  int64_t cutoff_ms = 0;     ///< records routed before this (UTC ms) were due; 0: archiving off
 };
 
 // -- inspect overloads --------------------------------------------------------
@@ -186,7 +198,11 @@ typename Inspector::result_type inspect(Inspector& f, router_stats& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, witness_stats& x) {
   return f(caf::meta::type_name("witness_stats"), x.n_records, x.n_pending,
-           x.n_transactions, x.n_feedback, x.n_errors);
+           x.n_transactions, x.n_feedback, x.n_errors, x.n_archived, x.n_archive_files);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, witness_archive_result& x) {
+  return f(caf::meta::type_name("witness_archive_result"), x.records, x.files, x.cutoff_ms);
 }
 
 /// Formats a request id as 16 lowercase hex digits (the API's form).
