@@ -160,7 +160,7 @@ struct router_state {
     if (scope != pattern_bank::no_category && adapters)
       if (auto it = adapters->find(scope); it != adapters->end())
         in.scope = &it->second;
-    v2->forward(in, v2_h0, v2_trace);
+    v2->forward(in, v2_h0, v2_trace, v2_ready); // the context head once trained
     auto c = router_v2_choose(r, v2_trace, costs, v2_ready, v2_threshold, v2_rng);
     r.tier = c.tier;
     r.confidence = c.confidence;

@@ -50,6 +50,17 @@ void transposed_product(float* __restrict out, const float* __restrict p, size_t
   }
 }
 
+/// y[j] += a·x[j] for j < n, in blocks of 16 (vectorised at -O2, as above).
+void axpy(float* __restrict y, const float* __restrict x, float a, size_t n) noexcept {
+  constexpr size_t block = 16;
+  size_t j = 0;
+  for (; j + block <= n; j += block)
+    for (size_t l = 0; l < block; ++l)
+      y[j + l] += a * x[j + l];
+  for (; j < n; ++j)
+    y[j] += a * x[j];
+}
+
 } // namespace
 
 uint8_t context_bucket_index(double tokens) {
@@ -102,7 +113,7 @@ router_v2_model::router_v2_model(router_v2_config cfg)
 }
 
 void router_v2_model::forward(const router_v2_input& in, std::span<const float> h_prev,
-                              router_v2_trace& tr) const {
+                              router_v2_trace& tr, bool context) const {
   const size_t E = cfg_.embed_dim, X = cfg_.proj, Hn = cfg_.hidden, T = cfg_.n_tiers;
   const size_t r = cfg_.lora_rank, U = n_u();
   const float* th = theta_.data();
@@ -160,6 +171,10 @@ void router_v2_model::forward(const router_v2_input& in, std::span<const float> 
   };
   linear(tr.dt, n_temperatures, off_gt(), off_bt_head());
   linear(tr.dp, n_top_ps, off_gp(), off_bp_head());
+  if (!context) {
+    tr.ctx.clear();
+    return;
+  }
   const size_t C = context_inputs();
   const float ell = tr.u[E + n_neighbors + 2 * T]; // log(1 + prompt tokens)/8
   tr.ctx.resize(n_contexts);
@@ -212,7 +227,7 @@ float router_v2_model::backward(const router_v2_trace& tr, const router_v2_outco
   // Only the taken arms' heads see a gradient of the squared loss.
   backprop(tr, o, 2.0f * w * err, grad, context_weight);
   float ce = 0;
-  if (o.context_tokens > 0)
+  if (o.context_tokens > 0 && !tr.ctx.empty())
     ce = -std::log(std::max(tr.ctx[context_bucket_index(o.context_tokens)], 1e-30f));
   return w * err * err + context_weight * ce;
 }
@@ -238,7 +253,7 @@ void router_v2_model::backprop_heads(const router_v2_trace& tr, const router_v2_
     row(off_gt(), off_bt_head(), o.temperature, dq);
   if (o.top_p < n_top_ps)
     row(off_gp(), off_bp_head(), o.top_p, dq);
-  if (g && dctx > 0 && o.context_tokens > 0) {
+  if (g && dctx > 0 && o.context_tokens > 0 && !tr.ctx.empty()) {
     // ∂CE/∂logit_k = c_k − [k = k*], into C and b_c only (not into h, e').
     const size_t target = context_bucket_index(o.context_tokens);
     const size_t C = context_inputs(), E = cfg_.embed_dim;
@@ -246,10 +261,8 @@ void router_v2_model::backprop_heads(const router_v2_trace& tr, const router_v2_
     for (size_t k = 0; k < n_contexts; ++k) {
       const float d = dctx * (tr.ctx[k] - (k == target ? 1.0f : 0.0f));
       float* gr = g + off_c() + k * C;
-      for (size_t j = 0; j < Hn; ++j)
-        gr[j] += d * tr.h[j];
-      for (size_t j = 0; j < E; ++j)
-        gr[Hn + j] += d * tr.e2[j];
+      axpy(gr, tr.h.data(), d, Hn);
+      axpy(gr + Hn, tr.e2.data(), d, E);
       gr[Hn + E] += d * ell;
       g[off_bc() + k] += d;
     }
@@ -274,16 +287,12 @@ void router_v2_model::backprop(const router_v2_trace& tr, const router_v2_outcom
                              {th + off_cell(), cell_.n_params()}, tr.cell_cache, tr.z, tr.h_prev,
                              dh);
   // Projection.
-  du.assign(U, 0.0f);
+  du.resize(U);
   for (size_t i = 0; i < X; ++i) {
     g[off_bp() + i] += dz[i];
-    float* gp = g + off_p() + i * U;
-    const float* p = th + off_p() + i * U;
-    for (size_t j = 0; j < U; ++j) {
-      gp[j] += dz[i] * tr.u[j];
-      du[j] += dz[i] * p[j];
-    }
+    axpy(g + off_p() + i * U, tr.u.data(), dz[i], U); // ∂/∂P = dz uᵀ
   }
+  transposed_product(du.data(), th + off_p(), X, U, U, dz.data()); // du = Pᵀ dz
   // MicroLoRA: with s = α/r, a_k = A[k,:]·e and v_k = Bᵀ[k,:]·de':
   //   ∂L/∂A[k,:] = s·v_k·e,   ∂L/∂Bᵀ[k,:] = s·a_k·de'.
   // (blended with a scoped adapter of weight w, the shared one's share is 1 − w)
@@ -294,12 +303,8 @@ void router_v2_model::backprop(const router_v2_trace& tr, const router_v2_outcom
     const float* a = th + off_a() + k * E;
     const float* bt = th + off_bt() + k * E;
     float ak = kernels::dot({a, E}, e), vk = kernels::dot({bt, E}, de);
-    float* ga = g + off_a() + k * E;
-    float* gb = g + off_bt() + k * E;
-    for (size_t j = 0; j < E; ++j) {
-      ga[j] += s * vk * e[j];
-      gb[j] += s * ak * de[j];
-    }
+    axpy(g + off_a() + k * E, e.data(), s * vk, E);
+    axpy(g + off_bt() + k * E, de.data(), s * ak, E);
   }
 }
 
@@ -490,7 +495,7 @@ double router_v2_trainer::recent_error(std::span<const router_v2_trajectory> dat
   double e = 0;
   for (size_t i = data.size() - n; i < data.size(); ++i) {
     const auto& t = data[i];
-    model_.forward(t.input(), t.h_prev, trace_);
+    model_.forward(t.input(), t.h_prev, trace_, false); // the reward alone
     const double d = router_v2_model::predicted(trace_, t.outcome()) - t.reward;
     e += d * d;
   }
@@ -527,10 +532,12 @@ router_v2_trainer::pass_stats router_v2_trainer::train(std::span<const router_v2
           // Fisher of the Gaussian reward model: E[(∂q_a/∂θ)²], which does
           // not vanish as the errors do (the loss gradient's square would);
           // estimated on every fisher_every-th sample.
+          // (Only the reward's parameters: beyond them the sample is 0.)
           ++fisher_n;
-          std::fill(sample_.begin(), sample_.end(), 0.0f);
+          const size_t nr = model_.n_reward_params();
+          std::fill(sample_.begin(), sample_.begin() + static_cast<std::ptrdiff_t>(nr), 0.0f);
           model_.backprop(trace_, t.outcome(), 1.0f, sample_);
-          for (size_t j = 0; j < sample_.size(); ++j)
+          for (size_t j = 0; j < nr; ++j)
             sq_[j] += sample_[j] * sample_[j];
         }
       }

@@ -187,10 +187,15 @@ public:
   size_t hidden() const noexcept { return cfg_.hidden; }
 
   /// q (predicted reward per tier) for one turn; `trace` receives what
-  /// backward() needs, including h (the next turn's h_prev).
+  /// backward() needs, including h (the next turn's h_prev). Without
+  /// `context`, the context head is skipped (trace.ctx empty): backward()
+  /// then needs an outcome without context_tokens.
   /// @pre embedding of size E; h_prev of size hidden() (zeros for a new session).
   void forward(const router_v2_input& in, std::span<const float> h_prev,
-               router_v2_trace& trace) const;
+               router_v2_trace& trace, bool context = true) const;
+  /// Parameters before the context head: the only ones the reward r̂
+  /// depends on (EWC++'s Fisher is zero beyond them).
+  size_t n_reward_params() const noexcept { return off_c(); }
 
   /// The tier maximising q − cost, and its confidence.
   struct decision {

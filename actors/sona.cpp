@@ -216,7 +216,7 @@ struct sona_state {
         in.scope = scope;
       }
     }
-    live->forward(in, t.h_prev, trace);
+    live->forward(in, t.h_prev, trace, false); // the adapter step needs no context head
     double loss = live->instant_step(trace, t.outcome(), static_cast<float>(cfg.instant_lr), scope);
     loss_window = status.instant_steps == 0 ? loss : 0.99 * loss_window + 0.01 * loss;
     ++status.instant_steps;

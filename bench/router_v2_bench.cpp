@@ -50,6 +50,11 @@ std::vector<router_v2_trajectory> trajectories(size_t n, uint32_t hidden) {
     t.reward = 0.5f + 0.1f * static_cast<float>(t.tier);
     t.behaviour_prob = 0.25f;
     t.prompt_tokens = 120;
+    // As the node records them: the sampling served and the answer's usage,
+    // so every head trains.
+    t.temperature = static_cast<uint8_t>(rng() % sampling_temperatures.size());
+    t.top_p = static_cast<uint8_t>(rng() % sampling_top_ps.size());
+    t.context_tokens = 120.0f + static_cast<float>(rng() % 2000);
   }
   return data;
 }

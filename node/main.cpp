@@ -5,6 +5,7 @@
 #include "node/models.hpp"
 #include "node/node.hpp"
 #include "node/replay.hpp"
+#include "node/witness_read.hpp"
 #include "proto/error.hpp"
 #include "proto/messages.hpp"
 
@@ -129,6 +130,13 @@ int main(int argc, char** argv) {
     ->check(CLI::IsMember({"background", "deep"}));
   for (auto* c : {learn_status, learn_trigger})
     c->add_option("--url", learn_url, "Node address")->capture_default_str();
+  auto* witness = app.add_subcommand("witness", "The witness log's archive");
+  witness->require_subcommand(1);
+  auto* witness_read = witness->add_subcommand(
+    "read", "Print the records of archive segments (data/witness-archive/*.shoalarc) as JSON "
+            "lines");
+  std::vector<std::string> witness_files;
+  witness_read->add_option("files", witness_files, "Archive segment files")->required();
   auto* config = app.add_subcommand("config", "Print or check configuration");
   bool print_defaults = false;
   std::string check_path;
@@ -137,6 +145,8 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
 
+  if (witness_read->parsed())
+    return shoal::node::witness_read(witness_files, std::cout, std::cerr);
   if (sign->parsed()) {
     auto id = shoal::federation::identity::load_or_create(sign_key);
     if (!id) {

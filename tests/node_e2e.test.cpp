@@ -8,7 +8,9 @@
 
 #include <csignal>
 #include <fstream>
+#include <filesystem>
 #include <set>
+#include <sstream>
 #include <thread>
 
 using namespace shoal::testing;
@@ -560,4 +562,44 @@ TEST_CASE("a memory budget too small for router v2 refuses the start and says wh
   CHECK(r.exit_code != 0);
   CHECK(r.output.find("router v2 needs") != std::string::npos);
   CHECK(r.output.find("sona.v2 = false") != std::string::npos);
+}
+
+TEST_CASE("the deep loop archives old witness records and shoal witness read prints them") {
+  temp_dir dir;
+  auto node = must_start(dir.path() / "data", {"--set", "witness.archive_after_s=1",
+                                               "--set", "witness.flush_interval_ms=1"});
+  auto c = node->client();
+  std::set<std::string> ids;
+  for (int i = 0; i < 5; ++i)
+    ids.insert(must_route(c, "archived request " + std::to_string(i))["request_id"]);
+  std::this_thread::sleep_for(1100ms);
+  auto tr = run_shoal({"learn", "trigger", "deep", "--url", node->url()});
+  INFO(tr.output);
+  REQUIRE(tr.exit_code == 0);
+  CHECK(tr.output.find("5 records archived in 1 segments") != std::string::npos);
+  CHECK(must_get(c, "/v1/stats")["witness"]["archived"] == 5);
+  CHECK(node->stop(SIGINT) == 0);
+  std::vector<std::string> files;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path() / "data" / "witness-archive"))
+    files.push_back(e.path().string());
+  REQUIRE(files.size() == 1);
+  auto rd = run_shoal({"witness", "read", files[0]});
+  INFO(rd.output);
+  REQUIRE(rd.exit_code == 0);
+  std::istringstream lines(rd.output);
+  std::set<std::string> seen;
+  for (std::string line; std::getline(lines, line);) {
+    auto j = json::parse(line, nullptr, false);
+    REQUIRE(j.is_object());
+    seen.insert(j["request_id"].get<std::string>());
+    CHECK(j["feedback"].is_null());
+  }
+  CHECK(seen == ids);
+  // A damaged segment is named, with what is wrong with it.
+  auto bad = dir.path() / "bad.shoalarc";
+  std::ofstream(bad) << "not an archive";
+  auto rb = run_shoal({"witness", "read", bad.string()});
+  CHECK(rb.exit_code == 1);
+  CHECK(rb.output.find("bad.shoalarc") != std::string::npos);
+  CHECK(rb.output.find("bad magic") != std::string::npos);
 }
