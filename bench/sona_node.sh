@@ -7,15 +7,18 @@
 # By default in the latency world (bench/sona_learning.cpp's "tight" one):
 # the largest tier decodes at 150 ms/token and 90% of requests carry a
 # latency_budget_ms, log-uniform in [300, 10000] ms, which router v1 cannot
-# see. --ms-per-token 0 gives the default world.
+# see. --ms-per-token 0 gives the default world; --sampling-sensitivity S the
+# sampling world (each domain has a hidden best temperature and top_p: router
+# v2 chooses them for every request, router v1 leaves OpenAI's defaults).
 # For each evaluator seed (--seeds), both nodes replay the same prompts;
 # prints the learning curves (% of the oracle's reward per window, median
 # over seeds), the best single tier's share (hindsight) and the last window.
 # Usage: bench/sona_node.sh [--build DIR] [--prompts FILE] [--requests N]
 #          [--window N] [--seeds N] [--ms-per-token MS] [--budget-share S]
+#          [--sampling-sensitivity S]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-build=build prompts=prompts.jsonl requests=8000 window=1000 seeds=3 ms=150 share=0.9
+build=build prompts=prompts.jsonl requests=8000 window=1000 seeds=3 ms=150 share=0.9 sampling=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --build) build=$2; shift 2 ;;
@@ -25,6 +28,7 @@ while [[ $# -gt 0 ]]; do
     --seeds) seeds=$2; shift 2 ;;
     --ms-per-token) ms=$2; shift 2 ;;
     --budget-share) share=$2; shift 2 ;;
+    --sampling-sensitivity) sampling=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "sona_node.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
   esac
@@ -39,7 +43,7 @@ for s in $(seq 1 "$seeds"); do
     start_node "$n" --set "sona.v2=$v2"
     "$shoal" replay --url "$node_url" --prompts "$prompts" --limit "$requests" \
       --window "$window" --eval-seed "$((41 + s))" --eval-ms-per-token "$ms" \
-      --budget-share "$share" --curve-out "$dir/$n.csv" >"$dir/$n.replay"
+      --budget-share "$share" --eval-sampling-sensitivity "$sampling" --curve-out "$dir/$n.csv" >"$dir/$n.replay"
     kill -INT "$node_pid"
     wait "$node_pid" || true
   done
