@@ -170,23 +170,22 @@ struct router_state {
     // value off the grid is no arm of the bandit.
     auto s = router_v2_sample(v2_trace, v2_ready, static_cast<float>(sampling_explore), v2_rng);
     float prob = c.behaviour_prob;
-    uint8_t rec_t = no_choice, rec_p = no_choice;
-    if (q.temperature >= 0) {
-      d.temperature = q.temperature;
-      rec_t = sampling_index(sampling_temperatures, q.temperature);
-    } else if (sampling_explore >= 0) {
-      d.temperature = sampling_temperatures[s.temperature];
-      rec_t = s.temperature;
-      prob *= s.prob_temperature;
-    }
-    if (q.top_p >= 0) {
-      d.top_p = q.top_p;
-      rec_p = sampling_index(sampling_top_ps, q.top_p);
-    } else if (sampling_explore >= 0) {
-      d.top_p = sampling_top_ps[s.top_p];
-      rec_p = s.top_p;
-      prob *= s.prob_top_p;
-    }
+    // One parameter: what is served, and the grid index recorded for it.
+    auto serve = [&](double client, std::span<const float> grid, uint8_t chosen,
+                     float chosen_prob, double& served) -> uint8_t {
+      if (client >= 0) {
+        served = client;
+        return sampling_index(grid, client);
+      }
+      if (sampling_explore < 0)
+        return no_choice;
+      served = grid[chosen];
+      prob *= chosen_prob;
+      return chosen;
+    };
+    const uint8_t rec_t = serve(q.temperature, sampling_temperatures, s.temperature,
+                                s.prob_temperature, d.temperature);
+    const uint8_t rec_p = serve(q.top_p, sampling_top_ps, s.top_p, s.prob_top_p, d.top_p);
     d.context_tokens = v2_ready ? context_buckets[router_v2_model::context_choice(v2_trace)] : 0;
     ring->push(request_id, in, v2_h0, c.tier, prob,
                scope == pattern_bank::no_category ? no_scope : scope, rec_t, rec_p);
