@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <iterator>
+#include <optional>
 #include <system_error>
 #include <unordered_map>
 
@@ -25,6 +26,8 @@ namespace shoal::actors {
 namespace {
 
 using namespace proto;
+
+using archive_step_atom = caf::atom_constant<caf::atom("arcstep")>;
 
 struct witness_state {
   witness_config cfg;
@@ -109,72 +112,62 @@ struct witness_state {
     return make_error(errc::not_found, "unknown request_id " + format_request_id(id));
   }
 
-  /// Moves every record routed before now − archive_after_s to archive
-  /// segments of at most archive_segment_records, oldest first: a segment is
-  /// durable on disk before its records leave LMDB (a crash in between
-  /// leaves them in both; the next run archives them again).
-  caf::expected<witness_archive_result> archive(int64_t now_ms) {
-    witness_archive_result res;
-    if (cfg.archive_after_s == 0)
-      return res;
-    res.cutoff_ms = now_ms - int64_t{cfg.archive_after_s} * 1000;
-    if (res.cutoff_ms <= 0)
-      return res;
-    commit();
-    if (!pending.empty())
-      return make_error(errc::storage_failure, "witness: pending records could not be committed");
-    // Request ids are time-ordered (UTC ms << 20): older records have smaller keys.
-    const uint64_t below = static_cast<uint64_t>(res.cutoff_ms) << 20;
-    std::error_code ec;
-    std::filesystem::create_directories(archive_dir(), ec);
-    if (ec)
-      return make_error(errc::storage_failure,
-                        "witness archive " + archive_dir().string() + ": " + ec.message());
-    for (;;) {
-      std::vector<store::archive_record> batch;
-      auto err = env->for_each(store::table::witness, [&](std::string_view k, std::string_view v) {
-        auto key = store::parse_u64_key(k);
-        if (!key || *key >= below || batch.size() >= cfg.archive_segment_records)
-          return false;
-        batch.push_back({*key, std::string(v)});
-        return true;
-      });
-      if (err)
-        return err;
-      if (batch.empty())
-        return res;
-      const size_t n = batch.size();
-      auto file = archive_dir() / store::archive_file_name(batch.front().key, batch.back().key);
-      if (std::filesystem::exists(file)) {
-        // The same key range was archived before (a crash before its
-        // records left LMDB, or records that came back with feedback):
-        // merge, this run's records winning.
-        auto old = store::read_archive(file);
-        if (!old)
-          return old.error();
-        std::vector<store::archive_record> merged;
-        std::merge(batch.begin(), batch.end(), old->records.begin(), old->records.end(),
-                   std::back_inserter(merged),
-                   [](const auto& a, const auto& b) { return a.key < b.key; });
-        merged.erase(std::unique(merged.begin(), merged.end(),
-                                 [](const auto& a, const auto& b) { return a.key == b.key; }),
-                     merged.end());
-        batch.swap(merged);
-      }
-      if (auto e = store::write_archive(file, store::table::witness, batch))
-        return e;
-      std::vector<store::write_op> ops;
-      ops.reserve(batch.size());
-      for (const auto& r : batch) // erasing a key already gone (merged from the file) is a no-op
-        ops.push_back({store::table::witness, store::u64_key(r.key), {}, true});
-      if (auto e = env->write(ops))
-        return e;
-      res.records += n;
-      ++res.files;
-      stats.n_archived += n;
-      ++stats.n_archive_files;
-      spdlog::info("witness: archived {} records to {}", n, file.string());
+  /// An archiving run (the deep loop asks): one segment per message, so
+  /// records and look-ups go on between segments.
+  struct archive_run {
+    uint64_t below = 0; ///< keys below this are due (request ids: UTC ms << 20)
+    witness_archive_result result;
+    caf::typed_response_promise<witness_archive_result> promise;
+  };
+  std::optional<archive_run> archiving;
+
+  /// Moves the oldest due records, at most archive_segment_records, to one
+  /// segment: durable on disk before its records leave LMDB (a crash in
+  /// between leaves them in both; the next run archives them again).
+  /// Returns how many moved (0: none left).
+  caf::expected<size_t> archive_segment(uint64_t below) {
+    std::vector<store::archive_record> batch;
+    auto err = env->for_each(store::table::witness, [&](std::string_view k, std::string_view v) {
+      auto key = store::parse_u64_key(k);
+      if (!key || *key >= below || batch.size() >= cfg.archive_segment_records)
+        return false;
+      batch.push_back({*key, std::string(v)});
+      return true;
+    });
+    if (err)
+      return err;
+    if (batch.empty())
+      return size_t{0};
+    const size_t n = batch.size();
+    auto file = archive_dir() / store::archive_file_name(batch.front().key, batch.back().key);
+    if (std::filesystem::exists(file)) {
+      // The same key range was archived before (a crash before its records
+      // left LMDB, or records that came back with feedback): merge, this
+      // run's records winning.
+      auto old = store::read_archive(file);
+      if (!old)
+        return old.error();
+      std::vector<store::archive_record> merged;
+      std::merge(batch.begin(), batch.end(), old->records.begin(), old->records.end(),
+                 std::back_inserter(merged),
+                 [](const auto& a, const auto& b) { return a.key < b.key; });
+      merged.erase(std::unique(merged.begin(), merged.end(),
+                               [](const auto& a, const auto& b) { return a.key == b.key; }),
+                   merged.end());
+      batch.swap(merged);
     }
+    if (auto e = store::write_archive(file, store::table::witness, batch))
+      return e;
+    std::vector<store::write_op> ops;
+    ops.reserve(batch.size());
+    for (const auto& r : batch) // erasing a key already gone (merged from the file) is a no-op
+      ops.push_back({store::table::witness, store::u64_key(r.key), {}, true});
+    if (auto e = env->write(ops))
+      return e;
+    stats.n_archived += n;
+    ++stats.n_archive_files;
+    spdlog::info("witness: archived {} records to {}", n, file.string());
+    return n;
   }
 };
 
@@ -228,10 +221,46 @@ caf::behavior witness_actor(caf::stateful_actor<witness_state>* self, witness_co
       return std::move(*rec);
     },
     [self](archive_atom) -> caf::result<witness_archive_result> {
-      auto r = self->state.archive(utc_now_ms());
-      if (!r)
-        return r.error();
-      return *r;
+      auto& st = self->state;
+      witness_archive_result res;
+      if (st.cfg.archive_after_s == 0)
+        return res; // archiving off
+      res.cutoff_ms = utc_now_ms() - int64_t{st.cfg.archive_after_s} * 1000;
+      if (res.cutoff_ms <= 0)
+        return res;
+      if (st.archiving)
+        return make_error(errc::conflict, "an archiving run of the witness log is going on");
+      st.commit();
+      if (!st.pending.empty())
+        return make_error(errc::storage_failure,
+                          "witness: pending records could not be committed");
+      std::error_code ec;
+      std::filesystem::create_directories(st.archive_dir(), ec);
+      if (ec)
+        return make_error(errc::storage_failure,
+                          "witness archive " + st.archive_dir().string() + ": " + ec.message());
+      auto rp = self->make_response_promise<witness_archive_result>();
+      st.archiving = witness_state::archive_run{static_cast<uint64_t>(res.cutoff_ms) << 20, res, rp};
+      self->send(self, archive_step_atom::value);
+      return rp;
+    },
+    [self](archive_step_atom) {
+      auto& st = self->state;
+      if (!st.archiving)
+        return;
+      auto& run = *st.archiving;
+      auto n = st.archive_segment(run.below);
+      if (n && *n > 0) {
+        run.result.records += *n;
+        ++run.result.files;
+        self->send(self, archive_step_atom::value); // queued records go first
+        return;
+      }
+      if (n)
+        run.promise.deliver(run.result);
+      else
+        run.promise.deliver(n.error());
+      st.archiving.reset();
     },
     [self](stats_atom) {
       auto s = self->state.stats;
