@@ -69,7 +69,8 @@ if [[ ${1:-} == --quick ]]; then
 else
   build/bench/shoal_sona_learning --requests 6000 --seeds 7
   echo
-  build/bench/shoal_sona_learning --requests 6000 --seeds 7 --ms-per-token 50 --budget-share 0.5
+  build/bench/shoal_sona_learning --requests 12000 --window 1000 --seeds 7 --no-shift \
+    --ms-per-token 50 --budget-share 0.5
   echo
   build/bench/shoal_sona_learning --requests 6000 --seeds 7 --ms-per-token 150 --budget-share 0.9
   echo
