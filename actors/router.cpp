@@ -171,7 +171,7 @@ struct router_state {
     auto s = router_v2_sample(v2_trace, v2_ready, static_cast<float>(sampling_explore), v2_rng);
     float prob = c.behaviour_prob;
     // One parameter: what is served, and the grid index recorded for it.
-    auto serve = [&](double client, std::span<const float> grid, uint8_t chosen,
+    auto serve = [&](double client, std::span<const double> grid, uint8_t chosen,
                      float chosen_prob, double& served) -> uint8_t {
       if (client >= 0) {
         served = client;

@@ -70,7 +70,7 @@ uint8_t context_bucket_index(double tokens) {
   return static_cast<uint8_t>(context_buckets.size() - 1);
 }
 
-uint8_t sampling_index(std::span<const float> grid, double value) {
+uint8_t sampling_index(std::span<const double> grid, double value) {
   for (size_t i = 0; i < grid.size(); ++i)
     if (std::abs(grid[i] - value) <= 1e-3)
       return static_cast<uint8_t>(i);
@@ -221,7 +221,7 @@ router_v2_model::decision router_v2_model::decide(std::span<const float> q,
 }
 
 float router_v2_model::backward(const router_v2_trace& tr, const router_v2_outcome& o,
-                                std::span<float> grad) const {
+                                std::span<float> grad, float* context_loss) const {
   const float w = std::min(1.0f / std::max(o.behaviour_prob, 1e-6f), cfg_.max_importance);
   const float err = predicted(tr, o) - o.reward;
   // Only the taken arms' heads see a gradient of the squared loss.
@@ -229,6 +229,8 @@ float router_v2_model::backward(const router_v2_trace& tr, const router_v2_outco
   float ce = 0;
   if (o.context_tokens > 0 && !tr.ctx.empty())
     ce = -std::log(std::max(tr.ctx[context_bucket_index(o.context_tokens)], 1e-30f));
+  if (context_loss)
+    *context_loss = context_weight * ce;
   return w * err * err + context_weight * ce;
 }
 
@@ -505,7 +507,7 @@ double router_v2_trainer::recent_error(std::span<const router_v2_trajectory> dat
 router_v2_trainer::pass_stats router_v2_trainer::train(std::span<const router_v2_trajectory> data,
                                                        size_t n_new) {
   pass_stats st;
-  double loss_sum = 0, penalty_sum = 0;
+  double loss_sum = 0, ctx_sum = 0, penalty_sum = 0;
   // A task boundary: the newest trajectories are predicted much worse than
   // the model fitted the newest ones of the last pass — the data changed.
   // Checked once per pass on the unweighted prediction error (the importance-
@@ -522,12 +524,14 @@ router_v2_trainer::pass_stats router_v2_trainer::train(std::span<const router_v2
       const size_t n = std::min<size_t>(cfg_.batch, data.size() - b0);
       std::fill(grad_.begin(), grad_.end(), 0.0f);
       std::fill(sq_.begin(), sq_.end(), 0.0f);
-      double loss = 0;
+      double loss = 0, ctx_loss = 0;
       size_t fisher_n = 0;
       for (size_t i = 0; i < n; ++i) {
         const auto& t = data[b0 + i];
         model_.forward(t.input(), t.h_prev, trace_);
-        loss += model_.backward(trace_, t.outcome(), grad_);
+        float ce = 0;
+        loss += model_.backward(trace_, t.outcome(), grad_, &ce) - ce;
+        ctx_loss += ce;
         if (cfg_.ewc && i % cfg_.fisher_every == 0) {
           // Fisher of the Gaussian reward model: E[(∂q_a/∂θ)²], which does
           // not vanish as the errors do (the loss gradient's square would);
@@ -548,6 +552,7 @@ router_v2_trainer::pass_stats router_v2_trainer::train(std::span<const router_v2
         sq_[j] = std::sqrt(sq_[j] * inv_f); // ewc_update_fisher squares it back
       }
       loss *= inv;
+      ctx_loss *= inv;
       if (cfg_.ewc) {
         kernels::ewc_update_fisher(fisher_, sq_, cfg_.fisher_gamma);
         if (anchored_)
@@ -580,10 +585,12 @@ router_v2_trainer::pass_stats router_v2_trainer::train(std::span<const router_v2
         }
       }
       loss_sum += loss;
+      ctx_sum += ctx_loss;
       ++st.batches;
     }
   if (st.batches > 0) {
     st.mean_loss = static_cast<float>(loss_sum / st.batches);
+    st.mean_context_loss = static_cast<float>(ctx_sum / st.batches);
     st.mean_penalty = static_cast<float>(penalty_sum / st.batches);
   }
   if (cfg_.ewc && !data.empty() && n_new > 0) {

@@ -76,8 +76,8 @@ namespace shoal::actors {
 /// The sampling grid router v2 chooses from when a request leaves
 /// temperature or top_p to the node. Index 3 of each is OpenAI's default
 /// (1, 1): what is served before the model learned otherwise.
-inline constexpr std::array<float, 4> sampling_temperatures{0.2f, 0.5f, 0.8f, 1.0f};
-inline constexpr std::array<float, 4> sampling_top_ps{0.8f, 0.9f, 0.95f, 1.0f};
+inline constexpr std::array<double, 4> sampling_temperatures{0.2, 0.5, 0.8, 1.0};
+inline constexpr std::array<double, 4> sampling_top_ps{0.8, 0.9, 0.95, 1.0};
 inline constexpr uint8_t default_sampling_index = 3;
 /// No sampling choice recorded (the client's value was off the grid, or unknown).
 inline constexpr uint8_t no_choice = 0xff;
@@ -89,7 +89,7 @@ inline constexpr std::array<uint32_t, 8> context_buckets{256,  512,  1024,  2048
 uint8_t context_bucket_index(double tokens);
 /// The grid index of a client's sampling value: the exact match (within
 /// 1e-3), else no_choice.
-uint8_t sampling_index(std::span<const float> grid, double value);
+uint8_t sampling_index(std::span<const double> grid, double value);
 
 struct router_v2_config {
   uint32_t embed_dim = 384;  ///< E, the hashing embedder's dimension
@@ -210,8 +210,9 @@ public:
   /// The loss w·(r̂ − r)² + β·CE of the traced forward, its gradient ADDED
   /// to `grad` (size n_params(); one step of the recurrence: h_prev is
   /// treated as an input). Returns the loss.
+  /// With `context_loss`, the β·CE part is also stored there.
   float backward(const router_v2_trace& trace, const router_v2_outcome& o,
-                 std::span<float> grad) const;
+                 std::span<float> grad, float* context_loss = nullptr) const;
   /// ADDS dq·∂r̂/∂θ of the traced forward to `grad`, plus the gradient of
   /// dctx·CE w.r.t. the context head when dctx > 0 and the context is
   /// known (backward's chain;
@@ -381,7 +382,9 @@ public:
   router_v2_trainer(router_v2_model start, router_v2_trainer_config cfg);
 
   struct pass_stats {
-    float mean_loss = 0, mean_penalty = 0;
+    float mean_loss = 0;         ///< the reward loss w·(r̂ − r)² per trajectory
+    float mean_context_loss = 0; ///< the context head's β·CE per trajectory
+    float mean_penalty = 0;
     uint32_t batches = 0, boundaries = 0;
   };
   /// One pass (cfg.epochs epochs) over the trajectories, in order, oldest

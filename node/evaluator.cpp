@@ -97,8 +97,8 @@ std::pair<double, uint32_t> evaluator::oracle(const std::string& domain, double 
   // The factor does not depend on the tier: the best grid sampling is best for all.
   double f = 0, t_best = -1, p_best = -1;
   if (cfg_.sampling_sensitivity > 0)
-    for (float t : actors::sampling_temperatures)
-      for (float p : actors::sampling_top_ps)
+    for (double t : actors::sampling_temperatures)
+      for (double p : actors::sampling_top_ps)
         if (double g = sampling_factor(domain, t, p); g > f) {
           f = g;
           t_best = t;

@@ -515,15 +515,16 @@ TEST_CASE("shoal learn shows the loops, a triggered background run trains router
   // Trained, router v2 answers with sampling from its grid and a context
   // bucket (the replay reported completion lengths with its feedback).
   auto d = must_route(c, "still serving");
+  INFO(d.dump());
   REQUIRE(d.contains("temperature"));
   REQUIRE(d.contains("top_p"));
   REQUIRE(d.contains("context_tokens"));
   const double t = d["temperature"], p = d["top_p"];
   CHECK(std::find(shoal::actors::sampling_temperatures.begin(),
-                  shoal::actors::sampling_temperatures.end(), static_cast<float>(t))
+                  shoal::actors::sampling_temperatures.end(), t)
         != shoal::actors::sampling_temperatures.end());
   CHECK(std::find(shoal::actors::sampling_top_ps.begin(), shoal::actors::sampling_top_ps.end(),
-                  static_cast<float>(p))
+                  p)
         != shoal::actors::sampling_top_ps.end());
   const uint32_t ctx = d["context_tokens"];
   CHECK(std::find(shoal::actors::context_buckets.begin(), shoal::actors::context_buckets.end(),
