@@ -168,7 +168,9 @@ struct router_state {
     // Sampling: the client's values, else the router's choice from the grid
     // (sampling_explore < 0: no choice, the engine's defaults). A client's
     // value off the grid is no arm of the bandit.
-    auto s = router_v2_sample(v2_trace, v2_ready, static_cast<float>(sampling_explore), v2_rng);
+    router_v2_sampling s; // drawn only when the router chooses sampling at all
+    if (sampling_explore >= 0)
+      s = router_v2_sample(v2_trace, v2_ready, static_cast<float>(sampling_explore), v2_rng);
     float prob = c.behaviour_prob;
     // One parameter: what is served, and the grid index recorded for it.
     auto serve = [&](double client, std::span<const double> grid, uint8_t chosen,
