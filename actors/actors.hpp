@@ -27,9 +27,9 @@
 /// changed patterns and saves its index, the witness commits pending records.
 /// Router and witness are detached (own thread), as they write LMDB.
 
-#include "actors/pattern_bank.hpp"
-#include "actors/router_v2.hpp"
-#include "actors/trajectory_ring.hpp"
+#include "router/pattern_bank.hpp"
+#include "learn/router_v2.hpp"
+#include "learn/trajectory_ring.hpp"
 #include "store/environment.hpp"
 
 #include <caf/actor.hpp>
@@ -131,7 +131,7 @@ caf::actor spawn_witness(caf::actor_system& sys, witness_config cfg,
                          std::shared_ptr<store::environment> env);
 
 /// Spawns the router actor (detached) owning `bank`.
-caf::actor spawn_router(caf::actor_system& sys, std::shared_ptr<pattern_bank> bank,
+caf::actor spawn_router(caf::actor_system& sys, std::shared_ptr<router::pattern_bank> bank,
                         caf::actor witness, caf::actor telemetry);
 
 /// Spawns the SONA actor (the three learning loops). With cfg.v2 it hands
@@ -146,32 +146,32 @@ caf::actor spawn_router(caf::actor_system& sys, std::shared_ptr<pattern_bank> ba
 caf::actor spawn_sona(caf::actor_system& sys, sona_config cfg, std::vector<double> tier_costs,
                       caf::actor router, caf::actor witness, caf::actor telemetry,
                       std::shared_ptr<store::environment> env = nullptr,
-                      std::optional<router_v2_model> initial = std::nullopt,
-                      std::shared_ptr<engine::memory_budget> budget = nullptr);
+                      std::optional<learn::router_v2_model> initial = std::nullopt,
+                      std::shared_ptr<core::memory_budget> budget = nullptr);
 
 /// Bytes router v2's learning holds whatever the traffic, to reserve from the
 /// node's budget (use adapter) before spawn_sona: three copies of the model
 /// (SONA's, the router's, the trainer's) and full trajectory buffers (the
 /// ring, the decisions waiting for feedback, the training window).
-uint64_t sona_fixed_bytes(const sona_config& cfg, const router_v2_model& model);
+uint64_t sona_fixed_bytes(const sona_config& cfg, const learn::router_v2_model& model);
 
 /// Bytes one scoped adapter reserves.
-uint64_t scoped_adapter_bytes(const router_v2_config& cfg);
+uint64_t scoped_adapter_bytes(const learn::router_v2_config& cfg);
 
 /// Restores router v2 from the `policies` table ("router/v2"); std::nullopt
 /// when none is stored. Errors: corrupt_data (the checkpoint does not
 /// decode, or its shape differs from `cfg`), storage_failure.
-caf::expected<std::optional<router_v2_model>> load_router_v2(const store::environment& env,
-                                                             const router_v2_config& cfg);
+caf::expected<std::optional<learn::router_v2_model>> load_router_v2(const store::environment& env,
+                                                             const learn::router_v2_config& cfg);
 
 /// router v2 messages (in-process only).
 using v2_atom = caf::atom_constant<caf::atom("v2")>;
 using deep_atom = caf::atom_constant<caf::atom("deep")>;
 using status_atom = caf::atom_constant<caf::atom("status")>;
 using trigger_atom = caf::atom_constant<caf::atom("trigger")>;
-using router_v2_ptr = std::shared_ptr<const router_v2_model>;
-using trajectory_ring_ptr = std::shared_ptr<trajectory_ring>;
-using scoped_adapters_ptr = std::shared_ptr<const scoped_adapters>;
+using router_v2_ptr = std::shared_ptr<const learn::router_v2_model>;
+using trajectory_ring_ptr = std::shared_ptr<learn::trajectory_ring>;
+using scoped_adapters_ptr = std::shared_ptr<const learn::scoped_adapters>;
 
 /// What SONA hands the router (v2_atom): router v2's live model and what it
 /// routes with. The router swaps it in between two requests.
@@ -188,7 +188,7 @@ struct router_v2_handoff {
   double sampling_explore = -1;
   /// The node's memory budget: router v2's memory-pressure input is
   /// used / limit (null: pressure 0).
-  std::shared_ptr<const engine::memory_budget> memory;
+  std::shared_ptr<const core::memory_budget> memory;
 };
 
 } // namespace shoal::actors

@@ -1,7 +1,7 @@
 // Actor-level tests with a real actor system and a real LMDB environment.
 #include "actors/actors.hpp"
 
-#include "actors/testing.hpp"
+#include "router/testing.hpp"
 #include "engine/embedder.hpp"
 #include "proto/error.hpp"
 #include "proto/messages.hpp"
@@ -20,7 +20,7 @@ namespace fs = std::filesystem;
 using namespace shoal;
 using namespace shoal::actors;
 using namespace shoal::proto;
-using shoal::actors::testing::temp_dir;
+using shoal::router::testing::temp_dir;
 
 namespace {
 
@@ -32,23 +32,23 @@ struct node_actors {
   engine::embedder emb;
 
   explicit node_actors(const fs::path& dir,
-                       std::shared_ptr<engine::memory_budget> budget = nullptr,
+                       std::shared_ptr<core::memory_budget> budget = nullptr,
                        witness_config wc = {100, 50}) {
     sys = std::make_unique<caf::actor_system>(cfg);
     auto env = store::environment::open({dir});
     REQUIRE(env);
-    router_config rc;
+    router::router_config rc;
     rc.seed = 1;
-    auto bank = pattern_bank::open(emb.dim(), rc, *env);
+    auto bank = router::pattern_bank::open(emb.dim(), rc, *env);
     REQUIRE(bank);
     telemetry = spawn_telemetry(*sys, rc.tiers.size());
     witness = spawn_witness(*sys, wc, *env);
-    router = spawn_router(*sys, std::shared_ptr<pattern_bank>(std::move(*bank)), witness,
+    router = spawn_router(*sys, std::shared_ptr<router::pattern_bank>(std::move(*bank)), witness,
                           telemetry);
     std::vector<double> costs;
     for (auto& t : rc.tiers)
       costs.push_back(t.cost);
-    router_v2_config mc;
+    learn::router_v2_config mc;
     auto v2 = load_router_v2(**env, mc);
     REQUIRE(v2);
     sona = spawn_sona(*sys, {16}, costs, router, witness, telemetry, *env, std::move(*v2),
@@ -323,8 +323,8 @@ TEST_CASE("sona: feedback drives the instant loop, a background run trains route
 }
 
 TEST_CASE("trajectory ring: one producer and one consumer thread, every trajectory once, in order") {
-  trajectory_ring ring(64);
-  router_v2_features f;
+  learn::trajectory_ring ring(64);
+  learn::router_v2_features f;
   f.rewards = {0.1f, 0.2f, 0.3f, 0.4f};
   f.counts = {1, 2, 3, 4};
   std::vector<float> emb(384, 0.5f), h(32, 0.0f);
@@ -340,7 +340,7 @@ TEST_CASE("trajectory ring: one producer and one consumer thread, every trajecto
   });
   uint64_t received = 0, last = 0;
   bool in_order = true, intact = true;
-  auto take = [&](uint64_t id, const router_v2_trajectory& t) {
+  auto take = [&](uint64_t id, const learn::router_v2_trajectory& t) {
     in_order = in_order && id > last;
     intact = intact && t.prompt_tokens == static_cast<float>(id) && t.tier == id % 4
              && t.embedding.size() == 384 && t.neighbor_counts.size() == 4;
@@ -358,11 +358,11 @@ TEST_CASE("trajectory ring: one producer and one consumer thread, every trajecto
 }
 
 TEST_CASE("sona: scoped adapters reserve from the memory budget, a refusal keeps the shared adapter") {
-  using use = engine::memory_budget::use;
-  const uint64_t one = scoped_adapter_bytes(router_v2_config{});
+  using use = core::memory_budget::use;
+  const uint64_t one = scoped_adapter_bytes(learn::router_v2_config{});
   for (uint64_t limit : {uint64_t{0}, uint64_t{64} << 20}) {
     auto dir = temp_dir("sona-budget");
-    auto budget = std::make_shared<engine::memory_budget>(limit);
+    auto budget = std::make_shared<core::memory_budget>(limit);
     {
       node_actors n(dir, budget);
       for (int i = 0; i < 12; ++i) // patterns to consolidate into categories
@@ -391,12 +391,12 @@ TEST_CASE("router v2 carries a session's FastGRNN state from turn to turn") {
   auto dir = temp_dir("v2-sessions");
   node_actors n(dir);
   // Route through our own ring and model (SONA publishes only after feedback).
-  auto ring = std::make_shared<trajectory_ring>(64);
-  auto model = std::make_shared<const router_v2_model>(router_v2_config{});
+  auto ring = std::make_shared<learn::trajectory_ring>(64);
+  auto model = std::make_shared<const learn::router_v2_model>(learn::router_v2_config{});
   router_v2_handoff h;
   h.ring = ring;
   h.model = model;
-  h.adapters = std::make_shared<const scoped_adapters>();
+  h.adapters = std::make_shared<const learn::scoped_adapters>();
   h.sessions = 2;
   caf::anon_send(n.router, v2_atom::value, std::move(h));
   auto route = [&](const std::string& text, const std::string& session) {
@@ -413,15 +413,15 @@ TEST_CASE("router v2 carries a session's FastGRNN state from turn to turn") {
   route("first turn of another session", "s2");
   route("s3 pushes s1 out", "s3");
   route("s1 again, forgotten", "s1");
-  std::vector<router_v2_trajectory> got;
-  ring->drain([&](uint64_t, const router_v2_trajectory& t) { got.push_back(t); });
+  std::vector<learn::router_v2_trajectory> got;
+  ring->drain([&](uint64_t, const learn::router_v2_trajectory& t) { got.push_back(t); });
   REQUIRE(got.size() == 6);
   auto zero = [](const std::vector<float>& h) {
     return std::all_of(h.begin(), h.end(), [](float x) { return x == 0.0f; });
   };
   CHECK(zero(got[0].h_prev)); // a new session starts from h = 0
   // The second turn starts from the state the first turn ended in.
-  router_v2_trace tr;
+  learn::router_v2_trace tr;
   model->forward(got[0].input(), got[0].h_prev, tr);
   CHECK_FALSE(zero(got[1].h_prev));
   CHECK(got[1].h_prev == tr.h);
@@ -434,12 +434,12 @@ TEST_CASE("router v2 carries a session's FastGRNN state from turn to turn") {
 TEST_CASE("router v2 sees each request's latency budget and the node's memory pressure") {
   auto dir = temp_dir("v2-context");
   node_actors n(dir);
-  auto ring = std::make_shared<trajectory_ring>(64);
-  auto memory = std::make_shared<engine::memory_budget>(uint64_t{1000});
+  auto ring = std::make_shared<learn::trajectory_ring>(64);
+  auto memory = std::make_shared<core::memory_budget>(uint64_t{1000});
   router_v2_handoff h;
   h.ring = ring;
-  h.model = std::make_shared<const router_v2_model>(router_v2_config{});
-  h.adapters = std::make_shared<const scoped_adapters>();
+  h.model = std::make_shared<const learn::router_v2_model>(learn::router_v2_config{});
+  h.adapters = std::make_shared<const learn::scoped_adapters>();
   h.latency_budget_max_ms = 8000;
   h.memory = memory;
   caf::anon_send(n.router, v2_atom::value, std::move(h));
@@ -454,7 +454,7 @@ TEST_CASE("router v2 sees each request's latency budget and the node's memory pr
     return err;
   };
   REQUIRE_FALSE(route(2000));  // a quarter of the largest budget
-  REQUIRE(memory->try_reserve(engine::memory_budget::use::kv, 600));
+  REQUIRE(memory->try_reserve(core::memory_budget::use::kv, 600));
   REQUIRE_FALSE(route(0));     // no budget; 60% of the memory in use
   REQUIRE_FALSE(route(50000)); // beyond the largest: as loose as it gets
   for (double bad : {-1.0, std::nan(""), 1e12}) {
@@ -462,8 +462,8 @@ TEST_CASE("router v2 sees each request's latency budget and the node's memory pr
     CHECK(view(err).code == errc::invalid_argument);
     CHECK(view(err).message.find("latency_budget_ms") != std::string::npos);
   }
-  std::vector<router_v2_trajectory> got;
-  ring->drain([&](uint64_t, const router_v2_trajectory& t) { got.push_back(t); });
+  std::vector<learn::router_v2_trajectory> got;
+  ring->drain([&](uint64_t, const learn::router_v2_trajectory& t) { got.push_back(t); });
   REQUIRE(got.size() == 3); // the refused queries left nothing
   CHECK(got[0].latency_budget == doctest::Approx(0.25));
   CHECK(got[0].memory_pressure == 0);
@@ -471,14 +471,14 @@ TEST_CASE("router v2 sees each request's latency budget and the node's memory pr
   CHECK(got[1].memory_pressure == doctest::Approx(0.6));
   CHECK(got[2].latency_budget == 1);
   // The budget reaches the recurrent state (the model does not ignore it).
-  router_v2_model m(router_v2_config{});
-  router_v2_trace a, b;
+  learn::router_v2_model m(learn::router_v2_config{});
+  learn::router_v2_trace a, b;
   m.forward(got[0].input(), got[0].h_prev, a);
   auto loose = got[0];
   loose.latency_budget = 1;
   m.forward(loose.input(), loose.h_prev, b);
   CHECK(a.h != b.h);
-  memory->release(engine::memory_budget::use::kv, 600);
+  memory->release(core::memory_budget::use::kv, 600);
   fs::remove_all(dir);
 }
 

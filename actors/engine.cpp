@@ -122,7 +122,7 @@ caf::behavior engine_actor(caf::stateful_actor<engine_state>* self, engine_tier 
         auto it = st.streams.find(e.id);
         if (it == st.streams.end())
           continue;
-        bool last = e.finish != engine::finish_reason::none || !e.error.empty();
+        bool last = e.finish != engine::finish_reason::none || static_cast<bool>(e.error);
         it->second->push(std::move(e));
         if (last)
           st.streams.erase(it);

@@ -97,7 +97,7 @@ struct engine_tier {
   engine::scheduler_config scheduler;
   uint32_t threads = 1; ///< forward-pass threads (this one included)
   /// The node's byte budget the KV pages are reserved from (nullptr: none).
-  std::shared_ptr<engine::memory_budget> budget;
+  std::shared_ptr<core::memory_budget> budget;
   /// Where evicted KV pages are spilled (nullptr: dropped).
   std::shared_ptr<engine::kv_spill> spill;
   /// The memory pool actor to report KV memory pressure to (may be null).

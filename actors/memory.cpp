@@ -16,7 +16,7 @@ namespace shoal::actors {
 namespace {
 
 struct memory_state {
-  std::shared_ptr<engine::memory_budget> budget;
+  std::shared_ptr<core::memory_budget> budget;
   std::shared_ptr<store::environment> env;
   std::vector<caf::actor> engines;
   std::map<std::string, caf::actor> by_tier;
@@ -85,7 +85,7 @@ std::string encode_policy(const engine::kv_policy& p) {
 }
 
 caf::behavior memory_actor(caf::stateful_actor<memory_state>* self,
-                           std::shared_ptr<engine::memory_budget> budget,
+                           std::shared_ptr<core::memory_budget> budget,
                            std::shared_ptr<store::environment> env) {
   self->state.budget = std::move(budget);
   self->state.env = std::move(env);
@@ -137,9 +137,9 @@ caf::behavior memory_actor(caf::stateful_actor<memory_state>* self,
       const auto& b = *self->state.budget;
       s.limit_bytes = b.limit();
       s.used_bytes = b.used();
-      s.kv_bytes = b.used(engine::memory_budget::use::kv);
-      s.adapter_bytes = b.used(engine::memory_budget::use::adapter);
-      s.router_bytes = b.used(engine::memory_budget::use::router);
+      s.kv_bytes = b.used(core::memory_budget::use::kv);
+      s.adapter_bytes = b.used(core::memory_budget::use::adapter);
+      s.router_bytes = b.used(core::memory_budget::use::router);
       return s;
     },
   };
@@ -147,7 +147,7 @@ caf::behavior memory_actor(caf::stateful_actor<memory_state>* self,
 
 } // namespace
 
-caf::actor spawn_memory_pool(caf::actor_system& sys, std::shared_ptr<engine::memory_budget> budget,
+caf::actor spawn_memory_pool(caf::actor_system& sys, std::shared_ptr<core::memory_budget> budget,
                              std::shared_ptr<store::environment> env) {
   return sys.spawn<caf::detached>(memory_actor, std::move(budget), std::move(env));
 }

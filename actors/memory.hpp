@@ -54,7 +54,7 @@ struct memory_stats {
 
 /// Spawns the memory pool actor over `budget` (detached: it writes the
 /// policies to `env`, which may be null: then they are not kept).
-caf::actor spawn_memory_pool(caf::actor_system& sys, std::shared_ptr<engine::memory_budget> budget,
+caf::actor spawn_memory_pool(caf::actor_system& sys, std::shared_ptr<core::memory_budget> budget,
                              std::shared_ptr<store::environment> env);
 
 /// The KV policy stored for `tier`, if any (errors: storage, corrupt record).

@@ -1,8 +1,8 @@
 // Router actor: owns the pattern bank, answers routing queries, applies
 // learning updates, persists changes on a timer and at exit.
 #include "actors/actors.hpp"
-#include "actors/time.hpp"
-#include "federation/bridge.hpp"
+#include "core/clock.hpp"
+#include "proto/interfaces.hpp"
 #include "proto/error.hpp"
 #include "proto/messages.hpp"
 
@@ -15,21 +15,21 @@
 
 // Batches of changed patterns only travel between the router and its writer
 // in this process; they are never serialized.
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::actors::pattern_batch)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::router::pattern_batch)
 // Consolidation plans travel between the router and its planner likewise.
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::actors::consolidation_plan_ptr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::router::consolidation_plan_ptr)
 
 namespace shoal::actors {
 
 namespace {
 
 using namespace proto;
-using federation::digest_atom;
-using federation::federate_atom;
-using federation::link_atom;
-using federation::merge_atom;
-using federation::publish_atom;
-using federation::republish_atom;
+using proto::digest_atom;
+using proto::federate_atom;
+using proto::link_atom;
+using proto::merge_atom;
+using proto::publish_atom;
+using proto::republish_atom;
 
 /// router -> itself: time to hand the outbox to the federation bridge.
 using fed_flush_atom = caf::atom_constant<caf::atom("fedflush")>;
@@ -40,10 +40,10 @@ using fed_flush_atom = caf::atom_constant<caf::atom("fedflush")>;
 /// (close_atom) commits what is queued and quits.
 struct pattern_writer_state {
   std::shared_ptr<store::environment> env;
-  pattern_batch retry; // batches whose commit failed, oldest first
+  router::pattern_batch retry; // batches whose commit failed, oldest first
   static inline const char* name = "pattern_writer";
 
-  void commit(pattern_batch&& b) {
+  void commit(router::pattern_batch&& b) {
     if (!retry.records.empty() || retry.checkpoint || retry.stream_seq) {
       retry.records.insert(retry.records.end(), std::make_move_iterator(b.records.begin()),
                            std::make_move_iterator(b.records.end()));
@@ -54,7 +54,7 @@ struct pattern_writer_state {
       b = std::move(retry);
       retry = {};
     }
-    if (auto err = pattern_bank::write_batch(*env, b)) {
+    if (auto err = router::pattern_bank::write_batch(*env, b)) {
       spdlog::error("router: writing {} patterns failed (retried with the next batch): {}",
                     b.records.size(), view(err).message);
       retry = std::move(b);
@@ -66,7 +66,7 @@ caf::behavior pattern_writer(caf::stateful_actor<pattern_writer_state>* self,
                              std::shared_ptr<store::environment> env) {
   self->state.env = std::move(env);
   return {
-    [self](flush_atom, pattern_batch& b) { self->state.commit(std::move(b)); },
+    [self](flush_atom, router::pattern_batch& b) { self->state.commit(std::move(b)); },
     [self](close_atom) {
       self->state.commit({});
       self->quit();
@@ -87,8 +87,8 @@ constexpr size_t reindex_slice = 64;
 /// it touches until it hands the plan back, then quits.
 caf::behavior consolidation_planner(caf::event_based_actor* self) {
   return {
-    [self](consolidation_plan_ptr& plan) -> consolidation_plan_ptr {
-      pattern_bank::plan_consolidation(*plan);
+    [self](router::consolidation_plan_ptr& plan) -> router::consolidation_plan_ptr {
+      router::pattern_bank::plan_consolidation(*plan);
       self->quit();
       return std::move(plan);
     },
@@ -96,7 +96,7 @@ caf::behavior consolidation_planner(caf::event_based_actor* self) {
 }
 
 struct router_state {
-  std::shared_ptr<pattern_bank> bank;
+  std::shared_ptr<router::pattern_bank> bank;
   caf::actor writer; // null for an in-memory bank
   caf::actor witness;
   caf::actor telemetry;
@@ -120,8 +120,8 @@ struct router_state {
   trajectory_ring_ptr ring;
   bool v2_ready = false;
   double v2_threshold = 0;
-  router_v2_features v2_features;
-  router_v2_trace v2_trace;
+  learn::router_v2_features v2_features;
+  learn::router_v2_trace v2_trace;
   std::vector<float> v2_h0;
   // FastGRNN state per session (the cell runs over a session's turns), most
   // recently used first; beyond v2_sessions the least recent is forgotten
@@ -134,13 +134,13 @@ struct router_state {
   std::mt19937_64 v2_rng{0x5eed};
   double latency_budget_max_ms = 10000;
   double sampling_explore = -1; // ε of the sampling heads; negative: they choose nothing
-  std::shared_ptr<const engine::memory_budget> memory; // pressure = used / limit
+  std::shared_ptr<const core::memory_budget> memory; // pressure = used / limit
   bool deep_running = false; // a consolidation plan is with the planner
   static inline const char* name = "router";
 
   /// Router v2's decision over v1's route `r` (changes r.tier and r.confidence
   /// when v2 decides), and its trajectory into the ring.
-  void route_v2(route_result& r, const route_query& q, route_decision& d) {
+  void route_v2(router::route_result& r, const route_query& q, route_decision& d) {
     const uint64_t request_id = d.request_id;
     const std::string& session_id = q.session_id;
     v2_features.assign(r);
@@ -148,7 +148,7 @@ struct router_state {
     auto sess = session_id.empty() ? session_h.end() : session_h.find(session_id);
     if (sess != session_h.end() && sess->second.first.size() == v2_h0.size())
       v2_h0 = sess->second.first;
-    const float budget = latency_budget_input(q.latency_budget_ms, latency_budget_max_ms);
+    const float budget = learn::latency_budget_input(q.latency_budget_ms, latency_budget_max_ms);
     float pressure = 0;
     if (memory && memory->limit() > 0)
       pressure = static_cast<float>(
@@ -157,40 +157,40 @@ struct router_state {
                                 pressure);
     // The scope: the pattern's category from the last deep run.
     const uint32_t scope = bank->category(r.pattern_id);
-    if (scope != pattern_bank::no_category && adapters)
+    if (scope != router::pattern_bank::no_category && adapters)
       if (auto it = adapters->find(scope); it != adapters->end())
         in.scope = &it->second;
     v2->forward(in, v2_h0, v2_trace, v2_ready); // the context head once trained
-    auto c = router_v2_choose(r, v2_trace, costs, v2_ready, v2_threshold, v2_rng);
+    auto c = learn::router_v2_choose(r, v2_trace, costs, v2_ready, v2_threshold, v2_rng);
     r.tier = c.tier;
     r.confidence = c.confidence;
     r.expected_reward = v2_trace.q[c.tier] - costs[c.tier];
     // Sampling: the client's values, else the router's choice from the grid
     // (sampling_explore < 0: no choice, the engine's defaults). A client's
     // value off the grid is no arm of the bandit.
-    router_v2_sampling s; // drawn only when the router chooses sampling at all
+    learn::router_v2_sampling s; // drawn only when the router chooses sampling at all
     if (sampling_explore >= 0)
-      s = router_v2_sample(v2_trace, v2_ready, static_cast<float>(sampling_explore), v2_rng);
+      s = learn::router_v2_sample(v2_trace, v2_ready, static_cast<float>(sampling_explore), v2_rng);
     float prob = c.behaviour_prob;
     // One parameter: what is served, and the grid index recorded for it.
     auto serve = [&](double client, std::span<const double> grid, uint8_t chosen,
                      float chosen_prob, double& served) -> uint8_t {
       if (client >= 0) {
         served = client;
-        return sampling_index(grid, client);
+        return learn::sampling_index(grid, client);
       }
       if (sampling_explore < 0)
-        return no_choice;
+        return learn::no_choice;
       served = grid[chosen];
       prob *= chosen_prob;
       return chosen;
     };
-    const uint8_t rec_t = serve(q.temperature, sampling_temperatures, s.temperature,
+    const uint8_t rec_t = serve(q.temperature, learn::sampling_temperatures, s.temperature,
                                 s.prob_temperature, d.temperature);
-    const uint8_t rec_p = serve(q.top_p, sampling_top_ps, s.top_p, s.prob_top_p, d.top_p);
-    d.context_tokens = v2_ready ? context_buckets[router_v2_model::context_choice(v2_trace)] : 0;
+    const uint8_t rec_p = serve(q.top_p, learn::sampling_top_ps, s.top_p, s.prob_top_p, d.top_p);
+    d.context_tokens = v2_ready ? learn::context_buckets[learn::router_v2_model::context_choice(v2_trace)] : 0;
     ring->push(request_id, in, v2_h0, c.tier, prob,
-               scope == pattern_bank::no_category ? no_scope : scope, rec_t, rec_p);
+               scope == router::pattern_bank::no_category ? learn::no_scope : scope, rec_t, rec_p);
     if (session_id.empty() || v2_sessions == 0)
       return;
     if (sess == session_h.end()) {
@@ -213,7 +213,7 @@ struct router_state {
     if (!bridge || bank->deltas_pending() == 0)
       return;
     if (first_change_us == 0)
-      first_change_us = utc_now_us();
+      first_change_us = core::utc_now_us();
     if (!link_up || publish_scheduled)
       return;
     publish_scheduled = true;
@@ -241,7 +241,7 @@ struct router_state {
   void persist(caf::event_based_actor* self, bool force_checkpoint, bool finish_moves = false) {
     if (!writer)
       return;
-    auto now = utc_now_ms();
+    auto now = core::utc_now_ms();
     bool due = force_checkpoint
                || now - last_checkpoint_ms
                     >= int64_t{1000} * bank->config().checkpoint_interval_s;
@@ -262,13 +262,13 @@ struct router_state {
 };
 
 caf::behavior router_actor(caf::stateful_actor<router_state>* self,
-                           std::shared_ptr<pattern_bank> bank, caf::actor witness,
+                           std::shared_ptr<router::pattern_bank> bank, caf::actor witness,
                            caf::actor telemetry) {
   auto& st = self->state;
   st.bank = std::move(bank);
   st.witness = std::move(witness);
   st.telemetry = std::move(telemetry);
-  st.last_checkpoint_ms = utc_now_ms();
+  st.last_checkpoint_ms = core::utc_now_ms();
   for (const auto& t : st.bank->config().tiers)
     st.costs.push_back(t.cost);
   auto flush_every = std::chrono::milliseconds(st.bank->config().flush_interval_ms);
@@ -296,7 +296,7 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
                             + ", expected " + std::to_string(st.bank->dim()));
       if (auto why = check_latency_budget(q.latency_budget_ms); !why.empty())
         return make_error(errc::invalid_argument, why);
-      auto now_ms = utc_now_ms();
+      auto now_ms = core::utc_now_ms();
       auto r = st.bank->route(q.embedding, now_ms);
       route_decision d;
       d.request_id = st.next_request_id(now_ms);
@@ -315,7 +315,7 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
       d.new_pattern = r.new_pattern;
       d.neighbors = std::move(r.neighbors);
       d.latency = {q.embed_ns, r.search_ns, r.decide_ns,
-                   static_cast<uint64_t>(std::max<int64_t>(0, steady_now_ns() - q.start_ns))};
+                   static_cast<uint64_t>(std::max<int64_t>(0, core::steady_now_ns() - q.start_ns))};
       ++st.n_routed;
       self->send(st.telemetry, observe_atom::value, d.tier, d.latency.total, d.new_pattern);
       if (st.sona)
@@ -341,7 +341,7 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
     },
     [self](learn_atom, const learn_update& u) {
       auto& st = self->state;
-      if (auto err = st.bank->learn(u.pattern_id, u.tier, u.quality, utc_now_ms())) {
+      if (auto err = st.bank->learn(u.pattern_id, u.tier, u.quality, core::utc_now_ms())) {
         spdlog::warn("router: learn update rejected: {}", view(err).message);
       } else {
         ++st.n_learned;
@@ -381,9 +381,9 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
       }
     },
     [self](merge_atom, proto::delta_batch& b, uint64_t stream_seq)
-      -> caf::result<federation::merge_stats> {
+      -> caf::result<proto::merge_stats> {
       auto& st = self->state;
-      auto r = st.bank->merge(b.node, b.deltas, utc_now_ms());
+      auto r = st.bank->merge(b.node, b.deltas, core::utc_now_ms());
       st.bank->set_stream_seq(stream_seq);
       if (st.bank->pending() > 0)
         if (auto err = st.bank->index_pending())
@@ -399,7 +399,7 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
     },
     [self](digest_atom) {
       auto& st = self->state;
-      return federation::router_digest{st.bank->size(), st.bank->stream_seq(),
+      return proto::router_digest{st.bank->size(), st.bank->stream_seq(),
                                        st.bank->orphans(), st.bank->summarize()};
     },
     [self](stats_atom) {
@@ -417,7 +417,7 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
       auto& st = self->state;
       if (st.deep_running)
         return make_error(errc::conflict, "a deep run (consolidation) is in progress");
-      auto plan = st.bank->prepare_consolidation(consolidation_config{}, utc_now_ms());
+      auto plan = st.bank->prepare_consolidation(router::consolidation_config{}, core::utc_now_ms());
       if (!plan)
         return std::move(plan.error());
       st.deep_running = true;
@@ -425,7 +425,7 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
       auto planner = self->spawn<caf::detached>(consolidation_planner);
       self->request(planner, caf::infinite, std::move(*plan))
         .then(
-          [self, rp](consolidation_plan_ptr& done) mutable {
+          [self, rp](router::consolidation_plan_ptr& done) mutable {
             auto& st = self->state;
             st.deep_running = false;
             auto r = st.bank->apply_consolidation(*done);
@@ -490,7 +490,7 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
 
 } // namespace
 
-caf::actor spawn_router(caf::actor_system& sys, std::shared_ptr<pattern_bank> bank,
+caf::actor spawn_router(caf::actor_system& sys, std::shared_ptr<router::pattern_bank> bank,
                         caf::actor witness, caf::actor telemetry) {
   return sys.spawn<caf::detached>(router_actor, std::move(bank), std::move(witness),
                                   std::move(telemetry));

@@ -1,6 +1,6 @@
 #include "actors/sessions.hpp"
 
-#include "actors/time.hpp"
+#include "core/clock.hpp"
 #include "proto/error.hpp"
 #include "kernels/vector.hpp"
 #include "proto/messages.hpp"
@@ -343,7 +343,7 @@ caf::behavior reaper_actor(caf::stateful_actor<reaper_state>* self,
   self->delayed_send(self, flush_every, proto::flush_atom::value);
   return {
     [=](proto::tick_atom) {
-      if (size_t n = index->expire(utc_now_ms(), idle_ms); n > 0)
+      if (size_t n = index->expire(core::utc_now_ms(), idle_ms); n > 0)
         spdlog::info("sessions: {} idle session(s) expired", n);
       self->delayed_send(self, every, proto::tick_atom::value);
     },

@@ -14,7 +14,7 @@
 // Feedback for a trajectory that has left the ring (or predates a restart)
 // is joined through the witness log (v1 statistics only).
 #include "actors/actors.hpp"
-#include "actors/time.hpp"
+#include "core/clock.hpp"
 #include "proto/error.hpp"
 #include "proto/messages.hpp"
 #include "store/policy_table.hpp"
@@ -46,7 +46,7 @@ struct background_result {
   std::string error; ///< a checkpoint failure (the model is still swapped in)
 };
 
-using trajectories_ptr = std::shared_ptr<const std::vector<router_v2_trajectory>>;
+using trajectories_ptr = std::shared_ptr<const std::vector<learn::router_v2_trajectory>>;
 
 } // namespace
 } // namespace shoal::actors
@@ -62,16 +62,16 @@ namespace {
 /// anchor persist across runs) on its own thread, so training never blocks
 /// feedback; writes the checkpoint to the policies table.
 struct trainer_state {
-  std::unique_ptr<router_v2_trainer> trainer;
+  std::unique_ptr<learn::router_v2_trainer> trainer;
   std::shared_ptr<store::environment> env;
   uint64_t version = 0;
   static inline const char* name = "sona-trainer";
 };
 
-caf::behavior trainer_actor(caf::stateful_actor<trainer_state>* self, router_v2_model start,
-                            router_v2_trainer_config cfg,
+caf::behavior trainer_actor(caf::stateful_actor<trainer_state>* self, learn::router_v2_model start,
+                            learn::router_v2_trainer_config cfg,
                             std::shared_ptr<store::environment> env, uint64_t version) {
-  self->state.trainer = std::make_unique<router_v2_trainer>(std::move(start), cfg);
+  self->state.trainer = std::make_unique<learn::router_v2_trainer>(std::move(start), cfg);
   self->state.env = std::move(env);
   self->state.version = version;
   return {
@@ -80,7 +80,7 @@ caf::behavior trainer_actor(caf::stateful_actor<trainer_state>* self, router_v2_
       auto t0 = std::chrono::steady_clock::now();
       auto ps = st.trainer->train(*data, n_new);
       background_result res;
-      res.model = std::make_shared<const router_v2_model>(st.trainer->model());
+      res.model = std::make_shared<const learn::router_v2_model>(st.trainer->model());
       res.mean_loss = ps.mean_loss;
       res.boundaries = ps.boundaries;
       res.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
@@ -97,7 +97,7 @@ caf::behavior trainer_actor(caf::stateful_actor<trainer_state>* self, router_v2_
           var += (t.reward - mean) * (t.reward - mean);
         var /= std::max<size_t>(1, data->size());
         double conf = var > 0 ? std::clamp(1.0 - ps.mean_loss / var, 0.0, 1.0) : 0.0;
-        auto now = utc_now_ms();
+        auto now = core::utc_now_ms();
         auto v = store::put_policy(*st.env, {"router/v2", "router", "background", conf, 0, now,
                                              res.model->save()});
         if (!v)
@@ -119,19 +119,19 @@ struct sona_state {
   std::vector<double> costs;
   caf::actor router, witness, telemetry, trainer;
   std::shared_ptr<store::environment> env;
-  std::shared_ptr<engine::memory_budget> budget;
+  std::shared_ptr<core::memory_budget> budget;
   std::shared_ptr<uint64_t> adapter_bytes = std::make_shared<uint64_t>(0); // reserved for scopes
   std::unordered_map<uint64_t, pending_v1> ring;
   std::deque<uint64_t> order; // insertion order, oldest first
   // Router v2.
   trajectory_ring_ptr v2_ring;
-  std::optional<router_v2_model> live; // the model the router uses, plus instant steps
+  std::optional<learn::router_v2_model> live; // the model the router uses, plus instant steps
   bool v2_ready = false;
-  std::unordered_map<uint64_t, router_v2_trajectory> v2_pending;
+  std::unordered_map<uint64_t, learn::router_v2_trajectory> v2_pending;
   std::deque<uint64_t> v2_order;
-  std::deque<router_v2_trajectory> completed;
-  scoped_adapters adapters; // per pattern-bank category, learned by the instant loop
-  router_v2_trace trace;
+  std::deque<learn::router_v2_trajectory> completed;
+  learn::scoped_adapters adapters; // per pattern-bank category, learned by the instant loop
+  learn::router_v2_trace trace;
   bool background_running = false;
   std::vector<caf::response_promise> background_waiting;
   uint64_t steps_since_publish = 0;
@@ -153,7 +153,7 @@ struct sona_state {
   void drain() {
     if (!v2_ring)
       return;
-    v2_ring->drain([&](uint64_t id, const router_v2_trajectory& t) {
+    v2_ring->drain([&](uint64_t id, const learn::router_v2_trajectory& t) {
       if (v2_pending.emplace(id, t).second) {
         v2_order.push_back(id);
         while (v2_order.size() > cfg.v2_pending) {
@@ -169,8 +169,8 @@ struct sona_state {
     steps_since_publish = 0;
     router_v2_handoff h;
     h.ring = v2_ring;
-    h.model = std::make_shared<const router_v2_model>(*live);
-    h.adapters = std::make_shared<const scoped_adapters>(adapters);
+    h.model = std::make_shared<const learn::router_v2_model>(*live);
+    h.adapters = std::make_shared<const learn::scoped_adapters>(adapters);
     h.ready = v2_ready;
     h.threshold = cfg.v2_threshold;
     h.sessions = cfg.v2_sessions;
@@ -194,17 +194,17 @@ struct sona_state {
                                                                   : t.prompt_tokens)
                          + static_cast<float>(fb.completion_tokens);
     auto in = t.input();
-    scoped_adapter* scope = nullptr;
-    if (t.scope != no_scope) {
+    learn::scoped_adapter* scope = nullptr;
+    if (t.scope != learn::no_scope) {
       const auto& mc = live->config();
       auto it = adapters.find(t.scope);
       if (it == adapters.end()) {
         // A new scope needs room in the budget; refused, it stays on the shared adapter.
         const uint64_t bytes = scoped_adapter_bytes(mc);
-        if (!budget || budget->try_reserve(engine::memory_budget::use::adapter, bytes)) {
+        if (!budget || budget->try_reserve(core::memory_budget::use::adapter, bytes)) {
           *adapter_bytes += budget ? bytes : 0;
           it = adapters
-                 .emplace(t.scope, scoped_adapter::make(mc.lora_rank, mc.embed_dim,
+                 .emplace(t.scope, learn::scoped_adapter::make(mc.lora_rank, mc.embed_dim,
                                                         mc.seed * 1000003 + t.scope))
                  .first;
         } else {
@@ -236,7 +236,7 @@ struct sona_state {
     if (!trainer || background_running || completed.empty())
       return false;
     background_running = true;
-    auto data = std::make_shared<const std::vector<router_v2_trajectory>>(completed.begin(),
+    auto data = std::make_shared<const std::vector<learn::router_v2_trajectory>>(completed.begin(),
                                                                            completed.end());
     // The trajectories completed since the last run are the newest ones
     // (the trainer's task-boundary test looks at them).
@@ -251,7 +251,7 @@ struct sona_state {
           st.v2_ready = true;
           ++st.status.background_runs;
           ++st.status.model_version;
-          st.status.background_last_ms = utc_now_ms();
+          st.status.background_last_ms = core::utc_now_ms();
           st.status.background_loss = r.mean_loss;
           st.status.background_ms = r.ms;
           st.status.task_boundaries += r.boundaries;
@@ -285,7 +285,7 @@ struct sona_state {
               [this, rp, summary](const witness_archive_result& a) mutable {
                 auto& st = *this;
                 ++st.status.deep_runs;
-                st.status.deep_last_ms = utc_now_ms();
+                st.status.deep_last_ms = core::utc_now_ms();
                 st.status.deep_summary =
                   summary + "; witness: "
                   + (a.cutoff_ms == 0 ? std::string("archiving off")
@@ -341,14 +341,14 @@ struct sona_state {
 caf::behavior sona_actor(caf::stateful_actor<sona_state>* self, sona_config cfg,
                          std::vector<double> costs, caf::actor router, caf::actor witness,
                          caf::actor telemetry, std::shared_ptr<store::environment> env,
-                         std::optional<router_v2_model> initial,
-                         std::shared_ptr<engine::memory_budget> budget) {
+                         std::optional<learn::router_v2_model> initial,
+                         std::shared_ptr<core::memory_budget> budget) {
   auto& st = self->state;
   st.budget = std::move(budget);
   // The scoped adapters' bytes go back to the budget when the actor ends.
   self->attach_functor([b = st.budget, held = st.adapter_bytes] {
     if (b && *held > 0)
-      b->release(engine::memory_budget::use::adapter, *held);
+      b->release(core::memory_budget::use::adapter, *held);
   });
   st.cfg = cfg;
   st.costs = std::move(costs);
@@ -359,15 +359,15 @@ caf::behavior sona_actor(caf::stateful_actor<sona_state>* self, sona_config cfg,
   if (cfg.v2) {
     st.v2_ready = initial.has_value();
     if (!initial) {
-      router_v2_config mc;
+      learn::router_v2_config mc;
       mc.n_tiers = static_cast<uint32_t>(st.costs.size());
       initial.emplace(mc);
     } else {
       st.status.model_version = 1;
     }
     st.live = std::move(initial);
-    st.v2_ring = std::make_shared<trajectory_ring>(std::max<uint32_t>(256, cfg.v2_pending));
-    router_v2_trainer_config tc;
+    st.v2_ring = std::make_shared<learn::trajectory_ring>(std::max<uint32_t>(256, cfg.v2_pending));
+    learn::router_v2_trainer_config tc;
     tc.lr = static_cast<float>(cfg.train_lr);
     tc.epochs = cfg.train_epochs;
     tc.ewc = cfg.ewc;
@@ -388,7 +388,7 @@ caf::behavior sona_actor(caf::stateful_actor<sona_state>* self, sona_config cfg,
       auto& st = self->state;
       if (!(fb.quality >= 0.0 && fb.quality <= 1.0))
         return make_error(errc::invalid_argument, "quality must be a number in [0, 1]");
-      fb.time_ms = utc_now_ms();
+      fb.time_ms = core::utc_now_ms();
       if (auto it = st.ring.find(fb.request_id); it != st.ring.end()) {
         auto res = st.apply(self, fb, it->second);
         if (!res)
@@ -473,8 +473,8 @@ caf::behavior sona_actor(caf::stateful_actor<sona_state>* self, sona_config cfg,
 caf::actor spawn_sona(caf::actor_system& sys, sona_config cfg, std::vector<double> tier_costs,
                       caf::actor router, caf::actor witness, caf::actor telemetry,
                       std::shared_ptr<store::environment> env,
-                      std::optional<router_v2_model> initial,
-                      std::shared_ptr<engine::memory_budget> budget) {
+                      std::optional<learn::router_v2_model> initial,
+                      std::shared_ptr<core::memory_budget> budget) {
   auto hdl = sys.spawn(sona_actor, cfg, std::move(tier_costs), router, std::move(witness),
                        std::move(telemetry), std::move(env), std::move(initial),
                        std::move(budget));
@@ -482,17 +482,17 @@ caf::actor spawn_sona(caf::actor_system& sys, sona_config cfg, std::vector<doubl
   return hdl;
 }
 
-uint64_t scoped_adapter_bytes(const router_v2_config& cfg) {
+uint64_t scoped_adapter_bytes(const learn::router_v2_config& cfg) {
   // A and Bᵀ, plus the hash-map node and the vectors' headers.
   return 2ull * cfg.lora_rank * cfg.embed_dim * sizeof(float) + 128;
 }
 
-uint64_t sona_fixed_bytes(const sona_config& cfg, const router_v2_model& model) {
+uint64_t sona_fixed_bytes(const sona_config& cfg, const learn::router_v2_model& model) {
   const auto& mc = model.config();
   // One trajectory: embedding, neighbour features, session state, scalars.
-  const uint64_t trajectory = sizeof(router_v2_trajectory)
+  const uint64_t trajectory = sizeof(learn::router_v2_trajectory)
                               + sizeof(float)
-                                  * (uint64_t{mc.embed_dim} + router_v2_model::n_neighbors
+                                  * (uint64_t{mc.embed_dim} + learn::router_v2_model::n_neighbors
                                      + 2ull * mc.n_tiers + mc.hidden)
                               + 64;
   uint64_t ring = 2;
@@ -504,14 +504,14 @@ uint64_t sona_fixed_bytes(const sona_config& cfg, const router_v2_model& model) 
          + trajectory * (ring + cfg.v2_pending + cfg.train_window) + session * cfg.v2_sessions;
 }
 
-caf::expected<std::optional<router_v2_model>> load_router_v2(const store::environment& env,
-                                                             const router_v2_config& cfg) {
+caf::expected<std::optional<learn::router_v2_model>> load_router_v2(const store::environment& env,
+                                                             const learn::router_v2_config& cfg) {
   auto p = store::get_policy(env, "router/v2");
   if (!p)
     return std::move(p.error());
   if (!*p)
-    return std::optional<router_v2_model>{};
-  auto m = router_v2_model::load((*p)->value);
+    return std::optional<learn::router_v2_model>{};
+  auto m = learn::router_v2_model::load((*p)->value);
   if (!m)
     return make_error(errc::corrupt_data,
                       "policy 'router/v2': " + view(m.error()).message);
@@ -522,7 +522,7 @@ caf::expected<std::optional<router_v2_model>> load_router_v2(const store::enviro
                         + std::to_string(m->config().n_tiers) + " tiers; this node has "
                         + std::to_string(cfg.embed_dim) + " and " + std::to_string(cfg.n_tiers)
                         + " (delete the policy to start router v2 afresh)");
-  return std::optional<router_v2_model>{std::move(*m)};
+  return std::optional<learn::router_v2_model>{std::move(*m)};
 }
 
 } // namespace shoal::actors

@@ -2,8 +2,8 @@
 // feedback and reward sums. (HTTP counters live in the gateway: one message per
 // HTTP response would wake this actor's worker for every request.)
 #include "actors/actors.hpp"
-#include "kernels/histogram.hpp"
-#include "actors/time.hpp"
+#include "core/histogram.hpp"
+#include "core/clock.hpp"
 #include "proto/messages.hpp"
 
 #include <caf/all.hpp>
@@ -16,7 +16,7 @@ using namespace proto;
 
 struct telemetry_state {
   telemetry_snapshot snap;
-  kernels::latency_histogram latency;
+  core::latency_histogram latency;
   static inline const char* name = "telemetry";
 };
 
@@ -27,7 +27,7 @@ constexpr double bucket_edges_s[] = {10e-6,  25e-6, 50e-6, 100e-6, 250e-6, 500e-
 
 caf::behavior telemetry_actor(caf::stateful_actor<telemetry_state>* self, size_t n_tiers) {
   auto& s = self->state.snap;
-  s.started_ms = utc_now_ms();
+  s.started_ms = core::utc_now_ms();
   s.tier_routed.assign(n_tiers, 0);
   s.tier_feedback.assign(n_tiers, 0);
   s.tier_quality_sum.assign(n_tiers, 0.0);

@@ -5,7 +5,7 @@
 // (store/archive.hpp) in <data_dir>/witness-archive, where look-ups still
 // find them.
 #include "actors/actors.hpp"
-#include "actors/time.hpp"
+#include "core/clock.hpp"
 #include "proto/error.hpp"
 #include "proto/messages.hpp"
 #include "proto/records.hpp"
@@ -225,7 +225,7 @@ caf::behavior witness_actor(caf::stateful_actor<witness_state>* self, witness_co
       witness_archive_result res;
       if (st.cfg.archive_after_s == 0)
         return res; // archiving off
-      res.cutoff_ms = utc_now_ms() - int64_t{st.cfg.archive_after_s} * 1000;
+      res.cutoff_ms = core::utc_now_ms() - int64_t{st.cfg.archive_after_s} * 1000;
       if (res.cutoff_ms <= 0)
         return res;
       if (st.archiving)

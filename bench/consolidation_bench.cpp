@@ -12,8 +12,8 @@
 // --spread makes each near-duplicate the copy of a distinct pattern, so
 // every merge survivor moves in the index (by default they are all near
 // one pattern: a single survivor moves, the index edits are removals).
-#include "actors/pattern_bank.hpp"
-#include "actors/testing.hpp"
+#include "router/pattern_bank.hpp"
+#include "router/testing.hpp"
 #include "store/environment.hpp"
 
 #include <CLI/CLI.hpp>
@@ -31,7 +31,7 @@
 #include <vector>
 
 using namespace shoal;
-using namespace shoal::actors;
+using namespace shoal::router;
 namespace fs = std::filesystem;
 
 namespace {
@@ -50,9 +50,9 @@ run_times run_once(const fs::path& dir, uint32_t dim, int n, int n_dups, bool sp
   auto env = store::environment::open({dir});
   if (!env)
     throw std::runtime_error("LMDB: " + to_string(env.error()));
-  router_config rc = testing::fine_patterns();
+  router::router_config rc = testing::fine_patterns();
   rc.index.initial_capacity = static_cast<uint32_t>(n);
-  auto bank = pattern_bank::open(dim, rc, *env);
+  auto bank = router::pattern_bank::open(dim, rc, *env);
   if (!bank)
     throw std::runtime_error("pattern bank: " + to_string(bank.error()));
   std::vector<float> last;
@@ -87,11 +87,11 @@ run_times run_once(const fs::path& dir, uint32_t dim, int n, int n_dups, bool sp
     return std::chrono::duration<double, std::milli>(b - a).count();
   };
   auto t0 = clock::now();
-  auto plan = (*bank)->prepare_consolidation(consolidation_config{}, 3000);
+  auto plan = (*bank)->prepare_consolidation(router::consolidation_config{}, 3000);
   if (!plan)
     throw std::runtime_error("prepare_consolidation: " + to_string(plan.error()));
   auto t1 = clock::now();
-  pattern_bank::plan_consolidation(**plan);
+  router::pattern_bank::plan_consolidation(**plan);
   auto t2 = clock::now();
   auto s = (*bank)->apply_consolidation(**plan);
   plan->reset();

@@ -75,7 +75,7 @@ int main(int argc, char** argv) {
                 name.c_str(), weights.c_str(), threads, test, n, n, seconds, n / seconds);
     std::fflush(stdout);
   };
-  auto fail = [](const engine::error& e) {
+  auto fail = [](const core::error& e) {
     std::fprintf(stderr, "engine_bench: %s\n", e.message.c_str());
     return 1;
   };

@@ -15,7 +15,7 @@
 // Usage: shoal_fed_bench --nats nats://127.0.0.1:PORT [options]
 // (bench/federation.sh starts a nats-server and runs it).
 #include "actors/actors.hpp"
-#include "actors/pattern_bank.hpp"
+#include "router/pattern_bank.hpp"
 #include "bench/harness.hpp"
 #include "federation/bridge.hpp"
 #include "kernels/vector.hpp"
@@ -36,7 +36,7 @@ using namespace std::chrono_literals;
 namespace {
 
 struct node_handles {
-  std::shared_ptr<actors::pattern_bank> bank;
+  std::shared_ptr<router::pattern_bank> bank;
   caf::actor router;
   caf::actor bridge;
   caf::actor telemetry;
@@ -59,7 +59,7 @@ T ask(caf::actor_system& sys, const caf::actor& dest, Ts&&... xs) {
 }
 
 /// The summary a node holds of origin `node`'s contributions.
-proto::origin_summary origin_of(const federation::router_digest& d, uint64_t node) {
+proto::origin_summary origin_of(const proto::router_digest& d, uint64_t node) {
   for (const auto& o : d.origins)
     if (o.node == node)
       return o;
@@ -75,8 +75,8 @@ bool wait_synced(caf::actor_system& sys, const node_handles& a, const node_handl
                  uint64_t a_id, std::chrono::seconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
-    auto da = ask<federation::router_digest>(sys, a.router, federation::digest_atom::value);
-    auto db = ask<federation::router_digest>(sys, b.router, federation::digest_atom::value);
+    auto da = ask<proto::router_digest>(sys, a.router, proto::digest_atom::value);
+    auto db = ask<proto::router_digest>(sys, b.router, proto::digest_atom::value);
     if (origin_of(da, a_id).count > 0 && same(origin_of(da, a_id), origin_of(db, a_id)))
       return true;
     // Digests are kept incrementally (O(origins)), so polling is cheap;
@@ -152,9 +152,9 @@ int main(int argc, char** argv) {
     kernels::normalize(c);
   }
   auto make_node = [&](const federation::identity& id, const char* name, bool owner) {
-    actors::router_config rc;
+    router::router_config rc;
     rc.node_id = id.id();
-    auto bank = actors::pattern_bank::open(dim, rc, nullptr);
+    auto bank = router::pattern_bank::open(dim, rc, nullptr);
     if (!bank)
       throw std::runtime_error("bank");
     for (uint32_t i = 1; i <= patterns; ++i) {
@@ -174,7 +174,7 @@ int main(int argc, char** argv) {
     }
     (*bank)->set_stream_seq(1); // nothing to republish at start
     node_handles h;
-    h.bank = std::shared_ptr<actors::pattern_bank>(std::move(*bank));
+    h.bank = std::shared_ptr<router::pattern_bank>(std::move(*bank));
     h.telemetry = actors::spawn_telemetry(sys, 4);
     h.router = actors::spawn_router(sys, h.bank, caf::actor{}, h.telemetry);
     h.bridge = federation::spawn_bridge(sys, {fc, name, id, trusted, h.router, dim, 4, 0});

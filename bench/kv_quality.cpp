@@ -186,7 +186,7 @@ struct store {
 
 /// Runs the prompt through `cache` one page per step, migrating after each;
 /// writes [n][n_vocab] logits to `out`.
-engine::result<bool> run_prompt(engine::context& ctx, engine::kv_cache& cache,
+core::result<bool> run_prompt(engine::context& ctx, engine::kv_cache& cache,
                                 const std::vector<int32_t>& prompt, size_t step,
                                 std::vector<float>& out) {
   const size_t nv = ctx.get_model().hparams().n_vocab;

@@ -1,4 +1,4 @@
-/// @file Google Benchmark cases of router v2 (actors/router_v2.hpp) at its
+/// @file Google Benchmark cases of router v2 (learn/router_v2.hpp) at its
 /// production size (E = 384, projection 32, hidden 32, ranks 8/8, LoRA rank
 /// 2, 4 tiers: 15,430 parameters), for issue 7's cost targets:
 ///   router_v2/forward                one decision (adapter, projection, cell, heads)
@@ -19,21 +19,21 @@
 ///
 /// Run: `build/bench/shoal_router_v2_bench --benchmark_repetitions=9`
 
-#include "actors/router_v2.hpp"
+#include "learn/router_v2.hpp"
 
 #include <benchmark/benchmark.h>
 
 #include <random>
 #include <vector>
 
-using namespace shoal::actors;
+using namespace shoal;
 
 namespace {
 
-std::vector<router_v2_trajectory> trajectories(size_t n, uint32_t hidden) {
+std::vector<learn::router_v2_trajectory> trajectories(size_t n, uint32_t hidden) {
   std::mt19937 rng(1);
   std::normal_distribution<float> d;
-  std::vector<router_v2_trajectory> data(n);
+  std::vector<learn::router_v2_trajectory> data(n);
   for (auto& t : data) {
     t.embedding.resize(384);
     float s = 0;
@@ -52,8 +52,8 @@ std::vector<router_v2_trajectory> trajectories(size_t n, uint32_t hidden) {
     t.prompt_tokens = 120;
     // As the node records them: the sampling served and the answer's usage,
     // so every head trains.
-    t.temperature = static_cast<uint8_t>(rng() % sampling_temperatures.size());
-    t.top_p = static_cast<uint8_t>(rng() % sampling_top_ps.size());
+    t.temperature = static_cast<uint8_t>(rng() % learn::sampling_temperatures.size());
+    t.top_p = static_cast<uint8_t>(rng() % learn::sampling_top_ps.size());
     t.context_tokens = 120.0f + static_cast<float>(rng() % 2000);
   }
   return data;
@@ -63,9 +63,9 @@ std::vector<router_v2_trajectory> trajectories(size_t n, uint32_t hidden) {
 /// production size, cycling over 256 trajectories.
 template <class After>
 void decisions(benchmark::State& state, After after) {
-  router_v2_model m{router_v2_config{}};
+  learn::router_v2_model m{learn::router_v2_config{}};
   auto data = trajectories(256, m.hidden());
-  router_v2_trace tr;
+  learn::router_v2_trace tr;
   size_t i = 0;
   for (auto _ : state) {
     const auto& t = data[i++ % data.size()];
@@ -80,23 +80,23 @@ void forward(benchmark::State& state) {
 
 void forward_backward(benchmark::State& state) {
   std::vector<float> grad;
-  decisions(state, [&](router_v2_model& m, auto& tr, auto& t) {
+  decisions(state, [&](learn::router_v2_model& m, auto& tr, auto& t) {
     grad.resize(m.n_params());
     benchmark::DoNotOptimize(m.backward(tr, t.outcome(), grad));
   });
 }
 
 void instant_step(benchmark::State& state) {
-  decisions(state, [](router_v2_model& m, auto& tr, auto& t) {
+  decisions(state, [](learn::router_v2_model& m, auto& tr, auto& t) {
     benchmark::DoNotOptimize(m.instant_step(tr, t.outcome(), 1e-3f));
   });
 }
 
 void instant_loop(benchmark::State& state) {
-  router_v2_model m{router_v2_config{}};
+  learn::router_v2_model m{learn::router_v2_config{}};
   auto data = trajectories(256, m.hidden());
   // v1's routes of the same queries (what the pattern bank hands over).
-  std::vector<route_result> routes(data.size());
+  std::vector<router::route_result> routes(data.size());
   std::mt19937_64 rng(7);
   for (size_t i = 0; i < data.size(); ++i) {
     auto& r = routes[i];
@@ -110,24 +110,24 @@ void instant_loop(benchmark::State& state) {
   }
   const std::vector<double> costs = {0.0, 0.05, 0.10, 0.20};
   // The trajectory log: a ring of slots allocated once.
-  std::vector<router_v2_trajectory> ring(1024);
+  std::vector<learn::router_v2_trajectory> ring(1024);
   for (auto& t : ring) {
     t.embedding.reserve(384);
-    t.neighbor_sims.reserve(router_v2_model::n_neighbors);
+    t.neighbor_sims.reserve(learn::router_v2_model::n_neighbors);
     t.neighbor_rewards.reserve(4);
     t.neighbor_counts.reserve(4);
     t.h_prev.reserve(m.hidden());
   }
-  router_v2_features feat;
-  router_v2_trace tr;
+  learn::router_v2_features feat;
+  learn::router_v2_trace tr;
   size_t i = 0;
   for (auto _ : state) {
     const auto& t = data[i % data.size()];
     const auto& r = routes[i % data.size()];
     feat.assign(r);
     m.forward(feat.input(t.embedding, t.prompt_tokens, 1.0f, 0.0f), t.h_prev, tr);
-    auto c = router_v2_choose(r, tr, costs, true, 0.0, rng);
-    auto smp = router_v2_sample(tr, true, 0.05f, rng);
+    auto c = learn::router_v2_choose(r, tr, costs, true, 0.0, rng);
+    auto smp = learn::router_v2_sample(tr, true, 0.05f, rng);
     auto& slot = ring[i++ % ring.size()];
     slot.temperature = smp.temperature;
     slot.top_p = smp.top_p;
@@ -147,11 +147,11 @@ void instant_loop(benchmark::State& state) {
 
 void train_1000(benchmark::State& state) {
   auto data = trajectories(1000, 32);
-  router_v2_trainer_config tc;
+  learn::router_v2_trainer_config tc;
   tc.ewc = state.range(0) != 0;
   for (auto _ : state) {
     state.PauseTiming();
-    router_v2_trainer tr(router_v2_model{router_v2_config{}}, tc);
+    learn::router_v2_trainer tr(learn::router_v2_model{learn::router_v2_config{}}, tc);
     state.ResumeTiming();
     auto st = tr.train(data);
     benchmark::DoNotOptimize(st.mean_loss);

@@ -366,7 +366,7 @@ void print_throughput(const std::string& name, const std::vector<double>& ns, si
   print_row(name, s, per_s, unit, text);
 }
 
-engine::result<std::shared_ptr<const engine::model>> kv_model(const std::string& path,
+core::result<std::shared_ptr<const engine::model>> kv_model(const std::string& path,
                                                               temp_file& tmp) {
   if (!path.empty())
     return engine::model::load(path);
@@ -390,7 +390,7 @@ engine::kv_tier_config no_sharing() {
 /// Per-token decode (forward pass + migrate) and the KV-only share of it.
 void bench_decode(const std::shared_ptr<const engine::model>& m, size_t n_tokens, size_t reps) {
   const auto& hp = m->hparams();
-  auto budget = std::make_shared<engine::memory_budget>(uint64_t(1) << 30);
+  auto budget = std::make_shared<core::memory_budget>(uint64_t(1) << 30);
   engine::kv_pool pool(hp, engine::kv_tier_config{}, budget);
   engine::context ctx(m, 1, nullptr);
   std::vector<float> logits(hp.n_vocab);
@@ -443,7 +443,7 @@ struct timed {
 /// Page allocation: reserve + append of one page's tokens into fresh
 /// sequences, `n_pages` per repetition; one sample per page.
 timed page_alloc(const engine::llama_hparams& hp, engine::kv_tier_config cfg,
-                 std::shared_ptr<engine::memory_budget> budget, size_t n_pages, size_t reps,
+                 std::shared_ptr<core::memory_budget> budget, size_t n_pages, size_t reps,
                  bool warm) {
   engine::kv_pool pool(hp, cfg, std::move(budget));
   const size_t pt = cfg.page_tokens;
@@ -483,12 +483,12 @@ void bench_page_alloc(const engine::llama_hparams& hp, size_t n_pages, size_t re
   };
   row("page alloc, no budget", page_alloc(hp, no_sharing(), nullptr, n_pages, reps, false),
       "prefix caching off");
-  auto roomy = std::make_shared<engine::memory_budget>(uint64_t(4) * n_pages * bytes);
+  auto roomy = std::make_shared<core::memory_budget>(uint64_t(4) * n_pages * bytes);
   row("page alloc, budget with room", page_alloc(hp, no_sharing(), roomy, n_pages, reps, false),
       "prefix caching off");
   // Exactly n_pages fit: after the warm-up repetition every page held by
   // the cache must be evicted (least recently released first) to make room.
-  auto full = std::make_shared<engine::memory_budget>(uint64_t(n_pages) * bytes);
+  auto full = std::make_shared<core::memory_budget>(uint64_t(n_pages) * bytes);
   row("page alloc, full budget (evicts a cached page each)",
       page_alloc(hp, engine::kv_tier_config{}, full, n_pages, reps, true), "prefix caching on");
   timed ref;

@@ -8,8 +8,8 @@
 // Text comes from prompts.jsonl (ops/make-prompts.sh: Debian package
 // descriptions). Output: one Markdown table.
 #include "actors/actors.hpp"
-#include "actors/pattern_bank.hpp"
-#include "actors/time.hpp"
+#include "router/pattern_bank.hpp"
+#include "core/clock.hpp"
 #include "bench/harness.hpp"
 #include "engine/embedder.hpp"
 #include "kernels/vector.hpp"
@@ -108,7 +108,7 @@ std::vector<uint64_t> exact_top_k(const std::vector<std::vector<float>>& rows,
 }
 
 void bench_route(const std::vector<std::string>& texts, const std::vector<size_t>& sizes,
-                 size_t n_queries, size_t n_exact, const actors::router_config& base) {
+                 size_t n_queries, size_t n_exact, const router::router_config& base) {
   engine::embedder emb;
   const uint32_t dim = emb.dim();
   // The last n_queries prompts are queries; patterns come from the others
@@ -116,8 +116,8 @@ void bench_route(const std::vector<std::string>& texts, const std::vector<size_t
   std::vector<std::string> queries(texts.end() - static_cast<ptrdiff_t>(n_queries), texts.end());
   const size_t pool = texts.size() - n_queries;
   for (size_t n : sizes) {
-    actors::router_config cfg = base;
-    auto bank = actors::pattern_bank::open(dim, cfg, nullptr);
+    router::router_config cfg = base;
+    auto bank = router::pattern_bank::open(dim, cfg, nullptr);
     if (!bank)
       throw std::runtime_error("pattern bank: " + caf::to_string(bank.error()));
     std::mt19937_64 rng(n);
@@ -161,7 +161,7 @@ void bench_route(const std::vector<std::string>& texts, const std::vector<size_t
       auto t1 = now_ns();
       if (!(kernels::dot(q, q) > 0))
         continue; // no words: the gateway rejects such text
-      auto r = (*bank)->route(q, actors::utc_now_ms());
+      auto r = (*bank)->route(q, core::utc_now_ms());
       auto t2 = now_ns();
       if (r.new_pattern) { // the router actor does this after answering
         auto t3 = now_ns();
@@ -231,7 +231,7 @@ void bench_route(const std::vector<std::string>& texts, const std::vector<size_t
 proto::witness_entry make_entry(uint64_t id, const std::vector<float>& emb) {
   proto::witness_entry e;
   e.decision.request_id = id;
-  e.decision.time_ms = actors::utc_now_ms();
+  e.decision.time_ms = core::utc_now_ms();
   e.decision.tier = static_cast<uint32_t>(id % 4);
   e.decision.tier_name = "demo-110m";
   e.decision.confidence = 0.7;
@@ -335,7 +335,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> only;
   std::string sizes = "1000,10000,100000";
   size_t queries = 2000, exact = 300, records = 20000;
-  actors::router_config rc; // node defaults
+  router::router_config rc; // node defaults
   rc.seed = 1;
   app.add_option("--prompts", prompts, "JSONL prompts ({text, ...} per line)")
     ->capture_default_str();

@@ -2,7 +2,7 @@
 // Thompson sampling) next to router v2 (FastGRNN reward model over v1's
 // statistics, MicroLoRA instant loop, background training with and without
 // EWC++) on the same stream of real prompts (Debian package descriptions,
-// ops/make-prompts.sh), scored by the replay evaluator (node/evaluator.hpp:
+// ops/make-prompts.sh), scored by the replay evaluator (sim/evaluator.hpp:
 // a seeded simulation of answer quality per domain and tier, with an oracle).
 //
 // Reported (Markdown), each figure the median over --seeds worlds (an
@@ -32,10 +32,10 @@
 //
 // Rewards are expected rewards mu(d, t) - cost_t of the tier chosen (the
 // evaluator's noise-free means); learning sees drawn qualities only.
-#include "actors/pattern_bank.hpp"
-#include "actors/router_v2.hpp"
+#include "router/pattern_bank.hpp"
+#include "learn/router_v2.hpp"
 #include "engine/embedder.hpp"
-#include "node/evaluator.hpp"
+#include "sim/evaluator.hpp"
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -103,17 +103,17 @@ struct options {
   size_t first_background = 500; ///< first pass; then doubling up to background_every
   size_t min_samples = 0;        ///< per pass: epochs raised to train on at least this many
   size_t train_window = 4000;
-  float train_lr = actors::router_v2_trainer_config{}.lr;
+  float train_lr = learn::router_v2_trainer_config{}.lr;
   bool sgd = false; ///< plain SGD instead of Adam in the background loop
-  float adam_eps = actors::router_v2_trainer_config{}.adam_eps;
+  float adam_eps = learn::router_v2_trainer_config{}.adam_eps;
   uint32_t epochs = 1;
   float ewc_lambda = 10;
-  float boundary_ratio = actors::router_v2_trainer_config{}.boundary_ratio;
-  float task_gamma = actors::router_v2_trainer_config{}.task_gamma;
-  float max_importance = actors::router_v2_config{}.max_importance;
-  // the world's latency model (node/evaluator.hpp); off while ms_per_token = 0
+  float boundary_ratio = learn::router_v2_trainer_config{}.boundary_ratio;
+  float task_gamma = learn::router_v2_trainer_config{}.task_gamma;
+  float max_importance = learn::router_v2_config{}.max_importance;
+  // the world's latency model (sim/evaluator.hpp); off while ms_per_token = 0
   double ms_per_token = 0;      ///< the largest tier's decode time per token
-  node::latency_budgets budgets{0.5, 300, 10000}; ///< who has a budget, and its range
+  sim::latency_budgets budgets{0.5, 300, 10000}; ///< who has a budget, and its range
   // sessions: each prompt opens a session of this many turns; the later
   // turns are generic follow-ups ("tell me more") about the same domain
   uint32_t session_turns = 1;
@@ -121,8 +121,8 @@ struct options {
   /// Router v2's sampling heads: ε of its choice (negative: it chooses none,
   /// every request is served at the default (1, 1), as router v1 serves).
   float sampling_explore = 0.05f;
-  // the evaluator's quality model (node/evaluator.hpp); defaults: the node's
-  node::evaluator_config quality;
+  // the evaluator's quality model (sim/evaluator.hpp); defaults: the node's
+  sim::evaluator_config quality;
 };
 
 /// Generic follow-up turns: nothing in them names the domain; only the
@@ -172,8 +172,8 @@ std::vector<prompt> with_sessions(const std::vector<prompt>& ps, const options& 
 }
 
 /// The evaluator of world `seed` under the options' latency model.
-node::evaluator_config world(const options& o, uint32_t seed) {
-  node::evaluator_config ec = o.quality;
+sim::evaluator_config world(const options& o, uint32_t seed) {
+  sim::evaluator_config ec = o.quality;
   ec.seed = 42 + seed;
   ec.largest_ms_per_token = o.ms_per_token;
   return ec;
@@ -182,16 +182,16 @@ node::evaluator_config world(const options& o, uint32_t seed) {
 /// Router v2's latency-budget input: b / budget_max_ms in (0, 1], 1 = none
 /// (the node's sona.latency_budget_max_ms plays budget_max_ms's part).
 float budget_input(const prompt& p, const options& o) {
-  return actors::latency_budget_input(p.budget_ms, o.budgets.max_ms);
+  return learn::latency_budget_input(p.budget_ms, o.budgets.max_ms);
 }
 
-/// Gives each prompt its latency budget (node::latency_budget: the same
+/// Gives each prompt its latency budget (sim::latency_budget: the same
 /// budgets as `shoal replay --budget-share`; none without a latency model).
 void assign_budgets(std::vector<prompt>& ps, const options& o) {
   if (o.ms_per_token <= 0)
     return;
   for (size_t i = 0; i < ps.size(); ++i)
-    ps[i].budget_ms = node::latency_budget(o.budgets, 42, i);
+    ps[i].budget_ms = sim::latency_budget(o.budgets, 42, i);
 }
 
 enum class kind { v1, v2, v2_no_ewc };
@@ -208,15 +208,15 @@ const char* name(kind k) {
 /// One routing system on its own pattern bank.
 class learner {
 public:
-  learner(kind k, const options& o, uint64_t seed, std::vector<actors::tier_config> tiers)
+  learner(kind k, const options& o, uint64_t seed, std::vector<router::tier_config> tiers)
     : kind_(k), opt_(o), model_(v2_config(o, seed, tiers.size())),
       trainer_(model_, trainer_config(k, o)) {
-    actors::router_config rc;
+    router::router_config rc;
     rc.tiers = std::move(tiers);
     rc.seed = seed;
     for (const auto& t : rc.tiers)
       costs_.push_back(t.cost);
-    auto b = actors::pattern_bank::open(384, rc, nullptr);
+    auto b = router::pattern_bank::open(384, rc, nullptr);
     if (!b)
       throw std::runtime_error("pattern bank: " + to_string(b.error()));
     bank_ = std::move(*b);
@@ -233,21 +233,21 @@ public:
   };
 
   /// Routes one prompt, observes a drawn quality, learns.
-  choice step(const prompt& p, node::evaluator& ev, int64_t now_ms) {
+  choice step(const prompt& p, sim::evaluator& ev, int64_t now_ms) {
     auto r = route(p, now_ms);
     choice c{r.tier, r.tier, false};
     float prob = static_cast<float>(std::max(r.confidence, 0.05));
-    actors::router_v2_sampling smp;
+    learn::router_v2_sampling smp;
     const bool sampling = kind_ != kind::v1 && opt_.sampling_explore >= 0;
     if (kind_ != kind::v1) {
       forward(p, r);
-      auto v2 = actors::router_v2_choose(r, trace_, costs_, trained_, opt_.threshold, rng_);
+      auto v2 = learn::router_v2_choose(r, trace_, costs_, trained_, opt_.threshold, rng_);
       c = {v2.tier, v2.greedy_tier, v2.by_v2};
       prob = v2.behaviour_prob;
-      smp = actors::router_v2_sample(trace_, trained_, opt_.sampling_explore, rng_);
+      smp = learn::router_v2_sample(trace_, trained_, opt_.sampling_explore, rng_);
       if (sampling) {
-        c.temperature = actors::sampling_temperatures[smp.temperature];
-        c.top_p = actors::sampling_top_ps[smp.top_p];
+        c.temperature = learn::sampling_temperatures[smp.temperature];
+        c.top_p = learn::sampling_top_ps[smp.top_p];
         prob *= smp.prob_temperature * smp.prob_top_p;
       }
     }
@@ -255,13 +255,13 @@ public:
     const uint32_t completion = ev.draw_completion_tokens(p.domain);
     (void)bank_->learn(r.pattern_id, c.tier, q, now_ms);
     if (kind_ != kind::v1) {
-      actors::router_v2_trajectory t;
-      t.temperature = sampling ? smp.temperature : actors::no_choice;
-      t.top_p = sampling ? smp.top_p : actors::no_choice;
+      learn::router_v2_trajectory t;
+      t.temperature = sampling ? smp.temperature : learn::no_choice;
+      t.top_p = sampling ? smp.top_p : learn::no_choice;
       t.context_tokens = p.tokens + static_cast<float>(completion);
       if (trained_)
-        c.context_hit = actors::router_v2_model::context_choice(trace_)
-                        == actors::context_bucket_index(t.context_tokens);
+        c.context_hit = learn::router_v2_model::context_choice(trace_)
+                        == learn::context_bucket_index(t.context_tokens);
       t.embedding = p.emb;
       t.neighbor_sims.assign(feat_.sims.begin(), feat_.sims.end());
       t.neighbor_rewards = feat_.rewards;
@@ -281,7 +281,7 @@ public:
         since_background_ = 0;
         seen_ += next_background_;
         next_background_ = std::min(opt_.background_every, std::max<size_t>(1, seen_));
-        std::vector<actors::router_v2_trajectory> batch(log_.begin(), log_.end());
+        std::vector<learn::router_v2_trajectory> batch(log_.begin(), log_.end());
         const size_t passes = std::max<size_t>(1, (opt_.min_samples + batch.size() - 1) / batch.size());
         for (size_t k = 0; k < passes; ++k)
           boundaries_ += trainer_.train(batch, k == 0 ? fresh : 0).boundaries;
@@ -304,16 +304,16 @@ public:
 
   kind which() const noexcept { return kind_; }
   uint32_t boundaries() const noexcept { return boundaries_; } ///< EWC++ task boundaries detected
-  const actors::router_v2_model& model() const noexcept { return model_; }
+  const learn::router_v2_model& model() const noexcept { return model_; }
   /// The last n recorded trajectories (router v2 only), oldest first.
-  std::vector<actors::router_v2_trajectory> recent(size_t n) const {
+  std::vector<learn::router_v2_trajectory> recent(size_t n) const {
     n = std::min(n, log_.size());
     return {log_.end() - static_cast<std::ptrdiff_t>(n), log_.end()};
   }
 
 private:
   /// Router v1's route of a prompt (indexing a pattern it created).
-  actors::route_result route(const prompt& p, int64_t now_ms) {
+  router::route_result route(const prompt& p, int64_t now_ms) {
     auto r = bank_->route(p.emb, now_ms);
     if (bank_->pending() > 0)
       (void)bank_->index_pending();
@@ -321,7 +321,7 @@ private:
   }
   /// Router v2's traced forward on v1's route `r`; a follow-up turn continues
   /// from the session state the previous turn ended in.
-  void forward(const prompt& p, const actors::route_result& r) {
+  void forward(const prompt& p, const router::route_result& r) {
     feat_.assign(r);
     if (!p.follow_up)
       std::fill(h_.begin(), h_.end(), 0.0f);
@@ -329,15 +329,15 @@ private:
     model_.forward(feat_.input(p.emb, p.tokens, budget_input(p, opt_), 0.0f), h_prev_, trace_);
     h_ = trace_.h;
   }
-  static actors::router_v2_config v2_config(const options& o, uint64_t seed, size_t n_tiers) {
-    actors::router_v2_config c;
+  static learn::router_v2_config v2_config(const options& o, uint64_t seed, size_t n_tiers) {
+    learn::router_v2_config c;
     c.seed = seed;
     c.n_tiers = static_cast<uint32_t>(n_tiers);
     c.max_importance = o.max_importance;
     return c;
   }
-  static actors::router_v2_trainer_config trainer_config(kind k, const options& o) {
-    actors::router_v2_trainer_config c;
+  static learn::router_v2_trainer_config trainer_config(kind k, const options& o) {
+    learn::router_v2_trainer_config c;
     c.ewc = k == kind::v2;
     c.lr = o.train_lr;
     c.adam = !o.sgd;
@@ -350,16 +350,16 @@ private:
   }
   kind kind_;
   options opt_;
-  std::unique_ptr<actors::pattern_bank> bank_;
+  std::unique_ptr<router::pattern_bank> bank_;
   std::vector<double> costs_;
-  actors::router_v2_model model_;
-  actors::router_v2_trainer trainer_;
-  actors::router_v2_trace trace_;
-  actors::router_v2_features feat_;
+  learn::router_v2_model model_;
+  learn::router_v2_trainer trainer_;
+  learn::router_v2_trace trace_;
+  learn::router_v2_features feat_;
   std::vector<float> h_, h_prev_; ///< the session's state after / before the current turn
   std::mt19937_64 rng_;
   bool trained_ = false; ///< v2 decides once a background pass trained it
-  std::deque<actors::router_v2_trajectory> log_;
+  std::deque<learn::router_v2_trajectory> log_;
   size_t since_background_ = 0;
   uint32_t boundaries_ = 0;
   size_t seen_ = 0;            ///< trajectories before the last pass
@@ -452,7 +452,7 @@ cpt_row cpt(const std::vector<std::vector<double>>& est,
 }
 
 void learning_curves(const std::vector<prompt>& prompts, const options& o) {
-  const auto tiers = actors::router_config{}.tiers;
+  const auto tiers = router::router_config{}.tiers;
   std::vector<double> costs;
   for (const auto& t : tiers)
     costs.push_back(t.cost);
@@ -469,7 +469,7 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
     const auto ec = world(o, s);
     std::vector<std::vector<double>> mu;
     for (size_t i = n; i < n + o.heldout; ++i) {
-      node::evaluator ev(ec, tiers);
+      sim::evaluator ev(ec, tiers);
       std::vector<double> m;
       for (uint32_t t = 0; t < tiers.size(); ++t)
         m.push_back(ev.mean_quality(prompts[i].domain, t, prompts[i].budget_ms));
@@ -479,7 +479,7 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
     {
       // The bar's height: the best single tier for every request, chosen
       // with hindsight, as a share of the oracle.
-      node::evaluator ev(ec, tiers);
+      sim::evaluator ev(ec, tiers);
       std::vector<double> sum(tiers.size(), 0.0);
       double orc = 0;
       for (size_t i = 0; i < windows * o.window; ++i) {
@@ -501,14 +501,14 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
       // (with hindsight), on the same completion lengths the learners draw.
       // And its ceiling: the bucket of the prompt plus the domain's typical
       // (median) answer length, which only the evaluator knows.
-      std::vector<double> buckets(actors::context_buckets.size(), 0.0);
+      std::vector<double> buckets(learn::context_buckets.size(), 0.0);
       double knowing = 0;
       for (size_t i = 0; i < windows * o.window; ++i) {
         const auto& p = prompts[i];
-        const auto need = actors::context_bucket_index(p.tokens
+        const auto need = learn::context_bucket_index(p.tokens
                                                        + ev.draw_completion_tokens(p.domain));
         buckets[need] += 1;
-        knowing += actors::context_bucket_index(p.tokens + ev.answer_tokens(p.domain)) == need;
+        knowing += learn::context_bucket_index(p.tokens + ev.answer_tokens(p.domain)) == need;
       }
       const double total = static_cast<double>(windows * o.window);
       best_bucket.push_back(*std::max_element(buckets.begin(), buckets.end()) / total);
@@ -516,7 +516,7 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
     }
     for (kind k : all_kinds) {
       learner l(k, o, 1000 + s, tiers);
-      node::evaluator ev(ec, tiers);
+      sim::evaluator ev(ec, tiers);
       curve c;
       c.reward.assign(windows, 0);
       c.oracle.assign(windows, 0);
@@ -658,7 +658,7 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
 // -- 3. domain shift -------------------------------------------------------------
 
 void domain_shift(const std::vector<prompt>& prompts, const options& o) {
-  const auto tiers = actors::router_config{}.tiers;
+  const auto tiers = router::router_config{}.tiers;
   std::vector<std::string> domains;
   for (const auto& p : prompts)
     if (std::find(domains.begin(), domains.end(), p.domain) == domains.end())
@@ -668,7 +668,7 @@ void domain_shift(const std::vector<prompt>& prompts, const options& o) {
   // Domains split in two halves: alternating in name order, or (--shift-by
   // length) the domains with the longer hidden answers (A) and the shorter
   // ones (B) of the world `ev`, where the latency budgets bite differently.
-  auto make_stream = [&](const node::evaluator& ev) {
+  auto make_stream = [&](const sim::evaluator& ev) {
     auto order = domains;
     if (o.shift_by == "length")
       std::stable_sort(order.begin(), order.end(), [&](const auto& x, const auto& y) {
@@ -697,10 +697,10 @@ void domain_shift(const std::vector<prompt>& prompts, const options& o) {
   // The model on frozen inputs: A's last trajectories before B (features as
   // recorded then), scored with the weights at the end of A and at the end
   // of B: greedy reward share and squared error of q against the true means.
-  auto score = [&](const actors::router_v2_model& m,
-                   const std::vector<actors::router_v2_trajectory>& trs,
-                   const std::vector<const prompt*>& ps, node::evaluator& ev) {
-    actors::router_v2_trace tr;
+  auto score = [&](const learn::router_v2_model& m,
+                   const std::vector<learn::router_v2_trajectory>& trs,
+                   const std::vector<const prompt*>& ps, sim::evaluator& ev) {
+    learn::router_v2_trace tr;
     double got = 0, best = 0, se = 0;
     for (size_t i = 0; i < trs.size(); ++i) {
       m.forward(trs[i].input(), trs[i].h_prev, tr);
@@ -720,16 +720,16 @@ void domain_shift(const std::vector<prompt>& prompts, const options& o) {
   std::vector<row> rows(3);
   for (uint32_t s = 0; s < o.seeds; ++s) {
     const auto ec = world(o, s);
-    const auto stream = make_stream(node::evaluator(ec, tiers));
+    const auto stream = make_stream(sim::evaluator(ec, tiers));
     for (kind k : all_kinds) {
       learner l(k, o, 2000 + s, tiers);
-      node::evaluator ev(ec, tiers);
+      sim::evaluator ev(ec, tiers);
       double sys[2] = {0, 0}, mod[2] = {0, 0}, orc[2] = {0, 0};
       int64_t now = 1'700'000'000'000;
-      std::vector<actors::router_v2_trajectory> frozen;
+      std::vector<learn::router_v2_trajectory> frozen;
       const std::vector<const prompt*> frozen_prompts(stream.begin() + (n1 - o.window),
                                                       stream.begin() + n1);
-      std::optional<actors::router_v2_model> end_of_a;
+      std::optional<learn::router_v2_model> end_of_a;
       std::pair<double, double> fb{NAN, NAN}, fa{NAN, NAN};
       for (size_t i = 0; i < stream.size(); ++i) {
         auto ch = l.step(*stream[i], ev, now += 1000);
@@ -892,8 +892,8 @@ int main(int argc, char** argv) {
                   "tokens per domain; %.0f%% of requests carry a budget, log-uniform in "
                   "[%g, %g] ms; an answer that overruns it is cut (quality x budget / "
                   "latency). Router v1 does not see budgets; router v2 does.\n",
-                  o.ms_per_token, node::evaluator_config{}.answer_tokens_min,
-                  node::evaluator_config{}.answer_tokens_max, 100 * o.budgets.share,
+                  o.ms_per_token, sim::evaluator_config{}.answer_tokens_min,
+                  sim::evaluator_config{}.answer_tokens_max, 100 * o.budgets.share,
                   o.budgets.min_ms, o.budgets.max_ms);
     if (curves)
       learning_curves(prompts, o);

@@ -64,7 +64,7 @@ std::string describe(size_t i, std::string_view role) {
   return "chat message " + std::to_string(i) + " (role '" + std::string(role) + "')";
 }
 
-result<std::string> render_chatml(std::span<const chat_message> messages, bool add_generation_prompt) {
+core::result<std::string> render_chatml(std::span<const chat_message> messages, bool add_generation_prompt) {
   std::string out;
   for (const auto& m : messages) {
     out += "<|im_start|>";
@@ -77,7 +77,7 @@ result<std::string> render_chatml(std::span<const chat_message> messages, bool a
   return out;
 }
 
-result<std::string> render_llama3(std::span<const chat_message> messages, bool add_generation_prompt,
+core::result<std::string> render_llama3(std::span<const chat_message> messages, bool add_generation_prompt,
                                   std::string_view bos_text) {
   std::string out(bos_text);
   for (const auto& m : messages) {
@@ -91,17 +91,17 @@ result<std::string> render_llama3(std::span<const chat_message> messages, bool a
   return out;
 }
 
-result<std::string> render_llama2(std::span<const chat_message> messages, std::string_view bos_text) {
+core::result<std::string> render_llama2(std::span<const chat_message> messages, std::string_view bos_text) {
   const bool has_system = messages.front().role == "system";
   const size_t first = has_system ? 1 : 0;
   if (first == messages.size())
-    return error{"llama2 chat: the system message must be followed by a user message"};
+    return core::error{errc::invalid_argument, "llama2 chat: the system message must be followed by a user message"};
   std::string out;
   for (size_t i = first; i < messages.size(); ++i) {
     const auto& m = messages[i];
     const bool want_user = (i - first) % 2 == 0;
     if (m.role != (want_user ? "user" : "assistant"))
-      return error{"llama2 chat: " + describe(i, m.role) + " breaks the order: after an optional "
+      return core::error{errc::invalid_argument, "llama2 chat: " + describe(i, m.role) + " breaks the order: after an optional "
                    "first system message, roles must alternate user, assistant, user, ... (expected " +
                    (want_user ? "user" : "assistant") + ")"};
     if (want_user) {
@@ -134,10 +134,10 @@ std::string_view to_string(chat_format f) noexcept {
   return "unknown";
 }
 
-result<chat_format> parse_chat_format(std::string_view name) {
+core::result<chat_format> parse_chat_format(std::string_view name) {
   for (auto f : {chat_format::chatml, chat_format::llama2, chat_format::llama3})
     if (name == to_string(f)) return f;
-  return error{"unknown chat format '" + std::string(name) + "' (expected chatml, llama2 or llama3)"};
+  return core::error{errc::invalid_argument, "unknown chat format '" + std::string(name) + "' (expected chatml, llama2 or llama3)"};
 }
 
 std::optional<chat_format> detect_chat_format(std::string_view t) noexcept {
@@ -150,23 +150,23 @@ std::optional<chat_format> detect_chat_format(std::string_view t) noexcept {
   return chatml ? chat_format::chatml : llama3 ? chat_format::llama3 : chat_format::llama2;
 }
 
-result<std::string> render_chat(chat_format format, std::span<const chat_message> messages,
+core::result<std::string> render_chat(chat_format format, std::span<const chat_message> messages,
                                 bool add_generation_prompt, std::string_view bos_text) {
-  if (messages.empty()) return error{"chat: no messages to render"};
+  if (messages.empty()) return core::error{errc::invalid_argument, "chat: no messages to render"};
   for (size_t i = 0; i < messages.size(); ++i) {
     const auto& role = messages[i].role;
     if (role != "system" && role != "user" && role != "assistant")
-      return error{"chat: " + describe(i, role) + " has an unsupported role (expected system, user or "
+      return core::error{errc::invalid_argument, "chat: " + describe(i, role) + " has an unsupported role (expected system, user or "
                    "assistant)"};
     if (format == chat_format::llama2 && role == "system" && i != 0)
-      return error{"llama2 chat: " + describe(i, role) + ": a system message is only allowed first"};
+      return core::error{errc::invalid_argument, "llama2 chat: " + describe(i, role) + ": a system message is only allowed first"};
   }
   switch (format) {
   case chat_format::chatml: return render_chatml(messages, add_generation_prompt);
   case chat_format::llama2: return render_llama2(messages, bos_text);
   case chat_format::llama3: return render_llama3(messages, add_generation_prompt, bos_text);
   }
-  return error{"chat: unknown chat format"};
+  return core::error{errc::invalid_argument, "chat: unknown chat format"};
 }
 
 bool text_includes_bos(chat_format format) noexcept {

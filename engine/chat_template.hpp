@@ -29,7 +29,7 @@
 ///
 /// Thread-safety: every function here is pure; any thread may call it.
 
-#include "engine/result.hpp"
+#include "core/error.hpp"
 
 #include <optional>
 #include <span>
@@ -81,7 +81,7 @@ std::string_view to_string(chat_format f) noexcept;
 
 /// Parses a config name ("chatml", "llama2", "llama3"; exact, lower case).
 /// Error: the unknown name and the accepted ones.
-result<chat_format> parse_chat_format(std::string_view name);
+core::result<chat_format> parse_chat_format(std::string_view name);
 
 /// Recognises a GGUF `tokenizer.chat_template` (Jinja source) by signature:
 ///   - chatml: contains `<|im_start|>` and `<|im_end|>`, but neither
@@ -112,7 +112,7 @@ std::optional<chat_format> detect_chat_format(std::string_view jinja_template) n
 ///     the reference, which silently drops such a system message or renders
 ///     "").
 /// Cost: O(total content bytes); one allocation pattern of a growing string.
-result<std::string> render_chat(chat_format format, std::span<const chat_message> messages,
+core::result<std::string> render_chat(chat_format format, std::span<const chat_message> messages,
                                 bool add_generation_prompt, std::string_view bos_text);
 
 /// True if `render_chat` writes the BOS text for this format (llama2,

@@ -394,25 +394,25 @@ struct gguf_parser {
   }
 };
 
-result<std::shared_ptr<const gguf_file>> gguf_file::parse(std::span<const std::byte> bytes,
+core::result<std::shared_ptr<const gguf_file>> gguf_file::parse(std::span<const std::byte> bytes,
                                                           const gguf_limits& limits) {
   std::shared_ptr<gguf_file> f(new gguf_file());
   f->bytes_ = bytes;
   gguf_parser p{bytes, limits, 0, {}};
   if (!p.parse(*f))
-    return error{p.failure};
+    return core::error{errc::corrupt_data, p.failure};
   return std::shared_ptr<const gguf_file>(std::move(f));
 }
 
-result<std::shared_ptr<const gguf_file>> gguf_file::open(const std::string& path,
+core::result<std::shared_ptr<const gguf_file>> gguf_file::open(const std::string& path,
                                                          const gguf_limits& limits) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0)
-    return error{path + ": cannot open: " + std::strerror(errno)};
+    return core::error{errc::corrupt_data, path + ": cannot open: " + std::strerror(errno)};
   struct stat st {};
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
-    return error{path + ": not a regular file"};
+    return core::error{errc::corrupt_data, path + ": not a regular file"};
   }
   size_t size = static_cast<size_t>(st.st_size);
   void* map = nullptr;
@@ -421,7 +421,7 @@ result<std::shared_ptr<const gguf_file>> gguf_file::open(const std::string& path
     if (map == MAP_FAILED) {
       int e = errno;
       ::close(fd);
-      return error{path + ": cannot map: " + std::strerror(e)};
+      return core::error{errc::corrupt_data, path + ": cannot map: " + std::strerror(e)};
     }
   }
   ::close(fd);
@@ -430,7 +430,7 @@ result<std::shared_ptr<const gguf_file>> gguf_file::open(const std::string& path
   if (!parsed) {
     if (map)
       munmap(map, size);
-    return error{path + ": " + parsed.err().message};
+    return core::error{errc::corrupt_data, path + ": " + parsed.err().message};
   }
   auto* f = const_cast<gguf_file*>(parsed->get());
   f->map_ = map;
@@ -459,20 +459,20 @@ const gguf_tensor* gguf_file::tensor(std::string_view name) const noexcept {
 
 namespace {
 
-error missing(std::string_view key) {
-  return error{"metadata key " + std::string(key) + " is missing"};
+core::error missing(std::string_view key) {
+  return core::error{errc::corrupt_data, "metadata key " + std::string(key) + " is missing"};
 }
 
-error wrong_type(const gguf_kv& kv, const char* expected) {
+core::error wrong_type(const gguf_kv& kv, const char* expected) {
   std::string have(to_string(kv.type));
   if (kv.is_array())
     have = "array of " + std::string(to_string(kv.elem_type));
-  return error{"metadata key " + std::string(kv.key) + " is " + have + ", expected " + expected};
+  return core::error{errc::corrupt_data, "metadata key " + std::string(kv.key) + " is " + have + ", expected " + expected};
 }
 
 /// The value of a `find_*` look-up, or "missing" when the key is absent.
 template <class T>
-result<T> required(result<std::optional<T>> r, std::string_view key) {
+core::result<T> required(core::result<std::optional<T>> r, std::string_view key) {
   if (!r)
     return std::move(r).err();
   if (!*r)
@@ -482,7 +482,7 @@ result<T> required(result<std::optional<T>> r, std::string_view key) {
 
 } // namespace
 
-result<std::optional<uint64_t>> gguf_file::find_uint(std::string_view key) const {
+core::result<std::optional<uint64_t>> gguf_file::find_uint(std::string_view key) const {
   const gguf_kv* kv = find(key);
   if (!kv)
     return std::optional<uint64_t>{};
@@ -490,15 +490,15 @@ result<std::optional<uint64_t>> gguf_file::find_uint(std::string_view key) const
     return wrong_type(*kv, "an integer");
   int64_t v = 0;
   if (!integer_at(kv->type, kv->data, 0, v) || v < 0)
-    return error{"metadata key " + std::string(key) + " is negative or too large"};
+    return core::error{errc::corrupt_data, "metadata key " + std::string(key) + " is negative or too large"};
   return std::optional<uint64_t>{static_cast<uint64_t>(v)};
 }
 
-result<uint64_t> gguf_file::get_uint(std::string_view key) const {
+core::result<uint64_t> gguf_file::get_uint(std::string_view key) const {
   return required(find_uint(key), key);
 }
 
-result<std::optional<double>> gguf_file::find_float(std::string_view key) const {
+core::result<std::optional<double>> gguf_file::find_float(std::string_view key) const {
   const gguf_kv* kv = find(key);
   if (!kv)
     return std::optional<double>{};
@@ -507,11 +507,11 @@ result<std::optional<double>> gguf_file::find_float(std::string_view key) const 
   return std::optional<double>{number_at(kv->type, kv->data, 0)};
 }
 
-result<double> gguf_file::get_float(std::string_view key) const {
+core::result<double> gguf_file::get_float(std::string_view key) const {
   return required(find_float(key), key);
 }
 
-result<std::optional<bool>> gguf_file::find_bool(std::string_view key) const {
+core::result<std::optional<bool>> gguf_file::find_bool(std::string_view key) const {
   const gguf_kv* kv = find(key);
   if (!kv)
     return std::optional<bool>{};
@@ -520,11 +520,11 @@ result<std::optional<bool>> gguf_file::find_bool(std::string_view key) const {
   return std::optional<bool>{load<uint8_t>(kv->data) != 0};
 }
 
-result<bool> gguf_file::get_bool(std::string_view key) const {
+core::result<bool> gguf_file::get_bool(std::string_view key) const {
   return required(find_bool(key), key);
 }
 
-result<std::optional<std::string_view>> gguf_file::find_string(std::string_view key) const {
+core::result<std::optional<std::string_view>> gguf_file::find_string(std::string_view key) const {
   const gguf_kv* kv = find(key);
   if (!kv)
     return std::optional<std::string_view>{};
@@ -533,11 +533,11 @@ result<std::optional<std::string_view>> gguf_file::find_string(std::string_view 
   return std::optional<std::string_view>{kv->strings.front()};
 }
 
-result<std::string_view> gguf_file::get_string(std::string_view key) const {
+core::result<std::string_view> gguf_file::get_string(std::string_view key) const {
   return required(find_string(key), key);
 }
 
-result<std::span<const std::string_view>> gguf_file::get_strings(std::string_view key) const {
+core::result<std::span<const std::string_view>> gguf_file::get_strings(std::string_view key) const {
   const gguf_kv* kv = find(key);
   if (!kv)
     return missing(key);
@@ -546,7 +546,7 @@ result<std::span<const std::string_view>> gguf_file::get_strings(std::string_vie
   return std::span<const std::string_view>(kv->strings);
 }
 
-result<std::vector<float>> gguf_file::get_floats(std::string_view key) const {
+core::result<std::vector<float>> gguf_file::get_floats(std::string_view key) const {
   const gguf_kv* kv = find(key);
   if (!kv)
     return missing(key);
@@ -558,7 +558,7 @@ result<std::vector<float>> gguf_file::get_floats(std::string_view key) const {
   return out;
 }
 
-result<std::vector<int64_t>> gguf_file::get_ints(std::string_view key) const {
+core::result<std::vector<int64_t>> gguf_file::get_ints(std::string_view key) const {
   const gguf_kv* kv = find(key);
   if (!kv)
     return missing(key);
@@ -567,7 +567,7 @@ result<std::vector<int64_t>> gguf_file::get_ints(std::string_view key) const {
   std::vector<int64_t> out(kv->count);
   for (uint64_t i = 0; i < kv->count; ++i)
     if (!integer_at(kv->elem_type, kv->data, i, out[i]))
-      return error{"metadata key " + std::string(key) + " holds a value too large for int64"};
+      return core::error{errc::corrupt_data, "metadata key " + std::string(key) + " holds a value too large for int64"};
   return out;
 }
 
@@ -651,22 +651,22 @@ void gguf_writer::set_i32s(std::string key, const std::vector<int32_t>& v) {
   ++n_kv_;
 }
 
-result<bool> gguf_writer::add_tensor(std::string name, std::vector<uint64_t> ne, uint32_t type,
+core::result<bool> gguf_writer::add_tensor(std::string name, std::vector<uint64_t> ne, uint32_t type,
                                      std::vector<std::byte> data) {
   auto info = ggml_type_info(type);
   if (!info)
-    return error{"tensor " + name + ": unknown ggml type " + std::to_string(type)};
+    return core::error{errc::corrupt_data, "tensor " + name + ": unknown ggml type " + std::to_string(type)};
   if (ne.empty() || ne.size() > 4)
-    return error{"tensor " + name + ": needs 1-4 dimensions"};
+    return core::error{errc::corrupt_data, "tensor " + name + ": needs 1-4 dimensions"};
   uint64_t n = 1;
   for (auto d : ne)
     n *= d;
   if (ne[0] % info->block_elems != 0)
-    return error{"tensor " + name + ": rows of " + std::to_string(ne[0])
+    return core::error{errc::corrupt_data, "tensor " + name + ": rows of " + std::to_string(ne[0])
                  + " elements are not a multiple of the block size "
                  + std::to_string(info->block_elems)};
   if (n / info->block_elems * info->block_bytes != data.size())
-    return error{"tensor " + name + ": " + std::to_string(data.size()) + " bytes given, "
+    return core::error{errc::corrupt_data, "tensor " + name + ": " + std::to_string(data.size()) + " bytes given, "
                  + std::to_string(n / info->block_elems * info->block_bytes) + " expected"};
   tensors_.push_back({std::move(name), std::move(ne), type, std::move(data)});
   return true;
@@ -698,17 +698,17 @@ std::vector<std::byte> gguf_writer::bytes() const {
   return out;
 }
 
-result<bool> gguf_writer::write(const std::string& path) const {
+core::result<bool> gguf_writer::write(const std::string& path) const {
   auto data = bytes();
   std::string tmp = path + ".tmp";
   FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f)
-    return error{tmp + ": cannot create: " + std::strerror(errno)};
+    return core::error{errc::corrupt_data, tmp + ": cannot create: " + std::strerror(errno)};
   bool ok = std::fwrite(data.data(), 1, data.size(), f) == data.size();
   ok = (std::fclose(f) == 0) && ok;
   if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
     std::remove(tmp.c_str());
-    return error{path + ": cannot write: " + std::strerror(errno)};
+    return core::error{errc::corrupt_data, path + ": cannot write: " + std::strerror(errno)};
   }
   return true;
 }

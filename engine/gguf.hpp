@@ -19,7 +19,7 @@
 /// Thread-safety: a `gguf_file` is immutable after `open`/`parse`; any number
 /// of threads may read it. Views stay valid while the gguf_file lives.
 
-#include "engine/result.hpp"
+#include "core/error.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -95,11 +95,11 @@ class gguf_file {
 public:
   /// Maps `path` read-only and parses it. Errors: cannot open / map, and
   /// every format error of `parse`, prefixed with the path.
-  static result<std::shared_ptr<const gguf_file>> open(const std::string& path,
+  static core::result<std::shared_ptr<const gguf_file>> open(const std::string& path,
                                                        const gguf_limits& limits = {});
 
   /// Parses bytes in memory (not copied: `bytes` must outlive the result).
-  static result<std::shared_ptr<const gguf_file>> parse(std::span<const std::byte> bytes,
+  static core::result<std::shared_ptr<const gguf_file>> parse(std::span<const std::byte> bytes,
                                                         const gguf_limits& limits = {});
 
   ~gguf_file();
@@ -123,20 +123,20 @@ public:
   // nullopt when the key is absent and an error only for a wrong type.
 
   /// Any integer type (u8..i64) with a value in [0, 2^63); bool is refused.
-  result<uint64_t> get_uint(std::string_view key) const;
-  result<std::optional<uint64_t>> find_uint(std::string_view key) const;
+  core::result<uint64_t> get_uint(std::string_view key) const;
+  core::result<std::optional<uint64_t>> find_uint(std::string_view key) const;
   /// f32, f64 or any integer type.
-  result<double> get_float(std::string_view key) const;
-  result<std::optional<double>> find_float(std::string_view key) const;
-  result<bool> get_bool(std::string_view key) const;
-  result<std::optional<bool>> find_bool(std::string_view key) const;
-  result<std::string_view> get_string(std::string_view key) const;
-  result<std::optional<std::string_view>> find_string(std::string_view key) const;
+  core::result<double> get_float(std::string_view key) const;
+  core::result<std::optional<double>> find_float(std::string_view key) const;
+  core::result<bool> get_bool(std::string_view key) const;
+  core::result<std::optional<bool>> find_bool(std::string_view key) const;
+  core::result<std::string_view> get_string(std::string_view key) const;
+  core::result<std::optional<std::string_view>> find_string(std::string_view key) const;
   /// An array of strings.
-  result<std::span<const std::string_view>> get_strings(std::string_view key) const;
+  core::result<std::span<const std::string_view>> get_strings(std::string_view key) const;
   /// An array of numbers (any numeric element type) converted to float / int64.
-  result<std::vector<float>> get_floats(std::string_view key) const;
-  result<std::vector<int64_t>> get_ints(std::string_view key) const;
+  core::result<std::vector<float>> get_floats(std::string_view key) const;
+  core::result<std::vector<int64_t>> get_ints(std::string_view key) const;
 
 private:
   gguf_file() = default;
@@ -170,13 +170,13 @@ public:
   /// Adds a tensor: `ne` in ggml order, `type` a ggml type id, `data` exactly
   /// ggml_nbytes bytes. Returns an error for an unknown type, a row length
   /// that is not a multiple of the block size, or a size mismatch.
-  result<bool> add_tensor(std::string name, std::vector<uint64_t> ne, uint32_t type,
+  core::result<bool> add_tensor(std::string name, std::vector<uint64_t> ne, uint32_t type,
                           std::vector<std::byte> data);
 
   /// The file's bytes.
   std::vector<std::byte> bytes() const;
   /// Writes the file (to `path`.tmp, then renames). Error text names the path.
-  result<bool> write(const std::string& path) const;
+  core::result<bool> write(const std::string& path) const;
 
 private:
   struct tensor {

@@ -15,23 +15,6 @@
 
 namespace shoal::engine {
 
-// ---- memory_budget -------------------------------------------------------------
-
-bool memory_budget::try_reserve(use u, uint64_t bytes) noexcept {
-  uint64_t cur = used_.load(std::memory_order_relaxed);
-  do {
-    if (bytes > limit_ || cur > limit_ - bytes)
-      return false;
-  } while (!used_.compare_exchange_weak(cur, cur + bytes, std::memory_order_relaxed));
-  by_use_[static_cast<size_t>(u)].fetch_add(bytes, std::memory_order_relaxed);
-  return true;
-}
-
-void memory_budget::release(use u, uint64_t bytes) noexcept {
-  by_use_[static_cast<size_t>(u)].fetch_sub(bytes, std::memory_order_relaxed);
-  used_.fetch_sub(bytes, std::memory_order_relaxed);
-}
-
 // ---- pages -----------------------------------------------------------------------
 
 struct kv_page {
@@ -100,7 +83,7 @@ static kernels::kv_type usable_type(kernels::kv_type t, uint32_t head_dim) noexc
   return quantized && head_dim % 32 != 0 ? kernels::kv_type::f16 : t;
 }
 
-kv_pool::kv_pool(const llama_hparams& hp, kv_tier_config cfg, std::shared_ptr<memory_budget> budget)
+kv_pool::kv_pool(const llama_hparams& hp, kv_tier_config cfg, std::shared_ptr<core::memory_budget> budget)
   : n_layer_(hp.n_layer), cfg_(cfg), budget_(std::move(budget)), head_dim_(hp.head_dim) {
   if (cfg_.page_tokens == 0)
     cfg_.page_tokens = 16;
@@ -124,9 +107,9 @@ kernels::kv_page_layout kv_pool::make_layout(kernels::kv_type k, kernels::kv_typ
   return l;
 }
 
-result<kv_policy> kv_pool::set_policy(kv_policy p) {
+core::result<kv_policy> kv_pool::set_policy(kv_policy p) {
   if (p.migrate_pages == 0 || p.migrate_pages > 1024)
-    return error{"migrate_pages must be in [1, 1024]"};
+    return core::error{errc::invalid_argument, "migrate_pages must be in [1, 1024]"};
   p.old_k_type = usable_type(p.old_k_type, head_dim_);
   p.old_v_type = usable_type(p.old_v_type, head_dim_);
   if (p.old_k_type != cfg_.old_k_type || p.old_v_type != cfg_.old_v_type) {
@@ -138,9 +121,9 @@ result<kv_policy> kv_pool::set_policy(kv_policy p) {
     };
     // Room first (evicting cached pages if needed), so nothing changes on failure.
     if (new_bytes > old_bytes && budget_) {
-      while (!budget_->try_reserve(memory_budget::use::kv, n_old() * (new_bytes - old_bytes)))
+      while (!budget_->try_reserve(core::memory_budget::use::kv, n_old() * (new_bytes - old_bytes)))
         if (evict_one() == 0)
-          return error{"the KV cache budget cannot hold the old tier's pages in the new types"};
+          return core::error{errc::resource_exhausted, "the KV cache budget cannot hold the old tier's pages in the new types"};
     }
     size_t converted = 0;
     for (kv_page* q : all_) {
@@ -153,7 +136,7 @@ result<kv_policy> kv_pool::set_policy(kv_policy p) {
       ++converted;
     }
     if (budget_ && new_bytes < old_bytes)
-      budget_->release(memory_budget::use::kv, converted * (old_bytes - new_bytes));
+      budget_->release(core::memory_budget::use::kv, converted * (old_bytes - new_bytes));
     // Cached bytes follow the new page size.
     uint64_t cached_old = 0;
     for (const auto& l : lru_)
@@ -266,7 +249,7 @@ size_t kv_pool::trim(size_t bytes) {
 bool kv_pool::reserve_bytes(size_t bytes) {
   if (!budget_)
     return true;
-  while (!budget_->try_reserve(memory_budget::use::kv, bytes)) {
+  while (!budget_->try_reserve(core::memory_budget::use::kv, bytes)) {
     if (evict_one() == 0) {
       c_.failures.fetch_add(1, std::memory_order_relaxed);
       return false;
@@ -295,7 +278,7 @@ void kv_pool::free_page(kv_page* p) noexcept {
   }
   c_.pages[p->old].fetch_sub(1, std::memory_order_relaxed);
   if (budget_)
-    budget_->release(memory_budget::use::kv, page_bytes_[p->old]);
+    budget_->release(core::memory_budget::use::kv, page_bytes_[p->old]);
   all_.erase(p);
   free_bytes(p->data);
   delete p;
@@ -402,7 +385,7 @@ bool kv_pool::migrate(kv_page* p) {
   convert(data, layout_[1], p->data, layout_[0], cfg_.page_tokens);
   free_bytes(p->data);
   if (budget_)
-    budget_->release(memory_budget::use::kv, page_bytes_[0]);
+    budget_->release(core::memory_budget::use::kv, page_bytes_[0]);
   c_.pages[0].fetch_sub(1, std::memory_order_relaxed);
   c_.pages[1].fetch_add(1, std::memory_order_relaxed);
   c_.migrations.fetch_add(1, std::memory_order_relaxed);
@@ -536,9 +519,9 @@ size_t kv_cache::adopt_prefix(std::span<const int32_t> prompt) {
   return n_tokens_;
 }
 
-result<bool> kv_cache::reserve(size_t n) {
+core::result<bool> kv_cache::reserve(size_t n) {
   if (n > n_ctx_)
-    return error{std::to_string(n) + " tokens exceed the sequence's context of "
+    return core::error{errc::invalid_argument, std::to_string(n) + " tokens exceed the sequence's context of "
                  + std::to_string(n_ctx_)};
   if (epoch_ != pool_->epoch())
     refresh_pointers(); // the old tier was re-quantized (set_policy)
@@ -551,7 +534,7 @@ result<bool> kv_cache::reserve(size_t n) {
     kv_page* src = pages_[first];
     kv_page* q = pool_->copy(src, false, n_tokens_ - first * pt);
     if (!q)
-      return error{"the KV cache budget is exhausted"};
+      return core::error{errc::resource_exhausted, "the KV cache budget is exhausted"};
     pool_->unref(src);
     set_page(first, q);
     hashes_.resize(std::min(hashes_.size(), first));
@@ -564,7 +547,7 @@ result<bool> kv_cache::reserve(size_t n) {
     if (!p) {
       if (grew)
         rebuild_runs();
-      return error{"the KV cache budget is exhausted"};
+      return core::error{errc::resource_exhausted, "the KV cache budget is exhausted"};
     }
     set_page(pages_.size(), p);
     grew = true;

@@ -31,7 +31,8 @@
 /// tier's engine actor); `memory_budget` is shared by all threads; a pool's
 /// `stats()` may be read from any thread.
 
-#include "engine/result.hpp"
+#include "core/error.hpp"
+#include "core/memory_budget.hpp"
 #include "kernels/nn.hpp"
 
 #include <array>
@@ -49,34 +50,6 @@
 namespace shoal::engine {
 
 struct llama_hparams;
-
-/// One byte budget for every consumer of a node's memory (KV pages of all
-/// tiers, LoRA adapters, router weights). `try_reserve` never lets the sum
-/// exceed the limit. Thread-safe and lock-free.
-class memory_budget {
-public:
-  enum class use : uint8_t { kv = 0, adapter = 1, router = 2 };
-  static constexpr size_t n_uses = 3;
-
-  /// @param limit_bytes the budget (0 = nothing may be reserved).
-  explicit memory_budget(uint64_t limit_bytes) noexcept : limit_(limit_bytes) {}
-
-  /// Reserves `bytes` for `u` if the total stays within the limit.
-  bool try_reserve(use u, uint64_t bytes) noexcept;
-  /// Returns bytes reserved earlier. @pre at most what `u` holds.
-  void release(use u, uint64_t bytes) noexcept;
-
-  uint64_t limit() const noexcept { return limit_; }
-  uint64_t used() const noexcept { return used_.load(std::memory_order_relaxed); }
-  uint64_t used(use u) const noexcept {
-    return by_use_[static_cast<size_t>(u)].load(std::memory_order_relaxed);
-  }
-
-private:
-  const uint64_t limit_;
-  std::atomic<uint64_t> used_{0};
-  std::array<std::atomic<uint64_t>, n_uses> by_use_{};
-};
 
 /// How a model's KV cache is paged and tiered.
 struct kv_tier_config {
@@ -158,7 +131,7 @@ public:
 class kv_pool {
 public:
   /// @param budget shared byte budget; nullptr = unlimited.
-  kv_pool(const llama_hparams& hp, kv_tier_config cfg, std::shared_ptr<memory_budget> budget);
+  kv_pool(const llama_hparams& hp, kv_tier_config cfg, std::shared_ptr<core::memory_budget> budget);
   ~kv_pool();
   kv_pool(const kv_pool&) = delete;
   kv_pool& operator=(const kv_pool&) = delete;
@@ -190,7 +163,7 @@ public:
   /// constructor (F16 for a head_dim that is not a multiple of 32).
   /// Errors (nothing changes): recent_tokens or migrate_pages out of range
   /// (0 pages), the budget cannot hold the re-quantized pages.
-  result<kv_policy> set_policy(kv_policy p);
+  core::result<kv_policy> set_policy(kv_policy p);
   /// Counts layout changes; sequences refresh their page pointers when it moves.
   uint64_t epoch() const noexcept { return epoch_; }
 
@@ -220,7 +193,7 @@ private:
 
   size_t n_layer_;
   kv_tier_config cfg_;
-  std::shared_ptr<memory_budget> budget_;
+  std::shared_ptr<core::memory_budget> budget_;
   std::shared_ptr<kv_spill> spill_;
   kernels::kv_page_layout layout_[2];
   size_t page_bytes_[2];
@@ -280,7 +253,7 @@ public:
   /// Makes room for `n` tokens in all: allocates pages and copies a shared
   /// page that the next token would be written into. Errors (nothing
   /// changes that matters): n > capacity, the byte budget is exhausted.
-  result<bool> reserve(size_t n);
+  core::result<bool> reserve(size_t n);
 
   /// Moves whole pages older than the recent window to the old tier once
   /// `migrate_pages` of them are eligible (or all, with force). Returns the

@@ -54,46 +54,6 @@ double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
 
 } // namespace
 
-TEST_CASE("memory_budget: reservations never exceed the limit, under concurrency too") {
-  memory_budget b(1000);
-  CHECK(b.try_reserve(memory_budget::use::kv, 600));
-  CHECK_FALSE(b.try_reserve(memory_budget::use::adapter, 401));
-  CHECK(b.try_reserve(memory_budget::use::adapter, 400));
-  CHECK(b.used() == 1000);
-  CHECK(b.used(memory_budget::use::kv) == 600);
-  b.release(memory_budget::use::kv, 600);
-  CHECK(b.used() == 400);
-  CHECK_FALSE(b.try_reserve(memory_budget::use::kv, UINT64_MAX));
-
-  memory_budget shared(1 << 20);
-  std::atomic<uint64_t> peak{0};
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 4; ++t)
-    threads.emplace_back([&, t] {
-      std::mt19937 rng(t);
-      std::vector<uint64_t> held;
-      for (int i = 0; i < 20000; ++i) {
-        uint64_t n = 1 + rng() % 70000;
-        if (shared.try_reserve(memory_budget::use::kv, n))
-          held.push_back(n);
-        uint64_t u = shared.used();
-        uint64_t p = peak.load();
-        while (u > p && !peak.compare_exchange_weak(p, u)) {
-        }
-        if (!held.empty() && rng() % 2) {
-          shared.release(memory_budget::use::kv, held.back());
-          held.pop_back();
-        }
-      }
-      for (auto n : held)
-        shared.release(memory_budget::use::kv, n);
-    });
-  for (auto& t : threads)
-    t.join();
-  CHECK(peak.load() <= shared.limit());
-  CHECK(shared.used() == 0);
-}
-
 TEST_CASE("kv_pool: a randomized workload never exceeds the budget and the accounting balances") {
   auto m = tiny_model();
   const auto& hp = m->hparams();
@@ -103,7 +63,7 @@ TEST_CASE("kv_pool: a randomized workload never exceeds the budget and the accou
   auto probe = kv_pool(hp, cfg, nullptr);
   const size_t recent_bytes = probe.page_bytes(false), old_bytes = probe.page_bytes(true);
   REQUIRE(old_bytes < recent_bytes);
-  auto budget = std::make_shared<memory_budget>(40 * recent_bytes);
+  auto budget = std::make_shared<shoal::core::memory_budget>(40 * recent_bytes);
   std::mt19937 rng(7);
   std::vector<int32_t> common = random_tokens(64, rng); // shared prefixes
   {
@@ -168,7 +128,7 @@ TEST_CASE("kv_cache: a full budget refuses clearly and changes nothing") {
   auto m = tiny_model();
   kv_tier_config cfg;
   kv_pool probe(m->hparams(), cfg, nullptr);
-  auto budget = std::make_shared<memory_budget>(2 * probe.page_bytes(false));
+  auto budget = std::make_shared<shoal::core::memory_budget>(2 * probe.page_bytes(false));
   kv_pool pool(m->hparams(), cfg, budget);
   kv_cache c(pool, 256);
   context ctx(m, 64, nullptr);
@@ -287,7 +247,7 @@ TEST_CASE("kv_pool: session pages are evicted after all others, and trim frees c
   kv_tier_config cfg;
   kv_pool probe(m->hparams(), cfg, nullptr);
   const size_t page = probe.page_bytes(false);
-  auto budget = std::make_shared<memory_budget>(8 * page);
+  auto budget = std::make_shared<shoal::core::memory_budget>(8 * page);
   kv_pool pool(m->hparams(), cfg, budget);
   std::mt19937 rng(11);
   auto fill = [&](const std::vector<int32_t>& toks, bool important) {
@@ -335,7 +295,7 @@ TEST_CASE("kv_pool: a new tier policy re-quantizes the old tier in place and seq
   cfg.recent_tokens = 16;
   cfg.migrate_pages = 1;
   kv_pool probe(hp, cfg, nullptr);
-  auto budget = std::make_shared<memory_budget>(12 * probe.page_bytes(false));
+  auto budget = std::make_shared<shoal::core::memory_budget>(12 * probe.page_bytes(false));
   kv_pool pool(hp, cfg, budget);
   kv_cache c(pool, 256);
   run(ctx, c, toks);
@@ -374,7 +334,7 @@ TEST_CASE("kv_pool: a new tier policy re-quantizes the old tier in place and seq
     q4cfg.old_k_type = q4cfg.old_v_type = kv_type::q4_0;
     kv_pool q4probe(hp, q4cfg, nullptr);
     const size_t pf = q4probe.page_bytes(false), p4 = q4probe.page_bytes(true);
-    kv_pool small(hp, q4cfg, std::make_shared<memory_budget>(3 * pf + 6 * p4));
+    kv_pool small(hp, q4cfg, std::make_shared<shoal::core::memory_budget>(3 * pf + 6 * p4));
     kv_cache s(small, 256);
     for (size_t i = 0; i < toks.size(); i += 16) { // as the engine: migrate after each step
       run(ctx, s, std::span(toks).subspan(i, std::min<size_t>(16, toks.size() - i)));

@@ -124,17 +124,17 @@ struct loader {
 
 } // namespace
 
-result<std::shared_ptr<const model>> model::load(const std::string& path) {
+core::result<std::shared_ptr<const model>> model::load(const std::string& path) {
   auto f = gguf_file::open(path);
   if (!f)
     return std::move(f).err();
   auto m = from_gguf(std::move(f).value());
   if (!m)
-    return error{path + ": " + m.err().message};
+    return core::error{errc::corrupt_data, path + ": " + m.err().message};
   return m;
 }
 
-result<std::shared_ptr<const model>> model::from_gguf(std::shared_ptr<const gguf_file> file) {
+core::result<std::shared_ptr<const model>> model::from_gguf(std::shared_ptr<const gguf_file> file) {
   std::shared_ptr<model> m(new model());
   m->file_ = file;
   const gguf_file& f = *file;
@@ -144,7 +144,7 @@ result<std::shared_ptr<const model>> model::from_gguf(std::shared_ptr<const gguf
     return arch.err();
   hp.arch = std::string(*arch);
   if (hp.arch != "llama" && hp.arch != "qwen2")
-    return error{"architecture \"" + hp.arch
+    return core::error{errc::corrupt_data, "architecture \"" + hp.arch
                  + "\" is not supported (supported: llama, qwen2)"};
   if (auto n = f.find_string("general.name"); n && *n)
     hp.name = std::string(**n);
@@ -159,23 +159,23 @@ result<std::shared_ptr<const model>> model::from_gguf(std::shared_ptr<const gguf
   hp.n_head_kv = hp.n_head;
   ld.find("attention.head_count_kv", hp.n_head_kv, 1, 1024);
   if (!ld.failure.empty())
-    return error{ld.failure};
+    return core::error{errc::corrupt_data, ld.failure};
   if (hp.n_head % hp.n_head_kv != 0)
-    return error{"head_count " + std::to_string(hp.n_head) + " is not a multiple of head_count_kv "
+    return core::error{errc::corrupt_data, "head_count " + std::to_string(hp.n_head) + " is not a multiple of head_count_kv "
                  + std::to_string(hp.n_head_kv)};
   hp.head_dim = hp.n_embd / hp.n_head;
   ld.find("attention.key_length", hp.head_dim, 1, 4096);
   uint32_t v_len = hp.head_dim;
   ld.find("attention.value_length", v_len, 1, 4096);
   if (v_len != hp.head_dim)
-    return error{"attention.value_length differs from key_length, which is not supported"};
+    return core::error{errc::corrupt_data, "attention.value_length differs from key_length, which is not supported"};
   if (hp.head_dim * hp.n_head != hp.n_embd && !f.find(ld.key("attention.key_length")))
-    return error{"embedding_length " + std::to_string(hp.n_embd)
+    return core::error{errc::corrupt_data, "embedding_length " + std::to_string(hp.n_embd)
                  + " is not a multiple of head_count " + std::to_string(hp.n_head)};
   hp.n_rot = hp.head_dim;
   ld.find("rope.dimension_count", hp.n_rot, 2, hp.head_dim);
   if (hp.n_rot % 2 != 0)
-    return error{"rope.dimension_count " + std::to_string(hp.n_rot) + " is odd"};
+    return core::error{errc::corrupt_data, "rope.dimension_count " + std::to_string(hp.n_rot) + " is odd"};
   hp.rope.n_dims = hp.n_rot;
   ld.find("attention.layer_norm_rms_epsilon", hp.rms_eps, 1e-12, 1e-1);
   ld.find("rope.freq_base", hp.rope.base, 1.0, 1e12);
@@ -183,30 +183,30 @@ result<std::shared_ptr<const model>> model::from_gguf(std::shared_ptr<const gguf
     if (**st == "linear") {
       ld.find("rope.scaling.factor", hp.rope.linear_factor, 1e-3, 1e6);
     } else if (**st != "none") {
-      return error{"rope.scaling.type \"" + std::string(**st)
+      return core::error{errc::corrupt_data, "rope.scaling.type \"" + std::string(**st)
                    + "\" is not supported (supported: none, linear)"};
     }
   }
   // Llama 3.1 "llama3" rope scaling: per-pair angle divisors.
   if (const gguf_tensor* rf = f.tensor("rope_freqs.weight")) {
     if (rf->type != 0 || rf->n_elements != hp.n_rot / 2)
-      return error{"tensor rope_freqs.weight must be F32 with rope.dimension_count / 2 = "
+      return core::error{errc::corrupt_data, "tensor rope_freqs.weight must be F32 with rope.dimension_count / 2 = "
                    + std::to_string(hp.n_rot / 2) + " elements"};
     m->rope_freqs_.resize(rf->n_elements);
     std::memcpy(m->rope_freqs_.data(), rf->data, rf->n_elements * sizeof(float));
     for (float v : m->rope_freqs_)
       if (!(v > 0.0f) || !std::isfinite(v))
-        return error{"tensor rope_freqs.weight holds a factor that is not positive and finite"};
+        return core::error{errc::corrupt_data, "tensor rope_freqs.weight holds a factor that is not positive and finite"};
     hp.rope.freq_factors = m->rope_freqs_.data();
   }
   if (!ld.failure.empty())
-    return error{ld.failure};
+    return core::error{errc::corrupt_data, ld.failure};
 
   const gguf_tensor* te = ld.tensor("token_embd.weight");
   if (!te)
-    return error{ld.failure};
+    return core::error{errc::corrupt_data, ld.failure};
   if (te->ne.size() != 2 || te->ne[0] != hp.n_embd || te->ne[1] == 0 || te->ne[1] > (1u << 24))
-    return error{"tensor token_embd.weight has shape " + loader::shape(te->ne) + ", expected ["
+    return core::error{errc::corrupt_data, "tensor token_embd.weight has shape " + loader::shape(te->ne) + ", expected ["
                  + std::to_string(hp.n_embd) + ", n_vocab]"};
   hp.n_vocab = static_cast<uint32_t>(te->ne[1]);
   ld.matrix("token_embd.weight", hp.n_embd, hp.n_vocab, m->tok_embd_);
@@ -238,7 +238,7 @@ result<std::shared_ptr<const model>> model::from_gguf(std::shared_ptr<const gguf
     }
   }
   if (!ld.failure.empty())
-    return error{ld.failure};
+    return core::error{errc::corrupt_data, ld.failure};
   for (const auto& t : f.tensors())
     m->weight_bytes_ += t.n_bytes;
   {
@@ -336,32 +336,32 @@ void store_row(std::byte* dst, kernels::kv_type type, const float* src, size_t n
 
 } // namespace
 
-result<bool> context::eval(std::span<const batch_token> batch, std::span<float> logits,
+core::result<bool> context::eval(std::span<const batch_token> batch, std::span<float> logits,
                            std::span<float> hidden) {
   const auto& hp = model_->hparams();
   const size_t n = batch.size();
   if (n == 0)
-    return error{"empty batch"};
+    return core::error{errc::corrupt_data, "empty batch"};
   if (n > max_batch_)
-    return error{"batch of " + std::to_string(n) + " tokens exceeds the context's maximum of "
+    return core::error{errc::corrupt_data, "batch of " + std::to_string(n) + " tokens exceeds the context's maximum of "
                  + std::to_string(max_batch_)};
   size_t n_out = 0;
   for (size_t i = 0; i < n; ++i) {
     const auto& b = batch[i];
     if (b.id < 0 || static_cast<uint32_t>(b.id) >= hp.n_vocab)
-      return error{"token id " + std::to_string(b.id) + " is outside the vocabulary [0, "
+      return core::error{errc::corrupt_data, "token id " + std::to_string(b.id) + " is outside the vocabulary [0, "
                    + std::to_string(hp.n_vocab) + ")"};
     if (!b.cache || b.cache->pool().n_layer() != hp.n_layer
         || b.cache->pool().layout(false).row_elems != hp.n_embd_kv()
         || b.cache->n_runs() > max_segments)
-      return error{"batch token " + std::to_string(i) + " has no KV cache for this model"};
+      return core::error{errc::corrupt_data, "batch token " + std::to_string(i) + " has no KV cache for this model"};
     n_out += b.logits ? 1 : 0;
   }
   if (logits.size() != n_out * hp.n_vocab)
-    return error{"logits span holds " + std::to_string(logits.size()) + " floats, "
+    return core::error{errc::corrupt_data, "logits span holds " + std::to_string(logits.size()) + " floats, "
                  + std::to_string(n_out * hp.n_vocab) + " needed"};
   if (!hidden.empty() && hidden.size() != n * hp.n_embd)
-    return error{"hidden span holds " + std::to_string(hidden.size()) + " floats, "
+    return core::error{errc::corrupt_data, "hidden span holds " + std::to_string(hidden.size()) + " floats, "
                  + std::to_string(n * hp.n_embd) + " needed"};
   // Positions: each token follows what its cache holds and earlier batch
   // tokens of the same sequence.
@@ -371,7 +371,7 @@ result<bool> context::eval(std::span<const batch_token> batch, std::span<float> 
       before += batch[j].cache == batch[i].cache ? 1 : 0;
     pos_[i] = static_cast<uint32_t>(batch[i].cache->n_tokens() + before);
     if (pos_[i] >= batch[i].cache->capacity())
-      return error{"the sequence is full: its context holds " + std::to_string(batch[i].cache->capacity())
+      return core::error{errc::corrupt_data, "the sequence is full: its context holds " + std::to_string(batch[i].cache->capacity())
                    + " tokens"};
   }
   for (size_t i = 0; i < n; ++i)
@@ -453,17 +453,17 @@ result<bool> context::eval(std::span<const batch_token> batch, std::span<float> 
   return true;
 }
 
-result<bool> context::eval(kv_cache& cache, std::span<const int32_t> tokens,
+core::result<bool> context::eval(kv_cache& cache, std::span<const int32_t> tokens,
                            std::span<float> logits, bool all_logits) {
   const size_t V = model_->hparams().n_vocab;
   if (tokens.empty())
-    return error{"no tokens to evaluate"};
+    return core::error{errc::corrupt_data, "no tokens to evaluate"};
   if (cache.n_tokens() + tokens.size() > cache.capacity())
-    return error{std::to_string(cache.n_tokens() + tokens.size())
+    return core::error{errc::corrupt_data, std::to_string(cache.n_tokens() + tokens.size())
                  + " tokens exceed the sequence's context of " + std::to_string(cache.capacity())};
   size_t want = all_logits ? tokens.size() * V : V;
   if (logits.size() != want)
-    return error{"logits span holds " + std::to_string(logits.size()) + " floats, "
+    return core::error{errc::corrupt_data, "logits span holds " + std::to_string(logits.size()) + " floats, "
                  + std::to_string(want) + " needed"};
   std::vector<batch_token> batch;
   for (size_t done = 0; done < tokens.size();) {

@@ -70,9 +70,9 @@ public:
   /// and the problem: unsupported architecture, missing or mistyped keys,
   /// missing tensors, shapes that disagree with the hyper-parameters,
   /// weight types the kernels cannot compute with.
-  static result<std::shared_ptr<const model>> load(const std::string& path);
+  static core::result<std::shared_ptr<const model>> load(const std::string& path);
   /// The same from an already parsed file (kept alive by the model).
-  static result<std::shared_ptr<const model>> from_gguf(std::shared_ptr<const gguf_file> file);
+  static core::result<std::shared_ptr<const model>> from_gguf(std::shared_ptr<const gguf_file> file);
 
   const llama_hparams& hparams() const noexcept { return hp_; }
   const gguf_file& file() const noexcept { return *file_; }
@@ -133,12 +133,12 @@ public:
   /// Errors (nothing is appended): empty or oversized batch, token id out of
   /// range, a cache that would overflow its capacity, logits/hidden spans of
   /// the wrong size, a cache made for another model shape.
-  result<bool> eval(std::span<const batch_token> batch, std::span<float> logits,
+  core::result<bool> eval(std::span<const batch_token> batch, std::span<float> logits,
                     std::span<float> hidden = {});
 
   /// Convenience for one sequence: appends `tokens` and writes the logits of
   /// the last token (all_logits = false) or of every token to `logits`.
-  result<bool> eval(kv_cache& cache, std::span<const int32_t> tokens, std::span<float> logits,
+  core::result<bool> eval(kv_cache& cache, std::span<const int32_t> tokens, std::span<float> logits,
                     bool all_logits = false);
 
 private:

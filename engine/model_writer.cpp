@@ -172,22 +172,22 @@ synthetic_vocab make_synthetic_vocab(uint32_t n_vocab) {
   return v;
 }
 
-result<bool> write_random_model(const random_model_spec& s, const std::string& path) {
+core::result<bool> write_random_model(const random_model_spec& s, const std::string& path) {
   auto info = ggml_type_info(s.weight_type);
   if (!info || !weight_type_from_name(info->name))
-    return error{"weight type " + std::to_string(s.weight_type) + " is not one the engine computes"};
+    return core::error{errc::invalid_argument, "weight type " + std::to_string(s.weight_type) + " is not one the engine computes"};
   if (s.arch != "llama" && s.arch != "qwen2")
-    return error{"architecture \"" + s.arch + "\" is not supported (llama, qwen2)"};
+    return core::error{errc::invalid_argument, "architecture \"" + s.arch + "\" is not supported (llama, qwen2)"};
   if (s.n_vocab < 300)
-    return error{"n_vocab must be at least 300"};
+    return core::error{errc::invalid_argument, "n_vocab must be at least 300"};
   if (s.n_head == 0 || s.n_head_kv == 0 || s.n_embd % s.n_head != 0 || s.n_head % s.n_head_kv != 0)
-    return error{"n_embd must be a multiple of n_head, and n_head a multiple of n_head_kv"};
+    return core::error{errc::invalid_argument, "n_embd must be a multiple of n_head, and n_head a multiple of n_head_kv"};
   const uint32_t hd = s.n_embd / s.n_head;
   if (hd % 2 != 0)
-    return error{"head dimension " + std::to_string(hd) + " is odd"};
+    return core::error{errc::invalid_argument, "head dimension " + std::to_string(hd) + " is odd"};
   for (uint32_t cols : {s.n_embd, s.n_ff})
     if (cols % info->block_elems != 0)
-      return error{"rows of " + std::to_string(cols) + " elements are not a multiple of "
+      return core::error{errc::invalid_argument, "rows of " + std::to_string(cols) + " elements are not a multiple of "
                    + std::string(info->name) + "'s block size " + std::to_string(info->block_elems)};
 
   gguf_writer w;
@@ -281,7 +281,7 @@ result<bool> write_random_model(const random_model_spec& s, const std::string& p
     tensor(p + "ffn_down.weight", {F, E}, t, 0.5f / std::sqrt(static_cast<float>(F)));
   }
   if (!failure.empty())
-    return error{failure};
+    return core::error{errc::invalid_argument, failure};
   return w.write(path);
 }
 

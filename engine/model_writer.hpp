@@ -12,7 +12,7 @@
 ///
 /// Thread-safety: pure functions.
 
-#include "engine/result.hpp"
+#include "core/error.hpp"
 
 #include <cstdint>
 #include <optional>
@@ -60,7 +60,7 @@ std::optional<uint32_t> weight_type_from_name(std::string_view name);
 /// Writes the model to `path` (atomically: path.tmp, then rename).
 /// Errors: a shape the weight type cannot hold (rows not a multiple of its
 /// block size), inconsistent heads, an unwritable path.
-result<bool> write_random_model(const random_model_spec& spec, const std::string& path);
+core::result<bool> write_random_model(const random_model_spec& spec, const std::string& path);
 
 /// The synthetic vocabulary (pieces, scores, token types) for n tokens.
 struct synthetic_vocab {

@@ -87,8 +87,8 @@ std::string fmt_value(double v) {
 }
 
 /// Error text "<name> must be in <range>, got <value>".
-error out_of_range(const char* name, const char* range, double got) {
-  return error{std::string(name) + " must be in " + range + ", got " + fmt_value(got)};
+core::error out_of_range(const char* name, const char* range, double got) {
+  return core::error{errc::invalid_argument, std::string(name) + " must be in " + range + ", got " + fmt_value(got)};
 }
 
 /// NaN fails every check (comparisons with NaN are false).
@@ -301,7 +301,7 @@ size_t bucket_tokens(const float* l, const float* p, uint16_t* bucket, size_t n,
 
 } // namespace
 
-result<bool> validate(const sampling_params& p) {
+core::result<bool> validate(const sampling_params& p) {
   if (!in_closed(p.temperature, 0.0, 2.0))
     return out_of_range("temperature", "[0, 2]", p.temperature);
   if (p.top_k < 0)
@@ -325,11 +325,11 @@ result<bool> validate(const sampling_params& p) {
 
 // ---- sampler -------------------------------------------------------------
 
-result<sampler> sampler::create(const sampling_params& params, int32_t n_vocab) {
+core::result<sampler> sampler::create(const sampling_params& params, int32_t n_vocab) {
   if (auto ok = validate(params); !ok)
     return std::move(ok).err();
   if (n_vocab <= 0)
-    return error{"sampler needs a vocabulary of at least 1 token, got " + std::to_string(n_vocab)};
+    return core::error{errc::invalid_argument, "sampler needs a vocabulary of at least 1 token, got " + std::to_string(n_vocab)};
   uint64_t seed = 0;
   if (params.seed) {
     seed = *params.seed;
@@ -338,7 +338,7 @@ result<sampler> sampler::create(const sampling_params& params, int32_t n_vocab) 
       std::random_device rd;
       seed = (static_cast<uint64_t>(rd()) << 32) ^ rd();
     } catch (const std::exception& e) {
-      return error{std::string("sampler: no random seed (std::random_device: ") + e.what() + ")"};
+      return core::error{errc::invalid_argument, std::string("sampler: no random seed (std::random_device: ") + e.what() + ")"};
     }
   }
   return sampler(params, n_vocab, seed);
@@ -621,15 +621,15 @@ int32_t sampler::draw(const kept_set& kept, float max_logit, bool probs_is_t1) {
   return draw_from_list(kept.n, max_logit);
 }
 
-result<sampled_token> sampler::sample(std::span<const float> logits,
+core::result<sampled_token> sampler::sample(std::span<const float> logits,
                                       std::span<const int32_t> history) {
   const size_t n = work_.size();
   if (logits.size() != n)
-    return error{"sampler: got " + std::to_string(logits.size()) + " logits for a vocabulary of " +
+    return core::error{errc::invalid_argument, "sampler: got " + std::to_string(logits.size()) + " logits for a vocabulary of " +
                  std::to_string(n)};
   const logit_range raw = sanitize(logits.data(), work_.data(), n);
   if (raw.max == ninf)
-    return error{"sampler: every logit is -inf or NaN"};
+    return core::error{errc::invalid_argument, "sampler: every logit is -inf or NaN"};
 
   // Raw log-softmax: log p_i = (l_i - max) + log p_max, exact to float
   // rounding even where p_i itself underflows.
@@ -650,7 +650,7 @@ result<sampled_token> sampler::sample(std::span<const float> logits,
   if (penalised) {
     range = sanitize(work_.data(), work_.data(), n);
     if (range.max == ninf)
-      return error{"sampler: every logit is -inf after penalties"};
+      return core::error{errc::invalid_argument, "sampler: every logit is -inf after penalties"};
   }
 
   const sampling_params& p = params_;
@@ -686,15 +686,15 @@ result<sampled_token> sampler::sample(std::span<const float> logits,
 
 // ---- stop_matcher --------------------------------------------------------
 
-result<stop_matcher> stop_matcher::create(std::span<const std::string> stops) {
+core::result<stop_matcher> stop_matcher::create(std::span<const std::string> stops) {
   if (stops.size() > max_stop_strings)
-    return error{"stop: at most " + std::to_string(max_stop_strings) + " strings, got " +
+    return core::error{errc::invalid_argument, "stop: at most " + std::to_string(max_stop_strings) + " strings, got " +
                  std::to_string(stops.size())};
   for (size_t i = 0; i < stops.size(); ++i) {
     if (stops[i].empty())
-      return error{"stop[" + std::to_string(i) + "] is empty"};
+      return core::error{errc::invalid_argument, "stop[" + std::to_string(i) + "] is empty"};
     if (stops[i].size() > max_stop_bytes)
-      return error{"stop[" + std::to_string(i) + "] is " + std::to_string(stops[i].size()) +
+      return core::error{errc::invalid_argument, "stop[" + std::to_string(i) + "] is " + std::to_string(stops[i].size()) +
                    " bytes, the limit is " + std::to_string(max_stop_bytes)};
   }
   return stop_matcher(std::vector<std::string>(stops.begin(), stops.end()));

@@ -25,7 +25,7 @@
 ///     differently, which changes a draw only when u·Σ falls within rounding
 ///     of a boundary.
 
-#include "engine/result.hpp"
+#include "core/error.hpp"
 
 #include <cstdint>
 #include <optional>
@@ -118,7 +118,7 @@ inline constexpr int32_t max_n_logprobs = 20;
 /// every range). @return true, or an error naming the first bad field, its
 /// allowed range and the value given, e.g.
 /// "temperature must be in [0, 2], got 3.5". Thread-safe (pure).
-result<bool> validate(const sampling_params& p);
+core::result<bool> validate(const sampling_params& p);
 
 /// One sampled token.
 struct sampled_token {
@@ -169,7 +169,7 @@ class sampler {
 public:
   /// Creates a sampler for a vocabulary of `n_vocab` tokens.
   /// @return an error if `validate(params)` fails or n_vocab <= 0.
-  static result<sampler> create(const sampling_params& params, int32_t n_vocab);
+  static core::result<sampler> create(const sampling_params& params, int32_t n_vocab);
 
   /// Draws the next token.
   /// @param logits  [n_vocab] raw model logits of the last position; not
@@ -178,7 +178,7 @@ public:
   ///                are read; ids outside [0, n_vocab) are ignored.
   /// @return the token, or an error if logits.size() != n_vocab or no logit
   /// is finite. Advances the generator by one 64-bit value (none when greedy).
-  result<sampled_token> sample(std::span<const float> logits,
+  core::result<sampled_token> sample(std::span<const float> logits,
                                std::span<const int32_t> history);
 
   /// The chain's first stage on its own: applies this sampler's repetition,
@@ -253,7 +253,7 @@ class stop_matcher {
 public:
   /// Validates and copies `stops`: at most `max_stop_strings`, each non-empty
   /// and at most `max_stop_bytes` long. An empty list matches nothing.
-  static result<stop_matcher> create(std::span<const std::string> stops);
+  static core::result<stop_matcher> create(std::span<const std::string> stops);
 
   /// What one `feed` produced.
   struct step {

@@ -48,13 +48,13 @@ struct scheduler::sequence {
 
 scheduler::scheduler(std::shared_ptr<const model> m, std::shared_ptr<const tokenizer> tok,
                      scheduler_config cfg, kernels::thread_pool* pool,
-                     std::shared_ptr<memory_budget> budget)
+                     std::shared_ptr<core::memory_budget> budget)
   : model_(std::move(m)), tok_(std::move(tok)), cfg_(cfg), ctx_(model_, cfg.max_batch, pool),
     kv_(std::make_unique<kv_pool>(model_->hparams(), cfg.kv, std::move(budget))) {}
 
 scheduler::~scheduler() = default;
 
-result<uint32_t> scheduler::submit(uint64_t id, const generation_request& req) {
+core::result<uint32_t> scheduler::submit(uint64_t id, const generation_request& req) {
   if (auto v = validate(req.sampling); !v)
     return std::move(v).err();
   auto stops = stop_matcher::create(req.stop);
@@ -65,13 +65,13 @@ result<uint32_t> scheduler::submit(uint64_t id, const generation_request& req) {
     return std::move(smp).err();
   auto prompt = tok_->encode(req.prompt, req.add_special, req.parse_special);
   if (prompt.empty())
-    return error{"the prompt is empty"};
+    return core::error{errc::invalid_argument, "the prompt is empty"};
   if (prompt.size() >= cfg_.n_ctx)
-    return error{"the prompt has " + std::to_string(prompt.size())
+    return core::error{errc::invalid_argument, "the prompt has " + std::to_string(prompt.size())
                  + " tokens, but the model's context holds " + std::to_string(cfg_.n_ctx)
                  + " (prompt and completion together)"};
   if (req.max_tokens > 0 && prompt.size() + req.max_tokens > cfg_.n_ctx)
-    return error{"the prompt has " + std::to_string(prompt.size()) + " tokens and max_tokens is "
+    return core::error{errc::invalid_argument, "the prompt has " + std::to_string(prompt.size()) + " tokens and max_tokens is "
                  + std::to_string(req.max_tokens) + ": together more than the context of "
                  + std::to_string(cfg_.n_ctx) + " tokens; lower max_tokens or shorten the prompt"};
   auto n = static_cast<uint32_t>(prompt.size());
@@ -80,12 +80,12 @@ result<uint32_t> scheduler::submit(uint64_t id, const generation_request& req) {
   return n;
 }
 
-result<std::vector<float>> scheduler::embed(std::string_view text) {
+core::result<std::vector<float>> scheduler::embed(std::string_view text) {
   auto toks = tok_->encode(text, true, false);
   if (toks.empty())
-    return error{"the input is empty"};
+    return core::error{errc::invalid_argument, "the input is empty"};
   if (toks.size() > cfg_.n_ctx)
-    return error{"the input has " + std::to_string(toks.size())
+    return core::error{errc::invalid_argument, "the input has " + std::to_string(toks.size())
                  + " tokens, more than the model's context of " + std::to_string(cfg_.n_ctx)};
   const size_t E = model_->hparams().n_embd;
   kv_cache cache(model_->hparams(), toks.size());
@@ -192,7 +192,9 @@ std::vector<sequence_event> scheduler::step() {
   for (auto id : out_of_memory) {
     sequence_event e;
     e.id = id;
-    e.error = "the KV cache budget is exhausted (memory.budget_mb): no room for this sequence";
+    e.error = core::error{errc::resource_exhausted,
+                          "the KV cache budget is exhausted (memory.budget_mb): no room for this sequence",
+                          "memory.budget_mb"};
     events.push_back(std::move(e));
     cancel(id);
   }
@@ -224,7 +226,7 @@ std::vector<sequence_event> scheduler::step() {
     for (auto* s : wants_logits) {
       sequence_event e;
       e.id = s->id;
-      e.error = r.err().message;
+      e.error = r.err();
       events.push_back(std::move(e));
       cancel(s->id);
     }
@@ -248,7 +250,7 @@ std::vector<sequence_event> scheduler::step() {
     }
     auto tok = s.smp.sample({&logits_[k * V], V}, s.cache.tokens());
     if (!tok) {
-      e.error = tok.err().message;
+      e.error = tok.err();
       finished.push_back(s.id);
       events.push_back(std::move(e));
       continue;

@@ -60,7 +60,7 @@ struct sequence_event {
   std::string text;           ///< newly complete text (may be empty)
   std::optional<token_report> token; ///< the sampled token (absent on errors)
   finish_reason finish = finish_reason::none;
-  std::string error;          ///< non-empty: the sequence failed and is gone
+  core::error error;          ///< set (code != ok): the sequence failed and is gone
   uint32_t prompt_tokens = 0, completion_tokens = 0;
   /// Prompt tokens whose KV came from the prefix cache (not prefilled).
   uint32_t cached_tokens = 0;
@@ -85,7 +85,7 @@ public:
   ///        (nullptr: unlimited).
   scheduler(std::shared_ptr<const model> m, std::shared_ptr<const tokenizer> tok,
             scheduler_config cfg, kernels::thread_pool* pool,
-            std::shared_ptr<memory_budget> budget = nullptr);
+            std::shared_ptr<core::memory_budget> budget = nullptr);
   ~scheduler();
   scheduler(const scheduler&) = delete;
   scheduler& operator=(const scheduler&) = delete;
@@ -94,12 +94,12 @@ public:
   /// queued): bad sampling parameters or stop strings, an empty prompt, a
   /// prompt (plus max_tokens when given) longer than the context — the text
   /// says which, with the numbers. Returns the prompt's token count.
-  result<uint32_t> submit(uint64_t id, const generation_request& req);
+  core::result<uint32_t> submit(uint64_t id, const generation_request& req);
 
   /// Embedding of a text: the model's final normalized hidden states, mean
   /// over the text's tokens, L2-normalized ([n_embd]). Runs at once (between
   /// steps) in a scratch KV cache. Errors: empty text, longer than the context.
-  result<std::vector<float>> embed(std::string_view text);
+  core::result<std::vector<float>> embed(std::string_view text);
 
   /// Drops a sequence (client gone): releases its KV pages (full pages stay
   /// cached for prefix hits until the budget needs them). False if unknown.
@@ -134,7 +134,7 @@ public:
   size_t trim(size_t bytes) { return kv_->trim(bytes); }
   /// The KV tier policy (kv_pool::policy / set_policy).
   engine::kv_policy kv_policy() const noexcept { return kv_->policy(); }
-  result<engine::kv_policy> set_kv_policy(const engine::kv_policy& p) { return kv_->set_policy(p); }
+  core::result<engine::kv_policy> set_kv_policy(const engine::kv_policy& p) { return kv_->set_policy(p); }
   /// True when the last step could not run a sequence (a prefill to start
   /// or a decode to continue) for lack of KV memory: the caller should ask other budget users to free some (the
   /// memory pool) and step again a little later. A sequence still without

@@ -213,8 +213,8 @@ struct tokenizer::impl {
     }
   }
 
-  result<bool> build_index();
-  result<bool> build_merges(std::span<const std::string_view> merges);
+  core::result<bool> build_index();
+  core::result<bool> build_merges(std::span<const std::string_view> merges);
   void build_pieces();
 
   void partition(std::string_view text, bool parse_special, std::vector<fragment>& out) const;
@@ -222,7 +222,7 @@ struct tokenizer::impl {
   void encode_bpe(std::string_view text, std::vector<int32_t>& out) const;
 };
 
-result<bool> tokenizer::impl::build_index() {
+core::result<bool> tokenizer::impl::build_index() {
   const size_t n_slots = std::bit_ceil(static_cast<size_t>(n_vocab) * 2 + 2);
   slots.assign(n_slots, -1);
   slot_mask = n_slots - 1;
@@ -231,7 +231,7 @@ result<bool> tokenizer::impl::build_index() {
     uint64_t i = hash_text(s) & slot_mask;
     for (; slots[i] >= 0; i = (i + 1) & slot_mask) {
       if (text(slots[i]) == s)
-        return error{"tokens " + std::to_string(slots[i]) + " and " + std::to_string(id) +
+        return core::error{errc::corrupt_data, "tokens " + std::to_string(slots[i]) + " and " + std::to_string(id) +
                      " have the same text '" + std::string(s) + "'"};
     }
     slots[i] = id;
@@ -239,7 +239,7 @@ result<bool> tokenizer::impl::build_index() {
   return true;
 }
 
-result<bool> tokenizer::impl::build_merges(std::span<const std::string_view> merges) {
+core::result<bool> tokenizer::impl::build_merges(std::span<const std::string_view> merges) {
   // resolve every merge to ids first, then insert with the slots prefetched
   // (the table is larger than the caches: each insert would wait for DRAM)
   struct resolved {
@@ -252,13 +252,13 @@ result<bool> tokenizer::impl::build_merges(std::span<const std::string_view> mer
     const std::string_view m = merges[rank];
     const size_t sp = m.size() > 1 ? m.find(' ', 1) : std::string_view::npos;
     if (sp == std::string_view::npos)
-      return error{"merge " + std::to_string(rank) + " '" + std::string(m) +
+      return core::error{errc::corrupt_data, "merge " + std::to_string(rank) + " '" + std::string(m) +
                    "' is not two tokens separated by a space"};
     const std::string_view left = m.substr(0, sp), right = m.substr(sp + 1);
     joined.assign(left).append(right);
     const int32_t l = find(left), r = find(right), res = find(joined);
     if (l < 0 || r < 0 || res < 0)
-      return error{"merge " + std::to_string(rank) + " '" + std::string(m) + "' names " +
+      return core::error{errc::corrupt_data, "merge " + std::to_string(rank) + " '" + std::string(m) + "' names " +
                    (l < 0 ? "'" + std::string(left) + "'" : r < 0 ? "'" + std::string(right) + "'"
                                                                   : "'" + joined + "'") +
                    ", which is not a token"};
@@ -334,20 +334,20 @@ void tokenizer::impl::build_pieces() {
 
 namespace {
 
-result<tokenizer::impl> build_impl(const source& src) {
+core::result<tokenizer::impl> build_impl(const source& src) {
   tokenizer::impl t;
   t.model = src.model;
   const size_t n = src.tokens.size();
   if (n == 0)
-    return error{"the vocabulary has no tokens"};
+    return core::error{errc::corrupt_data, "the vocabulary has no tokens"};
   if (n > (1u << 30))
-    return error{"the vocabulary has " + std::to_string(n) + " tokens (at most 2^30)"};
+    return core::error{errc::corrupt_data, "the vocabulary has " + std::to_string(n) + " tokens (at most 2^30)"};
   t.n_vocab = static_cast<int32_t>(n);
   if (!src.scores.empty() && src.scores.size() != n)
-    return error{"tokenizer.ggml.scores has " + std::to_string(src.scores.size()) +
+    return core::error{errc::corrupt_data, "tokenizer.ggml.scores has " + std::to_string(src.scores.size()) +
                  " entries for " + std::to_string(n) + " tokens"};
   if (!src.types.empty() && src.types.size() != n)
-    return error{"tokenizer.ggml.token_type has " + std::to_string(src.types.size()) +
+    return core::error{errc::corrupt_data, "tokenizer.ggml.token_type has " + std::to_string(src.types.size()) +
                  " entries for " + std::to_string(n) + " tokens"};
 
   // texts (empty ones renamed as llama.cpp does) and types
@@ -356,7 +356,7 @@ result<tokenizer::impl> build_impl(const source& src) {
   for (auto s : src.tokens)
     total += s.empty() ? 20 : s.size();
   if (total >= (1ull << 32))
-    return error{"the token texts take more than 4 GiB"};
+    return core::error{errc::corrupt_data, "the token texts take more than 4 GiB"};
   t.texts.reserve(total);
   t.types.assign(n, token_type::normal);
   for (size_t i = 0; i < n; ++i) {
@@ -370,7 +370,7 @@ result<tokenizer::impl> build_impl(const source& src) {
       t.types[i] = ty >= 1 && ty <= 6 ? static_cast<token_type>(ty) : token_type::undefined;
     }
     if (t.types[i] == token_type::byte && parse_byte_token(t.text(static_cast<int32_t>(i))) < 0)
-      return error{"token " + std::to_string(i) + " '" + std::string(t.text(static_cast<int32_t>(i))) +
+      return core::error{errc::corrupt_data, "token " + std::to_string(i) + " '" + std::string(t.text(static_cast<int32_t>(i))) +
                    "' has type byte but is not <0xXX>"};
   }
   if (src.model == tokenizer_model::spm) {
@@ -385,13 +385,13 @@ result<tokenizer::impl> build_impl(const source& src) {
   if (src.model == tokenizer_model::bpe) {
     auto cfg = find_pre(src.pre);
     if (!cfg)
-      return error{"unsupported pre-tokenizer tokenizer.ggml.pre = '" + src.pre + "'"};
+      return core::error{errc::corrupt_data, "unsupported pre-tokenizer tokenizer.ggml.pre = '" + src.pre + "'"};
     t.pre_cfg = std::move(*cfg);
     t.pre = src.pre;
     t.add_bos = t.pre_cfg.add_bos;
     t.add_space_prefix = false;
     if (src.merges.empty())
-      return error{"a gpt2 (BPE) vocabulary needs tokenizer.ggml.merges"};
+      return core::error{errc::corrupt_data, "a gpt2 (BPE) vocabulary needs tokenizer.ggml.merges"};
     if (auto r = t.build_merges(src.merges); !r)
       return std::move(r).err();
   } else {
@@ -405,9 +405,9 @@ result<tokenizer::impl> build_impl(const source& src) {
   t.add_space_prefix = src.add_space_prefix.value_or(t.add_space_prefix);
 
   // special ids
-  auto check_id = [&](std::string_view key, int32_t id) -> result<bool> {
+  auto check_id = [&](std::string_view key, int32_t id) -> core::result<bool> {
     if (id >= t.n_vocab)
-      return error{std::string(key) + " = " + std::to_string(id) + " is out of range (n_vocab " +
+      return core::error{errc::corrupt_data, std::string(key) + " = " + std::to_string(id) + " is out of range (n_vocab " +
                    std::to_string(n) + ")"};
     return true;
   };
@@ -424,9 +424,9 @@ result<tokenizer::impl> build_impl(const source& src) {
   t.unk = std::max(src.unk, -1);
   t.pad = src.pad < t.n_vocab ? std::max(src.pad, -1) : -1; // llama.cpp ignores a bad padding id too
   if (t.add_bos && t.bos < 0)
-    return error{"BOS is to be added (add_bos_token, or the model's default) but there is no BOS token"};
+    return core::error{errc::corrupt_data, "BOS is to be added (add_bos_token, or the model's default) but there is no BOS token"};
   if (t.add_eos && t.eos < 0)
-    return error{"EOS is to be added (add_eos_token) but there is no EOS token"};
+    return core::error{errc::corrupt_data, "EOS is to be added (add_eos_token) but there is no EOS token"};
 
   // token roles and end of generation, inferred from texts as llama.cpp does
   auto make_control = [&](int32_t id) { t.types[id] = token_type::control; };
@@ -462,10 +462,10 @@ result<tokenizer::impl> build_impl(const source& src) {
 
   // strip attributes: given, and phi-3's rule (llama.cpp: model name contains phi-3 / phi3)
   t.strip.assign(n, 0);
-  auto set_strip = [&](const std::vector<int32_t>& list, uint8_t bit) -> result<bool> {
+  auto set_strip = [&](const std::vector<int32_t>& list, uint8_t bit) -> core::result<bool> {
     for (int32_t id : list) {
       if (id < 0 || id >= t.n_vocab)
-        return error{"strip token id " + std::to_string(id) + " is out of range"};
+        return core::error{errc::corrupt_data, "strip token id " + std::to_string(id) + " is out of range"};
       t.strip[id] |= bit;
     }
     return true;
@@ -515,7 +515,7 @@ result<tokenizer::impl> build_impl(const source& src) {
 // ---------------------------------------------------------------------------
 // loading
 
-result<tokenizer> tokenizer::from_vocab(const vocab& v) {
+core::result<tokenizer> tokenizer::from_vocab(const vocab& v) {
   source src;
   src.model = v.model;
   src.pre = v.pre;
@@ -540,7 +540,7 @@ result<tokenizer> tokenizer::from_vocab(const vocab& v) {
   return tokenizer(std::make_shared<const impl>(std::move(t).value()));
 }
 
-result<tokenizer> tokenizer::from_gguf(const gguf_file& f) {
+core::result<tokenizer> tokenizer::from_gguf(const gguf_file& f) {
   source src;
   auto model = f.get_string("tokenizer.ggml.model");
   if (!model)
@@ -550,7 +550,7 @@ result<tokenizer> tokenizer::from_gguf(const gguf_file& f) {
   else if (*model == "gpt2")
     src.model = tokenizer_model::bpe;
   else
-    return error{"unsupported tokenizer.ggml.model '" + std::string(*model) +
+    return core::error{errc::corrupt_data, "unsupported tokenizer.ggml.model '" + std::string(*model) +
                  "' (supported: llama, gpt2)"};
 
   auto pre = f.find_string("tokenizer.ggml.pre");

@@ -37,7 +37,7 @@
 /// copy (it shares its tables); any number of threads may call its const
 /// functions. A `stream_decoder` belongs to one thread at a time.
 
-#include "engine/result.hpp"
+#include "core/error.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -118,10 +118,10 @@ public:
   /// (a padding id out of range is ignored, as llama.cpp does), byte tokens
   /// that are not <0xXX>. Absent ids take llama.cpp's defaults (SPM: bos 1,
   /// eos 2, unk 0). The tokenizer copies what it needs: the file may close.
-  static result<tokenizer> from_gguf(const gguf_file& file);
+  static core::result<tokenizer> from_gguf(const gguf_file& file);
 
   /// Builds from plain vectors with the same checks as from_gguf.
-  static result<tokenizer> from_vocab(const vocab& v);
+  static core::result<tokenizer> from_vocab(const vocab& v);
 
   /// Tokenizes UTF-8 `text` (invalid bytes tokenize as U+FFFD for BPE and
   /// as byte tokens for SPM, as in llama.cpp) as llama_tokenize does:

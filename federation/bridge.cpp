@@ -21,6 +21,14 @@ namespace shoal::federation {
 
 namespace {
 
+using proto::digest_atom;
+using proto::federate_atom;
+using proto::link_atom;
+using proto::merge_atom;
+using proto::merge_stats;
+using proto::publish_atom;
+using proto::republish_atom;
+using proto::router_digest;
 using proto::stats_atom;
 using proto::tick_atom;
 
@@ -903,7 +911,10 @@ caf::behavior bridge_actor(caf::stateful_actor<bridge_state>* self, bridge_args 
 
 } // namespace
 
-std::string validate(const federation_config& c, const std::string& node_name) {
+core::error validate(const federation_config& c, const std::string& node_name) {
+  auto bad = [](std::string key, std::string message) {
+    return core::error{errc::invalid_argument, std::move(message), std::move(key)};
+  };
   if (!c.enabled)
     return {};
   auto subject_safe = [](const std::string& x) {
@@ -912,26 +923,26 @@ std::string validate(const federation_config& c, const std::string& node_name) {
     });
   };
   if (!subject_safe(node_name))
-    return "node.name: '" + node_name
-           + "' must be letters, digits, '-' or '_' with federation on (it is a NATS subject token)";
+    return bad("node.name", "'" + node_name
+               + "' must be letters, digits, '-' or '_' with federation on (it is a NATS subject token)");
   if (split_urls(c.urls).empty())
-    return "federation.urls: no NATS server URL given";
+    return bad("federation.urls", "no NATS server URL given");
   if (!subject_safe(c.cluster))
-    return "federation.cluster: '" + c.cluster
-           + "' must be letters, digits, '-' or '_' (it is part of NATS subjects)";
+    return bad("federation.cluster", "'" + c.cluster
+               + "' must be letters, digits, '-' or '_' (it is part of NATS subjects)");
   if (c.user.empty() != c.password.empty())
-    return "federation.user: user and password go together";
+    return bad("federation.user", "user and password go together");
   for (auto [key, path] : {std::pair{"federation.tls_ca", &c.tls_ca},
                            std::pair{"federation.tls_cert", &c.tls_cert},
                            std::pair{"federation.tls_key", &c.tls_key}})
     if (!path->empty() && !std::filesystem::exists(*path))
-      return std::string(key) + ": no such file '" + *path + "'";
+      return bad(key, "no such file '" + *path + "'");
   if (c.tls_cert.empty() != c.tls_key.empty())
-    return "federation.tls_cert: certificate and key go together";
+    return bad("federation.tls_cert", "certificate and key go together");
   if (c.reconnect_max_ms < c.reconnect_wait_ms)
-    return "federation.reconnect_max_ms: must be at least federation.reconnect_wait_ms";
+    return bad("federation.reconnect_max_ms", "must be at least federation.reconnect_wait_ms");
   if (auto t = trust_list::parse(c.trusted); !t)
-    return "federation.trusted: " + view(t.error()).message;
+    return bad("federation.trusted", view(t.error()).message);
   return {};
 }
 

@@ -19,7 +19,7 @@
 /// version, or stay behind it across two digests, republishes everything it
 /// contributed. A node that finds the stream has discarded messages it never
 /// saw asks every node to republish. The merge itself is a CRDT
-/// (federation/crdt.hpp), so repeats and reordering are harmless.
+/// (router/crdt.hpp), so repeats and reordering are harmless.
 ///
 /// With NATS down the node keeps serving and learning: the router keeps its
 /// changed contributions in its outbox (one entry per pattern, so the queue is
@@ -34,9 +34,10 @@
 /// the envelope and hand it to the bridge actor (detached: it makes blocking
 /// JetStream API calls).
 
-#include "federation/crdt.hpp"
+#include "core/error.hpp"
+#include "proto/interfaces.hpp"
 #include "federation/signing.hpp"
-#include "kernels/histogram.hpp"
+#include "core/histogram.hpp"
 #include "proto/wire.hpp"
 
 #include <caf/actor.hpp>
@@ -93,30 +94,6 @@ struct federation_config {
   uint64_t max_message_bytes = 4u << 20;
 };
 
-// -- messages between the router and the bridge ------------------------------
-
-/// router -> bridge: (publish_atom, std::vector<proto::pattern_delta>,
-///                   int64_t changed_us: UTC µs of the oldest change among them)
-using publish_atom = caf::atom_constant<caf::atom("publish")>;
-/// bridge -> router: (merge_atom, proto::delta_batch, uint64_t stream_seq) -> merge result
-using merge_atom = caf::atom_constant<caf::atom("merge")>;
-/// bridge -> router: (republish_atom): queue every own contribution again
-using republish_atom = caf::atom_constant<caf::atom("republish")>;
-/// bridge -> router: (digest_atom) -> router_digest
-using digest_atom = caf::atom_constant<caf::atom("digest")>;
-/// bridge -> router: (link_atom, bool up): whether deltas can be published
-using link_atom = caf::atom_constant<caf::atom("link")>;
-/// node -> router: (federate_atom, caf::actor bridge, uint32 batch_max, uint32 delay_ms)
-using federate_atom = caf::atom_constant<caf::atom("federate")>;
-
-/// What the router holds, for digests and /v1/stats.
-struct router_digest {
-  uint64_t n_patterns = 0;
-  uint64_t stream_seq = 0;
-  uint64_t orphans = 0;
-  std::vector<proto::origin_summary> origins;
-};
-
 /// A peer as last seen through its telemetry.
 struct peer_info {
   std::string name;
@@ -142,7 +119,7 @@ struct federation_stats {
   /// Propagation lag of peers' batches, ns: from the oldest change in a
   /// batch at its sender to its merge here (since start; assumes
   /// synchronised clocks, exact on one host).
-  kernels::latency_histogram lag;
+  core::latency_histogram lag;
   std::vector<peer_info> peers;
 };
 
@@ -160,8 +137,9 @@ struct bridge_args {
 
 /// Checks the config (when enabled): URLs present, node and cluster names
 /// usable as subject tokens, user and password together, TLS files present,
-/// trust list parses. @returns "" or a message that starts with the offending key.
-std::string validate(const federation_config& cfg, const std::string& node_name);
+/// trust list parses. @returns no error, or `errc::invalid_argument` whose
+/// context is the offending key (e.g. "federation.urls").
+core::error validate(const federation_config& cfg, const std::string& node_name);
 
 /// Spawns the bridge (detached) and attaches it to the router. It connects in
 /// the background: the node serves whether or not NATS is up.
@@ -170,8 +148,4 @@ caf::actor spawn_bridge(caf::actor_system& sys, bridge_args args);
 } // namespace shoal::federation
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::proto::envelope)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::proto::delta_batch)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<shoal::proto::pattern_delta>)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::federation::router_digest)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::federation::federation_stats)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::federation::merge_stats)

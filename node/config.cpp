@@ -458,14 +458,14 @@ std::optional<config_error> apply_tiers(node_config& cfg, const toml::node& n) {
   auto* arr = n.as_array();
   if (arr == nullptr)
     return config_error{"tiers", "must be an array of tables ([[tiers]])"};
-  std::vector<actors::tier_config> tiers;
+  std::vector<router::tier_config> tiers;
   std::set<std::string> names;
   for (size_t i = 0; i < arr->size(); ++i) {
     std::string key = "tiers[" + std::to_string(i) + "]";
     auto* t = arr->get(i)->as_table();
     if (t == nullptr)
       return config_error{key, "must be a table with name, cost, params_m"};
-    actors::tier_config tc;
+    router::tier_config tc;
     for (auto&& [k, v] : *t) {
       std::string field(k.str());
       auto number = [&](double& out) {
@@ -582,10 +582,8 @@ std::optional<config_error> validate(const node_config& c) {
     if (!t || *t == kernels::kv_type::f32)
       return config_error{key, "must be one of f16, q8_0, q4_0"};
   }
-  if (auto msg = federation::validate(c.federation, c.name); !msg.empty()) {
-    auto colon = msg.find(": ");
-    return config_error{msg.substr(0, colon), msg.substr(colon + 2)};
-  }
+  if (auto e = federation::validate(c.federation, c.name))
+    return config_error{e.context, e.message};
   return std::nullopt;
 }
 

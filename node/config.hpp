@@ -7,7 +7,7 @@
 /// (`settings()`), from which `configs/node.toml` is written and checked.
 
 #include "actors/actors.hpp"
-#include "actors/pattern_bank.hpp"
+#include "router/pattern_bank.hpp"
 #include "engine/embedder.hpp"
 #include "engine/kv_cache.hpp"
 #include "federation/bridge.hpp"
@@ -50,7 +50,7 @@ struct node_config {
   http_config http;
   store::store_config store;
   engine::embedder_config embedder;
-  actors::router_config router;
+  router::router_config router;
   actors::witness_config witness;
   actors::sona_config sona;
   federation::federation_config federation;

@@ -1,8 +1,9 @@
 #include "node/gateway.hpp"
+#include "node/errors.hpp"
 
 #include "actors/memory.hpp"
 
-#include "actors/time.hpp"
+#include "core/clock.hpp"
 #include "kernels/vector.hpp"
 #include "proto/error.hpp"
 #include "proto/messages.hpp"
@@ -37,7 +38,7 @@ constexpr size_t max_id_field_bytes = 256;
 thread_local std::string current_error_code;
 
 void send_error(httplib::Response& res, errc code, const std::string& message) {
-  res.status = http_status(code);
+  res.status = http_mapping(code).status;
   current_error_code = std::string(to_string(code));
   json body = {{"error", {{"code", current_error_code}, {"message", message}}}};
   res.set_content(body.dump(), "application/json");
@@ -167,7 +168,7 @@ struct gateway::impl {
   }
 
   void handle_route(const httplib::Request& req, httplib::Response& res) {
-    auto start = actors::steady_now_ns();
+    auto start = core::steady_now_ns();
     auto body = parse_object(req, res);
     if (!body)
       return;
@@ -204,7 +205,7 @@ struct gateway::impl {
       q.embedding.resize(embedder.dim());
       embedder.embed(s, q.embedding);
       q.text_bytes = static_cast<uint32_t>(s.size());
-      q.embed_ns = static_cast<uint64_t>(actors::steady_now_ns() - start);
+      q.embed_ns = static_cast<uint64_t>(core::steady_now_ns() - start);
       if (!(kernels::dot(q.embedding, q.embedding) > 0))
         return send_error(res, errc::invalid_argument,
                           "text contains no words (letters or digits) to embed");
@@ -341,7 +342,7 @@ struct gateway::impl {
     witness_stats witness;
     telemetry_snapshot telemetry;
     std::optional<federation::federation_stats> fed;
-    std::optional<federation::router_digest> digest;
+    std::optional<proto::router_digest> digest;
     std::vector<actors::engine_stats> engines; ///< one per tier with a model
     std::optional<actors::memory_stats> memory;
   };
@@ -375,7 +376,7 @@ struct gateway::impl {
       auto f = ask<federation::federation_stats>(actors.bridge, stats_atom::value);
       if (!f)
         return f.error();
-      auto d = ask<federation::router_digest>(actors.router, federation::digest_atom::value);
+      auto d = ask<proto::router_digest>(actors.router, proto::digest_atom::value);
       if (!d)
         return d.error();
       snap.fed = std::move(*f);
@@ -451,7 +452,7 @@ struct gateway::impl {
              {"peers", std::move(peers)}};
     }
     send_json(res, {{"node", cfg.name},
-                    {"uptime_s", (actors::utc_now_ms() - t.started_ms) / 1e3},
+                    {"uptime_s", (core::utc_now_ms() - t.started_ms) / 1e3},
                     {"requests", t.n_routed},
                     {"new_patterns", t.n_new_patterns},
                     {"patterns", s->router.n_patterns},

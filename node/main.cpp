@@ -4,7 +4,7 @@
 #include "node/config.hpp"
 #include "node/models.hpp"
 #include "node/node.hpp"
-#include "node/replay.hpp"
+#include "sim/replay.hpp"
 #include "node/witness_read.hpp"
 #include "proto/error.hpp"
 #include "proto/messages.hpp"
@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
 
   auto* replay = app.add_subcommand("replay", "Replay prompts against a running node, send "
                                               "evaluator feedback, print the learning curve");
-  shoal::node::replay_options ro;
+  shoal::sim::replay_options ro;
   replay->add_option("--url", ro.url, "Node address")->capture_default_str();
   replay->add_option("--prompts", ro.prompts, "JSONL file of {id, text, domain}")
     ->capture_default_str();
@@ -220,9 +220,9 @@ int main(int argc, char** argv) {
     return shoal::node::run_node(cfg);
   }
   if (replay->parsed())
-    return shoal::node::run_replay(ro);
+    return shoal::sim::run_replay(ro);
   if (learn->parsed())
-    return shoal::node::run_learn(learn_url, learn_trigger->parsed() ? learn_loop : "");
+    return shoal::sim::run_learn(learn_url, learn_trigger->parsed() ? learn_loop : "");
   if (print_defaults) {
     std::fputs(shoal::node::render_default_toml().c_str(), stdout);
     return 0;

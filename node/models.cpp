@@ -54,8 +54,8 @@ std::variant<std::filesystem::path, std::string> resolve_model(const std::string
 }
 
 std::variant<actors::engine_tier, std::string> load_tier(
-  const actors::tier_config& tc, const engine::kv_tier_config& kv,
-  std::shared_ptr<engine::memory_budget> budget) {
+  const router::tier_config& tc, const engine::kv_tier_config& kv,
+  std::shared_ptr<core::memory_budget> budget) {
   auto where = resolve_model(tc.model);
   if (auto* e = std::get_if<std::string>(&where))
     return "tier " + tc.name + ": " + *e;

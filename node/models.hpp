@@ -4,7 +4,7 @@
 /// loading model and tokenizer. Called once at start, on the main thread.
 
 #include "actors/engine.hpp"
-#include "actors/pattern_bank.hpp"
+#include "router/pattern_bank.hpp"
 
 #include <filesystem>
 #include <optional>
@@ -26,7 +26,7 @@ std::variant<std::filesystem::path, std::string> resolve_model(const std::string
 /// Loads a tier: model, tokenizer, scheduler limits, its KV cache's paging
 /// and the node's memory budget. Error text names the tier and the file.
 std::variant<actors::engine_tier, std::string> load_tier(
-  const actors::tier_config& tc, const engine::kv_tier_config& kv,
-  std::shared_ptr<engine::memory_budget> budget);
+  const router::tier_config& tc, const engine::kv_tier_config& kv,
+  std::shared_ptr<core::memory_budget> budget);
 
 } // namespace shoal::node

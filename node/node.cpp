@@ -5,7 +5,7 @@
 #include "actors/actors.hpp"
 #include "actors/memory.hpp"
 #include "actors/sessions.hpp"
-#include "actors/time.hpp"
+#include "core/clock.hpp"
 #include "federation/bridge.hpp"
 #include "node/gateway.hpp"
 #include "node/models.hpp"
@@ -54,7 +54,7 @@ int run_node(const node_config& cfg) {
     spdlog::critical("cannot open storage: {}", view(env.error()).message);
     return 1;
   }
-  if (auto err = (*env)->ensure_schema(cfg.embedder.dim, actors::utc_now_ms())) {
+  if (auto err = (*env)->ensure_schema(cfg.embedder.dim, core::utc_now_ms())) {
     spdlog::critical("cannot use storage: {}", view(err).message);
     return 1;
   }
@@ -90,7 +90,7 @@ int run_node(const node_config& cfg) {
       spdlog::warn("federation: federation.trusted is empty: this node publishes what it "
                    "learns but accepts nothing from peers");
   }
-  auto bank = actors::pattern_bank::open(cfg.embedder.dim, router_cfg, *env);
+  auto bank = router::pattern_bank::open(cfg.embedder.dim, router_cfg, *env);
   if (!bank) {
     spdlog::critical("cannot open the pattern bank: {}", view(bank.error()).message);
     return 1;
@@ -98,16 +98,16 @@ int run_node(const node_config& cfg) {
   spdlog::info("pattern bank: {} patterns{}", (*bank)->size(),
                (*bank)->rebuilt_index() ? " (index rebuilt from LMDB)" : "");
   // One byte budget for the router's patterns, KV pages and (later) adapters.
-  auto budget = std::make_shared<engine::memory_budget>(cfg.memory_budget_mb << 20);
+  auto budget = std::make_shared<core::memory_budget>(cfg.memory_budget_mb << 20);
   if (auto err = (*bank)->set_budget(budget)) {
     spdlog::critical("memory budget: {}", view(err).message);
     return 1;
   }
 
   // Router v2: its checkpoint from the policies table, or a new model.
-  std::optional<actors::router_v2_model> v2;
+  std::optional<learn::router_v2_model> v2;
   if (cfg.sona.v2) {
-    actors::router_v2_config mc;
+    learn::router_v2_config mc;
     mc.embed_dim = cfg.embedder.dim;
     mc.n_tiers = static_cast<uint32_t>(cfg.router.tiers.size());
     auto restored = actors::load_router_v2(**env, mc);
@@ -119,8 +119,8 @@ int run_node(const node_config& cfg) {
     if (v2)
       spdlog::info("router v2 restored from the policies table");
     // Its model copies and trajectory buffers come out of the node's budget.
-    const uint64_t bytes = actors::sona_fixed_bytes(cfg.sona, v2 ? *v2 : actors::router_v2_model(mc));
-    if (!budget->try_reserve(engine::memory_budget::use::adapter, bytes)) {
+    const uint64_t bytes = actors::sona_fixed_bytes(cfg.sona, v2 ? *v2 : learn::router_v2_model(mc));
+    if (!budget->try_reserve(core::memory_budget::use::adapter, bytes)) {
       spdlog::critical("memory budget: router v2 needs {:.1f} MiB for its models and trajectory "
                        "buffers (sona.v2_pending, sona.train_window), but memory.budget_mb = {} "
                        "has {:.1f} MiB left; raise the budget, lower those keys or set "
@@ -164,7 +164,7 @@ int run_node(const node_config& cfg) {
       idle_ms);
     a.witness = actors::spawn_witness(sys, cfg.witness, *env);
     uint64_t stream_seq = (*bank)->stream_seq();
-    a.router = actors::spawn_router(sys, std::shared_ptr<actors::pattern_bank>(std::move(*bank)),
+    a.router = actors::spawn_router(sys, std::shared_ptr<router::pattern_bank>(std::move(*bank)),
                                     a.witness, a.telemetry);
     if (self_id) {
       federation::bridge_args ba{cfg.federation,

@@ -1,6 +1,6 @@
 #include "node/openai.hpp"
 
-#include "actors/time.hpp"
+#include "core/clock.hpp"
 #include "kernels/vector.hpp"
 #include "proto/error.hpp"
 #include "proto/messages.hpp"
@@ -189,7 +189,7 @@ struct openai_api::impl {
     auto name = m->get<std::string>();
     if (name == "auto") {
       proto::route_query q;
-      q.start_ns = actors::steady_now_ns();
+      q.start_ns = core::steady_now_ns();
       q.embedding.resize(embedder.dim());
       embedder.embed(text, q.embedding);
       q.text_bytes = static_cast<uint32_t>(text.size());
@@ -313,7 +313,7 @@ struct openai_api::impl {
     uint32_t pt = std::max<uint32_t>(1, cfg.kv.page_tokens);
     sessions->record_turn(p.session_id, p.user, e,
                           {tiers[p.tier].name, tokens, (tokens + pt - 1) / pt},
-                          actors::utc_now_ms());
+                          core::utc_now_ms());
   }
 
   parsed parse_completion(const json& body) {
@@ -571,8 +571,8 @@ struct openai_api::impl {
               return false; // client gone: the releaser cancels
             continue;
           }
-          if (!e->error.empty()) {
-            json err = {{"error", {{"message", e->error}, {"type", "server_error"}}}};
+          if (e->error) {
+            json err = {{"error", {{"message", e->error.message}, {"type", "server_error"}}}};
             write("data: " + dump(err) + "\n\n");
             sink.done();
             return true;
@@ -634,9 +634,9 @@ struct openai_api::impl {
       auto e = job->stream->next(1000ms);
       if (!e)
         continue;
-      if (!e->error.empty()) {
-        bool memory = e->error.find("KV cache budget") != std::string::npos;
-        api_error err{memory ? 503 : 500, e->error, "",
+      if (e->error) {
+        bool memory = e->error.code == errc::resource_exhausted;
+        api_error err{memory ? 503 : 500, e->error.message, "",
                       memory ? "insufficient_memory" : "engine_error", "server_error"};
         return send_api_error(res, err);
       }

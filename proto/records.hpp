@@ -29,7 +29,7 @@ struct tier_stat {
 
 /// One origin node's contribution to a pattern's statistics: the element of
 /// the federation CRDT (per origin, the highest version wins; see
-/// federation/crdt.hpp).
+/// router/crdt.hpp).
 struct contribution {
   uint64_t node = 0;            ///< origin node id
   uint64_t version = 0;         ///< the origin's clock at its last change

@@ -145,7 +145,7 @@ TEST_CASE("kv_spill_table under a kv_pool: evicted prefix pages come back and gi
   REQUIRE(env);
   auto seal = std::make_shared<const sealer>(*sealer::from_hex(seal_key_a));
   auto spill = std::make_shared<kv_spill_table>(*env, seal, model->fingerprint(), 1 << 24);
-  kv_pool pool(hp, cfg, std::make_shared<memory_budget>(4 * probe.page_bytes(false)));
+  kv_pool pool(hp, cfg, std::make_shared<shoal::core::memory_budget>(4 * probe.page_bytes(false)));
   pool.set_spill(spill);
   { // the first conversation: 3 pages, 2 of them full (named), then released
     kv_cache a(pool, 128);

@@ -2,7 +2,7 @@
 // signals, configuration errors and replay. Label: integration.
 #include "node_process.hpp"
 
-#include "actors/router_v2.hpp"
+#include "learn/router_v2.hpp"
 
 #include <doctest/doctest.h>
 
@@ -14,6 +14,7 @@
 #include <thread>
 
 using namespace shoal::testing;
+namespace learn = shoal::learn;
 using json = nlohmann::json;
 using namespace std::chrono_literals;
 
@@ -520,16 +521,16 @@ TEST_CASE("shoal learn shows the loops, a triggered background run trains router
   REQUIRE(d.contains("top_p"));
   REQUIRE(d.contains("context_tokens"));
   const double t = d["temperature"], p = d["top_p"];
-  CHECK(std::find(shoal::actors::sampling_temperatures.begin(),
-                  shoal::actors::sampling_temperatures.end(), t)
-        != shoal::actors::sampling_temperatures.end());
-  CHECK(std::find(shoal::actors::sampling_top_ps.begin(), shoal::actors::sampling_top_ps.end(),
+  CHECK(std::find(learn::sampling_temperatures.begin(),
+                  learn::sampling_temperatures.end(), t)
+        != learn::sampling_temperatures.end());
+  CHECK(std::find(learn::sampling_top_ps.begin(), learn::sampling_top_ps.end(),
                   p)
-        != shoal::actors::sampling_top_ps.end());
+        != learn::sampling_top_ps.end());
   const uint32_t ctx = d["context_tokens"];
-  CHECK(std::find(shoal::actors::context_buckets.begin(), shoal::actors::context_buckets.end(),
+  CHECK(std::find(learn::context_buckets.begin(), learn::context_buckets.end(),
                   ctx)
-        != shoal::actors::context_buckets.end());
+        != learn::context_buckets.end());
   // A caller's own sampling stands, even off the grid.
   auto own = post(c, "/v1/route", json{{"text", "a b c"}, {"temperature", 0.33}, {"top_p", 0.5}}.dump());
   REQUIRE(own);

@@ -1,0 +1,793 @@
+// The pattern bank's consolidation (SONA's deep loop): pruning, k-means++
+// categories, near-duplicate merging within clusters, and what federation
+// needs to stay consistent when patterns go away (retirement records and
+// revival). Declarations and the rules are in pattern_bank.hpp.
+#include "router/pattern_bank.hpp"
+#include "core/clock.hpp"
+#include "kernels/learn.hpp"
+#include "kernels/vector.hpp"
+#include "proto/error.hpp"
+#include "store/bytes.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <optional>
+#include <unordered_set>
+
+namespace shoal::router {
+
+namespace {
+
+/// Automatic k is ceil(sqrt(n / 2)), at most this.
+constexpr uint32_t max_auto_clusters = 1024;
+
+/// Version of the categories record (meta "categories"):
+///   u32 format, u32 dim, u32 k, u32 next id, u64 n,
+///   k × (u32 id, f32 mean[dim]), n × (u64 pattern id, u32 category id),
+/// little-endian (store/bytes.hpp).
+constexpr uint32_t categories_format = 1;
+
+constexpr std::string_view categories_key = "categories";
+
+uint64_t observations(const std::vector<proto::tier_stat>& tiers) {
+  uint64_t n = 0;
+  for (const auto& t : tiers)
+    n += t.count;
+  return n;
+}
+
+uint64_t ms_since(int64_t start_ns) {
+  return static_cast<uint64_t>(std::max<int64_t>(0, core::steady_now_ns() - start_ns) / 1'000'000);
+}
+
+/// The k-means assignment rule (as kernels::kmeans_lloyd): argmin over the
+/// means of ‖c‖² − 2 x·c, ties to the lower index. @param dots [k] scratch.
+uint32_t nearest_mean(std::span<const float> x, std::span<const float> means,
+                      std::span<const float> norms, std::span<float> dots) {
+  kernels::dot_rows(dots, x, means);
+  uint32_t best = 0;
+  float best_d = norms[0] - 2 * dots[0];
+  for (size_t c = 1; c < norms.size(); ++c) {
+    const float d = norms[c] - 2 * dots[c];
+    if (d < best_d) {
+      best_d = d;
+      best = static_cast<uint32_t>(c);
+    }
+  }
+  return best;
+}
+
+std::vector<float> squared_norms(std::span<const float> means, size_t dim) {
+  std::vector<float> out(means.size() / dim);
+  for (size_t c = 0; c < out.size(); ++c)
+    out[c] = kernels::dot(means.subspan(c * dim, dim), means.subspan(c * dim, dim));
+  return out;
+}
+
+/// Holds working memory in the budget while a plan lives (set its fields
+/// once reserved; not copyable). Shares the budget: a plan may outlive its
+/// bank (the router quits while the planner runs).
+struct budget_hold {
+  budget_hold() = default;
+  budget_hold(const budget_hold&) = delete;
+  budget_hold& operator=(const budget_hold&) = delete;
+  std::shared_ptr<core::memory_budget> budget;
+  uint64_t bytes = 0;
+  ~budget_hold() {
+    if (budget != nullptr)
+      budget->release(core::memory_budget::use::router, bytes);
+  }
+};
+
+} // namespace
+
+uint64_t pattern_bank::category_bytes() const noexcept {
+  return cat_ids_.size() * (sizeof(uint32_t) + sizeof(float) * (dim_ + 1ull));
+}
+
+std::vector<uint32_t> pattern_bank::categories() const {
+  auto out = cat_ids_;
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+uint32_t pattern_bank::category(uint64_t pattern_id) const {
+  auto it = stats_.find(pattern_id);
+  if (it == stats_.end() || cat_ids_.empty())
+    return no_category;
+  if (it->second.category == no_category) {
+    auto c = centroid(pattern_id);
+    if (c.size() != dim_)
+      return no_category;
+    std::vector<float> dots(cat_ids_.size());
+    it->second.category = cat_ids_[nearest_mean(c, cat_means_, cat_norms_, dots)];
+  }
+  return it->second.category;
+}
+
+bool pattern_bank::remove_pattern(uint64_t id, bool merged) {
+  auto it = stats_.find(id);
+  if (it == stats_.end())
+    return false;
+  auto& st = it->second;
+  if (!merged)
+    router::sub_tiers(global_, st.total);
+  // Peers may hold this node's contribution unless the bank is unfederated
+  // or the pattern was never announced (its centroid still waits here).
+  const bool published = cfg_.node_id != 0 && st.version != 0 && unannounced_.count(id) == 0;
+  const origin_key key{cfg_.node_id, id};
+  uint64_t retired_version = 0;
+  if (published) {
+    retired_version = tick();
+    count_contribution(cfg_.node_id, key, st.version, retired_version);
+    retired_[id] = retired_version;
+    touch_outbox(id);
+  } else {
+    if (st.version != 0)
+      count_contribution(cfg_.node_id, key, st.version, 0);
+    outbox_.erase(id);
+    unflushed_.erase(id);
+  }
+  unannounced_.erase(id);
+  if (env_ != nullptr)
+    removed_[id] = retired_version; // the retirement record keeps the centroid (unflushed_)
+  std::erase_if(pending_, [id](const auto& p) { return p.first == id; });
+  dirty_.erase(id);
+  stats_.erase(it);
+  // Its statistics go; its index slot stays (removed) until a rebuild.
+  if (budget_ && reserved_ >= stats_bytes()) {
+    budget_->release(core::memory_budget::use::router, stats_bytes());
+    reserved_ -= stats_bytes();
+  }
+  return published;
+}
+
+uint64_t pattern_bank::revive(uint64_t id, int64_t now_ms) {
+  auto r = retired_.find(id);
+  if (r == retired_.end())
+    return 0;
+  std::vector<float> c;
+  if (auto u = unflushed_.find(id); u != unflushed_.end()) {
+    c = u->second;
+  } else if (env_ != nullptr) {
+    auto bytes = env_->get(store::table::patterns, store::u64_key(id));
+    if (bytes && bytes->has_value())
+      if (auto rec = proto::decode_pattern(**bytes))
+        c = std::move(rec->centroid);
+  }
+  if (c.size() != dim_ || stats_.size() >= cfg_.max_patterns || !reserve_pattern())
+    return 0;
+  const uint64_t version = r->second;
+  retired_.erase(r);
+  removed_.erase(id);
+  // The retirement is counted in the summaries already; adopt counts it again.
+  count_contribution(cfg_.node_id, {cfg_.node_id, id}, version, 0);
+  proto::pattern_record rec;
+  rec.id = id;
+  rec.tiers.assign(cfg_.tiers.size(), {});
+  rec.version = version; // this node's contribution stays the zero peers hold
+  rec.created_ms = rec.updated_ms = now_ms;
+  adopt(rec);
+  stats_[id].announced = true; // peers know it: one of them just contributed
+  pending_.emplace_back(id, c);
+  unflushed_[id] = std::move(c);
+  dirty_.insert(id);
+  return id;
+}
+
+caf::error pattern_bank::load_categories() {
+  auto bytes = env_->get(store::table::meta, categories_key);
+  if (!bytes)
+    return bytes.error();
+  if (!bytes->has_value())
+    return {};
+  std::string_view in = **bytes;
+  auto bad = [](const std::string& what) {
+    return make_error(errc::corrupt_data, "categories record: " + what);
+  };
+  uint32_t format = 0, dim = 0, k = 0, next = 0;
+  uint64_t n = 0;
+  if (!store::bytes::get(in, format) || !store::bytes::get(in, dim) || !store::bytes::get(in, k)
+      || !store::bytes::get(in, next) || !store::bytes::get(in, n))
+    return bad("truncated header");
+  if (format != categories_format)
+    return bad("unknown format " + std::to_string(format));
+  if (dim != dim_)
+    return bad("dimension " + std::to_string(dim) + ", the bank has " + std::to_string(dim_));
+  const uint64_t expect = uint64_t{k} * (4 + 4ull * dim) + n * 12;
+  if (in.size() != expect)
+    return bad(std::to_string(in.size()) + " bytes of body, expected " + std::to_string(expect));
+  std::vector<uint32_t> ids(k);
+  std::vector<float> means(size_t{k} * dim);
+  for (uint32_t c = 0; c < k; ++c) {
+    store::bytes::get(in, ids[c]);
+    std::memcpy(means.data() + size_t{c} * dim, in.data(), 4ull * dim);
+    in.remove_prefix(4ull * dim);
+  }
+  if (!kernels::all_finite(means))
+    return bad("a non-finite mean");
+  std::unordered_set<uint32_t> known(ids.begin(), ids.end());
+  for (uint64_t i = 0; i < n; ++i) {
+    uint64_t id = 0;
+    uint32_t cat = 0;
+    store::bytes::get(in, id);
+    store::bytes::get(in, cat);
+    if (known.count(cat) == 0)
+      return bad("pattern " + std::to_string(id) + " has unknown category " + std::to_string(cat));
+    if (auto it = stats_.find(id); it != stats_.end())
+      it->second.category = cat;
+  }
+  cat_ids_ = std::move(ids);
+  cat_means_ = std::move(means);
+  cat_norms_ = squared_norms(cat_means_, dim_);
+  next_category_ = next;
+  return {};
+}
+
+/// See pattern_bank.hpp. Rows are the patterns that stay for clustering,
+/// by ascending id. Filled by prepare_consolidation (snapshot) and
+/// plan_consolidation (plan); read by apply_consolidation.
+struct consolidation_plan {
+  enum class phase { prepared, planned, applied };
+  // -- snapshot (owner's thread) ---------------------------------------------
+  const pattern_bank* bank = nullptr; ///< identity only, never dereferenced
+  phase at = phase::prepared;
+  consolidation_config cfg;
+  int64_t now_ms = 0;
+  int64_t t_start_ns = 0; ///< steady clock, for duration_ms
+  size_t dim = 0;
+  std::vector<uint64_t> prune;      ///< ids selected for pruning, ascending
+  std::vector<uint64_t> ids;        ///< [n] the rows' pattern ids, ascending
+  std::vector<float> x;             ///< [n, dim] exact centroids (merges move them)
+  std::vector<double> weight;       ///< [n] 1 + observations (all contributors)
+  std::vector<uint64_t> hits;       ///< [n]
+  std::vector<uint8_t> removable;   ///< [n] created here, no peers' contribution
+  std::vector<uint8_t> ours;        ///< [n] created here (its centroid may move)
+  std::vector<uint8_t> kept;        ///< [n] stale, low-value, but shared
+  std::vector<uint32_t> old_labels; ///< [k_old] the categories' ids before
+  std::vector<float> old_means;     ///< [k_old, dim]
+  uint32_t next_category = 0;
+  budget_hold hold;                 ///< the working memory
+  consolidation_stats stats;
+  // -- plan (planner's thread) -----------------------------------------------
+  struct merge_step {
+    size_t from, into; // rows
+  };
+  size_t k = 0;
+  std::vector<float> means;      ///< [k, dim]
+  std::vector<float> norms;      ///< [k]
+  std::vector<uint32_t> labels;  ///< [k] category ids
+  std::vector<uint32_t> assign;  ///< [n] cluster of each row
+  std::vector<merge_step> steps; ///< in order
+  std::vector<uint8_t> gone;     ///< [n] merged away
+  std::vector<uint8_t> moved;    ///< [n] centroid moved by merges (x holds it)
+  std::vector<uint32_t> cat_of;  ///< [n] category id of each row that stays
+};
+
+caf::expected<consolidation_plan_ptr>
+pattern_bank::prepare_consolidation(const consolidation_config& cc, int64_t now_ms) {
+  const int64_t t_start = core::steady_now_ns();
+  auto bad = [](const std::string& what) { return make_error(errc::invalid_argument, what); };
+  if (cc.clusters > 65536)
+    return bad("deep.clusters " + std::to_string(cc.clusters) + " is above 65536");
+  if (cc.max_iterations < 1 || cc.max_iterations > 1000)
+    return bad("deep.max_iterations must be in [1, 1000]");
+  if (!(cc.merge_similarity > 0 && cc.merge_similarity <= 1))
+    return bad("deep.merge_similarity must be in (0, 1]");
+  if (cc.stale_days < 1 || cc.stale_days > 36500)
+    return bad("deep.stale_days must be in [1, 36500]");
+  if (cc.min_observations > (uint64_t{1} << 53))
+    return bad("deep.min_observations must be at most 2^53");
+  auto plan = std::make_shared<consolidation_plan>();
+  auto& p = *plan;
+  p.bank = this;
+  p.cfg = cc;
+  p.now_ms = now_ms;
+  p.t_start_ns = t_start;
+  p.dim = dim_;
+  p.stats.patterns_before = stats_.size();
+  if (auto err = index_pending())
+    return err;
+  if (auto err = reindex_moved(reindex_.size()))
+    return err;
+  const size_t dim = dim_;
+  auto removable = [](const pattern_state& st) {
+    return st.origin_node == 0 && st.peers.empty();
+  };
+
+  // Prune plan: stale (no hit, learn or peer merge for stale_days) and few observations.
+  const int64_t stale_ms = int64_t{cc.stale_days} * 86'400'000;
+  auto& ids = p.ids; // the patterns that stay for clustering
+  std::vector<uint64_t> stale_kept; // stale, low-value, but shared
+  ids.reserve(stats_.size());
+  for (const auto& [id, st] : stats_) {
+    bool stale = now_ms - std::max(st.updated_ms, st.created_ms) >= stale_ms
+                 && observations(st.total) < cc.min_observations;
+    if (stale && removable(st)) {
+      p.prune.push_back(id);
+      continue;
+    }
+    if (stale)
+      stale_kept.push_back(id);
+    ids.push_back(id);
+  }
+  std::sort(p.prune.begin(), p.prune.end());
+  std::sort(ids.begin(), ids.end());
+  const size_t n = ids.size();
+  auto row_of = [&](uint64_t id) -> ptrdiff_t {
+    auto it = std::lower_bound(ids.begin(), ids.end(), id);
+    return it != ids.end() && *it == id ? it - ids.begin() : -1;
+  };
+
+  // Working memory: the centroids [n, dim] and a copy of one cluster's.
+  if (budget_) {
+    uint64_t work = n * dim * sizeof(float) + n * (dim + sizeof(float) + 2 * 16 * sizeof(uint32_t));
+    if (!budget_->try_reserve(core::memory_budget::use::router, work)) {
+      uint64_t free = budget_->limit() - std::min(budget_->limit(), budget_->used());
+      return make_error(errc::unavailable, "consolidating " + std::to_string(n)
+                                             + " patterns needs " + std::to_string(work >> 20)
+                                             + " MiB of working memory; the memory budget has "
+                                             + std::to_string(free >> 20) + " MiB free");
+    }
+    p.hold.budget = budget_;
+    p.hold.bytes = work;
+  }
+
+  // The exact f32 centroids [n, dim]: LMDB, then the unflushed ones (newer),
+  // then the index's int8 copies (patterns whose record is still on its way
+  // to LMDB through the router's writer; within ~0.01 cosine).
+  int64_t t0 = core::steady_now_ns();
+  p.x.resize(n * dim);
+  std::vector<uint8_t> have(n, 0);
+  auto row = [&](size_t r) { return std::span<float>(p.x.data() + r * dim, dim); };
+  if (env_ != nullptr && n > 0) {
+    caf::error bad_rec;
+    auto err = env_->for_each(store::table::patterns, [&](std::string_view k, std::string_view v) {
+      auto id = store::parse_u64_key(k);
+      ptrdiff_t r = id ? row_of(*id) : -1;
+      if (r < 0)
+        return true;
+      auto rec = proto::decode_pattern(v);
+      if (!rec) {
+        bad_rec = rec.error();
+        return false;
+      }
+      if (rec->centroid.size() == dim) {
+        std::copy(rec->centroid.begin(), rec->centroid.end(), row(r).begin());
+        have[r] = 1;
+      }
+      return true;
+    });
+    if (err)
+      return err;
+    if (bad_rec)
+      return bad_rec;
+  }
+  for (const auto& [id, c] : unflushed_)
+    if (ptrdiff_t r = row_of(id); r >= 0 && c.size() == dim) {
+      std::copy(c.begin(), c.end(), row(r).begin());
+      have[r] = 1;
+    }
+  for (size_t r = 0; r < n; ++r)
+    if (!have[r]) {
+      auto c = index_.get(ids[r]);
+      if (c.size() != dim)
+        return make_error(errc::internal, "pattern " + std::to_string(ids[r])
+                                            + " has no centroid in LMDB, memory or the index");
+      kernels::normalize(c);
+      std::copy(c.begin(), c.end(), row(r).begin());
+    }
+  p.stats.read_ms = ms_since(t0);
+
+  p.weight.resize(n);
+  p.hits.resize(n);
+  p.removable.resize(n);
+  p.ours.resize(n);
+  p.kept.assign(n, 0);
+  for (size_t r = 0; r < n; ++r) {
+    const auto& st = stats_.at(ids[r]);
+    p.weight[r] = 1.0 + static_cast<double>(observations(st.total));
+    p.hits[r] = st.hits;
+    p.removable[r] = removable(st) ? 1 : 0;
+    p.ours[r] = st.origin_node == 0 ? 1 : 0;
+  }
+  for (uint64_t id : stale_kept)
+    p.kept[static_cast<size_t>(row_of(id))] = 1;
+  p.stats.kept_shared = stale_kept.size();
+  p.old_labels = cat_ids_;
+  p.old_means = cat_means_;
+  p.next_category = next_category_;
+  p.stats.snapshot_ms = ms_since(t_start);
+  return plan;
+}
+
+void pattern_bank::plan_consolidation(consolidation_plan& p) {
+  const size_t dim = p.dim;
+  const size_t n = p.ids.size();
+  const auto& cc = p.cfg;
+  auto& out = p.stats;
+  auto row = [&](size_t r) { return std::span<float>(p.x.data() + r * dim, dim); };
+
+  // k-means++ over the centroids.
+  int64_t t0 = core::steady_now_ns();
+  size_t k = 0;
+  if (n > 0) {
+    k = cc.clusters != 0 ? cc.clusters
+                         : std::min<size_t>(max_auto_clusters,
+                                            static_cast<size_t>(std::ceil(std::sqrt(n / 2.0))));
+    k = std::clamp<size_t>(k, 1, n);
+  }
+  p.k = k;
+  auto& means = p.means;
+  auto& assign = p.assign;
+  means.assign(k * dim, 0.0f);
+  assign.assign(n, 0);
+  if (n > 0) {
+    std::vector<float> scratch(kernels::kmeans_scratch_size(n, k, dim));
+    kernels::kmeans_rng rng{cc.seed};
+    auto km = kernels::kmeans_pp(means, assign, p.x, dim, cc.max_iterations, rng, scratch);
+    out.iterations = static_cast<uint32_t>(km.iterations);
+    out.converged = km.converged;
+    out.inertia = km.inertia;
+  }
+  out.clusters = static_cast<uint32_t>(k);
+  p.norms = squared_norms(means, dim);
+  const auto& norms = p.norms;
+  out.kmeans_ms = ms_since(t0);
+
+  // Category ids: a cluster keeps a previous category's id when the two
+  // means are mutual nearest neighbours, otherwise it gets a new one.
+  auto& labels = p.labels;
+  labels.assign(k, 0);
+  {
+    const size_t k_old = p.old_labels.size();
+    std::vector<size_t> nn_new(k, 0), nn_old(k_old, 0);
+    std::vector<float> best_new(k, INFINITY), best_old(k_old, INFINITY);
+    for (size_t i = 0; i < k; ++i)
+      for (size_t j = 0; j < k_old; ++j) {
+        float d = kernels::l2sq({means.data() + i * dim, dim}, {p.old_means.data() + j * dim, dim});
+        if (d < best_new[i]) {
+          best_new[i] = d;
+          nn_new[i] = j;
+        }
+        if (d < best_old[j]) {
+          best_old[j] = d;
+          nn_old[j] = i;
+        }
+      }
+    for (size_t i = 0; i < k; ++i) {
+      if (k_old > 0 && nn_old[nn_new[i]] == i) {
+        labels[i] = p.old_labels[nn_new[i]];
+        ++out.categories_kept;
+      } else {
+        labels[i] = p.next_category++;
+      }
+    }
+  }
+
+  // Near-duplicates, within each cluster only.
+  t0 = core::steady_now_ns();
+  auto& weight = p.weight;
+  std::vector<size_t> order(n);
+  std::iota(order.begin(), order.end(), size_t{0});
+  // By cluster, then most observations first, then most hits, then lower id.
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    if (assign[a] != assign[b])
+      return assign[a] < assign[b];
+    if (weight[a] != weight[b])
+      return weight[a] > weight[b];
+    if (p.hits[a] != p.hits[b])
+      return p.hits[a] > p.hits[b];
+    return p.ids[a] < p.ids[b];
+  });
+  auto& steps = p.steps;
+  auto& gone = p.gone;
+  auto& moved = p.moved;
+  auto& kept = p.kept;
+  gone.assign(n, 0);
+  moved.assign(n, 0);
+  std::vector<float> block, dots;
+  const auto thr = static_cast<float>(cc.merge_similarity);
+  for (size_t begin = 0; begin < n;) {
+    size_t end = begin;
+    while (end < n && assign[order[end]] == assign[order[begin]])
+      ++end;
+    const size_t m = end - begin;
+    const size_t* member = order.data() + begin;
+    block.resize(m * dim);
+    for (size_t a = 0; a < m; ++a)
+      std::copy_n(p.x.data() + member[a] * dim, dim, block.data() + a * dim);
+    auto brow = [&](size_t a) { return std::span<float>(block.data() + a * dim, dim); };
+    // Merges row `from` into row `into` (block indexes).
+    auto absorb = [&](size_t from, size_t into) {
+      const size_t rf = member[from], ri = member[into];
+      steps.push_back({rf, ri});
+      gone[rf] = 1;
+      if (p.ours[ri]) { // the creator's centroid is not ours to move
+        auto ci = brow(into), cf = brow(from);
+        for (size_t j = 0; j < dim; ++j)
+          ci[j] = static_cast<float>(weight[ri] * ci[j] + weight[rf] * cf[j]);
+        kernels::normalize(ci);
+        moved[ri] = 1;
+      }
+      weight[ri] += weight[rf];
+    };
+    for (size_t a = 0; a + 1 < m; ++a) {
+      if (gone[member[a]])
+        continue;
+      const size_t rest = m - a - 1;
+      dots.resize(rest);
+      kernels::dot_rows(dots, brow(a), {block.data() + (a + 1) * dim, rest * dim});
+      bool a_moved = false;
+      for (size_t i = 0; i < rest; ++i) {
+        const size_t b = a + 1 + i;
+        if (gone[member[b]] || dots[i] < thr)
+          continue;
+        if (a_moved && kernels::dot(brow(a), brow(b)) < thr)
+          continue;
+        if (p.removable[member[b]]) {
+          absorb(b, a);
+          a_moved = true;
+        } else if (p.removable[member[a]]) {
+          absorb(a, b);
+          break;
+        } else if (!kept[member[b]]) {
+          kept[member[b]] = 1;
+          ++out.kept_shared;
+        }
+      }
+    }
+    for (size_t a = 0; a < m; ++a)
+      if (moved[member[a]])
+        std::copy_n(block.data() + a * dim, dim, p.x.data() + member[a] * dim);
+    begin = end;
+  }
+  // Categories of the rows that stay; a moved survivor is assigned anew.
+  p.cat_of.assign(n, no_category);
+  for (size_t r = 0; r < n; ++r)
+    if (!gone[r]) {
+      uint32_t c = assign[r];
+      if (moved[r]) {
+        dots.resize(k);
+        c = nearest_mean(row(r), means, norms, dots);
+      }
+      p.cat_of[r] = labels[c];
+    }
+  out.merge_ms = ms_since(t0);
+  p.at = consolidation_plan::phase::planned;
+}
+
+caf::expected<consolidation_stats> pattern_bank::apply_consolidation(consolidation_plan& p) {
+  const int64_t t_apply = core::steady_now_ns();
+  if (p.bank != this)
+    return make_error(errc::invalid_argument, "a consolidation plan of another pattern bank");
+  if (p.at != consolidation_plan::phase::planned)
+    return make_error(errc::invalid_argument, p.at == consolidation_plan::phase::prepared
+                                                ? "a consolidation plan not planned yet"
+                                                : "a consolidation plan applied already");
+  const size_t dim = dim_;
+  const size_t n = p.ids.size();
+  const size_t k = p.k;
+  auto& out = p.stats;
+  auto removable = [](const pattern_state& st) {
+    return st.origin_node == 0 && st.peers.empty();
+  };
+  auto row = [&](size_t r) { return std::span<const float>(p.x.data() + r * dim, dim); };
+
+  // Re-validate against the bank as it is now (see pattern_bank.hpp): which
+  // prunes and merges still hold. Nothing changes yet.
+  const int64_t stale_ms = int64_t{p.cfg.stale_days} * 86'400'000;
+  std::vector<uint64_t> prune;
+  prune.reserve(p.prune.size());
+  for (uint64_t id : p.prune) {
+    auto it = stats_.find(id);
+    if (it == stats_.end())
+      continue;
+    const auto& st = it->second;
+    if (removable(st) && p.now_ms - std::max(st.updated_ms, st.created_ms) >= stale_ms
+        && observations(st.total) < p.cfg.min_observations)
+      prune.push_back(id);
+  }
+  std::vector<uint8_t> applied(p.steps.size(), 0), removed(n, 0), survivor(n, 0);
+  for (size_t s = 0; s < p.steps.size(); ++s) {
+    const auto [from, into] = p.steps[s];
+    auto f = stats_.find(p.ids[from]);
+    if (removed[from] || removed[into] || f == stats_.end() || stats_.count(p.ids[into]) == 0)
+      continue;
+    if (!removable(f->second)) {
+      ++out.kept_shared; // a peer contributed to it meanwhile
+      continue;
+    }
+    applied[s] = 1;
+    removed[from] = 1;
+    survivor[into] = 1;
+  }
+  // A row stays categorised when its pattern is still here and not removed
+  // now; a planned removal that was skipped is categorised on first use.
+  // A planned survivor none of whose merges was applied keeps its old
+  // centroid, so its cluster's category rather than the moved one's.
+  std::vector<uint8_t> stays(n, 0);
+  std::vector<uint32_t> cat_of = p.cat_of;
+  uint64_t n_kept = 0;
+  for (size_t r = 0; r < n; ++r)
+    if (!p.gone[r] && stats_.count(p.ids[r]) != 0) {
+      stays[r] = 1;
+      ++n_kept;
+      if (p.moved[r] && !survivor[r])
+        cat_of[r] = p.labels[p.assign[r]];
+    }
+
+  // Everything that can fail happens before the bank changes: the category
+  // table's place in the budget...
+  const uint64_t cat_bytes_new = n > 0 ? k * (sizeof(uint32_t) + sizeof(float) * (dim + 1))
+                                       : category_bytes();
+  const uint64_t cat_bytes_old = category_bytes();
+  auto unreserve = [&] {
+    if (budget_ && cat_bytes_new > cat_bytes_old) {
+      budget_->release(core::memory_budget::use::router, cat_bytes_new - cat_bytes_old);
+      reserved_ -= cat_bytes_new - cat_bytes_old;
+    }
+  };
+  if (budget_ && cat_bytes_new > cat_bytes_old) {
+    if (!budget_->try_reserve(core::memory_budget::use::router, cat_bytes_new - cat_bytes_old))
+      return make_error(errc::unavailable, "the memory budget refuses the category table");
+    reserved_ += cat_bytes_new - cat_bytes_old;
+  }
+  // ...the categories record...
+  if (env_ != nullptr && n > 0) {
+    std::string blob;
+    blob.reserve(24 + k * (4 + 4 * dim) + n_kept * 12);
+    store::bytes::put<uint32_t>(blob, categories_format);
+    store::bytes::put<uint32_t>(blob, dim_);
+    store::bytes::put<uint32_t>(blob, static_cast<uint32_t>(k));
+    store::bytes::put<uint32_t>(blob, p.next_category);
+    store::bytes::put<uint64_t>(blob, n_kept);
+    for (size_t c = 0; c < k; ++c) {
+      store::bytes::put<uint32_t>(blob, p.labels[c]);
+      blob.append(reinterpret_cast<const char*>(p.means.data() + c * dim), 4 * dim);
+    }
+    for (size_t r = 0; r < n; ++r)
+      if (stays[r]) {
+        store::bytes::put<uint64_t>(blob, p.ids[r]);
+        store::bytes::put<uint32_t>(blob, cat_of[r]);
+      }
+    if (auto err = env_->write({{store::table::meta, std::string(categories_key), std::move(blob)}})) {
+      unreserve();
+      return err;
+    }
+  }
+
+  // Apply: from here nothing fails.
+  const uint64_t reserved_before = reserved_;
+  for (uint64_t id : prune)
+    out.retired += remove_pattern(id, false);
+  out.pruned = prune.size();
+  for (size_t s = 0; s < p.steps.size(); ++s) {
+    if (!applied[s])
+      continue;
+    const uint64_t from_id = p.ids[p.steps[s].from];
+    auto& into = stats_.at(p.ids[p.steps[s].into]);
+    const auto& from = stats_.at(from_id);
+    // `from` has this node's statistics only (removable): they move to `into`.
+    router::add_tiers(into.tiers, from.tiers);
+    router::add_tiers(into.total, from.tiers);
+    into.hits += from.hits;
+    into.created_ms = std::min(into.created_ms, from.created_ms);
+    into.updated_ms = std::max(into.updated_ms, from.updated_ms);
+    out.retired += remove_pattern(from_id, true);
+    ++out.merged;
+  }
+  int64_t t0 = core::steady_now_ns();
+  for (size_t r = 0; r < n; ++r)
+    if (removed[r])
+      index_.remove(p.ids[r]);
+  for (uint64_t id : prune)
+    index_.remove(id);
+  out.index_ms = ms_since(t0);
+  // The old table's cached categories are void (patterns created meanwhile
+  // may have cached one); planned rows get theirs, the others on first use.
+  if (n > 0)
+    for (auto& [id, st] : stats_)
+      st.category = no_category;
+  for (size_t r = 0; r < n; ++r) {
+    auto it = stats_.find(p.ids[r]);
+    if (it == stats_.end())
+      continue;
+    auto& st = it->second;
+    if (stays[r])
+      st.category = cat_of[r];
+    if (!survivor[r])
+      continue;
+    uint64_t old_version = st.version;
+    st.version = tick();
+    count_contribution(cfg_.node_id, key_of(p.ids[r], st), old_version, st.version);
+    dirty_.insert(p.ids[r]);
+    touch_outbox(p.ids[r]);
+    if (p.moved[r]) {
+      auto c = row(r);
+      unflushed_[p.ids[r]].assign(c.begin(), c.end());
+      if (auto u = unannounced_.find(p.ids[r]); u != unannounced_.end())
+        u->second.assign(c.begin(), c.end());
+      // A survivor still pending (not in the index): its queued copy moves too.
+      bool queued = false;
+      for (auto& [id, v] : pending_)
+        if (id == p.ids[r]) {
+          v.assign(c.begin(), c.end());
+          queued = true;
+        }
+      if (!queued)
+        reindex_.push_back(p.ids[r]);
+    }
+  }
+  if (n > 0) {
+    if (budget_ && cat_bytes_new < cat_bytes_old) {
+      budget_->release(core::memory_budget::use::router, cat_bytes_old - cat_bytes_new);
+      reserved_ -= cat_bytes_old - cat_bytes_new;
+    }
+    cat_ids_ = std::move(p.labels);
+    cat_means_ = std::move(p.means);
+    cat_norms_ = std::move(p.norms);
+    next_category_ = p.next_category;
+  }
+  p.at = consolidation_plan::phase::applied;
+  out.released_bytes = reserved_before > reserved_ ? reserved_before - reserved_ : 0;
+  out.patterns_after = stats_.size();
+  out.apply_ms = ms_since(t_apply);
+  out.duration_ms = ms_since(p.t_start_ns);
+  return out;
+}
+
+caf::error pattern_bank::reindex_moved(size_t max) {
+  size_t done = 0;
+  caf::error err;
+  for (; done < reindex_.size() && done < max; ++done) {
+    const uint64_t id = reindex_[done];
+    if (stats_.count(id) == 0 || !index_.contains(id))
+      continue; // gone, or removed from the index meanwhile
+    auto c = centroid(id);
+    if (c.size() != dim_)
+      continue;
+    // The move takes a fresh slot (the old one stays, removed): it needs
+    // room; refused, the survivor stays queued (at its pre-merge vector
+    // meanwhile) and this call stops.
+    if (budget_) {
+      if (!budget_->try_reserve(core::memory_budget::use::router, index_slot_bytes())) {
+        ++budget_refusals_;
+        break;
+      }
+      reserved_ += index_slot_bytes();
+    }
+    if ((err = index_.add(id, c))) {
+      if (budget_) {
+        budget_->release(core::memory_budget::use::router, index_slot_bytes());
+        reserved_ -= index_slot_bytes();
+      }
+      break;
+    }
+  }
+  reindex_.erase(reindex_.begin(), reindex_.begin() + static_cast<ptrdiff_t>(done));
+  return err;
+}
+
+caf::expected<consolidation_stats> pattern_bank::consolidate(const consolidation_config& cc,
+                                                             int64_t now_ms) {
+  auto plan = prepare_consolidation(cc, now_ms);
+  if (!plan)
+    return std::move(plan.error());
+  plan_consolidation(**plan);
+  auto st = apply_consolidation(**plan);
+  if (!st)
+    return st;
+  // All at once: the caller blocks anyway. A survivor that fails stays
+  // queued (found at its pre-merge vector meanwhile); the next
+  // prepare_consolidation retries and reports the error.
+  const int64_t t0 = core::steady_now_ns();
+  static_cast<void>(reindex_moved(reindex_.size()));
+  st->index_ms += ms_since(t0);
+  st->duration_ms += ms_since(t0);
+  return st;
+}
+
+} // namespace shoal::router
