@@ -3,6 +3,7 @@
 # Usage: ops/test.sh [ctest args...]   e.g. ops/test.sh -L unit
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ops/check-layering.sh --quiet  # the module graph of DESIGN.md, before the long build
 ops/install-deps.sh
 ops/install-peer.sh
 ops/install-npm.sh
