@@ -86,7 +86,7 @@ std::optional<std::string> check_session_id(std::string_view id) {
 
 caf::expected<std::shared_ptr<session_index>>
 session_index::open(std::shared_ptr<store::environment> env,
-                    std::shared_ptr<const store::sealer> seal) {
+                    std::shared_ptr<const crypto::sealer> seal) {
   std::shared_ptr<session_index> idx(new session_index);
   idx->env_ = std::move(env);
   idx->seal_ = std::move(seal);

@@ -7,7 +7,7 @@
 /// expiry of idle sessions.
 ///
 /// Persistence: with a sealer, changed sessions are written to the
-/// `sessions` table sealed (store/sealed.hpp; ad = the record key) in one
+/// `sessions` table sealed (crypto/sealer.hpp; ad = the record key) in one
 /// transaction per flush() — the reaper flushes every 200 ms, and the index
 /// flushes when destroyed — and the index is reloaded at start; a crash
 /// loses at most the last 200 ms of turns. Without a sealer, sessions live
@@ -20,7 +20,7 @@
 /// a cooperatively scheduled actor.
 
 #include "store/environment.hpp"
-#include "store/sealed.hpp"
+#include "crypto/sealer.hpp"
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
@@ -74,7 +74,7 @@ public:
   /// persistence (nullptr: memory only). Loads the sealed records of `env`.
   /// Errors: storage failures; a record that fails to open is logged and skipped.
   static caf::expected<std::shared_ptr<session_index>>
-  open(std::shared_ptr<store::environment> env, std::shared_ptr<const store::sealer> seal);
+  open(std::shared_ptr<store::environment> env, std::shared_ptr<const crypto::sealer> seal);
 
   /// Records a turn of session `id`: creates it if new; sets the user (when
   /// given), the KV reference and last activity; blends `embedding` into the
@@ -109,7 +109,7 @@ private:
   void unpersist(const std::string& id);
 
   std::shared_ptr<store::environment> env_;
-  std::shared_ptr<const store::sealer> seal_;
+  std::shared_ptr<const crypto::sealer> seal_;
   /// Records by id in 64 shards (by hash of the id), each under its own
   /// lock: a turn being written blocks 1/64 of the look-ups, briefly.
   struct shard {

@@ -102,8 +102,8 @@ TEST_CASE("session_index: turns, users, similarity, erase and idle expiry") {
 
 TEST_CASE("session_index: sealed in LMDB, reloaded, expiry deletes the records") {
   auto dir = temp_dir("sessions");
-  auto seal = std::make_shared<const shoal::store::sealer>(
-    *shoal::store::sealer::from_hex(seal_key_a));
+  auto seal = std::make_shared<const shoal::crypto::sealer>(
+    *shoal::crypto::sealer::from_hex(seal_key_a));
   {
     auto env = shoal::store::environment::open({dir});
     REQUIRE(env);
@@ -131,8 +131,8 @@ TEST_CASE("session_index: sealed in LMDB, reloaded, expiry deletes the records")
     CHECK((*idx)->size() == 1);
     CHECK_FALSE((*idx)->find("secret-session-77"));
     // Another key opens nothing (the node refuses such a key at start).
-    auto other = std::make_shared<const shoal::store::sealer>(
-      *shoal::store::sealer::from_hex(seal_key_b));
+    auto other = std::make_shared<const shoal::crypto::sealer>(
+      *shoal::crypto::sealer::from_hex(seal_key_b));
     auto wrong = session_index::open(*env, other);
     REQUIRE(wrong);
     CHECK((*wrong)->size() == 0);

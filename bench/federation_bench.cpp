@@ -42,10 +42,10 @@ struct node_handles {
   caf::actor telemetry;
 };
 
-federation::identity make_identity(uint8_t fill) {
+crypto::identity make_identity(uint8_t fill) {
   std::array<uint8_t, 32> seed;
   seed.fill(fill);
-  return federation::identity::from_seed(seed);
+  return crypto::identity::from_seed(seed);
 }
 
 template <class T, class... Ts>
@@ -132,7 +132,7 @@ int main(int argc, char** argv) {
   cfg.set("scheduler.policy", caf::atom("sharing"));
   caf::actor_system sys{cfg};
   auto id_a = make_identity(1), id_b = make_identity(2);
-  federation::trust_list trusted;
+  crypto::trust_list trusted;
   trusted.add("bench-a", id_a.pk());
   trusted.add("bench-b", id_b.pk());
   federation::federation_config fc;
@@ -151,7 +151,7 @@ int main(int argc, char** argv) {
       x = normal(rng);
     kernels::normalize(c);
   }
-  auto make_node = [&](const federation::identity& id, const char* name, bool owner) {
+  auto make_node = [&](const crypto::identity& id, const char* name, bool owner) {
     router::router_config rc;
     rc.node_id = id.id();
     auto bank = router::pattern_bank::open(dim, rc, nullptr);

@@ -402,7 +402,7 @@ struct bridge_state {
   void publish(proto::wire_kind kind, const std::string& subj, std::string payload) {
     if (nc == nullptr)
       return;
-    auto bytes = proto::encode(a.self.seal(kind, std::move(payload), a.node_name));
+    auto bytes = proto::encode(seal(a.self, kind, std::move(payload), a.node_name));
     natsStatus s;
     if (kind == proto::wire_kind::delta_batch && js != nullptr) {
       // Into the stream with an ack: a batch the stream did not store comes
@@ -551,7 +551,7 @@ caf::behavior bridge_actor(caf::stateful_actor<bridge_state>* self, bridge_args 
   s.prefix = "shoal." + s.a.cfg.cluster + ".";
   s.stream = "SHOAL_" + upper(s.a.cfg.cluster);
   s.st.node_id = s.a.self.id();
-  s.st.public_key = to_hex(s.a.self.pk());
+  s.st.public_key = crypto::to_hex(s.a.self.pk());
   s.st.stream_seq = s.a.start_seq;
   s.seen_seq = s.a.start_seq;
   s.link = new_link();
@@ -780,10 +780,10 @@ caf::behavior bridge_actor(caf::stateful_actor<bridge_state>* self, bridge_args 
         s.seen_seq = seq;
       if (own)
         return;
-      auto sender = s.a.trusted.verify(e);
+      auto sender = verify(s.a.trusted, e);
       if (!sender) {
-        auto msg = view(sender.error()).message;
-        if (msg.rfind("untrusted", 0) == 0)
+        const auto& msg = sender.err().message;
+        if (sender.err().code == errc::not_found)
           ++s.st.dropped_untrusted;
         else
           ++s.st.dropped_bad_signature;
@@ -941,8 +941,8 @@ core::error validate(const federation_config& c, const std::string& node_name) {
     return bad("federation.tls_cert", "certificate and key go together");
   if (c.reconnect_max_ms < c.reconnect_wait_ms)
     return bad("federation.reconnect_max_ms", "must be at least federation.reconnect_wait_ms");
-  if (auto t = trust_list::parse(c.trusted); !t)
-    return bad("federation.trusted", view(t.error()).message);
+  if (auto t = crypto::trust_list::parse(c.trusted); !t)
+    return bad("federation.trusted", t.err().message);
   return {};
 }
 

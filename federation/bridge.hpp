@@ -127,8 +127,8 @@ struct federation_stats {
 struct bridge_args {
   federation_config cfg;
   std::string node_name;
-  identity self;
-  trust_list trusted;
+  crypto::identity self;
+  crypto::trust_list trusted;
   caf::actor router;
   uint32_t dim = 0;
   uint32_t n_tiers = 0;

@@ -4,46 +4,13 @@
 #include "kernels/vector.hpp"
 
 #include <doctest/doctest.h>
-#include <sodium.h>
 
-#include <unistd.h>
-
-#include <filesystem>
-#include <fstream>
 #include <random>
 #include <vector>
 
 using namespace shoal::kernels;
-namespace fs = std::filesystem;
 
 namespace {
-
-/// A fresh directory holding a copy of the test pack.
-struct pack_dir {
-  fs::path dir;
-  fs::path pack;
-  pack_dir() {
-    dir = fs::temp_directory_path() /
-          ("shoal-pack-" + std::to_string(::getpid()) + "-" + std::to_string(std::random_device{}()));
-    fs::create_directories(dir);
-    pack = dir / "testpack.so";
-    fs::copy_file(SHOAL_TEST_PACK, pack);
-  }
-  ~pack_dir() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-};
-
-struct key_pair {
-  std::array<uint8_t, 32> pk{};
-  std::array<uint8_t, 64> sk{};
-  key_pair() {
-    REQUIRE(sodium_init() >= 0);
-    crypto_sign_keypair(pk.data(), sk.data());
-  }
-  named_key named(std::string name) const { return {std::move(name), pk}; }
-};
 
 std::vector<float> random_vector(size_t n, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -107,116 +74,69 @@ TEST_CASE("tuning measures every runnable variant and activates the fastest") {
   CHECK(table.find(cpu().flags()) != std::string::npos);
 }
 
-TEST_CASE("a kernel pack signed by a trusted key loads and registers its variant") {
+
+namespace {
+
+/// A pack variant of dot_f32 that sums from the back.
+float dot_backwards(const float* a, const float* b, size_t n) noexcept {
+  float r = 0;
+  while (n-- > 0)
+    r += a[n] * b[n];
+  return r;
+}
+
+shoal_pack_variant variant(const char* kernel, const char* signature, const char* name,
+                           uint32_t needs) {
+  return {kernel, signature, name, needs, reinterpret_cast<void (*)(void)>(&dot_backwards)};
+}
+
+} // namespace
+
+TEST_CASE("a pack's variants register under pack:variant and win at equal level") {
   registry::instance().clear_measurements();
-  pack_dir d;
-  key_pair ops;
-  REQUIRE(sign_kernel_pack(d.pack.string(), ops.sk) == "");
-  std::vector<named_key> trusted{key_pair{}.named("other"), ops.named("ops")};
-  pack_result r = load_kernel_pack(d.pack.string(), trusted);
-  INFO(r.error);
-  REQUIRE(r.loaded);
-  CHECK(r.name == "testpack");
-  CHECK(r.signer == "ops");
-  CHECK(r.variants == 1);
+  shoal_pack_variant v[] = {
+    variant("dot_f32", "float(const float*,const float*,size_t)", "backwards", 0)};
+  shoal_pack pack{shoal_pack_abi, "inproc", 1, v};
+  auto err = register_pack(pack, "registry.test.cpp");
+  INFO(err.message);
+  REQUIRE(!err);
   bool found = false;
   auto a = random_vector(1000, 3), b = random_vector(1000, 4);
   for (auto& [name, fn] : dot_f32_kernel().runnable())
-    if (name == "testpack:unrolled8") {
+    if (name == "inproc:backwards") {
       found = true;
       CHECK(fn(a.data(), b.data(), a.size()) == doctest::Approx(dot_ref(a, b)).epsilon(1e-4));
     }
   CHECK(found);
-  // At the scalar level the pack's variant overrides the built-in one.
   set_isa_cap(isa::scalar, "test");
-  CHECK(dot_f32_kernel().active_name() == "testpack:unrolled8");
   CHECK(dot_f32_kernel().reason().find("from pack") != std::string::npos);
   set_isa_cap(isa::avx512, "test");
 }
 
-TEST_CASE("a tampered kernel pack is refused and registers nothing") {
-  pack_dir d;
-  key_pair ops;
-  REQUIRE(sign_kernel_pack(d.pack.string(), ops.sk) == "");
-  { // flip one byte after signing
-    std::fstream f(d.pack, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekg(4096);
-    char c = 0;
-    f.read(&c, 1);
-    c = static_cast<char>(c ^ 0x40);
-    f.seekp(4096);
-    f.write(&c, 1);
-  }
+TEST_CASE("a pack with any faulty variant registers nothing and says which") {
   size_t before = dot_f32_kernel().variants().size();
-  std::vector<named_key> trusted{ops.named("ops")};
-  pack_result r = load_kernel_pack(d.pack.string(), trusted);
-  CHECK(!r.loaded);
-  CHECK(r.error.find("signature does not verify") != std::string::npos);
-  CHECK(r.error.find("ops") != std::string::npos);
-  CHECK(dot_f32_kernel().variants().size() == before);
-}
-
-TEST_CASE("unsigned, untrusted and malformed-signature packs are refused with the reason") {
-  pack_dir d;
-  key_pair ops, stranger;
-  std::vector<named_key> trusted{ops.named("ops")};
-  pack_result r = load_kernel_pack(d.pack.string(), trusted);
-  CHECK(!r.loaded);
-  CHECK(r.error.find("no signature file") != std::string::npos);
-
-  REQUIRE(sign_kernel_pack(d.pack.string(), stranger.sk) == "");
-  r = load_kernel_pack(d.pack.string(), trusted);
-  CHECK(!r.loaded);
-  CHECK(r.error.find("does not verify") != std::string::npos);
-
-  r = load_kernel_pack(d.pack.string(), {});
-  CHECK(r.error.find("no trusted keys") != std::string::npos);
-
-  std::ofstream(d.pack.string() + ".sig") << "ed25519 abcd\n";
-  r = load_kernel_pack(d.pack.string(), trusted);
-  CHECK(r.error.find("malformed signature") != std::string::npos);
-
-  r = load_kernel_pack((d.dir / "missing.so").string(), trusted);
-  CHECK(r.error.find("cannot read") != std::string::npos);
-}
-
-TEST_CASE("pack key lists parse name=hexkey items and name the bad one") {
-  std::vector<named_key> keys;
-  std::string error;
-  std::string hex(64, 'a');
-  REQUIRE(parse_key_list(" ops=" + hex + " , lab=" + std::string(64, '0'), keys, error));
-  REQUIRE(keys.size() == 2);
-  CHECK(keys[0].name == "ops");
-  CHECK(keys[0].key[0] == 0xaa);
-  CHECK(parse_key_list("", keys, error));
-  CHECK(keys.empty());
-  CHECK(!parse_key_list("ops=1234", keys, error));
-  CHECK(error.find("ops") != std::string::npos);
-  CHECK(!parse_key_list(hex, keys, error));
-  CHECK(error.find("name=hexkey") != std::string::npos);
-}
-
-TEST_CASE("kernels config: an unknown isa is a config error, a refused pack is only logged") {
-  std::string error;
-  kernels_config cfg;
-  cfg.isa = "sse9";
-  apply_config(cfg, error);
-  CHECK(error.find("kernels.isa") != std::string::npos);
-
-  error.clear();
-  cfg.isa = "";
-  cfg.pack_keys = "ops=" + std::string(64, 'b');
-  cfg.packs = "/nonexistent/pack.so";
-  auto log = apply_config(cfg, error);
-  CHECK(error.empty());
-  REQUIRE(log.size() == 1);
-  CHECK(log[0].find("refused") != std::string::npos);
-
-  cfg.packs = "";
-  cfg.isa = "scalar";
-  apply_config(cfg, error);
-  CHECK(error.empty());
-  CHECK(active_isa() == isa::scalar);
-  CHECK(isa_cap_source() == std::string_view("config"));
-  set_isa_cap(isa::avx512, "test");
+  const char* sig = "float(const float*,const float*,size_t)";
+  shoal_pack_variant good = variant("dot_f32", sig, "good", 0);
+  struct fault {
+    shoal_pack_variant bad;
+    const char* pack_name;
+    uint32_t abi;
+    const char* expect;
+  };
+  for (const fault& f : {
+         fault{variant("no_such_kernel", sig, "x", 0), "p", shoal_pack_abi, "unknown kernel"},
+         fault{variant("dot_f32", "float(int)", "x", 0), "p", shoal_pack_abi, "has signature"},
+         fault{variant("dot_f32", sig, "x", 7), "p", shoal_pack_abi, "unknown level"},
+         fault{variant("dot_f32", sig, nullptr, 0), "p", shoal_pack_abi, "null field"},
+         fault{good, "bad name!", shoal_pack_abi, "invalid pack name"},
+         fault{good, "p", shoal_pack_abi + 1, "ABI version"},
+       }) {
+    shoal_pack_variant v[] = {good, f.bad};
+    shoal_pack pack{f.abi, f.pack_name, 2, v};
+    auto err = register_pack(pack, "registry.test.cpp");
+    CAPTURE(f.expect);
+    CHECK(err.code == shoal::errc::invalid_argument);
+    CHECK(err.message.find(f.expect) != std::string::npos);
+    CHECK(dot_f32_kernel().variants().size() == before);
+  }
 }

@@ -573,9 +573,8 @@ std::optional<config_error> validate(const node_config& c) {
     return config_error{"store.data_dir", "must not be empty"};
   if (!c.kernels.isa.empty() && !kernels::parse_isa(c.kernels.isa))
     return config_error{"kernels.isa", "must be empty or one of scalar, avx2, avx512"};
-  std::vector<kernels::named_key> pack_keys;
-  if (std::string why; !kernels::parse_key_list(c.kernels.pack_keys, pack_keys, why))
-    return config_error{"kernels.pack_keys", why};
+  if (auto keys = crypto::trust_list::parse(c.kernels.pack_keys); !keys)
+    return config_error{"kernels.pack_keys", keys.err().message};
   for (auto [key, value] : {std::pair{"kv.old_k_type", &c.kv.old_k_type},
                             std::pair{"kv.old_v_type", &c.kv.old_v_type}}) {
     auto t = kernels::parse_kv_type(*value);

@@ -11,7 +11,7 @@
 #include "engine/embedder.hpp"
 #include "engine/kv_cache.hpp"
 #include "federation/bridge.hpp"
-#include "kernels/pack.hpp"
+#include "node/kernel_packs.hpp"
 #include "store/environment.hpp"
 
 #include <cstdint>
@@ -54,7 +54,7 @@ struct node_config {
   actors::witness_config witness;
   actors::sona_config sona;
   federation::federation_config federation;
-  kernels::kernels_config kernels;
+  kernels_config kernels;
   /// Paging and tiers of every tier's KV cache (keys kv.*; kv_tier() turns
   /// them into the engine's kv_tier_config).
   struct kv_settings {

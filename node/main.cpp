@@ -1,5 +1,5 @@
 // The `shoal` command: node, replay, key, kernels, config.
-#include "kernels/pack.hpp"
+#include "node/kernel_packs.hpp"
 #include "kernels/registry.hpp"
 #include "node/config.hpp"
 #include "node/models.hpp"
@@ -148,17 +148,17 @@ int main(int argc, char** argv) {
   if (witness_read->parsed())
     return shoal::node::witness_read(witness_files, std::cout, std::cerr);
   if (sign->parsed()) {
-    auto id = shoal::federation::identity::load_or_create(sign_key);
+    auto id = shoal::crypto::identity::load_or_create(sign_key);
     if (!id) {
-      std::fprintf(stderr, "shoal: %s\n", shoal::view(id.error()).message.c_str());
+      std::fprintf(stderr, "shoal: %s\n", id.err().message.c_str());
       return 1;
     }
     for (const auto& p : sign_packs)
-      if (auto err = shoal::kernels::sign_kernel_pack(p, id->secret_key()); !err.empty()) {
-        std::fprintf(stderr, "shoal: %s\n", err.c_str());
+      if (auto err = shoal::node::sign_kernel_pack(p, *id)) {
+        std::fprintf(stderr, "shoal: %s\n", err.message.c_str());
         return 1;
       }
-    std::printf("%s=%s\n", sign_name.c_str(), shoal::federation::to_hex(id->pk()).c_str());
+    std::printf("%s=%s\n", sign_name.c_str(), shoal::crypto::to_hex(id->pk()).c_str());
     return 0;
   }
   if (node->parsed() || key->parsed() || kern->parsed() || models->parsed()
@@ -172,12 +172,12 @@ int main(int argc, char** argv) {
     }
     const auto& cfg = std::get<shoal::node::node_config>(loaded);
     if (key->parsed()) {
-      auto id = shoal::federation::identity::load_or_create(shoal::node::key_path(cfg));
+      auto id = shoal::crypto::identity::load_or_create(shoal::node::key_path(cfg));
       if (!id) {
-        std::fprintf(stderr, "shoal: %s\n", shoal::view(id.error()).message.c_str());
+        std::fprintf(stderr, "shoal: %s\n", id.err().message.c_str());
         return 1;
       }
-      std::printf("%s=%s\n", cfg.name.c_str(), shoal::federation::to_hex(id->pk()).c_str());
+      std::printf("%s=%s\n", cfg.name.c_str(), shoal::crypto::to_hex(id->pk()).c_str());
       return 0;
     }
     if (models->parsed()) {
@@ -205,8 +205,13 @@ int main(int argc, char** argv) {
       return rc;
     }
     if (kern->parsed()) {
-      std::string error;
-      for (const auto& line : shoal::kernels::apply_config(cfg.kernels, error))
+      auto log = shoal::node::apply_kernels_config(cfg.kernels);
+      if (!log) {
+        std::fprintf(stderr, "shoal: %s: %s\n", log.err().context.c_str(),
+                     log.err().message.c_str());
+        return 2;
+      }
+      for (const auto& line : *log)
         std::fprintf(stderr, "%s\n", line.c_str());
       if (tune)
         shoal::kernels::registry::instance().tune();

@@ -1,6 +1,6 @@
 #include "node/node.hpp"
 
-#include "kernels/pack.hpp"
+#include "node/kernel_packs.hpp"
 
 #include "actors/actors.hpp"
 #include "actors/memory.hpp"
@@ -38,12 +38,13 @@ int run_node(const node_config& cfg) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   spdlog::set_level(spdlog::level::from_str(cfg.log_level));
   {
-    std::string error;
-    for (const auto& line : kernels::apply_config(cfg.kernels, error))
-      if (line.find("refused") != std::string::npos)
-        spdlog::error("{}", line);
-      else
-        spdlog::info("{}", line);
+    auto log = apply_kernels_config(cfg.kernels);
+    if (!log) {
+      spdlog::critical("{}: {}", log.err().context, log.err().message);
+      return 1;
+    }
+    for (const auto& line : *log)
+      spdlog::info("{}", line);
     spdlog::info("kernels: dispatching to {} (cpu {}, cap {} from {})",
                  kernels::to_string(kernels::active_isa()), kernels::to_string(kernels::cpu().level),
                  kernels::to_string(kernels::isa_cap()), kernels::isa_cap_source());
@@ -58,14 +59,14 @@ int run_node(const node_config& cfg) {
     spdlog::critical("cannot use storage: {}", view(err).message);
     return 1;
   }
-  std::shared_ptr<const store::sealer> seal;
+  std::shared_ptr<const crypto::sealer> seal;
   if (!cfg.memory_seal_key.empty()) {
-    auto s = store::sealer::from_hex(cfg.memory_seal_key);
+    auto s = crypto::sealer::from_hex(cfg.memory_seal_key, "memory.seal_key");
     if (!s) {
-      spdlog::critical("{}", view(s.error()).message);
+      spdlog::critical("{}", s.err().message);
       return 1;
     }
-    seal = std::make_shared<const store::sealer>(*s);
+    seal = std::make_shared<const crypto::sealer>(*s);
   }
   if (auto err = store::check_seal_key(**env, seal.get())) {
     spdlog::critical("cannot use storage: {}", view(err).message);
@@ -75,18 +76,18 @@ int run_node(const node_config& cfg) {
     spdlog::info("memory: memory.seal_key is not set: KV pages the budget evicts are dropped, "
                  "not spilled");
   auto router_cfg = cfg.router;
-  std::optional<federation::identity> self_id;
+  std::optional<crypto::identity> self_id;
   if (cfg.federation.enabled) {
-    auto id = federation::identity::load_or_create(key_path(cfg));
+    auto id = crypto::identity::load_or_create(key_path(cfg));
     if (!id) {
-      spdlog::critical("cannot load the node key: {}", view(id.error()).message);
+      spdlog::critical("cannot load the node key: {}", id.err().message);
       return 1;
     }
     self_id = *id;
     router_cfg.node_id = id->id();
     spdlog::info("federation: node {} has id {} and public key {}", cfg.name,
-                 proto::format_request_id(id->id()), federation::to_hex(id->pk()));
-    if (federation::trust_list::parse(cfg.federation.trusted)->size() == 0)
+                 proto::format_request_id(id->id()), crypto::to_hex(id->pk()));
+    if (crypto::trust_list::parse(cfg.federation.trusted)->size() == 0)
       spdlog::warn("federation: federation.trusted is empty: this node publishes what it "
                    "learns but accepts nothing from peers");
   }
@@ -170,7 +171,7 @@ int run_node(const node_config& cfg) {
       federation::bridge_args ba{cfg.federation,
                                  cfg.name,
                                  *self_id,
-                                 *federation::trust_list::parse(cfg.federation.trusted),
+                                 *crypto::trust_list::parse(cfg.federation.trusted),
                                  a.router,
                                  cfg.embedder.dim,
                                  static_cast<uint32_t>(cfg.router.tiers.size()),

@@ -11,7 +11,7 @@ namespace shoal::store {
 
 
 kv_spill_table::kv_spill_table(std::shared_ptr<environment> env,
-                               std::shared_ptr<const sealer> seal, uint64_t model_key,
+                               std::shared_ptr<const crypto::sealer> seal, uint64_t model_key,
                                uint64_t max_bytes)
   : env_(std::move(env)), seal_(std::move(seal)), model_key_(model_key), max_bytes_(max_bytes) {
   const std::string prefix = u64_key(model_key_);
@@ -147,7 +147,7 @@ std::optional<engine::kv_spill::page> kv_spill_table::get(uint64_t hash) {
   }
   auto plain = seal_->open(**rec, k);
   if (!plain) {
-    spdlog::warn("kv_spill: page {:016x}: {}", hash, view(plain.error()).message);
+    spdlog::warn("kv_spill: page {:016x}: {}", hash, plain.err().message);
     return std::nullopt;
   }
   auto p = decode(*plain);

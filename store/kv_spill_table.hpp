@@ -1,6 +1,6 @@
 #pragma once
 /// @file engine::kv_spill over the `kv_spill` table of the node's LMDB store:
-/// KV pages the memory budget evicted, sealed at rest (store/sealed.hpp),
+/// KV pages the memory budget evicted, sealed at rest (crypto/sealer.hpp),
 /// read back when a prompt's prefix needs them again.
 ///
 /// Record: key = u64(model_key) ‖ u64(page hash) (big-endian), value =
@@ -18,7 +18,7 @@
 
 #include "engine/kv_cache.hpp"
 #include "store/environment.hpp"
-#include "store/sealed.hpp"
+#include "crypto/sealer.hpp"
 
 #include <deque>
 #include <memory>
@@ -30,7 +30,7 @@ class kv_spill_table final : public engine::kv_spill {
 public:
   /// @param model_key distinguishes models sharing the table (e.g. a hash of
   ///        the GGUF's metadata). @param max_bytes cap on this model's records.
-  kv_spill_table(std::shared_ptr<environment> env, std::shared_ptr<const sealer> seal,
+  kv_spill_table(std::shared_ptr<environment> env, std::shared_ptr<const crypto::sealer> seal,
                  uint64_t model_key, uint64_t max_bytes);
 
   ~kv_spill_table() override;
@@ -51,7 +51,7 @@ private:
   void erase(uint64_t hash);
 
   std::shared_ptr<environment> env_;
-  std::shared_ptr<const sealer> seal_;
+  std::shared_ptr<const crypto::sealer> seal_;
   uint64_t model_key_, max_bytes_, bytes_ = 0;
   std::deque<uint64_t> order_;                   ///< hashes, oldest first (may hold stale ones)
   std::unordered_map<uint64_t, uint64_t> sizes_; ///< hash -> record bytes

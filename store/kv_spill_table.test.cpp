@@ -14,6 +14,7 @@
 #include <random>
 
 using namespace shoal::store;
+namespace crypto = shoal::crypto;
 namespace fs = std::filesystem;
 using namespace shoal::store::testing;
 
@@ -37,7 +38,7 @@ shoal::engine::kv_spill::page make_page(std::mt19937& rng, size_t bytes) {
 TEST_CASE("kv_spill_table: pages come back bit-identical, once, sealed on disk") {
   auto dir = temp_dir("spill");
   std::mt19937 rng(1);
-  auto seal = std::make_shared<const sealer>(*sealer::from_hex(seal_key_a));
+  auto seal = std::make_shared<const crypto::sealer>(*crypto::sealer::from_hex(seal_key_a));
   auto p = make_page(rng, 5000);
   const std::string marker = "PLAINTEXT-MARKER-0123456789";
   p.bytes.replace(100, marker.size(), marker);
@@ -74,8 +75,8 @@ TEST_CASE("kv_spill_table: the byte cap drops the oldest records, a wrong key re
   std::mt19937 rng(2);
   auto env = environment::open({dir});
   REQUIRE(env);
-  auto seal = std::make_shared<const sealer>(*sealer::from_hex(seal_key_a));
-  const size_t rec = kv_spill_table::encode(make_page(rng, 1000)).size() + sealer::overhead;
+  auto seal = std::make_shared<const crypto::sealer>(*crypto::sealer::from_hex(seal_key_a));
+  const size_t rec = kv_spill_table::encode(make_page(rng, 1000)).size() + crypto::sealer::overhead;
   kv_spill_table t(*env, seal, 1, 3 * rec);
   for (uint64_t h = 1; h <= 5; ++h)
     CHECK(t.put(h, make_page(rng, 1000)));
@@ -84,8 +85,8 @@ TEST_CASE("kv_spill_table: the byte cap drops the oldest records, a wrong key re
   CHECK_FALSE(t.get(1));
   CHECK_FALSE(t.get(2));
   CHECK(t.get(5));
-  auto other = std::make_shared<const sealer>(
-    *sealer::from_hex(seal_key_b));
+  auto other = std::make_shared<const crypto::sealer>(
+    *crypto::sealer::from_hex(seal_key_b));
   kv_spill_table wrong(*env, other, 1, 3 * rec);
   CHECK_FALSE(wrong.get(4)); // fails authentication: reported, not used
   fs::remove_all(dir);
@@ -143,7 +144,7 @@ TEST_CASE("kv_spill_table under a kv_pool: evicted prefix pages come back and gi
 
   auto env = environment::open({dir / "lmdb"});
   REQUIRE(env);
-  auto seal = std::make_shared<const sealer>(*sealer::from_hex(seal_key_a));
+  auto seal = std::make_shared<const crypto::sealer>(*crypto::sealer::from_hex(seal_key_a));
   auto spill = std::make_shared<kv_spill_table>(*env, seal, model->fingerprint(), 1 << 24);
   kv_pool pool(hp, cfg, std::make_shared<shoal::core::memory_budget>(4 * probe.page_bytes(false)));
   pool.set_spill(spill);
@@ -179,7 +180,7 @@ TEST_CASE("kv_pool: a session's cached pages are spilled at shutdown and found a
     session[i] = 300 + i;
     anonymous[i] = 400 + i;
   }
-  auto seal = std::make_shared<const sealer>(*sealer::from_hex(seal_key_a));
+  auto seal = std::make_shared<const crypto::sealer>(*crypto::sealer::from_hex(seal_key_a));
   std::vector<float> logits(hp.n_vocab);
   {
     auto env = environment::open({dir / "lmdb"});

@@ -265,11 +265,11 @@ TEST_CASE("a hostile peer's messages change nothing and are counted") {
   auto nats = must_start_nats(dir.path() / "nats");
   std::array<uint8_t, 32> seed{};
   seed.fill(42);
-  auto mallory = shoal::federation::identity::from_seed(seed); // trusted, but hostile
+  auto mallory = shoal::crypto::identity::from_seed(seed); // trusted, but hostile
   seed.fill(43);
-  auto eve = shoal::federation::identity::from_seed(seed); // not trusted
+  auto eve = shoal::crypto::identity::from_seed(seed); // not trusted
   auto trusted = node_key(dir.path() / "a", "a") + ",mallory="
-                 + shoal::federation::to_hex(mallory.pk());
+                 + shoal::crypto::to_hex(mallory.pk());
   auto args = fed_args("a", nats->url(), trusted);
   args.insert(args.end(), {"--set", "federation.max_message_bytes=65536"});
   auto a = must_start(dir.path() / "a", args);
@@ -277,9 +277,10 @@ TEST_CASE("a hostile peer's messages change nothing and are counted") {
 
   natsConnection* nc = nullptr;
   REQUIRE(natsConnection_ConnectTo(&nc, nats->url().c_str()) == NATS_OK);
-  auto send = [&](const shoal::federation::identity& who, const std::string& as,
+  auto send = [&](const shoal::crypto::identity& who, const std::string& as,
                   const shoal::proto::delta_batch& b) {
-    auto e = who.seal(shoal::proto::wire_kind::delta_batch, shoal::proto::encode(b), as);
+    auto e = shoal::federation::seal(who, shoal::proto::wire_kind::delta_batch,
+                                     shoal::proto::encode(b), as);
     auto bytes = shoal::proto::encode(e);
     REQUIRE(natsConnection_Publish(nc, "shoal.test.patterns.mallory", bytes.data(),
                                    static_cast<int>(bytes.size()))
@@ -326,7 +327,7 @@ TEST_CASE("a hostile peer's messages change nothing and are counted") {
   REQUIRE(natsConnection_Publish(nc, "shoal.test.patterns.mallory", junk.data(),
                                  static_cast<int>(junk.size()))
           == NATS_OK);
-  auto unsigned_batch = mallory.seal(shoal::proto::wire_kind::delta_batch,
+  auto unsigned_batch = shoal::federation::seal(mallory, shoal::proto::wire_kind::delta_batch,
                                      shoal::proto::encode(batch(9, 1.5, 384)), "mallory");
   unsigned_batch.signature.clear();
   auto unsigned_bytes = shoal::proto::encode(unsigned_batch);

@@ -1,4 +1,4 @@
-// A kernel pack for the tests (kernels/registry.test.cpp): one variant of
+// A kernel pack for the tests (node/kernel_packs.test.cpp): one variant of
 // dot_f32 with an 8-way unrolled scalar loop. Built as a shared module
 // (shoal_test_pack); the test signs it with a key it makes, then checks that
 // the signed pack loads and that a tampered or unsigned copy is refused.
