@@ -158,6 +158,10 @@ uint64_t sona_fixed_bytes(const sona_config& cfg, const learn::router_v2_model& 
 /// Bytes one scoped adapter reserves.
 uint64_t scoped_adapter_bytes(const learn::router_v2_config& cfg);
 
+/// Router v2's checkpoint as the `policies` table stores it: a Cap'n Proto
+/// proto::router_v2_checkpoint of the model's config and parameters.
+std::string encode_checkpoint(const learn::router_v2_model& m);
+
 /// Restores router v2 from the `policies` table ("router/v2"); std::nullopt
 /// when none is stored. Errors: corrupt_data (the checkpoint does not
 /// decode, or its shape differs from `cfg`), storage_failure.

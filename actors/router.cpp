@@ -1,6 +1,7 @@
 // Router actor: owns the pattern bank, answers routing queries, applies
 // learning updates, persists changes on a timer and at exit.
 #include "actors/actors.hpp"
+#include "actors/v1_view.hpp"
 #include "core/clock.hpp"
 #include "proto/interfaces.hpp"
 #include "proto/error.hpp"
@@ -143,7 +144,8 @@ struct router_state {
   void route_v2(router::route_result& r, const route_query& q, route_decision& d) {
     const uint64_t request_id = d.request_id;
     const std::string& session_id = q.session_id;
-    v2_features.assign(r);
+    const learn::router_v1_view v1 = v1_view(r);
+    v2_features.assign(v1);
     v2_h0.assign(v2->hidden(), 0.0f); // the session's state before this turn
     auto sess = session_id.empty() ? session_h.end() : session_h.find(session_id);
     if (sess != session_h.end() && sess->second.first.size() == v2_h0.size())
@@ -161,7 +163,7 @@ struct router_state {
       if (auto it = adapters->find(scope); it != adapters->end())
         in.scope = &it->second;
     v2->forward(in, v2_h0, v2_trace, v2_ready); // the context head once trained
-    auto c = learn::router_v2_choose(r, v2_trace, costs, v2_ready, v2_threshold, v2_rng);
+    auto c = learn::router_v2_choose(v1, v2_trace, costs, v2_ready, v2_threshold, v2_rng);
     r.tier = c.tier;
     r.confidence = c.confidence;
     r.expected_reward = v2_trace.q[c.tier] - costs[c.tier];

@@ -99,7 +99,7 @@ caf::behavior trainer_actor(caf::stateful_actor<trainer_state>* self, learn::rou
         double conf = var > 0 ? std::clamp(1.0 - ps.mean_loss / var, 0.0, 1.0) : 0.0;
         auto now = core::utc_now_ms();
         auto v = store::put_policy(*st.env, {"router/v2", "router", "background", conf, 0, now,
-                                             res.model->save()});
+                                             encode_checkpoint(*res.model)});
         if (!v)
           res.error = "checkpoint: " + view(v.error()).message;
       }
@@ -504,6 +504,25 @@ uint64_t sona_fixed_bytes(const sona_config& cfg, const learn::router_v2_model& 
          + trajectory * (ring + cfg.v2_pending + cfg.train_window) + session * cfg.v2_sessions;
 }
 
+std::string encode_checkpoint(const learn::router_v2_model& m) {
+  const auto& c = m.config();
+  proto::router_v2_checkpoint ck;
+  ck.version = learn::router_v2_model::checkpoint_version;
+  ck.embed_dim = c.embed_dim;
+  ck.n_tiers = c.n_tiers;
+  ck.proj = c.proj;
+  ck.hidden = c.hidden;
+  ck.rank_w = c.rank_w;
+  ck.rank_u = c.rank_u;
+  ck.lora_rank = c.lora_rank;
+  ck.lora_alpha = c.lora_alpha;
+  ck.temperature = c.temperature;
+  ck.max_importance = c.max_importance;
+  ck.seed = c.seed;
+  ck.params.assign(m.params().begin(), m.params().end());
+  return proto::encode(ck);
+}
+
 caf::expected<std::optional<learn::router_v2_model>> load_router_v2(const store::environment& env,
                                                              const learn::router_v2_config& cfg) {
   auto p = store::get_policy(env, "router/v2");
@@ -511,10 +530,24 @@ caf::expected<std::optional<learn::router_v2_model>> load_router_v2(const store:
     return std::move(p.error());
   if (!*p)
     return std::optional<learn::router_v2_model>{};
-  auto m = learn::router_v2_model::load((*p)->value);
+  auto ck = proto::decode_router_v2_checkpoint((*p)->value);
+  if (!ck)
+    return make_error(errc::corrupt_data, "policy 'router/v2': " + view(ck.error()).message);
+  learn::router_v2_config c;
+  c.embed_dim = ck->embed_dim;
+  c.n_tiers = ck->n_tiers;
+  c.proj = ck->proj;
+  c.hidden = ck->hidden;
+  c.rank_w = ck->rank_w;
+  c.rank_u = ck->rank_u;
+  c.lora_rank = ck->lora_rank;
+  c.lora_alpha = ck->lora_alpha;
+  c.temperature = ck->temperature;
+  c.max_importance = ck->max_importance;
+  c.seed = ck->seed;
+  auto m = learn::router_v2_model::restore(ck->version, c, ck->params);
   if (!m)
-    return make_error(errc::corrupt_data,
-                      "policy 'router/v2': " + view(m.error()).message);
+    return make_error(errc::corrupt_data, "policy 'router/v2': " + m.err().message);
   if (m->config().embed_dim != cfg.embed_dim || m->config().n_tiers != cfg.n_tiers)
     return make_error(errc::corrupt_data,
                       "policy 'router/v2' was trained for embedding dimension "

@@ -19,6 +19,7 @@
 ///
 /// Run: `build/bench/shoal_router_v2_bench --benchmark_repetitions=9`
 
+#include "actors/v1_view.hpp"
 #include "learn/router_v2.hpp"
 
 #include <benchmark/benchmark.h>
@@ -124,9 +125,9 @@ void instant_loop(benchmark::State& state) {
   for (auto _ : state) {
     const auto& t = data[i % data.size()];
     const auto& r = routes[i % data.size()];
-    feat.assign(r);
+    feat.assign(actors::v1_view(r));
     m.forward(feat.input(t.embedding, t.prompt_tokens, 1.0f, 0.0f), t.h_prev, tr);
-    auto c = learn::router_v2_choose(r, tr, costs, true, 0.0, rng);
+    auto c = learn::router_v2_choose(actors::v1_view(r), tr, costs, true, 0.0, rng);
     auto smp = learn::router_v2_sample(tr, true, 0.05f, rng);
     auto& slot = ring[i++ % ring.size()];
     slot.temperature = smp.temperature;

@@ -33,6 +33,7 @@
 // Rewards are expected rewards mu(d, t) - cost_t of the tier chosen (the
 // evaluator's noise-free means); learning sees drawn qualities only.
 #include "router/pattern_bank.hpp"
+#include "actors/v1_view.hpp"
 #include "learn/router_v2.hpp"
 #include "engine/embedder.hpp"
 #include "sim/evaluator.hpp"
@@ -241,7 +242,7 @@ public:
     const bool sampling = kind_ != kind::v1 && opt_.sampling_explore >= 0;
     if (kind_ != kind::v1) {
       forward(p, r);
-      auto v2 = learn::router_v2_choose(r, trace_, costs_, trained_, opt_.threshold, rng_);
+      auto v2 = learn::router_v2_choose(actors::v1_view(r), trace_, costs_, trained_, opt_.threshold, rng_);
       c = {v2.tier, v2.greedy_tier, v2.by_v2};
       prob = v2.behaviour_prob;
       smp = learn::router_v2_sample(trace_, trained_, opt_.sampling_explore, rng_);
@@ -322,7 +323,7 @@ private:
   /// Router v2's traced forward on v1's route `r`; a follow-up turn continues
   /// from the session state the previous turn ended in.
   void forward(const prompt& p, const router::route_result& r) {
-    feat_.assign(r);
+    feat_.assign(actors::v1_view(r));
     if (!p.follow_up)
       std::fill(h_.begin(), h_.end(), 0.0f);
     h_prev_ = h_;

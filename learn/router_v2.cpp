@@ -1,7 +1,5 @@
 #include "learn/router_v2.hpp"
 
-#include "proto/error.hpp"
-#include "store/bytes.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -11,7 +9,6 @@ namespace shoal::learn {
 
 namespace {
 
-constexpr uint8_t checkpoint_version = 2; // 2: sampling and context heads
 
 kernels::fastgrnn_shape cell_shape(const router_v2_config& c) {
   kernels::fastgrnn_shape s;
@@ -342,40 +339,14 @@ float router_v2_model::instant_step(const router_v2_trace& tr, const router_v2_o
   return w * err * err;
 }
 
-std::string router_v2_model::save() const {
-  std::string out;
-  using store::bytes::put;
-  put<uint8_t>(out, checkpoint_version);
-  for (uint32_t v : {cfg_.embed_dim, cfg_.n_tiers, cfg_.proj, cfg_.hidden, cfg_.rank_w,
-                     cfg_.rank_u, cfg_.lora_rank})
-    put<uint32_t>(out, v);
-  put<float>(out, cfg_.lora_alpha);
-  put<float>(out, cfg_.temperature);
-  put<float>(out, cfg_.max_importance);
-  put<uint64_t>(out, cfg_.seed);
-  put<uint64_t>(out, theta_.size());
-  for (float x : theta_)
-    put<float>(out, x);
-  return out;
-}
-
-caf::expected<router_v2_model> router_v2_model::load(std::string_view in) {
-  using store::bytes::get;
+core::result<router_v2_model> router_v2_model::restore(uint32_t version,
+                                                       const router_v2_config& c,
+                                                       std::span<const float> params) {
   auto bad = [](const std::string& what) {
-    return make_error(errc::corrupt_data, "router v2 checkpoint: " + what);
+    return core::error{errc::corrupt_data, "router v2 checkpoint: " + what};
   };
-  uint8_t version = 0;
-  if (!get(in, version) || version == 0 || version > checkpoint_version)
-    return bad("unknown version");
-  router_v2_config c;
-  for (uint32_t* v : {&c.embed_dim, &c.n_tiers, &c.proj, &c.hidden, &c.rank_w, &c.rank_u,
-                      &c.lora_rank})
-    if (!get(in, *v))
-      return bad("truncated config");
-  uint64_t n = 0;
-  if (!get(in, c.lora_alpha) || !get(in, c.temperature) || !get(in, c.max_importance)
-      || !get(in, c.seed) || !get(in, n))
-    return bad("truncated config");
+  if (version == 0 || version > checkpoint_version)
+    return bad("unknown version " + std::to_string(version));
   if (c.embed_dim == 0 || c.embed_dim > 65536 || c.n_tiers == 0 || c.n_tiers > 64
       || c.proj == 0 || c.proj > 4096 || c.hidden == 0 || c.hidden > 4096 || c.rank_w == 0
       || c.rank_u == 0 || c.lora_rank == 0 || c.lora_rank > kernels::micro_lora_max_rank)
@@ -383,11 +354,10 @@ caf::expected<router_v2_model> router_v2_model::load(std::string_view in) {
   router_v2_model m(c);
   // Version 1 stored the parameters up to b_q; the later heads start new.
   const size_t expected = version == 1 ? m.off_gt() : m.theta_.size();
-  if (n != expected || in.size() != 4 * n)
-    return bad(std::to_string(n) + " parameters stored, " + std::to_string(expected)
+  if (params.size() != expected)
+    return bad(std::to_string(params.size()) + " parameters stored, " + std::to_string(expected)
                + " expected");
-  for (size_t i = 0; i < n; ++i)
-    get(in, m.theta_[i]);
+  std::copy(params.begin(), params.end(), m.theta_.begin());
   return m;
 }
 
@@ -405,15 +375,13 @@ scoped_adapter scoped_adapter::make(uint32_t rank, uint32_t embed_dim, uint64_t 
   return ad;
 }
 
-void router_v2_features::assign(const router::route_result& r) {
-  sims.fill(0.0f);
-  for (size_t i = 0; i < sims.size() && i < r.neighbors.size(); ++i)
-    sims[i] = r.neighbors[i].similarity;
+void router_v2_features::assign(const router_v1_view& r) {
+  sims = r.neighbor_sims;
   rewards.assign(r.mean_quality.begin(), r.mean_quality.end());
   counts.assign(r.evidence.begin(), r.evidence.end());
 }
 
-router_v2_choice router_v2_choose(const router::route_result& r, const router_v2_trace& tr,
+router_v2_choice router_v2_choose(const router_v1_view& r, const router_v2_trace& tr,
                                   std::span<const double> costs, bool ready, double threshold,
                                   std::mt19937_64& rng) {
   const size_t T = costs.size();
@@ -421,8 +389,8 @@ router_v2_choice router_v2_choose(const router::route_result& r, const router_v2
   c.tier = r.tier;
   c.confidence = r.confidence;
   c.behaviour_prob = static_cast<float>(std::max(r.confidence, 0.05));
-  std::array<router::tier_posterior, 16> buf;
-  std::span<router::tier_posterior> post(buf.data(), std::min(T, buf.size()));
+  std::array<kernels::tier_posterior, 16> buf;
+  std::span<kernels::tier_posterior> post(buf.data(), std::min(T, buf.size()));
   double best = -1e300;
   for (size_t t = 0; t < post.size(); ++t) {
     post[t] = {tr.q[t], r.var_quality[t]};
@@ -433,8 +401,8 @@ router_v2_choice router_v2_choose(const router::route_result& r, const router_v2
   }
   if (!ready)
     return c;
-  const uint32_t tier = router::thompson_choose(post, costs.first(post.size()), rng, 1.0);
-  const double conf = choice_confidence(post, costs.first(post.size()), tier);
+  const uint32_t tier = kernels::thompson_choose(post, costs.first(post.size()), rng, 1.0);
+  const double conf = kernels::choice_confidence(post, costs.first(post.size()), tier);
   if (conf < threshold)
     return c;
   c.tier = tier;

@@ -55,11 +55,10 @@
 /// Thread-safety: none (a model belongs to one thread; the background loop
 /// trains a copy and swaps it in).
 
-#include "router/pattern_bank.hpp"
+#include "core/error.hpp"
+#include "kernels/bandit.hpp"
 #include "kernels/learn.hpp"
 #include "kernels/vector.hpp"
-
-#include <caf/expected.hpp>
 
 #include <algorithm>
 #include <array>
@@ -235,12 +234,17 @@ public:
   float instant_step(const router_v2_trace& trace, const router_v2_outcome& o, float lr,
                      scoped_adapter* scope = nullptr);
 
-  /// A checkpoint: config and parameters (little-endian, versioned).
-  std::string save() const;
-  /// Errors (corrupt_data): wrong version, truncated, sizes that disagree.
-  /// A version-1 checkpoint (before the sampling and context heads) loads
-  /// with those heads new: δ = 0, a uniform context distribution.
-  static caf::expected<router_v2_model> load(std::string_view bytes);
+  /// Layout version of params() that checkpoints record: 1 had the
+  /// parameters up to b_q, 2 adds the sampling and context heads.
+  static constexpr uint32_t checkpoint_version = 2;
+  /// A model from a checkpoint's parts (config(), params() and
+  /// checkpoint_version when it was saved; the stored format is proto's
+  /// router_v2_checkpoint). A version-1 checkpoint restores with the later
+  /// heads new: δ = 0, a uniform context distribution.
+  /// Errors (corrupt_data): unknown version, sizes out of range, a
+  /// parameter count the config and version do not give.
+  static core::result<router_v2_model> restore(uint32_t version, const router_v2_config& cfg,
+                                               std::span<const float> params);
 
 private:
   size_t off_a() const noexcept { return 0; }
@@ -293,12 +297,24 @@ struct router_v2_trajectory {
   }
 };
 
+/// Router v1's decision for a query as router v2 reads it (the router actor
+/// fills it from the pattern bank's route_result; actors/v1_view.hpp). The
+/// spans point into the caller's result and must outlive this view.
+struct router_v1_view {
+  uint32_t tier = 0;     ///< v1's choice
+  double confidence = 0; ///< P(v1's choice is the best tier)
+  std::array<float, router_v2_model::n_neighbors> neighbor_sims{}; ///< best first, 0 = none
+  std::span<const double> mean_quality; ///< [n_tiers] posterior mean quality
+  std::span<const double> var_quality;  ///< [n_tiers] its variance
+  std::span<const double> evidence;     ///< [n_tiers] pooled observation count (priors excluded)
+};
+
 /// Router v2's inputs taken from router v1's route of the same query.
 struct router_v2_features {
   std::array<float, router_v2_model::n_neighbors> sims{}; ///< top neighbours' similarities
   std::vector<float> rewards; ///< [n_tiers] v1's posterior mean quality
   std::vector<float> counts;  ///< [n_tiers] v1's pooled observation count
-  void assign(const router::route_result& r);
+  void assign(const router_v1_view& r);
   router_v2_input input(std::span<const float> embedding, float prompt_tokens,
                         float latency_budget, float memory_pressure) const {
     return {embedding, sims, rewards, prompt_tokens, latency_budget, memory_pressure, counts};
@@ -335,7 +351,7 @@ struct router_v2_choice {
 /// (r.tier) while `ready` is false (no background pass trained the model
 /// yet) or when v2's confidence is below `threshold`.
 /// @pre r.var_quality.size() == tr.q.size() == costs.size().
-router_v2_choice router_v2_choose(const router::route_result& r, const router_v2_trace& tr,
+router_v2_choice router_v2_choose(const router_v1_view& r, const router_v2_trace& tr,
                                   std::span<const double> costs, bool ready, double threshold,
                                   std::mt19937_64& rng);
 

@@ -1,5 +1,5 @@
 #include "learn/router_v2.hpp"
-#include "router/testing.hpp"
+#include "kernels/testing.hpp"
 
 #include <doctest/doctest.h>
 
@@ -7,10 +7,10 @@
 #include <cstring>
 #include <array>
 #include <random>
+#include <utility>
 
 using namespace shoal::learn;
-using shoal::router::testing::unit;
-using namespace shoal::router;
+using shoal::kernels::testing::unit;
 
 namespace {
 
@@ -171,16 +171,12 @@ TEST_CASE("router v2: a version-1 checkpoint (before the sampling and context he
   std::mt19937 rng(19);
   for (auto& x : m.params())
     x += 0.01f * static_cast<float>(static_cast<int>(rng() % 100) - 50) / 50.0f;
-  // Version 1's layout: the same header, the parameters up to b_q.
+  // Version 1's layout: the parameters up to b_q.
   const size_t n_heads = (router_v2_model::n_temperatures + router_v2_model::n_top_ps) * (10 + 1)
                          + router_v2_model::n_contexts * (m.context_inputs() + 1);
-  const uint64_t n1 = m.n_params() - n_heads;
-  auto bytes = m.save();
-  const size_t header = 1 + 7 * 4 + 3 * 4 + 8; // version, sizes, floats, seed
-  bytes[0] = 1;
-  std::memcpy(bytes.data() + header, &n1, sizeof n1);
-  bytes.resize(header + 8 + 4 * n1);
-  auto back = router_v2_model::load(bytes);
+  const auto all = m.params();
+  const auto v1 = all.first(all.size() - n_heads);
+  auto back = router_v2_model::restore(1, m.config(), v1);
   REQUIRE(back);
   auto e = unit(rng, 48);
   std::vector<float> h(10, 0.0f);
@@ -192,17 +188,17 @@ TEST_CASE("router v2: a version-1 checkpoint (before the sampling and context he
     CHECK(d == 0.0f);
   for (float c : b.ctx)
     CHECK(c == doctest::Approx(1.0 / router_v2_model::n_contexts));
-  bytes[0] = 3; // a version from the future
-  CHECK_FALSE(router_v2_model::load(bytes));
+  // a version from the future
+  CHECK_FALSE(router_v2_model::restore(router_v2_model::checkpoint_version + 1, m.config(), all));
 }
 
-TEST_CASE("router v2: a checkpoint restored gives identical decisions, and bad bytes are refused") {
+TEST_CASE("router v2: a checkpoint restored gives identical decisions, and bad ones are refused") {
   router_v2_model m(small_config());
   std::mt19937 rng(13);
   for (auto& x : m.params())
     x += 0.01f * static_cast<float>(static_cast<int>(rng() % 100) - 50) / 50.0f;
-  auto bytes = m.save();
-  auto back = router_v2_model::load(bytes);
+  const auto all = std::as_const(m).params();
+  auto back = router_v2_model::restore(router_v2_model::checkpoint_version, m.config(), all);
   REQUIRE(back);
   std::vector<double> costs{0, 0.05, 0.1, 0.2};
   std::vector<float> h(10, 0.0f), h2(10, 0.0f);
@@ -216,11 +212,13 @@ TEST_CASE("router v2: a checkpoint restored gives identical decisions, and bad b
     h = a.h;
     h2 = b.h;
   }
-  CHECK_FALSE(router_v2_model::load(""));
-  CHECK_FALSE(router_v2_model::load(bytes.substr(0, bytes.size() - 1)));
-  auto wrong = bytes;
-  wrong[0] = 9;
-  CHECK_FALSE(router_v2_model::load(wrong));
+  const uint32_t v = router_v2_model::checkpoint_version;
+  CHECK_FALSE(router_v2_model::restore(v, m.config(), {}));
+  CHECK_FALSE(router_v2_model::restore(v, m.config(), all.first(all.size() - 1)));
+  CHECK_FALSE(router_v2_model::restore(0, m.config(), all));
+  auto wrong = m.config();
+  wrong.hidden = 0;
+  CHECK_FALSE(router_v2_model::restore(v, wrong, all));
 }
 
 namespace {

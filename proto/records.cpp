@@ -165,4 +165,88 @@ caf::expected<index_checkpoint> decode_index_checkpoint(std::string_view bytes) 
     });
 }
 
+std::string encode(const router_v2_checkpoint& x) {
+  // One segment (the whole message in the first): its flat form starts with
+  // a zero byte, which tells it from the legacy layout.
+  ::capnp::MallocMessageBuilder mb(static_cast<unsigned>(x.params.size() / 2 + 64));
+  auto c = mb.initRoot<cp::RouterV2Checkpoint>();
+  c.setVersion(x.version);
+  c.setEmbedDim(x.embed_dim);
+  c.setNTiers(x.n_tiers);
+  c.setProj(x.proj);
+  c.setHidden(x.hidden);
+  c.setRankW(x.rank_w);
+  c.setRankU(x.rank_u);
+  c.setLoraRank(x.lora_rank);
+  c.setLoraAlpha(x.lora_alpha);
+  c.setTemperature(x.temperature);
+  c.setMaxImportance(x.max_importance);
+  c.setSeed(x.seed);
+  c.setParams(as_data(x.params));
+  return to_bytes(mb);
+}
+
+namespace {
+
+/// The layout before schema 3: u8 version, u32 × 7 sizes, f32 × 3, u64
+/// seed, u64 n, then n f32; all little-endian.
+caf::expected<router_v2_checkpoint> decode_legacy_router_v2(std::string_view in) {
+  auto bad = [](const std::string& what) {
+    return make_error(errc::corrupt_data, "router v2 checkpoint: " + what);
+  };
+  auto take = [&in](auto& v) {
+    if (in.size() < sizeof v)
+      return false;
+    std::memcpy(&v, in.data(), sizeof v);
+    in.remove_prefix(sizeof v);
+    return true;
+  };
+  router_v2_checkpoint x;
+  uint8_t version = 0;
+  take(version);
+  x.version = version;
+  for (uint32_t* v : {&x.embed_dim, &x.n_tiers, &x.proj, &x.hidden, &x.rank_w, &x.rank_u,
+                      &x.lora_rank})
+    if (!take(*v))
+      return bad("truncated config");
+  uint64_t n = 0;
+  if (!take(x.lora_alpha) || !take(x.temperature) || !take(x.max_importance) || !take(x.seed)
+      || !take(n))
+    return bad("truncated config");
+  if (in.size() != sizeof(float) * n)
+    return bad(std::to_string(n) + " parameters announced, " + std::to_string(in.size())
+               + " bytes follow");
+  x.params.resize(n);
+  std::memcpy(x.params.data(), in.data(), in.size());
+  return x;
+}
+
+} // namespace
+
+caf::expected<router_v2_checkpoint> decode_router_v2_checkpoint(std::string_view bytes) {
+  if (bytes.empty())
+    return make_error(errc::corrupt_data, "router v2 checkpoint: empty");
+  if (bytes[0] == 1 || bytes[0] == 2)
+    return decode_legacy_router_v2(bytes);
+  return decode_with<cp::RouterV2Checkpoint, router_v2_checkpoint>(
+    bytes, "router v2 checkpoint",
+    [](cp::RouterV2Checkpoint::Reader c, router_v2_checkpoint& x) -> std::string {
+      x.version = c.getVersion();
+      x.embed_dim = c.getEmbedDim();
+      x.n_tiers = c.getNTiers();
+      x.proj = c.getProj();
+      x.hidden = c.getHidden();
+      x.rank_w = c.getRankW();
+      x.rank_u = c.getRankU();
+      x.lora_rank = c.getLoraRank();
+      x.lora_alpha = c.getLoraAlpha();
+      x.temperature = c.getTemperature();
+      x.max_importance = c.getMaxImportance();
+      x.seed = c.getSeed();
+      if (!read_floats(c.getParams(), x.params))
+        return "params is not a whole number of f32";
+      return {};
+    });
+}
+
 } // namespace shoal::proto

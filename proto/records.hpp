@@ -51,6 +51,17 @@ struct pattern_record {
   std::vector<contribution> peers; ///< other nodes' contributions, sorted by node
 };
 
+/// Router v2's checkpoint (policy "router/v2"): the model's config and its
+/// flat parameter vector (learn/router_v2.hpp documents the layout).
+struct router_v2_checkpoint {
+  uint32_t version = 0; ///< parameter layout (1: up to b_q; 2: with the sampling and context heads)
+  uint32_t embed_dim = 0, n_tiers = 0, proj = 0, hidden = 0, rank_w = 0, rank_u = 0,
+           lora_rank = 0;
+  float lora_alpha = 0, temperature = 0, max_importance = 0;
+  uint64_t seed = 0;
+  std::vector<float> params; ///< [n_params] f32
+};
+
 /// Schema metadata of a node's store.
 struct meta_record {
   uint32_t schema_version = 0;
@@ -69,6 +80,7 @@ std::string encode(const pattern_record& x);
 std::string encode(const witness_entry& x);
 std::string encode(const meta_record& x);
 std::string encode(const index_checkpoint& x);
+std::string encode(const router_v2_checkpoint& x);
 
 /// Decoders. @param bytes any alignment (copied into an aligned buffer).
 /// @returns the record, or `errc::corrupt_data` naming what was wrong.
@@ -76,5 +88,10 @@ caf::expected<pattern_record> decode_pattern(std::string_view bytes);
 caf::expected<witness_entry> decode_witness(std::string_view bytes);
 caf::expected<meta_record> decode_meta(std::string_view bytes);
 caf::expected<index_checkpoint> decode_index_checkpoint(std::string_view bytes);
+/// Reads a Cap'n Proto RouterV2Checkpoint, or the little-endian layout
+/// written before it (first byte = version 1 or 2; a Cap'n Proto message
+/// starts with a segment count, 0 for ours). Errors: corrupt_data naming
+/// what is wrong (unknown version, truncated, trailing bytes).
+caf::expected<router_v2_checkpoint> decode_router_v2_checkpoint(std::string_view bytes);
 
 } // namespace shoal::proto

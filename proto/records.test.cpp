@@ -131,3 +131,62 @@ TEST_CASE("peers' contributions round-trip with the pattern") {
   CHECK(q->peers[0].tiers[0].count == 3);
   CHECK(q->peers[1].version == 9);
 }
+
+TEST_CASE("router v2 checkpoints round-trip, and the layout before schema 3 still reads") {
+  router_v2_checkpoint x;
+  x.version = 2;
+  x.embed_dim = 48;
+  x.n_tiers = 4;
+  x.proj = 8;
+  x.hidden = 10;
+  x.rank_w = 4;
+  x.rank_u = 4;
+  x.lora_rank = 2;
+  x.lora_alpha = 2.0f;
+  x.temperature = 0.05f;
+  x.max_importance = 20;
+  x.seed = 77;
+  for (int i = 0; i < 40000; ++i) // bigger than one default segment
+    x.params.push_back(0.001f * static_cast<float>(i % 997) - 0.5f);
+  auto bytes = encode(x);
+  CHECK(bytes[0] == 0); // one segment
+  auto back = decode_router_v2_checkpoint(bytes);
+  REQUIRE(back);
+  CHECK(back->seed == 77);
+  CHECK(back->hidden == 10);
+  CHECK(back->lora_alpha == 2.0f);
+  CHECK(back->params == x.params);
+
+  // The little-endian layout written before: u8 version, u32 × 7, f32 × 3, u64 seed, u64 n, f32 × n.
+  std::string legacy;
+  auto put = [&legacy](const auto& v) {
+    legacy.append(reinterpret_cast<const char*>(&v), sizeof v);
+  };
+  put(uint8_t{1});
+  for (uint32_t v : {48u, 4u, 8u, 10u, 4u, 4u, 2u})
+    put(v);
+  for (float v : {2.0f, 0.05f, 20.0f})
+    put(v);
+  put(uint64_t{77});
+  put(uint64_t{3});
+  for (float v : {0.25f, -1.5f, 3.0f})
+    put(v);
+  auto old = decode_router_v2_checkpoint(legacy);
+  REQUIRE(old);
+  CHECK(old->version == 1);
+  CHECK(old->embed_dim == 48);
+  CHECK(old->lora_rank == 2);
+  CHECK(old->max_importance == 20.0f);
+  CHECK(old->seed == 77);
+  CHECK(old->params == std::vector<float>{0.25f, -1.5f, 3.0f});
+
+  auto is_corrupt = [](std::string_view b) {
+    auto r = decode_router_v2_checkpoint(b);
+    return !r && shoal::view(r.error()).code == shoal::errc::corrupt_data;
+  };
+  CHECK(is_corrupt(""));
+  CHECK(is_corrupt(std::string_view(legacy).substr(0, legacy.size() - 1))); // truncated
+  CHECK(is_corrupt(legacy + "x"));                                          // trailing bytes
+  CHECK(is_corrupt(std::string_view(legacy).substr(0, 20)));                // truncated config
+  CHECK(is_corrupt(std::string(64, '\x09')));                               // neither layout
+}

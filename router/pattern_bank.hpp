@@ -58,6 +58,7 @@
 /// Thread-safety: none; owned by one actor. LMDB writes happen in `flush` and
 /// `checkpoint`, so the owner should run on its own thread (detached actor).
 
+#include "kernels/bandit.hpp"
 #include "core/memory_budget.hpp"
 #include "router/crdt.hpp"
 #include "proto/messages.hpp"
@@ -162,12 +163,10 @@ struct route_result {
   std::vector<double> mean_quality, var_quality, evidence;
 };
 
-/// Posterior of one tier's expected quality: normal with this mean and
-/// variance (of the mean, not of single observations).
-struct tier_posterior {
-  double mean = 0.5;
-  double variance = 1.0 / 12;
-};
+// The bandit's choice over tier posteriors is kernels' (kernels/bandit.hpp).
+using kernels::choice_confidence;
+using kernels::thompson_choose;
+using kernels::tier_posterior;
 
 /// Pooled (weighted) quality observations of one tier.
 struct tier_evidence {
@@ -184,16 +183,6 @@ struct tier_evidence {
   /// Posterior of the expected quality. @pre n > 0.
   tier_posterior posterior() const noexcept;
 };
-
-/// Thompson choice over tier posteriors: index of argmax_t (draw_t - cost_t).
-/// @param costs [n_tiers]; @param post [n_tiers]. Thread-safe given its own rng.
-/// @param scale multiplies each posterior's standard deviation (1 = Thompson).
-uint32_t thompson_choose(std::span<const tier_posterior> post, std::span<const double> costs,
-                         std::mt19937_64& rng, double scale = 1);
-
-/// P(tier `chosen` has the highest expected reward), normal approximation.
-double choice_confidence(std::span<const tier_posterior> post, std::span<const double> costs,
-                         uint32_t chosen);
 
 /// Changed patterns on their way to LMDB (see pattern_bank::take_dirty).
 struct pattern_batch {

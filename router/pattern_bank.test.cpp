@@ -58,18 +58,6 @@ TEST_CASE("the router's regret falls on a small seeded bandit") {
   CHECK(last < 0.04);
 }
 
-TEST_CASE("thompson_choose prefers the tier with the best expected reward") {
-  std::mt19937_64 rng(3);
-  std::vector<tier_posterior> post{{0.1, 0.001}, {0.9, 0.0001}, {0.95, 0.0005}};
-  std::vector<double> costs{0.0, 0.0, 0.2};
-  int wins[3] = {};
-  for (int i = 0; i < 1000; ++i)
-    ++wins[thompson_choose(post, costs, rng)];
-  CHECK(wins[1] > 950);
-  CHECK(choice_confidence(post, costs, 1) > 0.99);
-  CHECK(choice_confidence(post, costs, 0) < 0.01);
-}
-
 TEST_CASE("pattern index is rebuilt from LMDB after its file is deleted") {
   auto dir = temp_dir("rebuild");
   const uint32_t dim = 32;

@@ -2,6 +2,7 @@
 /// @file Helpers shared by the actors module's tests (not part of the library).
 
 #include "router/pattern_bank.hpp"
+#include "kernels/testing.hpp"
 #include "kernels/vector.hpp"
 
 #include <filesystem>
@@ -18,14 +19,7 @@ inline std::filesystem::path temp_dir(const char* name) {
   return p;
 }
 
-inline std::vector<float> unit(std::mt19937& rng, uint32_t dim) {
-  std::normal_distribution<float> n;
-  std::vector<float> v(dim);
-  for (auto& x : v)
-    x = n(rng);
-  kernels::normalize(v);
-  return v;
-}
+using kernels::testing::unit;
 
 /// Router config where every random query founds its own pattern.
 inline router_config fine_patterns() {

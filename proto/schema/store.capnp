@@ -90,3 +90,23 @@ struct IndexCheckpoint {
   nPatterns    @1 :UInt64;            # patterns in the file
   savedMs      @2 :Int64;
 }
+
+# Table `policies`, name "router/v2", kind "router_v2": router v2's weights
+# (learn/router_v2.hpp). Before schema 3 the value was hand-rolled
+# little-endian bytes (version byte 1 or 2, then the fields below in order);
+# decode_router_v2_checkpoint still reads those.
+struct RouterV2Checkpoint {
+  version       @0 :UInt32;   # parameter layout: 1 up to b_q, 2 with the sampling and context heads
+  embedDim      @1 :UInt32;
+  nTiers        @2 :UInt32;
+  proj          @3 :UInt32;
+  hidden        @4 :UInt32;
+  rankW         @5 :UInt32;
+  rankU         @6 :UInt32;
+  loraRank      @7 :UInt32;
+  loraAlpha     @8 :Float32;
+  temperature   @9 :Float32;
+  maxImportance @10 :Float32;
+  seed          @11 :UInt64;
+  params        @12 :Data;    # [n_params] f32, the model's flat parameter vector
+}
