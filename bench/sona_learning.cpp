@@ -470,7 +470,7 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
     const auto ec = world(o, s);
     std::vector<std::vector<double>> mu;
     for (size_t i = n; i < n + o.heldout; ++i) {
-      sim::evaluator ev(ec, tiers);
+      sim::evaluator ev(ec, sim::profiles_of(tiers));
       std::vector<double> m;
       for (uint32_t t = 0; t < tiers.size(); ++t)
         m.push_back(ev.mean_quality(prompts[i].domain, t, prompts[i].budget_ms));
@@ -480,7 +480,7 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
     {
       // The bar's height: the best single tier for every request, chosen
       // with hindsight, as a share of the oracle.
-      sim::evaluator ev(ec, tiers);
+      sim::evaluator ev(ec, sim::profiles_of(tiers));
       std::vector<double> sum(tiers.size(), 0.0);
       double orc = 0;
       for (size_t i = 0; i < windows * o.window; ++i) {
@@ -517,7 +517,7 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
     }
     for (kind k : all_kinds) {
       learner l(k, o, 1000 + s, tiers);
-      sim::evaluator ev(ec, tiers);
+      sim::evaluator ev(ec, sim::profiles_of(tiers));
       curve c;
       c.reward.assign(windows, 0);
       c.oracle.assign(windows, 0);
@@ -721,10 +721,10 @@ void domain_shift(const std::vector<prompt>& prompts, const options& o) {
   std::vector<row> rows(3);
   for (uint32_t s = 0; s < o.seeds; ++s) {
     const auto ec = world(o, s);
-    const auto stream = make_stream(sim::evaluator(ec, tiers));
+    const auto stream = make_stream(sim::evaluator(ec, sim::profiles_of(tiers)));
     for (kind k : all_kinds) {
       learner l(k, o, 2000 + s, tiers);
-      sim::evaluator ev(ec, tiers);
+      sim::evaluator ev(ec, sim::profiles_of(tiers));
       double sys[2] = {0, 0}, mod[2] = {0, 0}, orc[2] = {0, 0};
       int64_t now = 1'700'000'000'000;
       std::vector<learn::router_v2_trajectory> frozen;

@@ -7,7 +7,7 @@
 
 namespace shoal::sim {
 
-evaluator::evaluator(evaluator_config cfg, std::vector<router::tier_config> tiers)
+evaluator::evaluator(evaluator_config cfg, std::vector<tier_profile> tiers)
   : cfg_(cfg), tiers_(std::move(tiers)), rng_(cfg.seed),
     length_rng_(cfg.seed ^ 0x6c656e677468ull) {
   double lo = 1e300, hi = 0;
@@ -97,8 +97,8 @@ std::pair<double, uint32_t> evaluator::oracle(const std::string& domain, double 
   // The factor does not depend on the tier: the best grid sampling is best for all.
   double f = 0, t_best = -1, p_best = -1;
   if (cfg_.sampling_sensitivity > 0)
-    for (double t : learn::sampling_temperatures)
-      for (double p : learn::sampling_top_ps)
+    for (double t : cfg_.grid_temperatures)
+      for (double p : cfg_.grid_top_ps)
         if (double g = sampling_factor(domain, t, p); g > f) {
           f = g;
           t_best = t;

@@ -29,13 +29,11 @@
 ///     z standard normal (draw_completion_tokens; its own random stream, so
 ///     drawing lengths leaves the quality draws as they were);
 ///   - reward = quality - cost_t; the oracle knows d (and n(d), T*, P*) and
-///     picks argmax_t mu(d, t, b) - cost_t with the best sampling of router
-///     v2's grid (learn::sampling_temperatures, sampling_top_ps), so its
+///     picks argmax_t mu(d, t, b) - cost_t with the best sampling of the
+///     router's grid (evaluator_config::grid_temperatures, grid_top_ps:
+///     router v2's learn::sampling_temperatures, sampling_top_ps), so its
 ///     expected reward per request is max_t mu(d, t, b) f* - cost_t.
 /// Deterministic for a given seed and sequence of calls; not thread-safe.
-
-#include "router/pattern_bank.hpp"
-#include "learn/router_v2.hpp"
 
 #include <cstdint>
 #include <random>
@@ -64,7 +62,29 @@ struct evaluator_config {
   /// How much sampling away from a domain's best temperature and top-p
   /// costs (s above). Default: 0 (sampling does not matter).
   double sampling_sensitivity = 0;
+  /// The sampling grid the oracle chooses from: router v2's
+  /// (learn::sampling_temperatures, sampling_top_ps; sim/evaluator.test.cpp
+  /// checks they agree).
+  std::vector<double> grid_temperatures{0.2, 0.5, 0.8, 1.0};
+  std::vector<double> grid_top_ps{0.8, 0.9, 0.95, 1.0};
 };
+
+/// What the evaluator knows of a tier.
+struct tier_profile {
+  std::string name;
+  double cost = 0;     ///< subtracted from quality; [0, 1]
+  double params_m = 0; ///< model size, millions of parameters (sets its ability)
+};
+
+/// Profiles of any range of tier descriptions with `name`, `cost` and
+/// `params_m` (e.g. router::tier_config).
+template <class Range>
+std::vector<tier_profile> profiles_of(const Range& tiers) {
+  std::vector<tier_profile> out;
+  for (const auto& t : tiers)
+    out.push_back({t.name, t.cost, t.params_m});
+  return out;
+}
 
 /// How a replay gives its requests latency budgets (for the latency model).
 struct latency_budgets {
@@ -81,7 +101,7 @@ double latency_budget(const latency_budgets& b, uint64_t seed, uint64_t i);
 
 class evaluator {
 public:
-  evaluator(evaluator_config cfg, std::vector<router::tier_config> tiers);
+  evaluator(evaluator_config cfg, std::vector<tier_profile> tiers);
 
   /// Hidden difficulty of a domain.
   double difficulty(const std::string& domain) const;
@@ -118,11 +138,11 @@ public:
   /// Draws the completion length of an answer on a domain, tokens (>= 1).
   uint32_t draw_completion_tokens(const std::string& domain);
 
-  const std::vector<router::tier_config>& tiers() const noexcept { return tiers_; }
+  const std::vector<tier_profile>& tiers() const noexcept { return tiers_; }
 
 private:
   evaluator_config cfg_;
-  std::vector<router::tier_config> tiers_;
+  std::vector<tier_profile> tiers_;
   std::vector<double> ability_;
   std::vector<double> ms_per_token_;
   std::mt19937_64 rng_;

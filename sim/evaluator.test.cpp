@@ -1,5 +1,8 @@
 #include "sim/evaluator.hpp"
 
+#include "learn/router_v2.hpp"
+#include "router/pattern_bank.hpp"
+
 #include <doctest/doctest.h>
 
 using namespace shoal::sim;
@@ -7,12 +10,12 @@ namespace router = shoal::router;
 
 TEST_CASE("the evaluator is seeded, and bigger tiers do better on harder domains") {
   router::router_config rc;
-  evaluator a({}, rc.tiers), b({}, rc.tiers);
+  evaluator a({}, profiles_of(rc.tiers)), b({}, profiles_of(rc.tiers));
   CHECK(a.difficulty("libs") == b.difficulty("libs"));
   CHECK(a.draw_quality("libs", 2) == b.draw_quality("libs", 2));
   evaluator_config other;
   other.seed = 7;
-  CHECK(evaluator(other, rc.tiers).difficulty("libs") != a.difficulty("libs"));
+  CHECK(evaluator(other, profiles_of(rc.tiers)).difficulty("libs") != a.difficulty("libs"));
   for (const char* d : {"libs", "games", "science", "devel"}) {
     for (uint32_t t = 1; t < 4; ++t)
       CHECK(a.mean_quality(d, t) > a.mean_quality(d, t - 1));
@@ -27,7 +30,7 @@ TEST_CASE("the evaluator is seeded, and bigger tiers do better on harder domains
 
 TEST_CASE("quality draws average to the model's mean quality") {
   router::router_config rc;
-  evaluator e({}, rc.tiers);
+  evaluator e({}, profiles_of(rc.tiers));
   double sum = 0;
   const int n = 20000;
   for (int i = 0; i < n; ++i)
@@ -59,10 +62,10 @@ TEST_CASE("latency budgets: the given share of requests, log-uniform in range, f
 
 TEST_CASE("a latency budget cuts the answers of tiers that overrun it") {
   router::router_config rc;
-  evaluator plain({}, rc.tiers);
+  evaluator plain({}, profiles_of(rc.tiers));
   evaluator_config c;
   c.largest_ms_per_token = 20;
-  evaluator timed(c, rc.tiers);
+  evaluator timed(c, profiles_of(rc.tiers));
   // Without a budget, or without a latency model, nothing changes.
   for (uint32_t t = 0; t < 4; ++t) {
     CHECK(timed.mean_quality("games", t) == plain.mean_quality("games", t));
@@ -89,4 +92,12 @@ TEST_CASE("a latency budget cuts the answers of tiers that overrun it") {
   for (int i = 0; i < 20000; ++i)
     sum += timed.draw_quality("games", 3, lat / 4);
   CHECK(sum / 20000 == doctest::Approx(timed.mean_quality("games", 3, lat / 4)).epsilon(0.03));
+}
+
+TEST_CASE("the oracle's sampling grid is router v2's") {
+  evaluator_config c;
+  CHECK(c.grid_temperatures == std::vector<double>(shoal::learn::sampling_temperatures.begin(),
+                                                   shoal::learn::sampling_temperatures.end()));
+  CHECK(c.grid_top_ps == std::vector<double>(shoal::learn::sampling_top_ps.begin(),
+                                             shoal::learn::sampling_top_ps.end()));
 }

@@ -95,9 +95,9 @@ int run_replay(const replay_options& o) {
     return 1;
   }
   json stats = json::parse(st->body, nullptr, false);
-  std::vector<router::tier_config> tiers;
+  std::vector<tier_profile> tiers;
   for (auto& t : stats["tiers"]) {
-    router::tier_config tc;
+    tier_profile tc;
     tc.name = t["name"].get<std::string>();
     tc.cost = t["cost"].get<double>();
     tc.params_m = t["params_m"].get<double>();
