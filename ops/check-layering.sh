@@ -91,7 +91,9 @@ for m in "${!arrows[@]}"; do
   done < <(find "$m" -maxdepth 1 -type f \( -name '*.hpp' -o -name '*.cpp' -o -name '*.inc' \) | sort)
   # Links: shoal::X in the module's CMakeLists.txt.
   if [[ -f $m/CMakeLists.txt ]]; then
-    grep -oE 'shoal::[a-z_]+' "$m/CMakeLists.txt" | sed 's/shoal:://' | sort -u | while read -r to; do
+    # (lines naming a test target, <module>_tests, are tests: outside the graph)
+    grep -v '_tests' "$m/CMakeLists.txt" | grep -oE 'shoal::[a-z_]+' | sed 's/shoal:://' \
+      | sort -u | while read -r to; do
       [[ -n ${arrows[$to]+x} ]] || continue
       [[ $to == "$m" ]] && continue
       echo "$m/CMakeLists.txt -> $to" >>"$edges.inc"

@@ -39,3 +39,13 @@ expect_fail "router including LMDB" "forbidden: router/crdt.cpp -> <lmdb.h>"
 fresh
 echo 'core/error.cpp -> node  # an edge that is not there' >>"$tmp/tree/ops/layering-debt.txt"
 expect_fail "a stale debt line" "stale debt: 'core/error.cpp -> node'"
+
+fresh
+echo 'target_link_libraries(shoal_engine PRIVATE shoal::actors)' >>"$tmp/tree/engine/CMakeLists.txt"
+expect_fail "engine linking actors" "forbidden: engine/CMakeLists.txt -> actors"
+
+# A module's test binary may link what its tests need.
+fresh
+echo 'target_link_libraries(engine_tests PRIVATE shoal::actors)' >>"$tmp/tree/engine/CMakeLists.txt"
+"$tmp/tree/ops/check-layering.sh" --quiet || { echo "FAIL: a test target's link was refused" >&2; exit 1; }
+echo "ok: a test target may link modules above"
