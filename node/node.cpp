@@ -10,7 +10,7 @@
 #include "node/gateway.hpp"
 #include "node/models.hpp"
 #include "proto/error.hpp"
-#include "store/kv_spill_table.hpp"
+#include "actors/kv_spill.hpp"
 #include "store/sealed.hpp"
 
 #include <caf/all.hpp>
@@ -208,8 +208,8 @@ int run_node(const node_config& cfg) {
         }
         auto& et = std::get<actors::engine_tier>(loaded);
         if (seal)
-          et.spill = std::make_shared<store::kv_spill_table>(
-            *env, seal, et.model->fingerprint(), cfg.memory_spill_max_mb << 20);
+          et.spill = std::make_shared<actors::kv_spill_store>(std::make_unique<store::kv_spill_table>(
+            *env, seal, et.model->fingerprint(), cfg.memory_spill_max_mb << 20));
         const auto& hp = et.model->hparams();
         t.tokenizer = et.tokenizer;
         t.n_ctx = et.scheduler.n_ctx;

@@ -249,4 +249,36 @@ caf::expected<router_v2_checkpoint> decode_router_v2_checkpoint(std::string_view
     });
 }
 
+std::string encode(const kv_page_record& x) {
+  ::capnp::MallocMessageBuilder mb(
+    static_cast<unsigned>((x.bytes.size() + 4 * x.tokens.size()) / 8 + 64));
+  auto p = mb.initRoot<cp::KvPage>();
+  p.setParent(x.parent);
+  p.setOld(x.old);
+  p.setKType(x.k_type);
+  p.setVType(x.v_type);
+  p.setTokens({reinterpret_cast<const kj::byte*>(x.tokens.data()),
+               x.tokens.size() * sizeof(int32_t)});
+  p.setBytes({reinterpret_cast<const kj::byte*>(x.bytes.data()), x.bytes.size()});
+  return to_bytes(mb);
+}
+
+caf::expected<kv_page_record> decode_kv_page(std::string_view bytes) {
+  return decode_with<cp::KvPage, kv_page_record>(
+    bytes, "kv page", [](cp::KvPage::Reader p, kv_page_record& x) -> std::string {
+      x.parent = p.getParent();
+      x.old = p.getOld();
+      x.k_type = p.getKType();
+      x.v_type = p.getVType();
+      auto t = p.getTokens();
+      if (t.size() % sizeof(int32_t) != 0)
+        return "tokens is not a whole number of i32";
+      x.tokens.resize(t.size() / sizeof(int32_t));
+      std::memcpy(x.tokens.data(), t.begin(), t.size());
+      auto b = p.getBytes();
+      x.bytes.assign(reinterpret_cast<const char*>(b.begin()), b.size());
+      return {};
+    });
+}
+
 } // namespace shoal::proto

@@ -62,6 +62,17 @@ struct router_v2_checkpoint {
   std::vector<float> params; ///< [n_params] f32
 };
 
+/// A KV-cache page the memory budget evicted (table `kv_spill`): its place
+/// in the prefix chain and its K and V bytes.
+struct kv_page_record {
+  uint64_t parent = 0;  ///< hash of the page before it in the prefix chain (0: first)
+  bool old = false;     ///< tier of the bytes: false recent, true old (quantized)
+  uint8_t k_type = 0;   ///< kernels::kv_type code of the K bytes (checked by the reader)
+  uint8_t v_type = 0;   ///< kernels::kv_type code of the V bytes
+  std::vector<int32_t> tokens; ///< [n] token ids of the page
+  std::string bytes;    ///< the page (all layers, K and V) in those types
+};
+
 /// Schema metadata of a node's store.
 struct meta_record {
   uint32_t schema_version = 0;
@@ -81,6 +92,7 @@ std::string encode(const witness_entry& x);
 std::string encode(const meta_record& x);
 std::string encode(const index_checkpoint& x);
 std::string encode(const router_v2_checkpoint& x);
+std::string encode(const kv_page_record& x);
 
 /// Decoders. @param bytes any alignment (copied into an aligned buffer).
 /// @returns the record, or `errc::corrupt_data` naming what was wrong.
@@ -93,5 +105,6 @@ caf::expected<index_checkpoint> decode_index_checkpoint(std::string_view bytes);
 /// starts with a segment count, 0 for ours). Errors: corrupt_data naming
 /// what is wrong (unknown version, truncated, trailing bytes).
 caf::expected<router_v2_checkpoint> decode_router_v2_checkpoint(std::string_view bytes);
+caf::expected<kv_page_record> decode_kv_page(std::string_view bytes);
 
 } // namespace shoal::proto

@@ -190,3 +190,24 @@ TEST_CASE("router v2 checkpoints round-trip, and the layout before schema 3 stil
   CHECK(is_corrupt(std::string_view(legacy).substr(0, 20)));                // truncated config
   CHECK(is_corrupt(std::string(64, '\x09')));                               // neither layout
 }
+
+TEST_CASE("KV page records round-trip, and malformed bytes do not decode") {
+  kv_page_record p{42, true, 2, 3, {5, -6, 7}, std::string("\0page\xff", 6)};
+  auto back = decode_kv_page(encode(p));
+  REQUIRE(back);
+  CHECK(back->parent == 42);
+  CHECK(back->old);
+  CHECK(back->k_type == 2);
+  CHECK(back->v_type == 3);
+  CHECK(back->tokens == p.tokens);
+  CHECK(back->bytes == p.bytes);
+  CHECK_FALSE(decode_kv_page(""));
+  CHECK_FALSE(decode_kv_page(std::string(12, '\0') + "\x01"));
+  // The little-endian layout before schema 3 (parent, tier, types, n, tokens, bytes).
+  std::string legacy(8, '\0');
+  legacy += "\x01\x02\x03";
+  legacy += std::string("\x01\0\0\0\x05\0\0\0", 8);
+  legacy += "abcd";
+  auto r = decode_kv_page(legacy);
+  CHECK_FALSE(r);
+}

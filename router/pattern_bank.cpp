@@ -14,6 +14,11 @@ namespace shoal::router {
 
 namespace {
 
+/// The pattern index's int8 arithmetic: Shoal's dispatched kernels.
+store::int8_ops index_ops() {
+  return {&kernels::quantize_i8, &kernels::dot_i8};
+}
+
 uint64_t now_ns() {
   return static_cast<uint64_t>(core::steady_now_ns());
 }
@@ -32,7 +37,7 @@ tier_posterior tier_evidence::posterior() const noexcept {
 
 pattern_bank::pattern_bank(uint32_t dim, router_config cfg,
                            std::shared_ptr<store::environment> env)
-  : dim_(dim), cfg_(std::move(cfg)), env_(std::move(env)), index_(dim, cfg_.index) {
+  : dim_(dim), cfg_(std::move(cfg)), env_(std::move(env)), index_(dim, cfg_.index, index_ops()) {
   rng_.seed(cfg_.seed != 0 ? cfg_.seed : std::random_device{}());
   for (const auto& t : cfg_.tiers)
     costs_.push_back(t.cost);
@@ -218,7 +223,8 @@ caf::error pattern_bank::load() {
   if (ck_bytes->has_value()) {
     auto ck = proto::decode_index_checkpoint(**ck_bytes);
     if (ck && ck->n_patterns == records.size()) {
-      auto idx = store::pattern_index::load(index_path(), dim_, cfg_.index, ck->file_hash);
+      auto idx = store::pattern_index::load(index_path(), dim_, cfg_.index, index_ops(),
+                                              ck->file_hash);
       if (idx && idx->size() == records.size()
           && idx->removed() <= std::max<size_t>(idx->size(), 4096)) {
         index_ = std::move(*idx);
@@ -233,7 +239,7 @@ caf::error pattern_bank::load() {
   }
   if (!loaded) {
     rebuilt_ = !records.empty() || std::filesystem::exists(index_path());
-    index_ = store::pattern_index(dim_, cfg_.index);
+    index_ = store::pattern_index(dim_, cfg_.index, index_ops());
     for (auto& r : records)
       if (auto e = index_.add(r.id, r.centroid))
         return e;

@@ -1,6 +1,7 @@
 #include "store/kv_spill_table.hpp"
 
 #include "proto/error.hpp"
+#include "proto/records.hpp"
 #include "store/bytes.hpp"
 
 #include <spdlog/spdlog.h>
@@ -30,44 +31,6 @@ kv_spill_table::kv_spill_table(std::shared_ptr<environment> env,
 
 std::string kv_spill_table::key(uint64_t hash) const {
   return u64_key(model_key_) + u64_key(hash);
-}
-
-std::string kv_spill_table::encode(const page& p) {
-  std::string out;
-  out.reserve(13 + 4 * p.tokens.size() + p.bytes.size());
-  bytes::put<uint64_t>(out, p.parent);
-  bytes::put<uint8_t>(out, p.old ? 1 : 0);
-  bytes::put<uint8_t>(out, static_cast<uint8_t>(p.k_type));
-  bytes::put<uint8_t>(out, static_cast<uint8_t>(p.v_type));
-  bytes::put<uint32_t>(out, static_cast<uint32_t>(p.tokens.size()));
-  for (int32_t t : p.tokens)
-    bytes::put<int32_t>(out, t);
-  out += p.bytes;
-  return out;
-}
-
-namespace {
-bool known_type(uint8_t t) {
-  return std::string_view(kernels::to_string(static_cast<kernels::kv_type>(t))) != "?";
-}
-} // namespace
-
-std::optional<engine::kv_spill::page> kv_spill_table::decode(std::string_view in) {
-  page p;
-  uint8_t old = 0, kt = 0, vt = 0;
-  uint32_t n = 0;
-  if (!bytes::get(in, p.parent) || !bytes::get(in, old) || old > 1 || !bytes::get(in, kt)
-      || !bytes::get(in, vt) || !known_type(kt) || !known_type(vt) || !bytes::get(in, n)
-      || in.size() < 4ull * n)
-    return std::nullopt;
-  p.old = old == 1;
-  p.k_type = static_cast<kernels::kv_type>(kt);
-  p.v_type = static_cast<kernels::kv_type>(vt);
-  p.tokens.resize(n);
-  for (auto& t : p.tokens)
-    bytes::get(in, t);
-  p.bytes.assign(in.data(), in.size());
-  return p;
 }
 
 void kv_spill_table::erase(uint64_t hash) {
@@ -113,10 +76,10 @@ kv_spill_table::~kv_spill_table() {
   flush();
 }
 
-bool kv_spill_table::put(uint64_t hash, const page& p) {
+bool kv_spill_table::put(uint64_t hash, const proto::kv_page_record& p) {
   erase(hash);
   std::string k = key(hash);
-  std::string v = seal_->seal(encode(p), k);
+  std::string v = seal_->seal(proto::encode(p), k);
   if (v.size() > max_bytes_)
     return false;
   while (bytes_ + v.size() > max_bytes_ && !order_.empty()) {
@@ -134,7 +97,7 @@ bool kv_spill_table::put(uint64_t hash, const page& p) {
   return true;
 }
 
-std::optional<engine::kv_spill::page> kv_spill_table::get(uint64_t hash) {
+std::optional<proto::kv_page_record> kv_spill_table::get(uint64_t hash) {
   if (!sizes_.count(hash))
     return std::nullopt;
   std::string k = key(hash);
@@ -150,11 +113,14 @@ std::optional<engine::kv_spill::page> kv_spill_table::get(uint64_t hash) {
     spdlog::warn("kv_spill: page {:016x}: {}", hash, plain.err().message);
     return std::nullopt;
   }
-  auto p = decode(*plain);
-  if (!p)
-    spdlog::warn("kv_spill: page {:016x} does not decode; dropped", hash);
+  auto p = proto::decode_kv_page(*plain);
   erase(hash); // back in memory (or unusable)
-  return p;
+  if (!p) {
+    spdlog::warn("kv_spill: page {:016x} does not decode ({}); dropped", hash,
+                 view(p.error()).message);
+    return std::nullopt;
+  }
+  return std::move(*p);
 }
 
 } // namespace shoal::store

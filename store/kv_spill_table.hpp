@@ -1,12 +1,13 @@
 #pragma once
-/// @file engine::kv_spill over the `kv_spill` table of the node's LMDB store:
-/// KV pages the memory budget evicted, sealed at rest (crypto/sealer.hpp),
-/// read back when a prompt's prefix needs them again.
+/// @file The `kv_spill` table of the node's LMDB store: KV pages the memory
+/// budget evicted, sealed at rest (crypto/sealer.hpp), read back when a
+/// prompt's prefix needs them again (the engine reaches it through
+/// engine::kv_spill: actors/kv_spill.hpp).
 ///
 /// Record: key = u64(model_key) ‖ u64(page hash) (big-endian), value =
-/// seal(parent u64 ‖ tier u8 ‖ k_type u8 ‖ v_type u8 ‖ n_tokens u32 ‖
-/// tokens i32[n] ‖ page bytes,
-/// ad = key), little-endian fields. The table keeps at most `max_bytes` of
+/// seal(proto::kv_page_record as Cap'n Proto, ad = key). A record that does
+/// not open or decode (another key, damage, the little-endian layout before
+/// schema 3) is dropped with a warning: spilled pages are a cache. The table keeps at most `max_bytes` of
 /// records per process (oldest written first out; the order is rebuilt from
 /// a scan at start); a restored page's record is deleted (it lives in memory
 /// again until the next eviction).
@@ -16,35 +17,40 @@
 /// destruction; a crash loses at most the buffer — spilled pages are a cache.
 /// Thread-safety: one owner thread (the tier's engine), like its kv_pool.
 
-#include "engine/kv_cache.hpp"
+#include "proto/records.hpp"
 #include "store/environment.hpp"
 #include "crypto/sealer.hpp"
 
 #include <deque>
+#include <optional>
 #include <memory>
 #include <unordered_map>
 
 namespace shoal::store {
 
-class kv_spill_table final : public engine::kv_spill {
+class kv_spill_table {
 public:
   /// @param model_key distinguishes models sharing the table (e.g. a hash of
   ///        the GGUF's metadata). @param max_bytes cap on this model's records.
   kv_spill_table(std::shared_ptr<environment> env, std::shared_ptr<const crypto::sealer> seal,
                  uint64_t model_key, uint64_t max_bytes);
 
-  ~kv_spill_table() override;
-  bool put(uint64_t hash, const page& p) override;
-  std::optional<page> get(uint64_t hash) override;
+  ~kv_spill_table();
+  kv_spill_table(const kv_spill_table&) = delete;
+  kv_spill_table& operator=(const kv_spill_table&) = delete;
+
+  /// Stores the page named `hash` (replacing one of that name), oldest
+  /// records out first beyond max_bytes. False when it could not (larger
+  /// than max_bytes, or the write-back failed: logged).
+  bool put(uint64_t hash, const proto::kv_page_record& p);
+  /// The page named `hash`, once: a page read leaves the table. std::nullopt
+  /// when unknown or unusable (logged).
+  std::optional<proto::kv_page_record> get(uint64_t hash);
   /// Writes the buffered records; false on a storage error (they are dropped, logged).
   bool flush();
 
   uint64_t bytes() const noexcept { return bytes_; }
   size_t records() const noexcept { return sizes_.size(); }
-
-  /// Encoding of a page record's plaintext (exposed for tests).
-  static std::string encode(const page& p);
-  static std::optional<page> decode(std::string_view bytes);
 
 private:
   std::string key(uint64_t hash) const;

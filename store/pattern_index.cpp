@@ -2,7 +2,6 @@
 // non-inline functions; see STACK.md).
 #include "store/pattern_index.hpp"
 
-#include "kernels/vector.hpp"
 #include "proto/error.hpp"
 
 #include <hnswlib/hnswlib.h>
@@ -18,37 +17,43 @@ namespace shoal::store {
 namespace {
 
 /// hnswlib space over int8-quantized unit vectors: each element is a float
-/// scale followed by `dim` int8 values (kernels::quantize_i8), 4× smaller
+/// scale followed by `dim` int8 values (int8_ops::quantize), 4× smaller
 /// than f32, so a search touches 4× fewer cache lines. Distance is
-/// 1 - scale_a * scale_b * dot_i8(a, b), by Shoal's dispatched int8 kernel
-/// (hnswlib picks its SIMD at compile time; ours picks at run time).
+/// 1 - scale_a * scale_b * dot(a, b), by the owner's int8 dot product
+/// (Shoal's dispatched kernel: hnswlib picks its SIMD at compile time, ours
+/// at run time).
 class cosine_i8_space final : public hnswlib::SpaceInterface<float> {
 public:
-  explicit cosine_i8_space(size_t dim) : dim_(dim) {}
-  size_t get_data_size() override { return sizeof(float) + dim_; }
+  cosine_i8_space(size_t dim, int8_ops ops) : param_{dim, ops.dot}, ops_(ops) {}
+  size_t get_data_size() override { return sizeof(float) + param_.dim; }
   hnswlib::DISTFUNC<float> get_dist_func() override { return &distance; }
-  void* get_dist_func_param() override { return &dim_; }
+  void* get_dist_func_param() override { return &param_; }
+
+  /// The element bytes of `v`: scale, then the int8 values.
+  std::vector<signed char> encode(std::span<const float> v) const {
+    std::vector<signed char> out(sizeof(float) + v.size());
+    float scale = ops_.quantize(v, {out.data() + sizeof(float), v.size()});
+    std::memcpy(out.data(), &scale, sizeof scale);
+    return out;
+  }
 
 private:
-  static float distance(const void* a, const void* b, const void* param) {
-    size_t n = *static_cast<const size_t*>(param);
+  struct param {
+    size_t dim;
+    decltype(int8_ops::dot) dot;
+  };
+  static float distance(const void* a, const void* b, const void* p) {
+    const auto& prm = *static_cast<const param*>(p);
     float sa, sb;
     std::memcpy(&sa, a, sizeof sa);
     std::memcpy(&sb, b, sizeof sb);
     auto qa = static_cast<const signed char*>(a) + sizeof(float);
     auto qb = static_cast<const signed char*>(b) + sizeof(float);
-    return 1.0f - sa * sb * static_cast<float>(kernels::dot_i8({qa, n}, {qb, n}));
+    return 1.0f - sa * sb * static_cast<float>(prm.dot({qa, prm.dim}, {qb, prm.dim}));
   }
-  size_t dim_;
+  param param_;
+  int8_ops ops_;
 };
-
-/// The element bytes of `v`: scale, then the int8 values.
-std::vector<signed char> encode_element(std::span<const float> v) {
-  std::vector<signed char> out(sizeof(float) + v.size());
-  float scale = kernels::quantize_i8(v, {out.data() + sizeof(float), v.size()});
-  std::memcpy(out.data(), &scale, sizeof scale);
-  return out;
-}
 
 } // namespace
 
@@ -59,11 +64,11 @@ struct pattern_index::impl {
   uint32_t dim;
   index_config cfg;
 
-  impl(uint32_t d, index_config c) : space(d), dim(d), cfg(c) {}
+  impl(uint32_t d, index_config c, int8_ops ops) : space(d, ops), dim(d), cfg(c) {}
 };
 
-pattern_index::pattern_index(uint32_t dim, index_config cfg)
-  : impl_(std::make_unique<impl>(dim, cfg)) {
+pattern_index::pattern_index(uint32_t dim, index_config cfg, int8_ops ops)
+  : impl_(std::make_unique<impl>(dim, cfg, ops)) {
   impl_->hnsw = std::make_unique<hnswlib::HierarchicalNSW<float>>(
     &impl_->space, std::max<uint64_t>(cfg.initial_capacity, 16), cfg.m, cfg.ef_construction);
   impl_->hnsw->setEf(cfg.ef_search);
@@ -77,7 +82,7 @@ pattern_index& pattern_index::operator=(pattern_index&&) noexcept = default;
 caf::error pattern_index::add(uint64_t id, std::span<const float> v) {
   auto& h = *impl_->hnsw;
   try {
-    auto elem = encode_element(v);
+    auto elem = impl_->space.encode(v);
     if (h.cur_element_count >= h.max_elements_)
       h.resizeIndex(std::max<size_t>(h.max_elements_ * 2, 16));
     // A known id moves to a fresh slot and its old one is removed: hnswlib's
@@ -116,7 +121,7 @@ std::vector<index_hit> pattern_index::search(std::span<const float> q, size_t k)
   if (h.cur_element_count == h.num_deleted_ || k == 0)
     return out;
   h.setEf(std::max<size_t>(impl_->cfg.ef_search, k));
-  auto elem = encode_element(q);
+  auto elem = impl_->space.encode(q);
   auto pq = h.searchKnn(elem.data(), k);
   out.resize(pq.size());
   for (size_t i = pq.size(); i-- > 0;) {
@@ -200,7 +205,7 @@ caf::expected<uint64_t> pattern_index::save(const std::filesystem::path& path) c
 }
 
 caf::expected<pattern_index> pattern_index::load(const std::filesystem::path& path,
-                                                 uint32_t dim, index_config cfg,
+                                                 uint32_t dim, index_config cfg, int8_ops ops,
                                                  uint64_t expected_hash) {
   if (!std::filesystem::exists(path))
     return make_error(errc::not_found, "no index file " + path.string());
@@ -210,7 +215,7 @@ caf::expected<pattern_index> pattern_index::load(const std::filesystem::path& pa
   if (*h != expected_hash)
     return make_error(errc::corrupt_data,
                       "index file " + path.string() + " does not match its checkpoint hash");
-  auto p = std::make_unique<impl>(dim, cfg);
+  auto p = std::make_unique<impl>(dim, cfg, ops);
   try {
     p->hnsw = std::make_unique<hnswlib::HierarchicalNSW<float>>(&p->space, path.string(),
                                                                  false, 0);

@@ -1,8 +1,9 @@
 #pragma once
 /// @file Approximate nearest-neighbour index over pattern centroids (hnswlib
 /// HNSW graph, Malkov & Yashunin 2018), cosine similarity on L2-normalised
-/// vectors. Vectors are stored int8-quantized per vector
-/// (kernels::quantize_i8: 4 + dim bytes each instead of 4·dim), so
+/// vectors. Vectors are stored int8-quantized per vector (the caller's
+/// int8_ops, kernels::quantize_i8 in Shoal: 4 + dim bytes each instead of
+/// 4·dim), so
 /// similarities are approximate: |error| <= ~0.01 for unit vectors of
 /// dimension 384 (see kernels tests); the caller keeps exact f32 vectors
 /// where it needs them (the pattern bank keeps them in LMDB).
@@ -43,6 +44,18 @@ struct index_config {
   uint64_t initial_capacity = 16384;
 };
 
+/// The int8 arithmetic the index stores and compares vectors with,
+/// supplied by its owner (router/ passes kernels::quantize_i8 and
+/// kernels::dot_i8, dispatched to SIMD at run time). Both must be pure and
+/// callable from any thread.
+struct int8_ops {
+  /// Quantizes x ([n] f32) into q ([n] int8); returns the scale s with
+  /// x ≈ s·q.
+  float (*quantize)(std::span<const float> x, std::span<signed char> q) noexcept = nullptr;
+  /// Σ a_i·b_i over [n] int8.
+  int32_t (*dot)(std::span<const signed char> a, std::span<const signed char> b) noexcept = nullptr;
+};
+
 /// One search hit.
 struct index_hit {
   uint64_t id;
@@ -51,8 +64,8 @@ struct index_hit {
 
 class pattern_index {
 public:
-  /// An empty index of `dim`-dimensional vectors.
-  pattern_index(uint32_t dim, index_config cfg);
+  /// An empty index of `dim`-dimensional vectors. @pre ops' functions set.
+  pattern_index(uint32_t dim, index_config cfg, int8_ops ops);
   ~pattern_index();
   pattern_index(pattern_index&&) noexcept;
   pattern_index& operator=(pattern_index&&) noexcept;
@@ -102,7 +115,8 @@ public:
   /// Errors: `errc::not_found` (no file), `errc::corrupt_data` (hash, size or
   /// dimension mismatch, or hnswlib refused it).
   static caf::expected<pattern_index> load(const std::filesystem::path& path, uint32_t dim,
-                                           index_config cfg, uint64_t expected_hash);
+                                           index_config cfg, int8_ops ops,
+                                           uint64_t expected_hash);
 
   /// XXH3-64 of a file's bytes. Errors: `errc::not_found`, `errc::storage_failure`.
   static caf::expected<uint64_t> hash_file(const std::filesystem::path& path);

@@ -1,5 +1,6 @@
 #include "store/pattern_index.hpp"
 
+#include "kernels/testing.hpp"
 #include "kernels/vector.hpp"
 
 #include <algorithm>
@@ -14,21 +15,17 @@ namespace fs = std::filesystem;
 using namespace shoal::store;
 
 namespace {
-std::vector<float> random_unit(std::mt19937& rng, uint32_t dim) {
-  std::normal_distribution<float> n;
-  std::vector<float> v(dim);
-  for (auto& x : v)
-    x = n(rng);
-  shoal::kernels::normalize(v);
-  return v;
-}
+using random_unit_fn = std::vector<float>(std::mt19937&, uint32_t);
+constexpr random_unit_fn* random_unit = &shoal::kernels::testing::unit;
+/// The int8 arithmetic the router gives the index: Shoal's kernels.
+const int8_ops i8{&shoal::kernels::quantize_i8, &shoal::kernels::dot_i8};
 } // namespace
 
 TEST_CASE("pattern index finds the nearest vector and grows past its capacity") {
   std::mt19937 rng(1);
   index_config cfg;
   cfg.initial_capacity = 16;
-  pattern_index idx(32, cfg);
+  pattern_index idx(32, cfg, i8);
   std::vector<std::vector<float>> vs;
   for (uint64_t i = 0; i < 200; ++i) {
     vs.push_back(random_unit(rng, 32));
@@ -55,26 +52,26 @@ TEST_CASE("pattern index finds the nearest vector and grows past its capacity") 
 TEST_CASE("a saved index loads back, and a corrupted file is refused") {
   std::mt19937 rng(2);
   auto path = fs::temp_directory_path() / ("shoal-idx-" + std::to_string(rng()) + ".hnsw");
-  pattern_index idx(16, {});
+  pattern_index idx(16, {}, i8);
   for (uint64_t i = 0; i < 50; ++i)
     REQUIRE_FALSE(idx.add(i, random_unit(rng, 16)));
   auto h = idx.save(path);
   REQUIRE(h);
-  auto back = pattern_index::load(path, 16, {}, *h);
+  auto back = pattern_index::load(path, 16, {}, i8, *h);
   REQUIRE(back);
   CHECK(back->size() == 50);
   CHECK(back->get(7) == idx.get(7));
   // Wrong dimension is refused.
-  CHECK_FALSE(pattern_index::load(path, 32, {}, *h));
+  CHECK_FALSE(pattern_index::load(path, 32, {}, i8, *h));
   // Flip one byte: the hash check refuses the file before hnswlib reads it.
   {
     std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
     f.seekp(40);
     f.put('\x7f');
   }
-  CHECK_FALSE(pattern_index::load(path, 16, {}, *h));
+  CHECK_FALSE(pattern_index::load(path, 16, {}, i8, *h));
   fs::remove(path);
-  CHECK_FALSE(pattern_index::load(path, 16, {}, *h));
+  CHECK_FALSE(pattern_index::load(path, 16, {}, i8, *h));
 }
 
 TEST_CASE("removed ids are never found, and removals survive save and load") {
@@ -82,7 +79,7 @@ TEST_CASE("removed ids are never found, and removals survive save and load") {
   auto path = fs::temp_directory_path() / ("shoal-idx-rm-" + std::to_string(rng()) + ".hnsw");
   index_config cfg;
   cfg.initial_capacity = 16;
-  pattern_index idx(32, cfg);
+  pattern_index idx(32, cfg, i8);
   std::vector<std::vector<float>> vs;
   for (uint64_t i = 0; i < 300; ++i) {
     vs.push_back(random_unit(rng, 32));
@@ -112,7 +109,7 @@ TEST_CASE("removed ids are never found, and removals survive save and load") {
   check(idx);
   auto h = idx.save(path);
   REQUIRE(h);
-  auto back = pattern_index::load(path, 32, cfg, *h);
+  auto back = pattern_index::load(path, 32, cfg, i8, *h);
   REQUIRE(back);
   CHECK(back->removed() == 100);
   check(*back);
@@ -121,7 +118,7 @@ TEST_CASE("removed ids are never found, and removals survive save and load") {
 
 TEST_CASE("adding a known id replaces its vector (also after a reload), and a removed id can return") {
   std::mt19937 rng(4);
-  pattern_index idx(32, {});
+  pattern_index idx(32, {}, i8);
   std::vector<std::vector<float>> vs;
   for (uint64_t i = 0; i < 100; ++i) {
     vs.push_back(random_unit(rng, 32));
@@ -152,7 +149,7 @@ TEST_CASE("adding a known id replaces its vector (also after a reload), and a re
   auto path = fs::temp_directory_path() / ("shoal-idx-mv-" + std::to_string(rng()) + ".hnsw");
   auto h = idx.save(path);
   REQUIRE(h);
-  auto back = pattern_index::load(path, 32, {}, *h);
+  auto back = pattern_index::load(path, 32, {}, i8, *h);
   REQUIRE(back);
   fs::remove(path);
   CHECK(back->size() == 100);

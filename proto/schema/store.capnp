@@ -110,3 +110,16 @@ struct RouterV2Checkpoint {
   seed          @11 :UInt64;
   params        @12 :Data;    # [n_params] f32, the model's flat parameter vector
 }
+
+# Table `kv_spill`, key = u64 model key ‖ u64 page hash (big-endian): a KV
+# page the memory budget evicted, sealed at rest (the sealed bytes are this
+# message). Since schema 3 (before: hand-rolled little-endian bytes; such
+# records do not decode and are dropped like any damaged cache entry).
+struct KvPage {
+  parent   @0 :UInt64;   # hash of the page before it in the prefix chain (0: first)
+  old      @1 :Bool;     # tier of the bytes: false recent, true old (quantized)
+  kType    @2 :UInt8;    # kernels::kv_type of the K bytes
+  vType    @3 :UInt8;    # kernels::kv_type of the V bytes
+  tokens   @4 :Data;     # [n] i32 little-endian: the token ids the page holds
+  bytes    @5 :Data;     # the page, all layers, K and V, in those types
+}
