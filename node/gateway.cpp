@@ -1,5 +1,6 @@
 #include "node/gateway.hpp"
 #include "node/errors.hpp"
+#include "node/stats.hpp"
 
 #include "actors/memory.hpp"
 
@@ -337,27 +338,26 @@ struct gateway::impl {
     current_error_code.clear();
   }
 
-  struct snapshot {
-    router_stats router;
-    witness_stats witness;
-    telemetry_snapshot telemetry;
-    std::optional<federation::federation_stats> fed;
-    std::optional<proto::router_digest> digest;
-    std::vector<actors::engine_stats> engines; ///< one per tier with a model
-    std::optional<actors::memory_stats> memory;
-  };
-
-  caf::expected<snapshot> collect() {
+  /// One snapshot of every actor's statistics (node/stats.hpp), each asked
+  /// once with the request timeout. With `with_learn`, SONA's loops too
+  /// (left out if SONA does not answer, so the rest still comes).
+  caf::expected<stats_snapshot> collect(bool with_learn) {
+    stats_snapshot snap;
+    snap.node = cfg.name;
+    snap.tiers = cfg.router.tiers;
+    snap.now_ms = core::utc_now_ms();
     auto r = ask<router_stats>(actors.router, stats_atom::value);
     if (!r)
       return r.error();
+    snap.router = *r;
     auto w = ask<witness_stats>(actors.witness, stats_atom::value);
     if (!w)
       return w.error();
+    snap.witness = *w;
     auto t = ask<telemetry_snapshot>(actors.telemetry, stats_atom::value);
     if (!t)
       return t.error();
-    snapshot snap{*r, *w, std::move(*t), std::nullopt, std::nullopt, {}, std::nullopt};
+    snap.telemetry = std::move(*t);
     if (actors.memory) {
       auto m = ask<actors::memory_stats>(actors.memory, stats_atom::value);
       if (!m)
@@ -382,103 +382,27 @@ struct gateway::impl {
       snap.fed = std::move(*f);
       snap.digest = std::move(*d);
     }
+    if (with_learn && actors.sona)
+      if (auto l = ask<actors::learn_status>(actors.sona, actors::status_atom::value))
+        snap.learn = std::move(*l);
+    snap.http_requests = n_http.load();
+    snap.http_errors = error_counts();
     return snap;
   }
 
   void handle_stats(const httplib::Request&, httplib::Response& res) {
-    auto s = collect();
+    auto s = collect(false);
     if (!s)
       return reply_error(res, s.error());
-    const auto& t = s->telemetry;
-    json tiers = json::array();
-    for (size_t i = 0; i < cfg.router.tiers.size(); ++i) {
-      const auto& tc = cfg.router.tiers[i];
-      uint64_t fb = i < t.tier_feedback.size() ? t.tier_feedback[i] : 0;
-      tiers.push_back({{"name", tc.name},
-                       {"cost", tc.cost},
-                       {"params_m", tc.params_m},
-                       {"routed", i < t.tier_routed.size() ? t.tier_routed[i] : 0},
-                       {"share", t.n_routed > 0 ? double(t.tier_routed[i]) / t.n_routed : 0.0},
-                       {"feedback", fb},
-                       {"mean_quality", fb > 0 ? t.tier_quality_sum[i] / fb : 0.0}});
-    }
-    json errors = json::object();
-    for (const auto& [code, n] : error_counts())
-      errors[code] = n;
-    json fed = {{"enabled", false}};
-    if (s->fed) {
-      const auto& f = *s->fed;
-      json origins = json::array();
-      for (const auto& o : s->digest->origins)
-        origins.push_back({{"node", proto::format_request_id(o.node)},
-                           {"contributions", o.count},
-                           {"max_version", o.max_version},
-                           {"hash", proto::format_request_id(o.hash)}});
-      json peers = json::array();
-      for (const auto& p : f.peers)
-        peers.push_back({{"name", p.name},
-                         {"node", proto::format_request_id(p.node)},
-                         {"last_seen_ms", p.last_seen_ms},
-                         {"patterns", p.last.n_patterns}});
-      fed = {{"enabled", true},
-             {"node_id", proto::format_request_id(f.node_id)},
-             {"public_key", f.public_key},
-             {"connected", f.connected},
-             {"stream_ready", f.stream_ready},
-             {"server", f.url},
-             {"stream_seq", f.stream_seq},
-             {"stream_seq_stored", s->digest->stream_seq},
-             {"batches_sent", f.batches_sent},
-             {"deltas_sent", f.deltas_sent},
-             {"publish_errors", f.publish_errors},
-             {"batches_received", f.batches_received},
-             {"deltas_merged", f.deltas_merged},
-             {"deltas_stale", f.deltas_stale},
-             {"patterns_created", f.patterns_created},
-             {"orphans", s->digest->orphans},
-             {"republishes", f.republishes},
-             {"propagation_ms",
-              {{"p50", f.lag.quantile(0.5) / 1e6},
-               {"p99", f.lag.quantile(0.99) / 1e6},
-               {"batches", f.lag.count()}}},
-             {"resyncs_requested", f.resyncs_requested},
-             {"dropped",
-              {{"untrusted", f.dropped_untrusted},
-               {"bad_signature", f.dropped_bad_signature},
-               {"malformed", f.dropped_malformed},
-               {"oversized", f.dropped_oversized},
-               {"invalid", f.dropped_invalid}}},
-             {"origins", std::move(origins)},
-             {"peers", std::move(peers)}};
-    }
-    send_json(res, {{"node", cfg.name},
-                    {"uptime_s", (core::utc_now_ms() - t.started_ms) / 1e3},
-                    {"requests", t.n_routed},
-                    {"new_patterns", t.n_new_patterns},
-                    {"patterns", s->router.n_patterns},
-                    {"feedback", t.n_feedback},
-                    {"mean_reward", t.n_feedback > 0 ? t.reward_sum / t.n_feedback : 0.0},
-                    {"tiers", std::move(tiers)},
-                    {"route_latency_ms",
-                     {{"count", t.latency_count},
-                      {"mean", t.latency_count > 0 ? 1e3 * t.latency_sum_s / t.latency_count : 0.0},
-                      {"p50", 1e3 * t.p50_s},
-                      {"p90", 1e3 * t.p90_s},
-                      {"p99", 1e3 * t.p99_s},
-                      {"p999", 1e3 * t.p999_s}}},
-                    {"witness",
-                     {{"records", s->witness.n_records},
-                      {"pending", s->witness.n_pending},
-                      {"transactions", s->witness.n_transactions},
-                      {"feedback_joined", s->witness.n_feedback},
-                      {"write_errors", s->witness.n_errors},
-                      {"archived", s->witness.n_archived},
-                      {"archive_segments", s->witness.n_archive_files}}},
-                    {"engines", engines_json(s->engines)},
-                    {"memory", memory_json(s->memory)},
-                    {"index_rebuilds", s->router.n_index_rebuilds},
-                    {"http", {{"requests", n_http.load()}, {"errors", std::move(errors)}}},
-                    {"federation", std::move(fed)}});
+    send_json(res, render_stats_json(*s));
+  }
+
+  void handle_metrics(const httplib::Request&, httplib::Response& res) {
+    auto s = collect(true);
+    if (!s)
+      return reply_error(res, s.error());
+    res.status = 200;
+    res.set_content(render_metrics(*s), "text/plain; version=0.0.4; charset=utf-8");
   }
 
   static json policy_json(const std::string& tier, const engine::kv_policy& p) {
@@ -526,296 +450,6 @@ struct gateway::impl {
     if (!applied)
       return reply_error(res, applied.error());
     send_json(res, policy_json(tier, *applied));
-  }
-
-  static json memory_json(const std::optional<actors::memory_stats>& m) {
-    if (!m)
-      return json::object();
-    return {{"limit_bytes", m->limit_bytes},
-            {"used_bytes", m->used_bytes},
-            {"used_by",
-             {{"kv", m->kv_bytes}, {"adapters", m->adapter_bytes}, {"router", m->router_bytes}}},
-            {"pressure_events", m->pressure_events},
-            {"trims", m->trims},
-            {"trimmed_bytes", m->trimmed_bytes}};
-  }
-
-  static json engines_json(const std::vector<actors::engine_stats>& engines) {
-    json out = json::array();
-    for (const auto& e : engines)
-      out.push_back({{"tier", e.tier},
-                     {"running", e.running},
-                     {"waiting", e.waiting},
-                     {"requests", e.requests},
-                     {"refused", e.refused},
-                     {"cancelled", e.cancelled},
-                     {"prompt_tokens", e.prompt_tokens},
-                     {"cached_tokens", e.cached_tokens},
-                     {"generated_tokens", e.generated_tokens},
-                     {"steps", e.steps},
-                     {"prefill_seconds", e.prefill_seconds},
-                     {"decode_seconds", e.decode_seconds},
-                     {"kv",
-                      {{"pages_recent", e.kv.pages_recent},
-                       {"pages_old", e.kv.pages_old},
-                       {"pages_cached", e.kv.pages_cached},
-                       {"bytes_cached", e.kv.bytes_cached},
-                       {"bytes_recent", e.kv.bytes_recent},
-                       {"bytes_old", e.kv.bytes_old},
-                       {"page_bytes_recent", e.kv.page_bytes_recent},
-                       {"page_bytes_old", e.kv.page_bytes_old},
-                       {"prefix_hits", e.kv.prefix_hits},
-                       {"prefix_misses", e.kv.prefix_misses},
-                       {"evictions", e.kv.evictions},
-                       {"migrations", e.kv.migrations},
-                       {"copies", e.kv.copies},
-                       {"alloc_failures", e.kv.alloc_failures},
-                       {"spills", e.kv.spills},
-                       {"restores", e.kv.restores},
-                       {"spill_failures", e.kv.spill_failures}}},
-                     {"memory_budget", {{"used_bytes", e.budget_used}, {"limit_bytes", e.budget_limit}}}});
-    return out;
-  }
-
-  void handle_metrics(const httplib::Request&, httplib::Response& res) {
-    auto s = collect();
-    if (!s)
-      return reply_error(res, s.error());
-    const auto& t = s->telemetry;
-    std::ostringstream out;
-    out.precision(17);
-    auto metric = [&](const char* name, const char* type, const char* help) {
-      out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n';
-    };
-    const std::string node_label = "node=\"" + cfg.name + "\"";
-    metric("shoal_route_requests_total", "counter", "Routed requests by chosen tier.");
-    for (size_t i = 0; i < cfg.router.tiers.size(); ++i)
-      out << "shoal_route_requests_total{" << node_label << ",tier=\""
-          << cfg.router.tiers[i].name << "\"} " << t.tier_routed[i] << '\n';
-    metric("shoal_feedback_total", "counter", "Feedback accepted, by tier.");
-    for (size_t i = 0; i < cfg.router.tiers.size(); ++i)
-      out << "shoal_feedback_total{" << node_label << ",tier=\"" << cfg.router.tiers[i].name
-          << "\"} " << t.tier_feedback[i] << '\n';
-    metric("shoal_feedback_quality_sum", "counter", "Sum of feedback quality, by tier.");
-    for (size_t i = 0; i < cfg.router.tiers.size(); ++i)
-      out << "shoal_feedback_quality_sum{" << node_label << ",tier=\""
-          << cfg.router.tiers[i].name << "\"} " << t.tier_quality_sum[i] << '\n';
-    metric("shoal_reward_sum", "counter", "Sum of reward (quality minus tier cost).");
-    out << "shoal_reward_sum{" << node_label << "} " << t.reward_sum << '\n';
-    metric("shoal_patterns", "gauge", "Patterns in the router's bank.");
-    out << "shoal_patterns{" << node_label << "} " << s->router.n_patterns << '\n';
-    metric("shoal_patterns_created_total", "counter", "Patterns created by routed requests.");
-    out << "shoal_patterns_created_total{" << node_label << "} " << t.n_new_patterns << '\n';
-    metric("shoal_route_latency_seconds", "histogram",
-           "Time from request parsed to routing decision.");
-    for (size_t i = 0; i < t.bucket_le_s.size(); ++i)
-      out << "shoal_route_latency_seconds_bucket{" << node_label << ",le=\"" << t.bucket_le_s[i]
-          << "\"} " << t.bucket_counts[i] << '\n';
-    out << "shoal_route_latency_seconds_bucket{" << node_label << ",le=\"+Inf\"} "
-        << t.latency_count << '\n';
-    out << "shoal_route_latency_seconds_sum{" << node_label << "} " << t.latency_sum_s << '\n';
-    out << "shoal_route_latency_seconds_count{" << node_label << "} " << t.latency_count
-        << '\n';
-    metric("shoal_witness_records_total", "counter", "Witness records committed to LMDB.");
-    out << "shoal_witness_records_total{" << node_label << "} " << s->witness.n_records << '\n';
-    metric("shoal_witness_pending", "gauge", "Witness records waiting for their transaction.");
-    out << "shoal_witness_pending{" << node_label << "} " << s->witness.n_pending << '\n';
-    metric("shoal_witness_transactions_total", "counter", "Witness write transactions.");
-    out << "shoal_witness_transactions_total{" << node_label << "} "
-        << s->witness.n_transactions << '\n';
-    metric("shoal_witness_write_errors_total", "counter", "Failed witness transactions.");
-    out << "shoal_witness_write_errors_total{" << node_label << "} " << s->witness.n_errors
-        << '\n';
-    metric("shoal_witness_archived_total", "counter",
-           "Witness records moved from LMDB to archive segments.");
-    out << "shoal_witness_archived_total{" << node_label << "} " << s->witness.n_archived
-        << '\n';
-    metric("shoal_witness_archive_segments_total", "counter", "Witness archive segments written.");
-    out << "shoal_witness_archive_segments_total{" << node_label << "} "
-        << s->witness.n_archive_files << '\n';
-    metric("shoal_http_requests_total", "counter", "HTTP requests answered.");
-    out << "shoal_http_requests_total{" << node_label << "} " << n_http.load() << '\n';
-    metric("shoal_http_errors_total", "counter", "HTTP error responses by error code.");
-    for (const auto& [code, n] : error_counts())
-      out << "shoal_http_errors_total{" << node_label << ",code=\"" << code << "\"} " << n
-          << '\n';
-    if (s->fed) {
-      const auto& f = *s->fed;
-      metric("shoal_federation_connected", "gauge", "1 when connected to a NATS server.");
-      out << "shoal_federation_connected{" << node_label << "} " << (f.connected ? 1 : 0)
-          << '\n';
-      metric("shoal_federation_deltas_sent_total", "counter", "Pattern deltas published.");
-      out << "shoal_federation_deltas_sent_total{" << node_label << "} " << f.deltas_sent
-          << '\n';
-      metric("shoal_federation_batches_sent_total", "counter", "Delta batches published.");
-      out << "shoal_federation_batches_sent_total{" << node_label << "} " << f.batches_sent
-          << '\n';
-      metric("shoal_federation_deltas_merged_total", "counter",
-             "Peers' deltas that changed a pattern here.");
-      out << "shoal_federation_deltas_merged_total{" << node_label << "} " << f.deltas_merged
-          << '\n';
-      metric("shoal_federation_stream_sequence", "gauge",
-             "Last JetStream sequence of the pattern stream received.");
-      out << "shoal_federation_stream_sequence{" << node_label << "} " << f.stream_seq
-          << '\n';
-      metric("shoal_federation_dropped_total", "counter",
-             "Federation messages dropped, by reason.");
-      for (auto [reason, n] : {std::pair{"untrusted", f.dropped_untrusted},
-                               std::pair{"bad_signature", f.dropped_bad_signature},
-                               std::pair{"malformed", f.dropped_malformed},
-                               std::pair{"oversized", f.dropped_oversized},
-                               std::pair{"invalid", f.dropped_invalid}})
-        out << "shoal_federation_dropped_total{" << node_label << ",reason=\"" << reason
-            << "\"} " << n << '\n';
-      metric("shoal_federation_propagation_seconds", "histogram",
-             "Lag from the oldest change in a peer's batch to its merge here (assumes "
-             "synchronised clocks).");
-      for (double le : {0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0})
-        out << "shoal_federation_propagation_seconds_bucket{" << node_label << ",le=\"" << le
-            << "\"} " << f.lag.cumulative_le(le * 1e9) << '\n';
-      out << "shoal_federation_propagation_seconds_bucket{" << node_label << ",le=\"+Inf\"} "
-          << f.lag.count() << '\n';
-      out << "shoal_federation_propagation_seconds_sum{" << node_label << "} "
-          << f.lag.sum_ns() / 1e9 << '\n';
-      out << "shoal_federation_propagation_seconds_count{" << node_label << "} "
-          << f.lag.count() << '\n';
-      metric("shoal_federation_republishes_total", "counter",
-             "Times this node republished its contributions (anti-entropy, resync).");
-      out << "shoal_federation_republishes_total{" << node_label << "} " << f.republishes
-          << '\n';
-    }
-    // Engines, one series per tier with a model (names after vLLM's).
-    auto per_engine = [&](const char* name, const char* type, const char* help, auto value) {
-      if (s->engines.empty())
-        return;
-      metric(name, type, help);
-      for (const auto& e : s->engines)
-        out << name << '{' << node_label << ",tier=\"" << e.tier << "\"} " << value(e) << '\n';
-    };
-    per_engine("shoal_engine_requests_running", "gauge", "Sequences in the running batch.",
-               [](const auto& e) { return e.running; });
-    per_engine("shoal_engine_requests_waiting", "gauge", "Sequences queued for a batch slot.",
-               [](const auto& e) { return e.waiting; });
-    per_engine("shoal_engine_requests_total", "counter", "Generation requests submitted.",
-               [](const auto& e) { return e.requests; });
-    per_engine("shoal_engine_requests_refused_total", "counter",
-               "Generation requests refused (bad parameters, context overflow).",
-               [](const auto& e) { return e.refused; });
-    per_engine("shoal_engine_requests_cancelled_total", "counter",
-               "Sequences cancelled because their client left.",
-               [](const auto& e) { return e.cancelled; });
-    per_engine("shoal_engine_prompt_tokens_total", "counter", "Prompt tokens prefilled.",
-               [](const auto& e) { return e.prompt_tokens; });
-    per_engine("shoal_engine_prompt_cached_tokens_total", "counter",
-               "Prompt tokens taken from the prefix cache instead of prefilled.",
-               [](const auto& e) { return e.cached_tokens; });
-    per_engine("shoal_kv_pages_recent", "gauge", "KV pages in the recent (F16) tier.",
-               [](const auto& e) { return e.kv.pages_recent; });
-    per_engine("shoal_kv_pages_old", "gauge", "KV pages in the old (quantized) tier.",
-               [](const auto& e) { return e.kv.pages_old; });
-    per_engine("shoal_kv_pages_free", "gauge",
-               "Recent-tier KV pages the memory budget still has room for (shared by all "
-               "tiers: each tier's figure assumes the room goes to it).",
-               [](const auto& e) {
-                 return e.kv.page_bytes_recent == 0 || e.budget_limit < e.budget_used
-                          ? 0
-                          : (e.budget_limit - e.budget_used) / e.kv.page_bytes_recent;
-               });
-    per_engine("shoal_kv_pages_cached", "gauge",
-               "KV pages no sequence uses, kept for prefix hits (evictable).",
-               [](const auto& e) { return e.kv.pages_cached; });
-    per_engine("shoal_kv_bytes_per_token_recent", "gauge",
-               "Bytes of KV cache per token in the recent tier (all layers, K and V).",
-               [](const auto& e) { return double(e.kv.page_bytes_recent) / e.kv.page_tokens; });
-    per_engine("shoal_kv_bytes_per_token_old", "gauge",
-               "Bytes of KV cache per token in the old tier (all layers, K and V).",
-               [](const auto& e) { return double(e.kv.page_bytes_old) / e.kv.page_tokens; });
-    per_engine("shoal_kv_prefix_hits_total", "counter", "Prompt pages found in the prefix cache.",
-               [](const auto& e) { return e.kv.prefix_hits; });
-    per_engine("shoal_kv_prefix_misses_total", "counter",
-               "Prompt pages looked up and not found.",
-               [](const auto& e) { return e.kv.prefix_misses; });
-    per_engine("shoal_kv_evictions_total", "counter",
-               "Cached KV pages freed to make room within the budget.",
-               [](const auto& e) { return e.kv.evictions; });
-    per_engine("shoal_kv_migrations_total", "counter", "KV pages moved to the old tier.",
-               [](const auto& e) { return e.kv.migrations; });
-    per_engine("shoal_kv_spills_total", "counter",
-               "Evicted KV pages sealed and written to LMDB (kv_spill).",
-               [](const auto& e) { return e.kv.spills; });
-    per_engine("shoal_kv_restores_total", "counter",
-               "Spilled KV pages read back for a prompt prefix.",
-               [](const auto& e) { return e.kv.restores; });
-    per_engine("shoal_engine_generation_tokens_total", "counter", "Tokens generated.",
-               [](const auto& e) { return e.generated_tokens; });
-    per_engine("shoal_engine_steps_total", "counter", "Forward passes (batched steps).",
-               [](const auto& e) { return e.steps; });
-    per_engine("shoal_engine_prefill_seconds_total", "counter",
-               "Time spent in steps that prefilled prompt tokens.",
-               [](const auto& e) { return e.prefill_seconds; });
-    per_engine("shoal_engine_decode_seconds_total", "counter",
-               "Time spent in decode-only steps.",
-               [](const auto& e) { return e.decode_seconds; });
-    if (s->memory) {
-      const auto& m = *s->memory;
-      metric("shoal_memory_budget_bytes", "gauge",
-             "The node's memory budget (KV pages, adapters, router weights).");
-      out << "shoal_memory_budget_bytes{" << node_label << "} " << m.limit_bytes << '\n';
-      metric("shoal_memory_used_bytes", "gauge", "Bytes reserved from the memory budget, by use.");
-      for (auto [use, n] : {std::pair{"kv", m.kv_bytes}, std::pair{"adapters", m.adapter_bytes},
-                            std::pair{"router", m.router_bytes}})
-        out << "shoal_memory_used_bytes{" << node_label << ",use=\"" << use << "\"} " << n << '\n';
-      metric("shoal_memory_pressure_total", "counter",
-             "Times a tier found no KV memory after evicting its own cached pages.");
-      out << "shoal_memory_pressure_total{" << node_label << "} " << m.pressure_events << '\n';
-      metric("shoal_memory_trimmed_bytes_total", "counter",
-             "Cached KV bytes other tiers freed at the memory pool's request.");
-      out << "shoal_memory_trimmed_bytes_total{" << node_label << "} " << m.trimmed_bytes << '\n';
-    }
-    // SONA's loops (the same figures as GET /v1/learn/status); left out if
-    // SONA does not answer, so the other metrics still come.
-    std::optional<actors::learn_status> learn;
-    if (actors.sona)
-      if (auto l = ask<actors::learn_status>(actors.sona, actors::status_atom::value))
-        learn = std::move(*l);
-    if (learn) {
-      const auto& l = *learn;
-      auto one = [&](const char* name, const char* type, const char* help, double v) {
-        metric(name, type, help);
-        out << name << '{' << node_label << "} " << v << '\n';
-      };
-      one("shoal_sona_v2_ready", "gauge", "1 when a trained router v2 routes, else 0.",
-          l.v2_ready ? 1 : 0);
-      one("shoal_sona_model_version", "gauge", "Background runs behind the routing model.",
-          static_cast<double>(l.model_version));
-      one("shoal_sona_instant_steps_total", "counter", "Instant-loop steps (one per feedback).",
-          static_cast<double>(l.instant_steps));
-      one("shoal_sona_instant_loss", "gauge", "Mean loss of the last 100 instant steps.",
-          l.instant_loss);
-      one("shoal_sona_trajectories_pending", "gauge",
-          "Router v2 decisions waiting for feedback.", static_cast<double>(l.pending));
-      one("shoal_sona_trajectories_dropped_total", "counter",
-          "Decisions the full trajectory ring refused (no instant step for them).",
-          static_cast<double>(l.dropped));
-      one("shoal_sona_background_runs_total", "counter", "Background-loop training runs.",
-          static_cast<double>(l.background_runs));
-      one("shoal_sona_background_last_duration_seconds", "gauge",
-          "Duration of the last background run.", l.background_ms / 1e3);
-      one("shoal_sona_background_last_loss", "gauge", "Mean training loss of the last run.",
-          l.background_loss);
-      one("shoal_sona_task_boundaries_total", "counter", "EWC++ task boundaries detected.",
-          static_cast<double>(l.task_boundaries));
-      one("shoal_sona_deep_runs_total", "counter", "Deep-loop consolidation runs.",
-          static_cast<double>(l.deep_runs));
-      one("shoal_sona_scoped_adapters", "gauge", "Scopes with their own MicroLoRA adapter.",
-          static_cast<double>(l.scoped_adapters));
-      one("shoal_sona_adapter_refusals_total", "counter",
-          "Scoped adapters the memory budget refused.", static_cast<double>(l.adapter_refusals));
-    }
-    metric("shoal_start_time_seconds", "gauge", "Node start time, seconds since the epoch.");
-    out << "shoal_start_time_seconds{" << node_label << "} " << t.started_ms / 1e3 << '\n';
-    res.status = 200;
-    res.set_content(out.str(), "text/plain; version=0.0.4; charset=utf-8");
   }
 };
 
