@@ -605,3 +605,105 @@ TEST_CASE("the deep loop archives old witness records and shoal witness read pri
   CHECK(rb.output.find("bad.shoalarc") != std::string::npos);
   CHECK(rb.output.find("bad magic") != std::string::npos);
 }
+
+namespace {
+
+/// tests/fixtures/store-pre19 (a store written by Shoal 39e286d, before the
+/// restructuring; see its README) copied into `dir`, with the config it
+/// needs (its tiers, seal key and embedding dimension).
+std::vector<std::string> pre19_store_in(const std::filesystem::path& dir) {
+  namespace fs = std::filesystem;
+  const fs::path src = fs::path(SHOAL_SOURCE_DIR) / "tests/fixtures/store-pre19";
+  fs::create_directories(dir / "shoal.lmdb");
+  fs::copy_file(src / "shoal.lmdb/data.mdb", dir / "shoal.lmdb/data.mdb");
+  for (const char* f : {"patterns.hnsw", "node.key"})
+    fs::copy_file(src / f, dir / f);
+  std::ofstream(dir / "node.toml") << R"(
+[memory]
+seal_key = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+budget_mb = 256
+[[tiers]]
+name = "demo-tiny"
+cost = 0
+params_m = 0.1
+model = "demo:tiny:q8_0"
+n_ctx = 256
+max_sequences = 4
+[[tiers]]
+name = "small"
+cost = 0.05
+params_m = 15
+model = ""
+[[tiers]]
+name = "medium"
+cost = 0.1
+params_m = 110
+model = ""
+[[tiers]]
+name = "large"
+cost = 0.2
+params_m = 260
+model = ""
+)";
+  return {"--config", (dir / "node.toml").string()};
+}
+
+/// What a node serving the pre19 store must still know.
+void check_pre19_store(httplib::Client& c) {
+  auto stats = must_get(c, "/v1/stats");
+  CHECK(stats["patterns"] == 78);
+  CHECK(stats["index_rebuilds"] == 0); // its index file and checkpoint were used
+  // Router v2's checkpoint (the little-endian layout of the time) restored.
+  CHECK(must_get(c, "/v1/learn/status")["router_v2"]["ready"] == true);
+  // The operator's KV policy of the tier.
+  auto kv = must_get(c, "/v1/tiers/demo-tiny/kv_policy");
+  CHECK(kv["recent_tokens"] == 64);
+  CHECK(kv["old_k_type"] == "q4_0");
+  CHECK(kv["old_v_type"] == "q8_0");
+  CHECK(kv["migrate_pages"] == 2);
+  // Sealed sessions, with their user and turns.
+  auto s0 = must_get(c, "/v1/sessions/chat-sess-0");
+  CHECK(s0["user"] == "user-0");
+  CHECK(s0["turns"] == 2);
+  CHECK(s0["kv"]["pages"] == 8);
+  auto s9 = must_get(c, "/v1/sessions/completion-sess-0");
+  CHECK(s9["user"] == "user-9");
+  // The first text routed then joins its pattern again.
+  auto d = must_route(c, "Real-time strategy game of ancient warfare");
+  CHECK(d["new_pattern"] == false);
+  CHECK(d["pattern_id"] == 1);
+}
+
+} // namespace
+
+TEST_CASE("a store written before the restructuring opens, upgrades and serves what it held") {
+  temp_dir dir;
+  auto args = pre19_store_in(dir.path());
+  {
+    auto node = must_start(dir.path(), args);
+    auto c = node->client();
+    check_pre19_store(c);
+    // Its witness records take feedback: an unrated one is joined, a rated
+    // one is a conflict, an unknown id is not found.
+    auto fb = post(c, "/v1/feedback",
+                   json{{"request_id", "1a2524c956100000"}, {"quality", 0.6}}.dump());
+    REQUIRE(fb);
+    INFO(fb->body);
+    CHECK(fb->status == 200);
+    check_error(post(c, "/v1/feedback",
+                     json{{"request_id", "1a2524c956200000"}, {"quality", 0.6}}.dump()),
+                409, "conflict");
+    check_error(post(c, "/v1/feedback",
+                     json{{"request_id", "1a2524c900000000"}, {"quality", 0.6}}.dump()),
+                404, "not_found");
+    CHECK(node->stop(SIGTERM) == 0);
+  }
+  // The upgraded store opens again and holds the same.
+  auto node = must_start(dir.path(), args);
+  auto c = node->client();
+  check_pre19_store(c);
+  check_error(post(c, "/v1/feedback",
+                   json{{"request_id", "1a2524c956100000"}, {"quality", 0.6}}.dump()),
+              409, "conflict");
+  CHECK(node->stop(SIGTERM) == 0);
+}
