@@ -2,7 +2,9 @@
 
 #include "actors/engine.hpp"
 #include "proto/error.hpp"
-#include "store/bytes.hpp"
+#include "core/clock.hpp"
+#include "proto/records.hpp"
+#include "store/policy_table.hpp"
 
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
@@ -71,17 +73,9 @@ void relieve(caf::stateful_actor<memory_state>* self, uint64_t want, const caf::
         });
 }
 
-std::string policy_key(const std::string& tier) {
-  return "kv_policy/" + tier;
-}
-
-std::string encode_policy(const engine::kv_policy& p) {
-  std::string out;
-  store::bytes::put<uint32_t>(out, p.recent_tokens);
-  store::bytes::put<uint8_t>(out, static_cast<uint8_t>(p.old_k_type));
-  store::bytes::put<uint8_t>(out, static_cast<uint8_t>(p.old_v_type));
-  store::bytes::put<uint32_t>(out, p.migrate_pages);
-  return out;
+/// The policies table's name of a tier's KV policy.
+std::string policy_name(const std::string& tier) {
+  return "kv/" + tier;
 }
 
 caf::behavior memory_actor(caf::stateful_actor<memory_state>* self,
@@ -113,12 +107,18 @@ caf::behavior memory_actor(caf::stateful_actor<memory_state>* self,
       self->request(it->second, std::chrono::seconds(30), policy_atom::value, p)
         .then(
           [self, rp, tier](const engine::kv_policy& applied) mutable {
-            if (auto& env = self->state.env)
-              if (auto err = env->write({{store::table::meta, policy_key(tier),
-                                          encode_policy(applied)}})) {
-                rp.deliver(err);
+            if (auto& env = self->state.env) {
+              proto::kv_policy_record rec{applied.recent_tokens,
+                                          static_cast<uint8_t>(applied.old_k_type),
+                                          static_cast<uint8_t>(applied.old_v_type),
+                                          applied.migrate_pages};
+              auto v = store::put_policy(*env, {policy_name(tier), "kv", "operator", 1.0, 0,
+                                                core::utc_now_ms(), proto::encode(rec)});
+              if (!v) {
+                rp.deliver(std::move(v.error()));
                 return;
               }
+            }
             spdlog::info("memory: tier {} KV policy: recent {} tokens, old tier {}/{}, "
                          "migrate {} pages",
                          tier, applied.recent_tokens, kernels::to_string(applied.old_k_type),
@@ -154,21 +154,22 @@ caf::actor spawn_memory_pool(caf::actor_system& sys, std::shared_ptr<core::memor
 
 caf::expected<std::optional<engine::kv_policy>> load_kv_policy(store::environment& env,
                                                                const std::string& tier) {
-  auto rec = env.get(store::table::meta, policy_key(tier));
-  if (!rec)
-    return rec.error();
-  if (!*rec)
+  auto stored = store::get_policy(env, policy_name(tier));
+  if (!stored)
+    return std::move(stored.error());
+  if (!*stored)
     return std::optional<engine::kv_policy>{};
-  std::string_view in = **rec;
-  engine::kv_policy p;
-  uint8_t k = 0, v = 0;
-  if (!store::bytes::get(in, p.recent_tokens) || !store::bytes::get(in, k)
-      || !store::bytes::get(in, v) || !store::bytes::get(in, p.migrate_pages) || !in.empty()
-      || std::string_view(kernels::to_string(static_cast<kernels::kv_type>(k))) == "?"
-      || std::string_view(kernels::to_string(static_cast<kernels::kv_type>(v))) == "?")
+  auto rec = proto::decode_kv_policy((*stored)->value);
+  auto known = [](uint8_t t) {
+    return std::string_view(kernels::to_string(static_cast<kernels::kv_type>(t))) != "?";
+  };
+  if (!rec || !known(rec->old_k_type) || !known(rec->old_v_type))
     return make_error(errc::corrupt_data, "stored KV policy of tier " + tier + " does not decode");
-  p.old_k_type = static_cast<kernels::kv_type>(k);
-  p.old_v_type = static_cast<kernels::kv_type>(v);
+  engine::kv_policy p;
+  p.recent_tokens = rec->recent_tokens;
+  p.old_k_type = static_cast<kernels::kv_type>(rec->old_k_type);
+  p.old_v_type = static_cast<kernels::kv_type>(rec->old_v_type);
+  p.migrate_pages = rec->migrate_pages;
   return std::optional<engine::kv_policy>{p};
 }
 

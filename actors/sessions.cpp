@@ -4,7 +4,7 @@
 #include "proto/error.hpp"
 #include "kernels/vector.hpp"
 #include "proto/messages.hpp"
-#include "store/bytes.hpp"
+#include "proto/records.hpp"
 
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
@@ -19,12 +19,6 @@ namespace shoal::actors {
 
 namespace {
 
-using store::bytes::get;
-using store::bytes::get_str;
-using store::bytes::put;
-using store::bytes::put_str;
-
-constexpr uint8_t record_version = 1;
 
 std::string record_key(std::string_view id) {
   return std::string(id);
@@ -33,45 +27,18 @@ std::string record_key(std::string_view id) {
 } // namespace
 
 std::string encode(const session& s) {
-  std::string out;
-  put<uint8_t>(out, record_version);
-  put_str(out, s.id);
-  put_str(out, s.user);
-  put<uint32_t>(out, static_cast<uint32_t>(s.context.size()));
-  for (float x : s.context)
-    put<float>(out, x);
-  put<uint32_t>(out, s.turns);
-  put_str(out, s.adapter);
-  put<int64_t>(out, s.created_ms);
-  put<int64_t>(out, s.last_ms);
-  put_str(out, s.kv.tier);
-  put<uint32_t>(out, s.kv.tokens);
-  put<uint32_t>(out, s.kv.pages);
-  return out;
+  return proto::encode(proto::session_record{s.id, s.user, s.context, s.turns, s.adapter,
+                                             s.created_ms, s.last_ms, s.kv.tier, s.kv.tokens,
+                                             s.kv.pages});
 }
 
 caf::expected<session> decode_session(std::string_view in) {
-  session s;
-  uint8_t version = 0;
-  uint32_t dim = 0;
-  auto bad = [](const char* what) {
-    return make_error(errc::corrupt_data, std::string("session record: ") + what);
-  };
-  if (!get(in, version) || version != record_version)
-    return bad("unknown version");
-  if (!get_str(in, s.id) || !get_str(in, s.user) || !get(in, dim) || dim > 65536
-      || in.size() < 4ull * dim)
-    return bad("truncated header");
-  s.context.resize(dim);
-  for (auto& x : s.context)
-    get(in, x);
-  if (!get(in, s.turns) || !get_str(in, s.adapter) || !get(in, s.created_ms)
-      || !get(in, s.last_ms) || !get_str(in, s.kv.tier) || !get(in, s.kv.tokens)
-      || !get(in, s.kv.pages))
-    return bad("truncated body");
-  if (!in.empty())
-    return bad("trailing bytes");
-  return s;
+  auto r = proto::decode_session(in);
+  if (!r)
+    return make_error(errc::corrupt_data, "session record: " + view(r.error()).message);
+  return session{std::move(r->id),  std::move(r->user), std::move(r->context),
+                 r->turns,          std::move(r->adapter), r->created_ms,
+                 r->last_ms,        {std::move(r->kv_tier), r->kv_tokens, r->kv_pages}};
 }
 
 std::optional<std::string> check_session_id(std::string_view id) {

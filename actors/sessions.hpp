@@ -60,7 +60,7 @@ struct session {
   kv_reference kv;
 };
 
-/// Binary encoding of a session record (little-endian; exposed for tests).
+/// A session record as stored (proto::session_record, Cap'n Proto; exposed for tests).
 std::string encode(const session& s);
 /// Errors (corrupt_data): truncated or malformed bytes.
 caf::expected<session> decode_session(std::string_view bytes);

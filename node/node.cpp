@@ -132,14 +132,15 @@ core::error node_runtime::impl::open_storage() {
   if (!env)
     return fail(errc::storage_failure, "cannot open storage: " + view(env.error()).message);
   store.env = *env;
-  if (auto err = store.env->ensure_schema(cfg.embedder.dim, core::utc_now_ms()))
-    return fail(errc::storage_failure, "cannot use storage: " + view(err).message);
   if (!cfg.memory_seal_key.empty()) {
     auto s = crypto::sealer::from_hex(cfg.memory_seal_key, "memory.seal_key");
     if (!s)
       return s.err();
     seal = std::make_shared<const crypto::sealer>(*s);
   }
+  // An older store is upgraded here; the sealed records it rewrites need the key.
+  if (auto err = store.env->ensure_schema(cfg.embedder.dim, core::utc_now_ms(), seal.get()))
+    return fail(errc::storage_failure, "cannot use storage: " + view(err).message);
   if (auto err = store::check_seal_key(*store.env, seal.get()))
     return fail(errc::storage_failure, "cannot use storage: " + view(err).message);
   if (!seal)

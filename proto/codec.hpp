@@ -43,7 +43,8 @@ template <class Root, class T, class F>
 caf::expected<T> decode_with(std::string_view bytes, const char* what, F fn) {
   if (bytes.size() % sizeof(::capnp::word) != 0 || bytes.empty())
     return make_error(errc::corrupt_data,
-                      std::string(what) + ": size " + std::to_string(bytes.size())
+                      std::string(what) + ": truncated or overlong: size "
+                        + std::to_string(bytes.size())
                         + " is not a whole number of 8-byte words");
   kj::Array<::capnp::word> aligned = kj::heapArray<::capnp::word>(bytes.size() / 8);
   std::memcpy(aligned.begin(), bytes.data(), bytes.size());

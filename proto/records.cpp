@@ -281,4 +281,177 @@ caf::expected<kv_page_record> decode_kv_page(std::string_view bytes) {
     });
 }
 
+namespace {
+
+template <class T>
+std::vector<T> read_list(typename ::capnp::List<T>::Reader in) {
+  std::vector<T> out;
+  out.reserve(in.size());
+  for (auto x : in)
+    out.push_back(x);
+  return out;
+}
+
+template <class T>
+void write_list(typename ::capnp::List<T>::Builder out, const std::vector<T>& in) {
+  for (unsigned i = 0; i < in.size(); ++i)
+    out.set(i, in[i]);
+}
+
+std::string text(::capnp::Text::Reader t) {
+  return std::string(t.cStr(), t.size());
+}
+
+::capnp::Data::Reader bytes_of(const std::string& s) {
+  return {reinterpret_cast<const kj::byte*>(s.data()), s.size()};
+}
+
+} // namespace
+
+std::string encode(const pattern_ids_record& x) {
+  ::capnp::MallocMessageBuilder mb;
+  mb.initRoot<cp::PatternIds>().setReservedUpTo(x.reserved_up_to);
+  return to_bytes(mb);
+}
+
+caf::expected<pattern_ids_record> decode_pattern_ids(std::string_view bytes) {
+  return decode_with<cp::PatternIds, pattern_ids_record>(
+    bytes, "pattern ids", [](cp::PatternIds::Reader r, pattern_ids_record& x) -> std::string {
+      x.reserved_up_to = r.getReservedUpTo();
+      return {};
+    });
+}
+
+std::string encode(const categories_record& x) {
+  ::capnp::MallocMessageBuilder mb(
+    static_cast<unsigned>(x.means.size() / 2 + 2 * x.pattern_ids.size() + 64));
+  auto c = mb.initRoot<cp::Categories>();
+  c.setDim(x.dim);
+  c.setNextCategory(x.next_category);
+  write_list<uint32_t>(c.initLabels(static_cast<unsigned>(x.labels.size())), x.labels);
+  c.setMeans(as_data(x.means));
+  write_list<uint64_t>(c.initPatternIds(static_cast<unsigned>(x.pattern_ids.size())),
+                       x.pattern_ids);
+  write_list<uint32_t>(
+    c.initPatternCategories(static_cast<unsigned>(x.pattern_categories.size())),
+    x.pattern_categories);
+  return to_bytes(mb);
+}
+
+caf::expected<categories_record> decode_categories(std::string_view bytes) {
+  return decode_with<cp::Categories, categories_record>(
+    bytes, "categories", [](cp::Categories::Reader c, categories_record& x) -> std::string {
+      x.dim = c.getDim();
+      x.next_category = c.getNextCategory();
+      x.labels = read_list<uint32_t>(c.getLabels());
+      if (!read_floats(c.getMeans(), x.means))
+        return "means is not a whole number of f32";
+      x.pattern_ids = read_list<uint64_t>(c.getPatternIds());
+      x.pattern_categories = read_list<uint32_t>(c.getPatternCategories());
+      if (x.means.size() != size_t{x.dim} * x.labels.size())
+        return std::to_string(x.means.size()) + " mean values for " +
+               std::to_string(x.labels.size()) + " categories of dimension " +
+               std::to_string(x.dim);
+      if (x.pattern_ids.size() != x.pattern_categories.size())
+        return "pattern ids and categories differ in length";
+      return {};
+    });
+}
+
+std::string encode(const stream_position_record& x) {
+  ::capnp::MallocMessageBuilder mb;
+  mb.initRoot<cp::StreamPosition>().setSeq(x.seq);
+  return to_bytes(mb);
+}
+
+caf::expected<stream_position_record> decode_stream_position(std::string_view bytes) {
+  return decode_with<cp::StreamPosition, stream_position_record>(
+    bytes, "stream position",
+    [](cp::StreamPosition::Reader r, stream_position_record& x) -> std::string {
+      x.seq = r.getSeq();
+      return {};
+    });
+}
+
+std::string encode(const policy_record& x) {
+  ::capnp::MallocMessageBuilder mb(static_cast<unsigned>(x.value.size() / 8 + 64));
+  auto p = mb.initRoot<cp::Policy>();
+  p.setKind(x.kind);
+  p.setLoop(x.loop);
+  p.setConfidence(x.confidence);
+  p.setVersion(x.version);
+  p.setUpdatedMs(x.updated_ms);
+  p.setValue(bytes_of(x.value));
+  return to_bytes(mb);
+}
+
+caf::expected<policy_record> decode_policy(std::string_view bytes) {
+  return decode_with<cp::Policy, policy_record>(
+    bytes, "policy", [](cp::Policy::Reader p, policy_record& x) -> std::string {
+      x.kind = text(p.getKind());
+      x.loop = text(p.getLoop());
+      x.confidence = p.getConfidence();
+      x.version = p.getVersion();
+      x.updated_ms = p.getUpdatedMs();
+      auto v = p.getValue();
+      x.value.assign(reinterpret_cast<const char*>(v.begin()), v.size());
+      return {};
+    });
+}
+
+std::string encode(const kv_policy_record& x) {
+  ::capnp::MallocMessageBuilder mb;
+  auto p = mb.initRoot<cp::KvPolicy>();
+  p.setRecentTokens(x.recent_tokens);
+  p.setOldKType(x.old_k_type);
+  p.setOldVType(x.old_v_type);
+  p.setMigratePages(x.migrate_pages);
+  return to_bytes(mb);
+}
+
+caf::expected<kv_policy_record> decode_kv_policy(std::string_view bytes) {
+  return decode_with<cp::KvPolicy, kv_policy_record>(
+    bytes, "KV policy", [](cp::KvPolicy::Reader p, kv_policy_record& x) -> std::string {
+      x.recent_tokens = p.getRecentTokens();
+      x.old_k_type = p.getOldKType();
+      x.old_v_type = p.getOldVType();
+      x.migrate_pages = p.getMigratePages();
+      return {};
+    });
+}
+
+std::string encode(const session_record& x) {
+  ::capnp::MallocMessageBuilder mb(static_cast<unsigned>(x.context.size() / 2 + 64));
+  auto s = mb.initRoot<cp::Session>();
+  s.setId(x.id);
+  s.setUser(x.user);
+  s.setContext(as_data(x.context));
+  s.setTurns(x.turns);
+  s.setAdapter(x.adapter);
+  s.setCreatedMs(x.created_ms);
+  s.setLastMs(x.last_ms);
+  s.setKvTier(x.kv_tier);
+  s.setKvTokens(x.kv_tokens);
+  s.setKvPages(x.kv_pages);
+  return to_bytes(mb);
+}
+
+caf::expected<session_record> decode_session(std::string_view bytes) {
+  return decode_with<cp::Session, session_record>(
+    bytes, "session", [](cp::Session::Reader s, session_record& x) -> std::string {
+      x.id = text(s.getId());
+      x.user = text(s.getUser());
+      if (!read_floats(s.getContext(), x.context))
+        return "context is not a whole number of f32";
+      x.turns = s.getTurns();
+      x.adapter = text(s.getAdapter());
+      x.created_ms = s.getCreatedMs();
+      x.last_ms = s.getLastMs();
+      x.kv_tier = text(s.getKvTier());
+      x.kv_tokens = s.getKvTokens();
+      x.kv_pages = s.getKvPages();
+      return {};
+    });
+}
+
 } // namespace shoal::proto

@@ -17,8 +17,10 @@ namespace shoal::proto {
 
 /// Current schema version of the stored records (table `meta`, key "schema").
 /// 1: issue 2. 2: patterns carry their origin and peers' contributions
-/// (federation). A store is upgraded in place when a newer build opens it.
-inline constexpr uint32_t schema_version = 2;
+/// (federation). 3: every record is a Cap'n Proto message in a typed table;
+/// `meta` holds "schema" only (store/upgrade.hpp moves what schema 2 kept
+/// elsewhere). A store is upgraded in place when a newer build opens it.
+inline constexpr uint32_t schema_version = 3;
 
 /// Quality statistics of one tier on one pattern.
 struct tier_stat {
@@ -73,6 +75,56 @@ struct kv_page_record {
   std::string bytes;    ///< the page (all layers, K and V) in those types
 };
 
+/// Pattern ids handed out up to this bound (table `router_state`, "ids").
+struct pattern_ids_record {
+  uint64_t reserved_up_to = 0;
+};
+
+/// The pattern bank's categories (table `router_state`, "categories").
+struct categories_record {
+  uint32_t dim = 0;
+  uint32_t next_category = 0;
+  std::vector<uint32_t> labels;             ///< [k] category ids
+  std::vector<float> means;                 ///< [k, dim] row per category
+  std::vector<uint64_t> pattern_ids;        ///< [n] patterns with a category
+  std::vector<uint32_t> pattern_categories; ///< [n] their categories
+};
+
+/// The pattern stream's committed position (table `federation_state`, "stream").
+struct stream_position_record {
+  uint64_t seq = 0;
+};
+
+/// A policy record (table `policies`; the key is its name).
+struct policy_record {
+  std::string kind;
+  std::string loop;
+  double confidence = 0;
+  uint64_t version = 0;
+  int64_t updated_ms = 0;
+  std::string value; ///< a Cap'n Proto message of the kind (router_v2_checkpoint, kv_policy_record)
+};
+
+/// A tier's KV-cache tiering (policy "kv/<tier>", kind "kv").
+struct kv_policy_record {
+  uint32_t recent_tokens = 0;
+  uint8_t old_k_type = 0; ///< kernels::kv_type code (checked by the reader)
+  uint8_t old_v_type = 0;
+  uint32_t migrate_pages = 0;
+};
+
+/// A session (table `sessions`, sealed; the key is its id).
+struct session_record {
+  std::string id;
+  std::string user;
+  std::vector<float> context; ///< [dim]
+  uint32_t turns = 0;
+  std::string adapter;
+  int64_t created_ms = 0, last_ms = 0; ///< UTC ms
+  std::string kv_tier;
+  uint32_t kv_tokens = 0, kv_pages = 0;
+};
+
 /// Schema metadata of a node's store.
 struct meta_record {
   uint32_t schema_version = 0;
@@ -93,6 +145,12 @@ std::string encode(const meta_record& x);
 std::string encode(const index_checkpoint& x);
 std::string encode(const router_v2_checkpoint& x);
 std::string encode(const kv_page_record& x);
+std::string encode(const pattern_ids_record& x);
+std::string encode(const categories_record& x);
+std::string encode(const stream_position_record& x);
+std::string encode(const policy_record& x);
+std::string encode(const kv_policy_record& x);
+std::string encode(const session_record& x);
 
 /// Decoders. @param bytes any alignment (copied into an aligned buffer).
 /// @returns the record, or `errc::corrupt_data` naming what was wrong.
@@ -106,5 +164,12 @@ caf::expected<index_checkpoint> decode_index_checkpoint(std::string_view bytes);
 /// what is wrong (unknown version, truncated, trailing bytes).
 caf::expected<router_v2_checkpoint> decode_router_v2_checkpoint(std::string_view bytes);
 caf::expected<kv_page_record> decode_kv_page(std::string_view bytes);
+caf::expected<pattern_ids_record> decode_pattern_ids(std::string_view bytes);
+/// Also checks that the lists agree in length ([k] labels, [k·dim] means, [n] ids and categories).
+caf::expected<categories_record> decode_categories(std::string_view bytes);
+caf::expected<stream_position_record> decode_stream_position(std::string_view bytes);
+caf::expected<policy_record> decode_policy(std::string_view bytes);
+caf::expected<kv_policy_record> decode_kv_policy(std::string_view bytes);
+caf::expected<session_record> decode_session(std::string_view bytes);
 
 } // namespace shoal::proto

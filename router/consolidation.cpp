@@ -7,7 +7,6 @@
 #include "kernels/learn.hpp"
 #include "kernels/vector.hpp"
 #include "proto/error.hpp"
-#include "store/bytes.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -23,12 +22,7 @@ namespace {
 /// Automatic k is ceil(sqrt(n / 2)), at most this.
 constexpr uint32_t max_auto_clusters = 1024;
 
-/// Version of the categories record (meta "categories"):
-///   u32 format, u32 dim, u32 k, u32 next id, u64 n,
-///   k × (u32 id, f32 mean[dim]), n × (u64 pattern id, u32 category id),
-/// little-endian (store/bytes.hpp).
-constexpr uint32_t categories_format = 1;
-
+/// Key of the categories record (table router_state; proto::categories_record).
 constexpr std::string_view categories_key = "categories";
 
 uint64_t observations(const std::vector<proto::tier_stat>& tiers) {
@@ -178,47 +172,33 @@ uint64_t pattern_bank::revive(uint64_t id, int64_t now_ms) {
 }
 
 caf::error pattern_bank::load_categories() {
-  auto bytes = env_->get(store::table::meta, categories_key);
+  auto bytes = env_->get(store::table::router_state, categories_key);
   if (!bytes)
     return bytes.error();
   if (!bytes->has_value())
     return {};
-  std::string_view in = **bytes;
+  auto rec = proto::decode_categories(**bytes);
+  if (!rec)
+    return rec.error();
   auto bad = [](const std::string& what) {
     return make_error(errc::corrupt_data, "categories record: " + what);
   };
-  uint32_t format = 0, dim = 0, k = 0, next = 0;
-  uint64_t n = 0;
-  if (!store::bytes::get(in, format) || !store::bytes::get(in, dim) || !store::bytes::get(in, k)
-      || !store::bytes::get(in, next) || !store::bytes::get(in, n))
-    return bad("truncated header");
-  if (format != categories_format)
-    return bad("unknown format " + std::to_string(format));
-  if (dim != dim_)
-    return bad("dimension " + std::to_string(dim) + ", the bank has " + std::to_string(dim_));
-  const uint64_t expect = uint64_t{k} * (4 + 4ull * dim) + n * 12;
-  if (in.size() != expect)
-    return bad(std::to_string(in.size()) + " bytes of body, expected " + std::to_string(expect));
-  std::vector<uint32_t> ids(k);
-  std::vector<float> means(size_t{k} * dim);
-  for (uint32_t c = 0; c < k; ++c) {
-    store::bytes::get(in, ids[c]);
-    std::memcpy(means.data() + size_t{c} * dim, in.data(), 4ull * dim);
-    in.remove_prefix(4ull * dim);
-  }
+  if (rec->dim != dim_)
+    return bad("dimension " + std::to_string(rec->dim) + ", the bank has " + std::to_string(dim_));
+  std::vector<uint32_t> ids = std::move(rec->labels);
+  std::vector<float> means = std::move(rec->means);
   if (!kernels::all_finite(means))
     return bad("a non-finite mean");
   std::unordered_set<uint32_t> known(ids.begin(), ids.end());
-  for (uint64_t i = 0; i < n; ++i) {
-    uint64_t id = 0;
-    uint32_t cat = 0;
-    store::bytes::get(in, id);
-    store::bytes::get(in, cat);
+  for (size_t i = 0; i < rec->pattern_ids.size(); ++i) {
+    const uint64_t id = rec->pattern_ids[i];
+    const uint32_t cat = rec->pattern_categories[i];
     if (known.count(cat) == 0)
       return bad("pattern " + std::to_string(id) + " has unknown category " + std::to_string(cat));
     if (auto it = stats_.find(id); it != stats_.end())
       it->second.category = cat;
   }
+  const uint32_t next = rec->next_category;
   cat_ids_ = std::move(ids);
   cat_means_ = std::move(means);
   cat_norms_ = squared_norms(cat_means_, dim_);
@@ -637,23 +617,20 @@ caf::expected<consolidation_stats> pattern_bank::apply_consolidation(consolidati
   }
   // ...the categories record...
   if (env_ != nullptr && n > 0) {
-    std::string blob;
-    blob.reserve(24 + k * (4 + 4 * dim) + n_kept * 12);
-    store::bytes::put<uint32_t>(blob, categories_format);
-    store::bytes::put<uint32_t>(blob, dim_);
-    store::bytes::put<uint32_t>(blob, static_cast<uint32_t>(k));
-    store::bytes::put<uint32_t>(blob, p.next_category);
-    store::bytes::put<uint64_t>(blob, n_kept);
-    for (size_t c = 0; c < k; ++c) {
-      store::bytes::put<uint32_t>(blob, p.labels[c]);
-      blob.append(reinterpret_cast<const char*>(p.means.data() + c * dim), 4 * dim);
-    }
+    proto::categories_record rec;
+    rec.dim = dim_;
+    rec.next_category = p.next_category;
+    rec.labels.assign(p.labels.begin(), p.labels.begin() + k);
+    rec.means.assign(p.means.begin(), p.means.begin() + k * dim);
+    rec.pattern_ids.reserve(n_kept);
+    rec.pattern_categories.reserve(n_kept);
     for (size_t r = 0; r < n; ++r)
       if (stays[r]) {
-        store::bytes::put<uint64_t>(blob, p.ids[r]);
-        store::bytes::put<uint32_t>(blob, cat_of[r]);
+        rec.pattern_ids.push_back(p.ids[r]);
+        rec.pattern_categories.push_back(cat_of[r]);
       }
-    if (auto err = env_->write({{store::table::meta, std::string(categories_key), std::move(blob)}})) {
+    if (auto err = env_->write(
+          {{store::table::router_state, std::string(categories_key), proto::encode(rec)}})) {
       unreserve();
       return err;
     }

@@ -200,23 +200,31 @@ caf::error pattern_bank::load() {
     adopt(r);
   // Ids up to the reserved bound may have been handed out (and announced)
   // after the last write of patterns: never reuse them.
-  auto reserved = env_->get(store::table::meta, "id_reserved");
+  auto reserved = env_->get(store::table::router_state, "ids");
   if (!reserved)
     return reserved.error();
-  if (reserved->has_value())
-    next_id_ = std::max(next_id_, store::parse_u64_key(**reserved).value_or(0));
+  if (reserved->has_value()) {
+    auto ids = proto::decode_pattern_ids(**reserved);
+    if (!ids)
+      return ids.error();
+    next_id_ = std::max(next_id_, ids->reserved_up_to);
+  }
   id_reserved_ = next_id_;
-  auto seq = env_->get(store::table::meta, "federation");
+  auto seq = env_->get(store::table::federation_state, "stream");
   if (!seq)
     return seq.error();
-  if (seq->has_value())
-    stream_seq_ = store::parse_u64_key(**seq).value_or(0);
+  if (seq->has_value()) {
+    auto pos = proto::decode_stream_position(**seq);
+    if (!pos)
+      return pos.error();
+    stream_seq_ = pos->seq;
+  }
   if (auto err = load_categories())
     return err;
   // Try the saved index; rebuild from LMDB when it is missing, corrupt or
   // stale, or holds more removed slots (consolidation) than live vectors
   // and over 4096 of them (a small bank's removed slots cost little).
-  auto ck_bytes = env_->get(store::table::meta, "pattern_index");
+  auto ck_bytes = env_->get(store::table::router_state, "pattern_index");
   if (!ck_bytes)
     return ck_bytes.error();
   bool loaded = false;
@@ -472,9 +480,10 @@ caf::error pattern_bank::write_batch(store::environment& env, const pattern_batc
     }
   }
   if (b.checkpoint)
-    ops.push_back({store::table::meta, "pattern_index", proto::encode(*b.checkpoint)});
+    ops.push_back({store::table::router_state, "pattern_index", proto::encode(*b.checkpoint)});
   if (b.stream_seq)
-    ops.push_back({store::table::meta, "federation", store::u64_key(*b.stream_seq)});
+    ops.push_back({store::table::federation_state, "stream",
+                   proto::encode(proto::stream_position_record{*b.stream_seq})});
   if (ops.empty())
     return {};
   return env.write(ops);
@@ -718,7 +727,8 @@ uint64_t pattern_bank::allocate_id() {
   if (env_ != nullptr && next_id_ >= id_reserved_) {
     // One small synchronous commit per block of ids.
     uint64_t bound = next_id_ + id_block;
-    if (!env_->write({{store::table::meta, "id_reserved", store::u64_key(bound)}}))
+    if (!env_->write({{store::table::router_state, "ids",
+                       proto::encode(proto::pattern_ids_record{bound})}}))
       id_reserved_ = bound;
   }
   return next_id_++;

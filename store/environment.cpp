@@ -1,4 +1,5 @@
 #include "store/environment.hpp"
+#include "store/upgrade.hpp"
 
 #include "proto/error.hpp"
 #include "proto/records.hpp"
@@ -14,8 +15,9 @@ namespace shoal::store {
 
 namespace {
 
-constexpr std::array<std::string_view, 6> table_names{"patterns", "witness", "meta",
-                                                      "kv_spill", "sessions", "policies"};
+constexpr std::array<std::string_view, 9> table_names{
+  "patterns", "witness", "meta", "kv_spill", "sessions", "policies", "router_state",
+  "federation_state", "seal"};
 
 caf::error lmdb_error(std::string_view what, int rc) {
   return make_error(errc::storage_failure,
@@ -216,7 +218,8 @@ caf::expected<uint64_t> environment::count(table t) const {
   return static_cast<uint64_t>(st.ms_entries);
 }
 
-caf::error environment::ensure_schema(uint32_t embedding_dim, int64_t now_ms) {
+caf::error environment::ensure_schema(uint32_t embedding_dim, int64_t now_ms,
+                                      const crypto::sealer* seal) {
   auto bytes = get(table::meta, "schema");
   if (!bytes)
     return bytes.error();
@@ -238,11 +241,16 @@ caf::error environment::ensure_schema(uint32_t embedding_dim, int64_t now_ms) {
                         + " holds embeddings of dimension " + std::to_string(m->embedding_dim)
                         + " but embedder.dim is " + std::to_string(embedding_dim));
   if (m->schema_version < proto::schema_version) {
-    // Schemas only append fields, so old records read as they are; from now
-    // on records carry the new fields, which older builds would drop on
-    // rewrite: mark the store so that they refuse it.
+    // Schema 1 -> 2 only appended fields (old records read as they are);
+    // 2 -> 3 moves records into typed tables and Cap'n Proto. Either way
+    // the new schema version is written with the rewritten records, so
+    // older builds refuse the store.
+    auto ops = upgrade_ops(*this, m->schema_version, seal, now_ms);
+    if (!ops)
+      return ops.error();
     m->schema_version = proto::schema_version;
-    return write({{table::meta, "schema", proto::encode(*m)}});
+    ops->push_back({table::meta, "schema", proto::encode(*m)});
+    return write(*ops);
   }
   return {};
 }

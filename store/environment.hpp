@@ -13,6 +13,8 @@
 ///   - Values are copied out of LMDB (`std::string`): no pointer into the map
 ///     outlives a call.
 
+#include "crypto/sealer.hpp"
+
 #include <caf/expected.hpp>
 #include <caf/error.hpp>
 
@@ -38,21 +40,32 @@ struct store_config {
   uint64_t max_map_bytes = 64ull << 30;
 };
 
-/// Named tables of the environment (DESIGN.md, Storage).
-/// kv_spill: KV pages spilled by the memory budget (sealed), sessions: the
-/// session index (sealed), policies: what the learning loops decided
-/// (store/policy_table.hpp).
+/// Named tables of the environment (DESIGN.md, Storage). Every value is a
+/// Cap'n Proto message of proto/schema/store.capnp (sealed where noted).
+///   patterns          Pattern, key u64 id
+///   witness           WitnessRecord, key u64 request id
+///   meta              Meta under "schema": the schema version, nothing else
+///   kv_spill          KvPage (sealed), key u64 model ‖ u64 page hash
+///   sessions          Session (sealed), key session id
+///   policies          Policy, key policy name ("router/v2", "kv/<tier>")
+///   router_state      "pattern_index" IndexCheckpoint, "ids" PatternIds,
+///                     "categories" Categories
+///   federation_state  "stream" StreamPosition
+///   seal              "seal_check": a sealed constant that tells whether
+///                     memory.seal_key is the key the data was sealed with
 enum class table : uint8_t {
   patterns = 0,
   witness = 1,
   meta = 2,
   kv_spill = 3,
   sessions = 4,
-  policies = 5
+  policies = 5,
+  router_state = 6,
+  federation_state = 7,
+  seal = 8
 };
 
-/// Name of a table as stored in LMDB ("patterns", "witness", "meta",
-/// "kv_spill", "sessions", "policies").
+/// Name of a table as stored in LMDB (the enumerator's name).
 std::string_view to_string(table t) noexcept;
 
 /// Encodes a u64 as an 8-byte big-endian key (so LMDB orders keys numerically).
@@ -99,10 +112,17 @@ public:
   caf::expected<uint64_t> count(table t) const;
 
   /// Checks the `meta` table's "schema" record against this build and the
-  /// configured embedding dimension, writing it on first use.
+  /// configured embedding dimension, writing it on first use. A store of an
+  /// older schema is upgraded in place, in one write transaction
+  /// (store/upgrade.hpp); `seal` (memory.seal_key, may be null) opens and
+  /// reseals the sealed records the upgrade rewrites.
   /// Errors: `errc::corrupt_data` when the store was written by a newer schema
-  /// or with another embedding dimension (naming both), `errc::storage_failure`.
-  caf::error ensure_schema(uint32_t embedding_dim, int64_t now_ms);
+  /// or with another embedding dimension (naming both), or an old record
+  /// does not decode; `errc::invalid_argument` when sealed records need a
+  /// key that is missing or wrong (context memory.seal_key);
+  /// `errc::storage_failure`.
+  caf::error ensure_schema(uint32_t embedding_dim, int64_t now_ms,
+                           const crypto::sealer* seal = nullptr);
 
   /// Forces a durable sync of the environment to disk.
   caf::error sync();

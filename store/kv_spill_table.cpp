@@ -2,7 +2,6 @@
 
 #include "proto/error.hpp"
 #include "proto/records.hpp"
-#include "store/bytes.hpp"
 
 #include <spdlog/spdlog.h>
 

@@ -1,50 +1,24 @@
 #include "store/policy_table.hpp"
 
 #include "proto/error.hpp"
-#include "store/bytes.hpp"
+#include "proto/records.hpp"
 
 #include <cmath>
 
 namespace shoal::store {
 
-namespace {
-
-constexpr uint8_t record_version = 1;
-
-} // namespace
-
 std::string encode_policy(const policy& p) {
-  std::string out;
-  bytes::put<uint8_t>(out, record_version);
-  bytes::put_str(out, p.kind);
-  bytes::put_str(out, p.loop);
-  bytes::put<double>(out, p.confidence);
-  bytes::put<uint64_t>(out, p.version);
-  bytes::put<int64_t>(out, p.updated_ms);
-  bytes::put_str(out, p.value);
-  return out;
+  return proto::encode(
+    proto::policy_record{p.kind, p.loop, p.confidence, p.version, p.updated_ms, p.value});
 }
 
 caf::expected<policy> decode_policy(std::string_view name, std::string_view in) {
-  auto bad = [&](const std::string& what) {
+  auto r = proto::decode_policy(in);
+  if (!r)
     return make_error(errc::corrupt_data,
-                             "policy '" + std::string(name) + "': " + what);
-  };
-  uint8_t v = 0;
-  if (!bytes::get(in, v))
-    return bad("empty record");
-  if (v != record_version)
-    return bad("record version " + std::to_string(v) + ", this build reads "
-               + std::to_string(record_version));
-  policy p;
-  p.name = name;
-  if (!bytes::get_str(in, p.kind) || !bytes::get_str(in, p.loop) || !bytes::get(in, p.confidence)
-      || !bytes::get(in, p.version) || !bytes::get(in, p.updated_ms)
-      || !bytes::get_str(in, p.value))
-    return bad("truncated record");
-  if (!in.empty())
-    return bad(std::to_string(in.size()) + " trailing bytes");
-  return p;
+                      "policy '" + std::string(name) + "': " + view(r.error()).message);
+  return policy{std::string(name), std::move(r->kind), std::move(r->loop), r->confidence,
+                r->version, r->updated_ms, std::move(r->value)};
 }
 
 caf::expected<uint64_t> put_policy(environment& env, policy p) {

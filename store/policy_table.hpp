@@ -1,17 +1,14 @@
 #pragma once
 /// @file The `policies` table: what the learning loops (and operators)
 /// decided, one record per policy name, e.g.
-///   "router/v2"          kind router        value: a router_v2_model checkpoint
-///   "router/ewc"         kind ewc           value: EWC++ state (Fisher, anchor)
-///   "kv/<tier>"          kind quantization  value: a KV-cache policy
-///   "patterns/deep"      kind pattern       value: the last consolidation's settings
+///   "router/v2"   kind router   value: proto::router_v2_checkpoint (router v2's weights)
+///   "kv/<tier>"   kind kv       value: proto::kv_policy_record (a tier's KV tiering)
 /// with the loop that wrote it ("instant", "background", "deep", "operator"),
 /// a confidence in [0, 1], a version that grows with every write of the name,
 /// and the time of the write.
 ///
-/// Record: key = name (UTF-8), value = version u8 (1) ‖ kind str ‖ loop str ‖
-/// confidence f64 ‖ version u64 ‖ updated_ms i64 ‖ value str, with
-/// little-endian fields and strings as u32 length + bytes (store/bytes.hpp).
+/// Record: key = name (UTF-8), value = a Cap'n Proto Policy
+/// (proto/schema/store.capnp) whose `value` holds the kind's own message.
 /// Thread-safety: the functions are thread-safe (LMDB transactions).
 
 #include "store/environment.hpp"
@@ -27,7 +24,7 @@ namespace shoal::store {
 
 struct policy {
   std::string name;
-  std::string kind;        ///< "router", "ewc", "quantization", "pattern"
+  std::string kind;        ///< "router", "kv"
   std::string loop;        ///< "instant", "background", "deep" or "operator"
   double confidence = 0;   ///< [0, 1]
   uint64_t version = 0;    ///< set by put_policy: the previous version + 1
@@ -36,7 +33,7 @@ struct policy {
 };
 
 /// Encodes / decodes one record's value. decode: errc::corrupt_data naming
-/// what is wrong (unknown record version, truncated, trailing bytes).
+/// the policy and what is wrong.
 std::string encode_policy(const policy& p);
 caf::expected<policy> decode_policy(std::string_view name, std::string_view bytes);
 

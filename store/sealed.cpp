@@ -13,13 +13,13 @@ constexpr std::string_view check_key = "seal_check";
 } // namespace
 
 caf::error check_seal_key(environment& env, const crypto::sealer* s) {
-  auto rec = env.get(table::meta, check_key);
+  auto rec = env.get(table::seal, check_key);
   if (!rec)
     return rec.error();
   if (!*rec) {
     if (!s)
       return {};
-    return env.write({{table::meta, std::string(check_key), s->seal(check_plaintext, check_key)}});
+    return env.write({{table::seal, std::string(check_key), s->seal(check_plaintext, check_key)}});
   }
   if (!s)
     return make_error(errc::invalid_argument,

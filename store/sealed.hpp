@@ -11,7 +11,7 @@ namespace shoal::store {
 
 class environment;
 
-/// Checks the key against the store: the `meta` table's "seal_check" record
+/// Checks the key against the store: the `seal` table's "seal_check" record
 /// (a sealed constant written on first use with a key). With `s` null, the
 /// store must hold no sealed data (no seal_check record).
 /// Errors (invalid_argument), each naming config key memory.seal_key: the

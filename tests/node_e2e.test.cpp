@@ -3,6 +3,9 @@
 #include "node_process.hpp"
 
 #include "learn/router_v2.hpp"
+#include "proto/records.hpp"
+#include "store/environment.hpp"
+#include "store/policy_table.hpp"
 
 #include <doctest/doctest.h>
 
@@ -697,6 +700,54 @@ TEST_CASE("a store written before the restructuring opens, upgrades and serves w
                      json{{"request_id", "1a2524c900000000"}, {"quality", 0.6}}.dump()),
                 404, "not_found");
     CHECK(node->stop(SIGTERM) == 0);
+  }
+  { // Upgraded: meta holds the schema version only, every record decodes
+    // as Cap'n Proto in its typed table, sealed ones with the same key.
+    namespace st = shoal::store;
+    namespace pr = shoal::proto;
+    auto env = st::environment::open({dir.path()});
+    REQUIRE(env);
+    std::vector<std::string> meta_keys;
+    REQUIRE_FALSE((*env)->for_each(st::table::meta, [&](std::string_view k, std::string_view) {
+      meta_keys.emplace_back(k);
+      return true;
+    }));
+    CHECK(meta_keys == std::vector<std::string>{"schema"});
+    auto schema = pr::decode_meta(**(*env)->get(st::table::meta, "schema"));
+    REQUIRE(schema);
+    CHECK(schema->schema_version == pr::schema_version);
+    auto ids = (*env)->get(st::table::router_state, "ids");
+    REQUIRE((ids && ids->has_value()));
+    CHECK(pr::decode_pattern_ids(**ids)->reserved_up_to == 4097);
+    auto cats = (*env)->get(st::table::router_state, "categories");
+    REQUIRE((cats && cats->has_value()));
+    auto c = pr::decode_categories(**cats);
+    REQUIRE(c);
+    CHECK(c->labels.size() == 7);
+    CHECK(c->pattern_ids.size() == 78);
+    auto kv = shoal::store::get_policy(**env, "kv/demo-tiny");
+    REQUIRE((kv && kv->has_value()));
+    CHECK(pr::decode_kv_policy((*kv)->value)->recent_tokens == 64);
+    auto v2 = shoal::store::get_policy(**env, "router/v2");
+    REQUIRE((v2 && v2->has_value()));
+    CHECK((*v2)->value[0] == 0); // a Cap'n Proto message now, not the old layout
+    auto seal = shoal::crypto::sealer::from_hex(std::string(64, 'a'));
+    REQUIRE(seal.ok());
+    size_t n_sessions = 0, n_pages = 0;
+    REQUIRE_FALSE((*env)->for_each(st::table::sessions, [&](std::string_view k, std::string_view v) {
+      auto plain = seal->open(v, k);
+      CHECK((plain.ok() && pr::decode_session(*plain)));
+      ++n_sessions;
+      return true;
+    }));
+    REQUIRE_FALSE((*env)->for_each(st::table::kv_spill, [&](std::string_view k, std::string_view v) {
+      auto plain = seal->open(v, k);
+      CHECK((plain.ok() && pr::decode_kv_page(*plain)));
+      ++n_pages;
+      return true;
+    }));
+    CHECK(n_sessions == 4);
+    CHECK(n_pages == 26);
   }
   // The upgraded store opens again and holds the same.
   auto node = must_start(dir.path(), args);

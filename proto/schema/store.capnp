@@ -123,3 +123,62 @@ struct KvPage {
   tokens   @4 :Data;     # [n] i32 little-endian: the token ids the page holds
   bytes    @5 :Data;     # the page, all layers, K and V, in those types
 }
+
+# -- Since schema 3: every record in a typed table (meta holds "schema" only) --
+
+# Table `router_state`, key "ids": pattern ids up to `reservedUpTo` may have
+# been handed out (and announced); a restart never reuses them.
+struct PatternIds {
+  reservedUpTo  @0 :UInt64;
+}
+
+# Table `router_state`, key "categories": the pattern bank's categories from
+# the last deep run (k-means++ clusters), and each kept pattern's category.
+struct Categories {
+  dim           @0 :UInt32;            # embedding dimension of the means
+  nextCategory  @1 :UInt32;            # the next category id to hand out
+  labels        @2 :List(UInt32);      # [k] category ids
+  means         @3 :Data;              # [k, dim] f32 little-endian, row per category
+  patternIds    @4 :List(UInt64);      # [n] patterns with a category
+  patternCategories @5 :List(UInt32);  # [n] their category ids
+}
+
+# Table `federation_state`, key "stream": the last JetStream sequence of the
+# pattern stream whose deltas are committed with the patterns.
+struct StreamPosition {
+  seq           @0 :UInt64;
+}
+
+# Table `policies`, key = policy name ("router/v2", "kv/<tier>"): what the
+# learning loops or an operator decided (store/policy_table.hpp).
+struct Policy {
+  kind          @0 :Text;              # e.g. "router", "kv"
+  loop          @1 :Text;              # who decided: "background", "deep", "operator"
+  confidence    @2 :Float64;           # [0, 1]
+  version       @3 :UInt64;            # previous version + 1
+  updatedMs     @4 :Int64;             # UTC ms
+  value         @5 :Data;              # the policy: a Cap'n Proto message of its kind
+}
+
+# The value of a policy of kind "kv" (name "kv/<tier>"): a tier's KV-cache
+# tiering (engine::kv_policy).
+struct KvPolicy {
+  recentTokens  @0 :UInt32;            # tokens kept in the recent (F16) tier
+  oldKType      @1 :UInt8;             # kernels::kv_type of old K pages
+  oldVType      @2 :UInt8;             # kernels::kv_type of old V pages
+  migratePages  @3 :UInt32;            # pages moved to the old tier at a time
+}
+
+# Table `sessions`, key = session id; sealed (XChaCha20-Poly1305, ad = key).
+struct Session {
+  id            @0 :Text;
+  user          @1 :Text;              # OpenAI `user`, "" if none
+  context       @2 :Data;              # [dim] f32: L2-normalised mean of the turns' embeddings
+  turns         @3 :UInt32;
+  adapter       @4 :Text;              # active LoRA adapter, "" = none
+  createdMs     @5 :Int64;
+  lastMs        @6 :Int64;
+  kvTier        @7 :Text;              # the tier holding its KV pages
+  kvTokens      @8 :UInt32;            # prompt + completion tokens of the last turn
+  kvPages       @9 :UInt32;
+}
