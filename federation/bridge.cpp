@@ -1,4 +1,5 @@
 #include "federation/bridge.hpp"
+#include "federation/anti_entropy.hpp"
 
 #include "proto/error.hpp"
 #include "proto/messages.hpp"
@@ -312,17 +313,6 @@ struct rate_limited_log {
   }
 };
 
-/// How a peer saw this node's contributions in its last digests.
-struct peer_view {
-  uint64_t max_version = 0;
-  uint64_t behind_rounds = 0;
-  /// Exponential backoff of republishing for this peer: a peer that a
-  /// republish does not bring in sync (e.g. one at router.max_patterns) must
-  /// not cost a full republish every two digests forever.
-  int64_t backoff_ms = 0;
-  int64_t next_republish_ms = 0;
-};
-
 struct bridge_state {
   bridge_args a;
   nats_link* link = nullptr;
@@ -633,36 +623,16 @@ caf::behavior bridge_actor(caf::stateful_actor<bridge_state>* self, bridge_args 
     for (const auto& o : d.origins)
       if (o.node == s.a.self.id())
         theirs = o;
-    auto& v = s.views[sender];
-    auto repair = [&](const std::string& why) {
-      auto now = utc_ms();
-      if (now < v.next_republish_ms)
-        return;
-      v.backoff_ms = v.backoff_ms == 0
-                       ? 2 * static_cast<int64_t>(s.a.cfg.digest_interval_ms)
-                       : std::min<int64_t>(2 * v.backoff_ms, 3'600'000);
-      v.next_republish_ms = now + v.backoff_ms;
-      republish(why.c_str());
-    };
-    bool in_sync = theirs.max_version == s.mine.max_version && theirs.count == s.mine.count
-                   && theirs.hash == s.mine.hash;
-    if (in_sync) {
-      v.backoff_ms = 0;
-      v.next_republish_ms = 0;
+    switch (on_peer_digest(s.views[sender], s.mine, theirs, utc_ms(), s.a.cfg.digest_interval_ms)) {
+      case repair::none:
+        break;
+      case repair::different_set:
+        republish(("peer " + d.node_name + " holds a different set of them").c_str());
+        break;
+      case repair::stays_behind:
+        republish(("peer " + d.node_name + " stays behind").c_str());
+        break;
     }
-    if (theirs.max_version == s.mine.max_version && s.mine.max_version > 0) {
-      v.behind_rounds = 0;
-      if (!in_sync)
-        repair("peer " + d.node_name + " holds a different set of them");
-    } else if (theirs.max_version < s.mine.max_version) {
-      // Behind: in flight, or lost. Lost when it does not move for two digests.
-      v.behind_rounds = theirs.max_version == v.max_version ? v.behind_rounds + 1 : 0;
-      if (v.behind_rounds >= 2) {
-        v.behind_rounds = 0;
-        repair("peer " + d.node_name + " stays behind");
-      }
-    }
-    v.max_version = theirs.max_version;
   };
 
   return {
