@@ -1,6 +1,7 @@
 #include "node/gateway.hpp"
 #include "node/errors.hpp"
 #include "node/stats.hpp"
+#include "node/validate.hpp"
 
 #include "actors/memory.hpp"
 
@@ -52,33 +53,19 @@ void send_json(httplib::Response& res, const json& body) {
 
 /// Parses a JSON object body or writes a 400 and returns nullopt.
 std::optional<json> parse_object(const httplib::Request& req, httplib::Response& res) {
-  json body = json::parse(req.body, nullptr, false);
-  if (body.is_discarded()) {
-    send_error(res, errc::invalid_argument, "body is not valid JSON");
+  auto body = parse_json_object(req.body);
+  if (!body) {
+    send_error(res, body.err().code, body.err().message);
     return std::nullopt;
   }
-  if (!body.is_object()) {
-    send_error(res, errc::invalid_argument, "body must be a JSON object");
-    return std::nullopt;
-  }
-  return body;
+  return std::move(*body);
 }
 
 /// Reads an optional string field bounded in length; false after writing a 400.
 bool optional_string(const json& body, const char* field, std::string& out,
                      httplib::Response& res) {
-  auto it = body.find(field);
-  if (it == body.end() || it->is_null())
-    return true;
-  if (!it->is_string()) {
-    send_error(res, errc::invalid_argument, std::string(field) + " must be a string");
-    return false;
-  }
-  out = it->get<std::string>();
-  if (out.size() > max_id_field_bytes) {
-    send_error(res, errc::invalid_argument,
-               std::string(field) + " is longer than " + std::to_string(max_id_field_bytes)
-                 + " bytes");
+  if (auto err = read_optional_string(body, field, max_id_field_bytes, out)) {
+    send_error(res, err.code, err.message);
     return false;
   }
   return true;
@@ -115,16 +102,10 @@ json to_json(const route_decision& d) {
 /// sending the error that names it and its range.
 bool optional_number(const json& body, const char* name, double lo, double hi, bool lo_open,
                      double& out, httplib::Response& res) {
-  auto v = body.find(name);
-  if (v == body.end() || v->is_null())
-    return true;
-  const double x = v->is_number() ? v->get<double>() : NAN;
-  if (!(lo_open ? x > lo : x >= lo) || !(x <= hi)) {
-    send_error(res, errc::invalid_argument,
-               fmt::format("{} must be a number in {}{}, {}]", name, lo_open ? "(" : "[", lo, hi));
+  if (auto err = read_optional_number(body, name, lo, hi, lo_open, out)) {
+    send_error(res, err.code, err.message);
     return false;
   }
-  out = x;
   return true;
 }
 
