@@ -23,25 +23,21 @@ uint64_t now_ns() {
   return static_cast<uint64_t>(core::steady_now_ns());
 }
 
-/// Floor of the per-observation variance, so a few identical observations
-/// do not make a posterior collapse.
-constexpr double min_variance = 1e-4;
+std::vector<double> tier_costs(const std::vector<tier_config>& tiers) {
+  std::vector<double> costs;
+  for (const auto& t : tiers)
+    costs.push_back(t.cost);
+  return costs;
+}
 
 } // namespace
 
-tier_posterior tier_evidence::posterior() const noexcept {
-  double mean = s / n;
-  double var = std::max(s2 / n - mean * mean, min_variance);
-  return {mean, var / n};
-}
-
 pattern_bank::pattern_bank(uint32_t dim, router_config cfg,
                            std::shared_ptr<store::environment> env)
-  : dim_(dim), cfg_(std::move(cfg)), env_(std::move(env)), index_(dim, cfg_.index, index_ops()) {
+  : dim_(dim), cfg_(std::move(cfg)), env_(std::move(env)), index_(dim, cfg_.index, index_ops()),
+    policy_({cfg_.prior, cfg_.global_prior, cfg_.similarity_power, cfg_.exploration},
+            tier_costs(cfg_.tiers)) {
   rng_.seed(cfg_.seed != 0 ? cfg_.seed : std::random_device{}());
-  for (const auto& t : cfg_.tiers)
-    costs_.push_back(t.cost);
-  post_.resize(cfg_.tiers.size());
   global_.resize(cfg_.tiers.size());
 }
 
@@ -270,47 +266,14 @@ route_result pattern_bank::route(std::span<const float> embedding, int64_t now_m
   }
   auto t1 = now_ns();
   const size_t n_tiers = cfg_.tiers.size();
-  // Priors as pseudo-observations: uniform quality, and the bank-wide
-  // distribution of each tier's quality.
-  ev_.assign(n_tiers, {});
-  for (size_t t = 0; t < n_tiers; ++t) {
-    ev_[t] = {cfg_.prior, cfg_.prior / 2, cfg_.prior / 3};
-    const auto& g = global_[t];
-    if (g.count > 0) {
-      // At most as many pseudo-observations as were really observed: a tier
-      // tried once must not look known.
-      double n = static_cast<double>(g.count);
-      ev_[t].add(std::min(cfg_.global_prior, n) / n, g);
-    }
-  }
   res.neighbors.reserve(hits.size());
-  res.evidence.assign(n_tiers, 0.0);
-  // Adaptive bandwidth: similarities relative to the nearest neighbour's, so
-  // sparse regions of embedding space still pool their neighbours' evidence.
-  const double sim_top = hits.empty() ? 1.0 : std::max(1e-6, double(hits.front().similarity));
+  nb_.clear();
   for (const auto& h : hits) {
     res.neighbors.push_back({h.id, h.similarity});
     auto it = stats_.find(h.id);
-    if (it == stats_.end())
-      continue;
-    double w = std::pow(std::max(0.0, static_cast<double>(h.similarity)) / sim_top,
-                        cfg_.similarity_power);
-    for (size_t t = 0; t < n_tiers; ++t) {
-      ev_[t].add(w, it->second.total[t]);
-      res.evidence[t] += w * static_cast<double>(it->second.total[t].count);
-    }
+    nb_.push_back({h.similarity, it == stats_.end() ? nullptr : &it->second.total});
   }
-  for (size_t t = 0; t < n_tiers; ++t)
-    post_[t] = ev_[t].posterior();
-  res.tier = thompson_choose(post_, costs_, rng_, cfg_.exploration);
-  res.confidence = choice_confidence(post_, costs_, res.tier);
-  res.expected_reward = post_[res.tier].mean - costs_[res.tier];
-  res.mean_quality.resize(n_tiers);
-  res.var_quality.resize(n_tiers);
-  for (size_t t = 0; t < n_tiers; ++t) {
-    res.mean_quality[t] = post_[t].mean;
-    res.var_quality[t] = post_[t].variance;
-  }
+  policy_.decide(nb_, global_, rng_, res);
   bool join = !hits.empty() && (hits.front().similarity >= cfg_.new_pattern_threshold
                                 || stats_.size() >= cfg_.max_patterns);
   // A new pattern needs room in the memory budget; without it, join (the

@@ -58,9 +58,9 @@
 /// Thread-safety: none; owned by one actor. LMDB writes happen in `flush` and
 /// `checkpoint`, so the owner should run on its own thread (detached actor).
 
-#include "kernels/bandit.hpp"
 #include "core/memory_budget.hpp"
 #include "router/crdt.hpp"
+#include "router/policy.hpp"
 #include "proto/messages.hpp"
 #include "proto/records.hpp"
 #include "proto/wire.hpp"
@@ -147,41 +147,14 @@ struct router_config {
   store::index_config index;
 };
 
-/// Result of routing one query (request id and time are set by the caller).
-struct route_result {
-  uint32_t tier = 0;
-  double confidence = 0;
-  double expected_reward = 0;
+/// Result of routing one query (request id and time are set by the caller):
+/// the policy's decision (router/policy.hpp) and where the query landed.
+struct route_result : policy_decision {
   uint64_t pattern_id = 0;
   bool new_pattern = false;
   std::vector<proto::neighbor> neighbors;
   uint64_t search_ns = 0;
   uint64_t decide_ns = 0;
-  /// Per tier [n_tiers], what the decision pooled (router v2 reads them):
-  /// the posterior mean quality and its variance (neighbours and priors),
-  /// and the neighbours' weighted observation count (priors excluded).
-  std::vector<double> mean_quality, var_quality, evidence;
-};
-
-// The bandit's choice over tier posteriors is kernels' (kernels/bandit.hpp).
-using kernels::choice_confidence;
-using kernels::thompson_choose;
-using kernels::tier_posterior;
-
-/// Pooled (weighted) quality observations of one tier.
-struct tier_evidence {
-  double n = 0;  ///< weighted count
-  double s = 0;  ///< weighted sum of quality
-  double s2 = 0; ///< weighted sum of squared quality
-
-  void add(double w, const proto::tier_stat& x) noexcept {
-    n += w * static_cast<double>(x.count);
-    s += w * x.sum_quality;
-    s2 += w * x.sum_quality2;
-  }
-
-  /// Posterior of the expected quality. @pre n > 0.
-  tier_posterior posterior() const noexcept;
 };
 
 /// Changed patterns on their way to LMDB (see pattern_bank::take_dirty).
@@ -670,9 +643,8 @@ private:
   std::vector<float> cat_norms_;
   uint32_t next_category_ = 0;
   std::mt19937_64 rng_;
-  std::vector<double> costs_;
-  std::vector<tier_evidence> ev_;    // scratch
-  std::vector<tier_posterior> post_; // scratch
+  routing_policy policy_;
+  std::vector<policy_neighbor> nb_; // scratch of route()
 };
 
 } // namespace shoal::router
