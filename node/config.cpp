@@ -1,5 +1,7 @@
 #include "node/config.hpp"
 
+#include "engine/chat_template.hpp"
+
 #include <toml++/toml.h>
 
 #include <cmath>
@@ -20,66 +22,77 @@ const std::set<std::string> non_config_env = {"SHOAL_KERNELS", "SHOAL_MODEL_CACH
                                               "SHOAL_PEER_DIR", "SHOAL_NPM_DIR",
                                               "SHOAL_BUILD_DIR"};
 
-template <class Member>
-setting make_uint(std::string key, Member member, double min, double max, std::string doc) {
-  setting s;
+// The registry's entries: make_<type>(key, field accessor, [min, max,] doc).
+// The accessor, a lambda `(Config&) -> field&` (SHOAL_FIELD, SHOAL_TIER_FIELD),
+// fixes Config: node_config for dotted keys, router::tier_config for tier keys.
+
+template <class F>
+struct accessor_config : accessor_config<decltype(&F::operator())> {};
+template <class L, class R, class C>
+struct accessor_config<R (L::*)(C&) const> {
+  using type = C;
+};
+
+template <class Member, class Config = typename accessor_config<Member>::type>
+basic_setting<Config> make_uint(std::string key, Member member, double min, double max,
+                                std::string doc) {
+  basic_setting<Config> s;
   s.key = std::move(key);
   s.type = 'i';
   s.min = min;
   s.max = max;
   s.doc = std::move(doc);
-  s.set = [member](node_config& c, const setting_value& v) {
+  s.set = [member](Config& c, const setting_value& v) {
     auto& field = member(c);
     field = static_cast<std::remove_reference_t<decltype(field)>>(std::get<int64_t>(v));
   };
-  s.get = [member](const node_config& c) -> setting_value {
-    return static_cast<int64_t>(member(const_cast<node_config&>(c)));
+  s.get = [member](const Config& c) -> setting_value {
+    return static_cast<int64_t>(member(const_cast<Config&>(c)));
   };
   return s;
 }
 
-template <class Member>
-setting make_double(std::string key, Member member, double min, double max, std::string doc) {
-  setting s;
+template <class Member, class Config = typename accessor_config<Member>::type>
+basic_setting<Config> make_double(std::string key, Member member, double min, double max,
+                                  std::string doc) {
+  basic_setting<Config> s;
   s.key = std::move(key);
   s.type = 'd';
   s.min = min;
   s.max = max;
   s.doc = std::move(doc);
-  s.set = [member](node_config& c, const setting_value& v) {
+  s.set = [member](Config& c, const setting_value& v) {
     auto& field = member(c);
     field = static_cast<std::remove_reference_t<decltype(field)>>(std::get<double>(v));
   };
-  s.get = [member](const node_config& c) -> setting_value {
-    return static_cast<double>(member(const_cast<node_config&>(c)));
+  s.get = [member](const Config& c) -> setting_value {
+    return static_cast<double>(member(const_cast<Config&>(c)));
   };
   return s;
 }
 
-template <class Member>
-setting make_bool(std::string key, Member member, std::string doc) {
-  setting s;
+template <class Member, class Config = typename accessor_config<Member>::type>
+basic_setting<Config> make_bool(std::string key, Member member, std::string doc) {
+  basic_setting<Config> s;
   s.key = std::move(key);
   s.type = 'b';
   s.doc = std::move(doc);
-  s.set = [member](node_config& c, const setting_value& v) { member(c) = std::get<bool>(v); };
-  s.get = [member](const node_config& c) -> setting_value {
-    return static_cast<bool>(member(const_cast<node_config&>(c)));
+  s.set = [member](Config& c, const setting_value& v) { member(c) = std::get<bool>(v); };
+  s.get = [member](const Config& c) -> setting_value {
+    return static_cast<bool>(member(const_cast<Config&>(c)));
   };
   return s;
 }
 
-template <class Member>
-setting make_string(std::string key, Member member, std::string doc) {
-  setting s;
+template <class Member, class Config = typename accessor_config<Member>::type>
+basic_setting<Config> make_string(std::string key, Member member, std::string doc) {
+  basic_setting<Config> s;
   s.key = std::move(key);
   s.type = 's';
   s.doc = std::move(doc);
-  s.set = [member](node_config& c, const setting_value& v) {
-    member(c) = std::get<std::string>(v);
-  };
-  s.get = [member](const node_config& c) -> setting_value {
-    return std::string(member(const_cast<node_config&>(c)));
+  s.set = [member](Config& c, const setting_value& v) { member(c) = std::get<std::string>(v); };
+  s.get = [member](const Config& c) -> setting_value {
+    return std::string(member(const_cast<Config&>(c)));
   };
   return s;
 }
@@ -349,6 +362,43 @@ std::vector<setting> build_settings() {
 
 #undef SHOAL_FIELD
 
+#define SHOAL_TIER_FIELD(name) [](router::tier_config& t) -> auto& { return t.name; }
+
+/// The keys of one [[tiers]] table, in the order configs/node.toml lists them.
+std::vector<tier_setting> build_tier_settings() {
+  std::vector<tier_setting> s;
+  s.push_back(make_string("name", SHOAL_TIER_FIELD(name),
+                          "Name of the tier (required, unique): the model name of the OpenAI "
+                          "API and the tier's label in /v1/stats and /metrics."));
+  s.push_back(make_double("cost", SHOAL_TIER_FIELD(cost), 0, 1,
+                          "Cost of the tier in quality units: the router maximises quality "
+                          "minus cost."));
+  s.push_back(make_double("params_m", SHOAL_TIER_FIELD(params_m), 0, 1e9,
+                          "Model size, millions of parameters: reported in /v1/stats, where "
+                          "the replay tool's evaluator reads it to simulate the tier; routing "
+                          "does not use it."));
+  s.push_back(make_string("model", SHOAL_TIER_FIELD(model),
+                          "The tier's model: a GGUF file (llama, qwen2), or "
+                          "\"demo:<shape>:<type>\" for a RANDOM-WEIGHT demo model written once "
+                          "into ~/.cache/shoal/models (shapes tiny, 15M, 110M, 260M; types f32, "
+                          "f16, q8_0, q4_0, ...): its text is noise, its speed is real. \"\" "
+                          "makes a routing-only tier (no generation)."));
+  s.push_back(make_uint("n_ctx", SHOAL_TIER_FIELD(n_ctx), 16, 1 << 20,
+                        "Context per sequence, tokens (at most the model's training "
+                        "context)."));
+  s.push_back(make_uint("threads", SHOAL_TIER_FIELD(threads), 1, 256,
+                        "Forward-pass threads of this tier."));
+  s.push_back(make_uint("max_sequences", SHOAL_TIER_FIELD(max_sequences), 1, 4096,
+                        "Sequences decoded together (continuous batching); more wait for a "
+                        "slot."));
+  s.push_back(make_string("chat_format", SHOAL_TIER_FIELD(chat_format),
+                          "Chat template, used when the GGUF's own template is not one this "
+                          "node recognises: chatml, llama2 or llama3."));
+  return s;
+}
+
+#undef SHOAL_TIER_FIELD
+
 std::string type_name(char t) {
   switch (t) {
     case 'b': return "a boolean";
@@ -377,7 +427,8 @@ std::string render(const setting_value& v) {
 
 /// Type- and range-checks `v` for `s`, converting integers to floats where a
 /// float is expected. Returns an error message or "".
-std::string check(const setting& s, setting_value& v) {
+template <class Config>
+std::string check(const basic_setting<Config>& s, setting_value& v) {
   if (s.type == 'd' && std::holds_alternative<int64_t>(v))
     v = static_cast<double>(std::get<int64_t>(v));
   bool ok = (s.type == 'b' && std::holds_alternative<bool>(v))
@@ -433,8 +484,10 @@ std::optional<setting_value> parse_text(const setting& s, const std::string& tex
   }
 }
 
-const setting* find(const std::string& key) {
-  for (const auto& s : settings())
+template <class Config>
+const basic_setting<Config>* find(const std::vector<basic_setting<Config>>& registry,
+                                  const std::string& key) {
+  for (const auto& s : registry)
     if (s.key == key)
       return &s;
   return nullptr;
@@ -454,6 +507,30 @@ std::string file_key(const std::string& dotted) {
   return dotted;
 }
 
+/// Sets `s` in `cfg` from the TOML value `v`, type- and range-checked;
+/// errors name the key `name` as the file spells it.
+template <class Config>
+std::optional<config_error> assign(const basic_setting<Config>& s, Config& cfg,
+                                   const toml::node& v, const std::string& name) {
+  setting_value val;
+  if (v.is_boolean())
+    val = *v.value<bool>();
+  else if (v.is_integer())
+    val = *v.value<int64_t>();
+  else if (v.is_floating_point())
+    val = *v.value<double>();
+  else if (v.is_string())
+    val = *v.value<std::string>();
+  else
+    return config_error{name, "must be " + type_name(s.type)};
+  if (auto msg = check(s, val); !msg.empty())
+    return config_error{name, msg};
+  s.set(cfg, val);
+  return std::nullopt;
+}
+
+/// Each [[tiers]] table through tier_settings(), then what no single key
+/// can check: a name, unique; a known chat format; 1 to 64 tiers.
 std::optional<config_error> apply_tiers(node_config& cfg, const toml::node& n) {
   auto* arr = n.as_array();
   if (arr == nullptr)
@@ -464,57 +541,21 @@ std::optional<config_error> apply_tiers(node_config& cfg, const toml::node& n) {
     std::string key = "tiers[" + std::to_string(i) + "]";
     auto* t = arr->get(i)->as_table();
     if (t == nullptr)
-      return config_error{key, "must be a table with name, cost, params_m"};
+      return config_error{key, "must be a table ([[tiers]])"};
     router::tier_config tc;
     for (auto&& [k, v] : *t) {
-      std::string field(k.str());
-      auto number = [&](double& out) {
-        if (!(v.is_floating_point() || v.is_integer()))
-          return false;
-        out = *v.value<double>();
-        return true;
-      };
-      auto count = [&](uint32_t& out, int64_t lo, int64_t hi) -> std::optional<config_error> {
-        if (!v.is_integer())
-          return config_error{key + "." + field, "must be an integer"};
-        int64_t x = *v.value<int64_t>();
-        if (x < lo || x > hi)
-          return config_error{key + "." + field, "out of range [" + std::to_string(lo) + ", "
-                                                   + std::to_string(hi) + "]"};
-        out = static_cast<uint32_t>(x);
-        return std::nullopt;
-      };
-      std::optional<config_error> err;
-      if (field == "name" || field == "model" || field == "chat_format") {
-        if (!v.is_string())
-          return config_error{key + "." + field, "must be a string"};
-        (field == "name" ? tc.name : field == "model" ? tc.model : tc.chat_format) =
-          *v.value<std::string>();
-      } else if (field == "cost" || field == "params_m") {
-        if (!number(field == "cost" ? tc.cost : tc.params_m))
-          return config_error{key + "." + field, "has the wrong type"};
-      } else if (field == "n_ctx") {
-        err = count(tc.n_ctx, 16, 1 << 20);
-      } else if (field == "threads") {
-        err = count(tc.threads, 1, 256);
-      } else if (field == "max_sequences") {
-        err = count(tc.max_sequences, 1, 4096);
-      } else {
-        return config_error{key + "." + field, "unknown key"};
-      }
-      if (err)
+      const tier_setting* s = find(tier_settings(), std::string(k.str()));
+      if (s == nullptr)
+        return config_error{key + "." + std::string(k.str()), "unknown key"};
+      if (auto err = assign(*s, tc, v, key + "." + s->key))
         return err;
     }
-    if (tc.chat_format != "chatml" && tc.chat_format != "llama2" && tc.chat_format != "llama3")
-      return config_error{key + ".chat_format", "must be chatml, llama2 or llama3"};
     if (tc.name.empty())
       return config_error{key + ".name", "is missing or empty"};
     if (!names.insert(tc.name).second)
       return config_error{key + ".name", "\"" + tc.name + "\" is used twice"};
-    if (!(tc.cost >= 0 && tc.cost <= 1))
-      return config_error{key + ".cost", "out of range [0, 1]"};
-    if (!(tc.params_m >= 0))
-      return config_error{key + ".params_m", "must be >= 0"};
+    if (!engine::parse_chat_format(tc.chat_format))
+      return config_error{key + ".chat_format", "must be chatml, llama2 or llama3"};
     tiers.push_back(std::move(tc));
   }
   if (tiers.empty() || tiers.size() > 64)
@@ -537,24 +578,11 @@ std::optional<config_error> apply_table(node_config& cfg, const toml::table& tbl
         return err;
       continue;
     }
-    std::string key = file_key(dotted);
-    const setting* s = find(key);
+    const setting* s = find(settings(), file_key(dotted));
     if (s == nullptr)
       return config_error{dotted, "unknown key"};
-    setting_value val;
-    if (v.is_boolean())
-      val = *v.value<bool>();
-    else if (v.is_integer())
-      val = *v.value<int64_t>();
-    else if (v.is_floating_point())
-      val = *v.value<double>();
-    else if (v.is_string())
-      val = *v.value<std::string>();
-    else
-      return config_error{dotted, "must be " + type_name(s->type)};
-    if (auto msg = check(*s, val); !msg.empty())
-      return config_error{dotted, msg};
-    s->set(cfg, val);
+    if (auto err = assign(*s, cfg, v, dotted))
+      return err;
   }
   return std::nullopt;
 }
@@ -604,6 +632,11 @@ const std::vector<setting>& settings() {
   return all;
 }
 
+const std::vector<tier_setting>& tier_settings() {
+  static const std::vector<tier_setting> all = build_tier_settings();
+  return all;
+}
+
 std::variant<node_config, config_error> load_config(const std::string& path,
                                                     const std::vector<std::string>& overrides,
                                                     char** environ_ptr) {
@@ -650,7 +683,7 @@ std::variant<node_config, config_error> load_config(const std::string& path,
     std::string text = o.substr(eq + 1);
     if (key == "node.tiers")
       return config_error{"tiers", "set tiers in the config file ([[tiers]])"};
-    const setting* s = find(key);
+    const setting* s = find(settings(), key);
     if (s == nullptr)
       return config_error{o.substr(0, eq), "unknown key"};
     auto v = parse_text(*s, text);
@@ -664,6 +697,21 @@ std::variant<node_config, config_error> load_config(const std::string& path,
     return *err;
   return cfg;
 }
+
+namespace {
+
+/// One key as configs/node.toml shows it: its description (and range) as a
+/// comment, then `name = value`, the line itself commented out by `prefix`.
+template <class Config>
+void render_key(std::ostream& out, const basic_setting<Config>& s, const std::string& name,
+                const Config& defaults, const char* prefix = "") {
+  out << "# " << s.doc;
+  if (s.type == 'i' || s.type == 'd')
+    out << " Range [" << s.min << ", " << s.max << "].";
+  out << "\n" << prefix << name << " = " << render(s.get(defaults)) << "\n";
+}
+
+} // namespace
 
 std::string render_default_toml() {
   node_config defaults;
@@ -683,25 +731,19 @@ std::string render_default_toml() {
       out << "\n[" << sec << "]\n";
       section = sec;
     }
-    std::string doc = s.doc;
-    out << "# " << doc;
-    if (s.type == 'i' || s.type == 'd')
-      out << " Range [" << s.min << ", " << s.max << "].";
-    out << "\n" << s.key.substr(dot + 1) << " = " << render(s.get(defaults)) << "\n";
+    render_key(out, s, s.key.substr(dot + 1), defaults);
   }
-  out << "\n# Model tiers the router chooses between, cheapest first. cost is in\n"
-         "# quality units (reward = quality - cost), in [0, 1]; params_m is the model\n"
-         "# size in millions of parameters. model is a GGUF file (llama, qwen2), or\n"
-         "# \"demo:<shape>:<type>\" for a RANDOM-WEIGHT demo model written once into\n"
-         "# ~/.cache/shoal/models (shapes tiny, 15M, 110M, 260M; types f32, f16, q8_0,\n"
-         "# q4_0, ...): its text is noise, its speed is real. Point model at a real\n"
-         "# GGUF file to serve a real model; \"\" makes a routing-only tier.\n"
-         "# Optional per tier: n_ctx (2048), threads (1), max_sequences (8),\n"
-         "# chat_format (chatml | llama2 | llama3; used when the GGUF's template is\n"
-         "# not one of these).\n";
-  for (const auto& t : defaults.router.tiers)
-    out << "\n[[tiers]]\nname = \"" << t.name << "\"\ncost = " << t.cost
-        << "\nparams_m = " << t.params_m << "\nmodel = \"" << t.model << "\"\n";
+  out << "\n# Model tiers the router chooses between, cheapest first: one [[tiers]]\n"
+         "# table each, 1 to 64 (only in this file, not --set or SHOAL_*). The keys\n"
+         "# of a table, with the value a key left out takes:\n";
+  const router::tier_config tier_defaults;
+  for (const auto& s : tier_settings())
+    render_key(out, s, s.key, tier_defaults, "# ");
+  for (const auto& t : defaults.router.tiers) {
+    out << "\n[[tiers]]\n";
+    for (const auto& s : tier_settings())
+      out << s.key << " = " << render(s.get(t)) << "\n";
+  }
   return out.str();
 }
 

@@ -4,7 +4,8 @@
 /// then `--set key=value`, later sources overriding earlier ones).
 ///
 /// Every key has a name, type, default, range and description in one registry
-/// (`settings()`), from which `configs/node.toml` is written and checked.
+/// (`settings()`, and `tier_settings()` for the keys of a `[[tiers]]` table),
+/// from which `configs/node.toml` is written and checked.
 
 #include "actors/actors.hpp"
 #include "router/pattern_bank.hpp"
@@ -85,18 +86,29 @@ struct node_config {
 /// A typed config value.
 using setting_value = std::variant<bool, int64_t, double, std::string>;
 
-/// One documented configuration key.
-struct setting {
-  std::string key;         ///< dotted name, e.g. "router.k"
+/// One documented configuration key of a `Config` (node_config for the
+/// dotted keys, router::tier_config for the keys of a `[[tiers]]` table).
+template <class Config>
+struct basic_setting {
+  std::string key;         ///< dotted name, e.g. "router.k" (tier keys: "n_ctx")
   char type;               ///< 'b' bool, 'i' integer, 'd' float, 's' string
   double min = 0, max = 0; ///< inclusive range for 'i' and 'd'
-  std::string doc;         ///< one paragraph
-  std::function<void(node_config&, const setting_value&)> set;
-  std::function<setting_value(const node_config&)> get;
+  std::string doc;         ///< one paragraph: the only description of the key
+  std::function<void(Config&, const setting_value&)> set;
+  std::function<setting_value(const Config&)> get;
 };
 
-/// The registry of every key except `[[tiers]]` (an array of tables).
+/// One dotted key (`section.name`).
+using setting = basic_setting<node_config>;
+/// One key of a `[[tiers]]` table (key = the field name, e.g. "n_ctx").
+using tier_setting = basic_setting<router::tier_config>;
+
+/// The registry of every dotted key (everything except `[[tiers]]`).
 const std::vector<setting>& settings();
+
+/// The registry of the keys of one `[[tiers]]` table; errors name them
+/// "tiers[i].<key>".
+const std::vector<tier_setting>& tier_settings();
 
 /// A config error: which key, and what is wrong with it.
 struct config_error {

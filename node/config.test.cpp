@@ -28,6 +28,11 @@ std::string error_key(const std::variant<node_config, config_error>& r) {
   return e == nullptr ? "" : e->key;
 }
 
+std::string error_message(const std::variant<node_config, config_error>& r) {
+  auto* e = std::get_if<config_error>(&r);
+  return e == nullptr ? "" : e->message;
+}
+
 } // namespace
 
 TEST_CASE("configs/node.toml documents every key with its default") {
@@ -101,4 +106,43 @@ TEST_CASE("federation settings are checked when federation is on, naming the key
   CHECK(error_key(load_text(on, {"node.name=has space"})) == "node.name");
   CHECK(error_key(load_text(on + "batch_max = 0\n")) == "federation.batch_max");
   CHECK(error_key(load_text("[federation]\nenabled = \"yes\"\n")) == "federation.enabled");
+}
+
+TEST_CASE("[[tiers]] keys go through the tier registry: type, range and unknown keys") {
+  const std::string two = "[[tiers]]\nname = \"a\"\n[[tiers]]\nname = \"b\"\n";
+  auto r = load_text(two + "n_ctx = 8\n");
+  CHECK(error_key(r) == "tiers[1].n_ctx");
+  CHECK(error_message(r).find("out of range [16, 1048576]") != std::string::npos);
+  CHECK(error_key(load_text(two + "threads = 0\n")) == "tiers[1].threads");
+  CHECK(error_key(load_text(two + "max_sequences = 5000\n")) == "tiers[1].max_sequences");
+  CHECK(error_key(load_text(two + "params_m = -1\n")) == "tiers[1].params_m");
+  r = load_text(two + "threads = \"two\"\n");
+  CHECK(error_key(r) == "tiers[1].threads");
+  CHECK(error_message(r) == "must be an integer");
+  CHECK(error_key(load_text(two + "model = 3\n")) == "tiers[1].model");
+  r = load_text(two + "n_ctxx = 4096\n");
+  CHECK(error_key(r) == "tiers[1].n_ctxx");
+  CHECK(error_message(r) == "unknown key");
+  CHECK(error_key(load_text(two + "chat_format = \"vicuna\"\n")) == "tiers[1].chat_format");
+  CHECK(error_key(load_text("[[tiers]]\ncost = 0.1\n")) == "tiers[0].name");
+  CHECK(error_key(load_text("tiers = [1, 2]\n")) == "tiers[0]");
+  CHECK(error_key(load_text("", {"tiers=x"})) == "tiers");
+
+  // Every key in range is taken; an integer is accepted for a number.
+  r = load_text("[[tiers]]\nname = \"t\"\ncost = 1\nparams_m = 7000\nmodel = \"\"\n"
+                "n_ctx = 4096\nthreads = 2\nmax_sequences = 1\nchat_format = \"llama3\"\n");
+  REQUIRE(std::holds_alternative<node_config>(r));
+  const auto& t = std::get<node_config>(r).router.tiers.at(0);
+  CHECK(t.cost == 1);
+  CHECK(t.params_m == 7000);
+  CHECK(t.n_ctx == 4096);
+  CHECK(t.threads == 2);
+  CHECK(t.max_sequences == 1);
+  CHECK(t.chat_format == "llama3");
+
+  // Every key of the registry is documented with a range where it has one.
+  for (const auto& s : tier_settings()) {
+    CHECK(!s.doc.empty());
+    CHECK(render_default_toml().find("# " + s.key + " = ") != std::string::npos);
+  }
 }

@@ -81,24 +81,17 @@
 
 namespace shoal::router {
 
-/// One model tier the router can choose (config `[[tiers]]`).
+/// One model tier the router can choose: one `[[tiers]]` table of the
+/// config (its keys are documented in node/config.cpp, tier_settings()).
 struct tier_config {
-  std::string name;      ///< e.g. "demo-15m"
-  double cost = 0;       ///< cost in quality units, subtracted from quality; [0, 1]
-  double params_m = 0;   ///< model size in millions of parameters (informational)
-  /// The tier's model: a GGUF file path, or "demo:<shape>:<type>" (a
-  /// random-weight model the node writes once into its model cache, e.g.
-  /// "demo:15M:q8_0"), or "" for a routing-only tier (no generation).
-  std::string model;
-  /// Context per sequence, tokens. Default: 2048. Range [16, 1048576].
-  uint32_t n_ctx = 2048;
-  /// Forward-pass threads of this tier. Default: 1. Range [1, 256].
-  uint32_t threads = 1;
-  /// Sequences decoded together (continuous batching); more wait. Default: 8.
-  uint32_t max_sequences = 8;
-  /// Chat template when the GGUF has none this node knows: "chatml",
-  /// "llama2" or "llama3". Default: "chatml".
-  std::string chat_format = "chatml";
+  std::string name;                   ///< config tiers[i].name
+  double cost = 0;                    ///< config tiers[i].cost (quality units)
+  double params_m = 0;                ///< config tiers[i].params_m
+  std::string model;                  ///< config tiers[i].model
+  uint32_t n_ctx = 2048;              ///< config tiers[i].n_ctx
+  uint32_t threads = 1;               ///< config tiers[i].threads
+  uint32_t max_sequences = 8;         ///< config tiers[i].max_sequences
+  std::string chat_format = "chatml"; ///< config tiers[i].chat_format
 };
 
 /// Router configuration (config keys `router.*`, `index.*`, `[[tiers]]`).
