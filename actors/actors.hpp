@@ -43,61 +43,34 @@
 
 namespace shoal::actors {
 
-/// Witness configuration (config keys `witness.*`).
+/// Witness configuration (config keys `witness.*`, documented in
+/// node/config.cpp).
 struct witness_config {
-  /// Most records per write transaction. Default: 100. Range [1, 100000].
-  uint32_t batch_max = 100;
-  /// Longest a record waits before its transaction, ms. Default: 1000. Range [1, 60000].
-  uint32_t flush_interval_ms = 1000;
-  /// Records older than this, s, leave LMDB for the archive (zstd segments
-  /// in `<data_dir>/witness-archive`, store/archive.hpp) when the deep loop
-  /// runs; look-ups still find them. 0: never. Default: 2592000 (30 days).
-  /// Range [0, 315360000].
-  uint32_t archive_after_s = 2592000;
-  /// Most records per archive segment. Default: 20000. Range [100, 1000000].
-  uint32_t archive_segment_records = 20000;
+  uint32_t batch_max = 100;                 ///< config witness.batch_max
+  uint32_t flush_interval_ms = 1000;        ///< config witness.flush_interval_ms
+  uint32_t archive_after_s = 2592000;       ///< config witness.archive_after_s (30 days)
+  uint32_t archive_segment_records = 20000; ///< config witness.archive_segment_records
 };
 
-/// SONA configuration (config keys `sona.*`).
+/// SONA configuration (config keys `sona.*`, documented in node/config.cpp).
 struct sona_config {
-  /// Trajectories kept in memory for joining feedback; older ones are looked
-  /// up in the witness log. Default: 65536. Range [16, 16777216].
-  uint32_t trajectory_capacity = 65536;
-  /// Router v2 routes (with v1 as its fallback); false: router v1 alone. Default: true.
-  bool v2 = true;
-  /// Router v2's confidence threshold: below it v1's choice stands. Default: 0. Range [0, 1].
-  double v2_threshold = 0;
-  /// Router v2 decisions kept with their features until feedback (the
-  /// instant loop's ring; about 1.7 KB each). Default: 1024 (10 s of
-  /// feedback delay at 100 requests/s). Range [16, 1048576].
-  uint32_t v2_pending = 1024;
-  /// Sessions whose FastGRNN state router v2 keeps (least recently used
-  /// forgotten; 0: every turn starts from h = 0). Default: 16384. Range [0, 16777216].
-  uint32_t v2_sessions = 16384;
-  /// A request's latency budget (route_query::latency_budget_ms) reaches
-  /// router v2 as min(1, budget / this); no budget is 1. Default: 10000. Range [1, 86400000].
-  double latency_budget_max_ms = 10000;
-  /// Router v2 chooses temperature and top_p (from its grid, router_v2.hpp)
-  /// for requests that leave them unset, and learns which pay. Default: true.
-  bool sampling = true;
-  /// ε of that choice: per parameter, a uniformly drawn grid value instead
-  /// of the best one this often. Default: 0.05. Range [0, 1].
-  double sampling_explore = 0.05;
-  /// Instant loop: MicroLoRA learning rate per feedback. Default: 0.02. Range [0, 1].
-  double instant_lr = 0.02;
-  /// Background loop: runs this often, s. Default: 3600. Range [1, 2592000].
-  uint32_t background_interval_s = 3600;
-  /// ...or as soon as this many trajectories completed since the last run. Default: 1000. Range [1, 10000000].
-  uint32_t background_trajectories = 1000;
-  /// Recent completed trajectories a background run trains on. Default: 4000. Range [16, 1000000].
-  uint32_t train_window = 4000;
-  /// Background loop: learning rate (Adam), epochs, EWC++ on/off and λ.
-  double train_lr = 0.01;
-  uint32_t train_epochs = 1;
-  bool ewc = true;
-  double ewc_lambda = 10;
-  /// Deep loop (pattern-bank consolidation): runs this often, s. Default: 604800 (weekly). Range [60, 31536000].
-  uint32_t deep_interval_s = 604800;
+  uint32_t trajectory_capacity = 65536;  ///< config sona.trajectory_capacity
+  bool v2 = true;                        ///< config sona.v2
+  double v2_threshold = 0;               ///< config sona.v2_threshold
+  uint32_t v2_pending = 1024;            ///< config sona.v2_pending
+  uint32_t v2_sessions = 16384;          ///< config sona.v2_sessions
+  double latency_budget_max_ms = 10000;  ///< config sona.latency_budget_max_ms
+  bool sampling = true;                  ///< config sona.sampling
+  double sampling_explore = 0.05;        ///< config sona.sampling_explore
+  double instant_lr = 0.02;              ///< config sona.instant_lr
+  uint32_t background_interval_s = 3600; ///< config sona.background_interval_s
+  uint32_t background_trajectories = 1000; ///< config sona.background_trajectories
+  uint32_t train_window = 4000;          ///< config sona.train_window
+  double train_lr = 0.01;                ///< config sona.train_lr
+  uint32_t train_epochs = 1;             ///< config sona.train_epochs
+  bool ewc = true;                       ///< config sona.ewc
+  double ewc_lambda = 10;                ///< config sona.ewc_lambda
+  uint32_t deep_interval_s = 604800;     ///< config sona.deep_interval_s (weekly)
 };
 
 /// What `shoal learn status` shows (sona: status_atom).

@@ -24,20 +24,15 @@
 
 namespace shoal::engine {
 
-/// Configuration of the hashing embedder (config keys `embedder.*`).
+/// Configuration of the hashing embedder (config keys `embedder.*`,
+/// documented in node/config.cpp).
 struct embedder_config {
-  /// Output dimension. Default: 384. Range [16, 4096].
-  uint32_t dim = 384;
-  /// Shortest character n-gram. Default: 3. Range [1, 8].
-  uint32_t char_ngram_min = 3;
-  /// Longest character n-gram. Default: 5. Range [char_ngram_min, 8].
-  uint32_t char_ngram_max = 5;
-  /// Weight of word unigram features. Default: 1.0. Range [0, 10].
-  float word_weight = 1.0f;
-  /// Weight of word bigram features. Default: 0.7. Range [0, 10].
-  float bigram_weight = 0.7f;
-  /// Weight of character n-gram features. Default: 0.4. Range [0, 10].
-  float char_weight = 0.4f;
+  uint32_t dim = 384;          ///< config embedder.dim
+  uint32_t char_ngram_min = 3; ///< config embedder.char_ngram_min
+  uint32_t char_ngram_max = 5; ///< config embedder.char_ngram_max (>= char_ngram_min)
+  float word_weight = 1.0f;    ///< config embedder.word_weight
+  float bigram_weight = 0.7f;  ///< config embedder.bigram_weight
+  float char_weight = 0.4f;    ///< config embedder.char_weight
 };
 
 /// The hashing embedder. Immutable after construction; `embed` is thread-safe

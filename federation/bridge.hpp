@@ -51,47 +51,31 @@
 
 namespace shoal::federation {
 
-/// Federation configuration (config keys `federation.*`).
+/// Federation configuration (config keys `federation.*`, documented in
+/// node/config.cpp; `validate` below checks them together).
 struct federation_config {
-  /// Whether this node joins a federation. Default: false.
-  bool enabled = false;
-  /// Cluster name: the subject prefix shoal.<cluster> and stream SHOAL_<CLUSTER>
-  /// (letters, digits, '-' and '_'). Default: "shoal".
-  std::string cluster = "shoal";
-  /// NATS server URLs, comma-separated. Default: "nats://127.0.0.1:4222".
-  std::string urls = "nats://127.0.0.1:4222";
-  /// Connect only to `urls`, never to servers the cluster advertises (pins
-  /// an edge node to its site's server). Default: false.
-  bool ignore_discovered_servers = false;
-  /// JetStream domain of the stream (a hub reached through a leaf node);
-  /// "" = the connected server's own JetStream. Default: "".
-  std::string jetstream_domain;
-  /// NATS user and password (both or neither), or a token. Default: "".
+  bool enabled = false;                       ///< config federation.enabled
+  std::string cluster = "shoal";              ///< config federation.cluster
+  std::string urls = "nats://127.0.0.1:4222"; ///< config federation.urls
+  bool ignore_discovered_servers = false;     ///< config federation.ignore_discovered_servers
+  std::string jetstream_domain;               ///< config federation.jetstream_domain
+  /// config federation.user, federation.password, federation.token
   std::string user, password, token;
-  /// TLS: require it; CA bundle, client certificate and key files (PEM). Default: off/"".
-  bool tls = false;
+  bool tls = false;                           ///< config federation.tls
+  /// config federation.tls_ca, federation.tls_cert, federation.tls_key
   std::string tls_ca, tls_cert, tls_key;
-  /// This node's Ed25519 key file; "" = <store.data_dir>/node.key. Created when missing.
-  std::string key_file;
-  /// Trusted signers: "name=hexkey,name=hexkey". Default: "" (trust nobody).
-  std::string trusted;
-  /// Most deltas per published batch. Default: 2000. Range [1, 100000].
-  uint32_t batch_max = 2000;
-  /// How long the router gathers changes before publishing, ms. Default: 2. Range [0, 10000].
-  uint32_t batch_delay_ms = 2;
-  /// First reconnect delay, ms; doubled per failed attempt up to
-  /// reconnect_max_ms, with ±25% jitter. Default: 100 / 5000.
-  uint32_t reconnect_wait_ms = 100;
-  uint32_t reconnect_max_ms = 5000;
-  /// JetStream stream limits: bytes, age (s, 0 = unlimited), replicas.
-  uint64_t stream_max_bytes = 1ull << 30;
-  uint32_t stream_max_age_s = 7 * 24 * 3600;
-  uint32_t stream_replicas = 1;
-  /// Anti-entropy digest and telemetry periods, ms. Default: 30000 / 10000.
-  uint32_t digest_interval_ms = 30000;
-  uint32_t telemetry_interval_ms = 10000;
-  /// Largest message accepted, bytes. Default: 4194304.
-  uint64_t max_message_bytes = 4u << 20;
+  std::string key_file;                       ///< config federation.key_file
+  std::string trusted;                        ///< config federation.trusted
+  uint32_t batch_max = 2000;                  ///< config federation.batch_max
+  uint32_t batch_delay_ms = 2;                ///< config federation.batch_delay_ms
+  uint32_t reconnect_wait_ms = 100;           ///< config federation.reconnect_wait_ms
+  uint32_t reconnect_max_ms = 5000;           ///< config federation.reconnect_max_ms
+  uint64_t stream_max_bytes = 1ull << 30;     ///< config federation.stream_max_bytes
+  uint32_t stream_max_age_s = 7 * 24 * 3600;  ///< config federation.stream_max_age_s
+  uint32_t stream_replicas = 1;               ///< config federation.stream_replicas
+  uint32_t digest_interval_ms = 30000;        ///< config federation.digest_interval_ms
+  uint32_t telemetry_interval_ms = 10000;     ///< config federation.telemetry_interval_ms
+  uint64_t max_message_bytes = 4u << 20;      ///< config federation.max_message_bytes
 };
 
 /// A peer as last seen through its telemetry.

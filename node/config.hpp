@@ -5,7 +5,9 @@
 ///
 /// Every key has a name, type, default, range and description in one registry
 /// (`settings()`, and `tier_settings()` for the keys of a `[[tiers]]` table),
-/// from which `configs/node.toml` is written and checked.
+/// from which `configs/node.toml` is written and checked. The config structs
+/// (here and in their modules) hold the defaults; a field that is a key only
+/// names it (`///< config http.port`): its description is the registry's.
 
 #include "actors/actors.hpp"
 #include "router/pattern_bank.hpp"
@@ -26,28 +28,18 @@ namespace shoal::node {
 
 /// HTTP gateway configuration (keys `http.*`).
 struct http_config {
-  /// Address to listen on. Default: "127.0.0.1".
-  std::string address = "127.0.0.1";
-  /// TCP port; 0 picks a free one (see port_file). Default: 8080. Range [0, 65535].
-  uint32_t port = 8080;
-  /// If not empty, the bound "address:port" is written to this file once the
-  /// node listens (used by tests and scripts). Default: "".
-  std::string port_file;
-  /// Largest request body accepted, bytes. Default: 1048576. Range [1024, 1073741824].
-  uint64_t max_body_bytes = 1 << 20;
-  /// HTTP worker threads. Default: 8. Range [1, 256].
-  uint32_t threads = 8;
-  /// Longest a request waits for an actor's answer, ms; 0 = no limit (and no
-  /// timer per request). Default: 0. Range [0, 600000].
-  uint32_t request_timeout_ms = 0;
+  std::string address = "127.0.0.1"; ///< config http.address
+  uint32_t port = 8080;              ///< config http.port
+  std::string port_file;             ///< config http.port_file
+  uint64_t max_body_bytes = 1 << 20; ///< config http.max_body_bytes
+  uint32_t threads = 8;              ///< config http.threads
+  uint32_t request_timeout_ms = 0;   ///< config http.request_timeout_ms
 };
 
 /// The whole node configuration.
 struct node_config {
-  /// Name of this node (metrics label, later federation subject). Default: "shoal-1".
-  std::string name = "shoal-1";
-  /// Log level: trace, debug, info, warn, error, off. Default: "info".
-  std::string log_level = "info";
+  std::string name = "shoal-1";   ///< config node.name
+  std::string log_level = "info"; ///< config node.log_level
   http_config http;
   store::store_config store;
   engine::embedder_config embedder;
@@ -59,28 +51,18 @@ struct node_config {
   /// Paging and tiers of every tier's KV cache (keys kv.*; kv_tier() turns
   /// them into the engine's kv_tier_config).
   struct kv_settings {
-    uint32_t page_tokens = 16;     ///< tokens per page. Range [1, 1024].
-    uint32_t recent_tokens = 256;  ///< newest tokens kept in F16. Range [0, 1048576].
-    uint32_t migrate_pages = 4;    ///< pages migrated together. Range [1, 1024].
-    std::string old_k_type = "q8_0"; ///< f16, q8_0 or q4_0
-    std::string old_v_type = "q8_0"; ///< f16, q8_0 or q4_0
-    bool prefix_caching = true;
+    uint32_t page_tokens = 16;       ///< config kv.page_tokens
+    uint32_t recent_tokens = 256;    ///< config kv.recent_tokens
+    uint32_t migrate_pages = 4;      ///< config kv.migrate_pages
+    std::string old_k_type = "q8_0"; ///< config kv.old_k_type
+    std::string old_v_type = "q8_0"; ///< config kv.old_v_type
+    bool prefix_caching = true;      ///< config kv.prefix_caching
   } kv;
-  /// One byte budget for KV pages, LoRA adapters and router weights, MiB
-  /// (key memory.budget_mb). Default: 1024. Range [1, 1048576].
-  uint64_t memory_budget_mb = 1024;
-  /// Key sealing session data and spilled KV pages at rest: 64 hex digits
-  /// (key memory.seal_key, or SHOAL_MEMORY_SEAL_KEY). Empty: evicted pages
-  /// are dropped, not spilled. Default: "".
-  std::string memory_seal_key;
-  /// Most MiB of spilled KV pages kept per tier (oldest dropped first).
-  /// Default: 4096. Range [1, 1048576].
-  uint64_t memory_spill_max_mb = 4096;
-  /// Sessions idle this long are removed (key memory.session_idle_s).
-  /// Default: 86400. Range [1, 31536000].
-  uint32_t memory_session_idle_s = 86400;
-  /// CAF scheduler worker threads; 0 = CAF's default max(cores, 4). Default: 0.
-  uint32_t scheduler_threads = 0;
+  uint64_t memory_budget_mb = 1024;      ///< config memory.budget_mb
+  std::string memory_seal_key;           ///< config memory.seal_key
+  uint64_t memory_spill_max_mb = 4096;   ///< config memory.spill_max_mb
+  uint32_t memory_session_idle_s = 86400; ///< config memory.session_idle_s
+  uint32_t scheduler_threads = 0;        ///< config node.scheduler_threads
 };
 
 /// A typed config value.

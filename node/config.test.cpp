@@ -2,6 +2,8 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
@@ -31,6 +33,14 @@ std::string error_key(const std::variant<node_config, config_error>& r) {
 std::string error_message(const std::variant<node_config, config_error>& r) {
   auto* e = std::get_if<config_error>(&r);
   return e == nullptr ? "" : e->message;
+}
+
+/// `x` as --set text that parses back to exactly `x`.
+std::string exact_text(double x) {
+  std::ostringstream out;
+  out.precision(17);
+  out << x;
+  return out.str();
 }
 
 } // namespace
@@ -145,4 +155,76 @@ TEST_CASE("[[tiers]] keys go through the tier registry: type, range and unknown 
     CHECK(!s.doc.empty());
     CHECK(render_default_toml().find("# " + s.key + " = ") != std::string::npos);
   }
+}
+
+TEST_CASE("every numeric key refuses values just outside its documented range") {
+  for (const auto& s : settings()) {
+    if (s.type != 'i' && s.type != 'd')
+      continue;
+    CAPTURE(s.key);
+    auto step = [](double x) { return std::max(1e-6, std::abs(x) * 1e-6); };
+    std::string below = s.type == 'i' ? std::to_string(static_cast<int64_t>(s.min) - 1)
+                                      : exact_text(s.min - step(s.min));
+    std::string above = s.type == 'i' ? std::to_string(static_cast<int64_t>(s.max) + 1)
+                                      : exact_text(s.max + step(s.max));
+    CHECK(error_key(load_text("", {s.key + "=" + below})) == s.key);
+    CHECK(error_key(load_text("", {s.key + "=" + above})) == s.key);
+  }
+}
+
+TEST_CASE("router.prior: the range the registry documents is the one it enforces") {
+  const setting* prior = nullptr;
+  for (const auto& s : settings())
+    if (s.key == "router.prior")
+      prior = &s;
+  REQUIRE(prior != nullptr);
+  // Positive: with no evidence a tier's posterior is the prior alone.
+  CHECK(prior->min > 0);
+  CHECK(error_key(load_text("", {"router.prior=0"})) == "router.prior");
+  for (double ok : {prior->min, 1.0, prior->max}) {
+    auto r = load_text("", {"router.prior=" + exact_text(ok)});
+    REQUIRE(std::holds_alternative<node_config>(r));
+    CHECK(std::get<node_config>(r).router.prior == ok);
+  }
+}
+
+TEST_CASE("router.similarity_power and router.prior do what the registry says") {
+  // Neighbour i weighs (max(sim_i, 0) / sim_1)^p; the prior adds `prior`
+  // observations of mean quality 1/2. Pattern A (quality 1) at e0 and
+  // pattern B (quality 0) at e1; the query has similarity 0.8 to A and 0.4
+  // to B (both patterns are still pending: exact similarities).
+  auto r = load_text("[router]\nk = 2\nsimilarity_power = 2\nprior = 1\nglobal_prior = 0\n"
+                     "new_pattern_threshold = 0.99\nseed = 1\n[[tiers]]\nname = \"only\"\n");
+  REQUIRE(std::holds_alternative<node_config>(r));
+  const auto cfg = std::get<node_config>(r).router;
+  const uint32_t dim = 16;
+  auto evidence_and_mean = [&](double power) {
+    auto c = cfg;
+    c.similarity_power = power;
+    auto bank = shoal::router::pattern_bank::open(dim, c, nullptr);
+    REQUIRE(bank);
+    std::vector<float> e0(dim, 0.0f), e1(dim, 0.0f), q(dim, 0.0f);
+    e0[0] = 1;
+    e1[1] = 1;
+    q[0] = 0.8f;
+    q[1] = 0.4f;
+    q[2] = std::sqrt(1.0f - 0.8f * 0.8f - 0.4f * 0.4f);
+    auto a = (*bank)->route(e0, 1);
+    auto b = (*bank)->route(e1, 2);
+    REQUIRE(a.new_pattern);
+    REQUIRE(b.new_pattern);
+    REQUIRE_FALSE((*bank)->learn(a.pattern_id, 0, 1.0, 3));
+    REQUIRE_FALSE((*bank)->learn(b.pattern_id, 0, 0.0, 4));
+    auto d = (*bank)->route(q, 5);
+    REQUIRE(d.neighbors.size() == 2);
+    return std::pair{d.evidence.at(0), d.mean_quality.at(0)};
+  };
+  // p = 2: weights 1 and (0.4 / 0.8)^2 = 0.25 (not 0.8^2 and 0.4^2).
+  auto [n2, mean2] = evidence_and_mean(2);
+  CHECK(n2 == doctest::Approx(1.25).epsilon(1e-4));
+  CHECK(mean2 == doctest::Approx((0.5 + 1.0) / (1.0 + 1.25)).epsilon(1e-4));
+  // p = 0: both neighbours weigh 1.
+  auto [n0, mean0] = evidence_and_mean(0);
+  CHECK(n0 == doctest::Approx(2.0));
+  CHECK(mean0 == doctest::Approx((0.5 + 1.0) / (1.0 + 2.0)).epsilon(1e-4));
 }

@@ -33,10 +33,10 @@ namespace shoal::node {
 /// Kernel settings of the node (keys `kernels.*`; documented in the config
 /// registry, node/config.cpp).
 struct kernels_config {
-  std::string isa;       ///< "" (all the CPU has), "scalar", "avx2" or "avx512"
-  bool autotune = false; ///< measure every kernel's variants at start
-  std::string packs;     ///< comma-separated paths of kernel packs
-  std::string pack_keys; ///< "name=hexkey,..." trusted to sign packs
+  std::string isa;       ///< config kernels.isa
+  bool autotune = false; ///< config kernels.autotune
+  std::string packs;     ///< config kernels.packs
+  std::string pack_keys; ///< config kernels.pack_keys
 };
 
 /// A pack that was verified and registered.

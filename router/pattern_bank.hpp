@@ -94,49 +94,32 @@ struct tier_config {
   std::string chat_format = "chatml"; ///< config tiers[i].chat_format
 };
 
-/// Router configuration (config keys `router.*`, `index.*`, `[[tiers]]`).
+/// Router configuration (config keys `router.*`, `index.*`, `[[tiers]]`,
+/// documented in node/config.cpp).
 struct router_config {
-  /// Tiers, cheapest first by convention. Default: four random-weight demo
-  /// models of increasing size (real latency differences, noise for text).
+  /// config `[[tiers]]`, cheapest first by convention: four random-weight
+  /// demo models of increasing size (real latency differences, noise for text).
   std::vector<tier_config> tiers = {{"demo-tiny", 0.00, 0.1, "demo:tiny:q8_0"},
                                     {"demo-15m", 0.05, 15, "demo:15M:q8_0"},
                                     {"demo-110m", 0.10, 110, "demo:110M:q4_0"},
                                     {"demo-260m", 0.20, 260, "demo:260M:q4_0"}};
-  /// Neighbours pooled per decision. Default: 32 (16, 32 and 64 reach the
-  /// same reward on the Debian replay; smaller is faster). Range [1, 256].
-  uint32_t k = 32;
-  /// Similarity at or above which a query joins its nearest pattern instead of
-  /// creating one (similarities come from the int8 index: within about 0.01
-  /// of the exact cosine). Default: 0.4. Range [0, 1].
-  double new_pattern_threshold = 0.4;
-  /// Exponent p of the neighbour weight (sim / sim_nearest)^p. Default: 4. Range [0, 64].
-  double similarity_power = 4;
-  /// Pseudo-observations of a uniform quality in every tier's prior. Default: 1. Range (0, 100].
-  double prior = 1;
-  /// Strength (pseudo-observations) of the empirical-Bayes prior: every
-  /// tier's posterior starts from the tier's mean quality over all patterns,
-  /// so an unfamiliar query starts from what works on average instead of
-  /// uniform exploration. 0 disables it. Default: 20. Range [0, 1000].
-  double global_prior = 20;
-  /// Scale of the posterior standard deviation in Thompson draws: 1 is
-  /// Thompson sampling, 0 is greedy on the posterior mean. Default: 1. Range [0, 10].
-  double exploration = 1;
-  /// Upper bound on the number of patterns; beyond it queries join their
-  /// nearest pattern. Default: 1000000.
-  uint64_t max_patterns = 1'000'000;
-  /// Seed of the exploration RNG; 0 draws one from std::random_device. Default: 0.
-  uint64_t seed = 0;
-  /// How often changed patterns are written to LMDB, ms. Default: 1000. Range [10, 600000].
-  uint32_t flush_interval_ms = 1000;
-  /// How often the HNSW index file is saved, s. Default: 300. Range [1, 86400].
-  uint32_t checkpoint_interval_s = 300;
+  uint32_t k = 32;                    ///< config router.k
+  double new_pattern_threshold = 0.4; ///< config router.new_pattern_threshold
+  double similarity_power = 4;        ///< config router.similarity_power
+  double prior = 1;                   ///< config router.prior
+  double global_prior = 20;           ///< config router.global_prior
+  double exploration = 1;             ///< config router.exploration
+  uint64_t max_patterns = 1'000'000;  ///< config router.max_patterns
+  uint64_t seed = 0;                  ///< config router.seed
+  uint32_t flush_interval_ms = 1000;  ///< config router.flush_interval_ms
+  uint32_t checkpoint_interval_s = 300; ///< config router.checkpoint_interval_s
   /// This node's federation id (proto::delta_batch::node); stamped on the
   /// patterns it creates. 0 for a bank that is never federated (tests).
   uint64_t node_id = 0;
   /// Most contributions held for patterns not yet known here (their creator's
   /// announcement has not arrived); beyond it they are dropped and counted.
   uint64_t max_orphans = 100'000;
-  /// HNSW parameters.
+  /// HNSW parameters: config index.*.
   store::index_config index;
 };
 
@@ -164,8 +147,9 @@ struct pattern_batch {
 
 using proto::merge_stats;
 
-/// Settings of the deep loop's consolidation (config keys `deep.*`, parsed
-/// and validated in node/; `consolidate` checks them again). Copied per call:
+/// Settings of the deep loop's consolidation. Not config keys: the router
+/// actor runs the deep loop with these defaults (how often it runs is
+/// config sona.deep_interval_s); `consolidate` checks them. Copied per call:
 /// every field may change between runs.
 struct consolidation_config {
   /// k of k-means++: the number of categories. 0 = automatic:

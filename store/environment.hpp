@@ -29,15 +29,12 @@
 
 namespace shoal::store {
 
-/// Configuration of the store (config keys `store.*`).
+/// Configuration of the store (config keys `store.*`, documented in
+/// node/config.cpp).
 struct store_config {
-  /// Directory holding the LMDB environment and index files; created if
-  /// missing. Default: "data".
-  std::filesystem::path data_dir = "data";
-  /// Initial LMDB map size in bytes. Default: 1 GiB. Range [1 MiB, max_map_bytes].
-  uint64_t map_bytes = 1ull << 30;
-  /// Upper bound the map may grow to when full. Default: 64 GiB.
-  uint64_t max_map_bytes = 64ull << 30;
+  std::filesystem::path data_dir = "data"; ///< config store.data_dir
+  uint64_t map_bytes = 1ull << 30;         ///< config store.map_bytes
+  uint64_t max_map_bytes = 64ull << 30;    ///< config store.max_map_bytes
 };
 
 /// Named tables of the environment (DESIGN.md, Storage). Every value is a

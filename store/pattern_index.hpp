@@ -31,17 +31,12 @@
 
 namespace shoal::store {
 
-/// HNSW parameters (config keys `index.*`).
+/// HNSW parameters (config keys `index.*`, documented in node/config.cpp).
 struct index_config {
-  /// Graph degree M. Default: 16. Range [4, 64].
-  uint32_t m = 16;
-  /// Candidate list size while building. Default: 100. Range [8, 1000].
-  uint32_t ef_construction = 100;
-  /// Candidate list size while searching (recall/latency trade-off; raised
-  /// to k when smaller). Default: 48. Range [8, 1000].
-  uint32_t ef_search = 48;
-  /// Initial capacity; the index doubles when full. Default: 16384.
-  uint64_t initial_capacity = 16384;
+  uint32_t m = 16;                   ///< config index.m
+  uint32_t ef_construction = 100;    ///< config index.ef_construction
+  uint32_t ef_search = 48;           ///< config index.ef_search (raised to k when smaller)
+  uint64_t initial_capacity = 16384; ///< config index.initial_capacity
 };
 
 /// The int8 arithmetic the index stores and compares vectors with,
