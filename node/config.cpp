@@ -119,10 +119,22 @@ std::vector<setting> build_settings() {
                                     "413 payload_too_large."));
   s.push_back(make_uint("http.threads", SHOAL_FIELD(http.threads), 1, 256,
                         "HTTP worker threads."));
-  s.push_back(make_uint("http.request_timeout_ms", SHOAL_FIELD(http.request_timeout_ms), 0,
-                        600000, "Longest a request waits for an actor's answer, ms; then 503 "
-                                "unavailable. 0 waits as long as it takes (no timer per "
-                                "request: CAF's timer thread would wake for every one)."));
+  s.push_back(make_uint("http.request_timeout_ms", SHOAL_FIELD(http.request_timeout_ms), 1,
+                        600000,
+                        "Longest an HTTP request waits for one answer from an actor or an "
+                        "engine, ms: a routing decision, feedback, statistics, a KV policy, "
+                        "a learning run started by POST /v1/learn/trigger, an engine's "
+                        "admission of a generation. Then 503 unavailable (a triggered learning "
+                        "run goes on: GET /v1/learn/status shows it). A generation under way "
+                        "is bounded by http.generation_timeout_ms instead."));
+  s.push_back(make_uint("http.generation_timeout_ms", SHOAL_FIELD(http.generation_timeout_ms),
+                        1, 86400000,
+                        "Longest an engine may go without a result for a request it admitted, "
+                        "ms: the next token of a generation (time queued for a batch slot or "
+                        "for KV memory included) or an embedding. Then the generation is "
+                        "cancelled and answered 503 unavailable (a streamed one ends with an "
+                        "error event). A generation that keeps producing tokens is not cut: "
+                        "its length is bounded by max_tokens and the tier's n_ctx."));
   s.push_back(setting{"store.data_dir", 's', 0, 0,
                       "Directory of the LMDB environment (shoal.lmdb/) and the pattern index "
                       "file (patterns.hnsw), created if missing; relative paths are relative "

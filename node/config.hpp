@@ -33,7 +33,8 @@ struct http_config {
   std::string port_file;             ///< config http.port_file
   uint64_t max_body_bytes = 1 << 20; ///< config http.max_body_bytes
   uint32_t threads = 8;              ///< config http.threads
-  uint32_t request_timeout_ms = 0;   ///< config http.request_timeout_ms
+  uint32_t request_timeout_ms = 30000;     ///< config http.request_timeout_ms
+  uint32_t generation_timeout_ms = 300000; ///< config http.generation_timeout_ms
 };
 
 /// The whole node configuration.

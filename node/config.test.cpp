@@ -157,6 +157,21 @@ TEST_CASE("[[tiers]] keys go through the tier registry: type, range and unknown 
   }
 }
 
+TEST_CASE("waits are finite: a timeout of 0 is refused, the defaults are finite") {
+  node_config defaults;
+  CHECK(defaults.http.request_timeout_ms > 0);
+  CHECK(defaults.http.generation_timeout_ms > 0);
+  CHECK(error_key(load_text("[http]\nrequest_timeout_ms = 0\n")) == "http.request_timeout_ms");
+  CHECK(error_key(load_text("", {"http.request_timeout_ms=0"})) == "http.request_timeout_ms");
+  CHECK(error_key(load_text("", {}, {"SHOAL_HTTP_REQUEST_TIMEOUT_MS=0"}))
+        == "http.request_timeout_ms");
+  CHECK(error_key(load_text("", {"http.generation_timeout_ms=0"}))
+        == "http.generation_timeout_ms");
+  auto r = load_text("", {"http.request_timeout_ms=1", "http.generation_timeout_ms=86400000"});
+  REQUIRE(std::holds_alternative<node_config>(r));
+  CHECK(std::get<node_config>(r).http.request_timeout_ms == 1);
+}
+
 TEST_CASE("every numeric key refuses values just outside its documented range") {
   for (const auto& s : settings()) {
     if (s.type != 'i' && s.type != 'd')

@@ -117,7 +117,7 @@ struct gateway::impl {
   gateway_actors actors;
   engine::embedder embedder;
   httplib::Server server;
-  caf::duration timeout;
+  caf::duration timeout; ///< http.request_timeout_ms: every wait on an actor
   /// HTTP responses, and error responses by code (written by every HTTP
   /// worker: an atomic, and a mutex taken only for errors).
   std::atomic<uint64_t> n_http{0};
@@ -128,11 +128,10 @@ struct gateway::impl {
 
   impl(caf::actor_system& s, const node_config& c, gateway_actors a)
     : sys(s), cfg(c), actors(std::move(a)), embedder(c.embedder),
-      timeout(c.http.request_timeout_ms > 0
-                ? caf::duration(std::chrono::milliseconds(c.http.request_timeout_ms))
-                : caf::infinite) {}
+      timeout(std::chrono::milliseconds(c.http.request_timeout_ms)) {}
 
-  /// Sends a request to `dest` and waits for the reply of type T.
+  /// Sends a request to `dest` and waits for the reply of type T, at most
+  /// http.request_timeout_ms (then caf::sec::request_timeout).
   template <class T, class... Ts>
   caf::expected<T> ask(const caf::actor& dest, Ts&&... xs) {
     caf::scoped_actor self{sys};
@@ -142,10 +141,15 @@ struct gateway::impl {
     return out;
   }
 
-  void reply_error(httplib::Response& res, const caf::error& err) {
+  /// `err` as an HTTP error; a timeout is 503 unavailable, saying which
+  /// limit expired (and `after_timeout`, what the caller should know then).
+  void reply_error(httplib::Response& res, const caf::error& err,
+                   const std::string& after_timeout = "") {
     auto v = view(err);
     if (err == caf::sec::request_timeout)
-      v = {errc::unavailable, "the node did not answer in time"};
+      v = {errc::unavailable, fmt::format("the node did not answer within "
+                                          "http.request_timeout_ms ({} ms){}",
+                                          cfg.http.request_timeout_ms, after_timeout)};
     send_error(res, v.code, v.message);
   }
 
@@ -301,7 +305,9 @@ struct gateway::impl {
                                      loop->get<std::string>());
     }
     if (!st)
-      return reply_error(res, st.error());
+      return reply_error(res, st.error(),
+                         trigger ? "; the run goes on: GET /v1/learn/status shows when it is done"
+                                 : "");
     send_json(res, learn_json(*st));
   }
 

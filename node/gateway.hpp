@@ -12,8 +12,8 @@
 ///   /v1/models: see node/openai.hpp.
 /// Errors: 4xx/5xx with {"error": {"code", "message"}}; nothing is stored for a
 /// rejected request. Handlers run on httplib's worker threads: they parse and
-/// validate, then hand over to the actors and wait for the answer (bounded by
-/// http.request_timeout_ms when it is set).
+/// validate, then hand over to the actors and wait for the answer (at most
+/// http.request_timeout_ms; then 503 unavailable).
 
 #include "engine/embedder.hpp"
 #include "node/config.hpp"

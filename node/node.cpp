@@ -31,8 +31,14 @@ std::filesystem::path key_path(const node_config& cfg) {
 
 namespace {
 
+/// Longest actor_stop waits for an actor to quit. The router (the one actor
+/// awaited, when federated) writes its last changes first; past this bound
+/// shutdown goes on without it (logged), and the actor system still waits
+/// for it when it is destroyed.
+constexpr auto actor_exit_wait = std::chrono::seconds(60);
+
 /// Sends an actor its exit message when destroyed; with `wait_in`, also
-/// waits until it has quit.
+/// waits until it has quit (at most actor_exit_wait).
 class actor_stop {
 public:
   actor_stop() = default;
@@ -57,7 +63,12 @@ public:
       caf::scoped_actor waiter{*wait_in_};
       waiter->monitor(hdl_);
       caf::anon_send_exit(hdl_, caf::exit_reason::user_shutdown);
-      waiter->receive([](const caf::down_msg&) {});
+      waiter->receive([](const caf::down_msg&) {},
+                      caf::after(actor_exit_wait) >> [this] {
+                        spdlog::error("actor {} did not stop within {} s; shutting down "
+                                      "without waiting for it",
+                                      hdl_.id(), actor_exit_wait.count());
+                      });
     } else {
       caf::anon_send_exit(hdl_, caf::exit_reason::user_shutdown);
     }

@@ -1,6 +1,7 @@
 #include "node/openai.hpp"
 
 #include "core/clock.hpp"
+#include "node/errors.hpp"
 #include "kernels/vector.hpp"
 #include "proto/error.hpp"
 #include "proto/messages.hpp"
@@ -39,6 +40,13 @@ struct api_error {
 
 api_error bad(std::string param, std::string message) {
   return {400, std::move(message), std::move(param), "invalid_value"};
+}
+
+/// 503 unavailable (node/errors.cpp): an actor or an engine did not answer in time.
+api_error unavailable(std::string message) {
+  const auto& m = http_mapping(errc::unavailable);
+  return {m.status, std::move(message), "", std::string(m.openai_code),
+          std::string(m.openai_type)};
 }
 
 void send_api_error(httplib::Response& res, const api_error& e) {
@@ -168,6 +176,29 @@ struct openai_api::impl {
   std::shared_ptr<actors::session_index> sessions;
   caf::actor sona;
 
+  /// http.request_timeout_ms: the wait for one answer of an actor, or for
+  /// an engine's admission of a generation.
+  std::chrono::milliseconds request_timeout() const {
+    return std::chrono::milliseconds(cfg.http.request_timeout_ms);
+  }
+  /// http.generation_timeout_ms: the wait for an admitted request's next
+  /// result from its engine (a token, an embedding).
+  std::chrono::milliseconds generation_timeout() const {
+    return std::chrono::milliseconds(cfg.http.generation_timeout_ms);
+  }
+  /// Why a generation on `tier` ended when its engine fell silent.
+  std::string stalled(const std::string& tier) const {
+    return fmt::format("the engine of tier {} produced nothing for http.generation_timeout_ms "
+                       "({} ms); the generation was cancelled",
+                       tier, cfg.http.generation_timeout_ms);
+  }
+  /// What a failed wait on an actor's answer says (a timeout names its key).
+  std::string failure_text(const caf::error& e, const char* key, uint32_t ms) const {
+    if (e == caf::sec::request_timeout)
+      return fmt::format("no answer within {} ({} ms)", key, ms);
+    return view(e).message;
+  }
+
   /// The tier for a request's `model`; "auto" asks the router with `text`.
   /// Returns the tier index and the routing request id (0 when not routed).
   /// With `sampling` (the request's, parsed), a routed request that left
@@ -213,12 +244,14 @@ struct openai_api::impl {
       caf::scoped_actor self{sys};
       std::optional<proto::route_decision> d;
       std::string failure;
-      self->request(router, std::chrono::seconds(10), proto::route_atom::value, std::move(q))
+      self->request(router, request_timeout(), proto::route_atom::value, std::move(q))
         .receive([&](proto::route_decision& x) { d = std::move(x); },
-                 [&](caf::error& e) { failure = view(e).message; });
+                 [&](caf::error& e) {
+                   failure = failure_text(e, "http.request_timeout_ms",
+                                          cfg.http.request_timeout_ms);
+                 });
       if (!d)
-        throw api_error{503, "the router did not answer: " + failure, "", "unavailable",
-                        "server_error"};
+        throw unavailable("the router did not answer: " + failure);
       if (sampling && !own_t && d->temperature >= 0)
         sampling->temperature = static_cast<float>(d->temperature);
       if (sampling && !own_p && d->top_p > 0)
@@ -251,12 +284,13 @@ struct openai_api::impl {
     job->id = next_id.fetch_add(1);
     job->request = std::move(req);
     caf::anon_send(t.engine, actors::generate_atom::value, job);
-    auto refused = job->stream->wait_accepted(60s);
+    auto refused = job->stream->wait_accepted(request_timeout());
     if (refused) {
       if (*refused == "timeout") {
         job->stream->cancel();
-        throw api_error{503, "the engine of tier " + t.name + " did not answer in time", "",
-                        "unavailable", "server_error"};
+        throw unavailable(fmt::format("the engine of tier {} did not admit the generation "
+                                      "within http.request_timeout_ms ({} ms)",
+                                      t.name, cfg.http.request_timeout_ms));
       }
       bool ctx = refused->find("context") != std::string::npos;
       throw api_error{400, *refused, ctx ? (req_is_chat ? "messages" : "prompt") : "",
@@ -564,13 +598,27 @@ struct openai_api::impl {
                             {"finish_reason", nullptr}})))
             return false;
         }
+        // Polled every 100 ms to notice a client that left; an engine silent
+        // for http.generation_timeout_ms ends the stream with an error event.
+        auto last_event = std::chrono::steady_clock::now();
         for (;;) {
           auto e = job->stream->next(100ms);
           if (!e) {
             if (!sink.is_writable())
               return false; // client gone: the releaser cancels
+            if (std::chrono::steady_clock::now() - last_event >= self->generation_timeout()) {
+              job->stream->cancel();
+              auto err = unavailable(self->stalled(model));
+              write("data: "
+                    + dump({{"error",
+                             {{"message", err.message}, {"type", err.type}, {"code", err.code}}}})
+                    + "\n\n");
+              sink.done();
+              return true;
+            }
             continue;
           }
+          last_event = std::chrono::steady_clock::now();
           if (e->error) {
             json err = {{"error", {{"message", e->error.message}, {"type", "server_error"}}}};
             write("data: " + dump(err) + "\n\n");
@@ -631,9 +679,11 @@ struct openai_api::impl {
     engine::finish_reason finish = engine::finish_reason::none;
     uint32_t completion = 0, cached = 0;
     for (;;) {
-      auto e = job->stream->next(1000ms);
-      if (!e)
-        continue;
+      auto e = job->stream->next(generation_timeout());
+      if (!e) {
+        job->stream->cancel();
+        return send_api_error(res, unavailable(stalled(model)));
+      }
       if (e->error) {
         bool memory = e->error.code == errc::resource_exhausted;
         api_error err{memory ? 503 : 500, e->error.message, "",
@@ -722,9 +772,17 @@ struct openai_api::impl {
           n_tokens += t.tokenizer->encode(inputs[i], true, false).size();
           caf::scoped_actor self{sys};
           std::string failure;
-          self->request(t.engine, std::chrono::seconds(60), actors::embed_atom::value, inputs[i])
+          bool timed_out = false;
+          self->request(t.engine, generation_timeout(), actors::embed_atom::value, inputs[i])
             .receive([&](std::vector<float>& x) { v = std::move(x); },
-                     [&](caf::error& e) { failure = view(e).message; });
+                     [&](caf::error& e) {
+                       timed_out = e == caf::sec::request_timeout;
+                       failure = failure_text(e, "http.generation_timeout_ms",
+                                              cfg.http.generation_timeout_ms);
+                     });
+          if (timed_out)
+            throw unavailable("the engine of tier " + t.name + " did not embed input["
+                              + std::to_string(i) + "]: " + failure);
           if (!failure.empty())
             throw bad("input", failure);
         }
