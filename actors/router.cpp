@@ -24,6 +24,14 @@ namespace shoal::actors {
 
 namespace {
 
+/// Longest a consolidation plan may take on its thread; past it the run is
+/// reported failed and another may start (the late plan is dropped).
+constexpr auto deep_plan_timeout = std::chrono::seconds(3600);
+
+} // namespace
+
+namespace {
+
 using namespace proto;
 using proto::digest_atom;
 using proto::federate_atom;
@@ -425,7 +433,7 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
       st.deep_running = true;
       auto rp = self->make_response_promise<std::string>();
       auto planner = self->spawn<caf::detached>(consolidation_planner);
-      self->request(planner, caf::infinite, std::move(*plan))
+      self->request(planner, deep_plan_timeout, std::move(*plan))
         .then(
           [self, rp](router::consolidation_plan_ptr& done) mutable {
             auto& st = self->state;

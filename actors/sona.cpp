@@ -30,6 +30,17 @@ namespace shoal::actors {
 
 namespace {
 
+/// Longest a background training run may take before it is reported failed
+/// (and another may start); a late result is dropped.
+constexpr auto background_run_timeout = std::chrono::seconds(3600);
+/// Longest each step of a deep run (the router's consolidation, the witness
+/// archive) may take; the router bounds its own planning to 1 h.
+constexpr auto deep_run_timeout = std::chrono::seconds(7200);
+
+} // namespace
+
+namespace {
+
 using namespace proto;
 
 using bg_atom = caf::atom_constant<caf::atom("bgtrain")>;
@@ -242,7 +253,7 @@ struct sona_state {
     // (the trainer's task-boundary test looks at them).
     const uint64_t n_new = std::min<uint64_t>(status.since_background, data->size());
     status.since_background = 0;
-    self->request(trainer, caf::infinite, bg_atom::value, trajectories_ptr(std::move(data)), n_new)
+    self->request(trainer, background_run_timeout, bg_atom::value, trajectories_ptr(std::move(data)), n_new)
       .then(
         [this, self](background_result& r) {
           auto& st = *this;
@@ -276,11 +287,11 @@ struct sona_state {
   }
 
   void start_deep(caf::event_based_actor* self, std::optional<caf::response_promise> rp) {
-    self->request(router, caf::infinite, deep_atom::value)
+    self->request(router, deep_run_timeout, deep_atom::value)
       .then(
         [this, self, rp](std::string& summary) mutable {
           // Then the witness log moves its old records to the archive.
-          self->request(witness, caf::infinite, archive_atom::value)
+          self->request(witness, deep_run_timeout, archive_atom::value)
             .then(
               [this, rp, summary](const witness_archive_result& a) mutable {
                 auto& st = *this;

@@ -42,6 +42,7 @@ using up_atom = caf::atom_constant<caf::atom("up")>;
 using down_atom = caf::atom_constant<caf::atom("down")>;
 /// bridge timers.
 using digest_tick_atom = caf::atom_constant<caf::atom("dtick")>;
+
 using telemetry_tick_atom = caf::atom_constant<caf::atom("ttick")>;
 using setup_atom = caf::atom_constant<caf::atom("setup")>;
 using retry_atom = caf::atom_constant<caf::atom("retry")>;
@@ -299,6 +300,10 @@ setup_result run_setup(const setup_input& in) {
   }
   return r;
 }
+
+/// Longest the bridge waits for the router (a merge, a digest, statistics);
+/// a late answer is dropped and the next round asks again.
+constexpr auto router_timeout = std::chrono::seconds(60);
 
 /// Logs at most once per second per kind of problem.
 struct rate_limited_log {
@@ -586,7 +591,7 @@ caf::behavior bridge_actor(caf::stateful_actor<bridge_state>* self, bridge_args 
     ++s.st.batches_received;
     auto n = b->deltas.size();
     auto changed_us = b->changed_us;
-    self->request(s.a.router, caf::infinite, merge_atom::value, std::move(*b), seq)
+    self->request(s.a.router, router_timeout, merge_atom::value, std::move(*b), seq)
       .then(
         [self, changed_us](const merge_stats& m) {
           auto& s = self->state;
@@ -600,6 +605,12 @@ caf::behavior bridge_actor(caf::stateful_actor<bridge_state>* self, bridge_args 
           st.orphaned += m.orphaned;
         },
         [self, n](caf::error& err) {
+          if (err == caf::sec::request_timeout) {
+            // Still in the router's mailbox: it merges it, unreported here.
+            self->state.log.warn("slow", "the router took over a minute to merge a batch of "
+                                           + std::to_string(n) + " deltas");
+            return;
+          }
           ++self->state.st.dropped_invalid;
           self->state.log.warn("invalid", "dropped a delta batch of " + std::to_string(n)
                                             + " deltas: " + view(err).message);
@@ -819,7 +830,7 @@ caf::behavior bridge_actor(caf::stateful_actor<bridge_state>* self, bridge_args 
       auto& s = self->state;
       self->delayed_send(self, std::chrono::milliseconds(s.a.cfg.digest_interval_ms),
                          digest_tick_atom::value);
-      self->request(s.a.router, caf::infinite, digest_atom::value)
+      self->request(s.a.router, router_timeout, digest_atom::value)
         .then([self](const router_digest& rd) {
           auto& s = self->state;
           s.mine = {s.a.self.id(), 0, 0, 0};
@@ -830,6 +841,9 @@ caf::behavior bridge_actor(caf::stateful_actor<bridge_state>* self, bridge_args 
             return;
           proto::digest d{s.a.self.id(), s.a.node_name, utc_ms(), rd.n_patterns, rd.origins};
           s.publish(proto::wire_kind::digest, s.subject("digest"), proto::encode(d));
+        },
+        [self](caf::error& err) { // no digest this round
+          self->state.log.warn("slow", "the router gave no digest: " + view(err).message);
         });
     },
     [self](telemetry_tick_atom) {
@@ -851,7 +865,7 @@ caf::behavior bridge_actor(caf::stateful_actor<bridge_state>* self, bridge_args 
         return;
       }
       // The router's counters (cheap), not a digest (a walk over every pattern).
-      self->request(s.a.router, caf::infinite, stats_atom::value)
+      self->request(s.a.router, router_timeout, stats_atom::value)
         .then([self](const proto::router_stats& rs) {
           auto& s = self->state;
           proto::telemetry_report t;
@@ -868,6 +882,9 @@ caf::behavior bridge_actor(caf::stateful_actor<bridge_state>* self, bridge_args 
                         + s.st.dropped_invalid;
           s.publish(proto::wire_kind::telemetry, s.subject("telemetry." + s.a.node_name),
                     proto::encode(t));
+        },
+        [self](caf::error& err) { // no telemetry this round
+          self->state.log.warn("slow", "the router gave no statistics: " + view(err).message);
         });
     },
     [self](stats_atom) {

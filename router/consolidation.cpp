@@ -251,15 +251,15 @@ pattern_bank::prepare_consolidation(const consolidation_config& cc, int64_t now_
   const int64_t t_start = core::steady_now_ns();
   auto bad = [](const std::string& what) { return make_error(errc::invalid_argument, what); };
   if (cc.clusters > 65536)
-    return bad("deep.clusters " + std::to_string(cc.clusters) + " is above 65536");
+    return bad("consolidation_config::clusters " + std::to_string(cc.clusters) + " is above 65536");
   if (cc.max_iterations < 1 || cc.max_iterations > 1000)
-    return bad("deep.max_iterations must be in [1, 1000]");
+    return bad("consolidation_config::max_iterations must be in [1, 1000]");
   if (!(cc.merge_similarity > 0 && cc.merge_similarity <= 1))
-    return bad("deep.merge_similarity must be in (0, 1]");
+    return bad("consolidation_config::merge_similarity must be in (0, 1]");
   if (cc.stale_days < 1 || cc.stale_days > 36500)
-    return bad("deep.stale_days must be in [1, 36500]");
+    return bad("consolidation_config::stale_days must be in [1, 36500]");
   if (cc.min_observations > (uint64_t{1} << 53))
-    return bad("deep.min_observations must be at most 2^53");
+    return bad("consolidation_config::min_observations must be at most 2^53");
   auto plan = std::make_shared<consolidation_plan>();
   auto& p = *plan;
   p.bank = this;
