@@ -1,32 +1,35 @@
 #pragma once
 /// @file The node's actors and how to spawn them.
 ///
-/// Message interfaces (dynamically typed CAF 0.17 actors; types in proto/):
-///   router    (route_atom, route_query)        -> route_decision
-///             (learn_atom, learn_update)       -> void
-///             (stats_atom)                     -> router_stats
-///             (subscribe_atom, actor sona)     -> void  (decisions go to sona)
+/// The router is a typed actor: its protocol is `router_actor` below (the
+/// part the federation bridge uses is proto/interfaces.hpp's
+/// router_federation). The others are still dynamically typed; their
+/// protocols (types in proto/ and here) are:
 ///   witness   (record_atom, witness_entry)     -> void  (batched commit)
 ///             (feedback_atom, feedback)        -> void  (joined to its record)
-///             (lookup_atom, uint64 request_id) -> witness_entry | not_found
 ///             (usage_atom, uint64 request_id, uint32 prompt, uint32 completion) -> void
+///             (lookup_atom, uint64 request_id) -> witness_entry | not_found
 ///             (archive_atom)                   -> witness_archive_result
 ///             (stats_atom)                     -> witness_stats
-///             (v2_atom, router_v2_handoff)     -> void  (router v2 routes; sona swaps models)
-///             (deep_atom)                      -> std::string (a deep run's summary)
 ///   sona      (record_atom, route_decision)    -> void  (trajectory ring)
 ///             (feedback_atom, feedback)        -> learn_update | not_found | conflict
 ///             (usage_atom, uint64 request_id, uint32 prompt, uint32 completion)
 ///                                              -> void  (context head's target; to witness)
+///             (stats_atom)                     -> uint64 (trajectories in the ring)
 ///             (status_atom)                    -> learn_status
 ///             (trigger_atom, std::string loop) -> learn_status ("background" | "deep")
-///   telemetry (observe_atom, ...)              -> void
+///   telemetry (observe_atom, uint32 tier, uint64 total_ns, bool new_pattern) -> void
+///             (observe_atom, feedback_atom, uint32 tier, double quality, double reward) -> void
 ///             (stats_atom)                     -> telemetry_snapshot
+///   memory pool and engines: actors/memory.hpp, actors/engine.hpp.
+/// Timer and self messages (witness archive_step; sona drain, bg_tick,
+/// deep_tick; the trainer's bg) are internal to their actor.
 /// All actors flush their state when they receive an exit message
 /// (`anon_send_exit(hdl, exit_reason::user_shutdown)`): the router writes
 /// changed patterns and saves its index, the witness commits pending records.
 /// Router and witness are detached (own thread), as they write LMDB.
 
+#include "proto/interfaces.hpp"
 #include "router/pattern_bank.hpp"
 #include "learn/router_v2.hpp"
 #include "learn/trajectory_ring.hpp"
@@ -36,6 +39,8 @@
 #include <caf/actor_system.hpp>
 #include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/atom.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
 
 #include <memory>
 #include <optional>
@@ -103,44 +108,6 @@ caf::actor spawn_telemetry(caf::actor_system& sys, size_t n_tiers);
 caf::actor spawn_witness(caf::actor_system& sys, witness_config cfg,
                          std::shared_ptr<store::environment> env);
 
-/// Spawns the router actor (detached) owning `bank`.
-caf::actor spawn_router(caf::actor_system& sys, std::shared_ptr<router::pattern_bank> bank,
-                        caf::actor witness, caf::actor telemetry);
-
-/// Spawns the SONA actor (the three learning loops). With cfg.v2 it hands
-/// the router a trajectory ring and router v2's model (`initial`, e.g. the
-/// checkpoint restored from the `policies` table, or a new untrained model),
-/// trains it in the background and checkpoints it to `env` (may be null).
-///
-/// Memory (use `adapter` of `budget`, when given): the caller reserves
-/// sona_fixed_bytes() before spawning; each scoped adapter reserves its
-/// factors when first needed, and a refused reservation leaves that scope on
-/// the shared adapter (counted in learn_status::adapter_refusals).
-caf::actor spawn_sona(caf::actor_system& sys, sona_config cfg, std::vector<double> tier_costs,
-                      caf::actor router, caf::actor witness, caf::actor telemetry,
-                      std::shared_ptr<store::environment> env = nullptr,
-                      std::optional<learn::router_v2_model> initial = std::nullopt,
-                      std::shared_ptr<core::memory_budget> budget = nullptr);
-
-/// Bytes router v2's learning holds whatever the traffic, to reserve from the
-/// node's budget (use adapter) before spawn_sona: three copies of the model
-/// (SONA's, the router's, the trainer's) and full trajectory buffers (the
-/// ring, the decisions waiting for feedback, the training window).
-uint64_t sona_fixed_bytes(const sona_config& cfg, const learn::router_v2_model& model);
-
-/// Bytes one scoped adapter reserves.
-uint64_t scoped_adapter_bytes(const learn::router_v2_config& cfg);
-
-/// Router v2's checkpoint as the `policies` table stores it: a Cap'n Proto
-/// proto::router_v2_checkpoint of the model's config and parameters.
-std::string encode_checkpoint(const learn::router_v2_model& m);
-
-/// Restores router v2 from the `policies` table ("router/v2"); std::nullopt
-/// when none is stored. Errors: corrupt_data (the checkpoint does not
-/// decode, or its shape differs from `cfg`), storage_failure.
-caf::expected<std::optional<learn::router_v2_model>> load_router_v2(const store::environment& env,
-                                                             const learn::router_v2_config& cfg);
-
 /// router v2 messages (in-process only).
 using v2_atom = caf::atom_constant<caf::atom("v2")>;
 using deep_atom = caf::atom_constant<caf::atom("deep")>;
@@ -168,8 +135,70 @@ struct router_v2_handoff {
   std::shared_ptr<const core::memory_budget> memory;
 };
 
+/// router -> itself: hand the outbox to the federation bridge; move merge
+/// survivors in the index (a slice at a time).
+using fed_flush_atom = caf::atom_constant<caf::atom("fedflush")>;
+using reindex_atom = caf::atom_constant<caf::atom("reindex")>;
+
+/// The router actor: the pattern bank (router v1), router v2's decisions,
+/// the federation's merges. Its part the bridge sees is proto's
+/// router_federation.
+using router_actor = proto::router_federation::extend<
+  /// A query -> the decision (errors: invalid_argument naming the field).
+  caf::replies_to<proto::route_atom, proto::route_query>::with<proto::route_decision>,
+  /// Feedback's update of a pattern's statistics (from SONA).
+  caf::reacts_to<proto::learn_atom, proto::learn_update>,
+  /// Where routed decisions go (SONA, dynamically typed for now).
+  caf::reacts_to<proto::subscribe_atom, caf::actor>,
+  /// A deep run: consolidation planned off the router's thread -> summary.
+  /// Errors: conflict while one runs.
+  caf::replies_to<deep_atom>::with<std::string>,
+  /// SONA swaps in router v2's model.
+  caf::reacts_to<v2_atom, router_v2_handoff>,
+  /// Timers and self-messages: flush and checkpoint, publish, reindex.
+  caf::reacts_to<proto::tick_atom>, caf::reacts_to<fed_flush_atom>, caf::reacts_to<reindex_atom>>;
+
+/// Spawns the router actor (detached) owning `bank`.
+router_actor spawn_router(caf::actor_system& sys, std::shared_ptr<router::pattern_bank> bank,
+                          caf::actor witness, caf::actor telemetry);
+
+/// Spawns the SONA actor (the three learning loops). With cfg.v2 it hands
+/// the router a trajectory ring and router v2's model (`initial`, e.g. the
+/// checkpoint restored from the `policies` table, or a new untrained model),
+/// trains it in the background and checkpoints it to `env` (may be null).
+///
+/// Memory (use `adapter` of `budget`, when given): the caller reserves
+/// sona_fixed_bytes() before spawning; each scoped adapter reserves its
+/// factors when first needed, and a refused reservation leaves that scope on
+/// the shared adapter (counted in learn_status::adapter_refusals).
+caf::actor spawn_sona(caf::actor_system& sys, sona_config cfg, std::vector<double> tier_costs,
+                      router_actor router, caf::actor witness, caf::actor telemetry,
+                      std::shared_ptr<store::environment> env = nullptr,
+                      std::optional<learn::router_v2_model> initial = std::nullopt,
+                      std::shared_ptr<core::memory_budget> budget = nullptr);
+
+/// Bytes router v2's learning holds whatever the traffic, to reserve from the
+/// node's budget (use adapter) before spawn_sona: three copies of the model
+/// (SONA's, the router's, the trainer's) and full trajectory buffers (the
+/// ring, the decisions waiting for feedback, the training window).
+uint64_t sona_fixed_bytes(const sona_config& cfg, const learn::router_v2_model& model);
+
+/// Bytes one scoped adapter reserves.
+uint64_t scoped_adapter_bytes(const learn::router_v2_config& cfg);
+
+/// Router v2's checkpoint as the `policies` table stores it: a Cap'n Proto
+/// proto::router_v2_checkpoint of the model's config and parameters.
+std::string encode_checkpoint(const learn::router_v2_model& m);
+
+/// Restores router v2 from the `policies` table ("router/v2"); std::nullopt
+/// when none is stored. Errors: corrupt_data (the checkpoint does not
+/// decode, or its shape differs from `cfg`), storage_failure.
+caf::expected<std::optional<learn::router_v2_model>> load_router_v2(const store::environment& env,
+                                                             const learn::router_v2_config& cfg);
+
 } // namespace shoal::actors
 
+// Local only: shared pointers to models and rings that never leave the node.
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::actors::router_v2_handoff)
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::actors::learn_status)

@@ -28,7 +28,8 @@ namespace {
 struct node_actors {
   caf::actor_system_config cfg;
   std::unique_ptr<caf::actor_system> sys;
-  caf::actor telemetry, witness, router, sona;
+  caf::actor telemetry, witness, sona;
+  router_actor router;
   engine::embedder emb;
 
   explicit node_actors(const fs::path& dir,
@@ -99,8 +100,8 @@ struct node_actors {
     return out;
   }
 
-  template <class T>
-  T ask(const caf::actor& who) {
+  template <class T, class Handle>
+  T ask(const Handle& who) {
     caf::scoped_actor self{*sys};
     T out{};
     self->request(who, caf::infinite, stats_atom::value)
@@ -109,9 +110,13 @@ struct node_actors {
   }
 
   ~node_actors() {
-    for (auto* a : {&sona, &router, &witness, &telemetry}) {
+    caf::anon_send_exit(sona, caf::exit_reason::user_shutdown);
+    sona = caf::actor{};
+    caf::anon_send_exit(router, caf::exit_reason::user_shutdown);
+    router = router_actor{}; // a detached actor's thread ends when its last handle is gone
+    for (auto* a : {&witness, &telemetry}) {
       caf::anon_send_exit(*a, caf::exit_reason::user_shutdown);
-      *a = caf::actor{}; // a detached actor's thread ends when its last handle is gone
+      *a = caf::actor{};
     }
     sys.reset(); // blocks until every actor has quit
   }

@@ -34,6 +34,14 @@
 
 namespace shoal::actors {
 
+/// The engine actor's protocol (one per tier; dynamically typed for now):
+///   (generate_atom, generation_job_ptr)  -> void (events go to the job's stream)
+///   (embed_atom, std::string text)       -> std::vector<float> | invalid_argument
+///   (trim_atom, uint64 bytes)            -> uint64 (KV bytes freed)
+///   (policy_atom)                        -> engine::kv_policy
+///   (policy_atom, engine::kv_policy)     -> engine::kv_policy (applied) | invalid_argument
+///   (stats_atom)                         -> engine_stats
+///   (step_atom)                          -> void (internal: the next batch step)
 using generate_atom = caf::atom_constant<caf::atom("generate")>;
 using embed_atom = caf::atom_constant<caf::atom("embed")>;
 using step_atom = caf::atom_constant<caf::atom("step")>;

@@ -38,6 +38,12 @@
 
 namespace shoal::actors {
 
+/// The memory pool actor's protocol (dynamically typed for now):
+///   (register_atom, std::string tier, actor engine)    -> void
+///   (policy_atom, std::string tier)                     -> engine::kv_policy | not_found
+///   (policy_atom, std::string tier, engine::kv_policy)  -> engine::kv_policy (applied, stored)
+///   (pressure_atom, uint64 bytes, actor engine)         -> void (asks other tiers to trim)
+///   (stats_atom)                                        -> memory_stats
 using register_atom = caf::atom_constant<caf::atom("register")>;
 using policy_atom = caf::atom_constant<caf::atom("policy")>;
 using pressure_atom = caf::atom_constant<caf::atom("pressure")>;

@@ -28,10 +28,6 @@ namespace {
 /// reported failed and another may start (the late plan is dropped).
 constexpr auto deep_plan_timeout = std::chrono::seconds(3600);
 
-} // namespace
-
-namespace {
-
 using namespace proto;
 using proto::digest_atom;
 using proto::federate_atom;
@@ -39,9 +35,6 @@ using proto::link_atom;
 using proto::merge_atom;
 using proto::publish_atom;
 using proto::republish_atom;
-
-/// router -> itself: time to hand the outbox to the federation bridge.
-using fed_flush_atom = caf::atom_constant<caf::atom("fedflush")>;
 
 /// The pattern writer: commits the router's batches of changed patterns to
 /// LMDB on its own thread, in the order sent, so a commit (an fsync) never
@@ -85,7 +78,6 @@ caf::behavior pattern_writer(caf::stateful_actor<pattern_writer_state>* self,
 
 /// router -> itself: move the next slice of merge survivors in the index
 /// after a deep run (pattern_bank::reindex_moved), between other messages.
-using reindex_atom = caf::atom_constant<caf::atom("reindex")>;
 
 /// Merge survivors moved per reindex_atom (~0.15 ms each at 10,000 × 384,
 /// so routing waits ~10 ms at most per slice).
@@ -116,7 +108,7 @@ struct router_state {
   int64_t last_checkpoint_ms = 0;
   // Federation (see federation/bridge.hpp): the bridge, whether it can
   // publish, and the batching of this node's changed contributions.
-  caf::actor bridge;
+  proto::bridge_actor bridge;
   bool link_up = false;
   bool publish_scheduled = false;
   int64_t first_change_us = 0; // UTC µs of the oldest change not yet handed over
@@ -219,7 +211,7 @@ struct router_state {
 
   /// Schedules handing the outbox to the bridge, after publish_delay_ms so
   /// changes in a burst travel in one batch.
-  void schedule_publish(caf::event_based_actor* self) {
+  void schedule_publish(router_actor::stateful_pointer<router_state> self) {
     if (!bridge || bank->deltas_pending() == 0)
       return;
     if (first_change_us == 0)
@@ -248,7 +240,7 @@ struct router_state {
   /// every checkpoint_interval_s) the index file too. `finish_moves`: move
   /// every queued merge survivor first (at exit; while routing they move in
   /// slices, and the slice that empties the queue checkpoints again).
-  void persist(caf::event_based_actor* self, bool force_checkpoint, bool finish_moves = false) {
+  void persist(bool force_checkpoint, bool finish_moves = false) {
     if (!writer)
       return;
     auto now = core::utc_now_ms();
@@ -261,17 +253,17 @@ struct router_state {
         spdlog::error("router: index checkpoint failed: {}", view(b.error()).message);
       } else {
         last_checkpoint_ms = now;
-        self->send(writer, flush_atom::value, std::move(*b));
+        caf::anon_send(writer, flush_atom::value, std::move(*b));
         return;
       }
     }
     auto b = bank->take_dirty();
     if (!b.records.empty() || b.stream_seq)
-      self->send(writer, flush_atom::value, std::move(b));
+      caf::anon_send(writer, flush_atom::value, std::move(b));
   }
 };
 
-caf::behavior router_actor(caf::stateful_actor<router_state>* self,
+router_actor::behavior_type router_behavior(router_actor::stateful_pointer<router_state> self,
                            std::shared_ptr<router::pattern_bank> bank, caf::actor witness,
                            caf::actor telemetry) {
   auto& st = self->state;
@@ -291,9 +283,9 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
     while (st.bridge && st.link_up && st.bank->deltas_pending() > 0)
       self->send(st.bridge, publish_atom::value, st.bank->take_deltas(st.publish_max),
                  st.first_change_us);
-    st.persist(self, true, true);
+    st.persist(true, true);
     if (st.writer)
-      self->send(st.writer, close_atom::value); // after the last batch
+      caf::anon_send(st.writer, close_atom::value); // after the last batch
     st.writer = caf::actor{};
     self->quit(msg.reason);
   });
@@ -327,9 +319,9 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
       d.latency = {q.embed_ns, r.search_ns, r.decide_ns,
                    static_cast<uint64_t>(std::max<int64_t>(0, core::steady_now_ns() - q.start_ns))};
       ++st.n_routed;
-      self->send(st.telemetry, observe_atom::value, d.tier, d.latency.total, d.new_pattern);
+      caf::anon_send(st.telemetry, observe_atom::value, d.tier, d.latency.total, d.new_pattern);
       if (st.sona)
-        self->send(st.sona, record_atom::value, d);
+        caf::anon_send(st.sona, record_atom::value, d);
       witness_entry w;
       w.decision = d;
       w.embedding = std::move(q.embedding);
@@ -337,7 +329,7 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
       w.user = std::move(q.user);
       w.text_bytes = q.text_bytes;
       w.latency_budget_ms = q.latency_budget_ms;
-      self->send(st.witness, record_atom::value, std::move(w));
+      caf::anon_send(st.witness, record_atom::value, std::move(w));
       st.schedule_publish(self);
       if (st.bank->pending() == 0)
         return d;
@@ -358,7 +350,7 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
         st.schedule_publish(self);
       }
     },
-    [self](federate_atom, caf::actor bridge, uint32_t max, uint32_t delay_ms) {
+    [self](federate_atom, proto::bridge_actor bridge, uint32_t max, uint32_t delay_ms) {
       auto& st = self->state;
       st.bridge = std::move(bridge);
       st.publish_max = max;
@@ -444,7 +436,7 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
               rp.deliver(std::move(r.error()));
               return;
             }
-            st.persist(self, true);
+            st.persist(true);
             if (st.bank->reindex_pending() > 0)
               self->send(self, reindex_atom::value);
             rp.deliver(std::to_string(r->patterns_before) + " patterns -> "
@@ -471,7 +463,7 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
       }
       const size_t after = st.bank->reindex_pending();
       if (after == 0 && before > 0)
-        st.persist(self, true); // the index file with every survivor in place
+        st.persist(true); // the index file with every survivor in place
       else if (after < before)
         self->send(self, reindex_atom::value);
       // else: the memory budget refused a slot; retried on the next tick
@@ -492,7 +484,7 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
     [self, flush_every](tick_atom) {
       if (self->state.bank->reindex_pending() > 0)
         self->send(self, reindex_atom::value);
-      self->state.persist(self, false);
+      self->state.persist(false);
       self->delayed_send(self, flush_every, tick_atom::value);
     },
   };
@@ -500,9 +492,9 @@ caf::behavior router_actor(caf::stateful_actor<router_state>* self,
 
 } // namespace
 
-caf::actor spawn_router(caf::actor_system& sys, std::shared_ptr<router::pattern_bank> bank,
-                        caf::actor witness, caf::actor telemetry) {
-  return sys.spawn<caf::detached>(router_actor, std::move(bank), std::move(witness),
+router_actor spawn_router(caf::actor_system& sys, std::shared_ptr<router::pattern_bank> bank,
+                          caf::actor witness, caf::actor telemetry) {
+  return sys.spawn<caf::detached>(router_behavior, std::move(bank), std::move(witness),
                                   std::move(telemetry));
 }
 

@@ -128,7 +128,8 @@ struct pending_v1 {
 struct sona_state {
   sona_config cfg;
   std::vector<double> costs;
-  caf::actor router, witness, telemetry, trainer;
+  router_actor router;
+  caf::actor witness, telemetry, trainer;
   std::shared_ptr<store::environment> env;
   std::shared_ptr<core::memory_budget> budget;
   std::shared_ptr<uint64_t> adapter_bytes = std::make_shared<uint64_t>(0); // reserved for scopes
@@ -350,7 +351,7 @@ struct sona_state {
 };
 
 caf::behavior sona_actor(caf::stateful_actor<sona_state>* self, sona_config cfg,
-                         std::vector<double> costs, caf::actor router, caf::actor witness,
+                         std::vector<double> costs, router_actor router, caf::actor witness,
                          caf::actor telemetry, std::shared_ptr<store::environment> env,
                          std::optional<learn::router_v2_model> initial,
                          std::shared_ptr<core::memory_budget> budget) {
@@ -482,7 +483,7 @@ caf::behavior sona_actor(caf::stateful_actor<sona_state>* self, sona_config cfg,
 } // namespace
 
 caf::actor spawn_sona(caf::actor_system& sys, sona_config cfg, std::vector<double> tier_costs,
-                      caf::actor router, caf::actor witness, caf::actor telemetry,
+                      router_actor router, caf::actor witness, caf::actor telemetry,
                       std::shared_ptr<store::environment> env,
                       std::optional<learn::router_v2_model> initial,
                       std::shared_ptr<core::memory_budget> budget) {

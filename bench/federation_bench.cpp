@@ -37,7 +37,7 @@ namespace {
 
 struct node_handles {
   std::shared_ptr<router::pattern_bank> bank;
-  caf::actor router;
+  shoal::actors::router_actor router;
   caf::actor bridge;
   caf::actor telemetry;
 };
@@ -48,8 +48,8 @@ crypto::identity make_identity(uint8_t fill) {
   return crypto::identity::from_seed(seed);
 }
 
-template <class T, class... Ts>
-T ask(caf::actor_system& sys, const caf::actor& dest, Ts&&... xs) {
+template <class T, class Handle, class... Ts>
+T ask(caf::actor_system& sys, const Handle& dest, Ts&&... xs) {
   caf::scoped_actor self{sys};
   T out{};
   self->request(dest, caf::infinite, std::forward<Ts>(xs)...)
@@ -270,9 +270,13 @@ int main(int argc, char** argv) {
   burst_phase("sustained, repeated updates (A -> B)", hot);
 
   for (auto* h : {&a, &b})
-    for (auto* x : {&h->bridge, &h->router, &h->telemetry}) {
+    for (auto* x : {&h->bridge, &h->telemetry}) {
       caf::anon_send_exit(*x, caf::exit_reason::user_shutdown);
       *x = caf::actor{};
     }
+  for (auto* h : {&a, &b}) {
+    caf::anon_send_exit(h->router, caf::exit_reason::user_shutdown);
+    h->router = shoal::actors::router_actor{};
+  }
   return ok ? 0 : 1;
 }

@@ -557,7 +557,7 @@ caf::behavior bridge_actor(caf::stateful_actor<bridge_state>* self, bridge_args 
   s.link->reconnect_max_ms = s.a.cfg.reconnect_max_ms;
   if (auto err = connect(s); !err.empty())
     spdlog::error("federation: {}; the node serves without federation", err);
-  self->send(s.a.router, federate_atom::value, caf::actor_cast<caf::actor>(self),
+  self->send(s.a.router, federate_atom::value, caf::actor_cast<proto::bridge_actor>(self),
              s.a.cfg.batch_max, s.a.cfg.batch_delay_ms);
   self->delayed_send(self, std::chrono::milliseconds(s.a.cfg.digest_interval_ms),
                      digest_tick_atom::value);

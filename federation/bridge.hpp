@@ -113,7 +113,7 @@ struct bridge_args {
   std::string node_name;
   crypto::identity self;
   crypto::trust_list trusted;
-  caf::actor router;
+  proto::router_federation router;
   uint32_t dim = 0;
   uint32_t n_tiers = 0;
   uint64_t start_seq = 0; ///< last stream sequence merged before this start

@@ -132,8 +132,8 @@ struct gateway::impl {
 
   /// Sends a request to `dest` and waits for the reply of type T, at most
   /// http.request_timeout_ms (then caf::sec::request_timeout).
-  template <class T, class... Ts>
-  caf::expected<T> ask(const caf::actor& dest, Ts&&... xs) {
+  template <class T, class Handle, class... Ts>
+  caf::expected<T> ask(const Handle& dest, Ts&&... xs) {
     caf::scoped_actor self{sys};
     caf::expected<T> out{caf::error{}};
     self->request(dest, timeout, std::forward<Ts>(xs)...)

@@ -29,7 +29,7 @@ namespace shoal::node {
 
 /// Handles of the actors the gateway talks to.
 struct gateway_actors {
-  caf::actor router;
+  actors::router_actor router;
   caf::actor sona;
   caf::actor witness;
   caf::actor telemetry;

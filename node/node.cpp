@@ -42,8 +42,10 @@ constexpr auto actor_exit_wait = std::chrono::seconds(60);
 class actor_stop {
 public:
   actor_stop() = default;
-  explicit actor_stop(caf::actor hdl, caf::actor_system* wait_in = nullptr)
-    : hdl_(std::move(hdl)), wait_in_(wait_in) {}
+  /// @param hdl any actor handle, dynamically or statically typed.
+  template <class Handle>
+  explicit actor_stop(Handle hdl, caf::actor_system* wait_in = nullptr)
+    : hdl_(caf::actor_cast<caf::actor>(std::move(hdl))), wait_in_(wait_in) {}
   actor_stop(actor_stop&& x) noexcept
     : hdl_(std::exchange(x.hdl_, caf::actor{})), wait_in_(x.wait_in_) {}
   actor_stop& operator=(actor_stop&& x) noexcept {
@@ -240,14 +242,14 @@ core::error node_runtime::impl::spawn_actors() {
   const uint64_t stream_seq = bank->stream_seq();
   // The router goes before the bridge at shutdown, so its last changes are
   // published; with a bridge, its exit is awaited.
-  router = actor_stop(actors::spawn_router(*sys, std::move(bank), witness.get(), telemetry.get()),
-                      self_id ? sys.get() : nullptr);
+  handles.router = actors::spawn_router(*sys, std::move(bank), witness.get(), telemetry.get());
+  router = actor_stop(handles.router, self_id ? sys.get() : nullptr);
   if (self_id)
     bridge = actor_stop(federation::spawn_bridge(
       *sys, {cfg.federation, cfg.name, *self_id, *crypto::trust_list::parse(cfg.federation.trusted),
-             router.get(), cfg.embedder.dim, static_cast<uint32_t>(cfg.router.tiers.size()),
+             handles.router, cfg.embedder.dim, static_cast<uint32_t>(cfg.router.tiers.size()),
              stream_seq}));
-  sona = actor_stop(actors::spawn_sona(*sys, cfg.sona, costs, router.get(), witness.get(),
+  sona = actor_stop(actors::spawn_sona(*sys, cfg.sona, costs, handles.router, witness.get(),
                                        telemetry.get(), store.env, std::move(v2), budget));
   {
     // SONA hands the router its model as it starts; once it answers, that
@@ -263,7 +265,6 @@ core::error node_runtime::impl::spawn_actors() {
                });
   }
   memory = actor_stop(actors::spawn_memory_pool(*sys, budget, store.env));
-  handles.router = router.get();
   handles.sona = sona.get();
   handles.witness = witness.get();
   handles.telemetry = telemetry.get();

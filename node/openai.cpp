@@ -171,7 +171,7 @@ struct openai_api::impl {
   caf::actor_system& sys;
   node_config cfg;
   std::vector<api_tier> tiers;
-  caf::actor router;
+  actors::router_actor router;
   const engine::embedder& embedder;
   std::shared_ptr<actors::session_index> sessions;
   caf::actor sona;
@@ -840,7 +840,7 @@ struct openai_api::impl {
 };
 
 openai_api::openai_api(caf::actor_system& sys, const node_config& cfg, std::vector<api_tier> tiers,
-                       caf::actor router, const engine::embedder& embedder,
+                       actors::router_actor router, const engine::embedder& embedder,
                        std::shared_ptr<actors::session_index> sessions, caf::actor sona)
   : impl_(new impl{sys, cfg, std::move(tiers), std::move(router), embedder, std::move(sessions),
                    std::move(sona)}) {}

@@ -59,7 +59,7 @@ public:
   /// @param sona receives the usage of answers to routed (`model: "auto"`)
   ///        requests (null: nobody).
   openai_api(caf::actor_system& sys, const node_config& cfg, std::vector<api_tier> tiers,
-             caf::actor router, const engine::embedder& embedder,
+             actors::router_actor router, const engine::embedder& embedder,
              std::shared_ptr<actors::session_index> sessions, caf::actor sona = {});
   ~openai_api();
 

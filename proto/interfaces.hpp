@@ -4,16 +4,21 @@
 /// modules that may not know each other (actors/ and federation/ meet only
 /// here; node/ wires them at start).
 ///
-/// CAF 0.17.6, dynamically typed actors: each protocol is written below as
-/// (atom, arguments...) -> answer. Local-only payloads that are shared
-/// pointers are allowed as unsafe message types next to their declaration,
-/// with the reason.
+/// Typed actor handles (CAF 0.17.6 `typed_actor`): the compiler checks every
+/// message sent through them and every reply's type. An actor's full
+/// interface may extend the part declared here (a handle of the full
+/// interface converts to this part). Local-only payloads are allowed as
+/// unsafe message types next to their declaration, with the reason.
 
 #include "proto/records.hpp"
 #include "proto/wire.hpp"
 
+#include "proto/messages.hpp"
+
 #include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/atom.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
 
 #include <cstdint>
 #include <vector>
@@ -33,7 +38,7 @@ using republish_atom = caf::atom_constant<caf::atom("republish")>;
 using digest_atom = caf::atom_constant<caf::atom("digest")>;
 /// bridge -> router: (link_atom, bool up): whether deltas can be published
 using link_atom = caf::atom_constant<caf::atom("link")>;
-/// node -> router: (federate_atom, caf::actor bridge, uint32 batch_max, uint32 delay_ms)
+/// node -> router: (federate_atom, bridge_actor, uint32 batch_max, uint32 delay_ms)
 using federate_atom = caf::atom_constant<caf::atom("federate")>;
 
 /// What the router holds, for digests and /v1/stats.
@@ -54,6 +59,30 @@ struct merge_stats {
   uint64_t dropped = 0;  ///< dropped for lack of room (max_orphans, max_patterns)
 };
 
+/// The federation bridge as the router and the gateway see it
+/// (federation/bridge.hpp implements it, with its own timers and NATS
+/// callbacks on top).
+using bridge_actor = caf::typed_actor<
+  /// The router's changed patterns, to publish; UTC µs of the oldest change.
+  caf::reacts_to<publish_atom, std::vector<pattern_delta>, int64_t>>;
+
+/// The router as the federation bridge sees it (actors/actors.hpp's
+/// router_actor extends it with the node's own messages).
+using router_federation = caf::typed_actor<
+  /// A peer's delta batch and its stream sequence: merged into the bank.
+  caf::replies_to<merge_atom, delta_batch, uint64_t>::with<merge_stats>,
+  /// Queue every own contribution again (anti-entropy, resync).
+  caf::reacts_to<republish_atom>,
+  /// What the bank holds per origin, for digests.
+  caf::replies_to<digest_atom>::with<router_digest>,
+  /// Whether deltas can be published now.
+  caf::reacts_to<link_atom, bool>,
+  /// Counters for the bridge's telemetry.
+  caf::replies_to<stats_atom>::with<router_stats>,
+  /// The bridge attaches itself: batches of at most `max` deltas, sent
+  /// `delay_ms` after the first change.
+  caf::reacts_to<federate_atom, bridge_actor, uint32_t, uint32_t>>;
+
 } // namespace shoal::proto
 
 // Local only (router <-> bridge on one node; the wire carries envelopes).
@@ -61,3 +90,5 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::proto::router_digest)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::proto::merge_stats)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::proto::delta_batch)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(std::vector<shoal::proto::pattern_delta>)
+// A handle, passed once at start (node -> router); never serialized.
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::proto::bridge_actor)
