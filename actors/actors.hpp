@@ -1,16 +1,11 @@
 #pragma once
 /// @file The node's actors and how to spawn them.
 ///
-/// The router is a typed actor: its protocol is `router_actor` below (the
-/// part the federation bridge uses is proto/interfaces.hpp's
+/// The router, the witness log and telemetry are typed actors: their
+/// protocols are router_actor, witness_actor and telemetry_actor below (the
+/// part of the router the federation bridge uses is proto/interfaces.hpp's
 /// router_federation). The others are still dynamically typed; their
 /// protocols (types in proto/ and here) are:
-///   witness   (record_atom, witness_entry)     -> void  (batched commit)
-///             (feedback_atom, feedback)        -> void  (joined to its record)
-///             (usage_atom, uint64 request_id, uint32 prompt, uint32 completion) -> void
-///             (lookup_atom, uint64 request_id) -> witness_entry | not_found
-///             (archive_atom)                   -> witness_archive_result
-///             (stats_atom)                     -> witness_stats
 ///   sona      (record_atom, route_decision)    -> void  (trajectory ring)
 ///             (feedback_atom, feedback)        -> learn_update | not_found | conflict
 ///             (usage_atom, uint64 request_id, uint32 prompt, uint32 completion)
@@ -18,12 +13,9 @@
 ///             (stats_atom)                     -> uint64 (trajectories in the ring)
 ///             (status_atom)                    -> learn_status
 ///             (trigger_atom, std::string loop) -> learn_status ("background" | "deep")
-///   telemetry (observe_atom, uint32 tier, uint64 total_ns, bool new_pattern) -> void
-///             (observe_atom, feedback_atom, uint32 tier, double quality, double reward) -> void
-///             (stats_atom)                     -> telemetry_snapshot
 ///   memory pool and engines: actors/memory.hpp, actors/engine.hpp.
-/// Timer and self messages (witness archive_step; sona drain, bg_tick,
-/// deep_tick; the trainer's bg) are internal to their actor.
+/// Timer and self messages (sona drain, bg_tick, deep_tick; the trainer's
+/// bg) are internal to their actor.
 /// All actors flush their state when they receive an exit message
 /// (`anon_send_exit(hdl, exit_reason::user_shutdown)`): the router writes
 /// changed patterns and saves its index, the witness commits pending records.
@@ -101,11 +93,39 @@ struct learn_status {
   std::string last_error;       ///< the last loop failure, "" if none
 };
 
+/// witness -> itself: archive the next segment of a run.
+using archive_step_atom = caf::atom_constant<caf::atom("arcstep")>;
+
+/// The witness actor: the audit log of every routed request in LMDB.
+using witness_actor = caf::typed_actor<
+  /// A routed request's record: committed in the next batch.
+  caf::reacts_to<proto::record_atom, proto::witness_entry>,
+  /// Feedback joins its record (logged and dropped when the id is unknown).
+  caf::reacts_to<proto::feedback_atom, proto::feedback>,
+  /// The engine's usage of a routed answer joins its record.
+  caf::reacts_to<proto::usage_atom, uint64_t, uint32_t, uint32_t>,
+  /// A record by request id. Errors: not_found.
+  caf::replies_to<proto::lookup_atom, uint64_t>::with<proto::witness_entry>,
+  /// Moves records older than witness.archive_after_s to archive segments.
+  /// Errors: conflict while a run goes on, storage_failure.
+  caf::replies_to<proto::archive_atom>::with<proto::witness_archive_result>,
+  caf::replies_to<proto::stats_atom>::with<proto::witness_stats>,
+  /// Timers and self-messages: the batch commit, the next archive segment.
+  caf::reacts_to<proto::tick_atom>, caf::reacts_to<archive_step_atom>>;
+
+/// The telemetry actor: counters and the route-latency histogram.
+using telemetry_actor = caf::typed_actor<
+  /// A routed request: its tier, total latency (ns), whether it made a pattern.
+  caf::reacts_to<proto::observe_atom, uint32_t, uint64_t, bool>,
+  /// Accepted feedback: tier, quality, reward.
+  caf::reacts_to<proto::observe_atom, proto::feedback_atom, uint32_t, double, double>,
+  caf::replies_to<proto::stats_atom>::with<proto::telemetry_snapshot>>;
+
 /// Spawns the telemetry actor for `n_tiers` tiers.
-caf::actor spawn_telemetry(caf::actor_system& sys, size_t n_tiers);
+telemetry_actor spawn_telemetry(caf::actor_system& sys, size_t n_tiers);
 
 /// Spawns the witness actor (detached) writing to `env`.
-caf::actor spawn_witness(caf::actor_system& sys, witness_config cfg,
+witness_actor spawn_witness(caf::actor_system& sys, witness_config cfg,
                          std::shared_ptr<store::environment> env);
 
 /// router v2 messages (in-process only).
@@ -160,7 +180,7 @@ using router_actor = proto::router_federation::extend<
 
 /// Spawns the router actor (detached) owning `bank`.
 router_actor spawn_router(caf::actor_system& sys, std::shared_ptr<router::pattern_bank> bank,
-                          caf::actor witness, caf::actor telemetry);
+                          witness_actor witness, telemetry_actor telemetry);
 
 /// Spawns the SONA actor (the three learning loops). With cfg.v2 it hands
 /// the router a trajectory ring and router v2's model (`initial`, e.g. the
@@ -172,7 +192,7 @@ router_actor spawn_router(caf::actor_system& sys, std::shared_ptr<router::patter
 /// factors when first needed, and a refused reservation leaves that scope on
 /// the shared adapter (counted in learn_status::adapter_refusals).
 caf::actor spawn_sona(caf::actor_system& sys, sona_config cfg, std::vector<double> tier_costs,
-                      router_actor router, caf::actor witness, caf::actor telemetry,
+                      router_actor router, witness_actor witness, telemetry_actor telemetry,
                       std::shared_ptr<store::environment> env = nullptr,
                       std::optional<learn::router_v2_model> initial = std::nullopt,
                       std::shared_ptr<core::memory_budget> budget = nullptr);

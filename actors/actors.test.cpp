@@ -28,7 +28,9 @@ namespace {
 struct node_actors {
   caf::actor_system_config cfg;
   std::unique_ptr<caf::actor_system> sys;
-  caf::actor telemetry, witness, sona;
+  telemetry_actor telemetry;
+  witness_actor witness;
+  caf::actor sona;
   router_actor router;
   engine::embedder emb;
 
@@ -110,14 +112,15 @@ struct node_actors {
   }
 
   ~node_actors() {
-    caf::anon_send_exit(sona, caf::exit_reason::user_shutdown);
-    sona = caf::actor{};
-    caf::anon_send_exit(router, caf::exit_reason::user_shutdown);
-    router = router_actor{}; // a detached actor's thread ends when its last handle is gone
-    for (auto* a : {&witness, &telemetry}) {
-      caf::anon_send_exit(*a, caf::exit_reason::user_shutdown);
-      *a = caf::actor{};
-    }
+    // A detached actor's thread ends when its last handle is gone.
+    auto stop = [](auto& hdl) {
+      caf::anon_send_exit(hdl, caf::exit_reason::user_shutdown);
+      hdl = std::decay_t<decltype(hdl)>{};
+    };
+    stop(sona);
+    stop(router);
+    stop(witness);
+    stop(telemetry);
     sys.reset(); // blocks until every actor has quit
   }
 };

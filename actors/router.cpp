@@ -99,8 +99,8 @@ caf::behavior consolidation_planner(caf::event_based_actor* self) {
 struct router_state {
   std::shared_ptr<router::pattern_bank> bank;
   caf::actor writer; // null for an in-memory bank
-  caf::actor witness;
-  caf::actor telemetry;
+  witness_actor witness;
+  telemetry_actor telemetry;
   caf::actor sona;
   uint64_t last_request_id = 0;
   uint64_t n_routed = 0;
@@ -264,8 +264,8 @@ struct router_state {
 };
 
 router_actor::behavior_type router_behavior(router_actor::stateful_pointer<router_state> self,
-                           std::shared_ptr<router::pattern_bank> bank, caf::actor witness,
-                           caf::actor telemetry) {
+                           std::shared_ptr<router::pattern_bank> bank, witness_actor witness,
+                           telemetry_actor telemetry) {
   auto& st = self->state;
   st.bank = std::move(bank);
   st.witness = std::move(witness);
@@ -493,7 +493,7 @@ router_actor::behavior_type router_behavior(router_actor::stateful_pointer<route
 } // namespace
 
 router_actor spawn_router(caf::actor_system& sys, std::shared_ptr<router::pattern_bank> bank,
-                          caf::actor witness, caf::actor telemetry) {
+                          witness_actor witness, telemetry_actor telemetry) {
   return sys.spawn<caf::detached>(router_behavior, std::move(bank), std::move(witness),
                                   std::move(telemetry));
 }

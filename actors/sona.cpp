@@ -129,7 +129,9 @@ struct sona_state {
   sona_config cfg;
   std::vector<double> costs;
   router_actor router;
-  caf::actor witness, telemetry, trainer;
+  witness_actor witness;
+  telemetry_actor telemetry;
+  caf::actor trainer;
   std::shared_ptr<store::environment> env;
   std::shared_ptr<core::memory_budget> budget;
   std::shared_ptr<uint64_t> adapter_bytes = std::make_shared<uint64_t>(0); // reserved for scopes
@@ -351,8 +353,8 @@ struct sona_state {
 };
 
 caf::behavior sona_actor(caf::stateful_actor<sona_state>* self, sona_config cfg,
-                         std::vector<double> costs, router_actor router, caf::actor witness,
-                         caf::actor telemetry, std::shared_ptr<store::environment> env,
+                         std::vector<double> costs, router_actor router, witness_actor witness,
+                         telemetry_actor telemetry, std::shared_ptr<store::environment> env,
                          std::optional<learn::router_v2_model> initial,
                          std::shared_ptr<core::memory_budget> budget) {
   auto& st = self->state;
@@ -483,7 +485,7 @@ caf::behavior sona_actor(caf::stateful_actor<sona_state>* self, sona_config cfg,
 } // namespace
 
 caf::actor spawn_sona(caf::actor_system& sys, sona_config cfg, std::vector<double> tier_costs,
-                      router_actor router, caf::actor witness, caf::actor telemetry,
+                      router_actor router, witness_actor witness, telemetry_actor telemetry,
                       std::shared_ptr<store::environment> env,
                       std::optional<learn::router_v2_model> initial,
                       std::shared_ptr<core::memory_budget> budget) {

@@ -27,7 +27,6 @@ namespace {
 
 using namespace proto;
 
-using archive_step_atom = caf::atom_constant<caf::atom("arcstep")>;
 
 struct witness_state {
   witness_config cfg;
@@ -171,7 +170,8 @@ struct witness_state {
   }
 };
 
-caf::behavior witness_actor(caf::stateful_actor<witness_state>* self, witness_config cfg,
+witness_actor::behavior_type witness_behavior(witness_actor::stateful_pointer<witness_state> self,
+                                              witness_config cfg,
                             std::shared_ptr<store::environment> env) {
   self->state.cfg = cfg;
   self->state.env = std::move(env);
@@ -276,9 +276,9 @@ caf::behavior witness_actor(caf::stateful_actor<witness_state>* self, witness_co
 
 } // namespace
 
-caf::actor spawn_witness(caf::actor_system& sys, witness_config cfg,
-                         std::shared_ptr<store::environment> env) {
-  return sys.spawn<caf::detached>(witness_actor, cfg, std::move(env));
+witness_actor spawn_witness(caf::actor_system& sys, witness_config cfg,
+                            std::shared_ptr<store::environment> env) {
+  return sys.spawn<caf::detached>(witness_behavior, cfg, std::move(env));
 }
 
 } // namespace shoal::actors

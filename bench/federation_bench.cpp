@@ -39,7 +39,7 @@ struct node_handles {
   std::shared_ptr<router::pattern_bank> bank;
   shoal::actors::router_actor router;
   caf::actor bridge;
-  caf::actor telemetry;
+  shoal::actors::telemetry_actor telemetry;
 };
 
 crypto::identity make_identity(uint8_t fill) {
@@ -176,7 +176,7 @@ int main(int argc, char** argv) {
     node_handles h;
     h.bank = std::shared_ptr<router::pattern_bank>(std::move(*bank));
     h.telemetry = actors::spawn_telemetry(sys, 4);
-    h.router = actors::spawn_router(sys, h.bank, caf::actor{}, h.telemetry);
+    h.router = actors::spawn_router(sys, h.bank, actors::witness_actor{}, h.telemetry);
     h.bridge = federation::spawn_bridge(sys, {fc, name, id, trusted, h.router, dim, 4, 0});
     return h;
   };
@@ -269,14 +269,14 @@ int main(int argc, char** argv) {
     t = pick(rng);
   burst_phase("sustained, repeated updates (A -> B)", hot);
 
-  for (auto* h : {&a, &b})
-    for (auto* x : {&h->bridge, &h->telemetry}) {
-      caf::anon_send_exit(*x, caf::exit_reason::user_shutdown);
-      *x = caf::actor{};
-    }
+  auto stop = [](auto& hdl) {
+    caf::anon_send_exit(hdl, caf::exit_reason::user_shutdown);
+    hdl = std::decay_t<decltype(hdl)>{};
+  };
   for (auto* h : {&a, &b}) {
-    caf::anon_send_exit(h->router, caf::exit_reason::user_shutdown);
-    h->router = shoal::actors::router_actor{};
+    stop(h->bridge);
+    stop(h->router);
+    stop(h->telemetry);
   }
   return ok ? 0 : 1;
 }

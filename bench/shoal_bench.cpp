@@ -309,7 +309,7 @@ void bench_witness(const std::vector<std::string>& texts, size_t n_records) {
     print_row("witness actor ingest (batch_max 100)", s, double(n_records) / secs, "records",
               "send to committed; median/p99 = mean time per record");
     self->send_exit(w, caf::exit_reason::user_shutdown);
-    w = caf::actor{};
+    w = decltype(w){};
   }
   fs::remove_all(dir);
 }

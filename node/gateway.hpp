@@ -31,8 +31,8 @@ namespace shoal::node {
 struct gateway_actors {
   actors::router_actor router;
   caf::actor sona;
-  caf::actor witness;
-  caf::actor telemetry;
+  actors::witness_actor witness;
+  actors::telemetry_actor telemetry;
   caf::actor bridge; ///< federation bridge; null when federation is off
   std::vector<api_tier> tiers; ///< the OpenAI API's view of the tiers (engines)
   std::shared_ptr<actors::session_index> sessions; ///< conversations named by session_id

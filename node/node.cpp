@@ -225,7 +225,8 @@ core::error node_runtime::impl::spawn_actors() {
   std::vector<double> costs;
   for (const auto& t : cfg.router.tiers)
     costs.push_back(t.cost);
-  telemetry = actor_stop(actors::spawn_telemetry(*sys, cfg.router.tiers.size()));
+  handles.telemetry = actors::spawn_telemetry(*sys, cfg.router.tiers.size());
+  telemetry = actor_stop(handles.telemetry);
   auto index = actors::session_index::open(store.env, seal);
   if (!index)
     return fail(errc::storage_failure,
@@ -238,19 +239,21 @@ core::error node_runtime::impl::spawn_actors() {
   sessions.reaper = actor_stop(actors::spawn_session_reaper(
     *sys, sessions.index,
     std::chrono::milliseconds(std::clamp<int64_t>(idle_ms / 4, 1000, 60000)), idle_ms));
-  witness = actor_stop(actors::spawn_witness(*sys, cfg.witness, store.env));
+  handles.witness = actors::spawn_witness(*sys, cfg.witness, store.env);
+  witness = actor_stop(handles.witness);
   const uint64_t stream_seq = bank->stream_seq();
   // The router goes before the bridge at shutdown, so its last changes are
   // published; with a bridge, its exit is awaited.
-  handles.router = actors::spawn_router(*sys, std::move(bank), witness.get(), telemetry.get());
+  handles.router =
+    actors::spawn_router(*sys, std::move(bank), handles.witness, handles.telemetry);
   router = actor_stop(handles.router, self_id ? sys.get() : nullptr);
   if (self_id)
     bridge = actor_stop(federation::spawn_bridge(
       *sys, {cfg.federation, cfg.name, *self_id, *crypto::trust_list::parse(cfg.federation.trusted),
              handles.router, cfg.embedder.dim, static_cast<uint32_t>(cfg.router.tiers.size()),
              stream_seq}));
-  sona = actor_stop(actors::spawn_sona(*sys, cfg.sona, costs, handles.router, witness.get(),
-                                       telemetry.get(), store.env, std::move(v2), budget));
+  sona = actor_stop(actors::spawn_sona(*sys, cfg.sona, costs, handles.router, handles.witness,
+                                       handles.telemetry, store.env, std::move(v2), budget));
   {
     // SONA hands the router its model as it starts; once it answers, that
     // handoff is in the router's mailbox ahead of any request the gateway
@@ -266,8 +269,6 @@ core::error node_runtime::impl::spawn_actors() {
   }
   memory = actor_stop(actors::spawn_memory_pool(*sys, budget, store.env));
   handles.sona = sona.get();
-  handles.witness = witness.get();
-  handles.telemetry = telemetry.get();
   handles.bridge = bridge.get();
   handles.sessions = sessions.index;
   handles.memory = memory.get();
