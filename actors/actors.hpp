@@ -1,21 +1,14 @@
 #pragma once
 /// @file The node's actors and how to spawn them.
 ///
-/// The router, the witness log and telemetry are typed actors: their
-/// protocols are router_actor, witness_actor and telemetry_actor below (the
-/// part of the router the federation bridge uses is proto/interfaces.hpp's
-/// router_federation). The others are still dynamically typed; their
-/// protocols (types in proto/ and here) are:
-///   sona      (record_atom, route_decision)    -> void  (trajectory ring)
-///             (feedback_atom, feedback)        -> learn_update | not_found | conflict
-///             (usage_atom, uint64 request_id, uint32 prompt, uint32 completion)
-///                                              -> void  (context head's target; to witness)
-///             (stats_atom)                     -> uint64 (trajectories in the ring)
-///             (status_atom)                    -> learn_status
-///             (trigger_atom, std::string loop) -> learn_status ("background" | "deep")
+/// The router, SONA, the witness log and telemetry are typed actors: their
+/// protocols are router_actor, sona_actor, witness_actor and
+/// telemetry_actor below (the part of the router the federation bridge
+/// uses is proto/interfaces.hpp's router_federation). The memory pool and
+/// the engines are still dynamically typed; their protocols are written at
+/// their atoms:
 ///   memory pool and engines: actors/memory.hpp, actors/engine.hpp.
-/// Timer and self messages (sona drain, bg_tick, deep_tick; the trainer's
-/// bg) are internal to their actor.
+/// SONA's trainer (bg) is internal to SONA.
 /// All actors flush their state when they receive an exit message
 /// (`anon_send_exit(hdl, exit_reason::user_shutdown)`): the router writes
 /// changed patterns and saves its index, the witness commits pending records.
@@ -155,6 +148,28 @@ struct router_v2_handoff {
   std::shared_ptr<const core::memory_budget> memory;
 };
 
+/// SONA's timers: drain the trajectory ring, start a background run, a deep run.
+using drain_atom = caf::atom_constant<caf::atom("drain")>;
+using bg_tick_atom = caf::atom_constant<caf::atom("bgtick")>;
+using deep_tick_atom = caf::atom_constant<caf::atom("deeptick")>;
+
+/// The SONA actor: the instant, background and deep learning loops.
+using sona_actor = caf::typed_actor<
+  /// A routed decision (from the router): remembered for its feedback.
+  caf::reacts_to<proto::record_atom, proto::route_decision>,
+  /// Feedback -> the update applied. Errors: invalid_argument (quality),
+  /// not_found (unknown request id), conflict (rated already).
+  caf::replies_to<proto::feedback_atom, proto::feedback>::with<proto::learn_update>,
+  /// The engine's usage of a routed answer (router v2's context target).
+  caf::reacts_to<proto::usage_atom, uint64_t, uint32_t, uint32_t>,
+  /// Trajectories held in the ring.
+  caf::replies_to<proto::stats_atom>::with<uint64_t>,
+  caf::replies_to<status_atom>::with<learn_status>,
+  /// Runs a loop now ("background" or "deep") -> the status after it.
+  /// Errors: invalid_argument (unknown loop, nothing to train on, v2 off).
+  caf::replies_to<trigger_atom, std::string>::with<learn_status>,
+  caf::reacts_to<drain_atom>, caf::reacts_to<bg_tick_atom>, caf::reacts_to<deep_tick_atom>>;
+
 /// router -> itself: hand the outbox to the federation bridge; move merge
 /// survivors in the index (a slice at a time).
 using fed_flush_atom = caf::atom_constant<caf::atom("fedflush")>;
@@ -168,8 +183,8 @@ using router_actor = proto::router_federation::extend<
   caf::replies_to<proto::route_atom, proto::route_query>::with<proto::route_decision>,
   /// Feedback's update of a pattern's statistics (from SONA).
   caf::reacts_to<proto::learn_atom, proto::learn_update>,
-  /// Where routed decisions go (SONA, dynamically typed for now).
-  caf::reacts_to<proto::subscribe_atom, caf::actor>,
+  /// Where routed decisions go (SONA).
+  caf::reacts_to<proto::subscribe_atom, sona_actor>,
   /// A deep run: consolidation planned off the router's thread -> summary.
   /// Errors: conflict while one runs.
   caf::replies_to<deep_atom>::with<std::string>,
@@ -191,7 +206,7 @@ router_actor spawn_router(caf::actor_system& sys, std::shared_ptr<router::patter
 /// sona_fixed_bytes() before spawning; each scoped adapter reserves its
 /// factors when first needed, and a refused reservation leaves that scope on
 /// the shared adapter (counted in learn_status::adapter_refusals).
-caf::actor spawn_sona(caf::actor_system& sys, sona_config cfg, std::vector<double> tier_costs,
+sona_actor spawn_sona(caf::actor_system& sys, sona_config cfg, std::vector<double> tier_costs,
                       router_actor router, witness_actor witness, telemetry_actor telemetry,
                       std::shared_ptr<store::environment> env = nullptr,
                       std::optional<learn::router_v2_model> initial = std::nullopt,

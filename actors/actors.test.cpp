@@ -30,7 +30,7 @@ struct node_actors {
   std::unique_ptr<caf::actor_system> sys;
   telemetry_actor telemetry;
   witness_actor witness;
-  caf::actor sona;
+  sona_actor sona;
   router_actor router;
   engine::embedder emb;
 

@@ -101,7 +101,7 @@ struct router_state {
   caf::actor writer; // null for an in-memory bank
   witness_actor witness;
   telemetry_actor telemetry;
-  caf::actor sona;
+  sona_actor sona;
   uint64_t last_request_id = 0;
   uint64_t n_routed = 0;
   uint64_t n_learned = 0;
@@ -409,7 +409,7 @@ router_actor::behavior_type router_behavior(router_actor::stateful_pointer<route
       return router_stats{st.bank->size(), st.n_routed, st.n_learned,
                           st.bank->rebuilt_index() ? 1u : 0u};
     },
-    [self](subscribe_atom, caf::actor sona) { self->state.sona = std::move(sona); },
+    [self](subscribe_atom, sona_actor sona) { self->state.sona = std::move(sona); },
     [self](deep_atom) -> caf::result<std::string> {
       // The deep loop: snapshot the bank here, plan on a detached planner
       // while this actor keeps routing, apply the plan here, then write the

@@ -44,9 +44,6 @@ namespace {
 using namespace proto;
 
 using bg_atom = caf::atom_constant<caf::atom("bgtrain")>;
-using bg_tick_atom = caf::atom_constant<caf::atom("bgtick")>;
-using deep_tick_atom = caf::atom_constant<caf::atom("deeptick")>;
-using drain_atom = caf::atom_constant<caf::atom("drain")>;
 
 /// A background run's outcome (trainer -> sona).
 struct background_result {
@@ -147,7 +144,7 @@ struct sona_state {
   learn::scoped_adapters adapters; // per pattern-bank category, learned by the instant loop
   learn::router_v2_trace trace;
   bool background_running = false;
-  std::vector<caf::response_promise> background_waiting;
+  std::vector<caf::typed_response_promise<learn_status>> background_waiting;
   uint64_t steps_since_publish = 0;
   double loss_window = 0;
   learn_status status;
@@ -179,7 +176,7 @@ struct sona_state {
   }
 
   /// Sends the router the live model (after instant steps or a background run).
-  void publish(caf::event_based_actor* self) {
+  void publish(sona_actor::stateful_pointer<sona_state> self) {
     steps_since_publish = 0;
     router_v2_handoff h;
     h.ring = v2_ring;
@@ -195,7 +192,7 @@ struct sona_state {
   }
 
   /// The instant loop's v2 part for one feedback.
-  void instant(caf::event_based_actor* self, const feedback& fb) {
+  void instant(sona_actor::stateful_pointer<sona_state> self, const feedback& fb) {
     drain();
     auto it = v2_pending.find(fb.request_id);
     if (it == v2_pending.end())
@@ -246,7 +243,7 @@ struct sona_state {
 
   /// Starts a background run on the completed trajectories; false when
   /// there is nothing to train on or a run is going on.
-  bool start_background(caf::event_based_actor* self) {
+  bool start_background(sona_actor::stateful_pointer<sona_state> self) {
     if (!trainer || background_running || completed.empty())
       return false;
     background_running = true;
@@ -289,7 +286,7 @@ struct sona_state {
     return true;
   }
 
-  void start_deep(caf::event_based_actor* self, std::optional<caf::response_promise> rp) {
+  void start_deep(sona_actor::stateful_pointer<sona_state> self, std::optional<caf::typed_response_promise<learn_status>> rp) {
     self->request(router, deep_run_timeout, deep_atom::value)
       .then(
         [this, self, rp](std::string& summary) mutable {
@@ -334,7 +331,7 @@ struct sona_state {
   }
 
   /// Applies feedback to a known trajectory; errors on a repeat.
-  caf::expected<learn_update> apply(caf::event_based_actor* self, const feedback& fb,
+  caf::expected<learn_update> apply(sona_actor::stateful_pointer<sona_state> self, const feedback& fb,
                                     pending_v1& t) {
     if (t.has_feedback)
       return make_error(errc::conflict, "feedback for request_id "
@@ -352,7 +349,8 @@ struct sona_state {
   }
 };
 
-caf::behavior sona_actor(caf::stateful_actor<sona_state>* self, sona_config cfg,
+sona_actor::behavior_type sona_behavior(sona_actor::stateful_pointer<sona_state> self,
+                                        sona_config cfg,
                          std::vector<double> costs, router_actor router, witness_actor witness,
                          telemetry_actor telemetry, std::shared_ptr<store::environment> env,
                          std::optional<learn::router_v2_model> initial,
@@ -484,12 +482,12 @@ caf::behavior sona_actor(caf::stateful_actor<sona_state>* self, sona_config cfg,
 
 } // namespace
 
-caf::actor spawn_sona(caf::actor_system& sys, sona_config cfg, std::vector<double> tier_costs,
+sona_actor spawn_sona(caf::actor_system& sys, sona_config cfg, std::vector<double> tier_costs,
                       router_actor router, witness_actor witness, telemetry_actor telemetry,
                       std::shared_ptr<store::environment> env,
                       std::optional<learn::router_v2_model> initial,
                       std::shared_ptr<core::memory_budget> budget) {
-  auto hdl = sys.spawn(sona_actor, cfg, std::move(tier_costs), router, std::move(witness),
+  auto hdl = sys.spawn(sona_behavior, cfg, std::move(tier_costs), router, std::move(witness),
                        std::move(telemetry), std::move(env), std::move(initial),
                        std::move(budget));
   caf::anon_send(router, subscribe_atom::value, hdl);

@@ -30,7 +30,7 @@ namespace shoal::node {
 /// Handles of the actors the gateway talks to.
 struct gateway_actors {
   actors::router_actor router;
-  caf::actor sona;
+  actors::sona_actor sona;
   actors::witness_actor witness;
   actors::telemetry_actor telemetry;
   caf::actor bridge; ///< federation bridge; null when federation is off

@@ -252,14 +252,15 @@ core::error node_runtime::impl::spawn_actors() {
       *sys, {cfg.federation, cfg.name, *self_id, *crypto::trust_list::parse(cfg.federation.trusted),
              handles.router, cfg.embedder.dim, static_cast<uint32_t>(cfg.router.tiers.size()),
              stream_seq}));
-  sona = actor_stop(actors::spawn_sona(*sys, cfg.sona, costs, handles.router, handles.witness,
-                                       handles.telemetry, store.env, std::move(v2), budget));
+  handles.sona = actors::spawn_sona(*sys, cfg.sona, costs, handles.router, handles.witness,
+                                    handles.telemetry, store.env, std::move(v2), budget);
+  sona = actor_stop(handles.sona);
   {
     // SONA hands the router its model as it starts; once it answers, that
     // handoff is in the router's mailbox ahead of any request the gateway
     // sends, so the first request already routes with router v2.
     caf::scoped_actor self{*sys};
-    self->request(sona.get(), std::chrono::seconds(30), actors::status_atom::value)
+    self->request(handles.sona, std::chrono::seconds(30), actors::status_atom::value)
       .receive([](actors::learn_status&) {},
                [](caf::error& e) {
                  spdlog::warn("sona did not start in time ({}); the first requests may "
@@ -268,7 +269,6 @@ core::error node_runtime::impl::spawn_actors() {
                });
   }
   memory = actor_stop(actors::spawn_memory_pool(*sys, budget, store.env));
-  handles.sona = sona.get();
   handles.bridge = bridge.get();
   handles.sessions = sessions.index;
   handles.memory = memory.get();

@@ -174,7 +174,7 @@ struct openai_api::impl {
   actors::router_actor router;
   const engine::embedder& embedder;
   std::shared_ptr<actors::session_index> sessions;
-  caf::actor sona;
+  actors::sona_actor sona;
 
   /// http.request_timeout_ms: the wait for one answer of an actor, or for
   /// an engine's admission of a generation.
@@ -841,7 +841,7 @@ struct openai_api::impl {
 
 openai_api::openai_api(caf::actor_system& sys, const node_config& cfg, std::vector<api_tier> tiers,
                        actors::router_actor router, const engine::embedder& embedder,
-                       std::shared_ptr<actors::session_index> sessions, caf::actor sona)
+                       std::shared_ptr<actors::session_index> sessions, actors::sona_actor sona)
   : impl_(new impl{sys, cfg, std::move(tiers), std::move(router), embedder, std::move(sessions),
                    std::move(sona)}) {}
 

@@ -60,7 +60,7 @@ public:
   ///        requests (null: nobody).
   openai_api(caf::actor_system& sys, const node_config& cfg, std::vector<api_tier> tiers,
              actors::router_actor router, const engine::embedder& embedder,
-             std::shared_ptr<actors::session_index> sessions, caf::actor sona = {});
+             std::shared_ptr<actors::session_index> sessions, actors::sona_actor sona = {});
   ~openai_api();
 
   /// Registers the endpoints on `server`. `this` must outlive the server.
