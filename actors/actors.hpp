@@ -44,37 +44,37 @@ struct witness_config {
 
 /// SONA configuration (config keys `sona.*`, documented in node/config.cpp).
 struct sona_config {
-  uint32_t trajectory_capacity = 65536;  ///< config sona.trajectory_capacity
-  bool v2 = true;                        ///< config sona.v2
-  double v2_threshold = 0;               ///< config sona.v2_threshold
-  uint32_t v2_pending = 1024;            ///< config sona.v2_pending
-  uint32_t v2_sessions = 16384;          ///< config sona.v2_sessions
-  double latency_budget_max_ms = 10000;  ///< config sona.latency_budget_max_ms
-  bool sampling = true;                  ///< config sona.sampling
-  double sampling_explore = 0.05;        ///< config sona.sampling_explore
-  double instant_lr = 0.02;              ///< config sona.instant_lr
-  uint32_t background_interval_s = 3600; ///< config sona.background_interval_s
+  uint32_t trajectory_capacity = 65536;    ///< config sona.trajectory_capacity
+  bool v2 = true;                          ///< config sona.v2
+  double v2_threshold = 0;                 ///< config sona.v2_threshold
+  uint32_t v2_pending = 1024;              ///< config sona.v2_pending
+  uint32_t v2_sessions = 16384;            ///< config sona.v2_sessions
+  double latency_budget_max_ms = 10000;    ///< config sona.latency_budget_max_ms
+  bool sampling = true;                    ///< config sona.sampling
+  double sampling_explore = 0.05;          ///< config sona.sampling_explore
+  double instant_lr = 0.02;                ///< config sona.instant_lr
+  uint32_t background_interval_s = 3600;   ///< config sona.background_interval_s
   uint32_t background_trajectories = 1000; ///< config sona.background_trajectories
-  uint32_t train_window = 4000;          ///< config sona.train_window
-  double train_lr = 0.01;                ///< config sona.train_lr
-  uint32_t train_epochs = 1;             ///< config sona.train_epochs
-  bool ewc = true;                       ///< config sona.ewc
-  double ewc_lambda = 10;                ///< config sona.ewc_lambda
-  uint32_t deep_interval_s = 604800;     ///< config sona.deep_interval_s (weekly)
+  uint32_t train_window = 4000;            ///< config sona.train_window
+  double train_lr = 0.01;                  ///< config sona.train_lr
+  uint32_t train_epochs = 1;               ///< config sona.train_epochs
+  bool ewc = true;                         ///< config sona.ewc
+  double ewc_lambda = 10;                  ///< config sona.ewc_lambda
+  uint32_t deep_interval_s = 604800;       ///< config sona.deep_interval_s (weekly)
 };
 
 /// What `shoal learn status` shows (sona: status_atom).
 struct learn_status {
-  bool v2 = false;              ///< router v2 enabled
-  bool v2_ready = false;        ///< a trained (or restored) model routes
-  uint64_t model_version = 0;   ///< background runs that produced the model (incl. restored)
-  uint64_t pending = 0;         ///< v2 decisions waiting for feedback
-  uint64_t completed = 0;       ///< trajectories with feedback held for training
+  bool v2 = false;            ///< router v2 enabled
+  bool v2_ready = false;      ///< a trained (or restored) model routes
+  uint64_t model_version = 0; ///< background runs that produced the model (incl. restored)
+  uint64_t pending = 0;       ///< v2 decisions waiting for feedback
+  uint64_t completed = 0;     ///< trajectories with feedback held for training
   uint64_t since_background = 0;
   uint64_t instant_steps = 0;
-  double instant_loss = 0;      ///< mean loss of the last 100 instant steps
-  uint64_t dropped = 0;         ///< decisions the full ring refused
-  uint64_t scoped_adapters = 0; ///< scopes (pattern-bank categories) with their own adapter
+  double instant_loss = 0;       ///< mean loss of the last 100 instant steps
+  uint64_t dropped = 0;          ///< decisions the full ring refused
+  uint64_t scoped_adapters = 0;  ///< scopes (pattern-bank categories) with their own adapter
   uint64_t adapter_refusals = 0; ///< scoped adapters the memory budget refused
   uint64_t background_runs = 0;
   int64_t background_last_ms = 0;
@@ -82,8 +82,8 @@ struct learn_status {
   uint64_t task_boundaries = 0; ///< EWC++ task boundaries detected
   uint64_t deep_runs = 0;
   int64_t deep_last_ms = 0;
-  std::string deep_summary;     ///< what the last deep run did
-  std::string last_error;       ///< the last loop failure, "" if none
+  std::string deep_summary; ///< what the last deep run did
+  std::string last_error;   ///< the last loop failure, "" if none
 };
 
 /// witness -> itself: archive the next segment of a run.
@@ -119,7 +119,7 @@ telemetry_actor spawn_telemetry(caf::actor_system& sys, size_t n_tiers);
 
 /// Spawns the witness actor (detached) writing to `env`.
 witness_actor spawn_witness(caf::actor_system& sys, witness_config cfg,
-                         std::shared_ptr<store::environment> env);
+                            std::shared_ptr<store::environment> env);
 
 /// router v2 messages (in-process only).
 using v2_atom = caf::atom_constant<caf::atom("v2")>;
@@ -133,12 +133,12 @@ using scoped_adapters_ptr = std::shared_ptr<const learn::scoped_adapters>;
 /// What SONA hands the router (v2_atom): router v2's live model and what it
 /// routes with. The router swaps it in between two requests.
 struct router_v2_handoff {
-  trajectory_ring_ptr ring;     ///< decisions go here (null: router v1 alone)
+  trajectory_ring_ptr ring; ///< decisions go here (null: router v1 alone)
   router_v2_ptr model;
-  scoped_adapters_ptr adapters; ///< per pattern-bank category
-  bool ready = false;           ///< trained: v2 decides (else v1's choice stands)
-  double threshold = 0;         ///< confidence below which v1's choice stands
-  uint32_t sessions = 0;        ///< sessions whose FastGRNN state is kept
+  scoped_adapters_ptr adapters;         ///< per pattern-bank category
+  bool ready = false;                   ///< trained: v2 decides (else v1's choice stands)
+  double threshold = 0;                 ///< confidence below which v1's choice stands
+  uint32_t sessions = 0;                ///< sessions whose FastGRNN state is kept
   double latency_budget_max_ms = 10000; ///< sona_config::latency_budget_max_ms
   /// ε of the sampling heads (sona_config::sampling_explore); negative:
   /// the router chooses no sampling.
@@ -167,8 +167,8 @@ using sona_actor = caf::typed_actor<
   caf::replies_to<status_atom>::with<learn_status>,
   /// Runs a loop now ("background" or "deep") -> the status after it.
   /// Errors: invalid_argument (unknown loop, nothing to train on, v2 off).
-  caf::replies_to<trigger_atom, std::string>::with<learn_status>,
-  caf::reacts_to<drain_atom>, caf::reacts_to<bg_tick_atom>, caf::reacts_to<deep_tick_atom>>;
+  caf::replies_to<trigger_atom, std::string>::with<learn_status>, caf::reacts_to<drain_atom>,
+  caf::reacts_to<bg_tick_atom>, caf::reacts_to<deep_tick_atom>>;
 
 /// router -> itself: hand the outbox to the federation bridge; move merge
 /// survivors in the index (a slice at a time).
@@ -228,8 +228,8 @@ std::string encode_checkpoint(const learn::router_v2_model& m);
 /// Restores router v2 from the `policies` table ("router/v2"); std::nullopt
 /// when none is stored. Errors: corrupt_data (the checkpoint does not
 /// decode, or its shape differs from `cfg`), storage_failure.
-caf::expected<std::optional<learn::router_v2_model>> load_router_v2(const store::environment& env,
-                                                             const learn::router_v2_config& cfg);
+caf::expected<std::optional<learn::router_v2_model>>
+load_router_v2(const store::environment& env, const learn::router_v2_config& cfg);
 
 } // namespace shoal::actors
 

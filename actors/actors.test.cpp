@@ -34,8 +34,7 @@ struct node_actors {
   router_actor router;
   engine::embedder emb;
 
-  explicit node_actors(const fs::path& dir,
-                       std::shared_ptr<core::memory_budget> budget = nullptr,
+  explicit node_actors(const fs::path& dir, std::shared_ptr<core::memory_budget> budget = nullptr,
                        witness_config wc = {100, 50}) {
     sys = std::make_unique<caf::actor_system>(cfg);
     auto env = store::environment::open({dir});
@@ -261,7 +260,8 @@ TEST_CASE("the witness log commits in batches of at most batch_max records") {
   fs::remove_all(dir);
 }
 
-TEST_CASE("sona: feedback drives the instant loop, a background run trains router v2, a restart restores it") {
+TEST_CASE("sona: feedback drives the instant loop, a background run trains router v2, a restart "
+          "restores it") {
   auto dir = temp_dir("sona");
   const char* topics[] = {"python module for parsing YAML files", "puzzle game with falling blocks",
                           "TrueType font with Cyrillic glyphs", "kernel driver for network cards"};
@@ -330,7 +330,8 @@ TEST_CASE("sona: feedback drives the instant loop, a background run trains route
   fs::remove_all(dir);
 }
 
-TEST_CASE("trajectory ring: one producer and one consumer thread, every trajectory once, in order") {
+TEST_CASE(
+  "trajectory ring: one producer and one consumer thread, every trajectory once, in order") {
   learn::trajectory_ring ring(64);
   learn::router_v2_features f;
   f.rewards = {0.1f, 0.2f, 0.3f, 0.4f};
@@ -365,7 +366,8 @@ TEST_CASE("trajectory ring: one producer and one consumer thread, every trajecto
   CHECK(pushed + ring.dropped() == n); // a full ring refuses, and counts it
 }
 
-TEST_CASE("sona: scoped adapters reserve from the memory budget, a refusal keeps the shared adapter") {
+TEST_CASE(
+  "sona: scoped adapters reserve from the memory budget, a refusal keeps the shared adapter") {
   using use = core::memory_budget::use;
   const uint64_t one = scoped_adapter_bytes(learn::router_v2_config{});
   for (uint64_t limit : {uint64_t{0}, uint64_t{64} << 20}) {
@@ -374,10 +376,14 @@ TEST_CASE("sona: scoped adapters reserve from the memory budget, a refusal keeps
     {
       node_actors n(dir, budget);
       for (int i = 0; i < 12; ++i) // patterns to consolidate into categories
-        REQUIRE(n.feedback(n.route("topic " + std::to_string(i % 3) + " text " + std::to_string(i)).request_id, 0.5));
+        REQUIRE(n.feedback(
+          n.route("topic " + std::to_string(i % 3) + " text " + std::to_string(i)).request_id,
+          0.5));
       REQUIRE(n.learn("deep"));
       for (int i = 0; i < 12; ++i)
-        REQUIRE(n.feedback(n.route("topic " + std::to_string(i % 3) + " more " + std::to_string(i)).request_id, 0.6));
+        REQUIRE(n.feedback(
+          n.route("topic " + std::to_string(i % 3) + " more " + std::to_string(i)).request_id,
+          0.6));
       auto st = n.learn();
       REQUIRE(st);
       if (limit == 0) {
@@ -461,7 +467,7 @@ TEST_CASE("router v2 sees each request's latency budget and the node's memory pr
       .receive([](route_decision&) {}, [&](caf::error& e) { err = e; });
     return err;
   };
-  REQUIRE_FALSE(route(2000));  // a quarter of the largest budget
+  REQUIRE_FALSE(route(2000)); // a quarter of the largest budget
   REQUIRE(memory->try_reserve(core::memory_budget::use::kv, 600));
   REQUIRE_FALSE(route(0));     // no budget; 60% of the memory in use
   REQUIRE_FALSE(route(50000)); // beyond the largest: as loose as it gets
@@ -490,7 +496,8 @@ TEST_CASE("router v2 sees each request's latency budget and the node's memory pr
   fs::remove_all(dir);
 }
 
-TEST_CASE("a deep run plans off the router thread: a second one meanwhile is refused, routing goes on") {
+TEST_CASE(
+  "a deep run plans off the router thread: a second one meanwhile is refused, routing goes on") {
   auto dir = temp_dir("deep-conflict");
   node_actors n(dir);
   for (int i = 0; i < 30; ++i)

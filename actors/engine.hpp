@@ -93,7 +93,7 @@ struct engine_stats {
   uint64_t requests = 0, refused = 0, cancelled = 0;
   uint64_t prompt_tokens = 0, cached_tokens = 0, generated_tokens = 0, steps = 0;
   double prefill_seconds = 0, decode_seconds = 0;
-  engine::kv_pool_stats kv;   ///< the tier's KV pages
+  engine::kv_pool_stats kv;                   ///< the tier's KV pages
   uint64_t budget_used = 0, budget_limit = 0; ///< the node's memory budget (all uses)
 };
 

@@ -28,8 +28,11 @@ std::optional<engine::kv_spill::page> kv_spill_store::get(uint64_t hash) {
                  r->v_type);
     return std::nullopt;
   }
-  return page{r->parent, r->old, static_cast<kernels::kv_type>(r->k_type),
-              static_cast<kernels::kv_type>(r->v_type), std::move(r->tokens),
+  return page{r->parent,
+              r->old,
+              static_cast<kernels::kv_type>(r->k_type),
+              static_cast<kernels::kv_type>(r->v_type),
+              std::move(r->tokens),
               std::move(r->bytes)};
 }
 

@@ -66,7 +66,8 @@ std::shared_ptr<const shoal::engine::model> tiny_model_in(const fs::path& dir) {
 }
 } // namespace
 
-TEST_CASE("kv spill store under a kv_pool: evicted prefix pages come back and give the same logits") {
+TEST_CASE(
+  "kv spill store under a kv_pool: evicted prefix pages come back and give the same logits") {
   using namespace shoal::engine;
   auto dir = temp_dir("spill-pool");
   auto model = tiny_model_in(dir);

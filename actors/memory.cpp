@@ -108,10 +108,9 @@ caf::behavior memory_actor(caf::stateful_actor<memory_state>* self,
         .then(
           [self, rp, tier](const engine::kv_policy& applied) mutable {
             if (auto& env = self->state.env) {
-              proto::kv_policy_record rec{applied.recent_tokens,
-                                          static_cast<uint8_t>(applied.old_k_type),
-                                          static_cast<uint8_t>(applied.old_v_type),
-                                          applied.migrate_pages};
+              proto::kv_policy_record rec{
+                applied.recent_tokens, static_cast<uint8_t>(applied.old_k_type),
+                static_cast<uint8_t>(applied.old_v_type), applied.migrate_pages};
               auto v = store::put_policy(*env, {policy_name(tier), "kv", "operator", 1.0, 0,
                                                 core::utc_now_ms(), proto::encode(rec)});
               if (!v) {

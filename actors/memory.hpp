@@ -53,9 +53,9 @@ using trim_atom = caf::atom_constant<caf::atom("trim")>;
 struct memory_stats {
   uint64_t limit_bytes = 0, used_bytes = 0;
   uint64_t kv_bytes = 0, adapter_bytes = 0, router_bytes = 0; ///< used, by use
-  uint64_t pressure_events = 0; ///< pressure reports received
-  uint64_t trims = 0;           ///< trim requests sent to engines
-  uint64_t trimmed_bytes = 0;   ///< bytes they freed
+  uint64_t pressure_events = 0;                               ///< pressure reports received
+  uint64_t trims = 0;                                         ///< trim requests sent to engines
+  uint64_t trimmed_bytes = 0;                                 ///< bytes they freed
 };
 
 /// Spawns the memory pool actor over `budget` (detached: it writes the

@@ -136,7 +136,7 @@ struct router_state {
   double latency_budget_max_ms = 10000;
   double sampling_explore = -1; // ε of the sampling heads; negative: they choose nothing
   std::shared_ptr<const core::memory_budget> memory; // pressure = used / limit
-  bool deep_running = false; // a consolidation plan is with the planner
+  bool deep_running = false;                         // a consolidation plan is with the planner
   static inline const char* name = "router";
 
   /// Router v2's decision over v1's route `r` (changes r.tier and r.confidence
@@ -155,8 +155,8 @@ struct router_state {
     if (memory && memory->limit() > 0)
       pressure = static_cast<float>(
         std::min(1.0, static_cast<double>(memory->used()) / static_cast<double>(memory->limit())));
-    auto in = v2_features.input(q.embedding, static_cast<float>(q.text_bytes) / 4.0f, budget,
-                                pressure);
+    auto in =
+      v2_features.input(q.embedding, static_cast<float>(q.text_bytes) / 4.0f, budget, pressure);
     // The scope: the pattern's category from the last deep run.
     const uint32_t scope = bank->category(r.pattern_id);
     if (scope != router::pattern_bank::no_category && adapters)
@@ -175,8 +175,8 @@ struct router_state {
       s = learn::router_v2_sample(v2_trace, v2_ready, static_cast<float>(sampling_explore), v2_rng);
     float prob = c.behaviour_prob;
     // One parameter: what is served, and the grid index recorded for it.
-    auto serve = [&](double client, std::span<const double> grid, uint8_t chosen,
-                     float chosen_prob, double& served) -> uint8_t {
+    auto serve = [&](double client, std::span<const double> grid, uint8_t chosen, float chosen_prob,
+                     double& served) -> uint8_t {
       if (client >= 0) {
         served = client;
         return learn::sampling_index(grid, client);
@@ -190,15 +190,16 @@ struct router_state {
     const uint8_t rec_t = serve(q.temperature, learn::sampling_temperatures, s.temperature,
                                 s.prob_temperature, d.temperature);
     const uint8_t rec_p = serve(q.top_p, learn::sampling_top_ps, s.top_p, s.prob_top_p, d.top_p);
-    d.context_tokens = v2_ready ? learn::context_buckets[learn::router_v2_model::context_choice(v2_trace)] : 0;
+    d.context_tokens =
+      v2_ready ? learn::context_buckets[learn::router_v2_model::context_choice(v2_trace)] : 0;
     ring->push(request_id, in, v2_h0, c.tier, prob,
                scope == router::pattern_bank::no_category ? learn::no_scope : scope, rec_t, rec_p);
     if (session_id.empty() || v2_sessions == 0)
       return;
     if (sess == session_h.end()) {
       session_lru.push_front(session_id);
-      sess = session_h.emplace(session_id, std::pair{std::vector<float>{}, session_lru.begin()})
-               .first;
+      sess =
+        session_h.emplace(session_id, std::pair{std::vector<float>{}, session_lru.begin()}).first;
       if (session_h.size() > v2_sessions) {
         session_h.erase(session_lru.back());
         session_lru.pop_back();
@@ -222,8 +223,7 @@ struct router_state {
     if (publish_delay_ms == 0)
       self->send(self, fed_flush_atom::value);
     else
-      self->delayed_send(self, std::chrono::milliseconds(publish_delay_ms),
-                         fed_flush_atom::value);
+      self->delayed_send(self, std::chrono::milliseconds(publish_delay_ms), fed_flush_atom::value);
   }
 
   /// Time-ordered node-unique id: UTC ms in the high 44 bits, a counter in
@@ -245,8 +245,7 @@ struct router_state {
       return;
     auto now = core::utc_now_ms();
     bool due = force_checkpoint
-               || now - last_checkpoint_ms
-                    >= int64_t{1000} * bank->config().checkpoint_interval_s;
+               || now - last_checkpoint_ms >= int64_t{1000} * bank->config().checkpoint_interval_s;
     if (due) {
       auto b = bank->take_checkpoint(now, finish_moves);
       if (!b) {
@@ -264,8 +263,8 @@ struct router_state {
 };
 
 router_actor::behavior_type router_behavior(router_actor::stateful_pointer<router_state> self,
-                           std::shared_ptr<router::pattern_bank> bank, witness_actor witness,
-                           telemetry_actor telemetry) {
+                                            std::shared_ptr<router::pattern_bank> bank,
+                                            witness_actor witness, telemetry_actor telemetry) {
   auto& st = self->state;
   st.bank = std::move(bank);
   st.witness = std::move(witness);
@@ -382,8 +381,8 @@ router_actor::behavior_type router_behavior(router_actor::stateful_pointer<route
         self->send(self, fed_flush_atom::value);
       }
     },
-    [self](merge_atom, proto::delta_batch& b, uint64_t stream_seq)
-      -> caf::result<proto::merge_stats> {
+    [self](merge_atom, proto::delta_batch& b,
+           uint64_t stream_seq) -> caf::result<proto::merge_stats> {
       auto& st = self->state;
       auto r = st.bank->merge(b.node, b.deltas, core::utc_now_ms());
       st.bank->set_stream_seq(stream_seq);
@@ -401,8 +400,8 @@ router_actor::behavior_type router_behavior(router_actor::stateful_pointer<route
     },
     [self](digest_atom) {
       auto& st = self->state;
-      return proto::router_digest{st.bank->size(), st.bank->stream_seq(),
-                                       st.bank->orphans(), st.bank->summarize()};
+      return proto::router_digest{st.bank->size(), st.bank->stream_seq(), st.bank->orphans(),
+                                  st.bank->summarize()};
     },
     [self](stats_atom) {
       auto& st = self->state;
@@ -419,7 +418,8 @@ router_actor::behavior_type router_behavior(router_actor::stateful_pointer<route
       auto& st = self->state;
       if (st.deep_running)
         return make_error(errc::conflict, "a deep run (consolidation) is in progress");
-      auto plan = st.bank->prepare_consolidation(router::consolidation_config{}, core::utc_now_ms());
+      auto plan =
+        st.bank->prepare_consolidation(router::consolidation_config{}, core::utc_now_ms());
       if (!plan)
         return std::move(plan.error());
       st.deep_running = true;
@@ -457,8 +457,7 @@ router_actor::behavior_type router_behavior(router_actor::stateful_pointer<route
       if (auto err = st.bank->reindex_moved(reindex_slice)) {
         // Left queued (found at the pre-merge vector meanwhile); retried on
         // the next tick.
-        spdlog::error("router: moving merge survivors in the index failed: {}",
-                      view(err).message);
+        spdlog::error("router: moving merge survivors in the index failed: {}", view(err).message);
         return;
       }
       const size_t after = st.bank->reindex_pending();

@@ -19,7 +19,6 @@ namespace shoal::actors {
 
 namespace {
 
-
 std::string record_key(std::string_view id) {
   return std::string(id);
 }
@@ -36,9 +35,14 @@ caf::expected<session> decode_session(std::string_view in) {
   auto r = proto::decode_session(in);
   if (!r)
     return make_error(errc::corrupt_data, "session record: " + view(r.error()).message);
-  return session{std::move(r->id),  std::move(r->user), std::move(r->context),
-                 r->turns,          std::move(r->adapter), r->created_ms,
-                 r->last_ms,        {std::move(r->kv_tier), r->kv_tokens, r->kv_pages}};
+  return session{std::move(r->id),
+                 std::move(r->user),
+                 std::move(r->context),
+                 r->turns,
+                 std::move(r->adapter),
+                 r->created_ms,
+                 r->last_ms,
+                 {std::move(r->kv_tier), r->kv_tokens, r->kv_pages}};
 }
 
 std::optional<std::string> check_session_id(std::string_view id) {
@@ -81,8 +85,7 @@ session_index::open(std::shared_ptr<store::environment> env,
   if (err)
     return err;
   if (skipped > 0)
-    spdlog::warn("sessions: {} stored session record(s) did not open or decode; skipped",
-                 skipped);
+    spdlog::warn("sessions: {} stored session record(s) did not open or decode; skipped", skipped);
   return idx;
 }
 

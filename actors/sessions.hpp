@@ -52,10 +52,10 @@ struct kv_reference {
 
 struct session {
   std::string id;
-  std::string user;            ///< OpenAI `user`, if the client sent one
-  std::vector<float> context;  ///< L2-normalized running mean of the turns' embeddings
+  std::string user;           ///< OpenAI `user`, if the client sent one
+  std::vector<float> context; ///< L2-normalized running mean of the turns' embeddings
   uint32_t turns = 0;
-  std::string adapter;         ///< active LoRA adapter ("" = none)
+  std::string adapter;                 ///< active LoRA adapter ("" = none)
   int64_t created_ms = 0, last_ms = 0; ///< UTC milliseconds
   kv_reference kv;
 };

@@ -26,7 +26,6 @@ std::vector<float> unit(std::initializer_list<float> v) {
   return x;
 }
 
-
 } // namespace
 
 TEST_CASE("session records round-trip, malformed bytes are refused") {
@@ -102,8 +101,8 @@ TEST_CASE("session_index: turns, users, similarity, erase and idle expiry") {
 
 TEST_CASE("session_index: sealed in LMDB, reloaded, expiry deletes the records") {
   auto dir = temp_dir("sessions");
-  auto seal = std::make_shared<const shoal::crypto::sealer>(
-    *shoal::crypto::sealer::from_hex(seal_key_a));
+  auto seal =
+    std::make_shared<const shoal::crypto::sealer>(*shoal::crypto::sealer::from_hex(seal_key_a));
   {
     auto env = shoal::store::environment::open({dir});
     REQUIRE(env);
@@ -131,8 +130,8 @@ TEST_CASE("session_index: sealed in LMDB, reloaded, expiry deletes the records")
     CHECK((*idx)->size() == 1);
     CHECK_FALSE((*idx)->find("secret-session-77"));
     // Another key opens nothing (the node refuses such a key at start).
-    auto other = std::make_shared<const shoal::crypto::sealer>(
-      *shoal::crypto::sealer::from_hex(seal_key_b));
+    auto other =
+      std::make_shared<const shoal::crypto::sealer>(*shoal::crypto::sealer::from_hex(seal_key_b));
     auto wrong = session_index::open(*env, other);
     REQUIRE(wrong);
     CHECK((*wrong)->size() == 0);
@@ -147,8 +146,7 @@ TEST_CASE("session_index: concurrent turns on shared sessions are all counted") 
     threads.emplace_back([&, t] {
       for (int i = 0; i < 1000; ++i) {
         std::string id = "s" + std::to_string(i % 10);
-        idx->record_turn(id, "u" + std::to_string(t % 2), unit({1, float(i % 3)}), {"t", 1, 1},
-                         i);
+        idx->record_turn(id, "u" + std::to_string(t % 2), unit({1, float(i % 3)}), {"t", 1, 1}, i);
         auto s = idx->find(id);
         REQUIRE(s); // readers always see a whole record
       }

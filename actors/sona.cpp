@@ -91,8 +91,8 @@ caf::behavior trainer_actor(caf::stateful_actor<trainer_state>* self, learn::rou
       res.model = std::make_shared<const learn::router_v2_model>(st.trainer->model());
       res.mean_loss = ps.mean_loss;
       res.boundaries = ps.boundaries;
-      res.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
-                 .count();
+      res.ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       ++st.version;
       if (st.env) {
         // Confidence: the share of the window's reward variance the model
@@ -201,9 +201,9 @@ struct sona_state {
     v2_pending.erase(it); // its v2_order entry is skipped when it comes up
     t.reward = static_cast<float>(fb.quality);
     if (fb.completion_tokens > 0) // the context the request needed
-      t.context_tokens = static_cast<float>(fb.prompt_tokens > 0 ? fb.prompt_tokens
-                                                                  : t.prompt_tokens)
-                         + static_cast<float>(fb.completion_tokens);
+      t.context_tokens =
+        static_cast<float>(fb.prompt_tokens > 0 ? fb.prompt_tokens : t.prompt_tokens)
+        + static_cast<float>(fb.completion_tokens);
     auto in = t.input();
     learn::scoped_adapter* scope = nullptr;
     if (t.scope != learn::no_scope) {
@@ -216,7 +216,7 @@ struct sona_state {
           *adapter_bytes += budget ? bytes : 0;
           it = adapters
                  .emplace(t.scope, learn::scoped_adapter::make(mc.lora_rank, mc.embed_dim,
-                                                        mc.seed * 1000003 + t.scope))
+                                                               mc.seed * 1000003 + t.scope))
                  .first;
         } else {
           ++status.adapter_refusals;
@@ -248,12 +248,14 @@ struct sona_state {
       return false;
     background_running = true;
     auto data = std::make_shared<const std::vector<learn::router_v2_trajectory>>(completed.begin(),
-                                                                           completed.end());
+                                                                                 completed.end());
     // The trajectories completed since the last run are the newest ones
     // (the trainer's task-boundary test looks at them).
     const uint64_t n_new = std::min<uint64_t>(status.since_background, data->size());
     status.since_background = 0;
-    self->request(trainer, background_run_timeout, bg_atom::value, trajectories_ptr(std::move(data)), n_new)
+    self
+      ->request(trainer, background_run_timeout, bg_atom::value, trajectories_ptr(std::move(data)),
+                n_new)
       .then(
         [this, self](background_result& r) {
           auto& st = *this;
@@ -286,7 +288,8 @@ struct sona_state {
     return true;
   }
 
-  void start_deep(sona_actor::stateful_pointer<sona_state> self, std::optional<caf::typed_response_promise<learn_status>> rp) {
+  void start_deep(sona_actor::stateful_pointer<sona_state> self,
+                  std::optional<caf::typed_response_promise<learn_status>> rp) {
     self->request(router, deep_run_timeout, deep_atom::value)
       .then(
         [this, self, rp](std::string& summary) mutable {
@@ -331,8 +334,8 @@ struct sona_state {
   }
 
   /// Applies feedback to a known trajectory; errors on a repeat.
-  caf::expected<learn_update> apply(sona_actor::stateful_pointer<sona_state> self, const feedback& fb,
-                                    pending_v1& t) {
+  caf::expected<learn_update> apply(sona_actor::stateful_pointer<sona_state> self,
+                                    const feedback& fb, pending_v1& t) {
     if (t.has_feedback)
       return make_error(errc::conflict, "feedback for request_id "
                                           + format_request_id(fb.request_id)
@@ -350,11 +353,12 @@ struct sona_state {
 };
 
 sona_actor::behavior_type sona_behavior(sona_actor::stateful_pointer<sona_state> self,
-                                        sona_config cfg,
-                         std::vector<double> costs, router_actor router, witness_actor witness,
-                         telemetry_actor telemetry, std::shared_ptr<store::environment> env,
-                         std::optional<learn::router_v2_model> initial,
-                         std::shared_ptr<core::memory_budget> budget) {
+                                        sona_config cfg, std::vector<double> costs,
+                                        router_actor router, witness_actor witness,
+                                        telemetry_actor telemetry,
+                                        std::shared_ptr<store::environment> env,
+                                        std::optional<learn::router_v2_model> initial,
+                                        std::shared_ptr<core::memory_budget> budget) {
   auto& st = self->state;
   st.budget = std::move(budget);
   // The scoped adapters' bytes go back to the budget when the actor ends.
@@ -387,8 +391,7 @@ sona_actor::behavior_type sona_behavior(sona_actor::stateful_pointer<sona_state>
     st.trainer = self->spawn<caf::detached + caf::linked>(trainer_actor, *st.live, tc, st.env,
                                                           st.status.model_version);
     st.publish(self);
-    self->delayed_send(self, std::chrono::seconds(cfg.background_interval_s),
-                       bg_tick_atom::value);
+    self->delayed_send(self, std::chrono::seconds(cfg.background_interval_s), bg_tick_atom::value);
     self->delayed_send(self, std::chrono::milliseconds(100), drain_atom::value);
   }
   self->delayed_send(self, std::chrono::seconds(cfg.deep_interval_s), deep_tick_atom::value);
@@ -416,8 +419,7 @@ sona_actor::behavior_type sona_behavior(sona_actor::stateful_pointer<sona_state>
             // Another feedback may have raced us through the same path.
             auto it = st.ring.find(fb.request_id);
             if (it == st.ring.end()) {
-              st.remember(fb.request_id,
-                          {w.decision.pattern_id, w.decision.tier, w.has_feedback});
+              st.remember(fb.request_id, {w.decision.pattern_id, w.decision.tier, w.has_feedback});
               it = st.ring.find(fb.request_id);
             }
             auto res = st.apply(self, fb, it->second);
@@ -474,8 +476,7 @@ sona_actor::behavior_type sona_behavior(sona_actor::stateful_pointer<sona_state>
     [self](deep_tick_atom) {
       auto& st = self->state;
       st.start_deep(self, std::nullopt);
-      self->delayed_send(self, std::chrono::seconds(st.cfg.deep_interval_s),
-                         deep_tick_atom::value);
+      self->delayed_send(self, std::chrono::seconds(st.cfg.deep_interval_s), deep_tick_atom::value);
     },
   };
 }
@@ -488,8 +489,7 @@ sona_actor spawn_sona(caf::actor_system& sys, sona_config cfg, std::vector<doubl
                       std::optional<learn::router_v2_model> initial,
                       std::shared_ptr<core::memory_budget> budget) {
   auto hdl = sys.spawn(sona_behavior, cfg, std::move(tier_costs), router, std::move(witness),
-                       std::move(telemetry), std::move(env), std::move(initial),
-                       std::move(budget));
+                       std::move(telemetry), std::move(env), std::move(initial), std::move(budget));
   caf::anon_send(router, subscribe_atom::value, hdl);
   return hdl;
 }
@@ -535,8 +535,8 @@ std::string encode_checkpoint(const learn::router_v2_model& m) {
   return proto::encode(ck);
 }
 
-caf::expected<std::optional<learn::router_v2_model>> load_router_v2(const store::environment& env,
-                                                             const learn::router_v2_config& cfg) {
+caf::expected<std::optional<learn::router_v2_model>>
+load_router_v2(const store::environment& env, const learn::router_v2_config& cfg) {
   auto p = store::get_policy(env, "router/v2");
   if (!p)
     return std::move(p.error());

@@ -21,12 +21,12 @@ struct telemetry_state {
 };
 
 /// Prometheus bucket edges for route latency, seconds.
-constexpr double bucket_edges_s[] = {10e-6,  25e-6, 50e-6, 100e-6, 250e-6, 500e-6,
-                                     1e-3,   2.5e-3, 5e-3, 10e-3,  25e-3,  50e-3,
-                                     100e-3, 250e-3, 0.5,  1.0,    2.5,    5.0};
+constexpr double bucket_edges_s[] = {10e-6,  25e-6,  50e-6, 100e-6, 250e-6, 500e-6,
+                                     1e-3,   2.5e-3, 5e-3,  10e-3,  25e-3,  50e-3,
+                                     100e-3, 250e-3, 0.5,   1.0,    2.5,    5.0};
 
-telemetry_actor::behavior_type telemetry_behavior(
-  telemetry_actor::stateful_pointer<telemetry_state> self, size_t n_tiers) {
+telemetry_actor::behavior_type
+telemetry_behavior(telemetry_actor::stateful_pointer<telemetry_state> self, size_t n_tiers) {
   auto& s = self->state.snap;
   s.started_ms = core::utc_now_ms();
   s.tier_routed.assign(n_tiers, 0);

@@ -27,7 +27,6 @@ namespace {
 
 using namespace proto;
 
-
 struct witness_state {
   witness_config cfg;
   std::shared_ptr<store::environment> env;
@@ -60,8 +59,7 @@ struct witness_state {
     if (auto err = env->write(ops)) {
       // Keep the records and retry on the next tick; count the failure.
       ++stats.n_errors;
-      spdlog::error("witness: commit of {} records failed: {}", pending.size(),
-                    view(err).message);
+      spdlog::error("witness: commit of {} records failed: {}", pending.size(), view(err).message);
       return;
     }
     for (bool n : pending_is_new)
@@ -93,8 +91,8 @@ struct witness_state {
     std::error_code ec;
     for (const auto& e : std::filesystem::directory_iterator(archive_dir(), ec)) {
       uint64_t first = 0, last = 0;
-      if (store::parse_archive_file_name(e.path().filename().string(), first, last)
-          && first <= id && id <= last)
+      if (store::parse_archive_file_name(e.path().filename().string(), first, last) && first <= id
+          && id <= last)
         files.emplace_back(e.last_write_time(ec), e.path());
     }
     std::sort(files.rbegin(), files.rend()); // newest first
@@ -103,8 +101,9 @@ struct witness_state {
       if (!seg)
         return seg.error();
       auto& recs = seg->records;
-      auto it = std::lower_bound(recs.begin(), recs.end(), id,
-                                 [](const store::archive_record& r, uint64_t k) { return r.key < k; });
+      auto it =
+        std::lower_bound(recs.begin(), recs.end(), id,
+                         [](const store::archive_record& r, uint64_t k) { return r.key < k; });
       if (it != recs.end() && it->key == id)
         return decode_witness(it->value);
     }
@@ -172,7 +171,7 @@ struct witness_state {
 
 witness_actor::behavior_type witness_behavior(witness_actor::stateful_pointer<witness_state> self,
                                               witness_config cfg,
-                            std::shared_ptr<store::environment> env) {
+                                              std::shared_ptr<store::environment> env) {
   self->state.cfg = cfg;
   self->state.env = std::move(env);
   auto every = std::chrono::milliseconds(cfg.flush_interval_ms);
@@ -206,8 +205,7 @@ witness_actor::behavior_type witness_behavior(witness_actor::stateful_pointer<wi
       auto& st = self->state;
       auto rec = st.lookup(id);
       if (!rec) {
-        spdlog::warn("witness: usage for {}: {}", format_request_id(id),
-                     view(rec.error()).message);
+        spdlog::warn("witness: usage for {}: {}", format_request_id(id), view(rec.error()).message);
         return;
       }
       rec->prompt_tokens = prompt;
@@ -232,15 +230,15 @@ witness_actor::behavior_type witness_behavior(witness_actor::stateful_pointer<wi
         return make_error(errc::conflict, "an archiving run of the witness log is going on");
       st.commit();
       if (!st.pending.empty())
-        return make_error(errc::storage_failure,
-                          "witness: pending records could not be committed");
+        return make_error(errc::storage_failure, "witness: pending records could not be committed");
       std::error_code ec;
       std::filesystem::create_directories(st.archive_dir(), ec);
       if (ec)
         return make_error(errc::storage_failure,
                           "witness archive " + st.archive_dir().string() + ": " + ec.message());
       auto rp = self->make_response_promise<witness_archive_result>();
-      st.archiving = witness_state::archive_run{static_cast<uint64_t>(res.cutoff_ms) << 20, res, rp};
+      st.archiving =
+        witness_state::archive_run{static_cast<uint64_t>(res.cutoff_ms) << 20, res, rp};
       self->send(self, archive_step_atom::value);
       return rp;
     },

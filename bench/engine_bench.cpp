@@ -31,8 +31,7 @@ using namespace shoal;
 namespace {
 
 double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-    .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 } // namespace
@@ -43,13 +42,15 @@ int main(int argc, char** argv) {
   uint32_t threads = 1, n_prompt = 512, n_gen = 128, reps = 5;
   app.add_option("model", path, "GGUF file")->required();
   app.add_option("-t,--threads", threads, "Threads (the calling one included)")
-    ->check(CLI::Range(1u, 256u))->capture_default_str();
+    ->check(CLI::Range(1u, 256u))
+    ->capture_default_str();
   app.add_option("-p,--n-prompt", n_prompt, "Prompt tokens (pp test; 0 = skip)")
     ->capture_default_str();
   app.add_option("-n,--n-gen", n_gen, "Generated tokens (tg test; 0 = skip)")
     ->capture_default_str();
   app.add_option("-r,--repetitions", reps, "Timed repetitions of each test")
-    ->check(CLI::Range(1u, 1000u))->capture_default_str();
+    ->check(CLI::Range(1u, 1000u))
+    ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   auto m = engine::model::load(path);

@@ -146,7 +146,9 @@ std::vector<std::byte> make_matrix(weight_type type) {
   std::vector<std::byte> out(dim * row_bytes(type, dim));
   auto* o = out.data();
   switch (type) {
-    case weight_type::f32: std::memcpy(o, wf.data(), out.size()); break;
+    case weight_type::f32:
+      std::memcpy(o, wf.data(), out.size());
+      break;
     case weight_type::f16:
     case weight_type::bf16: {
       auto* h = reinterpret_cast<uint16_t*>(o);
@@ -196,19 +198,25 @@ const matrix_set& matrices(weight_type type) {
 
 std::string active_variant(weight_type type) {
   switch (type) {
-    case weight_type::f32: return matmul_f32_kernel().active_name();
-    case weight_type::f16: return matmul_f16_kernel().active_name();
-    case weight_type::bf16: return matmul_bf16_kernel().active_name();
-    case weight_type::q8_0: return matmul_q8_0_kernel().active_name();
-    case weight_type::q4_0: return matmul_q4_0_kernel().active_name();
-    case weight_type::q4_k: return matmul_q4_k_kernel().active_name();
-    case weight_type::q6_k: return matmul_q6_k_kernel().active_name();
+    case weight_type::f32:
+      return matmul_f32_kernel().active_name();
+    case weight_type::f16:
+      return matmul_f16_kernel().active_name();
+    case weight_type::bf16:
+      return matmul_bf16_kernel().active_name();
+    case weight_type::q8_0:
+      return matmul_q8_0_kernel().active_name();
+    case weight_type::q4_0:
+      return matmul_q4_0_kernel().active_name();
+    case weight_type::q4_k:
+      return matmul_q4_k_kernel().active_name();
+    case weight_type::q6_k:
+      return matmul_q6_k_kernel().active_name();
   }
   return "?";
 }
 
-void matmul_case(benchmark::State& st, weight_type type, size_t batch, size_t threads,
-                 bool cold) {
+void matmul_case(benchmark::State& st, weight_type type, size_t batch, size_t threads, bool cold) {
   const matrix_set& m = matrices(type);
   std::mt19937 rng(7);
   std::normal_distribution<float> g(0, 1);
@@ -253,7 +261,7 @@ void add_kernel_variants(const kernel<Fn>& k, weight_type type) {
       else if constexpr (std::is_same_v<X, block_q8_k>)
         quantize_q8_k(xf, {reinterpret_cast<block_q8_k*>(xq.data()), dim / 256});
       const X* x = std::is_same_v<X, float> ? reinterpret_cast<const X*>(xf.data())
-                                             : reinterpret_cast<const X*>(xq.data());
+                                            : reinterpret_cast<const X*>(xq.data());
       const W* w = reinterpret_cast<const W*>(m.copies[0].data());
       for (auto _ : st) {
         f(rows, 1, n_per_row, y.data(), rows, w, x);
@@ -279,8 +287,7 @@ const bool registered = [] {
   benchmark::RegisterBenchmark("pool_run/threads:2/tasks:2", pool_run)->UseRealTime();
   for (size_t mib : {256, 16})
     for (size_t t : {1, 2}) {
-      std::string name =
-        "mem_read/" + std::to_string(mib) + "MiB/threads:" + std::to_string(t);
+      std::string name = "mem_read/" + std::to_string(mib) + "MiB/threads:" + std::to_string(t);
       benchmark::RegisterBenchmark(name.c_str(), [mib, t](benchmark::State& st) {
         mem_read<false>(st, mib << 20, t);
       })->UseRealTime();
@@ -292,8 +299,8 @@ const bool registered = [] {
   for (weight_type type : all_types)
     for (size_t t : {1, 2})
       for (bool cold : {true, false}) {
-        std::string name = "gemv/" + std::string(to_string(type)) + "/threads:" +
-                           std::to_string(t) + (cold ? "/cold" : "/hot");
+        std::string name = "gemv/" + std::string(to_string(type)) + "/threads:" + std::to_string(t)
+                           + (cold ? "/cold" : "/hot");
         benchmark::RegisterBenchmark(name.c_str(), [type, t, cold](benchmark::State& st) {
           matmul_case(st, type, 1, t, cold);
         })->UseRealTime();
@@ -301,8 +308,8 @@ const bool registered = [] {
   for (weight_type type : {weight_type::q4_0, weight_type::q8_0})
     for (size_t batch : {8, 32})
       for (size_t t : {1, 2}) {
-        std::string name = "gemm/" + std::string(to_string(type)) + "/batch:" +
-                           std::to_string(batch) + "/threads:" + std::to_string(t);
+        std::string name = "gemm/" + std::string(to_string(type))
+                           + "/batch:" + std::to_string(batch) + "/threads:" + std::to_string(t);
         benchmark::RegisterBenchmark(name.c_str(), [type, batch, t](benchmark::State& st) {
           matmul_case(st, type, batch, t, false);
         })->UseRealTime();

@@ -77,8 +77,8 @@ inline void print_row(const std::string& name, const summary& s, double throughp
   // Throughput-only rows carry no latency samples: "-" rather than "0 ns".
   bool timed = s.median_ns > 0 || s.p99_ns > 0;
   std::printf("| %s | %zu | %s | %s | %s | %s |\n", name.c_str(), s.n,
-              timed ? fmt_time(s.median_ns).c_str() : "-",
-              timed ? fmt_time(s.p99_ns).c_str() : "-", tp, notes.c_str());
+              timed ? fmt_time(s.median_ns).c_str() : "-", timed ? fmt_time(s.p99_ns).c_str() : "-",
+              tp, notes.c_str());
   std::fflush(stdout);
 }
 

@@ -105,8 +105,8 @@ public:
     }
     kl_.push_back(std::max(kl, 0.0)); // rounding can leave -1e-17
     entropy_sum_ += entropy;
-    agree_ += std::max_element(ref, ref + n_vocab_) - ref
-              == std::max_element(var, var + n_vocab_) - var;
+    agree_ +=
+      std::max_element(ref, ref + n_vocab_) - ref == std::max_element(var, var + n_vocab_) - var;
   }
 
   /// One JSON line (see the file comment); bytes < 0: left out.
@@ -162,8 +162,8 @@ std::optional<std::vector<float>> read_logits(const std::string& path, size_t n_
   const auto bytes = static_cast<size_t>(in.tellg());
   const size_t row = n_vocab * sizeof(float);
   if (bytes == 0 || bytes % row != 0) {
-    why = path + ": " + std::to_string(bytes) + " bytes is not a whole number of " +
-          std::to_string(n_vocab) + "-float rows";
+    why = path + ": " + std::to_string(bytes) + " bytes is not a whole number of "
+          + std::to_string(n_vocab) + "-float rows";
     return std::nullopt;
   }
   std::vector<float> v(bytes / sizeof(float));
@@ -187,8 +187,8 @@ struct store {
 /// Runs the prompt through `cache` one page per step, migrating after each;
 /// writes [n][n_vocab] logits to `out`.
 core::result<bool> run_prompt(engine::context& ctx, engine::kv_cache& cache,
-                                const std::vector<int32_t>& prompt, size_t step,
-                                std::vector<float>& out) {
+                              const std::vector<int32_t>& prompt, size_t step,
+                              std::vector<float>& out) {
   const size_t nv = ctx.get_model().hparams().n_vocab;
   out.resize(prompt.size() * nv);
   for (size_t t = 0; t < prompt.size(); t += step) {
@@ -209,11 +209,11 @@ int run_ours(const std::string& path, size_t n, size_t step, uint32_t threads,
     return fail(m.err().message);
   const auto& hp = (*m)->hparams();
   if (hp.n_vocab != n_vocab)
-    return fail(path + ": vocabulary of " + std::to_string(hp.n_vocab) + " tokens, expected " +
-                std::to_string(n_vocab) + " (write the model with write-model)");
+    return fail(path + ": vocabulary of " + std::to_string(hp.n_vocab) + " tokens, expected "
+                + std::to_string(n_vocab) + " (write the model with write-model)");
   if (hp.head_dim % 32 != 0)
-    return fail(path + ": head_dim " + std::to_string(hp.head_dim) +
-                " is not a multiple of 32; quantized KV stores would fall back to F16");
+    return fail(path + ": head_dim " + std::to_string(hp.head_dim)
+                + " is not a multiple of 32; quantized KV stores would fall back to F16");
   std::unique_ptr<kernels::thread_pool> pool;
   if (threads > 1)
     pool = std::make_unique<kernels::worker_pool>(threads);
@@ -276,8 +276,8 @@ int run_ours(const std::string& path, size_t n, size_t step, uint32_t threads,
   return 0;
 }
 
-int run_compare(const std::string& ref_path, const std::string& var_path,
-                const std::string& engine, const std::string& kv) {
+int run_compare(const std::string& ref_path, const std::string& var_path, const std::string& engine,
+                const std::string& kv) {
   std::string why;
   auto ref = read_logits(ref_path, n_vocab, why);
   if (!ref)
@@ -286,9 +286,9 @@ int run_compare(const std::string& ref_path, const std::string& var_path,
   if (!var)
     return fail(why);
   if (ref->size() != var->size())
-    return fail(ref_path + " and " + var_path + " hold different numbers of positions (" +
-                std::to_string(ref->size() / n_vocab) + " vs " +
-                std::to_string(var->size() / n_vocab) + ")");
+    return fail(ref_path + " and " + var_path + " hold different numbers of positions ("
+                + std::to_string(ref->size() / n_vocab) + " vs "
+                + std::to_string(var->size() / n_vocab) + ")");
   kl_meter meter(n_vocab);
   for (size_t t = 0; t < ref->size() / n_vocab; ++t)
     meter.add(&(*ref)[t * n_vocab], &(*var)[t * n_vocab]);
@@ -305,25 +305,31 @@ int main(int argc, char** argv) {
   size_t n = 1024;
   uint32_t threads = 1;
   std::string model_path, out_path, ref_path, var_path, dump_ref, engine_name = "llama.cpp",
-              kv_name;
+                                                                  kv_name;
 
   auto* write = app.add_subcommand("write-model", "Write the generated model");
   write->add_option("out", out_path, "GGUF file to write")->required();
 
   auto* prompt = app.add_subcommand("prompt", "Print the prompt's token ids, comma-separated");
   prompt->add_option("-n,--tokens", n, "Prompt tokens")
-    ->check(CLI::Range(size_t{16}, size_t{4096}))->capture_default_str();
+    ->check(CLI::Range(size_t{16}, size_t{4096}))
+    ->capture_default_str();
 
   auto* ours = app.add_subcommand("ours", "KL of our KV stores against our F32 KV cache");
   ours->add_option("model", model_path, "GGUF file from write-model")->required();
   ours->add_option("-n,--tokens", n, "Prompt tokens")
-    ->check(CLI::Range(size_t{16}, size_t{4096}))->capture_default_str();
+    ->check(CLI::Range(size_t{16}, size_t{4096}))
+    ->capture_default_str();
   ours->add_option("-t,--threads", threads, "Threads (the calling one included)")
-    ->check(CLI::Range(1u, 256u))->capture_default_str();
+    ->check(CLI::Range(1u, 256u))
+    ->capture_default_str();
   size_t step = 0;
-  ours->add_option("--step", step, "Tokens per eval (0 = one page, 16; 1 = token by token: "
-                                   "the same logits, 16x the time)")
-    ->check(CLI::Range(size_t{0}, size_t{4096}))->capture_default_str();
+  ours
+    ->add_option("--step", step,
+                 "Tokens per eval (0 = one page, 16; 1 = token by token: "
+                 "the same logits, 16x the time)")
+    ->check(CLI::Range(size_t{0}, size_t{4096}))
+    ->capture_default_str();
   ours->add_option("--dump-ref", dump_ref,
                    "Also write the F32-KV logits here (raw f32 [n][n_vocab])");
 

@@ -39,10 +39,10 @@ struct aligned64 {
   aligned64() = default;
   template <class U>
   aligned64(const aligned64<U>&) noexcept {}
-  T *allocate(size_t n) {
-    return static_cast<T *>(::operator new (n * sizeof(T), std::align_val_t{64}));
+  T* allocate(size_t n) {
+    return static_cast<T*>(::operator new (n * sizeof(T), std::align_val_t{64}));
   }
-  void deallocate(T* p, size_t) noexcept { ::operator delete(p, std::align_val_t{64}); }
+  void deallocate(T* p, size_t) noexcept { ::operator delete (p, std::align_val_t{64}); }
   bool operator==(const aligned64&) const noexcept { return true; }
 };
 using floats = std::vector<float, aligned64<float>>;
@@ -76,7 +76,9 @@ void add_variants(const std::string& name, const kernel<Fn>& k, const std::strin
     auto* b = benchmark::RegisterBenchmark((name + "/" + variant + "/" + size).c_str(),
                                            [f, body](benchmark::State& st) { body(st, f); });
     if (batched)
-      b->Iterations(1000)->Repetitions(300)->ComputeStatistics("p99", p99)
+      b->Iterations(1000)
+        ->Repetitions(300)
+        ->ComputeStatistics("p99", p99)
         ->ReportAggregatesOnly(true);
   }
 }

@@ -141,8 +141,7 @@ void instant_loop(benchmark::State& state) {
     slot.tier = c.tier;
     slot.reward = t.reward; // the feedback
     slot.behaviour_prob = c.behaviour_prob * smp.prob_temperature * smp.prob_top_p;
-    benchmark::DoNotOptimize(
-      m.instant_step(tr, slot.outcome(), 1e-3f));
+    benchmark::DoNotOptimize(m.instant_step(tr, slot.outcome(), 1e-3f));
   }
 }
 
@@ -165,5 +164,9 @@ BENCHMARK(forward)->Name("router_v2/forward");
 BENCHMARK(forward_backward)->Name("router_v2/forward_backward");
 BENCHMARK(instant_step)->Name("router_v2/instant_step");
 BENCHMARK(instant_loop)->Name("router_v2/instant_loop");
-BENCHMARK(train_1000)->Name("router_v2/train_1000")->ArgName("ewc")->Arg(0)->Arg(1)
+BENCHMARK(train_1000)
+  ->Name("router_v2/train_1000")
+  ->ArgName("ewc")
+  ->Arg(0)
+  ->Arg(1)
   ->Unit(benchmark::kMillisecond);

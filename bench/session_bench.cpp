@@ -141,8 +141,8 @@ std::vector<double> time_lookups(const std::vector<std::string>& ids,
 }
 
 /// A latency row: median and p99 from the harness, p99.9 in the notes.
-void print_latency(const std::string& name, const std::vector<double>& ns,
-                   const std::string& notes, double target_p99_ns = 0) {
+void print_latency(const std::string& name, const std::vector<double>& ns, const std::string& notes,
+                   double target_p99_ns = 0) {
   auto sorted = ns;
   std::sort(sorted.begin(), sorted.end());
   const auto s = summarize(sorted);
@@ -193,8 +193,8 @@ void bench_sessions(size_t n, size_t n_samples) {
   const int64_t t0_ms = 1'700'000'000'000;
   for (size_t i = 0; i < n; ++i) {
     ids[i] = uuid_like(rng);
-    index->record_turn(ids[i], users[rng() % n_users], random_unit(rng),
-                       {"demo-tiny", 40, 3}, t0_ms + static_cast<int64_t>(i));
+    index->record_turn(ids[i], users[rng() % n_users], random_unit(rng), {"demo-tiny", 40, 3},
+                       t0_ms + static_cast<int64_t>(i));
   }
   if (index->size() != n)
     throw std::runtime_error("session index holds " + std::to_string(index->size())
@@ -216,9 +216,8 @@ void bench_sessions(size_t n, size_t n_samples) {
   };
   auto find_ns = time_lookups(ids, order, find);
   print_latency("find(id), " + size + " sessions", find_ns, "", 2000);
-  auto ref_ns = time_lookups(ids, order, [&](const std::string& key) {
-    sink = sink + ref_keys.find(key)->second;
-  });
+  auto ref_ns = time_lookups(
+    ids, order, [&](const std::string& key) { sink = sink + ref_keys.find(key)->second; });
   print_latency("ref: unordered_map<string, uint32_t>::find, " + size, ref_ns,
                 "the hash-table floor");
   auto copy_ns = time_lookups(ids, order, [&](const std::string& key) {
@@ -342,7 +341,9 @@ public:
     kernels::convert_f32_to_f16(f, bits_);
   }
   /// Row i (cycling), 2n bytes.
-  const uint16_t* row(size_t i) const noexcept { return bits_.data() + (i % (bits_.size() / n_)) * n_; }
+  const uint16_t* row(size_t i) const noexcept {
+    return bits_.data() + (i % (bits_.size() / n_)) * n_;
+  }
 
 private:
   size_t n_;
@@ -367,15 +368,14 @@ void print_throughput(const std::string& name, const std::vector<double>& ns, si
 }
 
 core::result<std::shared_ptr<const engine::model>> kv_model(const std::string& path,
-                                                              temp_file& tmp) {
+                                                            temp_file& tmp) {
   if (!path.empty())
     return engine::model::load(path);
   auto spec = *engine::random_model_preset("110M");
   spec.weight_type = 2; // Q4_0, as the demo-110m tier
-  tmp.path = fs::temp_directory_path()
-             / ("shoal-session-bench-" + std::to_string(::getpid()) + ".gguf");
-  std::fprintf(stderr, "session_bench: writing a random 110M Q4_0 model to %s\n",
-               tmp.path.c_str());
+  tmp.path =
+    fs::temp_directory_path() / ("shoal-session-bench-" + std::to_string(::getpid()) + ".gguf");
+  std::fprintf(stderr, "session_bench: writing a random 110M Q4_0 model to %s\n", tmp.path.c_str());
   if (auto ok = engine::write_random_model(spec, tmp.path.string()); !ok)
     return ok.err();
   return engine::model::load(tmp.path.string());
@@ -430,8 +430,7 @@ void bench_decode(const std::shared_ptr<const engine::model>& m, size_t n_tokens
   char share[96];
   std::snprintf(share, sizeof share, "no forward pass; %.3f%% of a decode step (means)",
                 100 * k.mean_ns / d.mean_ns);
-  print_row("KV only: reserve + append + migrate, per token", k, 1e9 / k.mean_ns, "tokens",
-            share);
+  print_row("KV only: reserve + append + migrate, per token", k, 1e9 / k.mean_ns, "tokens", share);
 }
 
 /// Samples (ns) of single operations and the minor page faults they took.
@@ -495,9 +494,8 @@ void bench_page_alloc(const engine::llama_hparams& hp, size_t n_pages, size_t re
   std::vector<std::byte*> held(n_pages);
   for (size_t r = 0; r <= reps; ++r) { // the last round stays for the ring below
     const long f0 = minor_faults();
-    auto s = time_each(n_pages, [&](size_t p) {
-      held[p] = new (std::align_val_t{64}) std::byte[bytes]();
-    });
+    auto s = time_each(n_pages,
+                       [&](size_t p) { held[p] = new (std::align_val_t{64}) std::byte[bytes](); });
     if (r == reps)
       break;
     ref.faults += minor_faults() - f0;
@@ -564,8 +562,8 @@ void bench_migrate(const engine::llama_hparams& hp, size_t n_pages, size_t reps)
     const double page_f16 = double(pool.page_bytes(false));
     char ratio[128];
     std::snprintf(ratio, sizeof ratio,
-                  "%zu pages per repetition; page %.0f -> %.0f KiB; %.0f page faults/page",
-                  n_pages, page_f16 / 1024, double(pool.page_bytes(true)) / 1024,
+                  "%zu pages per repetition; page %.0f -> %.0f KiB; %.0f page faults/page", n_pages,
+                  page_f16 / 1024, double(pool.page_bytes(true)) / 1024,
                   double(faults) / double(n_pages * reps));
     print_throughput(std::string("migrate F16 -> ") + kernels::to_string(type), ns, n_pages,
                      "pages", page_f16, ratio);
@@ -620,23 +618,34 @@ int main(int argc, char** argv) {
   size_t samples = 200'000, decode_tokens = 384, alloc_pages = 128, migrate_pages = 64, reps = 20;
   std::string model;
   app.add_option("--sections", sections, "What to run: sessions, kv (comma-separated)")
-    ->delimiter(',')->check(CLI::IsMember({"sessions", "kv"}))->capture_default_str();
+    ->delimiter(',')
+    ->check(CLI::IsMember({"sessions", "kv"}))
+    ->capture_default_str();
   app.add_option("--sizes", sizes, "Sessions in the index, comma-separated")
-    ->delimiter(',')->check(CLI::Range(size_t(100), size_t(10'000'000)))->capture_default_str();
+    ->delimiter(',')
+    ->check(CLI::Range(size_t(100), size_t(10'000'000)))
+    ->capture_default_str();
   app.add_option("--samples", samples, "Timed find() calls per size")
-    ->check(CLI::Range(size_t(1000), size_t(100'000'000)))->capture_default_str();
+    ->check(CLI::Range(size_t(1000), size_t(100'000'000)))
+    ->capture_default_str();
   app.add_option("--model", model, "GGUF for the KV benchmarks (default: a random 110M Q4_0)")
     ->check(CLI::ExistingFile);
   app.add_option("--decode-tokens", decode_tokens, "Tokens decoded one at a time")
-    ->check(CLI::Range(size_t(16), size_t(4096)))->capture_default_str();
+    ->check(CLI::Range(size_t(16), size_t(4096)))
+    ->capture_default_str();
   app.add_option("--alloc-pages", alloc_pages, "Pages allocated per repetition")
-    ->check(CLI::Range(size_t(1), size_t(4096)))->capture_default_str();
+    ->check(CLI::Range(size_t(1), size_t(4096)))
+    ->capture_default_str();
   app.add_option("--migrate-pages", migrate_pages, "Pages migrated per repetition")
-    ->check(CLI::Range(size_t(1), size_t(4096)))->capture_default_str();
+    ->check(CLI::Range(size_t(1), size_t(4096)))
+    ->capture_default_str();
   app.add_option("-r,--repetitions", reps, "Repetitions of the KV benchmarks")
-    ->check(CLI::Range(size_t(2), size_t(10'000)))->capture_default_str();
+    ->check(CLI::Range(size_t(2), size_t(10'000)))
+    ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
-  auto wants = [&](const char* s) { return std::find(sections.begin(), sections.end(), s) != sections.end(); };
+  auto wants = [&](const char* s) {
+    return std::find(sections.begin(), sections.end(), s) != sections.end();
+  };
 
   try {
     if (wants("sessions")) {

@@ -213,8 +213,8 @@ void bench_route(const std::vector<std::string>& texts, const std::vector<size_t
       busy_ns += x;
     for (double x : insert_ns)
       busy_ns += x;
-    print_row("route (embed+search+decide)" + at, total,
-              1e9 * double(total_ns.size()) / busy_ns, "req", notes);
+    print_row("route (embed+search+decide)" + at, total, 1e9 * double(total_ns.size()) / busy_ns,
+              "req", notes);
     print_row("  search (HNSW)" + at, summarize(search_ns), 0, "", "");
     print_row("  decide (Thompson)" + at, summarize(decide_ns), 0, "", "");
     print_row("  index a new pattern" + at, summarize(insert_ns), 0, "",
@@ -279,8 +279,8 @@ void bench_witness(const std::vector<std::string>& texts, size_t n_records) {
       txn_ns.push_back(double(now_ns() - s));
     }
     double secs = double(now_ns() - t0) / 1e9;
-    print_row("witness LMDB write, " + std::to_string(batch) + " record(s)/txn",
-              summarize(txn_ns), double(n) / secs, "records",
+    print_row("witness LMDB write, " + std::to_string(batch) + " record(s)/txn", summarize(txn_ns),
+              double(n) / secs, "records",
               "per-transaction latency (durable commit); " + one_size + " bytes/record");
   }
 
@@ -342,11 +342,13 @@ int main(int argc, char** argv) {
   app.add_option("--only", only, "Sections to run: embed, route, witness")
     ->check(CLI::IsMember({"embed", "route", "witness"}));
   app.add_option("--sizes", sizes, "Pattern-bank sizes for route")->capture_default_str();
-  app.add_option("--queries", queries, "Route queries per size")->capture_default_str()
+  app.add_option("--queries", queries, "Route queries per size")
+    ->capture_default_str()
     ->check(CLI::Range(10, 20000));
   app.add_option("--exact", exact, "Queries also answered by exact scan (recall)")
     ->capture_default_str();
-  app.add_option("--records", records, "Witness records per run")->capture_default_str()
+  app.add_option("--records", records, "Witness records per run")
+    ->capture_default_str()
     ->check(CLI::Range(100, 10000000));
   app.add_option("--k", rc.k, "router.k: neighbours per decision")->capture_default_str();
   app.add_option("--ef", rc.index.ef_search, "index.ef_search")->capture_default_str();
@@ -359,14 +361,13 @@ int main(int argc, char** argv) {
   };
   try {
     auto texts = load_texts(prompts);
-    std::printf("shoal_bench: %zu prompts from %s; kernels: %s\n\n", texts.size(),
-                prompts.c_str(), kernels::dot_f32_kernel().active_name().c_str());
+    std::printf("shoal_bench: %zu prompts from %s; kernels: %s\n\n", texts.size(), prompts.c_str(),
+                kernels::dot_f32_kernel().active_name().c_str());
     print_header();
     if (want("embed"))
       bench_embed(texts);
     if (want("route"))
-      bench_route(texts, parse_sizes(sizes), std::min(queries, texts.size() / 2), exact,
-                  rc);
+      bench_route(texts, parse_sizes(sizes), std::min(queries, texts.size() / 2), exact, rc);
     if (want("witness"))
       bench_witness(texts, records);
   } catch (const std::exception& e) {

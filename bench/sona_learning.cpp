@@ -63,7 +63,7 @@ struct prompt {
   std::string domain;
   std::vector<float> emb;
   float tokens = 0;
-  double budget_ms = 0; ///< the request's latency budget (0: none)
+  double budget_ms = 0;   ///< the request's latency budget (0: none)
   bool follow_up = false; ///< a later turn of the session the previous request opened
 };
 
@@ -113,7 +113,7 @@ struct options {
   float task_gamma = learn::router_v2_trainer_config{}.task_gamma;
   float max_importance = learn::router_v2_config{}.max_importance;
   // the world's latency model (sim/evaluator.hpp); off while ms_per_token = 0
-  double ms_per_token = 0;      ///< the largest tier's decode time per token
+  double ms_per_token = 0;                       ///< the largest tier's decode time per token
   sim::latency_budgets budgets{0.5, 300, 10000}; ///< who has a budget, and its range
   // sessions: each prompt opens a session of this many turns; the later
   // turns are generic follow-ups ("tell me more") about the same domain
@@ -199,9 +199,12 @@ enum class kind { v1, v2, v2_no_ewc };
 
 const char* name(kind k) {
   switch (k) {
-  case kind::v1: return "router v1";
-  case kind::v2: return "router v2 (EWC++)";
-  case kind::v2_no_ewc: return "router v2 (no EWC++)";
+    case kind::v1:
+      return "router v1";
+    case kind::v2:
+      return "router v2 (EWC++)";
+    case kind::v2_no_ewc:
+      return "router v2 (no EWC++)";
   }
   return "?";
 }
@@ -242,7 +245,8 @@ public:
     const bool sampling = kind_ != kind::v1 && opt_.sampling_explore >= 0;
     if (kind_ != kind::v1) {
       forward(p, r);
-      auto v2 = learn::router_v2_choose(actors::v1_view(r), trace_, costs_, trained_, opt_.threshold, rng_);
+      auto v2 =
+        learn::router_v2_choose(actors::v1_view(r), trace_, costs_, trained_, opt_.threshold, rng_);
       c = {v2.tier, v2.greedy_tier, v2.by_v2};
       prob = v2.behaviour_prob;
       smp = learn::router_v2_sample(trace_, trained_, opt_.sampling_explore, rng_);
@@ -283,7 +287,8 @@ public:
         seen_ += next_background_;
         next_background_ = std::min(opt_.background_every, std::max<size_t>(1, seen_));
         std::vector<learn::router_v2_trajectory> batch(log_.begin(), log_.end());
-        const size_t passes = std::max<size_t>(1, (opt_.min_samples + batch.size() - 1) / batch.size());
+        const size_t passes =
+          std::max<size_t>(1, (opt_.min_samples + batch.size() - 1) / batch.size());
         for (size_t k = 0; k < passes; ++k)
           boundaries_ += trainer_.train(batch, k == 0 ? fresh : 0).boundaries;
         model_ = trainer_.model();
@@ -363,7 +368,7 @@ private:
   std::deque<learn::router_v2_trajectory> log_;
   size_t since_background_ = 0;
   uint32_t boundaries_ = 0;
-  size_t seen_ = 0;            ///< trajectories before the last pass
+  size_t seen_ = 0; ///< trajectories before the last pass
   size_t next_background_ = std::min(opt_.first_background, opt_.background_every);
 };
 
@@ -386,8 +391,8 @@ struct curve {
 /// oracle's reward, on the moving average over `span` steps of `step`
 /// requests each; NaN when never.
 std::pair<double, double> requests_to(const std::vector<double>& reward,
-                                      const std::vector<double>& oracle, size_t span,
-                                      size_t step, double goal) {
+                                      const std::vector<double>& oracle, size_t span, size_t step,
+                                      double goal) {
   double reach = NAN, stay = NAN;
   double r = 0, o = 0;
   for (size_t i = 0; i < reward.size(); ++i) {
@@ -421,8 +426,8 @@ struct cpt_row {
 };
 
 /// CPT(x) from estimates est[i][t] on prompts with true means mu[i][t].
-cpt_row cpt(const std::vector<std::vector<double>>& est,
-            const std::vector<std::vector<double>>& mu, const std::vector<double>& costs) {
+cpt_row cpt(const std::vector<std::vector<double>>& est, const std::vector<std::vector<double>>& mu,
+            const std::vector<double>& costs) {
   const size_t T = costs.size(), n = mu.size();
   double q_weak = 0, q_strong = 0;
   for (size_t i = 0; i < n; ++i) {
@@ -462,10 +467,10 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
   // [kind][seed] -> curve; [kind][seed] -> CPT
   std::vector<std::vector<curve>> curves(3);
   std::vector<std::vector<cpt_row>> cpts(4);
-  std::vector<double> best_fixed;               // [seed]
-  std::vector<std::vector<double>> fixed_last;    // [seed] {best tier, oracle} reward, last window
-  std::vector<double> best_bucket;              // [seed] share of the most frequent context bucket
-  std::vector<double> oracle_bucket;            // [seed] share right knowing each domain's length
+  std::vector<double> best_fixed;              // [seed]
+  std::vector<std::vector<double>> fixed_last; // [seed] {best tier, oracle} reward, last window
+  std::vector<double> best_bucket;             // [seed] share of the most frequent context bucket
+  std::vector<double> oracle_bucket;           // [seed] share right knowing each domain's length
   for (uint32_t s = 0; s < o.seeds; ++s) {
     const auto ec = world(o, s);
     std::vector<std::vector<double>> mu;
@@ -493,8 +498,8 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
       best_fixed.push_back(sum[best] / orc);
       std::vector<double> last(2, 0.0); // the best tier's and the oracle's reward, last window
       for (size_t i = (windows - 1) * o.window; i < windows * o.window; ++i) {
-        last[0] += ev.expected_reward(prompts[i].domain, static_cast<uint32_t>(best),
-                                      prompts[i].budget_ms);
+        last[0] +=
+          ev.expected_reward(prompts[i].domain, static_cast<uint32_t>(best), prompts[i].budget_ms);
         last[1] += ev.oracle(prompts[i].domain, prompts[i].budget_ms).first;
       }
       fixed_last.push_back(last);
@@ -506,8 +511,8 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
       double knowing = 0;
       for (size_t i = 0; i < windows * o.window; ++i) {
         const auto& p = prompts[i];
-        const auto need = learn::context_bucket_index(p.tokens
-                                                       + ev.draw_completion_tokens(p.domain));
+        const auto need =
+          learn::context_bucket_index(p.tokens + ev.draw_completion_tokens(p.domain));
         buckets[need] += 1;
         knowing += learn::context_bucket_index(p.tokens + ev.answer_tokens(p.domain)) == need;
       }
@@ -532,8 +537,8 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
         auto ch = l.step(prompts[i], ev, now += 1000);
         size_t w = i / o.window;
         const auto& p = prompts[i];
-        const double got = ev.expected_reward(p.domain, ch.tier, p.budget_ms, ch.temperature,
-                                              ch.top_p);
+        const double got =
+          ev.expected_reward(p.domain, ch.tier, p.budget_ms, ch.temperature, ch.top_p);
         c.reward[w] += got;
         if (ch.context_hit >= 0) {
           c.context_hits[w] += ch.context_hit;
@@ -559,8 +564,9 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
               windows * o.window, o.window, o.seeds);
   std::printf("Reward of the chosen tiers as %% of the oracle's; v2 share = decisions router v2 "
               "took (the rest fell back to v1).\n\n");
-  std::printf("| requests | v1 | v2 (EWC++) | v2 (no EWC++) | v2 share | v1 large-tier | v2 "
-              "large-tier | v2 context bucket right |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  std::printf(
+    "| requests | v1 | v2 (EWC++) | v2 (no EWC++) | v2 share | v1 large-tier | v2 "
+    "large-tier | v2 context bucket right |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   auto pct = [&](int k, size_t w) {
     std::vector<double> v;
     for (const auto& c : curves[k])
@@ -581,10 +587,10 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
     return median(v);
   };
   for (size_t w = 0; w < windows; ++w)
-    std::printf("| %zu | %.1f%% | %.1f%% | %.1f%% | %.0f%% | %.0f%% | %.0f%% | %s |\n",
-                (w + 1) * o.window, pct(0, w), pct(1, w), pct(2, w), share(1, w, false),
-                share(0, w, true), share(1, w, true),
-                std::isnan(context(w)) ? "-" : (std::to_string(int(std::round(context(w)))) + "%").c_str());
+    std::printf(
+      "| %zu | %.1f%% | %.1f%% | %.1f%% | %.0f%% | %.0f%% | %.0f%% | %s |\n", (w + 1) * o.window,
+      pct(0, w), pct(1, w), pct(2, w), share(1, w, false), share(0, w, true), share(1, w, true),
+      std::isnan(context(w)) ? "-" : (std::to_string(int(std::round(context(w)))) + "%").c_str());
   std::printf("\nContext bucket: router v2's predicted bucket (powers of two from 256 tokens) "
               "was the one the request's prompt + completion needed; '-' before the first "
               "background pass. Always predicting the most frequent bucket (with hindsight) "
@@ -635,8 +641,8 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
     auto [pool_r, pool_s] = requests_to(pr, po, span, o.step, 0.95);
     std::printf("| %s | %s | %s (%s) | %s | %s (%s) | %.1f | %.1f%% | %.0f%% |\n",
                 name(all_kinds[k]), fmt(pool_r).c_str(), fmt(median(reach)).c_str(),
-                per_reach.c_str(), fmt(pool_s).c_str(), fmt(median(stay)).c_str(),
-                per_stay.c_str(), median(regret), pct(k, windows - 1), 100 * median(gain));
+                per_reach.c_str(), fmt(pool_s).c_str(), fmt(median(stay)).c_str(), per_stay.c_str(),
+                median(regret), pct(k, windows - 1), 100 * median(gain));
   }
   std::printf("\n## CPT after %zu requests (%zu held-out prompts; calls to the largest tier, "
               "each call weighted cost_t / cost_largest, needed for PGR >= x; median over "
@@ -651,8 +657,8 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
       b.push_back(std::isnan(r.cpt80) ? 1.0 : r.cpt80);
       c.push_back(std::isnan(r.cpt95) ? 1.0 : r.cpt95);
     }
-    std::printf("| %s | %.1f%% | %.1f%% | %.1f%% |\n", names[k], 100 * median(a),
-                100 * median(b), 100 * median(c));
+    std::printf("| %s | %.1f%% | %.1f%% | %.1f%% |\n", names[k], 100 * median(a), 100 * median(b),
+                100 * median(c));
   }
 }
 
@@ -781,16 +787,18 @@ void domain_shift(const std::vector<prompt>& prompts, const options& o) {
       std::printf("| %s | %.1f%% | %.1f%% | %.1f | – | – | – |\n", name(all_kinds[k]),
                   100 * median(r.before), 100 * median(r.after), median(f));
     else
-      std::printf("| %s | %.1f%% | %.1f%% | %.1f | %.1f%% | %.1f%% | %.1f |\n",
-                  name(all_kinds[k]), 100 * median(r.before), 100 * median(r.after), median(f),
+      std::printf("| %s | %.1f%% | %.1f%% | %.1f | %.1f%% | %.1f%% | %.1f |\n", name(all_kinds[k]),
+                  100 * median(r.before), 100 * median(r.after), median(f),
                   100 * median(r.before_model), 100 * median(r.after_model), median(fm));
-  }  std::printf("\nThe v2 model on frozen inputs (A's last %zu trajectories before B, features "
+  }
+  std::printf("\nThe v2 model on frozen inputs (A's last %zu trajectories before B, features "
               "as recorded then), weights at the end of A vs at the end of B: greedy reward as "
               "%% of the oracle's, and the mean squared error of q against the true mean "
               "qualities (all tiers). Forgetting = reward lost; error growth = MSE end of B − end "
               "of A (median over seeds).\n\n"
               "| router | reward, end of A | end of B | forgetting | MSE end of A | end of B | "
-              "error growth |\n|---|---:|---:|---:|---:|---:|---:|\n", o.window);
+              "error growth |\n|---|---:|---:|---:|---:|---:|---:|\n",
+              o.window);
   for (int k = 1; k < 3; ++k) {
     const auto& r = rows[k];
     std::vector<double> f, g;
@@ -817,9 +825,10 @@ int main(int argc, char** argv) {
   app.add_option("--heldout", o.heldout, "held-out prompts for CPT");
   app.add_option("--seeds", o.seeds, "worlds (evaluator seeds); figures are medians");
   app.add_option("--shift-phase", o.shift_phase, "requests per phase of the domain shift");
-  app.add_option("--shift-by", o.shift_by,
-                 "domain shift halves: \"name\" (alternating) or \"length\" (A: the domains "
-                 "with the longer hidden answers, B: the shorter; with --ms-per-token)")
+  app
+    .add_option("--shift-by", o.shift_by,
+                "domain shift halves: \"name\" (alternating) or \"length\" (A: the domains "
+                "with the longer hidden answers, B: the shorter; with --ms-per-token)")
     ->check(CLI::IsMember({"name", "length"}));
   app.add_option("--threshold", o.threshold, "router v2's confidence threshold");
   app.add_option("--instant-lr", o.instant_lr, "instant loop's MicroLoRA learning rate");
@@ -881,8 +890,8 @@ int main(int argc, char** argv) {
     std::printf("# SONA learning benchmark\n\n%zu prompts from %s; router v2: threshold %.2f, "
                 "instant lr %.3g, background every %zu trajectories on the last %zu (lr %.3g, "
                 "%u epoch(s), EWC++ λ %.3g)\n",
-                prompts.size(), o.prompts.c_str(), o.threshold, o.instant_lr,
-                o.background_every, o.train_window, o.train_lr, o.epochs, o.ewc_lambda);
+                prompts.size(), o.prompts.c_str(), o.threshold, o.instant_lr, o.background_every,
+                o.train_window, o.train_lr, o.epochs, o.ewc_lambda);
     if (o.session_turns > 1)
       std::printf("\nSessions of %u turns: each prompt is followed by %u generic follow-ups "
                   "(\"tell me more\", ...) of its domain; router v2 carries its recurrent "

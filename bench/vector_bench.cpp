@@ -93,8 +93,8 @@ void register_vector() {
                      benchmark::DoNotOptimize(out.data());
                      benchmark::ClobberMemory();
                    }
-                   st.SetBytesProcessed(int64_t(st.iterations()) *
-                                        int64_t((rows + 1) * n * sizeof(float)));
+                   st.SetBytesProcessed(int64_t(st.iterations())
+                                        * int64_t((rows + 1) * n * sizeof(float)));
                  });
   }
 }
@@ -108,24 +108,26 @@ void register_nn_elementwise() {
     auto x = random_floats(n, 4, 4), w = random_floats(n, 5);
     const auto sz = std::to_string(n);
     const auto bytes = int64_t(n * sizeof(float));
-    add_variants("rms_norm", rms_norm_kernel(), sz, [x, w, n, bytes](benchmark::State& st, rms_norm_t* f) {
-      std::vector<float> y(n);
-      for (auto _ : st) {
-        f(n, y.data(), x.data(), w.data(), 1e-5f);
-        benchmark::DoNotOptimize(y.data());
-        benchmark::ClobberMemory();
-      }
-      st.SetBytesProcessed(int64_t(st.iterations()) * 2 * bytes);
-    });
-    add_variants("softmax", softmax_kernel(), sz, [x, n, bytes](benchmark::State& st, softmax_t* f) {
-      std::vector<float> y(n);
-      for (auto _ : st) {
-        f(n, y.data(), x.data(), 0.125f);
-        benchmark::DoNotOptimize(y.data());
-        benchmark::ClobberMemory();
-      }
-      st.SetBytesProcessed(int64_t(st.iterations()) * bytes);
-    });
+    add_variants("rms_norm", rms_norm_kernel(), sz,
+                 [x, w, n, bytes](benchmark::State& st, rms_norm_t* f) {
+                   std::vector<float> y(n);
+                   for (auto _ : st) {
+                     f(n, y.data(), x.data(), w.data(), 1e-5f);
+                     benchmark::DoNotOptimize(y.data());
+                     benchmark::ClobberMemory();
+                   }
+                   st.SetBytesProcessed(int64_t(st.iterations()) * 2 * bytes);
+                 });
+    add_variants("softmax", softmax_kernel(), sz,
+                 [x, n, bytes](benchmark::State& st, softmax_t* f) {
+                   std::vector<float> y(n);
+                   for (auto _ : st) {
+                     f(n, y.data(), x.data(), 0.125f);
+                     benchmark::DoNotOptimize(y.data());
+                     benchmark::ClobberMemory();
+                   }
+                   st.SetBytesProcessed(int64_t(st.iterations()) * bytes);
+                 });
     add_variants("silu", silu_kernel(), sz, [x, n, bytes](benchmark::State& st, silu_t* f) {
       std::vector<float> y(n);
       for (auto _ : st) {
@@ -135,15 +137,16 @@ void register_nn_elementwise() {
       }
       st.SetBytesProcessed(int64_t(st.iterations()) * bytes);
     });
-    add_variants("swiglu", swiglu_kernel(), sz, [x, w, n, bytes](benchmark::State& st, swiglu_t* f) {
-      std::vector<float> y(n);
-      for (auto _ : st) {
-        f(n, y.data(), x.data(), w.data());
-        benchmark::DoNotOptimize(y.data());
-        benchmark::ClobberMemory();
-      }
-      st.SetBytesProcessed(int64_t(st.iterations()) * 2 * bytes);
-    });
+    add_variants("swiglu", swiglu_kernel(), sz,
+                 [x, w, n, bytes](benchmark::State& st, swiglu_t* f) {
+                   std::vector<float> y(n);
+                   for (auto _ : st) {
+                     f(n, y.data(), x.data(), w.data());
+                     benchmark::DoNotOptimize(y.data());
+                     benchmark::ClobberMemory();
+                   }
+                   st.SetBytesProcessed(int64_t(st.iterations()) * 2 * bytes);
+                 });
   }
   // RoPE of a 7B llama's query at one position: 32 heads of 128.
   constexpr size_t heads = 32, head_dim = 128;
@@ -259,7 +262,8 @@ void register_attention() {
       kv->finish(layouts, counts);
       auto q = random_floats(paged_kv::head_dim, 9);
       add_variants(std::string("attention_") + c.name, attention_paged_kernel(),
-                   std::to_string(n_tokens), [kv, q, n_tokens](benchmark::State& st, attention_paged_t* f) {
+                   std::to_string(n_tokens),
+                   [kv, q, n_tokens](benchmark::State& st, attention_paged_t* f) {
                      std::vector<float> out(paged_kv::head_dim);
                      const float scale = 1.0f / std::sqrt(float(paged_kv::head_dim));
                      for (auto _ : st) {

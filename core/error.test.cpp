@@ -21,8 +21,8 @@ TEST_CASE("result: holds a value or the error that replaced it") {
   result<int> good = 42;
   REQUIRE(good);
   CHECK(*good == 42);
-  result<std::string> bad = error{errc::corrupt_data, "tensor blk.0.attn_q.weight is truncated",
-                                  "blk.0.attn_q.weight"};
+  result<std::string> bad =
+    error{errc::corrupt_data, "tensor blk.0.attn_q.weight is truncated", "blk.0.attn_q.weight"};
   REQUIRE_FALSE(bad);
   CHECK(bad.err().code == errc::corrupt_data);
   CHECK(bad.err().context == "blk.0.attn_q.weight");

@@ -52,8 +52,7 @@ core::result<identity> identity::load_or_create(const std::filesystem::path& pat
     sodium_memzero(line.data(), line.size());
     if (!ok)
       return core::error{errc::corrupt_data,
-                         "key file " + path.string()
-                           + " does not hold a 64-hex-digit Ed25519 seed",
+                         "key file " + path.string() + " does not hold a 64-hex-digit Ed25519 seed",
                          path.string()};
   }
   auto id = from_seed(seed);

@@ -17,7 +17,7 @@ TEST_CASE("the key file is created once (0600) and gives the same identity after
   auto path = dir / "node.key";
   auto a = identity::load_or_create(path);
   REQUIRE(a);
-  struct stat st{};
+  struct stat st {};
   REQUIRE(::stat(path.c_str(), &st) == 0);
   CHECK((st.st_mode & 0777) == 0600);
   auto b = identity::load_or_create(path);

@@ -78,8 +78,7 @@ uint64_t key_id(const public_key& pk) noexcept {
   return id;
 }
 
-bool verify(const public_key& pk, std::string_view message,
-            std::span<const uint8_t> sig) noexcept {
+bool verify(const public_key& pk, std::string_view message, std::span<const uint8_t> sig) noexcept {
   if (sig.size() != crypto_sign_BYTES || !detail::sodium_ready())
     return false;
   return crypto_sign_verify_detached(sig.data(),

@@ -54,8 +54,7 @@ uint64_t key_id(const public_key& pk) noexcept;
 
 /// True when `sig` is `pk`'s Ed25519 signature of `message`. A signature of
 /// another length than 64 bytes is false.
-bool verify(const public_key& pk, std::string_view message,
-            std::span<const uint8_t> sig) noexcept;
+bool verify(const public_key& pk, std::string_view message, std::span<const uint8_t> sig) noexcept;
 
 namespace detail {
 /// Initialises libsodium once per process. @returns false if it cannot be.

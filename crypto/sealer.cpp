@@ -17,8 +17,9 @@ core::result<sealer> sealer::from_hex(std::string_view hex, std::string key_name
   sealer s;
   if (!crypto::from_hex(hex, s.key_))
     return core::error{errc::invalid_argument,
-                       key_name + " must be 64 hex digits (32 bytes), e.g. from "
-                                  "`openssl rand -hex 32`",
+                       key_name
+                         + " must be 64 hex digits (32 bytes), e.g. from "
+                           "`openssl rand -hex 32`",
                        key_name};
   s.key_name_ = std::move(key_name);
   return s;

@@ -113,7 +113,7 @@ std::optional<chat_format> detect_chat_format(std::string_view jinja_template) n
 ///     "").
 /// Cost: O(total content bytes); one allocation pattern of a growing string.
 core::result<std::string> render_chat(chat_format format, std::span<const chat_message> messages,
-                                bool add_generation_prompt, std::string_view bos_text);
+                                      bool add_generation_prompt, std::string_view bos_text);
 
 /// True if `render_chat` writes the BOS text for this format (llama2,
 /// llama3); then tokenize with add_special=false so BOS is not doubled.

@@ -33,8 +33,10 @@ TEST_CASE("embedder output is pinned across machines") {
 
 TEST_CASE("near-duplicates are closer than unrelated texts") {
   embedder e;
-  auto a = e.embed("GNU C compiler: the GNU C compiler is a fairly portable optimizing compiler for C");
-  auto b = e.embed("GNU C compiler - the GNU C compiler is a portable, optimizing compiler for the C language");
+  auto a =
+    e.embed("GNU C compiler: the GNU C compiler is a fairly portable optimizing compiler for C");
+  auto b = e.embed(
+    "GNU C compiler - the GNU C compiler is a portable, optimizing compiler for the C language");
   auto c = e.embed("Puzzle game where you guide lemmings through levels full of traps");
   auto d = e.embed("Python 3 module for parsing YAML documents");
   CHECK(dot(a, b) > 0.7f);

@@ -133,19 +133,32 @@ std::string quoted(std::string_view s) {
 
 std::string_view to_string(gguf_type t) noexcept {
   switch (t) {
-    case gguf_type::u8: return "u8";
-    case gguf_type::i8: return "i8";
-    case gguf_type::u16: return "u16";
-    case gguf_type::i16: return "i16";
-    case gguf_type::u32: return "u32";
-    case gguf_type::i32: return "i32";
-    case gguf_type::f32: return "f32";
-    case gguf_type::boolean: return "bool";
-    case gguf_type::string: return "string";
-    case gguf_type::array: return "array";
-    case gguf_type::u64: return "u64";
-    case gguf_type::i64: return "i64";
-    case gguf_type::f64: return "f64";
+    case gguf_type::u8:
+      return "u8";
+    case gguf_type::i8:
+      return "i8";
+    case gguf_type::u16:
+      return "u16";
+    case gguf_type::i16:
+      return "i16";
+    case gguf_type::u32:
+      return "u32";
+    case gguf_type::i32:
+      return "i32";
+    case gguf_type::f32:
+      return "f32";
+    case gguf_type::boolean:
+      return "bool";
+    case gguf_type::string:
+      return "string";
+    case gguf_type::array:
+      return "array";
+    case gguf_type::u64:
+      return "u64";
+    case gguf_type::i64:
+      return "i64";
+    case gguf_type::f64:
+      return "f64";
   }
   return "unknown";
 }
@@ -158,17 +171,17 @@ std::optional<ggml_type_size> ggml_type_info(uint32_t type) noexcept {
     std::string_view name;
   };
   static constexpr std::array<row, 32> table{{
-    {0, 1, 4, "F32"},        {1, 1, 2, "F16"},         {2, 32, 18, "Q4_0"},
-    {3, 32, 20, "Q4_1"},     {6, 32, 22, "Q5_0"},      {7, 32, 24, "Q5_1"},
-    {8, 32, 34, "Q8_0"},     {9, 32, 36, "Q8_1"},      {10, 256, 84, "Q2_K"},
-    {11, 256, 110, "Q3_K"},  {12, 256, 144, "Q4_K"},   {13, 256, 176, "Q5_K"},
-    {14, 256, 210, "Q6_K"},  {15, 256, 292, "Q8_K"},   {16, 256, 66, "IQ2_XXS"},
-    {17, 256, 74, "IQ2_XS"}, {18, 256, 98, "IQ3_XXS"}, {19, 256, 50, "IQ1_S"},
-    {20, 32, 18, "IQ4_NL"},  {21, 256, 110, "IQ3_S"},  {22, 256, 82, "IQ2_S"},
-    {23, 256, 136, "IQ4_XS"}, {24, 1, 1, "I8"},        {25, 1, 2, "I16"},
-    {26, 1, 4, "I32"},       {27, 1, 8, "I64"},        {28, 1, 8, "F64"},
-    {29, 256, 56, "IQ1_M"},  {30, 1, 2, "BF16"},       {34, 256, 54, "TQ1_0"},
-    {35, 256, 66, "TQ2_0"},  {39, 32, 17, "MXFP4"},
+    {0, 1, 4, "F32"},         {1, 1, 2, "F16"},         {2, 32, 18, "Q4_0"},
+    {3, 32, 20, "Q4_1"},      {6, 32, 22, "Q5_0"},      {7, 32, 24, "Q5_1"},
+    {8, 32, 34, "Q8_0"},      {9, 32, 36, "Q8_1"},      {10, 256, 84, "Q2_K"},
+    {11, 256, 110, "Q3_K"},   {12, 256, 144, "Q4_K"},   {13, 256, 176, "Q5_K"},
+    {14, 256, 210, "Q6_K"},   {15, 256, 292, "Q8_K"},   {16, 256, 66, "IQ2_XXS"},
+    {17, 256, 74, "IQ2_XS"},  {18, 256, 98, "IQ3_XXS"}, {19, 256, 50, "IQ1_S"},
+    {20, 32, 18, "IQ4_NL"},   {21, 256, 110, "IQ3_S"},  {22, 256, 82, "IQ2_S"},
+    {23, 256, 136, "IQ4_XS"}, {24, 1, 1, "I8"},         {25, 1, 2, "I16"},
+    {26, 1, 4, "I32"},        {27, 1, 8, "I64"},        {28, 1, 8, "F64"},
+    {29, 256, 56, "IQ1_M"},   {30, 1, 2, "BF16"},       {34, 256, 54, "TQ1_0"},
+    {35, 256, 66, "TQ2_0"},   {39, 32, 17, "MXFP4"},
   }};
   for (const auto& r : table)
     if (r.id == type)
@@ -354,7 +367,8 @@ struct gguf_parser {
         return false;
       auto info = ggml_type_info(t.type);
       if (!info)
-        return fail("tensor " + quoted(t.name) + " has unknown ggml type " + std::to_string(t.type));
+        return fail("tensor " + quoted(t.name) + " has unknown ggml type "
+                    + std::to_string(t.type));
       if (t.ne[0] % info->block_elems != 0)
         return fail("tensor " + quoted(t.name) + " of type " + std::string(info->name)
                     + " has rows of " + std::to_string(t.ne[0])
@@ -374,9 +388,10 @@ struct gguf_parser {
     uint64_t data_size = data_start <= bytes.size() ? bytes.size() - data_start : 0;
     for (auto& t : f.tensors_) {
       if (t.offset > data_size || t.n_bytes > data_size - t.offset)
-        return fail("tensor " + quoted(t.name) + " (" + std::to_string(t.n_bytes)
-                    + " bytes at data offset " + std::to_string(t.offset)
-                    + ") lies beyond the end of the file: the file is truncated or the offset is wrong");
+        return fail(
+          "tensor " + quoted(t.name) + " (" + std::to_string(t.n_bytes) + " bytes at data offset "
+          + std::to_string(t.offset)
+          + ") lies beyond the end of the file: the file is truncated or the offset is wrong");
       t.data = bytes.data() + data_start + t.offset;
     }
     // Tensors must not overlap (llama.cpp even requires them back to back).
@@ -395,7 +410,7 @@ struct gguf_parser {
 };
 
 core::result<std::shared_ptr<const gguf_file>> gguf_file::parse(std::span<const std::byte> bytes,
-                                                          const gguf_limits& limits) {
+                                                                const gguf_limits& limits) {
   std::shared_ptr<gguf_file> f(new gguf_file());
   f->bytes_ = bytes;
   gguf_parser p{bytes, limits, 0, {}};
@@ -405,7 +420,7 @@ core::result<std::shared_ptr<const gguf_file>> gguf_file::parse(std::span<const 
 }
 
 core::result<std::shared_ptr<const gguf_file>> gguf_file::open(const std::string& path,
-                                                         const gguf_limits& limits) {
+                                                               const gguf_limits& limits) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0)
     return core::error{errc::corrupt_data, path + ": cannot open: " + std::strerror(errno)};
@@ -467,7 +482,8 @@ core::error wrong_type(const gguf_kv& kv, const char* expected) {
   std::string have(to_string(kv.type));
   if (kv.is_array())
     have = "array of " + std::string(to_string(kv.elem_type));
-  return core::error{errc::corrupt_data, "metadata key " + std::string(kv.key) + " is " + have + ", expected " + expected};
+  return core::error{errc::corrupt_data, "metadata key " + std::string(kv.key) + " is " + have
+                                           + ", expected " + expected};
 }
 
 /// The value of a `find_*` look-up, or "missing" when the key is absent.
@@ -490,7 +506,8 @@ core::result<std::optional<uint64_t>> gguf_file::find_uint(std::string_view key)
     return wrong_type(*kv, "an integer");
   int64_t v = 0;
   if (!integer_at(kv->type, kv->data, 0, v) || v < 0)
-    return core::error{errc::corrupt_data, "metadata key " + std::string(key) + " is negative or too large"};
+    return core::error{errc::corrupt_data,
+                       "metadata key " + std::string(key) + " is negative or too large"};
   return std::optional<uint64_t>{static_cast<uint64_t>(v)};
 }
 
@@ -567,7 +584,8 @@ core::result<std::vector<int64_t>> gguf_file::get_ints(std::string_view key) con
   std::vector<int64_t> out(kv->count);
   for (uint64_t i = 0; i < kv->count; ++i)
     if (!integer_at(kv->elem_type, kv->data, i, out[i]))
-      return core::error{errc::corrupt_data, "metadata key " + std::string(key) + " holds a value too large for int64"};
+      return core::error{errc::corrupt_data,
+                         "metadata key " + std::string(key) + " holds a value too large for int64"};
   return out;
 }
 
@@ -651,11 +669,12 @@ void gguf_writer::set_i32s(std::string key, const std::vector<int32_t>& v) {
   ++n_kv_;
 }
 
-core::result<bool> gguf_writer::add_tensor(std::string name, std::vector<uint64_t> ne, uint32_t type,
-                                     std::vector<std::byte> data) {
+core::result<bool> gguf_writer::add_tensor(std::string name, std::vector<uint64_t> ne,
+                                           uint32_t type, std::vector<std::byte> data) {
   auto info = ggml_type_info(type);
   if (!info)
-    return core::error{errc::corrupt_data, "tensor " + name + ": unknown ggml type " + std::to_string(type)};
+    return core::error{errc::corrupt_data,
+                       "tensor " + name + ": unknown ggml type " + std::to_string(type)};
   if (ne.empty() || ne.size() > 4)
     return core::error{errc::corrupt_data, "tensor " + name + ": needs 1-4 dimensions"};
   uint64_t n = 1;
@@ -663,11 +682,12 @@ core::result<bool> gguf_writer::add_tensor(std::string name, std::vector<uint64_
     n *= d;
   if (ne[0] % info->block_elems != 0)
     return core::error{errc::corrupt_data, "tensor " + name + ": rows of " + std::to_string(ne[0])
-                 + " elements are not a multiple of the block size "
-                 + std::to_string(info->block_elems)};
+                                             + " elements are not a multiple of the block size "
+                                             + std::to_string(info->block_elems)};
   if (n / info->block_elems * info->block_bytes != data.size())
-    return core::error{errc::corrupt_data, "tensor " + name + ": " + std::to_string(data.size()) + " bytes given, "
-                 + std::to_string(n / info->block_elems * info->block_bytes) + " expected"};
+    return core::error{errc::corrupt_data,
+                       "tensor " + name + ": " + std::to_string(data.size()) + " bytes given, "
+                         + std::to_string(n / info->block_elems * info->block_bytes) + " expected"};
   tensors_.push_back({std::move(name), std::move(ne), type, std::move(data)});
   return true;
 }

@@ -34,8 +34,19 @@ namespace shoal::engine {
 
 /// GGUF metadata value types (the spec's gguf_metadata_value_type).
 enum class gguf_type : uint32_t {
-  u8 = 0, i8 = 1, u16 = 2, i16 = 3, u32 = 4, i32 = 5, f32 = 6, boolean = 7,
-  string = 8, array = 9, u64 = 10, i64 = 11, f64 = 12,
+  u8 = 0,
+  i8 = 1,
+  u16 = 2,
+  i16 = 3,
+  u32 = 4,
+  i32 = 5,
+  f32 = 6,
+  boolean = 7,
+  string = 8,
+  array = 9,
+  u64 = 10,
+  i64 = 11,
+  f64 = 12,
 };
 
 /// "u8", "i8", ..., "string", "array", ... (one word).
@@ -63,11 +74,11 @@ struct gguf_kv {
 /// A tensor's description and its bytes in the map.
 struct gguf_tensor {
   std::string_view name;
-  uint32_t type = 0;          ///< ggml_type id (0 F32, 1 F16, 2 Q4_0, 8 Q8_0, ...)
-  std::vector<uint64_t> ne;   ///< ggml order: ne[0] is the contiguous (row) dimension
-  uint64_t offset = 0;        ///< from the start of the data section
-  uint64_t n_elements = 0;    ///< Π ne
-  uint64_t n_bytes = 0;       ///< ggml_nbytes for the type
+  uint32_t type = 0;        ///< ggml_type id (0 F32, 1 F16, 2 Q4_0, 8 Q8_0, ...)
+  std::vector<uint64_t> ne; ///< ggml order: ne[0] is the contiguous (row) dimension
+  uint64_t offset = 0;      ///< from the start of the data section
+  uint64_t n_elements = 0;  ///< Π ne
+  uint64_t n_bytes = 0;     ///< ggml_nbytes for the type
   const std::byte* data = nullptr;
 };
 
@@ -84,9 +95,9 @@ std::optional<ggml_type_size> ggml_type_info(uint32_t type) noexcept;
 struct gguf_limits {
   uint64_t max_tensors = 1u << 16;
   uint64_t max_kv = 1u << 16;
-  uint64_t max_string_bytes = 1u << 20;   ///< one string (chat templates are ~10 KiB)
-  uint64_t max_array_elems = 1u << 24;    ///< vocabularies are ~10^5
-  uint32_t max_dims = 4;                  ///< GGML_MAX_DIMS
+  uint64_t max_string_bytes = 1u << 20; ///< one string (chat templates are ~10 KiB)
+  uint64_t max_array_elems = 1u << 24;  ///< vocabularies are ~10^5
+  uint32_t max_dims = 4;                ///< GGML_MAX_DIMS
   uint64_t max_dim = 1ull << 40;
 };
 
@@ -96,11 +107,11 @@ public:
   /// Maps `path` read-only and parses it. Errors: cannot open / map, and
   /// every format error of `parse`, prefixed with the path.
   static core::result<std::shared_ptr<const gguf_file>> open(const std::string& path,
-                                                       const gguf_limits& limits = {});
+                                                             const gguf_limits& limits = {});
 
   /// Parses bytes in memory (not copied: `bytes` must outlive the result).
   static core::result<std::shared_ptr<const gguf_file>> parse(std::span<const std::byte> bytes,
-                                                        const gguf_limits& limits = {});
+                                                              const gguf_limits& limits = {});
 
   ~gguf_file();
   gguf_file(const gguf_file&) = delete;
@@ -171,7 +182,7 @@ public:
   /// ggml_nbytes bytes. Returns an error for an unknown type, a row length
   /// that is not a multiple of the block size, or a size mismatch.
   core::result<bool> add_tensor(std::string name, std::vector<uint64_t> ne, uint32_t type,
-                          std::vector<std::byte> data);
+                                std::vector<std::byte> data);
 
   /// The file's bytes.
   std::vector<std::byte> bytes() const;

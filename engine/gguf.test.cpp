@@ -43,8 +43,12 @@ std::string parse_error(const std::vector<std::byte>& bytes) {
   return r ? std::string() : r.err().message;
 }
 
-void patch_u64(std::vector<std::byte>& b, size_t at, uint64_t v) { std::memcpy(&b[at], &v, 8); }
-void patch_u32(std::vector<std::byte>& b, size_t at, uint32_t v) { std::memcpy(&b[at], &v, 4); }
+void patch_u64(std::vector<std::byte>& b, size_t at, uint64_t v) {
+  std::memcpy(&b[at], &v, 8);
+}
+void patch_u32(std::vector<std::byte>& b, size_t at, uint32_t v) {
+  std::memcpy(&b[at], &v, 4);
+}
 
 /// Byte offset of the first occurrence of `s` in the file.
 size_t offset_of(const std::vector<std::byte>& b, std::string_view s) {
@@ -121,7 +125,8 @@ TEST_CASE("gguf: typed look-ups name the key and the type") {
   CHECK(wrong.err().message == "metadata key general.architecture is string, expected an integer");
   auto arr = g.get_strings("tokenizer.ggml.scores");
   REQUIRE_FALSE(arr);
-  CHECK(arr.err().message.find("is array of f32, expected an array of strings") != std::string::npos);
+  CHECK(arr.err().message.find("is array of f32, expected an array of strings")
+        != std::string::npos);
   CHECK_FALSE(g.get_bool("llama.block_count"));
   CHECK(g.find_uint("absent")->has_value() == false);
   CHECK_FALSE(g.find_string("llama.block_count"));

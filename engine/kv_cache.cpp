@@ -19,12 +19,12 @@ namespace shoal::engine {
 
 struct kv_page {
   std::byte* data = nullptr;
-  bool old = false;     ///< tier
+  bool old = false; ///< tier
   uint32_t refs = 0;
-  bool named = false;   ///< in the prefix table
+  bool named = false;     ///< in the prefix table
   bool important = false; ///< held by a session: evicted after the others
   uint64_t hash = 0, parent = 0;
-  std::vector<int32_t> tokens; ///< when named: the page's tokens (checked on hits)
+  std::vector<int32_t> tokens;              ///< when named: the page's tokens (checked on hits)
   kv_page *prev = nullptr, *next = nullptr; ///< cached-page LRU links (refs == 0)
 };
 
@@ -47,7 +47,9 @@ void convert_row(std::byte* dst, kernels::kv_type to, const std::byte* src, kern
                  size_t n, std::vector<float>& tmp) {
   tmp.resize(n);
   switch (from) {
-    case kernels::kv_type::f32: std::memcpy(tmp.data(), src, n * 4); break;
+    case kernels::kv_type::f32:
+      std::memcpy(tmp.data(), src, n * 4);
+      break;
     case kernels::kv_type::f16:
       kernels::convert_f16_to_f32({reinterpret_cast<const uint16_t*>(src), n}, tmp);
       break;
@@ -59,7 +61,9 @@ void convert_row(std::byte* dst, kernels::kv_type to, const std::byte* src, kern
       break;
   }
   switch (to) {
-    case kernels::kv_type::f32: std::memcpy(dst, tmp.data(), n * 4); break;
+    case kernels::kv_type::f32:
+      std::memcpy(dst, tmp.data(), n * 4);
+      break;
     case kernels::kv_type::f16:
       kernels::convert_f32_to_f16(tmp, {reinterpret_cast<uint16_t*>(dst), n});
       break;
@@ -83,7 +87,8 @@ static kernels::kv_type usable_type(kernels::kv_type t, uint32_t head_dim) noexc
   return quantized && head_dim % 32 != 0 ? kernels::kv_type::f16 : t;
 }
 
-kv_pool::kv_pool(const llama_hparams& hp, kv_tier_config cfg, std::shared_ptr<core::memory_budget> budget)
+kv_pool::kv_pool(const llama_hparams& hp, kv_tier_config cfg,
+                 std::shared_ptr<core::memory_budget> budget)
   : n_layer_(hp.n_layer), cfg_(cfg), budget_(std::move(budget)), head_dim_(hp.head_dim) {
   if (cfg_.page_tokens == 0)
     cfg_.page_tokens = 16;
@@ -98,7 +103,8 @@ kv_pool::kv_pool(const llama_hparams& hp, kv_tier_config cfg, std::shared_ptr<co
     page_bytes_[old] = bytes_of(layout_[old]);
 }
 
-kernels::kv_page_layout kv_pool::make_layout(kernels::kv_type k, kernels::kv_type v) const noexcept {
+kernels::kv_page_layout kv_pool::make_layout(kernels::kv_type k,
+                                             kernels::kv_type v) const noexcept {
   kernels::kv_page_layout l;
   l.page_tokens = cfg_.page_tokens;
   l.row_elems = row_elems_;
@@ -123,7 +129,9 @@ core::result<kv_policy> kv_pool::set_policy(kv_policy p) {
     if (new_bytes > old_bytes && budget_) {
       while (!budget_->try_reserve(core::memory_budget::use::kv, n_old() * (new_bytes - old_bytes)))
         if (evict_one() == 0)
-          return core::error{errc::resource_exhausted, "the KV cache budget cannot hold the old tier's pages in the new types"};
+          return core::error{
+            errc::resource_exhausted,
+            "the KV cache budget cannot hold the old tier's pages in the new types"};
     }
     size_t converted = 0;
     for (kv_page* q : all_) {
@@ -171,9 +179,11 @@ void kv_pool::spill_page(const kv_page* p) {
   if (!spill_ || !p->named)
     return;
   const auto& l = layout_[p->old];
-  kv_spill::page rec{p->parent, p->old, l.k_type, l.v_type, p->tokens,
-                     std::string(reinterpret_cast<const char*>(p->data), page_bytes_[p->old])};
-  (spill_->put(p->hash, rec) ? c_.spills : c_.spill_failures).fetch_add(1, std::memory_order_relaxed);
+  kv_spill::page rec{
+    p->parent, p->old,    l.k_type,
+    l.v_type,  p->tokens, std::string(reinterpret_cast<const char*>(p->data), page_bytes_[p->old])};
+  (spill_->put(p->hash, rec) ? c_.spills : c_.spill_failures)
+    .fetch_add(1, std::memory_order_relaxed);
 }
 
 void kv_pool::lru_list::push_back(kv_page* p) noexcept {
@@ -420,13 +430,12 @@ void kv_cache::refresh_pointers() {
   epoch_ = pool_->epoch();
 }
 
-kv_cache::kv_cache(const llama_hparams& hp, size_t n_ctx, kernels::kv_type type,
-                   size_t page_tokens)
-  : own_pool_(std::make_unique<kv_pool>(
-      hp,
-      kv_tier_config{static_cast<uint32_t>(page_tokens), std::numeric_limits<uint32_t>::max(),
-                     type, type, type, 1, false},
-      nullptr)),
+kv_cache::kv_cache(const llama_hparams& hp, size_t n_ctx, kernels::kv_type type, size_t page_tokens)
+  : own_pool_(std::make_unique<kv_pool>(hp,
+                                        kv_tier_config{static_cast<uint32_t>(page_tokens),
+                                                       std::numeric_limits<uint32_t>::max(), type,
+                                                       type, type, 1, false},
+                                        nullptr)),
     pool_(own_pool_.get()), n_ctx_(n_ctx) {
   k_ptrs_.resize(pool_->n_layer());
   v_ptrs_.resize(pool_->n_layer());
@@ -521,8 +530,9 @@ size_t kv_cache::adopt_prefix(std::span<const int32_t> prompt) {
 
 core::result<bool> kv_cache::reserve(size_t n) {
   if (n > n_ctx_)
-    return core::error{errc::invalid_argument, std::to_string(n) + " tokens exceed the sequence's context of "
-                 + std::to_string(n_ctx_)};
+    return core::error{errc::invalid_argument, std::to_string(n)
+                                                 + " tokens exceed the sequence's context of "
+                                                 + std::to_string(n_ctx_)};
   if (epoch_ != pool_->epoch())
     refresh_pointers(); // the old tier was re-quantized (set_policy)
   const size_t pt = pool_->config().page_tokens;
@@ -611,12 +621,14 @@ size_t kv_cache::segments(size_t layer, size_t n_visible, kernels::kv_segment* o
 
 std::byte* kv_cache::k_row(size_t layer, size_t pos) noexcept {
   const auto& l = pool_->layout(false);
-  return pool_->k_page(pages_[pos / l.page_tokens], layer) + (pos % l.page_tokens) * l.k_row_bytes();
+  return pool_->k_page(pages_[pos / l.page_tokens], layer)
+         + (pos % l.page_tokens) * l.k_row_bytes();
 }
 
 std::byte* kv_cache::v_row(size_t layer, size_t pos) noexcept {
   const auto& l = pool_->layout(false);
-  return pool_->v_page(pages_[pos / l.page_tokens], layer) + (pos % l.page_tokens) * l.v_row_bytes();
+  return pool_->v_page(pages_[pos / l.page_tokens], layer)
+         + (pos % l.page_tokens) * l.v_row_bytes();
 }
 
 void kv_cache::append(std::span<const int32_t> ids) {

@@ -90,14 +90,14 @@ struct kv_pool_stats {
   uint64_t bytes_recent = 0, bytes_old = 0; ///< their bytes
   uint64_t page_bytes_recent = 0, page_bytes_old = 0; ///< bytes of one page per tier
   uint64_t page_tokens = 0;                           ///< tokens per page
-  uint64_t prefix_hits = 0, prefix_misses = 0; ///< full prompt pages found / not found
-  uint64_t evictions = 0;       ///< cached pages freed to make room
-  uint64_t migrations = 0;      ///< pages moved to the old tier
-  uint64_t copies = 0;          ///< copy-on-write copies
-  uint64_t alloc_failures = 0;  ///< reservations the budget refused
-  uint64_t spills = 0;          ///< evicted pages written to the spill store
-  uint64_t restores = 0;        ///< prefix pages read back from it
-  uint64_t spill_failures = 0;  ///< pages the spill store did not take (dropped)
+  uint64_t prefix_hits = 0, prefix_misses = 0;        ///< full prompt pages found / not found
+  uint64_t evictions = 0;                             ///< cached pages freed to make room
+  uint64_t migrations = 0;                            ///< pages moved to the old tier
+  uint64_t copies = 0;                                ///< copy-on-write copies
+  uint64_t alloc_failures = 0;                        ///< reservations the budget refused
+  uint64_t spills = 0;                                ///< evicted pages written to the spill store
+  uint64_t restores = 0;                              ///< prefix pages read back from it
+  uint64_t spill_failures = 0; ///< pages the spill store did not take (dropped)
 };
 
 struct kv_page; // defined in kv_cache.cpp
@@ -112,7 +112,7 @@ public:
   /// A spilled page: its place in the prefix chain and its bytes.
   struct page {
     uint64_t parent = 0;
-    bool old = false;            ///< tier of the bytes
+    bool old = false;                                ///< tier of the bytes
     kernels::kv_type k_type = kernels::kv_type::f16; ///< types the bytes are in
     kernels::kv_type v_type = kernels::kv_type::f16;
     std::vector<int32_t> tokens; ///< page_tokens ids
@@ -169,12 +169,12 @@ public:
 
 private:
   friend class kv_cache;
-  kv_page* allocate(bool old);          ///< refs = 1; nullptr when the budget refuses
-  void unref(kv_page* p) noexcept;      ///< at 0: cached (if named) or freed
+  kv_page* allocate(bool old);     ///< refs = 1; nullptr when the budget refuses
+  void unref(kv_page* p) noexcept; ///< at 0: cached (if named) or freed
   void ref(kv_page* p) noexcept;
   kv_page* lookup(uint64_t hash, uint64_t parent, std::span<const int32_t> tokens);
   void publish(kv_page* p, uint64_t hash, uint64_t parent, std::span<const int32_t> tokens);
-  bool migrate(kv_page* p);             ///< in place, to the old tier; false: no memory
+  bool migrate(kv_page* p); ///< in place, to the old tier; false: no memory
   /// A private copy in tier `old` (refs = 1) of the first `rows` tokens
   /// (all of them when the tier is the same); nullptr: no memory.
   kv_page* copy(const kv_page* p, bool old, size_t rows);
@@ -186,7 +186,7 @@ private:
   size_t bytes_of(const kernels::kv_page_layout& l) const noexcept {
     return n_layer_ * (l.k_page_bytes() + l.v_page_bytes());
   }
-  bool reserve_bytes(size_t bytes);     ///< evicting cached pages if needed
+  bool reserve_bytes(size_t bytes); ///< evicting cached pages if needed
   void free_page(kv_page* p) noexcept;
   std::byte* k_page(const kv_page* p, size_t layer) const noexcept;
   std::byte* v_page(const kv_page* p, size_t layer) const noexcept;
@@ -211,7 +211,7 @@ private:
     void remove(kv_page* p) noexcept;
     kv_page* pop_front() noexcept;
   } lru_[2];
-  size_t evict_one(); ///< frees (spilling) one cached page; its bytes, 0 if none
+  size_t evict_one();                ///< frees (spilling) one cached page; its bytes, 0 if none
   void spill_page(const kv_page* p); ///< to the spill store, if set and the page is named
   struct counters {
     std::atomic<uint64_t> pages[2]{}, cached{0}, cached_bytes{0}, hits{0}, misses{0}, evictions{0},

@@ -29,7 +29,8 @@ std::shared_ptr<const model> tiny_model(uint32_t weight_type = 0) {
   return *m;
 }
 
-std::vector<int32_t> random_tokens(size_t n, std::mt19937& rng, int32_t lo = 300, int32_t hi = 500) {
+std::vector<int32_t> random_tokens(size_t n, std::mt19937& rng, int32_t lo = 300,
+                                   int32_t hi = 500) {
   std::uniform_int_distribution<int32_t> d(lo, hi - 1);
   std::vector<int32_t> t(n);
   for (auto& x : t)
@@ -112,8 +113,8 @@ TEST_CASE("kv_pool: a randomized workload never exceeds the budget and the accou
     MESSAGE("refused " << refused << ", adopted " << adopted << " tokens, evictions "
                        << st.evictions << ", migrations " << st.migrations << ", copies "
                        << st.copies << ", prefix hits " << st.prefix_hits);
-    CHECK(refused > 0);        // the budget was tight enough to matter
-    CHECK(st.evictions > 0);   // cached pages made room
+    CHECK(refused > 0);      // the budget was tight enough to matter
+    CHECK(st.evictions > 0); // cached pages made room
     CHECK(st.migrations > 0);
     CHECK(st.prefix_hits > 0);
     CHECK(adopted > 0);
@@ -145,7 +146,8 @@ TEST_CASE("kv_cache: a full budget refuses clearly and changes nothing") {
   CHECK(c.n_tokens() == 32);
 }
 
-TEST_CASE("kv_cache: a shared prefix gives the logits of a full prefill, and copy-on-write keeps it intact") {
+TEST_CASE("kv_cache: a shared prefix gives the logits of a full prefill, and copy-on-write keeps "
+          "it intact") {
   auto m = tiny_model();
   kv_tier_config cfg;
   cfg.recent_type = kv_type::f32;
@@ -194,7 +196,8 @@ TEST_CASE("kv_cache: a shared prefix gives the logits of a full prefill, and cop
   CHECK(c.adopt_prefix(a_toks) == 48);
 }
 
-TEST_CASE("kv_cache: two tiers stay close to an all-F32 cache and old pages hold fewer bytes per token") {
+TEST_CASE(
+  "kv_cache: two tiers stay close to an all-F32 cache and old pages hold fewer bytes per token") {
   auto m = tiny_model();
   const auto& hp = m->hparams();
   std::mt19937 rng(9);
@@ -235,8 +238,9 @@ TEST_CASE("kv_cache: two tiers stay close to an all-F32 cache and old pages hold
         scale = std::max(scale, std::abs(double(b[i])));
       }
     }
-    MESSAGE(std::string(shoal::kernels::to_string(old)) << " old tier: argmax agreement " << agree << "/200, max |dlogit| "
-                                 << worst << " (max |logit| " << scale << ")");
+    MESSAGE(std::string(shoal::kernels::to_string(old))
+            << " old tier: argmax agreement " << agree << "/200, max |dlogit| " << worst
+            << " (max |logit| " << scale << ")");
     CHECK(agree >= (old == kv_type::q8_0 ? 196u : 180u));
     CHECK(worst <= (old == kv_type::q8_0 ? 0.02 : 0.15) * scale);
   }

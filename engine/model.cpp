@@ -84,8 +84,7 @@ struct loader {
                   + shape({cols, rows}));
     auto type = kernels::weight_type_from_id(t->type);
     if (!type)
-      return fail("tensor " + name + " has type "
-                  + std::string(ggml_type_info(t->type)->name)
+      return fail("tensor " + name + " has type " + std::string(ggml_type_info(t->type)->name)
                   + ", which the engine cannot compute with (supported: F32, F16, BF16, Q8_0, "
                     "Q4_0, Q4_K, Q6_K)");
     out = weight_view{t->data, *type, rows, cols};
@@ -98,8 +97,8 @@ struct loader {
     if (!t)
       return !required;
     if (t->ne.size() != 1 || t->ne[0] != n)
-      return fail("tensor " + name + " has shape " + shape(t->ne) + ", expected [" + std::to_string(n)
-                  + "]");
+      return fail("tensor " + name + " has shape " + shape(t->ne) + ", expected ["
+                  + std::to_string(n) + "]");
     out.resize(n);
     switch (t->type) {
       case 0:
@@ -145,7 +144,7 @@ core::result<std::shared_ptr<const model>> model::from_gguf(std::shared_ptr<cons
   hp.arch = std::string(*arch);
   if (hp.arch != "llama" && hp.arch != "qwen2")
     return core::error{errc::corrupt_data, "architecture \"" + hp.arch
-                 + "\" is not supported (supported: llama, qwen2)"};
+                                             + "\" is not supported (supported: llama, qwen2)"};
   if (auto n = f.find_string("general.name"); n && *n)
     hp.name = std::string(**n);
 
@@ -161,21 +160,25 @@ core::result<std::shared_ptr<const model>> model::from_gguf(std::shared_ptr<cons
   if (!ld.failure.empty())
     return core::error{errc::corrupt_data, ld.failure};
   if (hp.n_head % hp.n_head_kv != 0)
-    return core::error{errc::corrupt_data, "head_count " + std::to_string(hp.n_head) + " is not a multiple of head_count_kv "
-                 + std::to_string(hp.n_head_kv)};
+    return core::error{errc::corrupt_data, "head_count " + std::to_string(hp.n_head)
+                                             + " is not a multiple of head_count_kv "
+                                             + std::to_string(hp.n_head_kv)};
   hp.head_dim = hp.n_embd / hp.n_head;
   ld.find("attention.key_length", hp.head_dim, 1, 4096);
   uint32_t v_len = hp.head_dim;
   ld.find("attention.value_length", v_len, 1, 4096);
   if (v_len != hp.head_dim)
-    return core::error{errc::corrupt_data, "attention.value_length differs from key_length, which is not supported"};
+    return core::error{errc::corrupt_data,
+                       "attention.value_length differs from key_length, which is not supported"};
   if (hp.head_dim * hp.n_head != hp.n_embd && !f.find(ld.key("attention.key_length")))
     return core::error{errc::corrupt_data, "embedding_length " + std::to_string(hp.n_embd)
-                 + " is not a multiple of head_count " + std::to_string(hp.n_head)};
+                                             + " is not a multiple of head_count "
+                                             + std::to_string(hp.n_head)};
   hp.n_rot = hp.head_dim;
   ld.find("rope.dimension_count", hp.n_rot, 2, hp.head_dim);
   if (hp.n_rot % 2 != 0)
-    return core::error{errc::corrupt_data, "rope.dimension_count " + std::to_string(hp.n_rot) + " is odd"};
+    return core::error{errc::corrupt_data,
+                       "rope.dimension_count " + std::to_string(hp.n_rot) + " is odd"};
   hp.rope.n_dims = hp.n_rot;
   ld.find("attention.layer_norm_rms_epsilon", hp.rms_eps, 1e-12, 1e-1);
   ld.find("rope.freq_base", hp.rope.base, 1.0, 1e12);
@@ -184,19 +187,22 @@ core::result<std::shared_ptr<const model>> model::from_gguf(std::shared_ptr<cons
       ld.find("rope.scaling.factor", hp.rope.linear_factor, 1e-3, 1e6);
     } else if (**st != "none") {
       return core::error{errc::corrupt_data, "rope.scaling.type \"" + std::string(**st)
-                   + "\" is not supported (supported: none, linear)"};
+                                               + "\" is not supported (supported: none, linear)"};
     }
   }
   // Llama 3.1 "llama3" rope scaling: per-pair angle divisors.
   if (const gguf_tensor* rf = f.tensor("rope_freqs.weight")) {
     if (rf->type != 0 || rf->n_elements != hp.n_rot / 2)
-      return core::error{errc::corrupt_data, "tensor rope_freqs.weight must be F32 with rope.dimension_count / 2 = "
-                   + std::to_string(hp.n_rot / 2) + " elements"};
+      return core::error{errc::corrupt_data,
+                         "tensor rope_freqs.weight must be F32 with rope.dimension_count / 2 = "
+                           + std::to_string(hp.n_rot / 2) + " elements"};
     m->rope_freqs_.resize(rf->n_elements);
     std::memcpy(m->rope_freqs_.data(), rf->data, rf->n_elements * sizeof(float));
     for (float v : m->rope_freqs_)
       if (!(v > 0.0f) || !std::isfinite(v))
-        return core::error{errc::corrupt_data, "tensor rope_freqs.weight holds a factor that is not positive and finite"};
+        return core::error{
+          errc::corrupt_data,
+          "tensor rope_freqs.weight holds a factor that is not positive and finite"};
     hp.rope.freq_factors = m->rope_freqs_.data();
   }
   if (!ld.failure.empty())
@@ -206,8 +212,9 @@ core::result<std::shared_ptr<const model>> model::from_gguf(std::shared_ptr<cons
   if (!te)
     return core::error{errc::corrupt_data, ld.failure};
   if (te->ne.size() != 2 || te->ne[0] != hp.n_embd || te->ne[1] == 0 || te->ne[1] > (1u << 24))
-    return core::error{errc::corrupt_data, "tensor token_embd.weight has shape " + loader::shape(te->ne) + ", expected ["
-                 + std::to_string(hp.n_embd) + ", n_vocab]"};
+    return core::error{errc::corrupt_data, "tensor token_embd.weight has shape "
+                                             + loader::shape(te->ne) + ", expected ["
+                                             + std::to_string(hp.n_embd) + ", n_vocab]"};
   hp.n_vocab = static_cast<uint32_t>(te->ne[1]);
   ld.matrix("token_embd.weight", hp.n_embd, hp.n_vocab, m->tok_embd_);
   hp.tied_embeddings = f.tensor("output.weight") == nullptr;
@@ -243,8 +250,8 @@ core::result<std::shared_ptr<const model>> model::from_gguf(std::shared_ptr<cons
     m->weight_bytes_ += t.n_bytes;
   {
     const gguf_tensor* emb = f.tensor("token_embd.weight");
-    uint64_t head[] = {f.size(), hp.n_vocab, hp.n_embd, hp.n_layer, hp.n_head, hp.n_head_kv,
-                       hp.n_ff};
+    uint64_t head[] = {f.size(),  hp.n_vocab,   hp.n_embd, hp.n_layer,
+                       hp.n_head, hp.n_head_kv, hp.n_ff};
     uint64_t h = XXH3_64bits(head, sizeof(head));
     m->fingerprint_ = XXH3_64bits_withSeed(emb->data, std::min<uint64_t>(emb->n_bytes, 1 << 16), h);
   }
@@ -258,8 +265,8 @@ std::string_view model::weight_type_name() const noexcept {
 void model::embed_token(int32_t id, std::span<float> out) const noexcept {
   const auto& w = tok_embd_;
   size_t n = w.cols;
-  const std::byte* row = static_cast<const std::byte*>(w.data)
-                         + static_cast<size_t>(id) * kernels::row_bytes(w.type, n);
+  const std::byte* row =
+    static_cast<const std::byte*>(w.data) + static_cast<size_t>(id) * kernels::row_bytes(w.type, n);
   switch (w.type) {
     case weight_type::f32:
       std::memcpy(out.data(), row, n * 4);
@@ -337,32 +344,37 @@ void store_row(std::byte* dst, kernels::kv_type type, const float* src, size_t n
 } // namespace
 
 core::result<bool> context::eval(std::span<const batch_token> batch, std::span<float> logits,
-                           std::span<float> hidden) {
+                                 std::span<float> hidden) {
   const auto& hp = model_->hparams();
   const size_t n = batch.size();
   if (n == 0)
     return core::error{errc::corrupt_data, "empty batch"};
   if (n > max_batch_)
-    return core::error{errc::corrupt_data, "batch of " + std::to_string(n) + " tokens exceeds the context's maximum of "
-                 + std::to_string(max_batch_)};
+    return core::error{errc::corrupt_data, "batch of " + std::to_string(n)
+                                             + " tokens exceeds the context's maximum of "
+                                             + std::to_string(max_batch_)};
   size_t n_out = 0;
   for (size_t i = 0; i < n; ++i) {
     const auto& b = batch[i];
     if (b.id < 0 || static_cast<uint32_t>(b.id) >= hp.n_vocab)
-      return core::error{errc::corrupt_data, "token id " + std::to_string(b.id) + " is outside the vocabulary [0, "
-                   + std::to_string(hp.n_vocab) + ")"};
+      return core::error{errc::corrupt_data, "token id " + std::to_string(b.id)
+                                               + " is outside the vocabulary [0, "
+                                               + std::to_string(hp.n_vocab) + ")"};
     if (!b.cache || b.cache->pool().n_layer() != hp.n_layer
         || b.cache->pool().layout(false).row_elems != hp.n_embd_kv()
         || b.cache->n_runs() > max_segments)
-      return core::error{errc::corrupt_data, "batch token " + std::to_string(i) + " has no KV cache for this model"};
+      return core::error{errc::corrupt_data,
+                         "batch token " + std::to_string(i) + " has no KV cache for this model"};
     n_out += b.logits ? 1 : 0;
   }
   if (logits.size() != n_out * hp.n_vocab)
-    return core::error{errc::corrupt_data, "logits span holds " + std::to_string(logits.size()) + " floats, "
-                 + std::to_string(n_out * hp.n_vocab) + " needed"};
+    return core::error{errc::corrupt_data, "logits span holds " + std::to_string(logits.size())
+                                             + " floats, " + std::to_string(n_out * hp.n_vocab)
+                                             + " needed"};
   if (!hidden.empty() && hidden.size() != n * hp.n_embd)
-    return core::error{errc::corrupt_data, "hidden span holds " + std::to_string(hidden.size()) + " floats, "
-                 + std::to_string(n * hp.n_embd) + " needed"};
+    return core::error{errc::corrupt_data, "hidden span holds " + std::to_string(hidden.size())
+                                             + " floats, " + std::to_string(n * hp.n_embd)
+                                             + " needed"};
   // Positions: each token follows what its cache holds and earlier batch
   // tokens of the same sequence.
   for (size_t i = 0; i < n; ++i) {
@@ -371,8 +383,9 @@ core::result<bool> context::eval(std::span<const batch_token> batch, std::span<f
       before += batch[j].cache == batch[i].cache ? 1 : 0;
     pos_[i] = static_cast<uint32_t>(batch[i].cache->n_tokens() + before);
     if (pos_[i] >= batch[i].cache->capacity())
-      return core::error{errc::corrupt_data, "the sequence is full: its context holds " + std::to_string(batch[i].cache->capacity())
-                   + " tokens"};
+      return core::error{errc::corrupt_data, "the sequence is full: its context holds "
+                                               + std::to_string(batch[i].cache->capacity())
+                                               + " tokens"};
   }
   for (size_t i = 0; i < n; ++i)
     if (auto r = batch[i].cache->reserve(pos_[i] + 1); !r)
@@ -415,8 +428,7 @@ core::result<bool> context::eval(std::span<const batch_token> batch, std::span<f
       kernels::kv_segment segs[max_segments];
       size_t ns = batch[i].cache->segments(l, pos_[i] + 1, segs, max_segments);
       kernels::attention_paged({&attn_[i * Eq + h * hd], hd}, {&q_[i * Eq + h * hd], hd},
-                               {segs, ns}, kernels::gqa_kv_head(h, hp.n_head, hp.n_head_kv),
-                               scale);
+                               {segs, ns}, kernels::gqa_kv_head(h, hp.n_head, hp.n_head_kv), scale);
     });
     mm(out_, L.wo, attn_);
     for (size_t j = 0; j < n * E; ++j)
@@ -454,17 +466,18 @@ core::result<bool> context::eval(std::span<const batch_token> batch, std::span<f
 }
 
 core::result<bool> context::eval(kv_cache& cache, std::span<const int32_t> tokens,
-                           std::span<float> logits, bool all_logits) {
+                                 std::span<float> logits, bool all_logits) {
   const size_t V = model_->hparams().n_vocab;
   if (tokens.empty())
     return core::error{errc::corrupt_data, "no tokens to evaluate"};
   if (cache.n_tokens() + tokens.size() > cache.capacity())
     return core::error{errc::corrupt_data, std::to_string(cache.n_tokens() + tokens.size())
-                 + " tokens exceed the sequence's context of " + std::to_string(cache.capacity())};
+                                             + " tokens exceed the sequence's context of "
+                                             + std::to_string(cache.capacity())};
   size_t want = all_logits ? tokens.size() * V : V;
   if (logits.size() != want)
-    return core::error{errc::corrupt_data, "logits span holds " + std::to_string(logits.size()) + " floats, "
-                 + std::to_string(want) + " needed"};
+    return core::error{errc::corrupt_data, "logits span holds " + std::to_string(logits.size())
+                                             + " floats, " + std::to_string(want) + " needed"};
   std::vector<batch_token> batch;
   for (size_t done = 0; done < tokens.size();) {
     size_t n = std::min(max_batch_, tokens.size() - done);

@@ -35,21 +35,21 @@ namespace shoal::engine {
 
 /// Hyper-parameters (GGUF keys `<arch>.*`).
 struct llama_hparams {
-  std::string arch;          ///< general.architecture: "llama" or "qwen2"
-  std::string name;          ///< general.name, if any
-  uint32_t n_vocab = 0;      ///< rows of token_embd
-  uint32_t n_ctx_train = 0;  ///< <arch>.context_length
-  uint32_t n_embd = 0;       ///< <arch>.embedding_length
-  uint32_t n_layer = 0;      ///< <arch>.block_count
-  uint32_t n_ff = 0;         ///< <arch>.feed_forward_length
-  uint32_t n_head = 0;       ///< <arch>.attention.head_count
-  uint32_t n_head_kv = 0;    ///< <arch>.attention.head_count_kv (default n_head)
-  uint32_t head_dim = 0;     ///< <arch>.attention.key_length (default n_embd / n_head)
-  uint32_t n_rot = 0;        ///< <arch>.rope.dimension_count (default head_dim)
-  float rms_eps = 1e-5f;     ///< <arch>.attention.layer_norm_rms_epsilon
-  kernels::rope_params rope; ///< freq_base, linear scaling factor
+  std::string arch;             ///< general.architecture: "llama" or "qwen2"
+  std::string name;             ///< general.name, if any
+  uint32_t n_vocab = 0;         ///< rows of token_embd
+  uint32_t n_ctx_train = 0;     ///< <arch>.context_length
+  uint32_t n_embd = 0;          ///< <arch>.embedding_length
+  uint32_t n_layer = 0;         ///< <arch>.block_count
+  uint32_t n_ff = 0;            ///< <arch>.feed_forward_length
+  uint32_t n_head = 0;          ///< <arch>.attention.head_count
+  uint32_t n_head_kv = 0;       ///< <arch>.attention.head_count_kv (default n_head)
+  uint32_t head_dim = 0;        ///< <arch>.attention.key_length (default n_embd / n_head)
+  uint32_t n_rot = 0;           ///< <arch>.rope.dimension_count (default head_dim)
+  float rms_eps = 1e-5f;        ///< <arch>.attention.layer_norm_rms_epsilon
+  kernels::rope_params rope;    ///< freq_base, linear scaling factor
   bool tied_embeddings = false; ///< no output.weight: logits use token_embd
-  bool qkv_bias = false;     ///< attn_q/k/v.bias present (Qwen2)
+  bool qkv_bias = false;        ///< attn_q/k/v.bias present (Qwen2)
 
   uint32_t n_embd_kv() const noexcept { return n_head_kv * head_dim; }
   uint32_t n_embd_q() const noexcept { return n_head * head_dim; }
@@ -58,9 +58,10 @@ struct llama_hparams {
 /// One transformer block's weights (views into the GGUF map; norms and
 /// biases converted to f32 and owned).
 struct llama_layer {
-  std::vector<float> attn_norm, ffn_norm;  ///< [n_embd]
-  std::vector<float> bq, bk, bv;           ///< [n_embd_q], [n_embd_kv] ×2; empty without bias
-  kernels::weight_view wq, wk, wv, wo;     ///< [n_embd_q, n_embd], [n_embd_kv, n_embd] ×2, [n_embd, n_embd_q]
+  std::vector<float> attn_norm, ffn_norm; ///< [n_embd]
+  std::vector<float> bq, bk, bv;          ///< [n_embd_q], [n_embd_kv] ×2; empty without bias
+  kernels::weight_view wq, wk, wv,
+    wo; ///< [n_embd_q, n_embd], [n_embd_kv, n_embd] ×2, [n_embd, n_embd_q]
   kernels::weight_view w_gate, w_up, w_down; ///< [n_ff, n_embd] ×2, [n_embd, n_ff]
 };
 
@@ -72,7 +73,8 @@ public:
   /// weight types the kernels cannot compute with.
   static core::result<std::shared_ptr<const model>> load(const std::string& path);
   /// The same from an already parsed file (kept alive by the model).
-  static core::result<std::shared_ptr<const model>> from_gguf(std::shared_ptr<const gguf_file> file);
+  static core::result<std::shared_ptr<const model>>
+  from_gguf(std::shared_ptr<const gguf_file> file);
 
   const llama_hparams& hparams() const noexcept { return hp_; }
   const gguf_file& file() const noexcept { return *file_; }
@@ -134,12 +136,12 @@ public:
   /// range, a cache that would overflow its capacity, logits/hidden spans of
   /// the wrong size, a cache made for another model shape.
   core::result<bool> eval(std::span<const batch_token> batch, std::span<float> logits,
-                    std::span<float> hidden = {});
+                          std::span<float> hidden = {});
 
   /// Convenience for one sequence: appends `tokens` and writes the logits of
   /// the last token (all_logits = false) or of every token to `logits`.
   core::result<bool> eval(kv_cache& cache, std::span<const int32_t> tokens, std::span<float> logits,
-                    bool all_logits = false);
+                          bool all_logits = false);
 
 private:
   std::shared_ptr<const model> model_;

@@ -76,8 +76,8 @@ std::vector<double> reference_logits(const model& m, const std::vector<int32_t>&
   auto rope = [&](std::vector<double>& x, size_t n_heads, size_t pos) {
     for (size_t h = 0; h < n_heads; ++h)
       for (size_t i = 0; i < hp.n_rot / 2; ++i) {
-        double theta = pos * std::pow(static_cast<double>(hp.rope.base), -2.0 * i / hp.n_rot)
-                       / freq_div[i];
+        double theta =
+          pos * std::pow(static_cast<double>(hp.rope.base), -2.0 * i / hp.n_rot) / freq_div[i];
         size_t a = h * hd + (hp.arch == "qwen2" ? i : 2 * i);
         size_t b = h * hd + (hp.arch == "qwen2" ? i + hp.n_rot / 2 : 2 * i + 1);
         double xa = x[a], xb = x[b];
@@ -93,7 +93,8 @@ std::vector<double> reference_logits(const model& m, const std::vector<int32_t>&
   for (size_t l = 0; l < hp.n_layer; ++l) {
     std::string p = "blk." + std::to_string(l) + ".";
     auto wq = W(p + "attn_q.weight"), wk = W(p + "attn_k.weight"), wv = W(p + "attn_v.weight");
-    auto wo = W(p + "attn_output.weight"), an = W(p + "attn_norm.weight"), fn = W(p + "ffn_norm.weight");
+    auto wo = W(p + "attn_output.weight"), an = W(p + "attn_norm.weight"),
+         fn = W(p + "ffn_norm.weight");
     auto wg = W(p + "ffn_gate.weight"), wu = W(p + "ffn_up.weight"), wd = W(p + "ffn_down.weight");
     std::vector<std::vector<double>> q(T), k(T), v(T);
     for (size_t t = 0; t < T; ++t) {

@@ -17,14 +17,22 @@ namespace {
 /// ggml tensor type id: Q8_0 is ftype 7 but tensor type 8 (llama.h).
 uint32_t llama_file_type(uint32_t ggml_type) {
   switch (ggml_type) {
-    case 0: return 0;   // ALL_F32
-    case 1: return 1;   // MOSTLY_F16
-    case 2: return 2;   // MOSTLY_Q4_0
-    case 8: return 7;   // MOSTLY_Q8_0
-    case 12: return 15; // MOSTLY_Q4_K_M
-    case 14: return 18; // MOSTLY_Q6_K
-    case 30: return 32; // MOSTLY_BF16
-    default: return 0;
+    case 0:
+      return 0; // ALL_F32
+    case 1:
+      return 1; // MOSTLY_F16
+    case 2:
+      return 2; // MOSTLY_Q4_0
+    case 8:
+      return 7; // MOSTLY_Q8_0
+    case 12:
+      return 15; // MOSTLY_Q4_K_M
+    case 14:
+      return 18; // MOSTLY_Q6_K
+    case 30:
+      return 32; // MOSTLY_BF16
+    default:
+      return 0;
   }
 }
 
@@ -96,8 +104,7 @@ std::optional<random_model_spec> random_model_preset(std::string_view shape) {
     s.n_vocab = 512, s.n_embd = 64, s.n_layer = 2, s.n_ff = 128, s.n_head = 2, s.n_head_kv = 2;
     s.n_ctx = 512;
   } else if (shape == "15M") {
-    s.n_vocab = 32000, s.n_embd = 288, s.n_layer = 6, s.n_ff = 768, s.n_head = 6,
-    s.n_head_kv = 6;
+    s.n_vocab = 32000, s.n_embd = 288, s.n_layer = 6, s.n_ff = 768, s.n_head = 6, s.n_head_kv = 6;
   } else if (shape == "110M") {
     s.n_vocab = 32000, s.n_embd = 768, s.n_layer = 12, s.n_ff = 2048, s.n_head = 12,
     s.n_head_kv = 12;
@@ -115,13 +122,20 @@ std::optional<uint32_t> weight_type_from_name(std::string_view name) {
   std::string n(name);
   for (auto& c : n)
     c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (n == "f32") return 0;
-  if (n == "f16") return 1;
-  if (n == "bf16") return 30;
-  if (n == "q8_0") return 8;
-  if (n == "q4_0") return 2;
-  if (n == "q4_k") return 12;
-  if (n == "q6_k") return 14;
+  if (n == "f32")
+    return 0;
+  if (n == "f16")
+    return 1;
+  if (n == "bf16")
+    return 30;
+  if (n == "q8_0")
+    return 8;
+  if (n == "q4_0")
+    return 2;
+  if (n == "q4_k")
+    return 12;
+  if (n == "q6_k")
+    return 14;
   return std::nullopt;
 }
 
@@ -147,7 +161,8 @@ synthetic_vocab make_synthetic_vocab(uint32_t n_vocab) {
   add("<|im_end|>", 0, 3);
   const std::string marker = "\xE2\x96\x81"; // U+2581
   const std::string letters = "etaoinshrdlcumwfgypbvkjxqz";
-  std::string singles = letters + "ETAOINSHRDLCUMWFGYPBVKJXQZ0123456789.,!?;:'\"-()[]{}/\\@#$%&*+=<>_|~`^";
+  std::string singles =
+    letters + "ETAOINSHRDLCUMWFGYPBVKJXQZ0123456789.,!?;:'\"-()[]{}/\\@#$%&*+=<>_|~`^";
   float score = -1;
   add(marker, score--, 1);
   for (char c : singles) {
@@ -175,20 +190,25 @@ synthetic_vocab make_synthetic_vocab(uint32_t n_vocab) {
 core::result<bool> write_random_model(const random_model_spec& s, const std::string& path) {
   auto info = ggml_type_info(s.weight_type);
   if (!info || !weight_type_from_name(info->name))
-    return core::error{errc::invalid_argument, "weight type " + std::to_string(s.weight_type) + " is not one the engine computes"};
+    return core::error{errc::invalid_argument, "weight type " + std::to_string(s.weight_type)
+                                                 + " is not one the engine computes"};
   if (s.arch != "llama" && s.arch != "qwen2")
-    return core::error{errc::invalid_argument, "architecture \"" + s.arch + "\" is not supported (llama, qwen2)"};
+    return core::error{errc::invalid_argument,
+                       "architecture \"" + s.arch + "\" is not supported (llama, qwen2)"};
   if (s.n_vocab < 300)
     return core::error{errc::invalid_argument, "n_vocab must be at least 300"};
   if (s.n_head == 0 || s.n_head_kv == 0 || s.n_embd % s.n_head != 0 || s.n_head % s.n_head_kv != 0)
-    return core::error{errc::invalid_argument, "n_embd must be a multiple of n_head, and n_head a multiple of n_head_kv"};
+    return core::error{errc::invalid_argument,
+                       "n_embd must be a multiple of n_head, and n_head a multiple of n_head_kv"};
   const uint32_t hd = s.n_embd / s.n_head;
   if (hd % 2 != 0)
     return core::error{errc::invalid_argument, "head dimension " + std::to_string(hd) + " is odd"};
   for (uint32_t cols : {s.n_embd, s.n_ff})
     if (cols % info->block_elems != 0)
-      return core::error{errc::invalid_argument, "rows of " + std::to_string(cols) + " elements are not a multiple of "
-                   + std::string(info->name) + "'s block size " + std::to_string(info->block_elems)};
+      return core::error{errc::invalid_argument, "rows of " + std::to_string(cols)
+                                                   + " elements are not a multiple of "
+                                                   + std::string(info->name) + "'s block size "
+                                                   + std::to_string(info->block_elems)};
 
   gguf_writer w;
   const std::string a = s.arch;

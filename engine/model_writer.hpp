@@ -24,15 +24,15 @@ namespace shoal::engine {
 
 /// Shape and format of a random model.
 struct random_model_spec {
-  std::string arch = "llama";  ///< "llama", or "qwen2" (adds Q/K/V biases)
+  std::string arch = "llama"; ///< "llama", or "qwen2" (adds Q/K/V biases)
   std::string name = "shoal-random";
-  uint32_t n_vocab = 32000;    ///< ≥ 300 (specials + bytes + a few pieces)
+  uint32_t n_vocab = 32000; ///< ≥ 300 (specials + bytes + a few pieces)
   uint32_t n_embd = 288;
   uint32_t n_layer = 6;
   uint32_t n_ff = 768;
   uint32_t n_head = 6;
-  uint32_t n_head_kv = 6;      ///< < n_head: grouped-query attention
-  uint32_t n_ctx = 2048;       ///< <arch>.context_length
+  uint32_t n_head_kv = 6; ///< < n_head: grouped-query attention
+  uint32_t n_ctx = 2048;  ///< <arch>.context_length
   float rope_base = 10000.0f;
   float rms_eps = 1e-5f;
   /// ggml type id of the matrices: 0 F32, 1 F16, 30 BF16, 8 Q8_0, 2 Q4_0,

@@ -88,11 +88,14 @@ std::string fmt_value(double v) {
 
 /// Error text "<name> must be in <range>, got <value>".
 core::error out_of_range(const char* name, const char* range, double got) {
-  return core::error{errc::invalid_argument, std::string(name) + " must be in " + range + ", got " + fmt_value(got)};
+  return core::error{errc::invalid_argument,
+                     std::string(name) + " must be in " + range + ", got " + fmt_value(got)};
 }
 
 /// NaN fails every check (comparisons with NaN are false).
-bool in_closed(double v, double lo, double hi) noexcept { return v >= lo && v <= hi; }
+bool in_closed(double v, double lo, double hi) noexcept {
+  return v >= lo && v <= hi;
+}
 
 float sanitize1(float x) noexcept {
   return x != x ? ninf : (x > max_finite ? max_finite : x);
@@ -239,8 +242,8 @@ inline bool at_or_better(float l, int32_t i, float bl, int32_t bid) noexcept {
 /// pr[i] = (l[i] - max_logit) / t for kept tokens, floored at
 /// -softmax_floor_nats; the same floor for the others (zeroed later).
 SHOAL_VOCAB_PASS
-void temperature_logits(const float* l, float* pr, int32_t n, float max_logit, float t,
-                        float bl, int32_t bid) noexcept {
+void temperature_logits(const float* l, float* pr, int32_t n, float max_logit, float t, float bl,
+                        int32_t bid) noexcept {
   const float floor = -softmax_floor_nats;
   for (int32_t i = 0; i < n; ++i) {
     const float z = (l[i] - max_logit) / t;
@@ -251,8 +254,8 @@ void temperature_logits(const float* l, float* pr, int32_t n, float max_logit, f
 /// Zeroes pr[i] of excluded and -inf tokens and writes the sum of each block
 /// of draw_block into sums. @return the total (double).
 SHOAL_VOCAB_PASS
-double mask_and_sum_blocks(const float* l, float* pr, int32_t n, float bl, int32_t bid,
-                           float* sums, size_t n_blocks) noexcept {
+double mask_and_sum_blocks(const float* l, float* pr, int32_t n, float bl, int32_t bid, float* sums,
+                           size_t n_blocks) noexcept {
   double total = 0;
   for (size_t b = 0; b < n_blocks; ++b) {
     const auto begin = static_cast<int32_t>(b * draw_block);
@@ -329,7 +332,9 @@ core::result<sampler> sampler::create(const sampling_params& params, int32_t n_v
   if (auto ok = validate(params); !ok)
     return std::move(ok).err();
   if (n_vocab <= 0)
-    return core::error{errc::invalid_argument, "sampler needs a vocabulary of at least 1 token, got " + std::to_string(n_vocab)};
+    return core::error{errc::invalid_argument,
+                       "sampler needs a vocabulary of at least 1 token, got "
+                         + std::to_string(n_vocab)};
   uint64_t seed = 0;
   if (params.seed) {
     seed = *params.seed;
@@ -338,14 +343,16 @@ core::result<sampler> sampler::create(const sampling_params& params, int32_t n_v
       std::random_device rd;
       seed = (static_cast<uint64_t>(rd()) << 32) ^ rd();
     } catch (const std::exception& e) {
-      return core::error{errc::invalid_argument, std::string("sampler: no random seed (std::random_device: ") + e.what() + ")"};
+      return core::error{errc::invalid_argument,
+                         std::string("sampler: no random seed (std::random_device: ") + e.what()
+                           + ")"};
     }
   }
   return sampler(params, n_vocab, seed);
 }
 
 sampler::sampler(const sampling_params& params, int32_t n_vocab, uint64_t seed)
-    : params_(params), n_vocab_(n_vocab), seed_(seed), rng_(seed) {
+  : params_(params), n_vocab_(n_vocab), seed_(seed), rng_(seed) {
   const auto n = static_cast<size_t>(n_vocab);
   work_.resize(n);
   probs_.resize(n);
@@ -362,8 +369,9 @@ double sampler::next_uniform() noexcept {
 /// after, so the cost is O(window), not O(n_vocab).
 bool sampler::apply_penalties(std::span<float> logits, std::span<const int32_t> history) {
   const sampling_params& p = params_;
-  if (logits.size() != work_.size() || p.penalty_last_n == 0 || history.empty() ||
-      (p.repetition_penalty == 1.0f && p.frequency_penalty == 0.0f && p.presence_penalty == 0.0f))
+  if (logits.size() != work_.size() || p.penalty_last_n == 0 || history.empty()
+      || (p.repetition_penalty == 1.0f && p.frequency_penalty == 0.0f
+          && p.presence_penalty == 0.0f))
     return false;
   size_t window = history.size();
   if (p.penalty_last_n > 0)
@@ -459,8 +467,7 @@ sampler::kept_set sampler::truncate_top_p_full(float max_logit, float min_logit,
   const float scale = span > 0 ? static_cast<float>(n_buckets) / span : 0.0f;
   bucket_.resize(n);
   const uint16_t* bucket = bucket_.data();
-  const size_t n_cands =
-      bucket_tokens(l, pr, bucket_.data(), n, max_logit, scale, eps, min_logit);
+  const size_t n_cands = bucket_tokens(l, pr, bucket_.data(), n, max_logit, scale, eps, min_logit);
 
   double need = top_p;
   // Walks cands_[0, count) sorted best first: the kept length (>= 1).
@@ -530,9 +537,8 @@ sampler::kept_set sampler::truncate_top_p_full(float max_logit, float min_logit,
   }
   const size_t len = gather(cut, [cut](uint16_t b, size_t) { return b == cut; });
   const auto first = cands_.begin(), last = first + static_cast<ptrdiff_t>(len);
-  const auto [lo, hi] = std::minmax_element(first, last, [](const auto& a, const auto& b) {
-    return a.logit < b.logit;
-  });
+  const auto [lo, hi] = std::minmax_element(
+    first, last, [](const auto& a, const auto& b) { return a.logit < b.logit; });
   if (lo->logit != hi->logit) // equal logits: id order already is key order
     std::sort(first, last, better);
   const size_t n_in = walk(len);
@@ -622,11 +628,12 @@ int32_t sampler::draw(const kept_set& kept, float max_logit, bool probs_is_t1) {
 }
 
 core::result<sampled_token> sampler::sample(std::span<const float> logits,
-                                      std::span<const int32_t> history) {
+                                            std::span<const int32_t> history) {
   const size_t n = work_.size();
   if (logits.size() != n)
-    return core::error{errc::invalid_argument, "sampler: got " + std::to_string(logits.size()) + " logits for a vocabulary of " +
-                 std::to_string(n)};
+    return core::error{errc::invalid_argument, "sampler: got " + std::to_string(logits.size())
+                                                 + " logits for a vocabulary of "
+                                                 + std::to_string(n)};
   const logit_range raw = sanitize(logits.data(), work_.data(), n);
   if (raw.max == ninf)
     return core::error{errc::invalid_argument, "sampler: every logit is -inf or NaN"};
@@ -688,20 +695,21 @@ core::result<sampled_token> sampler::sample(std::span<const float> logits,
 
 core::result<stop_matcher> stop_matcher::create(std::span<const std::string> stops) {
   if (stops.size() > max_stop_strings)
-    return core::error{errc::invalid_argument, "stop: at most " + std::to_string(max_stop_strings) + " strings, got " +
-                 std::to_string(stops.size())};
+    return core::error{errc::invalid_argument, "stop: at most " + std::to_string(max_stop_strings)
+                                                 + " strings, got " + std::to_string(stops.size())};
   for (size_t i = 0; i < stops.size(); ++i) {
     if (stops[i].empty())
       return core::error{errc::invalid_argument, "stop[" + std::to_string(i) + "] is empty"};
     if (stops[i].size() > max_stop_bytes)
-      return core::error{errc::invalid_argument, "stop[" + std::to_string(i) + "] is " + std::to_string(stops[i].size()) +
-                   " bytes, the limit is " + std::to_string(max_stop_bytes)};
+      return core::error{errc::invalid_argument,
+                         "stop[" + std::to_string(i) + "] is " + std::to_string(stops[i].size())
+                           + " bytes, the limit is " + std::to_string(max_stop_bytes)};
   }
   return stop_matcher(std::vector<std::string>(stops.begin(), stops.end()));
 }
 
 stop_matcher::stop_matcher(std::vector<std::string> stops)
-    : stops_(std::move(stops)), failure_(stops_.size()), state_(stops_.size(), 0) {
+  : stops_(std::move(stops)), failure_(stops_.size()), state_(stops_.size(), 0) {
   // failure[j] = length of the longest proper border of s[0, j].
   for (size_t k = 0; k < stops_.size(); ++k) {
     const std::string& s = stops_[k];

@@ -179,7 +179,7 @@ public:
   /// @return the token, or an error if logits.size() != n_vocab or no logit
   /// is finite. Advances the generator by one 64-bit value (none when greedy).
   core::result<sampled_token> sample(std::span<const float> logits,
-                               std::span<const int32_t> history);
+                                     std::span<const int32_t> history);
 
   /// The chain's first stage on its own: applies this sampler's repetition,
   /// frequency and presence penalties to `logits` in place, over the last
@@ -219,16 +219,16 @@ private:
   uint64_t seed_;
   std::mt19937_64 rng_;
   // Scratch, reused across calls; the lazily sized ones grow on first use.
-  std::vector<float> work_;       // [n_vocab] sanitised, then penalised logits
-  std::vector<float> probs_;      // [n_vocab] softmax of raw / penalised / final
-  std::vector<uint32_t> counts_;  // [n_vocab] once penalties run; 0 between calls
-  std::vector<int32_t> touched_;  // distinct ids of the penalty window
+  std::vector<float> work_;                      // [n_vocab] sanitised, then penalised logits
+  std::vector<float> probs_;                     // [n_vocab] softmax of raw / penalised / final
+  std::vector<uint32_t> counts_;                 // [n_vocab] once penalties run; 0 between calls
+  std::vector<int32_t> touched_;                 // distinct ids of the penalty window
   std::vector<detail::sampler_candidate> cands_; // [>= min(n_vocab, 1025), top_k]
-  std::vector<double> weights_;   // temperature weights of a short kept list
-  std::vector<float> block_sums_; // [ceil(n_vocab / 256)] for the dense draw
-  std::vector<uint16_t> bucket_;  // [n_vocab] once top-p runs: histogram bucket
-  std::vector<float> bucket_mass_;      // top-p histograms: mass per bucket
-  std::vector<uint32_t> bucket_count_;  // top-p histograms: tokens per bucket
+  std::vector<double> weights_;                  // temperature weights of a short kept list
+  std::vector<float> block_sums_;                // [ceil(n_vocab / 256)] for the dense draw
+  std::vector<uint16_t> bucket_;                 // [n_vocab] once top-p runs: histogram bucket
+  std::vector<float> bucket_mass_;               // top-p histograms: mass per bucket
+  std::vector<uint32_t> bucket_count_;           // top-p histograms: tokens per bucket
 };
 
 /// Largest number of stop strings (OpenAI's limit).

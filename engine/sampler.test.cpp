@@ -86,8 +86,8 @@ std::vector<float> random_logits(size_t n, uint64_t seed, double stddev = 3.0) {
   std::mt19937_64 g(seed);
   std::vector<float> l(n);
   for (float& x : l) // Box-Muller over our own uniforms keeps it portable
-    x = static_cast<float>(stddev * std::sqrt(-2.0 * std::log((g() >> 11) * 0x1p-53 + 0x1p-60)) *
-                           std::cos(6.283185307179586 * ((g() >> 11) * 0x1p-53)));
+    x = static_cast<float>(stddev * std::sqrt(-2.0 * std::log((g() >> 11) * 0x1p-53 + 0x1p-60))
+                           * std::cos(6.283185307179586 * ((g() >> 11) * 0x1p-53)));
   return l;
 }
 
@@ -255,9 +255,9 @@ TEST_CASE("sampler: top_p and min_p over random logits keep the reference prefix
     float top_p, min_p;
   };
   const size_t n = 20000;
-  for (const config c : {config{3.0, 0.3f, 0.0f}, config{2.0, 0.5f, 0.0f}, config{1.5, 0.5f, 0.0f},
-                         config{1.5, 0.9f, 0.05f}, config{3.0, 0.9f, 0.3f},
-                         config{2.0, 1.0f, 0.2f}}) {
+  for (const config c :
+       {config{3.0, 0.3f, 0.0f}, config{2.0, 0.5f, 0.0f}, config{1.5, 0.5f, 0.0f},
+        config{1.5, 0.9f, 0.05f}, config{3.0, 0.9f, 0.3f}, config{2.0, 1.0f, 0.2f}}) {
     CAPTURE(c.stddev);
     CAPTURE(c.top_p);
     CAPTURE(c.min_p);
@@ -369,7 +369,7 @@ TEST_CASE("sampler: repetition, frequency and presence penalties change the logi
   CHECK(l[0] == doctest::Approx(2.0 / 2 - 2 * 0.25 - 0.5));  // positive: divided
   CHECK(l[1] == doctest::Approx(-1.0 * 2 - 1 * 0.25 - 0.5)); // negative: multiplied
   CHECK(l[2] == doctest::Approx(0.5 / 2 - 3 * 0.25 - 0.5));
-  CHECK(l[3] == 3.0f); // not in the window
+  CHECK(l[3] == 3.0f);                                      // not in the window
   CHECK(l[4] == doctest::Approx(0.0 * 2 - 1 * 0.25 - 0.5)); // zero counts as <= 0
 
   // Only the last penalty_last_n tokens count.
@@ -415,7 +415,7 @@ TEST_CASE("sampler: logprobs are the raw log-softmax, top_logprobs sorted and ex
   l[3] = l[7]; // a tie: lower id first
   sampling_params p;
   p.n_logprobs = 20;
-  p.temperature = 0.5f;        // none of these may change the logprobs
+  p.temperature = 0.5f; // none of these may change the logprobs
   p.repetition_penalty = 1.8f;
   p.presence_penalty = 1.0f;
   p.top_k = 5;
@@ -501,9 +501,9 @@ TEST_CASE("sampler: NaN is never chosen, +inf always is, all -inf/NaN is an erro
     CHECK(draw1(s, {0.0f, inf, 5.0f, -inf}).logprob == 0.0f);
     CHECK(draw1(s, {-inf, -inf, 2.0f, -inf}).id == 2);
 
-    for (const auto& bad : {std::vector<float>{qnan, qnan, qnan, qnan},
-                            std::vector<float>{-inf, -inf, -inf, -inf},
-                            std::vector<float>{-inf, qnan, -inf, qnan}}) {
+    for (const auto& bad :
+         {std::vector<float>{qnan, qnan, qnan, qnan}, std::vector<float>{-inf, -inf, -inf, -inf},
+          std::vector<float>{-inf, qnan, -inf, qnan}}) {
       auto r = s.sample(bad, {});
       REQUIRE_FALSE(r.ok());
       CHECK(r.err().message.find("-inf or NaN") != std::string::npos);
@@ -570,13 +570,20 @@ TEST_CASE("sampling_params: each out-of-range field is named with its range") {
     {"top_p must be in (0, 1], got 1.5", with([](auto& p) { p.top_p = 1.5f; })},
     {"min_p must be in [0, 1], got -0.5", with([](auto& p) { p.min_p = -0.5f; })},
     {"min_p must be in [0, 1], got inf", with([](auto& p) { p.min_p = inf; })},
-    {"repetition_penalty must be in (0, 10], got 0", with([](auto& p) { p.repetition_penalty = 0; })},
-    {"repetition_penalty must be in (0, 10], got 11", with([](auto& p) { p.repetition_penalty = 11; })},
-    {"presence_penalty must be in [-2, 2], got 2.5", with([](auto& p) { p.presence_penalty = 2.5f; })},
-    {"frequency_penalty must be in [-2, 2], got -3", with([](auto& p) { p.frequency_penalty = -3; })},
-    {"penalty_last_n must be in [-1, 1048576], got -2", with([](auto& p) { p.penalty_last_n = -2; })},
-    {"n_logprobs (OpenAI top_logprobs) must be in [0, 20], got 21", with([](auto& p) { p.n_logprobs = 21; })},
-    {"n_logprobs (OpenAI top_logprobs) must be in [0, 20], got -1", with([](auto& p) { p.n_logprobs = -1; })},
+    {"repetition_penalty must be in (0, 10], got 0",
+     with([](auto& p) { p.repetition_penalty = 0; })},
+    {"repetition_penalty must be in (0, 10], got 11",
+     with([](auto& p) { p.repetition_penalty = 11; })},
+    {"presence_penalty must be in [-2, 2], got 2.5",
+     with([](auto& p) { p.presence_penalty = 2.5f; })},
+    {"frequency_penalty must be in [-2, 2], got -3",
+     with([](auto& p) { p.frequency_penalty = -3; })},
+    {"penalty_last_n must be in [-1, 1048576], got -2",
+     with([](auto& p) { p.penalty_last_n = -2; })},
+    {"n_logprobs (OpenAI top_logprobs) must be in [0, 20], got 21",
+     with([](auto& p) { p.n_logprobs = 21; })},
+    {"n_logprobs (OpenAI top_logprobs) must be in [0, 20], got -1",
+     with([](auto& p) { p.n_logprobs = -1; })},
   };
   for (const auto& c : cases) {
     CAPTURE(c.needle);
@@ -593,7 +600,8 @@ TEST_CASE("sampling_params: each out-of-range field is named with its range") {
           p.penalty_last_n = -1;
           p.n_logprobs = 20;
           p.seed = ~uint64_t{0};
-        })).ok());
+        }))
+          .ok());
 }
 
 // ---- stop strings -----------------------------------------------------------
@@ -636,7 +644,8 @@ stream_result reference(const std::string& text, const std::vector<std::string>&
     if (pos == std::string::npos)
       continue;
     const size_t end = pos + stops[k].size();
-    if (end < best_end || (end == best_end && stops[k].size() > stops[static_cast<size_t>(best)].size())) {
+    if (end < best_end
+        || (end == best_end && stops[k].size() > stops[static_cast<size_t>(best)].size())) {
       best_end = end;
       best = static_cast<int32_t>(k);
     }
@@ -741,8 +750,11 @@ TEST_CASE("stop_matcher: rejects too many, empty and too long stop strings") {
   auto empty = stop_matcher::create(std::vector<std::string>{"a", ""});
   REQUIRE_FALSE(empty.ok());
   CHECK(empty.err().message == "stop[1] is empty");
-  auto longer = stop_matcher::create(std::vector<std::string>{std::string(max_stop_bytes + 1, 'x')});
+  auto longer =
+    stop_matcher::create(std::vector<std::string>{std::string(max_stop_bytes + 1, 'x')});
   REQUIRE_FALSE(longer.ok());
   CHECK(longer.err().message == "stop[0] is 257 bytes, the limit is 256");
-  CHECK(stop_matcher::create(std::vector<std::string>{std::string(max_stop_bytes, 'x'), "a", "b", "c"}).ok());
+  CHECK(
+    stop_matcher::create(std::vector<std::string>{std::string(max_stop_bytes, 'x'), "a", "b", "c"})
+      .ok());
 }

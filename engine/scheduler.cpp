@@ -32,7 +32,7 @@ struct scheduler::sequence {
   uint32_t generated = 0;
   int32_t n_logprobs = 0;
 
-  uint32_t cached = 0; ///< prompt tokens adopted from the prefix cache
+  uint32_t cached = 0;       ///< prompt tokens adopted from the prefix cache
   uint32_t memory_waits = 0; ///< steps this sequence waited for KV memory
 
   sequence(uint64_t id_, const generation_request& r, std::vector<int32_t> p, kv_pool& pool,
@@ -68,12 +68,15 @@ core::result<uint32_t> scheduler::submit(uint64_t id, const generation_request& 
     return core::error{errc::invalid_argument, "the prompt is empty"};
   if (prompt.size() >= cfg_.n_ctx)
     return core::error{errc::invalid_argument, "the prompt has " + std::to_string(prompt.size())
-                 + " tokens, but the model's context holds " + std::to_string(cfg_.n_ctx)
-                 + " (prompt and completion together)"};
+                                                 + " tokens, but the model's context holds "
+                                                 + std::to_string(cfg_.n_ctx)
+                                                 + " (prompt and completion together)"};
   if (req.max_tokens > 0 && prompt.size() + req.max_tokens > cfg_.n_ctx)
-    return core::error{errc::invalid_argument, "the prompt has " + std::to_string(prompt.size()) + " tokens and max_tokens is "
-                 + std::to_string(req.max_tokens) + ": together more than the context of "
-                 + std::to_string(cfg_.n_ctx) + " tokens; lower max_tokens or shorten the prompt"};
+    return core::error{errc::invalid_argument,
+                       "the prompt has " + std::to_string(prompt.size())
+                         + " tokens and max_tokens is " + std::to_string(req.max_tokens)
+                         + ": together more than the context of " + std::to_string(cfg_.n_ctx)
+                         + " tokens; lower max_tokens or shorten the prompt"};
   auto n = static_cast<uint32_t>(prompt.size());
   waiting_.push_back(std::make_unique<sequence>(id, req, std::move(prompt), *kv_, cfg_.n_ctx,
                                                 std::move(*smp), std::move(*stops), *tok_));
@@ -86,7 +89,8 @@ core::result<std::vector<float>> scheduler::embed(std::string_view text) {
     return core::error{errc::invalid_argument, "the input is empty"};
   if (toks.size() > cfg_.n_ctx)
     return core::error{errc::invalid_argument, "the input has " + std::to_string(toks.size())
-                 + " tokens, more than the model's context of " + std::to_string(cfg_.n_ctx)};
+                                                 + " tokens, more than the model's context of "
+                                                 + std::to_string(cfg_.n_ctx)};
   const size_t E = model_->hparams().n_embd;
   kv_cache cache(model_->hparams(), toks.size());
   std::vector<float> hidden, sum(E, 0.0f);
@@ -192,16 +196,17 @@ std::vector<sequence_event> scheduler::step() {
   for (auto id : out_of_memory) {
     sequence_event e;
     e.id = id;
-    e.error = core::error{errc::resource_exhausted,
-                          "the KV cache budget is exhausted (memory.budget_mb): no room for this sequence",
-                          "memory.budget_mb"};
+    e.error =
+      core::error{errc::resource_exhausted,
+                  "the KV cache budget is exhausted (memory.budget_mb): no room for this sequence",
+                  "memory.budget_mb"};
     events.push_back(std::move(e));
     cancel(id);
   }
   stalled_ = !requeue.empty() || decode_waits;
   for (auto id : requeue) {
-    auto it = std::find_if(running_.begin(), running_.end(),
-                           [&](const auto& s) { return s->id == id; });
+    auto it =
+      std::find_if(running_.begin(), running_.end(), [&](const auto& s) { return s->id == id; });
     auto& s = **it;
     s.cache.truncate(0);
     s.n_prefilled = 0;

@@ -49,18 +49,18 @@ const char* to_string(finish_reason r) noexcept;
 /// One sampled token as reported to the client.
 struct token_report {
   int32_t id = 0;
-  std::string piece;   ///< the token's bytes (for logprobs "token")
+  std::string piece; ///< the token's bytes (for logprobs "token")
   float logprob = 0;
   std::vector<std::pair<std::string, float>> top_logprobs;
 };
 
 /// What one step produced for one sequence.
 struct sequence_event {
-  uint64_t id = 0;            ///< the sequence
-  std::string text;           ///< newly complete text (may be empty)
+  uint64_t id = 0;                   ///< the sequence
+  std::string text;                  ///< newly complete text (may be empty)
   std::optional<token_report> token; ///< the sampled token (absent on errors)
   finish_reason finish = finish_reason::none;
-  core::error error;          ///< set (code != ok): the sequence failed and is gone
+  core::error error; ///< set (code != ok): the sequence failed and is gone
   uint32_t prompt_tokens = 0, completion_tokens = 0;
   /// Prompt tokens whose KV came from the prefix cache (not prefilled).
   uint32_t cached_tokens = 0;
@@ -134,7 +134,9 @@ public:
   size_t trim(size_t bytes) { return kv_->trim(bytes); }
   /// The KV tier policy (kv_pool::policy / set_policy).
   engine::kv_policy kv_policy() const noexcept { return kv_->policy(); }
-  core::result<engine::kv_policy> set_kv_policy(const engine::kv_policy& p) { return kv_->set_policy(p); }
+  core::result<engine::kv_policy> set_kv_policy(const engine::kv_policy& p) {
+    return kv_->set_policy(p);
+  }
   /// True when the last step could not run a sequence (a prefill to start
   /// or a decode to continue) for lack of KV memory: the caller should ask other budget users to free some (the
   /// memory pool) and step again a little later. A sequence still without

@@ -53,43 +53,80 @@ std::optional<pre_config> find_pre(std::string_view name) {
   if (name == "falcon")
     return pre_config{{r::punct_runs_falcon, r::gpt2, r::ascii_digit_triples}, false, false, true};
   if (name == "default")
-    return pre_config{{r::punct_runs, r::gpt2, r::number_runs, r::ascii_digit_triples}, false,
-                      false, true};
+    return pre_config{
+      {r::punct_runs, r::gpt2, r::number_runs, r::ascii_digit_triples}, false, false, true};
   return std::nullopt;
 }
 
 /// Texts llama.cpp treats as end of generation (src/llama-vocab.cpp).
 constexpr std::string_view eog_texts[] = {
-    "<|eot_id|>", "<|im_end|>",  "<|end|>",     "<|return|>",         "<|call|>",
-    "<|flush|>",  "<|calls|>",   "<end_of_turn>", "<|endoftext|>",    "</s>",
-    "<|eom_id|>", "<EOT>",       "_<EOT>",      "[EOT]",              "[EOS]",
-    "<|end_of_text|>", "<end_of_utterance>", "<eos>", "<turn|>",       "<|tool_response>",
-    "<\xEF\xBD\x9C" "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>", "[e~[",
+  "<|eot_id|>",
+  "<|im_end|>",
+  "<|end|>",
+  "<|return|>",
+  "<|call|>",
+  "<|flush|>",
+  "<|calls|>",
+  "<end_of_turn>",
+  "<|endoftext|>",
+  "</s>",
+  "<|eom_id|>",
+  "<EOT>",
+  "_<EOT>",
+  "[EOT]",
+  "[EOS]",
+  "<|end_of_text|>",
+  "<end_of_utterance>",
+  "<eos>",
+  "<turn|>",
+  "<|tool_response>",
+  "<\xEF\xBD\x9C"
+  "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>",
+  "[e~[",
 };
 /// Token roles llama.cpp finds by text when their id is not in the file
 /// (src/llama-vocab.cpp, load()); the found token becomes a control token.
 /// Where several texts exist, the first in each list wins.
-enum role { role_eot, role_eom, role_fim_pre, role_fim_suf, role_fim_mid, role_fim_pad, role_fim_rep,
-            role_fim_sep, n_roles };
+enum role {
+  role_eot,
+  role_eom,
+  role_fim_pre,
+  role_fim_suf,
+  role_fim_mid,
+  role_fim_pad,
+  role_fim_rep,
+  role_fim_sep,
+  n_roles
+};
 constexpr std::string_view role_keys[n_roles] = {
-    "tokenizer.ggml.eot_token_id",     "tokenizer.ggml.eom_token_id",
-    "tokenizer.ggml.fim_pre_token_id", "tokenizer.ggml.fim_suf_token_id",
-    "tokenizer.ggml.fim_mid_token_id", "tokenizer.ggml.fim_pad_token_id",
-    "tokenizer.ggml.fim_rep_token_id", "tokenizer.ggml.fim_sep_token_id"};
+  "tokenizer.ggml.eot_token_id",     "tokenizer.ggml.eom_token_id",
+  "tokenizer.ggml.fim_pre_token_id", "tokenizer.ggml.fim_suf_token_id",
+  "tokenizer.ggml.fim_mid_token_id", "tokenizer.ggml.fim_pad_token_id",
+  "tokenizer.ggml.fim_rep_token_id", "tokenizer.ggml.fim_sep_token_id"};
 const std::vector<std::string_view> role_texts[n_roles] = {
-    {"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>",
-     "<EOT>", "_<EOT>", "[EOT]", "<\xEF\xBD\x9C" "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>",
-     "<end_of_utterance>"},
-    {"<|eom_id|>"},
-    {"<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<\xEF\xBD\x9C" "fim\xE2\x96\x81" "begin\xEF\xBD\x9C>",
-     "<PRE>", "\xE2\x96\x81<PRE>", "<|code_prefix|>", "<|prefix|>"},
-    {"<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<\xEF\xBD\x9C" "fim\xE2\x96\x81hole\xEF\xBD\x9C>",
-     "<SUF>", "\xE2\x96\x81<SUF>", "<|code_suffix|>", "<|suffix|>"},
-    {"<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<\xEF\xBD\x9C" "fim\xE2\x96\x81" "end\xEF\xBD\x9C>",
-     "<MID>", "\xE2\x96\x81<MID>", "<|code_middle|>", "<|middle|>"},
-    {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"},
-    {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"},
-    {"<|file_sep|>"},
+  {"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>",
+   "<EOT>", "_<EOT>", "[EOT]",
+   "<\xEF\xBD\x9C"
+   "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>",
+   "<end_of_utterance>"},
+  {"<|eom_id|>"},
+  {"<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>",
+   "<\xEF\xBD\x9C"
+   "fim\xE2\x96\x81"
+   "begin\xEF\xBD\x9C>",
+   "<PRE>", "\xE2\x96\x81<PRE>", "<|code_prefix|>", "<|prefix|>"},
+  {"<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>",
+   "<\xEF\xBD\x9C"
+   "fim\xE2\x96\x81hole\xEF\xBD\x9C>",
+   "<SUF>", "\xE2\x96\x81<SUF>", "<|code_suffix|>", "<|suffix|>"},
+  {"<|fim_middle|>", "<fim-middle>", "<fim_middle>",
+   "<\xEF\xBD\x9C"
+   "fim\xE2\x96\x81"
+   "end\xEF\xBD\x9C>",
+   "<MID>", "\xE2\x96\x81<MID>", "<|code_middle|>", "<|middle|>"},
+  {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"},
+  {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"},
+  {"<|file_sep|>"},
 };
 
 /// A piece of the input: raw text or a special token matched in it.
@@ -106,7 +143,9 @@ bool is_ascii_space(char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
 }
 
-uint64_t hash_text(std::string_view s) { return XXH3_64bits(s.data(), s.size()); }
+uint64_t hash_text(std::string_view s) {
+  return XXH3_64bits(s.data(), s.size());
+}
 
 /// The byte of an SPM byte token "<0xXX>", or -1.
 int parse_byte_token(std::string_view t) {
@@ -114,7 +153,7 @@ int parse_byte_token(std::string_view t) {
     return -1;
   int v = 0;
   for (char c : t.substr(3, 2)) {
-    const int d = c >= '0' && c <= '9' ? c - '0'
+    const int d = c >= '0' && c <= '9'   ? c - '0'
                   : c >= 'a' && c <= 'f' ? c - 'a' + 10
                   : c >= 'A' && c <= 'F' ? c - 'A' + 10
                                          : -1;
@@ -154,11 +193,11 @@ struct tokenizer::impl {
   std::vector<uint32_t> text_off; ///< [n_vocab + 1] offsets into texts
   std::string pieces;             ///< all pieces (special = true), back to back
   std::vector<uint32_t> piece_off;
-  std::vector<float> scores;      ///< [n_vocab] (SPM) or empty
-  std::vector<token_type> types;  ///< [n_vocab]
-  std::vector<uint8_t> strip;     ///< [n_vocab] bit 0 lstrip, bit 1 rstrip
-  std::vector<int32_t> specials;  ///< control / user-defined / unknown ids, longest text first
-  std::vector<int32_t> eog;       ///< ascending
+  std::vector<float> scores;     ///< [n_vocab] (SPM) or empty
+  std::vector<token_type> types; ///< [n_vocab]
+  std::vector<uint8_t> strip;    ///< [n_vocab] bit 0 lstrip, bit 1 rstrip
+  std::vector<int32_t> specials; ///< control / user-defined / unknown ids, longest text first
+  std::vector<int32_t> eog;      ///< ascending
   /// SPM: the <0xXX> token of each byte (fallbacks: the 1-byte token, unk);
   /// BPE: the token of the byte's GPT-2 alphabet character. -1 for none.
   std::array<int32_t, 256> byte_token{};
@@ -194,10 +233,12 @@ struct tokenizer::impl {
   }
 
   static uint64_t merge_key(int32_t left, int32_t right) {
-    return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
+    return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32)
+           | static_cast<uint32_t>(right);
   }
   size_t merge_home(uint64_t key) const {
-    return merge_shift >= 64 ? 0 : static_cast<size_t>((key * 0x9E3779B97F4A7C15ull) >> merge_shift);
+    return merge_shift >= 64 ? 0
+                             : static_cast<size_t>((key * 0x9E3779B97F4A7C15ull) >> merge_shift);
   }
   const merge_slot* find_merge(int32_t left, int32_t right) const {
     if (merge_slots.empty() || left < 0 || right < 0)
@@ -231,8 +272,9 @@ core::result<bool> tokenizer::impl::build_index() {
     uint64_t i = hash_text(s) & slot_mask;
     for (; slots[i] >= 0; i = (i + 1) & slot_mask) {
       if (text(slots[i]) == s)
-        return core::error{errc::corrupt_data, "tokens " + std::to_string(slots[i]) + " and " + std::to_string(id) +
-                     " have the same text '" + std::string(s) + "'"};
+        return core::error{errc::corrupt_data, "tokens " + std::to_string(slots[i]) + " and "
+                                                 + std::to_string(id) + " have the same text '"
+                                                 + std::string(s) + "'"};
     }
     slots[i] = id;
   }
@@ -252,16 +294,18 @@ core::result<bool> tokenizer::impl::build_merges(std::span<const std::string_vie
     const std::string_view m = merges[rank];
     const size_t sp = m.size() > 1 ? m.find(' ', 1) : std::string_view::npos;
     if (sp == std::string_view::npos)
-      return core::error{errc::corrupt_data, "merge " + std::to_string(rank) + " '" + std::string(m) +
-                   "' is not two tokens separated by a space"};
+      return core::error{errc::corrupt_data, "merge " + std::to_string(rank) + " '" + std::string(m)
+                                               + "' is not two tokens separated by a space"};
     const std::string_view left = m.substr(0, sp), right = m.substr(sp + 1);
     joined.assign(left).append(right);
     const int32_t l = find(left), r = find(right), res = find(joined);
     if (l < 0 || r < 0 || res < 0)
-      return core::error{errc::corrupt_data, "merge " + std::to_string(rank) + " '" + std::string(m) + "' names " +
-                   (l < 0 ? "'" + std::string(left) + "'" : r < 0 ? "'" + std::string(right) + "'"
-                                                                  : "'" + joined + "'") +
-                   ", which is not a token"};
+      return core::error{errc::corrupt_data, "merge " + std::to_string(rank) + " '" + std::string(m)
+                                               + "' names "
+                                               + (l < 0   ? "'" + std::string(left) + "'"
+                                                  : r < 0 ? "'" + std::string(right) + "'"
+                                                          : "'" + joined + "'")
+                                               + ", which is not a token"};
     ids[rank] = resolved{merge_key(l, r), res};
   }
 
@@ -294,39 +338,39 @@ void tokenizer::impl::build_pieces() {
   for (int32_t id = 0; id < n_vocab; ++id) {
     const std::string_view t = text(id);
     switch (types[id]) {
-    case token_type::control:
-    case token_type::unknown:
-    case token_type::user_defined:
-      pieces += t;
-      break;
-    case token_type::normal:
-      if (model == tokenizer_model::spm) {
-        for (size_t i = 0; i < t.size();) {
-          if (t.substr(i, space_marker.size()) == space_marker) {
-            pieces += ' ';
-            i += space_marker.size();
-          } else {
-            pieces += t[i++];
+      case token_type::control:
+      case token_type::unknown:
+      case token_type::user_defined:
+        pieces += t;
+        break;
+      case token_type::normal:
+        if (model == tokenizer_model::spm) {
+          for (size_t i = 0; i < t.size();) {
+            if (t.substr(i, space_marker.size()) == space_marker) {
+              pieces += ' ';
+              i += space_marker.size();
+            } else {
+              pieces += t[i++];
+            }
+          }
+        } else {
+          cpts.clear();
+          unicode::decode_utf8(t, cpts);
+          for (uint32_t c : cpts) {
+            const int b = unicode::cpt_to_byte(c);
+            if (b >= 0)
+              pieces += static_cast<char>(b);
+            else
+              unicode::append_utf8(pieces, c); // outside the alphabet: kept as is
           }
         }
-      } else {
-        cpts.clear();
-        unicode::decode_utf8(t, cpts);
-        for (uint32_t c : cpts) {
-          const int b = unicode::cpt_to_byte(c);
-          if (b >= 0)
-            pieces += static_cast<char>(b);
-          else
-            unicode::append_utf8(pieces, c); // outside the alphabet: kept as is
-        }
-      }
-      break;
-    case token_type::byte:
-      pieces += static_cast<char>(parse_byte_token(t));
-      break;
-    case token_type::undefined:
-    case token_type::unused:
-      break;
+        break;
+      case token_type::byte:
+        pieces += static_cast<char>(parse_byte_token(t));
+        break;
+      case token_type::undefined:
+      case token_type::unused:
+        break;
     }
     piece_off[id + 1] = static_cast<uint32_t>(pieces.size());
   }
@@ -341,14 +385,17 @@ core::result<tokenizer::impl> build_impl(const source& src) {
   if (n == 0)
     return core::error{errc::corrupt_data, "the vocabulary has no tokens"};
   if (n > (1u << 30))
-    return core::error{errc::corrupt_data, "the vocabulary has " + std::to_string(n) + " tokens (at most 2^30)"};
+    return core::error{errc::corrupt_data,
+                       "the vocabulary has " + std::to_string(n) + " tokens (at most 2^30)"};
   t.n_vocab = static_cast<int32_t>(n);
   if (!src.scores.empty() && src.scores.size() != n)
-    return core::error{errc::corrupt_data, "tokenizer.ggml.scores has " + std::to_string(src.scores.size()) +
-                 " entries for " + std::to_string(n) + " tokens"};
+    return core::error{errc::corrupt_data, "tokenizer.ggml.scores has "
+                                             + std::to_string(src.scores.size()) + " entries for "
+                                             + std::to_string(n) + " tokens"};
   if (!src.types.empty() && src.types.size() != n)
-    return core::error{errc::corrupt_data, "tokenizer.ggml.token_type has " + std::to_string(src.types.size()) +
-                 " entries for " + std::to_string(n) + " tokens"};
+    return core::error{errc::corrupt_data, "tokenizer.ggml.token_type has "
+                                             + std::to_string(src.types.size()) + " entries for "
+                                             + std::to_string(n) + " tokens"};
 
   // texts (empty ones renamed as llama.cpp does) and types
   t.text_off.assign(n + 1, 0);
@@ -370,8 +417,9 @@ core::result<tokenizer::impl> build_impl(const source& src) {
       t.types[i] = ty >= 1 && ty <= 6 ? static_cast<token_type>(ty) : token_type::undefined;
     }
     if (t.types[i] == token_type::byte && parse_byte_token(t.text(static_cast<int32_t>(i))) < 0)
-      return core::error{errc::corrupt_data, "token " + std::to_string(i) + " '" + std::string(t.text(static_cast<int32_t>(i))) +
-                   "' has type byte but is not <0xXX>"};
+      return core::error{errc::corrupt_data, "token " + std::to_string(i) + " '"
+                                               + std::string(t.text(static_cast<int32_t>(i)))
+                                               + "' has type byte but is not <0xXX>"};
   }
   if (src.model == tokenizer_model::spm) {
     t.scores = src.scores;
@@ -385,7 +433,8 @@ core::result<tokenizer::impl> build_impl(const source& src) {
   if (src.model == tokenizer_model::bpe) {
     auto cfg = find_pre(src.pre);
     if (!cfg)
-      return core::error{errc::corrupt_data, "unsupported pre-tokenizer tokenizer.ggml.pre = '" + src.pre + "'"};
+      return core::error{errc::corrupt_data,
+                         "unsupported pre-tokenizer tokenizer.ggml.pre = '" + src.pre + "'"};
     t.pre_cfg = std::move(*cfg);
     t.pre = src.pre;
     t.add_bos = t.pre_cfg.add_bos;
@@ -407,13 +456,15 @@ core::result<tokenizer::impl> build_impl(const source& src) {
   // special ids
   auto check_id = [&](std::string_view key, int32_t id) -> core::result<bool> {
     if (id >= t.n_vocab)
-      return core::error{errc::corrupt_data, std::string(key) + " = " + std::to_string(id) + " is out of range (n_vocab " +
-                   std::to_string(n) + ")"};
+      return core::error{errc::corrupt_data, std::string(key) + " = " + std::to_string(id)
+                                               + " is out of range (n_vocab " + std::to_string(n)
+                                               + ")"};
     return true;
   };
-  for (const auto& [key, id] : {std::pair<std::string_view, int32_t>{"tokenizer.ggml.bos_token_id", src.bos},
-                                {"tokenizer.ggml.eos_token_id", src.eos},
-                                {"tokenizer.ggml.unknown_token_id", src.unk}})
+  for (const auto& [key, id] :
+       {std::pair<std::string_view, int32_t>{"tokenizer.ggml.bos_token_id", src.bos},
+        {"tokenizer.ggml.eos_token_id", src.eos},
+        {"tokenizer.ggml.unknown_token_id", src.unk}})
     if (auto r = check_id(key, id); !r)
       return std::move(r).err();
   for (int r = 0; r < n_roles; ++r)
@@ -422,11 +473,15 @@ core::result<tokenizer::impl> build_impl(const source& src) {
   t.bos = std::max(src.bos, -1);
   t.eos = std::max(src.eos, -1);
   t.unk = std::max(src.unk, -1);
-  t.pad = src.pad < t.n_vocab ? std::max(src.pad, -1) : -1; // llama.cpp ignores a bad padding id too
+  t.pad =
+    src.pad < t.n_vocab ? std::max(src.pad, -1) : -1; // llama.cpp ignores a bad padding id too
   if (t.add_bos && t.bos < 0)
-    return core::error{errc::corrupt_data, "BOS is to be added (add_bos_token, or the model's default) but there is no BOS token"};
+    return core::error{
+      errc::corrupt_data,
+      "BOS is to be added (add_bos_token, or the model's default) but there is no BOS token"};
   if (t.add_eos && t.eos < 0)
-    return core::error{errc::corrupt_data, "EOS is to be added (add_eos_token) but there is no EOS token"};
+    return core::error{errc::corrupt_data,
+                       "EOS is to be added (add_eos_token) but there is no EOS token"};
 
   // token roles and end of generation, inferred from texts as llama.cpp does
   auto make_control = [&](int32_t id) { t.types[id] = token_type::control; };
@@ -446,7 +501,8 @@ core::result<tokenizer::impl> build_impl(const source& src) {
       make_control(id);
     }
   }
-  for (int32_t id : {roles[role_fim_pad], roles[role_fim_rep], roles[role_fim_sep], t.eos, t.eot, t.eom})
+  for (int32_t id :
+       {roles[role_fim_pad], roles[role_fim_rep], roles[role_fim_sep], t.eos, t.eot, t.eom})
     if (id >= 0)
       t.eog.push_back(id);
   std::sort(t.eog.begin(), t.eog.end());
@@ -456,16 +512,16 @@ core::result<tokenizer::impl> build_impl(const source& src) {
   for (int32_t id = 0; id < t.n_vocab; ++id)
     if (is_special_type(t.types[id]))
       t.specials.push_back(id);
-  std::stable_sort(t.specials.begin(), t.specials.end(), [&](int32_t a, int32_t b) {
-    return t.text(a).size() > t.text(b).size();
-  });
+  std::stable_sort(t.specials.begin(), t.specials.end(),
+                   [&](int32_t a, int32_t b) { return t.text(a).size() > t.text(b).size(); });
 
   // strip attributes: given, and phi-3's rule (llama.cpp: model name contains phi-3 / phi3)
   t.strip.assign(n, 0);
   auto set_strip = [&](const std::vector<int32_t>& list, uint8_t bit) -> core::result<bool> {
     for (int32_t id : list) {
       if (id < 0 || id >= t.n_vocab)
-        return core::error{errc::corrupt_data, "strip token id " + std::to_string(id) + " is out of range"};
+        return core::error{errc::corrupt_data,
+                           "strip token id " + std::to_string(id) + " is out of range"};
       t.strip[id] |= bit;
     }
     return true;
@@ -550,8 +606,8 @@ core::result<tokenizer> tokenizer::from_gguf(const gguf_file& f) {
   else if (*model == "gpt2")
     src.model = tokenizer_model::bpe;
   else
-    return core::error{errc::corrupt_data, "unsupported tokenizer.ggml.model '" + std::string(*model) +
-                 "' (supported: llama, gpt2)"};
+    return core::error{errc::corrupt_data, "unsupported tokenizer.ggml.model '"
+                                             + std::string(*model) + "' (supported: llama, gpt2)"};
 
   auto pre = f.find_string("tokenizer.ggml.pre");
   if (!pre)
@@ -601,10 +657,10 @@ core::result<tokenizer> tokenizer::from_gguf(const gguf_file& f) {
     if (*d >= n)
       *d = -1; // a default beyond the vocabulary is no token (llama.cpp)
   std::vector<std::pair<std::string_view, int32_t*>> keys = {
-      {"tokenizer.ggml.bos_token_id", &src.bos},
-      {"tokenizer.ggml.eos_token_id", &src.eos},
-      {"tokenizer.ggml.unknown_token_id", &src.unk},
-      {"tokenizer.ggml.padding_token_id", &src.pad}};
+    {"tokenizer.ggml.bos_token_id", &src.bos},
+    {"tokenizer.ggml.eos_token_id", &src.eos},
+    {"tokenizer.ggml.unknown_token_id", &src.unk},
+    {"tokenizer.ggml.padding_token_id", &src.pad}};
   for (int r = 0; r < n_roles; ++r)
     keys.emplace_back(role_keys[r], &src.roles[r]);
   for (const auto& [key, dst] : keys) {
@@ -708,8 +764,8 @@ void tokenizer::impl::encode_spm(std::string_view text, std::vector<int32_t>& ou
   for (size_t off = 0; off < text.size();) {
     const size_t n = std::min(unicode::utf8_len(text[off]), text.size() - off);
     const auto idx = static_cast<int32_t>(syms.size());
-    syms.push_back(symbol{idx - 1, off + n == text.size() ? -1 : idx + 1, static_cast<uint32_t>(off),
-                          static_cast<uint32_t>(n)});
+    syms.push_back(symbol{idx - 1, off + n == text.size() ? -1 : idx + 1,
+                          static_cast<uint32_t>(off), static_cast<uint32_t>(n)});
     off += n;
   }
   if (syms.empty())
@@ -996,25 +1052,52 @@ bool tokenizer::is_eog(int32_t id) const {
   return std::binary_search(impl_->eog.begin(), impl_->eog.end(), id);
 }
 
-std::span<const int32_t> tokenizer::eog_ids() const { return impl_->eog; }
-tokenizer_model tokenizer::model() const { return impl_->model; }
-std::string_view tokenizer::pre() const { return impl_->pre; }
-int32_t tokenizer::n_vocab() const { return impl_->n_vocab; }
-int32_t tokenizer::bos() const { return impl_->bos; }
-int32_t tokenizer::eos() const { return impl_->eos; }
-int32_t tokenizer::eot() const { return impl_->eot; }
-int32_t tokenizer::unk() const { return impl_->unk; }
-int32_t tokenizer::pad() const { return impl_->pad; }
-bool tokenizer::add_bos() const { return impl_->add_bos; }
-bool tokenizer::add_eos() const { return impl_->add_eos; }
-bool tokenizer::add_space_prefix() const { return impl_->add_space_prefix; }
+std::span<const int32_t> tokenizer::eog_ids() const {
+  return impl_->eog;
+}
+tokenizer_model tokenizer::model() const {
+  return impl_->model;
+}
+std::string_view tokenizer::pre() const {
+  return impl_->pre;
+}
+int32_t tokenizer::n_vocab() const {
+  return impl_->n_vocab;
+}
+int32_t tokenizer::bos() const {
+  return impl_->bos;
+}
+int32_t tokenizer::eos() const {
+  return impl_->eos;
+}
+int32_t tokenizer::eot() const {
+  return impl_->eot;
+}
+int32_t tokenizer::unk() const {
+  return impl_->unk;
+}
+int32_t tokenizer::pad() const {
+  return impl_->pad;
+}
+bool tokenizer::add_bos() const {
+  return impl_->add_bos;
+}
+bool tokenizer::add_eos() const {
+  return impl_->add_eos;
+}
+bool tokenizer::add_space_prefix() const {
+  return impl_->add_space_prefix;
+}
 
 // ---------------------------------------------------------------------------
 // streaming
 
-stream_decoder::stream_decoder(tokenizer tok, bool special) : tok_(std::move(tok)), special_(special) {}
+stream_decoder::stream_decoder(tokenizer tok, bool special)
+  : tok_(std::move(tok)), special_(special) {}
 
-std::string_view stream_decoder::push(int32_t id) { return push_bytes(tok_.token_to_piece(id, special_)); }
+std::string_view stream_decoder::push(int32_t id) {
+  return push_bytes(tok_.token_to_piece(id, special_));
+}
 
 std::string_view stream_decoder::push_bytes(std::string_view bytes) {
   static constexpr std::string_view fffd = "\xEF\xBF\xBD";

@@ -43,7 +43,8 @@ std::string read_file(const std::filesystem::path& p) {
 tokenizer load_vocab(const std::string& name) {
   const auto path = vocab_path(name);
   if (!std::filesystem::exists(path))
-    FAIL("missing ", path.string(), ": run ops/install-peer.sh (it installs llama.cpp's vocabularies)");
+    FAIL("missing ", path.string(),
+         ": run ops/install-peer.sh (it installs llama.cpp's vocabularies)");
   auto file = gguf_file::open(path.string());
   REQUIRE_MESSAGE(file.ok(), (file ? "" : file.err().message));
   auto tok = tokenizer::from_gguf(**file);
@@ -104,7 +105,8 @@ size_t check_vectors(const tokenizer& tok, const std::string& name) {
   size_t passed = 0;
   for (const auto& c : cases) {
     const auto got = tok.encode(c.text, false, false);
-    CHECK_MESSAGE(got == c.ids, name, ": '", c.text, "'\n  want ", show(c.ids), "\n  got  ", show(got));
+    CHECK_MESSAGE(got == c.ids, name, ": '", c.text, "'\n  want ", show(c.ids), "\n  got  ",
+                  show(got));
     passed += got == c.ids;
   }
   MESSAGE(name, ": ", passed, "/", cases.size(), " llama.cpp vectors match");
@@ -139,7 +141,13 @@ void check_codepoint_round_trip(const tokenizer& tok) {
 /// The metadata of a tiny SentencePiece vocabulary; tests spoil one field.
 struct tiny_spm {
   std::string model = "llama";
-  std::vector<std::string> tokens{"<unk>", "<s>", "</s>", "\xE2\x96\x81" "a", "a", "b"};
+  std::vector<std::string> tokens{"<unk>",
+                                  "<s>",
+                                  "</s>",
+                                  "\xE2\x96\x81"
+                                  "a",
+                                  "a",
+                                  "b"};
   std::vector<float> scores{0, 0, 0, -1, -2, -3};
   std::vector<int32_t> types{2, 3, 3, 1, 1, 1};
   bool with_tokens = true;
@@ -182,7 +190,10 @@ vocab tiny_bpe() {
   v.pre = "gpt-2";
   for (int b = 0; b < 256; ++b)
     v.tokens.push_back(utf8(unicode::byte_to_cpt(static_cast<uint8_t>(b))));
-  for (const char* t : {"ab", "abc", "\xC4\xA0" "a", "<|endoftext|>"})
+  for (const char* t : {"ab", "abc",
+                        "\xC4\xA0"
+                        "a",
+                        "<|endoftext|>"})
     v.tokens.push_back(t);
   v.types.assign(v.tokens.size(), 1);
   v.types.back() = 3;
@@ -221,7 +232,8 @@ TEST_CASE("tokenizer: other supported vocabularies match llama.cpp's test vector
   // spaces first); starcoder / refact / command-r: digits isolated first;
   // falcon: punctuation runs and digit triples; qwen35: letters with marks;
   // phi-3: SentencePiece.
-  for (const std::string name : {"gpt-2", "mpt", "starcoder", "refact", "command-r", "falcon", "qwen35", "phi-3"}) {
+  for (const std::string name :
+       {"gpt-2", "mpt", "starcoder", "refact", "command-r", "falcon", "qwen35", "phi-3"}) {
     CAPTURE(name);
     const tokenizer tok = load_vocab(name);
     CHECK(check_vectors(tok, name) == read_vectors(name).size());
@@ -264,7 +276,8 @@ TEST_CASE("tokenizer: byte-level BPE round trips every code point") {
   check_codepoint_round_trip(load_vocab("qwen2"));
 }
 
-TEST_CASE("tokenizer: decode(encode(x)) == x for the test vectors of the SPM and qwen2 vocabularies") {
+TEST_CASE(
+  "tokenizer: decode(encode(x)) == x for the test vectors of the SPM and qwen2 vocabularies") {
   // Qwen2 detokenizes without clean-up; SPM removes the space it adds.
   // (LLaMA-3 cleans " ," and " 's" up, so its round trip is not the identity.)
   for (const std::string name : {"llama-spm", "qwen2"}) {
@@ -369,8 +382,14 @@ TEST_CASE("tokenizer: the stream decoder holds back split UTF-8 and replaces wha
   CHECK(raw.push_bytes("a\xE2\x82").empty() == false);
   CHECK(raw.pending() == 2);
   CHECK(raw.push_bytes("\xAC") == "\xE2\x82\xAC"); // €
-  CHECK(raw.push_bytes("\xFF" "b") == "\xEF\xBF\xBD" "b");
-  CHECK(raw.push_bytes("\xE2\x82" "c") == "\xEF\xBF\xBD" "c"); // truncated sequence: one U+FFFD
+  CHECK(raw.push_bytes("\xFF"
+                       "b")
+        == "\xEF\xBF\xBD"
+           "b");
+  CHECK(raw.push_bytes("\xE2\x82"
+                       "c")
+        == "\xEF\xBF\xBD"
+           "c"); // truncated sequence: one U+FFFD
   CHECK(raw.push_bytes("\xED\xA0\x80") == "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"); // surrogate
   CHECK(raw.push_bytes("\xF0\x9F").empty());
   CHECK(raw.finish() == "\xEF\xBF\xBD"); // incomplete at the end
@@ -389,7 +408,9 @@ TEST_CASE("tokenizer: the stream decoder holds back split UTF-8 and replaces wha
 TEST_CASE("tokenizer: a byte-level BPE vocabulary from plain vectors") {
   auto tok = tokenizer::from_vocab(tiny_bpe());
   REQUIRE_MESSAGE(tok.ok(), (tok ? "" : tok.err().message));
-  const int32_t ab = *tok->find("ab"), abc = *tok->find("abc"), ga = *tok->find("\xC4\xA0" "a");
+  const int32_t ab = *tok->find("ab"), abc = *tok->find("abc"),
+                ga = *tok->find("\xC4\xA0"
+                                "a");
   CHECK(tok->encode("abc", false, false) == std::vector<int32_t>{abc});
   CHECK(tok->encode("abd", false, false) == std::vector<int32_t>{ab, 'd'});
   CHECK(tok->encode("x a", false, false) == std::vector<int32_t>{'x', ga});
@@ -441,7 +462,8 @@ TEST_CASE("tokenizer: bad vocabularies give clear errors") {
   CHECK(load_error(t.writer()).find("tokens 3 and 4 have the same text 'a'") != std::string::npos);
   vocab v = tiny_bpe();
   v.merges.push_back("a zz");
-  CHECK(vocab_error(v).find("merge 3 'a zz' names 'zz', which is not a token") != std::string::npos);
+  CHECK(vocab_error(v).find("merge 3 'a zz' names 'zz', which is not a token")
+        != std::string::npos);
   v = tiny_bpe();
   v.merges.push_back("ab");
   CHECK(vocab_error(v).find("is not two tokens separated by a space") != std::string::npos);
@@ -453,7 +475,8 @@ TEST_CASE("tokenizer: bad vocabularies give clear errors") {
   CHECK(vocab_error(v).find("needs tokenizer.ggml.merges") != std::string::npos);
   v = tiny_bpe();
   v.pre = "tekken";
-  CHECK(vocab_error(v).find("unsupported pre-tokenizer tokenizer.ggml.pre = 'tekken'") != std::string::npos);
+  CHECK(vocab_error(v).find("unsupported pre-tokenizer tokenizer.ggml.pre = 'tekken'")
+        != std::string::npos);
   v = tiny_bpe();
   v.types[5] = 6;
   CHECK(vocab_error(v).find("has type byte but is not <0xXX>") != std::string::npos);

@@ -13,33 +13,60 @@ constexpr uint32_t replacement = 0xFFFD;
 constexpr uint32_t out_of_range = 0xFFFFFFFF;
 
 bool is_whitespace(uint32_t c) noexcept {
-  return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
-         c == 0x205F || c == 0x3000;
+  return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680
+         || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F
+         || c == 0x3000;
 }
 
 uint16_t flags_from_icu(uint32_t c) noexcept {
   uint16_t f = 0;
   switch (u_charType(static_cast<UChar32>(c))) {
-  case U_UPPERCASE_LETTER: case U_LOWERCASE_LETTER: case U_TITLECASE_LETTER:
-  case U_MODIFIER_LETTER: case U_OTHER_LETTER:
-    f = flag_letter; break;
-  case U_NON_SPACING_MARK: case U_ENCLOSING_MARK: case U_COMBINING_SPACING_MARK:
-    f = flag_mark; break;
-  case U_DECIMAL_DIGIT_NUMBER: case U_LETTER_NUMBER: case U_OTHER_NUMBER:
-    f = flag_number; break;
-  case U_SPACE_SEPARATOR: case U_LINE_SEPARATOR: case U_PARAGRAPH_SEPARATOR:
-    f = flag_separator; break;
-  case U_CONTROL_CHAR: case U_FORMAT_CHAR: case U_PRIVATE_USE_CHAR: case U_SURROGATE:
-    f = flag_control; break;
-  case U_DASH_PUNCTUATION: case U_START_PUNCTUATION: case U_END_PUNCTUATION:
-  case U_CONNECTOR_PUNCTUATION: case U_OTHER_PUNCTUATION: case U_INITIAL_PUNCTUATION:
-  case U_FINAL_PUNCTUATION:
-    f = flag_punctuation; break;
-  case U_MATH_SYMBOL: case U_CURRENCY_SYMBOL: case U_MODIFIER_SYMBOL: case U_OTHER_SYMBOL:
-    f = flag_symbol; break;
-  default:
-    f = flag_undefined; break;
+    case U_UPPERCASE_LETTER:
+    case U_LOWERCASE_LETTER:
+    case U_TITLECASE_LETTER:
+    case U_MODIFIER_LETTER:
+    case U_OTHER_LETTER:
+      f = flag_letter;
+      break;
+    case U_NON_SPACING_MARK:
+    case U_ENCLOSING_MARK:
+    case U_COMBINING_SPACING_MARK:
+      f = flag_mark;
+      break;
+    case U_DECIMAL_DIGIT_NUMBER:
+    case U_LETTER_NUMBER:
+    case U_OTHER_NUMBER:
+      f = flag_number;
+      break;
+    case U_SPACE_SEPARATOR:
+    case U_LINE_SEPARATOR:
+    case U_PARAGRAPH_SEPARATOR:
+      f = flag_separator;
+      break;
+    case U_CONTROL_CHAR:
+    case U_FORMAT_CHAR:
+    case U_PRIVATE_USE_CHAR:
+    case U_SURROGATE:
+      f = flag_control;
+      break;
+    case U_DASH_PUNCTUATION:
+    case U_START_PUNCTUATION:
+    case U_END_PUNCTUATION:
+    case U_CONNECTOR_PUNCTUATION:
+    case U_OTHER_PUNCTUATION:
+    case U_INITIAL_PUNCTUATION:
+    case U_FINAL_PUNCTUATION:
+      f = flag_punctuation;
+      break;
+    case U_MATH_SYMBOL:
+    case U_CURRENCY_SYMBOL:
+    case U_MODIFIER_SYMBOL:
+    case U_OTHER_SYMBOL:
+      f = flag_symbol;
+      break;
+    default:
+      f = flag_undefined;
+      break;
   }
   if (is_whitespace(c))
     f |= flag_whitespace;
@@ -98,7 +125,9 @@ struct word_view {
   }
 };
 
-uint32_t ascii_lower(uint32_t c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; }
+uint32_t ascii_lower(uint32_t c) {
+  return c >= 'A' && c <= 'Z' ? c + 32 : c;
+}
 
 /// The contractions 's 't 'm 'd 're 've 'll at pos (lower-cased when
 /// `any_case`); returns their length in code points or 0.
@@ -172,8 +201,8 @@ void split_llama3(word_view& w, size_t max_digits, uint16_t letters) {
     const uint32_t c = w.cpt(pos);
     const uint16_t f = w.flag(pos);
     // [^\r\n\p{L}\p{N}]?\p{L}+
-    if (!(c == '\r' || c == '\n' || (f & flag_number)) &&
-        ((f & letters) || (w.flag(pos + 1) & letters))) {
+    if (!(c == '\r' || c == '\n' || (f & flag_number))
+        && ((f & letters) || (w.flag(pos + 1) & letters))) {
       ++pos;
       while (w.flag(pos) & letters)
         ++pos;
@@ -243,8 +272,8 @@ void split_runs(word_view& w, Pred pred, size_t max_run) {
 
 bool is_default_punct(uint32_t c, uint16_t f, bool backtick) {
   if (c < 0x80) {
-    return (f & flag_punctuation) || c == '$' || c == '+' || c == '<' || c == '=' || c == '>' ||
-           c == '^' || c == '~' || c == '|' || (backtick && c == '`');
+    return (f & flag_punctuation) || c == '$' || c == '+' || c == '<' || c == '=' || c == '>'
+           || c == '^' || c == '~' || c == '|' || (backtick && c == '`');
   }
   return (f & flag_punctuation) && !(f & flag_whitespace);
 }
@@ -289,8 +318,8 @@ void decode_utf8(std::string_view s, std::vector<uint32_t>& out) {
       }
     } else if (!(b0 & 0x08)) {
       if (i + 3 < n && cont(i + 1) && cont(i + 2) && cont(i + 3)) {
-        const uint32_t c = ((b0 & 0x07u) << 18) | ((byte(i + 1) & 0x3Fu) << 12) |
-                           ((byte(i + 2) & 0x3Fu) << 6) | (byte(i + 3) & 0x3Fu);
+        const uint32_t c = ((b0 & 0x07u) << 18) | ((byte(i + 1) & 0x3Fu) << 12)
+                           | ((byte(i + 2) & 0x3Fu) << 6) | (byte(i + 3) & 0x3Fu);
         out.push_back(c <= 0x10FFFF ? c : replacement);
         i += 4;
       } else {
@@ -322,7 +351,9 @@ void append_utf8(std::string& out, uint32_t c) {
   }
 }
 
-uint32_t byte_to_cpt(uint8_t b) noexcept { return gpt2_bytes().to_cpt[b]; }
+uint32_t byte_to_cpt(uint8_t b) noexcept {
+  return gpt2_bytes().to_cpt[b];
+}
 
 int cpt_to_byte(uint32_t cpt) noexcept {
   return cpt < gpt2_bytes().to_byte.size() ? gpt2_bytes().to_byte[cpt] : -1;
@@ -336,44 +367,47 @@ void split(split_rule rule, std::span<const uint32_t> cpts, std::span<const uint
     word_view w{cpts, flags, begin, begin + len, out, begin};
     begin += len;
     switch (rule) {
-    case split_rule::gpt2:
-      split_gpt2(w);
-      break;
-    case split_rule::llama3:
-      split_llama3(w, 3, flag_letter);
-      break;
-    case split_rule::qwen2:
-      split_llama3(w, 1, flag_letter);
-      break;
-    case split_rule::qwen35:
-      split_llama3(w, 1, flag_letter | flag_mark);
-      break;
-    case split_rule::each_number:
-      split_runs(w, [&](size_t p) { return (flags[p] & flag_number) != 0; }, 1);
-      break;
-    case split_rule::number_runs:
-      split_runs(w, [&](size_t p) { return (flags[p] & flag_number) != 0; }, 0);
-      break;
-    case split_rule::punct_runs:
-    case split_rule::punct_runs_falcon: {
-      const bool backtick = rule == split_rule::punct_runs_falcon;
-      split_runs(w, [&](size_t p) { return is_default_punct(cpts[p], flags[p], backtick); }, 0);
-      break;
-    }
-    case split_rule::ascii_digit_triples: {
-      auto digit = [&](size_t p) { return p < w.end && cpts[p] >= '0' && cpts[p] <= '9'; };
-      for (size_t pos = w.begin; pos < w.end;) {
-        if (digit(pos) && digit(pos + 1) && digit(pos + 2)) {
-          w.emit(pos);
-          pos += 3;
-          w.emit(pos);
-        } else {
-          ++pos;
-        }
+      case split_rule::gpt2:
+        split_gpt2(w);
+        break;
+      case split_rule::llama3:
+        split_llama3(w, 3, flag_letter);
+        break;
+      case split_rule::qwen2:
+        split_llama3(w, 1, flag_letter);
+        break;
+      case split_rule::qwen35:
+        split_llama3(w, 1, flag_letter | flag_mark);
+        break;
+      case split_rule::each_number:
+        split_runs(
+          w, [&](size_t p) { return (flags[p] & flag_number) != 0; }, 1);
+        break;
+      case split_rule::number_runs:
+        split_runs(
+          w, [&](size_t p) { return (flags[p] & flag_number) != 0; }, 0);
+        break;
+      case split_rule::punct_runs:
+      case split_rule::punct_runs_falcon: {
+        const bool backtick = rule == split_rule::punct_runs_falcon;
+        split_runs(
+          w, [&](size_t p) { return is_default_punct(cpts[p], flags[p], backtick); }, 0);
+        break;
       }
-      w.emit(w.end);
-      break;
-    }
+      case split_rule::ascii_digit_triples: {
+        auto digit = [&](size_t p) { return p < w.end && cpts[p] >= '0' && cpts[p] <= '9'; };
+        for (size_t pos = w.begin; pos < w.end;) {
+          if (digit(pos) && digit(pos + 1) && digit(pos + 2)) {
+            w.emit(pos);
+            pos += 3;
+            w.emit(pos);
+          } else {
+            ++pos;
+          }
+        }
+        w.emit(w.end);
+        break;
+      }
     }
   }
 }

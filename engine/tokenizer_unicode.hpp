@@ -33,7 +33,8 @@ enum cpt_flag : uint16_t {
   flag_punctuation = 0x0020, ///< \p{P}: Pc Pd Ps Pe Pi Pf Po
   flag_symbol = 0x0040,      ///< \p{S}: Sm Sc Sk So
   flag_control = 0x0080,     ///< \p{C}: Cc Cf Co Cs
-  flag_whitespace = 0x0100,  ///< \s: U+0009–000D, 0020, 0085, 00A0, 1680, 2000–200A, 2028, 2029, 202F, 205F, 3000
+  flag_whitespace =
+    0x0100, ///< \s: U+0009–000D, 0020, 0085, 00A0, 1680, 2000–200A, 2028, 2029, 202F, 205F, 3000
 };
 
 /// The flags of one code point (never 0). Thread-safe.

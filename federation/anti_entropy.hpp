@@ -26,9 +26,9 @@ namespace shoal::federation {
 
 /// How one peer saw this node's contributions in its last digests.
 struct peer_view {
-  uint64_t max_version = 0;   ///< the peer's view of this node's max version
-  uint64_t behind_rounds = 0; ///< digests in a row it stayed behind without moving
-  int64_t backoff_ms = 0;     ///< current republish backoff for this peer (0: none)
+  uint64_t max_version = 0;      ///< the peer's view of this node's max version
+  uint64_t behind_rounds = 0;    ///< digests in a row it stayed behind without moving
+  int64_t backoff_ms = 0;        ///< current republish backoff for this peer (0: none)
   int64_t next_republish_ms = 0; ///< UTC ms before which no republish for it
 };
 

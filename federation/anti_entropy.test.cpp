@@ -16,8 +16,7 @@ TEST_CASE("anti-entropy: a peer in sync, or catching up, is left alone") {
   CHECK(on_peer_digest(v, mine, mine, 0, interval_ms) == repair::none);
   // Behind but moving (deltas in flight): no republish, however long.
   for (uint64_t seen = 30; seen < 40; ++seen)
-    CHECK(on_peer_digest(v, mine, {self_id, 8, seen, 1}, 1000 * seen, interval_ms)
-          == repair::none);
+    CHECK(on_peer_digest(v, mine, {self_id, 8, seen, 1}, 1000 * seen, interval_ms) == repair::none);
   // A node with no contributions has nothing to repair.
   peer_view fresh;
   CHECK(on_peer_digest(fresh, {self_id, 0, 0, 0}, {self_id, 0, 0, 0}, 0, interval_ms)

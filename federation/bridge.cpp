@@ -246,8 +246,10 @@ setup_result run_setup(const setup_input& in) {
     }
   }
   if (s != NATS_OK && jerr == JSStorageResourcesExceededErr)
-    return fail("stream " + in.stream + ": the NATS server has less JetStream storage than "
-                "federation.stream_max_bytes (" + std::to_string(in.cfg.stream_max_bytes)
+    return fail("stream " + in.stream
+                + ": the NATS server has less JetStream storage than "
+                  "federation.stream_max_bytes ("
+                + std::to_string(in.cfg.stream_max_bytes)
                 + " bytes) times federation.stream_replicas; lower them or raise the "
                   "server's max_file_store");
   if (s != NATS_OK)
@@ -329,8 +331,8 @@ struct bridge_state {
   std::string stream;
   federation_stats st;
   uint64_t batch_seq = 0;
-  uint64_t seen_seq = 0;     // highest stream sequence received
-  bool lost_deltas = false;  // a publish failed: republish on the next link up
+  uint64_t seen_seq = 0;      // highest stream sequence received
+  bool lost_deltas = false;   // a publish failed: republish on the next link up
   proto::origin_summary mine; // this node's own contributions at the last digest
   std::map<uint64_t, peer_view> views;
   int64_t last_republish_ms = 0;
@@ -486,14 +488,14 @@ std::string connect(bridge_state& s) {
     if (auto e = check(natsOptions_SetSecure(o, true), "federation.tls"); !e.empty())
       return e;
     if (!c.tls_ca.empty())
-      if (auto e = check(natsOptions_LoadCATrustedCertificates(o, c.tls_ca.c_str()),
-                         "federation.tls_ca");
+      if (auto e =
+            check(natsOptions_LoadCATrustedCertificates(o, c.tls_ca.c_str()), "federation.tls_ca");
           !e.empty())
         return e;
     if (!c.tls_cert.empty())
-      if (auto e = check(natsOptions_LoadCertificatesChain(o, c.tls_cert.c_str(),
-                                                           c.tls_key.c_str()),
-                         "federation.tls_cert");
+      if (auto e =
+            check(natsOptions_LoadCertificatesChain(o, c.tls_cert.c_str(), c.tls_key.c_str()),
+                  "federation.tls_cert");
           !e.empty())
         return e;
   }
@@ -532,8 +534,8 @@ std::string connect(bridge_state& s) {
   }
   if (st == NATS_NOT_YET_CONNECTED) {
     // Retried in the background; on_connected reports success.
-    spdlog::warn("federation: not connected to {} yet ({}); retrying in the background",
-                 c.urls, why.empty() ? "no server answered" : why);
+    spdlog::warn("federation: not connected to {} yet ({}); retrying in the background", c.urls,
+                 why.empty() ? "no server answered" : why);
     return {};
   }
   s.nc = nullptr;
@@ -581,8 +583,8 @@ caf::behavior bridge_actor(caf::stateful_actor<bridge_state>* self, bridge_args 
                 + std::to_string(sender);
     else if (b->dim != s.a.dim || b->n_tiers != s.a.n_tiers)
       problem = "batch has dimension " + std::to_string(b->dim) + " and "
-                + std::to_string(b->n_tiers) + " tiers; this node uses "
-                + std::to_string(s.a.dim) + " and " + std::to_string(s.a.n_tiers);
+                + std::to_string(b->n_tiers) + " tiers; this node uses " + std::to_string(s.a.dim)
+                + " and " + std::to_string(s.a.n_tiers);
     if (!problem.empty()) {
       ++s.st.dropped_invalid;
       s.log.warn("invalid", "dropped a delta batch: " + problem);
@@ -750,8 +752,7 @@ caf::behavior bridge_actor(caf::stateful_actor<bridge_state>* self, bridge_args 
         }
         s.st.deltas_sent += b.deltas.size();
         ++s.st.batches_sent;
-        s.publish(proto::wire_kind::delta_batch, s.link->own_patterns_subject,
-                  proto::encode(b));
+        s.publish(proto::wire_kind::delta_batch, s.link->own_patterns_subject, proto::encode(b));
       }
     },
     [self, on_batch, on_digest, republish](inbound_atom, proto::envelope& e, uint64_t seq,
@@ -831,20 +832,21 @@ caf::behavior bridge_actor(caf::stateful_actor<bridge_state>* self, bridge_args 
       self->delayed_send(self, std::chrono::milliseconds(s.a.cfg.digest_interval_ms),
                          digest_tick_atom::value);
       self->request(s.a.router, router_timeout, digest_atom::value)
-        .then([self](const router_digest& rd) {
-          auto& s = self->state;
-          s.mine = {s.a.self.id(), 0, 0, 0};
-          for (const auto& o : rd.origins)
-            if (o.node == s.a.self.id())
-              s.mine = o;
-          if (!s.st.connected)
-            return;
-          proto::digest d{s.a.self.id(), s.a.node_name, utc_ms(), rd.n_patterns, rd.origins};
-          s.publish(proto::wire_kind::digest, s.subject("digest"), proto::encode(d));
-        },
-        [self](caf::error& err) { // no digest this round
-          self->state.log.warn("slow", "the router gave no digest: " + view(err).message);
-        });
+        .then(
+          [self](const router_digest& rd) {
+            auto& s = self->state;
+            s.mine = {s.a.self.id(), 0, 0, 0};
+            for (const auto& o : rd.origins)
+              if (o.node == s.a.self.id())
+                s.mine = o;
+            if (!s.st.connected)
+              return;
+            proto::digest d{s.a.self.id(), s.a.node_name, utc_ms(), rd.n_patterns, rd.origins};
+            s.publish(proto::wire_kind::digest, s.subject("digest"), proto::encode(d));
+          },
+          [self](caf::error& err) { // no digest this round
+            self->state.log.warn("slow", "the router gave no digest: " + view(err).message);
+          });
     },
     [self](telemetry_tick_atom) {
       auto& s = self->state;
@@ -866,26 +868,26 @@ caf::behavior bridge_actor(caf::stateful_actor<bridge_state>* self, bridge_args 
       }
       // The router's counters (cheap), not a digest (a walk over every pattern).
       self->request(s.a.router, router_timeout, stats_atom::value)
-        .then([self](const proto::router_stats& rs) {
-          auto& s = self->state;
-          proto::telemetry_report t;
-          t.node = s.a.self.id();
-          t.node_name = s.a.node_name;
-          t.sent_ms = utc_ms();
-          t.n_patterns = rs.n_patterns;
-          t.n_routed = rs.n_routed;
-          t.n_learned = rs.n_learned;
-          t.n_deltas_sent = s.st.deltas_sent;
-          t.n_deltas_merged = s.st.deltas_merged;
-          t.n_dropped = s.st.dropped_untrusted + s.st.dropped_bad_signature
-                        + s.st.dropped_malformed + s.st.dropped_oversized
-                        + s.st.dropped_invalid;
-          s.publish(proto::wire_kind::telemetry, s.subject("telemetry." + s.a.node_name),
-                    proto::encode(t));
-        },
-        [self](caf::error& err) { // no telemetry this round
-          self->state.log.warn("slow", "the router gave no statistics: " + view(err).message);
-        });
+        .then(
+          [self](const proto::router_stats& rs) {
+            auto& s = self->state;
+            proto::telemetry_report t;
+            t.node = s.a.self.id();
+            t.node_name = s.a.node_name;
+            t.sent_ms = utc_ms();
+            t.n_patterns = rs.n_patterns;
+            t.n_routed = rs.n_routed;
+            t.n_learned = rs.n_learned;
+            t.n_deltas_sent = s.st.deltas_sent;
+            t.n_deltas_merged = s.st.deltas_merged;
+            t.n_dropped = s.st.dropped_untrusted + s.st.dropped_bad_signature
+                          + s.st.dropped_malformed + s.st.dropped_oversized + s.st.dropped_invalid;
+            s.publish(proto::wire_kind::telemetry, s.subject("telemetry." + s.a.node_name),
+                      proto::encode(t));
+          },
+          [self](caf::error& err) { // no telemetry this round
+            self->state.log.warn("slow", "the router gave no statistics: " + view(err).message);
+          });
     },
     [self](stats_atom) {
       auto& s = self->state;
@@ -910,18 +912,21 @@ core::error validate(const federation_config& c, const std::string& node_name) {
     });
   };
   if (!subject_safe(node_name))
-    return bad("node.name", "'" + node_name
-               + "' must be letters, digits, '-' or '_' with federation on (it is a NATS subject token)");
+    return bad(
+      "node.name",
+      "'" + node_name
+        + "' must be letters, digits, '-' or '_' with federation on (it is a NATS subject token)");
   if (split_urls(c.urls).empty())
     return bad("federation.urls", "no NATS server URL given");
   if (!subject_safe(c.cluster))
-    return bad("federation.cluster", "'" + c.cluster
-               + "' must be letters, digits, '-' or '_' (it is part of NATS subjects)");
+    return bad("federation.cluster",
+               "'" + c.cluster
+                 + "' must be letters, digits, '-' or '_' (it is part of NATS subjects)");
   if (c.user.empty() != c.password.empty())
     return bad("federation.user", "user and password go together");
-  for (auto [key, path] : {std::pair{"federation.tls_ca", &c.tls_ca},
-                           std::pair{"federation.tls_cert", &c.tls_cert},
-                           std::pair{"federation.tls_key", &c.tls_key}})
+  for (auto [key, path] :
+       {std::pair{"federation.tls_ca", &c.tls_ca}, std::pair{"federation.tls_cert", &c.tls_cert},
+        std::pair{"federation.tls_key", &c.tls_key}})
     if (!path->empty() && !std::filesystem::exists(*path))
       return bad(key, "no such file '" + *path + "'");
   if (c.tls_cert.empty() != c.tls_key.empty())

@@ -61,21 +61,21 @@ struct federation_config {
   std::string jetstream_domain;               ///< config federation.jetstream_domain
   /// config federation.user, federation.password, federation.token
   std::string user, password, token;
-  bool tls = false;                           ///< config federation.tls
+  bool tls = false; ///< config federation.tls
   /// config federation.tls_ca, federation.tls_cert, federation.tls_key
   std::string tls_ca, tls_cert, tls_key;
-  std::string key_file;                       ///< config federation.key_file
-  std::string trusted;                        ///< config federation.trusted
-  uint32_t batch_max = 2000;                  ///< config federation.batch_max
-  uint32_t batch_delay_ms = 2;                ///< config federation.batch_delay_ms
-  uint32_t reconnect_wait_ms = 100;           ///< config federation.reconnect_wait_ms
-  uint32_t reconnect_max_ms = 5000;           ///< config federation.reconnect_max_ms
-  uint64_t stream_max_bytes = 1ull << 30;     ///< config federation.stream_max_bytes
-  uint32_t stream_max_age_s = 7 * 24 * 3600;  ///< config federation.stream_max_age_s
-  uint32_t stream_replicas = 1;               ///< config federation.stream_replicas
-  uint32_t digest_interval_ms = 30000;        ///< config federation.digest_interval_ms
-  uint32_t telemetry_interval_ms = 10000;     ///< config federation.telemetry_interval_ms
-  uint64_t max_message_bytes = 4u << 20;      ///< config federation.max_message_bytes
+  std::string key_file;                      ///< config federation.key_file
+  std::string trusted;                       ///< config federation.trusted
+  uint32_t batch_max = 2000;                 ///< config federation.batch_max
+  uint32_t batch_delay_ms = 2;               ///< config federation.batch_delay_ms
+  uint32_t reconnect_wait_ms = 100;          ///< config federation.reconnect_wait_ms
+  uint32_t reconnect_max_ms = 5000;          ///< config federation.reconnect_max_ms
+  uint64_t stream_max_bytes = 1ull << 30;    ///< config federation.stream_max_bytes
+  uint32_t stream_max_age_s = 7 * 24 * 3600; ///< config federation.stream_max_age_s
+  uint32_t stream_replicas = 1;              ///< config federation.stream_replicas
+  uint32_t digest_interval_ms = 30000;       ///< config federation.digest_interval_ms
+  uint32_t telemetry_interval_ms = 10000;    ///< config federation.telemetry_interval_ms
+  uint64_t max_message_bytes = 4u << 20;     ///< config federation.max_message_bytes
 };
 
 /// A peer as last seen through its telemetry.
@@ -90,7 +90,7 @@ struct peer_info {
 struct federation_stats {
   bool connected = false;
   bool stream_ready = false;
-  std::string url;        ///< connected server
+  std::string url; ///< connected server
   uint64_t node_id = 0;
   std::string public_key; ///< hex
   uint64_t batches_sent = 0, deltas_sent = 0, publish_errors = 0;

@@ -31,8 +31,8 @@ core::result<uint64_t> verify(const crypto::trust_list& trusted, const proto::en
     return core::error{errc::not_found, "untrusted signer '" + e.signer + "'", "signer"};
   if (e.signature.size() != std::tuple_size_v<crypto::signature>)
     return core::error{errc::invalid_argument,
-                       "bad signature from '" + e.signer + "': "
-                         + std::to_string(e.signature.size()) + " bytes, expected 64",
+                       "bad signature from '" + e.signer
+                         + "': " + std::to_string(e.signature.size()) + " bytes, expected 64",
                        "signature"};
   const std::span<const uint8_t> sig(reinterpret_cast<const uint8_t*>(e.signature.data()),
                                      e.signature.size());

@@ -88,8 +88,7 @@ struct cap_state {
       source = "SHOAL_KERNELS_ISA";
     } else {
       std::fprintf(stderr,
-                   "shoal: ignoring SHOAL_KERNELS_ISA=%s (expected scalar, avx2 or avx512)\n",
-                   env);
+                   "shoal: ignoring SHOAL_KERNELS_ISA=%s (expected scalar, avx2 or avx512)\n", env);
     }
   }
 };

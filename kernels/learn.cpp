@@ -14,7 +14,9 @@ namespace shoal::kernels {
 
 namespace {
 
-float sigmoid(float v) noexcept { return 1.0f / (1.0f + std::exp(-v)); }
+float sigmoid(float v) noexcept {
+  return 1.0f / (1.0f + std::exp(-v));
+}
 
 // ---- scalar references ---------------------------------------------------
 // Plain loops in the order the formulas are written (learn.hpp); the SIMD
@@ -104,8 +106,8 @@ void fastgrnn_forward_scalar(const fastgrnn_shape* s, float* h_out, float* cache
 ///   ∂W1 = dpre aᵀ, ∂U1 = dpre bᵀ, ∂W2 = da xᵀ, ∂U2 = db hᵀ
 ///   dx = W2ᵀ da,   dh = go ⊙ z + U2ᵀ db.
 void fastgrnn_backward_scalar(const fastgrnn_shape* s, float* dh, float* dx, float* grads,
-                              float* work, const float* params, const float* cache,
-                              const float* x, const float* h, const float* dh_out) noexcept {
+                              float* work, const float* params, const float* cache, const float* x,
+                              const float* h, const float* dh_out) noexcept {
   const size_t nx = s->n_x, nh = s->n_h, rw = s->r_w, ru = s->r_u;
   const float* w1t = params + s->w1t();
   const float* w2 = params + s->w2();
@@ -285,7 +287,8 @@ bench_inputs& inputs() {
 
 const kernel<micro_lora_forward_t>& micro_lora_forward_kernel() {
   static const kernel<micro_lora_forward_t> k{
-    "micro_lora_forward", "void(size_t,size_t,float*,const float*,const float*,const float*,float)",
+    "micro_lora_forward",
+    "void(size_t,size_t,float*,const float*,const float*,const float*,float)",
     {SHOAL_VARIANTS(micro_lora_forward_scalar, micro_lora_forward)},
     [](micro_lora_forward_t* f) {
       auto& in = inputs();
@@ -318,7 +321,8 @@ const kernel<fastgrnn_forward_t>& fastgrnn_forward_kernel() {
   static const kernel<fastgrnn_forward_t> k{
     "fastgrnn_forward",
     "void(const fastgrnn_shape*,float*,float*,const float*,const float*,const float*)",
-    {SHOAL_VARIANTS(fastgrnn_forward_scalar, fastgrnn_forward)}, [](fastgrnn_forward_t* f) {
+    {SHOAL_VARIANTS(fastgrnn_forward_scalar, fastgrnn_forward)},
+    [](fastgrnn_forward_t* f) {
       auto& in = inputs();
       return bench_ns([&] {
         f(&in.cell, in.h_out.data(), in.cache.data(), in.params.data(), in.x.data(), in.h.data());
@@ -333,7 +337,8 @@ const kernel<fastgrnn_backward_t>& fastgrnn_backward_kernel() {
     "fastgrnn_backward",
     "void(const fastgrnn_shape*,float*,float*,float*,float*,const float*,const float*,const "
     "float*,const float*,const float*)",
-    {SHOAL_VARIANTS(fastgrnn_backward_scalar, fastgrnn_backward)}, [](fastgrnn_backward_t* f) {
+    {SHOAL_VARIANTS(fastgrnn_backward_scalar, fastgrnn_backward)},
+    [](fastgrnn_backward_t* f) {
       auto& in = inputs();
       fastgrnn_forward_scalar(&in.cell, in.h_out.data(), in.cache.data(), in.params.data(),
                               in.x.data(), in.h.data());
@@ -348,27 +353,30 @@ const kernel<fastgrnn_backward_t>& fastgrnn_backward_kernel() {
 }
 
 const kernel<ewc_fisher_t>& ewc_fisher_kernel() {
-  static const kernel<ewc_fisher_t> k{
-    "ewc_fisher", "void(size_t,float*,const float*,float)",
-    {SHOAL_VARIANTS(ewc_fisher_scalar, ewc_fisher)}, [](ewc_fisher_t* f) {
-      auto& in = inputs();
-      return bench_ns([&] {
-        f(in.n_ewc, in.fisher.data(), in.theta.data(), 0.99f);
-        bench_keep(in.fisher[0]);
-      });
-    }};
+  static const kernel<ewc_fisher_t> k{"ewc_fisher",
+                                      "void(size_t,float*,const float*,float)",
+                                      {SHOAL_VARIANTS(ewc_fisher_scalar, ewc_fisher)},
+                                      [](ewc_fisher_t* f) {
+                                        auto& in = inputs();
+                                        return bench_ns([&] {
+                                          f(in.n_ewc, in.fisher.data(), in.theta.data(), 0.99f);
+                                          bench_keep(in.fisher[0]);
+                                        });
+                                      }};
   return k;
 }
 
 const kernel<ewc_penalty_t>& ewc_penalty_kernel() {
   static const kernel<ewc_penalty_t> k{
-    "ewc_penalty", "float(size_t,float*,const float*,const float*,const float*,float)",
-    {SHOAL_VARIANTS(ewc_penalty_scalar, ewc_penalty)}, [](ewc_penalty_t* f) {
+    "ewc_penalty",
+    "float(size_t,float*,const float*,const float*,const float*,float)",
+    {SHOAL_VARIANTS(ewc_penalty_scalar, ewc_penalty)},
+    [](ewc_penalty_t* f) {
       auto& in = inputs();
       std::vector<float> grad(in.n_ewc, 0.0f);
       return bench_ns([&] {
-        bench_keep(f(in.n_ewc, grad.data(), in.fisher.data(), in.theta.data(), in.anchor.data(),
-               1e-3f));
+        bench_keep(
+          f(in.n_ewc, grad.data(), in.fisher.data(), in.theta.data(), in.anchor.data(), 1e-3f));
       });
     }};
   return k;
@@ -376,15 +384,18 @@ const kernel<ewc_penalty_t>& ewc_penalty_kernel() {
 
 const kernel<ewc_precondition_t>& ewc_precondition_kernel() {
   static const kernel<ewc_precondition_t> k{
-    "ewc_precondition", "void(size_t,float*,const float*,float)",
-    {SHOAL_VARIANTS(ewc_precondition_scalar, ewc_precondition)}, [](ewc_precondition_t* f) {
+    "ewc_precondition",
+    "void(size_t,float*,const float*,float)",
+    {SHOAL_VARIANTS(ewc_precondition_scalar, ewc_precondition)},
+    [](ewc_precondition_t* f) {
       auto& in = inputs();
       std::vector<float> g = in.theta;
       return bench_ns([&] {
-        f(in.n_ewc, g.data(), in.fisher.data(), -1e-3f); // ±: g stays bounded
-        f(in.n_ewc, g.data(), in.fisher.data(), 1e-3f);
-        bench_keep(g[0]);
-      }) / 2;
+               f(in.n_ewc, g.data(), in.fisher.data(), -1e-3f); // ±: g stays bounded
+               f(in.n_ewc, g.data(), in.fisher.data(), 1e-3f);
+               bench_keep(g[0]);
+             })
+             / 2;
     }};
   return k;
 }
@@ -437,10 +448,9 @@ void fastgrnn_forward(const fastgrnn_shape& s, std::span<float> h_out, std::span
 }
 
 void fastgrnn_backward(const fastgrnn_shape& s, std::span<float> dh, std::span<float> dx,
-                       std::span<float> grads, std::span<float> work,
-                       std::span<const float> params, std::span<const float> cache,
-                       std::span<const float> x, std::span<const float> h,
-                       std::span<const float> dh_out) noexcept {
+                       std::span<float> grads, std::span<float> work, std::span<const float> params,
+                       std::span<const float> cache, std::span<const float> x,
+                       std::span<const float> h, std::span<const float> dh_out) noexcept {
   fastgrnn_backward_kernel().get()(&s, dh.data(), dx.empty() ? nullptr : dx.data(), grads.data(),
                                    work.data(), params.data(), cache.data(), x.data(), h.data(),
                                    dh_out.data());
@@ -519,7 +529,9 @@ uint64_t kmeans_rng::next() noexcept {
   return z ^ (z >> 31);
 }
 
-double kmeans_rng::uniform() noexcept { return static_cast<double>(next() >> 11) * 0x1p-53; }
+double kmeans_rng::uniform() noexcept {
+  return static_cast<double>(next() >> 11) * 0x1p-53;
+}
 
 size_t kmeans_scratch_size(size_t n, size_t k, size_t dim) noexcept {
   return std::max(n, k * dim + 3 * k);
@@ -630,8 +642,8 @@ kmeans_result kmeans_lloyd(std::span<float> centroids, std::span<uint32_t> assig
 }
 
 kmeans_result kmeans_pp(std::span<float> centroids, std::span<uint32_t> assign,
-                        std::span<const float> data, size_t dim, size_t max_iter,
-                        kmeans_rng& rng, std::span<float> scratch) noexcept {
+                        std::span<const float> data, size_t dim, size_t max_iter, kmeans_rng& rng,
+                        std::span<float> scratch) noexcept {
   kmeans_seed_pp(centroids, data, dim, rng, scratch);
   return kmeans_lloyd(centroids, assign, data, dim, max_iter, scratch);
 }

@@ -171,10 +171,9 @@ void fastgrnn_forward(const fastgrnn_shape& s, std::span<float> h_out, std::span
 /// @pre the cache comes from fastgrnn_forward with these s, params, x, h.
 /// Thread-safe for distinct outputs.
 void fastgrnn_backward(const fastgrnn_shape& s, std::span<float> dh, std::span<float> dx,
-                       std::span<float> grads, std::span<float> work,
-                       std::span<const float> params, std::span<const float> cache,
-                       std::span<const float> x, std::span<const float> h,
-                       std::span<const float> dh_out) noexcept;
+                       std::span<float> grads, std::span<float> work, std::span<const float> params,
+                       std::span<const float> cache, std::span<const float> x,
+                       std::span<const float> h, std::span<const float> dh_out) noexcept;
 
 /// Iterative hard thresholding (IHT, as FastGRNN's sparse training): keeps
 /// the `keep` entries of largest magnitude and sets the rest to +0. Ties at
@@ -238,9 +237,9 @@ struct kmeans_rng {
 
 /// Outcome of Lloyd iterations.
 struct kmeans_result {
-  size_t iterations = 0; ///< centroid updates performed (≤ max_iter)
+  size_t iterations = 0;  ///< centroid updates performed (≤ max_iter)
   bool converged = false; ///< the last assignment pass changed nothing
-  double inertia = 0;    ///< Σ_i ‖x_i − c_{assign[i]}‖² (each term with l2sq)
+  double inertia = 0;     ///< Σ_i ‖x_i − c_{assign[i]}‖² (each term with l2sq)
 };
 
 /// Floats of scratch kmeans_seed_pp / kmeans_lloyd / kmeans_pp need:
@@ -275,8 +274,8 @@ kmeans_result kmeans_lloyd(std::span<float> centroids, std::span<uint32_t> assig
 
 /// kmeans_seed_pp then kmeans_lloyd.
 kmeans_result kmeans_pp(std::span<float> centroids, std::span<uint32_t> assign,
-                        std::span<const float> data, size_t dim, size_t max_iter,
-                        kmeans_rng& rng, std::span<float> scratch) noexcept;
+                        std::span<const float> data, size_t dim, size_t max_iter, kmeans_rng& rng,
+                        std::span<float> scratch) noexcept;
 
 // ---- the dispatched kernels behind the functions above ---------------------
 const kernel<micro_lora_forward_t>& micro_lora_forward_kernel();

@@ -25,20 +25,28 @@ const family families[] = {family::random, family::zeros, family::large, family:
 
 const char* name_of(family f) {
   switch (f) {
-    case family::random: return "random";
-    case family::zeros: return "zeros";
-    case family::large: return "large";
-    case family::denormal: return "denormal";
+    case family::random:
+      return "random";
+    case family::zeros:
+      return "zeros";
+    case family::large:
+      return "large";
+    case family::denormal:
+      return "denormal";
   }
   return "?";
 }
 
 float scale_of(family f) {
   switch (f) {
-    case family::zeros: return 0.0f;
-    case family::large: return 1e15f;
-    case family::denormal: return 1e-39f;
-    default: return 1.0f;
+    case family::zeros:
+      return 0.0f;
+    case family::large:
+      return 1e15f;
+    case family::denormal:
+      return 1e-39f;
+    default:
+      return 1.0f;
   }
 }
 
@@ -50,7 +58,9 @@ fvec uniform(size_t n, std::mt19937& rng, float amp = 1.0f) {
   return v;
 }
 
-dvec to_d(const fvec& v) { return dvec(v.begin(), v.end()); }
+dvec to_d(const fvec& v) {
+  return dvec(v.begin(), v.end());
+}
 
 /// Checks `got` against the exact `want`: NMSE ≤ learn_nmse_bound, or, where
 /// the values are subnormal and precision is absolute, every element within
@@ -92,8 +102,7 @@ struct lora_case {
   fvec x, a, bt;
   lora_case(const std::string& variant, family f, size_t d, size_t r, std::mt19937& rng)
     : what(variant + " " + name_of(f) + " d=" + std::to_string(d) + " r=" + std::to_string(r)),
-      x(uniform(d, rng, scale_of(f))),
-      a(uniform(r * d, rng, f == family::zeros ? 0.0f : 1.0f)),
+      x(uniform(d, rng, scale_of(f))), a(uniform(r * d, rng, f == family::zeros ? 0.0f : 1.0f)),
       bt(uniform(r * d, rng, f == family::zeros ? 0.0f : 1.0f)) {}
 };
 
@@ -165,7 +174,7 @@ double lora_loss(size_t d, size_t r, const dvec& x, const dvec& a, const dvec& b
 } // namespace
 
 TEST_CASE(
-    "micro_lora_update: the step is minus the gradient of both factors (finite differences)") {
+  "micro_lora_update: the step is minus the gradient of both factors (finite differences)") {
   std::mt19937 rng(3);
   const size_t d = 19, r = 3;
   const float alpha = 1.5f, s = alpha / float(r);
@@ -289,7 +298,7 @@ TEST_CASE("micro_lora_update: both factors learn and the loss falls on a toy reg
   CAPTURE(both.loss_after);
   CAPTURE(b_only.loss_after);
   const double norm_a0 = dist(both.a0, fvec(both.a0.size(), 0.0f));
-  CHECK(dist(both.a, both.a0) > 0.2 * norm_a0); // A moved
+  CHECK(dist(both.a, both.a0) > 0.2 * norm_a0);           // A moved
   CHECK(dist(both.bt, fvec(both.bt.size(), 0.0f)) > 0.1); // B moved away from its zero init
   CHECK(both.loss_after < 0.01 * both.loss_before);
   // A frozen (B only, as the prior art trains) cannot align A's row space
@@ -340,7 +349,9 @@ TEST_CASE("micro_lora: d = 0 is a no-op") {
 
 namespace {
 
-double dsig(double v) { return 1.0 / (1.0 + std::exp(-v)); }
+double dsig(double v) {
+  return 1.0 / (1.0 + std::exp(-v));
+}
 
 /// FastGRNN in double: forward returns h'; backward (from the same inputs)
 /// fills ∂(dh_outᵀ h')/∂θ, /∂x, /∂h.
@@ -417,12 +428,12 @@ struct grnn_ref {
 
 /// "<variant> <family> n_x→n_h r_w/r_u" for failure messages.
 std::string describe(const std::string& variant, family f, const fastgrnn_shape& s) {
-  return variant + " " + name_of(f) + " " + std::to_string(s.n_x) + "→" + std::to_string(s.n_h) +
-         " ranks " + std::to_string(s.r_w) + "/" + std::to_string(s.r_u);
+  return variant + " " + name_of(f) + " " + std::to_string(s.n_x) + "→" + std::to_string(s.n_h)
+         + " ranks " + std::to_string(s.r_w) + "/" + std::to_string(s.r_u);
 }
 
-const fastgrnn_shape grnn_shapes[] = {{1, 1, 1, 1},   {3, 5, 1, 2},    {16, 32, 4, 4},
-                                      {17, 33, 5, 3}, {32, 64, 8, 8},  {40, 100, 16, 9},
+const fastgrnn_shape grnn_shapes[] = {{1, 1, 1, 1},   {3, 5, 1, 2},   {16, 32, 4, 4},
+                                      {17, 33, 5, 3}, {32, 64, 8, 8}, {40, 100, 16, 9},
                                       {7, 20, 20, 1}};
 
 } // namespace
@@ -443,8 +454,8 @@ TEST_CASE("fastgrnn_forward: every variant matches the exact cell") {
         const size_t terms = s.r_w * (s.n_x + 1) + s.r_u * (s.n_h + 1) + 4;
         check_agree(out, ref.out, terms);
         check_agree(
-            fvec(cache.begin() + long(s.r_w + s.r_u), cache.begin() + long(s.r_w + s.r_u + s.n_h)),
-            ref.z, terms);
+          fvec(cache.begin() + long(s.r_w + s.r_u), cache.begin() + long(s.r_w + s.r_u + s.n_h)),
+          ref.z, terms);
         fvec in_place = h; // h_out == h is allowed
         fn(&s, in_place.data(), cache.data(), p.data(), x.data(), in_place.data());
         CHECK(in_place == out);
@@ -464,7 +475,7 @@ TEST_CASE("fastgrnn_backward: every variant matches the exact gradients") {
         const fvec go = uniform(s.n_h, rng);
         fvec out(s.n_h), cache(s.cache_size()), work(s.work_size());
         fastgrnn_forward_kernel().runnable().front().second(&s, out.data(), cache.data(), p.data(),
-                                                           x.data(), h.data());
+                                                            x.data(), h.data());
         fvec grads(s.n_params(), 0.0f), dh(s.n_h), dx(s.n_x);
         fn(&s, dh.data(), dx.data(), grads.data(), work.data(), p.data(), cache.data(), x.data(),
            h.data(), go.data());
@@ -502,8 +513,8 @@ TEST_CASE("fastgrnn_backward: every variant matches the exact gradients") {
 TEST_CASE("fastgrnn_backward: gradients of every parameter, x and h match finite differences") {
   std::mt19937 rng(8);
   const fastgrnn_shape s{5, 7, 3, 2};
-  const fvec p = uniform(s.n_params(), rng, 0.8f), x = uniform(s.n_x, rng),
-             h = uniform(s.n_h, rng), go = uniform(s.n_h, rng);
+  const fvec p = uniform(s.n_params(), rng, 0.8f), x = uniform(s.n_x, rng), h = uniform(s.n_h, rng),
+             go = uniform(s.n_h, rng);
   fvec out(s.n_h), cache(s.cache_size()), work(s.work_size());
   fastgrnn_forward(s, out, cache, p, x, h);
   fvec grads(s.n_params(), 0.0f), dh(s.n_h), dx(s.n_x);
@@ -647,13 +658,13 @@ TEST_CASE("ewc kernels: every variant matches the exact Fisher EMA, penalty and 
         fishers[v].second(n, got.data(), g.data(), gamma);
         check_agree(got, want, 3);
         fvec grad = g;
-        const float pen = penalties[v].second(n, grad.data(), fisher.data(), theta.data(),
-                                              anchor.data(), lambda);
+        const float pen =
+          penalties[v].second(n, grad.data(), fisher.data(), theta.data(), anchor.data(), lambda);
         check_agree(grad, wgrad, 3);
         check_agree(fvec{pen}, dvec{wpen}, 3 * n);
         CHECK(std::abs(pen - wpen) <= double(n + 2) * 0x1p-23 * wpen + double(n + 2) * 0x1p-149);
-        CHECK(penalties[v].second(n, nullptr, fisher.data(), theta.data(), anchor.data(), lambda) ==
-              pen);
+        CHECK(penalties[v].second(n, nullptr, fisher.data(), theta.data(), anchor.data(), lambda)
+              == pen);
         fvec pre = g;
         preconds[v].second(n, pre.data(), fisher.data(), lambda);
         check_agree(pre, wpre, 3);
@@ -817,7 +828,7 @@ TEST_CASE("kmeans_pp recovers well-separated clusters and is deterministic per s
     double d = 0;
     for (size_t j = 0; j < b.dim; ++j) {
       const double e =
-          double(centroids[size_t(found_of[c]) * b.dim + j]) - b.centers[c * b.dim + j];
+        double(centroids[size_t(found_of[c]) * b.dim + j]) - b.centers[c * b.dim + j];
       d += e * e;
     }
     CHECK(std::sqrt(d) < 0.4); // σ·sqrt(dim/100) = 0.2 expected

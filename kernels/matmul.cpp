@@ -95,8 +95,8 @@ inline float block_dot(const block_q4_k& w, const block_q8_k& x) noexcept {
     sum_q += sc[j] * s;
     sum_m += m[j] * (x.bsums[2 * j] + x.bsums[2 * j + 1]);
   }
-  return (fp16_to_fp32(w.d) * x.d) * static_cast<float>(sum_q) -
-         (fp16_to_fp32(w.dmin) * x.d) * static_cast<float>(sum_m);
+  return (fp16_to_fp32(w.d) * x.d) * static_cast<float>(sum_q)
+         - (fp16_to_fp32(w.dmin) * x.d) * static_cast<float>(sum_m);
 }
 
 /// Σ w·x of one Q6_K block and one Q8_K block: d·dx·Σ_j sc_j Σ (q−32)·x over
@@ -170,9 +170,9 @@ inline void for_tiles(size_t n_rows, size_t n_batch, Tile&& tile) {
 // blocks in 512 bits, as 128-bit lanes [b0 0..15, b1 0..15, b0 16..31,
 // b1 16..31] so that Q4_0 nibbles unpack with one shift).
 #if defined(__x86_64__)
-#define SHOAL_BEGIN_AVX512VNNI \
-  _Pragma("GCC push_options") _Pragma( \
-    "GCC target(\"avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni\")")
+#define SHOAL_BEGIN_AVX512VNNI                                                                     \
+  _Pragma("GCC push_options")                                                                      \
+    _Pragma("GCC target(\"avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni\")")
 
 SHOAL_BEGIN_AVX2
 namespace avx2 {
@@ -194,15 +194,21 @@ struct Q {
   // One block per vector: a step is never half full.
   static vi load_x1(const block_q8_0* x) { return load_x(x); }
   template <class B>
-  static vi load_w1(const B* w) { return load_w(w); }
+  static vi load_w1(const B* w) {
+    return load_w(w);
+  }
   template <class B>
-  static S::vf scale1(const B* b) { return scale(b); }
+  static S::vf scale1(const B* b) {
+    return scale(b);
+  }
   /// Nibbles as unsigned bytes 0..15, elements 0..31 in order.
   /// (the 16 bytes in both halves, the upper half shifted by 4 per 32-bit
   /// lane: a broadcast load and two ALU operations).
   static vi load_w(const block_q4_0* w) {
-    __m256i b = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w->qs)));
-    return _mm256_and_si256(_mm256_srlv_epi32(b, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)), bytes(0x0F));
+    __m256i b =
+      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w->qs)));
+    return _mm256_and_si256(_mm256_srlv_epi32(b, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)),
+                            bytes(0x0F));
   }
   template <class B>
   static S::vf scale(const B* b) {
@@ -256,7 +262,8 @@ struct Q {
   static vi load_w1(const block_q8_0* w) { return load_x1(w); }
   /// One Q4_0 block's nibbles in load_w's lane order, zeros for the second.
   static vi load_w1(const block_q4_0* w) {
-    __m512i a = _mm512_maskz_broadcast_i32x4(0x0F0F, _mm_loadu_si128(reinterpret_cast<const __m128i*>(w->qs)));
+    __m512i a = _mm512_maskz_broadcast_i32x4(
+      0x0F0F, _mm_loadu_si128(reinterpret_cast<const __m128i*>(w->qs)));
     a = _mm512_mask_srli_epi16(a, 0xFFFF0000u, a, 4);
     return _mm512_and_si512(a, bytes(0x0F));
   }
@@ -273,7 +280,8 @@ struct Q {
   /// lanes, the upper two shifted by 4, then masked.
   static vi load_w(const block_q4_0* w) {
     __m512i a = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[0].qs)));
-    a = _mm512_mask_broadcast_i32x4(a, 0xF0F0, _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[1].qs)));
+    a = _mm512_mask_broadcast_i32x4(a, 0xF0F0,
+                                    _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[1].qs)));
     a = _mm512_mask_srli_epi16(a, 0xFFFF0000u, a, 4);
     return _mm512_and_si512(a, bytes(0x0F));
   }
@@ -362,7 +370,8 @@ inline void pack_panel(panel_block* out, const WB* w, size_t n_blocks, size_t n_
         _mm_store_si128(reinterpret_cast<__m128i*>(e + 16), _mm_and_si128(_mm_srli_epi16(v, 4), m));
       } else {
         __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qs));
-        _mm256_store_si256(reinterpret_cast<__m256i*>(e), _mm256_xor_si256(v, _mm256_set1_epi8(-128)));
+        _mm256_store_si256(reinterpret_cast<__m256i*>(e),
+                           _mm256_xor_si256(v, _mm256_set1_epi8(-128)));
       }
       for (size_t k = 0; k < 8; ++k)
         std::memcpy(&q[k][j], e + 4 * k, 4);
@@ -402,7 +411,8 @@ inline void panel_tile(size_t n_blocks, float* y, size_t ldy, size_t n_rows,
   for (size_t b = 0; b < n_blocks; ++b) {
     const panel_block& pb = panel[b];
     __m512i isum[C];
-    SHOAL_UNROLL for (size_t c = 0; c < C; ++c) isum[c] = _mm512_set1_epi32(neg_corr[c * n_blocks + b]);
+    SHOAL_UNROLL for (size_t c = 0; c < C; ++c) isum[c] =
+      _mm512_set1_epi32(neg_corr[c * n_blocks + b]);
     SHOAL_UNROLL for (size_t k = 0; k < 8; ++k) {
       __m512i wv = _mm512_load_si512(&pb.q[k]);
       SHOAL_UNROLL for (size_t c = 0; c < C; ++c) {
@@ -411,8 +421,9 @@ inline void panel_tile(size_t n_blocks, float* y, size_t ldy, size_t n_rows,
         isum[c] = _mm512_dpbusd_epi32(isum[c], wv, _mm512_set1_epi32(xd));
       }
     }
-    SHOAL_UNROLL for (size_t c = 0; c < C; ++c) acc[c] = _mm512_fmadd_ps(
-      _mm512_mul_ps(_mm512_cvtepi32_ps(isum[c]), pb.d), _mm512_set1_ps(dx[c * n_blocks + b]), acc[c]);
+    SHOAL_UNROLL for (size_t c = 0; c < C; ++c) acc[c] =
+      _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(isum[c]), pb.d),
+                      _mm512_set1_ps(dx[c * n_blocks + b]), acc[c]);
   }
   __mmask16 m = n_rows >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n_rows) - 1);
   SHOAL_UNROLL for (size_t c = 0; c < C; ++c) _mm512_mask_storeu_ps(y + c * ldy, m, acc[c]);
@@ -454,8 +465,8 @@ inline void matmul_legacy_panels(size_t n_rows, size_t n_batch, size_t n_blocks,
 
 /// The VNNI variant: panels for prefill-sized batches, tiles otherwise.
 template <class WB>
-inline void matmul_legacy_vnni(size_t n_rows, size_t n_batch, size_t n_blocks, float* y,
-                               size_t ldy, const WB* w, const block_q8_0* x) noexcept {
+inline void matmul_legacy_vnni(size_t n_rows, size_t n_batch, size_t n_blocks, float* y, size_t ldy,
+                               const WB* w, const block_q8_0* x) noexcept {
   if (n_batch >= panel_min_batch)
     matmul_legacy_panels(n_rows, n_batch, n_blocks, y, ldy, w, x);
   else
@@ -465,7 +476,8 @@ inline void matmul_legacy_vnni(size_t n_rows, size_t n_batch, size_t n_blocks, f
 SHOAL_END_TARGET
 
 // SHOAL_VARIANTS (simd.hpp): scalar, avx2::name, avx512::name.
-#define SHOAL_VNNI_VARIANT(name) {"avx512vnni", isa::avx512, avx512vnni::name}
+#define SHOAL_VNNI_VARIANT(name)                                                                   \
+  { "avx512vnni", isa::avx512, avx512vnni::name }
 #endif
 
 namespace {
@@ -543,8 +555,7 @@ const kernel<void(size_t, size_t, size_t, float*, size_t, const T*, const float*
 float_kernel(const char* name, const char* signature) {
   using Fn = void(size_t, size_t, size_t, float*, size_t, const T*, const float*) noexcept;
   static const kernel<Fn> k{
-    name, signature, {SHOAL_VARIANTS((matmul_float_scalar<F, T>), matmul_float<F>)},
-    [](Fn* f) {
+    name, signature, {SHOAL_VARIANTS((matmul_float_scalar<F, T>), matmul_float<F>)}, [](Fn* f) {
       const auto& in = inputs();
       const T* w;
       if constexpr (F == wfmt::f32)
@@ -594,21 +605,22 @@ legacy_kernel(const char* name, const char* signature) {
   using Fn = void(size_t, size_t, size_t, float*, size_t, const WB*, const block_q8_0*) noexcept;
   using K = kernel<Fn>;
   using L = std::initializer_list<typename K::variant>;
-  static const K k{
+  static const K k {
     name, signature,
 #if defined(__x86_64__)
-    with_vnni() ? L{SHOAL_VARIANTS((matmul_quant_scalar<WB, block_q8_0>), matmul_legacy<WB>),
-                    SHOAL_VNNI_VARIANT(matmul_legacy_vnni<WB>)}
-                :
+      with_vnni() ? L{SHOAL_VARIANTS((matmul_quant_scalar<WB, block_q8_0>), matmul_legacy<WB>),
+                      SHOAL_VNNI_VARIANT(matmul_legacy_vnni<WB>)}
+                  :
 #endif
-                L{SHOAL_VARIANTS((matmul_quant_scalar<WB, block_q8_0>), matmul_legacy<WB>)},
-    [](Fn* f) {
-      const auto& in = inputs();
-      if constexpr (std::is_same_v<WB, block_q8_0>)
-        return bench_matmul(f, bench_inputs::cols / 32, in.w8.data(), in.x8.data());
-      else
-        return bench_matmul(f, bench_inputs::cols / 32, in.w4.data(), in.x8.data());
-    }};
+                  L{SHOAL_VARIANTS((matmul_quant_scalar<WB, block_q8_0>), matmul_legacy<WB>)},
+      [](Fn* f) {
+        const auto& in = inputs();
+        if constexpr (std::is_same_v<WB, block_q8_0>)
+          return bench_matmul(f, bench_inputs::cols / 32, in.w8.data(), in.x8.data());
+        else
+          return bench_matmul(f, bench_inputs::cols / 32, in.w4.data(), in.x8.data());
+      }
+  };
   return k;
 }
 
@@ -659,27 +671,42 @@ void register_matmul_kernels() {
 
 std::string_view to_string(weight_type type) noexcept {
   switch (type) {
-    case weight_type::f32: return "F32";
-    case weight_type::f16: return "F16";
-    case weight_type::bf16: return "BF16";
-    case weight_type::q8_0: return "Q8_0";
-    case weight_type::q4_0: return "Q4_0";
-    case weight_type::q4_k: return "Q4_K";
-    case weight_type::q6_k: return "Q6_K";
+    case weight_type::f32:
+      return "F32";
+    case weight_type::f16:
+      return "F16";
+    case weight_type::bf16:
+      return "BF16";
+    case weight_type::q8_0:
+      return "Q8_0";
+    case weight_type::q4_0:
+      return "Q4_0";
+    case weight_type::q4_k:
+      return "Q4_K";
+    case weight_type::q6_k:
+      return "Q6_K";
   }
   return "unknown";
 }
 
 std::optional<weight_type> weight_type_from_id(uint32_t id) noexcept {
   switch (id) {
-    case 0: return weight_type::f32;
-    case 1: return weight_type::f16;
-    case 2: return weight_type::q4_0;
-    case 8: return weight_type::q8_0;
-    case 12: return weight_type::q4_k;
-    case 14: return weight_type::q6_k;
-    case 30: return weight_type::bf16;
-    default: return std::nullopt;
+    case 0:
+      return weight_type::f32;
+    case 1:
+      return weight_type::f16;
+    case 2:
+      return weight_type::q4_0;
+    case 8:
+      return weight_type::q8_0;
+    case 12:
+      return weight_type::q4_k;
+    case 14:
+      return weight_type::q6_k;
+    case 30:
+      return weight_type::bf16;
+    default:
+      return std::nullopt;
   }
 }
 
@@ -687,24 +714,33 @@ size_t block_elems(weight_type type) noexcept {
   switch (type) {
     case weight_type::f32:
     case weight_type::f16:
-    case weight_type::bf16: return 1;
+    case weight_type::bf16:
+      return 1;
     case weight_type::q8_0:
-    case weight_type::q4_0: return qk_legacy;
+    case weight_type::q4_0:
+      return qk_legacy;
     case weight_type::q4_k:
-    case weight_type::q6_k: return qk_k;
+    case weight_type::q6_k:
+      return qk_k;
   }
   return 0;
 }
 
 size_t block_bytes(weight_type type) noexcept {
   switch (type) {
-    case weight_type::f32: return sizeof(float);
+    case weight_type::f32:
+      return sizeof(float);
     case weight_type::f16:
-    case weight_type::bf16: return sizeof(uint16_t);
-    case weight_type::q8_0: return sizeof(block_q8_0);
-    case weight_type::q4_0: return sizeof(block_q4_0);
-    case weight_type::q4_k: return sizeof(block_q4_k);
-    case weight_type::q6_k: return sizeof(block_q6_k);
+    case weight_type::bf16:
+      return sizeof(uint16_t);
+    case weight_type::q8_0:
+      return sizeof(block_q8_0);
+    case weight_type::q4_0:
+      return sizeof(block_q4_0);
+    case weight_type::q4_k:
+      return sizeof(block_q4_k);
+    case weight_type::q6_k:
+      return sizeof(block_q6_k);
   }
   return 0;
 }
@@ -716,11 +752,16 @@ size_t row_bytes(weight_type type, size_t cols) noexcept {
 
 std::string_view to_string(matmul_status status) noexcept {
   switch (status) {
-    case matmul_status::ok: return "ok";
-    case matmul_status::bad_type: return "unknown weight type";
-    case matmul_status::bad_cols: return "cols is not a multiple of the weight type's block size";
-    case matmul_status::bad_shape: return "x, y or weights do not match rows, cols and n_batch";
-    case matmul_status::small_scratch: return "scratch smaller than matmul_scratch_bytes";
+    case matmul_status::ok:
+      return "ok";
+    case matmul_status::bad_type:
+      return "unknown weight type";
+    case matmul_status::bad_cols:
+      return "cols is not a multiple of the weight type's block size";
+    case matmul_status::bad_shape:
+      return "x, y or weights do not match rows, cols and n_batch";
+    case matmul_status::small_scratch:
+      return "scratch smaller than matmul_scratch_bytes";
   }
   return "unknown status";
 }
@@ -733,10 +774,13 @@ constexpr size_t scratch_align = 64;
 size_t activation_row_bytes(weight_type type, size_t cols) noexcept {
   switch (type) {
     case weight_type::q8_0:
-    case weight_type::q4_0: return cols / qk_legacy * sizeof(block_q8_0);
+    case weight_type::q4_0:
+      return cols / qk_legacy * sizeof(block_q8_0);
     case weight_type::q4_k:
-    case weight_type::q6_k: return cols / qk_k * sizeof(block_q8_k);
-    default: return 0;
+    case weight_type::q6_k:
+      return cols / qk_k * sizeof(block_q8_k);
+    default:
+      return 0;
   }
 }
 
@@ -812,8 +856,8 @@ matmul_status gemm(std::span<float> y, const weight_view& w, std::span<const flo
     return matmul_status::bad_type;
   if (w.cols % be != 0)
     return matmul_status::bad_cols;
-  if (x.size() != n_batch * w.cols || y.size() != n_batch * w.rows ||
-      (w.data == nullptr && w.rows * w.cols != 0))
+  if (x.size() != n_batch * w.cols || y.size() != n_batch * w.rows
+      || (w.data == nullptr && w.rows * w.cols != 0))
     return matmul_status::bad_shape;
   size_t need = matmul_scratch_bytes(w.type, w.cols, n_batch);
   if (scratch.size() < need)
@@ -837,24 +881,23 @@ matmul_status gemm(std::span<float> y, const weight_view& w, std::span<const flo
       run_float<matmul_f16_t, uint16_t>(matmul_f16_kernel().get(), y, w, x.data(), n_batch, pool);
       break;
     case weight_type::bf16:
-      run_float<matmul_f16_t, uint16_t>(matmul_bf16_kernel().get(), y, w, x.data(), n_batch,
-                                        pool);
+      run_float<matmul_f16_t, uint16_t>(matmul_bf16_kernel().get(), y, w, x.data(), n_batch, pool);
       break;
     case weight_type::q8_0:
-      run_quant<matmul_q8_0_t, block_q8_0, block_q8_0>(matmul_q8_0_kernel().get(), y, w, x,
-                                                       n_batch, aligned, pool);
+      run_quant<matmul_q8_0_t, block_q8_0, block_q8_0>(matmul_q8_0_kernel().get(), y, w, x, n_batch,
+                                                       aligned, pool);
       break;
     case weight_type::q4_0:
-      run_quant<matmul_q4_0_t, block_q4_0, block_q8_0>(matmul_q4_0_kernel().get(), y, w, x,
-                                                       n_batch, aligned, pool);
+      run_quant<matmul_q4_0_t, block_q4_0, block_q8_0>(matmul_q4_0_kernel().get(), y, w, x, n_batch,
+                                                       aligned, pool);
       break;
     case weight_type::q4_k:
-      run_quant<matmul_q4_k_t, block_q4_k, block_q8_k>(matmul_q4_k_kernel().get(), y, w, x,
-                                                       n_batch, aligned, pool);
+      run_quant<matmul_q4_k_t, block_q4_k, block_q8_k>(matmul_q4_k_kernel().get(), y, w, x, n_batch,
+                                                       aligned, pool);
       break;
     case weight_type::q6_k:
-      run_quant<matmul_q6_k_t, block_q6_k, block_q8_k>(matmul_q6_k_kernel().get(), y, w, x,
-                                                       n_batch, aligned, pool);
+      run_quant<matmul_q6_k_t, block_q6_k, block_q8_k>(matmul_q6_k_kernel().get(), y, w, x, n_batch,
+                                                       aligned, pool);
       break;
   }
   return matmul_status::ok;

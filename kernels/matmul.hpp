@@ -77,7 +77,8 @@ size_t row_bytes(weight_type type, size_t cols) noexcept;
 
 /// A weight matrix of any format, not owned (e.g. a tensor in a mapped GGUF).
 struct weight_view {
-  const void* data = nullptr; ///< [rows, row_bytes(type, cols)] bytes, row-major; aligned to 4 bytes (F32) or 2 (others)
+  const void* data =
+    nullptr; ///< [rows, row_bytes(type, cols)] bytes, row-major; aligned to 4 bytes (F32) or 2 (others)
   weight_type type = weight_type::f32;
   size_t rows = 0; ///< output features (ggml ne[1])
   size_t cols = 0; ///< input features (ggml ne[0]); a multiple of block_elems(type)
@@ -156,17 +157,17 @@ using matmul_f16_t = void(size_t n_rows, size_t n_batch, size_t n_cols, float* y
                           const uint16_t* w, const float* x) noexcept;
 /// Q8_0 weights, Q8_0 activations (ggml vec_dot_q8_0_q8_0). @pre activation
 /// quants in [-127, 127], as quantize_q8_0 writes (weights may hold -128).
-using matmul_q8_0_t = void(size_t n_rows, size_t n_batch, size_t n_blocks, float* y,
-                           size_t ldy, const block_q8_0* w, const block_q8_0* x) noexcept;
+using matmul_q8_0_t = void(size_t n_rows, size_t n_batch, size_t n_blocks, float* y, size_t ldy,
+                           const block_q8_0* w, const block_q8_0* x) noexcept;
 /// Q4_0 weights, Q8_0 activations (ggml vec_dot_q4_0_q8_0).
-using matmul_q4_0_t = void(size_t n_rows, size_t n_batch, size_t n_blocks, float* y,
-                           size_t ldy, const block_q4_0* w, const block_q8_0* x) noexcept;
+using matmul_q4_0_t = void(size_t n_rows, size_t n_batch, size_t n_blocks, float* y, size_t ldy,
+                           const block_q4_0* w, const block_q8_0* x) noexcept;
 /// Q4_K weights, Q8_K activations (ggml vec_dot_q4_K_q8_K).
-using matmul_q4_k_t = void(size_t n_rows, size_t n_batch, size_t n_blocks, float* y,
-                           size_t ldy, const block_q4_k* w, const block_q8_k* x) noexcept;
+using matmul_q4_k_t = void(size_t n_rows, size_t n_batch, size_t n_blocks, float* y, size_t ldy,
+                           const block_q4_k* w, const block_q8_k* x) noexcept;
 /// Q6_K weights, Q8_K activations (ggml vec_dot_q6_K_q8_K).
-using matmul_q6_k_t = void(size_t n_rows, size_t n_batch, size_t n_blocks, float* y,
-                           size_t ldy, const block_q6_k* w, const block_q8_k* x) noexcept;
+using matmul_q6_k_t = void(size_t n_rows, size_t n_batch, size_t n_blocks, float* y, size_t ldy,
+                           const block_q6_k* w, const block_q8_k* x) noexcept;
 
 /// Variants: scalar, avx2, avx512.
 const kernel<matmul_f32_t>& matmul_f32_kernel();

@@ -27,10 +27,18 @@ std::vector<float> make(family f, size_t n, std::mt19937& rng, float scale = 1) 
   std::vector<float> v(n);
   for (float& e : v) {
     switch (f) {
-      case family::random: e = g(rng) * scale; break;
-      case family::zeros: e = 0; break;
-      case family::large: e = g(rng) * 1e17f; break;
-      case family::denormal: e = g(rng) * 1e-39f; break;
+      case family::random:
+        e = g(rng) * scale;
+        break;
+      case family::zeros:
+        e = 0;
+        break;
+      case family::large:
+        e = g(rng) * 1e17f;
+        break;
+      case family::denormal:
+        e = g(rng) * 1e-39f;
+        break;
     }
   }
   return v;
@@ -104,15 +112,15 @@ void exact(size_t rows, size_t batch, size_t cols, const std::vector<float>& w,
 }
 
 const size_t shapes[][3] = { // rows, batch, cols (a multiple of 256)
-  {1, 1, 256}, {3, 1, 256}, {4, 1, 512}, {5, 2, 256}, {9, 3, 768},
+  {1, 1, 256},  {3, 1, 256},  {4, 1, 512},  {5, 2, 256}, {9, 3, 768},
   {16, 4, 256}, {7, 5, 1024}, {33, 8, 512}, {2, 9, 256}};
 /// More shapes for 32-element blocks: odd block counts (288 columns = 9
 /// blocks, as in the 15M stories shape), down to one block.
 /// Batches of panel_min_batch and more take the VNNI prefill path (16-row
 /// panels, 8-column tiles, partial panels and column tails).
-const size_t legacy_shapes[][3] = {{4, 1, 288},  {5, 4, 288},  {8, 8, 32},   {3, 5, 96},
-                                   {9, 1, 32},   {33, 40, 288}, {16, 32, 256}, {70, 35, 512},
-                                   {1, 33, 64},  {129, 64, 96}};
+const size_t legacy_shapes[][3] = {{4, 1, 288}, {5, 4, 288},   {8, 8, 32},    {3, 5, 96},
+                                   {9, 1, 32},  {33, 40, 288}, {16, 32, 256}, {70, 35, 512},
+                                   {1, 33, 64}, {129, 64, 96}};
 
 } // namespace
 
@@ -250,8 +258,8 @@ std::vector<WB> legacy_weights(const std::vector<float>& wf) {
 /// give the blocks those inputs really produce.
 template <class WB>
 std::vector<WB> family_weights(size_t n_blocks, family fam, std::mt19937& rng) {
-  auto w = legacy_weights<WB>(make(fam == family::large ? family::random : fam, n_blocks * 32,
-                                   rng, fam == family::large ? 6e4f / 4 : 1.0f));
+  auto w = legacy_weights<WB>(make(fam == family::large ? family::random : fam, n_blocks * 32, rng,
+                                   fam == family::large ? 6e4f / 4 : 1.0f));
   if constexpr (std::is_same_v<WB, block_q8_0>)
     if (fam == family::random) // ggml never writes -128; a file may
       w[0].qs[3] = -128;
@@ -335,10 +343,18 @@ test_weights make_weights(weight_type type, size_t rows, size_t cols, std::mt199
       put(h);
       break;
     }
-    case weight_type::q8_0: put_blocks(legacy_weights<block_q8_0>(wf)); break;
-    case weight_type::q4_0: put_blocks(legacy_weights<block_q4_0>(wf)); break;
-    case weight_type::q4_k: put_blocks(random_blocks<block_q4_k>(wf.size() / 256, rng)); break;
-    case weight_type::q6_k: put_blocks(random_blocks<block_q6_k>(wf.size() / 256, rng)); break;
+    case weight_type::q8_0:
+      put_blocks(legacy_weights<block_q8_0>(wf));
+      break;
+    case weight_type::q4_0:
+      put_blocks(legacy_weights<block_q4_0>(wf));
+      break;
+    case weight_type::q4_k:
+      put_blocks(random_blocks<block_q4_k>(wf.size() / 256, rng));
+      break;
+    case weight_type::q6_k:
+      put_blocks(random_blocks<block_q6_k>(wf.size() / 256, rng));
+      break;
   }
   t.view = {t.bytes.data(), type, rows, cols};
   return t;
@@ -374,7 +390,7 @@ TEST_CASE("gemm: quantized activations stay within the stated NMSE of the f32 pr
     error_sum err;
     for (size_t i = 0; i < y.size(); ++i)
       err.add(y[i], want[i], 1e30);
-    double bound = type == weight_type::q8_0 || type == weight_type::q4_0 ? matmul_q8_0_act_nmse
+    double bound = type == weight_type::q8_0 || type == weight_type::q4_0   ? matmul_q8_0_act_nmse
                    : type == weight_type::q4_k || type == weight_type::q6_k ? matmul_q8_k_act_nmse
                                                                             : matmul_variant_nmse;
     MESSAGE(to_string(type), " NMSE vs f32 product: ", err.nmse());
@@ -401,8 +417,8 @@ TEST_CASE("gemm gives the same bits for any pool and equals gemv row by row") {
     }
     for (size_t b = 0; b < batch; ++b) {
       std::vector<float> y(rows);
-      REQUIRE(gemv(y, w.view, std::span<const float>(x).subspan(b * cols, cols), scratch, &two) ==
-              matmul_status::ok);
+      REQUIRE(gemv(y, w.view, std::span<const float>(x).subspan(b * cols, cols), scratch, &two)
+              == matmul_status::ok);
       CHECK(std::memcmp(y.data(), base.data() + b * rows, rows * sizeof(float)) == 0);
     }
   }
@@ -413,15 +429,15 @@ TEST_CASE("gemm rejects bad shapes, columns, types and small scratch without wri
   auto w = make_weights(weight_type::q4_0, 8, 64, rng);
   std::vector<float> x(64, 1.0f), y(8, 7.0f);
   std::vector<std::byte> scratch(matmul_scratch_bytes(weight_type::q4_0, 64, 1));
-  CHECK(gemv(y, w.view, x, std::span(scratch).first(scratch.size() - 1), nullptr) ==
-        matmul_status::small_scratch);
-  CHECK(gemv(y, w.view, std::span<const float>(x).first(63), scratch, nullptr) ==
-        matmul_status::bad_shape);
+  CHECK(gemv(y, w.view, x, std::span(scratch).first(scratch.size() - 1), nullptr)
+        == matmul_status::small_scratch);
+  CHECK(gemv(y, w.view, std::span<const float>(x).first(63), scratch, nullptr)
+        == matmul_status::bad_shape);
   CHECK(gemv(std::span(y).first(7), w.view, x, scratch, nullptr) == matmul_status::bad_shape);
   weight_view odd = w.view;
   odd.cols = 48;
-  CHECK(gemv(y, odd, std::span<const float>(x).first(48), scratch, nullptr) ==
-        matmul_status::bad_cols);
+  CHECK(gemv(y, odd, std::span<const float>(x).first(48), scratch, nullptr)
+        == matmul_status::bad_cols);
   weight_view unknown = w.view;
   unknown.type = static_cast<weight_type>(13);
   CHECK(gemv(y, unknown, x, scratch, nullptr) == matmul_status::bad_type);

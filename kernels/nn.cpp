@@ -83,7 +83,9 @@ void softmax_scalar(size_t n, float* y, const float* x, float scale) noexcept {
     y[i] *= inv;
 }
 
-float silu1(float x) noexcept { return x / (1.0f + std::exp(-x)); }
+float silu1(float x) noexcept {
+  return x / (1.0f + std::exp(-x));
+}
 
 void silu_scalar(size_t n, float* y, const float* x) noexcept {
   for (size_t i = 0; i < n; ++i)
@@ -169,7 +171,9 @@ struct S : ops_avx2 {
   static vf max(vf a, vf b) { return _mm256_max_ps(a, b); }
   static vf min(vf a, vf b) { return _mm256_min_ps(a, b); }
   static vf div(vf a, vf b) { return _mm256_div_ps(a, b); }
-  static vf round(vf x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static vf round(vf x) {
+    return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  }
   /// 2^n for integer-valued n in [-126, 127].
   static vf pow2i(vf n) {
     __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
@@ -255,7 +259,7 @@ struct bench_inputs {
   std::vector<float> x, wt, y, table, q;
   std::vector<std::byte> k, v;
   std::vector<const std::byte*> k_pages, v_pages;
-  kv_page_layout layout{16, kv_heads * head_dim, kv_type::f16, kv_type::f16};
+  kv_page_layout layout{16, kv_heads* head_dim, kv_type::f16, kv_type::f16};
   kv_segment segment;
   bench_inputs()
     : x(n), wt(n), y(n), table(rope_table_size(head_dim)), q(head_dim),
@@ -300,51 +304,59 @@ double bench_y(Call call) {
 } // namespace
 
 const kernel<rms_norm_t>& rms_norm_kernel() {
-  static const kernel<rms_norm_t> k{
-    "rms_norm_f32", "void(size_t,float*,const float*,const float*,float)",
-    {SHOAL_VARIANTS(rms_norm_scalar, rms_norm)}, [](rms_norm_t* f) {
-      return bench_y([f](bench_inputs& in) {
-        f(in.n, in.y.data(), in.x.data(), in.wt.data(), 1e-5f);
-      });
-    }};
+  static const kernel<rms_norm_t> k{"rms_norm_f32",
+                                    "void(size_t,float*,const float*,const float*,float)",
+                                    {SHOAL_VARIANTS(rms_norm_scalar, rms_norm)},
+                                    [](rms_norm_t* f) {
+                                      return bench_y([f](bench_inputs& in) {
+                                        f(in.n, in.y.data(), in.x.data(), in.wt.data(), 1e-5f);
+                                      });
+                                    }};
   return k;
 }
 
 const kernel<rope_t>& rope_kernel() {
-  static const kernel<rope_t> k{
-    "rope_f32", "void(size_t,size_t,size_t,float*,const float*)",
-    {SHOAL_VARIANTS(rope_scalar, rope)}, [](rope_t* f) {
-      return bench_y([f](bench_inputs& in) {
-        f(in.heads, in.head_dim, in.head_dim, in.y.data(), in.table.data());
-      });
-    }};
+  static const kernel<rope_t> k{"rope_f32",
+                                "void(size_t,size_t,size_t,float*,const float*)",
+                                {SHOAL_VARIANTS(rope_scalar, rope)},
+                                [](rope_t* f) {
+                                  return bench_y([f](bench_inputs& in) {
+                                    f(in.heads, in.head_dim, in.head_dim, in.y.data(),
+                                      in.table.data());
+                                  });
+                                }};
   return k;
 }
 
 const kernel<softmax_t>& softmax_kernel() {
   static const kernel<softmax_t> k{
-    "softmax_f32", "void(size_t,float*,const float*,float)",
-    {SHOAL_VARIANTS(softmax_scalar, softmax)}, [](softmax_t* f) {
+    "softmax_f32",
+    "void(size_t,float*,const float*,float)",
+    {SHOAL_VARIANTS(softmax_scalar, softmax)},
+    [](softmax_t* f) {
       return bench_y([f](bench_inputs& in) { f(in.n, in.y.data(), in.x.data(), 1.0f); });
     }};
   return k;
 }
 
 const kernel<silu_t>& silu_kernel() {
-  static const kernel<silu_t> k{
-    "silu_f32", "void(size_t,float*,const float*)", {SHOAL_VARIANTS(silu_scalar, silu)},
-    [](silu_t* f) {
-      return bench_y([f](bench_inputs& in) { f(in.n, in.y.data(), in.x.data()); });
-    }};
+  static const kernel<silu_t> k{"silu_f32",
+                                "void(size_t,float*,const float*)",
+                                {SHOAL_VARIANTS(silu_scalar, silu)},
+                                [](silu_t* f) {
+                                  return bench_y(
+                                    [f](bench_inputs& in) { f(in.n, in.y.data(), in.x.data()); });
+                                }};
   return k;
 }
 
 const kernel<swiglu_t>& swiglu_kernel() {
   static const kernel<swiglu_t> k{
-    "swiglu_f32", "void(size_t,float*,const float*,const float*)",
-    {SHOAL_VARIANTS(swiglu_scalar, swiglu)}, [](swiglu_t* f) {
-      return bench_y(
-        [f](bench_inputs& in) { f(in.n, in.y.data(), in.x.data(), in.wt.data()); });
+    "swiglu_f32",
+    "void(size_t,float*,const float*,const float*)",
+    {SHOAL_VARIANTS(swiglu_scalar, swiglu)},
+    [](swiglu_t* f) {
+      return bench_y([f](bench_inputs& in) { f(in.n, in.y.data(), in.x.data(), in.wt.data()); });
     }};
   return k;
 }
@@ -353,7 +365,8 @@ const kernel<attention_paged_t>& attention_paged_kernel() {
   static const kernel<attention_paged_t> k{
     "attention_paged",
     "void(size_t,size_t,float*,const float*,const kv_segment*,size_t,float)",
-    {SHOAL_VARIANTS(attention_paged_scalar, attention_paged)}, [](attention_paged_t* f) {
+    {SHOAL_VARIANTS(attention_paged_scalar, attention_paged)},
+    [](attention_paged_t* f) {
       return bench_y([f](bench_inputs& in) {
         f(1, in.head_dim, in.y.data(), in.q.data(), &in.segment, 3, 0.08838834764f);
       });
@@ -405,8 +418,8 @@ struct rope_freqs {
   double t, base, d;
   const float* ff;
   rope_freqs(size_t n_dims, double pos, const rope_params& p)
-    : t(pos / static_cast<double>(p.linear_factor)), base(p.base),
-      d(static_cast<double>(n_dims)), ff(p.freq_factors) {
+    : t(pos / static_cast<double>(p.linear_factor)), base(p.base), d(static_cast<double>(n_dims)),
+      ff(p.freq_factors) {
     if (p.ntk_factor != 1.0f && n_dims > 2)
       base *= std::pow(static_cast<double>(p.ntk_factor), d / (d - 2));
   }
@@ -475,8 +488,8 @@ void swiglu(std::span<float> out, std::span<const float> gate, std::span<const f
 
 void attention_paged(std::span<float> out, std::span<const float> q,
                      std::span<const kv_segment> segments, size_t kv_head, float scale) noexcept {
-  attention_paged_kernel().get()(segments.size(), q.size(), out.data(), q.data(),
-                                 segments.data(), kv_head, scale);
+  attention_paged_kernel().get()(segments.size(), q.size(), out.data(), q.data(), segments.data(),
+                                 kv_head, scale);
 }
 
 void attention_paged(std::span<float> out, std::span<const float> q,

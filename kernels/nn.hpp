@@ -57,8 +57,7 @@ inline constexpr double attention_q4_0_nmse_bound = 6e-2;
 // ---- RMSNorm -------------------------------------------------------------
 
 /// y[i] = x[i] / sqrt(mean(x²) + eps) * w[i]  (w == nullptr: no weight).
-using rms_norm_t = void(size_t n, float* y, const float* x, const float* w,
-                        float eps) noexcept;
+using rms_norm_t = void(size_t n, float* y, const float* x, const float* w, float eps) noexcept;
 
 /// RMSNorm of one row: y = x / sqrt(Σx²/n + eps) ⊙ w, as ggml_rms_norm followed
 /// by ggml_mul with the weight (llama's attn_norm / ffn_norm / output_norm;
@@ -101,7 +100,9 @@ struct rope_params {
 };
 
 /// Floats of a RoPE table for `n_dims` rotated dims: 2·n_dims.
-inline constexpr size_t rope_table_size(size_t n_dims) noexcept { return 2 * n_dims; }
+inline constexpr size_t rope_table_size(size_t n_dims) noexcept {
+  return 2 * n_dims;
+}
 
 /// Rotates adjacent pairs (x[2i], x[2i+1]) of dims [0, n_dims) of each of
 /// n_heads rows (row stride head_dim) by the precomputed table:
@@ -174,10 +175,10 @@ void swiglu(std::span<float> out, std::span<const float> gate, std::span<const f
 /// Storage type of KV-cache rows. Values are ggml_type ids (GGUF): a page row
 /// of type T has exactly the bytes of a ggml row of that type.
 enum class kv_type : uint8_t {
-  f32 = 0,   ///< 4 bytes per element (reference and tests)
-  f16 = 1,   ///< IEEE half, 2 bytes per element
-  q4_0 = 2,  ///< block_q4_0 (blocks.hpp): 18 bytes per 32 elements
-  q8_0 = 8,  ///< block_q8_0 (blocks.hpp): 34 bytes per 32 elements
+  f32 = 0,  ///< 4 bytes per element (reference and tests)
+  f16 = 1,  ///< IEEE half, 2 bytes per element
+  q4_0 = 2, ///< block_q4_0 (blocks.hpp): 18 bytes per 32 elements
+  q8_0 = 8, ///< block_q8_0 (blocks.hpp): 34 bytes per 32 elements
 };
 
 /// "f32", "f16", "q4_0" or "q8_0".
@@ -258,8 +259,7 @@ struct kv_segment {
 /// out = Σ_t softmax_t(scale · q·K_t) · V_t over every token of the segments,
 /// for kv head `kv_head` (raw kernel; see `attention_paged`).
 using attention_paged_t = void(size_t n_segments, size_t head_dim, float* out, const float* q,
-                               const kv_segment* segments, size_t kv_head,
-                               float scale) noexcept;
+                               const kv_segment* segments, size_t kv_head, float scale) noexcept;
 
 /// Attention of ONE query head over a sequence's paged KV cache:
 ///   out[d] = Σ_t p_t · V_t[kv_head·head_dim + d],

@@ -73,7 +73,9 @@ std::vector<float> make(family f, size_t n, std::mt19937& rng, float amp = 4) {
   return v;
 }
 
-double silu_exact(double x) { return x / (1 + std::exp(-x)); }
+double silu_exact(double x) {
+  return x / (1 + std::exp(-x));
+}
 
 } // namespace
 
@@ -205,10 +207,10 @@ TEST_CASE("rope: matches the definition with base, partial dims, linear and NTK 
     {128, 0, 1, {}},
     {128, 0, 4095, {}},
     {64, 32, 77, {32, 10000, 1, 1}},
-    {80, 0, 300, {0, 500000, 1, 1}},       // LLaMA-3 base
-    {128, 0, 8000, {0, 10000, 4, 1}},      // linear ×4
-    {128, 0, 8000, {0, 10000, 1, 8}},      // NTK-aware ×8
-    {256, 0, 1234, {0, 10000, 2, 2}},      // both; more dims than rope()'s slice
+    {80, 0, 300, {0, 500000, 1, 1}},  // LLaMA-3 base
+    {128, 0, 8000, {0, 10000, 4, 1}}, // linear ×4
+    {128, 0, 8000, {0, 10000, 1, 8}}, // NTK-aware ×8
+    {256, 0, 1234, {0, 10000, 2, 2}}, // both; more dims than rope()'s slice
     {256, 200, 999, {200, 1e6f, 1, 1}},
   };
   for (const cfg& c : cfgs) {
@@ -219,8 +221,8 @@ TEST_CASE("rope: matches the definition with base, partial dims, linear and NTK 
     auto y = x;
     rope(y, n_heads, c.pos, c.p);
     const size_t nd = c.p.n_dims == 0 ? c.head_dim : c.p.n_dims;
-    auto want = rope_exact(x, c.head_dim, nd, double(c.pos), c.p.base, c.p.linear_factor,
-                           c.p.ntk_factor);
+    auto want =
+      rope_exact(x, c.head_dim, nd, double(c.pos), c.p.base, c.p.linear_factor, c.p.ntk_factor);
     nmse_sum e;
     for (size_t i = 0; i < y.size(); ++i)
       e.add(y[i], want[i]);
@@ -256,7 +258,8 @@ TEST_CASE("rope: q·k after rotation depends only on the position difference") {
   auto q = make(family::random, 128, rng, 1);
   auto k = make(family::random, 128, rng, 1);
   const double mag = std::sqrt(dot_d(q, q) * dot_d(k, k));
-  for (const rope_params& p : {rope_params{}, rope_params{0, 10000, 4, 1}, rope_params{64, 10000, 1, 8}})
+  for (const rope_params& p :
+       {rope_params{}, rope_params{0, 10000, 4, 1}, rope_params{64, 10000, 1, 8}})
     for (size_t delta : {0u, 1u, 5u, 300u}) {
       auto rq = q, rk = k;
       rope(rq, 1, 7 + delta, p);
@@ -440,8 +443,8 @@ void encode(kv_type t, const float* x, size_t n, std::byte* dst, float* seen) {
 }
 
 /// Tokens [t0, t0 + n) of k and v ([*, row_elems] f32) as pages of `layout`.
-paged_tier make_tier(const std::vector<float>& k, const std::vector<float>& v, size_t t0,
-                     size_t n, kv_page_layout layout) {
+paged_tier make_tier(const std::vector<float>& k, const std::vector<float>& v, size_t t0, size_t n,
+                     kv_page_layout layout) {
   paged_tier p;
   p.layout = layout;
   p.n_tokens = n;
@@ -556,7 +559,9 @@ struct paged_case {
   }
 };
 
-kv_page_layout lay(size_t page_tokens, kv_type k, kv_type v) { return {page_tokens, 0, k, v}; }
+kv_page_layout lay(size_t page_tokens, kv_type k, kv_type v) {
+  return {page_tokens, 0, k, v};
+}
 
 } // namespace
 
@@ -602,8 +607,8 @@ TEST_CASE("attention_paged: two tiers (Q8_0/Q4_0 old pages, F16 recent) match th
           for (size_t n_recent : {0u, 3u, 64u}) {
             if (n_old + n_recent == 0)
               continue;
-            paged_case(rng, hd, 2, 1, n_old + n_recent, {0, n_old},
-                       {tr.old_pages, tr.recent_pages}, 2)
+            paged_case(rng, hd, 2, 1, n_old + n_recent, {0, n_old}, {tr.old_pages, tr.recent_pages},
+                       2)
               .add_error(seen, fn);
           }
       CHECK(seen.nmse() <= attention_nmse_bound);
@@ -625,8 +630,8 @@ TEST_CASE("attention_paged: one token returns its value and no tokens give zeros
           CHECK(out[i] == doctest::Approx(v[i]).epsilon(1e-6));
       }
     // Empty segments only: all zeros.
-    paged_case c(rng, 32, 1, 0, 0, {0, 0}, {lay(16, kv_type::f16, kv_type::f16),
-                                           lay(16, kv_type::q8_0, kv_type::q8_0)});
+    paged_case c(rng, 32, 1, 0, 0, {0, 0},
+                 {lay(16, kv_type::f16, kv_type::f16), lay(16, kv_type::q8_0, kv_type::q8_0)});
     auto out = c.run(fn);
     CHECK(std::all_of(out.begin(), out.end(), [](float x) { return x == 0; }));
     out.assign(32, 1.0f);

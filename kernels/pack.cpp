@@ -33,16 +33,14 @@ struct pack_loader {
       if (k == nullptr)
         return "variant " + std::string(v.name) + " is for unknown kernel \"" + v.kernel + "\"";
       if (k->signature() != v.signature)
-        return "variant " + std::string(v.name) + " of " + v.kernel + " has signature \"" +
-               v.signature + "\", the kernel has \"" + k->signature() + "\"";
+        return "variant " + std::string(v.name) + " of " + v.kernel + " has signature \""
+               + v.signature + "\", the kernel has \"" + k->signature() + "\"";
       if (v.needs > static_cast<uint32_t>(isa::avx512))
-        return "variant " + std::string(v.name) + " needs unknown level " +
-               std::to_string(v.needs);
+        return "variant " + std::string(v.name) + " needs unknown level " + std::to_string(v.needs);
       accepted.emplace_back(k, &v);
     }
     for (auto [k, v] : accepted)
-      r.add_variant(k,
-                    {std::string(pack.name) + ':' + v->name, static_cast<isa>(v->needs), origin},
+      r.add_variant(k, {std::string(pack.name) + ':' + v->name, static_cast<isa>(v->needs), origin},
                     reinterpret_cast<erased_fn>(v->fn));
     return {};
   }

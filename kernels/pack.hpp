@@ -29,17 +29,17 @@
 extern "C" {
 /// One variant in a pack.
 struct shoal_pack_variant {
-  const char* kernel;     ///< registered kernel name, e.g. "dot_f32"
-  const char* signature;  ///< must equal the kernel's signature() text
-  const char* name;       ///< variant name, e.g. "avx512_unrolled"
-  uint32_t needs;         ///< 0 scalar, 1 avx2, 2 avx512 (shoal::kernels::isa)
-  void (*fn)(void);       ///< the function, cast to void(*)(void)
+  const char* kernel;    ///< registered kernel name, e.g. "dot_f32"
+  const char* signature; ///< must equal the kernel's signature() text
+  const char* name;      ///< variant name, e.g. "avx512_unrolled"
+  uint32_t needs;        ///< 0 scalar, 1 avx2, 2 avx512 (shoal::kernels::isa)
+  void (*fn)(void);      ///< the function, cast to void(*)(void)
 };
 
 /// What `shoal_kernel_pack_v1()` returns (static storage in the pack).
 struct shoal_pack {
-  uint32_t abi;           ///< shoal_pack_abi
-  const char* name;       ///< pack name: [A-Za-z0-9_.-]+
+  uint32_t abi;     ///< shoal_pack_abi
+  const char* name; ///< pack name: [A-Za-z0-9_.-]+
   uint32_t n_variants;
   const shoal_pack_variant* variants;
 };

@@ -155,8 +155,7 @@ void worker_pool::run_job(uint32_t n_tasks, task_fn fn, void* ctx) {
   if (mine != 0 && done_.fetch_add(mine, std::memory_order_acq_rel) + mine == n_tasks) {
     // every task done
   } else {
-    spin_then_wait(done_, spin_,
-                   [&] { return done_.load(std::memory_order_acquire) == n_tasks; });
+    spin_then_wait(done_, spin_, [&] { return done_.load(std::memory_order_acquire) == n_tasks; });
   }
 
   // Close the job: every task is done; a worker still in flight finds no

@@ -92,11 +92,11 @@ private:
 
   // The words of a hand-off share one cache line: a worker learns of a job,
   // claims a task and reports it done with the fewest line transfers.
-  alignas(64) std::atomic<uint64_t> claim_{0};      // (job id << 32) | next task; id 0 = no job open
-  std::atomic<uint32_t> generation_{0};             // bumped per job and at stop; workers sleep on it
-  std::atomic<uint32_t> done_{0};                   // tasks finished in the open job
-  alignas(64) std::atomic<uint32_t> in_flight_{0};  // workers between joining and leaving a job
-  alignas(64) std::atomic<bool> busy_{false};       // a `run` owns the pool
+  alignas(64) std::atomic<uint64_t> claim_{0}; // (job id << 32) | next task; id 0 = no job open
+  std::atomic<uint32_t> generation_{0};        // bumped per job and at stop; workers sleep on it
+  std::atomic<uint32_t> done_{0};              // tasks finished in the open job
+  alignas(64) std::atomic<uint32_t> in_flight_{0}; // workers between joining and leaving a job
+  alignas(64) std::atomic<bool> busy_{false};      // a `run` owns the pool
   std::atomic<bool> stop_{false};
   // The open job: written by the owning `run` while no worker is in flight,
   // read by workers that saw its id in claim_.
@@ -123,8 +123,7 @@ index_range split_range(size_t n, size_t n_chunks, size_t i, size_t align = 1) n
 /// How many chunks to cut n items into on a pool of `n_threads`: about
 /// `per_thread` chunks per thread (dynamic claiming balances a shared,
 /// noisy machine), but no chunk smaller than `min_chunk` items; at least 1.
-size_t chunk_count(size_t n, size_t n_threads, size_t min_chunk,
-                   size_t per_thread = 4) noexcept;
+size_t chunk_count(size_t n, size_t n_threads, size_t min_chunk, size_t per_thread = 4) noexcept;
 
 /// Runs f(task) for task in [0, n_tasks) on `pool` (nullptr = the calling
 /// thread, in order). `f` is called concurrently from several threads and

@@ -87,7 +87,9 @@ inline void scale_min_k4(size_t j, const uint8_t* s, int& sc, int& m) noexcept {
 }
 
 /// Bit 4 of element l of sub-block j: none in Q4_K; bit j of qh[l] in Q5_K.
-inline int fifth_bit(const block_q4_k&, size_t, size_t) noexcept { return 0; }
+inline int fifth_bit(const block_q4_k&, size_t, size_t) noexcept {
+  return 0;
+}
 inline int fifth_bit(const block_q5_k& b, size_t l, size_t j) noexcept {
   return ((b.qh[l] >> j) & 1) << 4;
 }
@@ -176,7 +178,6 @@ void dequantize_q8_k_scalar(size_t n, float* y, const block_q8_k* x) noexcept {
       y[i] = x[b].d * static_cast<float>(x[b].qs[i]);
 }
 
-
 void convert_f32_to_f16_scalar(size_t n, uint16_t* y, const float* x) noexcept {
   for (size_t i = 0; i < n; ++i)
     y[i] = fp32_to_fp16(x[i]);
@@ -245,8 +246,8 @@ void quantize_min_max(const float* x, int levels, uint16_t& d, uint16_t& dmin, u
     sc[j] = static_cast<uint8_t>(ceil_div(step[j], df, 63));
     float s = df * static_cast<float>(sc[j]);
     for (size_t i = 32 * j; i < 32 * j + 32; ++i)
-      q[i] = s > 0 ? static_cast<uint8_t>(std::clamp(std::lround((x[i] + off[j]) / s), 0L,
-                                                      static_cast<long>(levels)))
+      q[i] = s > 0 ? static_cast<uint8_t>(
+               std::clamp(std::lround((x[i] + off[j]) / s), 0L, static_cast<long>(levels)))
                    : 0;
   }
 }
@@ -304,9 +305,9 @@ struct qops : ops_avx2 {
   }
   /// Stores the low byte of each lane (8 bytes).
   static void store_i8(int8_t* p, vi v) {
-    const __m256i pick = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-                                          -1, -1, 0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1,
-                                          -1, -1, -1, -1);
+    const __m256i pick =
+      _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12, -1,
+                       -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
     __m256i b = _mm256_shuffle_epi8(v, pick);
     __m128i r = _mm_unpacklo_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
     _mm_storel_epi64(reinterpret_cast<__m128i*>(p), r);
@@ -325,8 +326,8 @@ struct qops : ops_avx2 {
     __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(x, _mm256_set1_epi32(0x7FFFFFFF)),
                                      _mm256_set1_epi32(0x7F800000));
     __m256i hi = _mm256_srli_epi32(x, 16);
-    __m256i bias = _mm256_add_epi32(_mm256_set1_epi32(0x7FFF),
-                                    _mm256_and_si256(hi, _mm256_set1_epi32(1)));
+    __m256i bias =
+      _mm256_add_epi32(_mm256_set1_epi32(0x7FFF), _mm256_and_si256(hi, _mm256_set1_epi32(1)));
     __m256i r = _mm256_srli_epi32(_mm256_add_epi32(x, bias), 16);
     r = _mm256_blendv_epi8(r, _mm256_or_si256(hi, _mm256_set1_epi32(64)), nan);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
@@ -391,8 +392,8 @@ struct qops : ops_avx512 {
     __mmask16 nan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(x, _mm512_set1_epi32(0x7FFFFFFF)),
                                             _mm512_set1_epi32(0x7F800000));
     __m512i hi = _mm512_srli_epi32(x, 16);
-    __m512i bias = _mm512_add_epi32(_mm512_set1_epi32(0x7FFF),
-                                    _mm512_and_si512(hi, _mm512_set1_epi32(1)));
+    __m512i bias =
+      _mm512_add_epi32(_mm512_set1_epi32(0x7FFF), _mm512_and_si512(hi, _mm512_set1_epi32(1)));
     __m512i r = _mm512_srli_epi32(_mm512_add_epi32(x, bias), 16);
     r = _mm512_mask_blend_epi32(nan, r, _mm512_or_si512(hi, _mm512_set1_epi32(64)));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(r));
@@ -424,8 +425,8 @@ struct bench_row {
   std::vector<block_q5_k> q5_k;
   std::vector<block_q6_k> q6_k;
   bench_row()
-    : x(n), y(n), h(n), q8_0(n / qk_legacy), q4_0(n / qk_legacy), q8_k(n / qk_k),
-      q4_k(n / qk_k), q5_k(n / qk_k), q6_k(n / qk_k) {
+    : x(n), y(n), h(n), q8_0(n / qk_legacy), q4_0(n / qk_legacy), q8_k(n / qk_k), q4_k(n / qk_k),
+      q5_k(n / qk_k), q6_k(n / qk_k) {
     std::mt19937 rng(1);
     std::normal_distribution<float> g(0, 1);
     for (float& v : x)
@@ -475,11 +476,11 @@ double bench_to_f32(Fn* f, const Src* src) {
 /// Defines `const kernel<T>& NAME_kernel()`: variants NAME_scalar (the
 /// reference above), avx2::NAME and avx512::NAME; BENCH (an expression of the
 /// variant `f`) gives its ns per call on the 4096-element bench row.
-#define SHOAL_QUANT_KERNEL(T, NAME, SIG, BENCH)                                          \
-  const kernel<T>& NAME##_kernel() {                                                     \
-    static const kernel<T> k{#NAME, SIG, {SHOAL_VARIANTS(NAME##_scalar, NAME)},           \
-                             [](T* f) { return BENCH; }};                                 \
-    return k;                                                                            \
+#define SHOAL_QUANT_KERNEL(T, NAME, SIG, BENCH)                                                    \
+  const kernel<T>& NAME##_kernel() {                                                               \
+    static const kernel<T> k{                                                                      \
+      #NAME, SIG, {SHOAL_VARIANTS(NAME##_scalar, NAME)}, [](T* f) { return BENCH; }};              \
+    return k;                                                                                      \
   }
 
 SHOAL_QUANT_KERNEL(quantize_q8_0_t, quantize_q8_0, "void(size_t,block_q8_0*,const float*)",
@@ -531,9 +532,9 @@ void register_quant_kernels() {
 /// Defines the public `NAME(x, y)` over spans of X and Y: the active
 /// variant of NAME_kernel() on N elements (x.size() or y.size(), whichever
 /// counts floats).
-#define SHOAL_QUANT_ENTRY(NAME, X, Y, N)                                                 \
-  void NAME(std::span<const X> x, std::span<Y> y) noexcept {                             \
-    NAME##_kernel().get()(N.size(), y.data(), x.data());                                 \
+#define SHOAL_QUANT_ENTRY(NAME, X, Y, N)                                                           \
+  void NAME(std::span<const X> x, std::span<Y> y) noexcept {                                       \
+    NAME##_kernel().get()(N.size(), y.data(), x.data());                                           \
   }
 
 SHOAL_QUANT_ENTRY(quantize_q8_0, float, block_q8_0, x)

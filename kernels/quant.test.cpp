@@ -82,9 +82,9 @@ void check_same_bytes(const std::vector<T>& got, const std::vector<T>& want, con
 
 /// Families of quantizer inputs: every block of a family may use another scale.
 enum class family { normal, zeros, equal, large, huge, tiny, denormal, ties, mixed };
-const family families[] = {family::normal, family::zeros,    family::equal,
-                           family::large,  family::huge,     family::tiny,
-                           family::denormal, family::ties,   family::mixed};
+const family families[] = {family::normal,   family::zeros, family::equal,
+                           family::large,    family::huge,  family::tiny,
+                           family::denormal, family::ties,  family::mixed};
 
 std::vector<float> make(family f, size_t n, std::mt19937& rng) {
   std::normal_distribution<float> g(0, 1);
@@ -92,16 +92,34 @@ std::vector<float> make(family f, size_t n, std::mt19937& rng) {
   std::vector<float> v(n);
   for (size_t i = 0; i < n; ++i) {
     switch (f) {
-      case family::normal: v[i] = g(rng); break;
-      case family::zeros: v[i] = 0; break;
-      case family::equal: v[i] = -2.75f; break;
-      case family::large: v[i] = g(rng) * 1e4f; break;
-      case family::huge: v[i] = g(rng) * 5e4f; break; // within the |x| ≤ 5e5 caveat
-      case family::tiny: v[i] = g(rng) * 1e-30f; break;
-      case family::denormal: v[i] = g(rng) * 1e-40f; break;
+      case family::normal:
+        v[i] = g(rng);
+        break;
+      case family::zeros:
+        v[i] = 0;
+        break;
+      case family::equal:
+        v[i] = -2.75f;
+        break;
+      case family::large:
+        v[i] = g(rng) * 1e4f;
+        break;
+      case family::huge:
+        v[i] = g(rng) * 5e4f;
+        break; // within the |x| ≤ 5e5 caveat
+      case family::tiny:
+        v[i] = g(rng) * 1e-30f;
+        break;
+      case family::denormal:
+        v[i] = g(rng) * 1e-40f;
+        break;
       // amax 127 per 32 (d = 1): x = k + 0.5 are ties of roundf/rint.
-      case family::ties: v[i] = i % 32 == 0 ? 127.0f : static_cast<float>(k(rng)) + 0.5f; break;
-      case family::mixed: v[i] = g(rng) * std::pow(10.0f, static_cast<float>(e(rng))); break;
+      case family::ties:
+        v[i] = i % 32 == 0 ? 127.0f : static_cast<float>(k(rng)) + 0.5f;
+        break;
+      case family::mixed:
+        v[i] = g(rng) * std::pow(10.0f, static_cast<float>(e(rng)));
+        break;
     }
   }
   // Denormals next to a normal maximum, and ±m ties, in the normal family.
@@ -339,12 +357,9 @@ TEST_CASE("every dequantizer variant equals the scalar reference bit for bit") {
     CAPTURE(count);
     check_dequantizer(dequantize_q8_0_kernel(), random_blocks<block_q8_0>(count, {0}, rng), 32);
     check_dequantizer(dequantize_q4_0_kernel(), random_blocks<block_q4_0>(count, {0}, rng), 32);
-    check_dequantizer(dequantize_q4_k_kernel(), random_blocks<block_q4_k>(count, {0, 2}, rng),
-                      256);
-    check_dequantizer(dequantize_q5_k_kernel(), random_blocks<block_q5_k>(count, {0, 2}, rng),
-                      256);
-    check_dequantizer(dequantize_q6_k_kernel(), random_blocks<block_q6_k>(count, {208}, rng),
-                      256);
+    check_dequantizer(dequantize_q4_k_kernel(), random_blocks<block_q4_k>(count, {0, 2}, rng), 256);
+    check_dequantizer(dequantize_q5_k_kernel(), random_blocks<block_q5_k>(count, {0, 2}, rng), 256);
+    check_dequantizer(dequantize_q6_k_kernel(), random_blocks<block_q6_k>(count, {208}, rng), 256);
     // Q8_K's d is an f32: give it a finite random value.
     auto k8 = random_blocks<block_q8_k>(count, {}, rng);
     std::normal_distribution<float> g(0, 1);
@@ -382,8 +397,8 @@ TEST_CASE("f16 and bf16 conversion variants equal f16.hpp bit for bit (NaN, odd 
     std::vector<float> x(n);
     for (size_t i = 0; i < n; ++i)
       x[i] = i % 3 == 0 ? std::bit_cast<float>(static_cast<uint32_t>(rng()))
-                        : fp16_to_fp32(static_cast<uint16_t>(rng())) *
-                            (1 + static_cast<float>(rng() % 3) * 0x1p-11f);
+                        : fp16_to_fp32(static_cast<uint16_t>(rng()))
+                            * (1 + static_cast<float>(rng() % 3) * 0x1p-11f);
     std::vector<uint16_t> ref_h(n), ref_b(n), out(n);
     for (size_t i = 0; i < n; ++i) {
       ref_h[i] = fp32_to_fp16(x[i]);

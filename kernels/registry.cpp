@@ -62,10 +62,10 @@ void kernel_base::select() {
     std::string others;
     for (size_t i = 0; i < entries_.size(); ++i)
       if (i != best && entries_[i].info.needs <= level && entries_[i].info.ns_per_call >= 0)
-        others += (others.empty() ? "; " : ", ") + entries_[i].info.name + ' ' +
-                  format_ns(entries_[i].info.ns_per_call);
-    reason_ = "fastest measured (" + entries_[best].info.name + ' ' +
-              format_ns(entries_[best].info.ns_per_call) + others + ")";
+        others += (others.empty() ? "; " : ", ") + entries_[i].info.name + ' '
+                  + format_ns(entries_[i].info.ns_per_call);
+    reason_ = "fastest measured (" + entries_[best].info.name + ' '
+              + format_ns(entries_[best].info.ns_per_call) + others + ")";
   } else {
     for (size_t i = 0; i < entries_.size(); ++i) {
       const variant_info& v = entries_[i].info;
@@ -76,10 +76,9 @@ void kernel_base::select() {
     }
     if (best == entries_.size())
       best = 0; // unreachable: every kernel has a scalar variant
-    reason_ = "widest level usable (" + std::string(to_string(entries_[best].info.needs)) +
-              "; cpu " + std::string(to_string(cpu().level)) + ", cap " +
-              std::string(to_string(isa_cap())) + " from " + std::string(isa_cap_source()) +
-              ")";
+    reason_ = "widest level usable (" + std::string(to_string(entries_[best].info.needs)) + "; cpu "
+              + std::string(to_string(cpu().level)) + ", cap " + std::string(to_string(isa_cap()))
+              + " from " + std::string(isa_cap_source()) + ")";
     if (entries_[best].info.origin != "built-in")
       reason_ += ", from pack " + entries_[best].info.origin;
   }
@@ -164,10 +163,9 @@ void registry::clear_measurements() {
 std::string registry::describe() {
   auto list = kernels();
   const cpu_features& f = cpu();
-  std::string out = "cpu: " + f.flags() + "\nlevel: " + std::string(to_string(f.level)) +
-                    ", cap " + std::string(to_string(isa_cap())) + " (" +
-                    std::string(isa_cap_source()) + "), dispatching to " +
-                    std::string(to_string(active_isa())) + "\n\n";
+  std::string out = "cpu: " + f.flags() + "\nlevel: " + std::string(to_string(f.level)) + ", cap "
+                    + std::string(to_string(isa_cap())) + " (" + std::string(isa_cap_source())
+                    + "), dispatching to " + std::string(to_string(active_isa())) + "\n\n";
   for (const kernel_base* k : list) {
     std::string names;
     for (const variant_info& v : k->variants()) {
@@ -178,8 +176,8 @@ std::string registry::describe() {
       else if (v.ns_per_call >= 0)
         names += ' ' + format_ns(v.ns_per_call);
     }
-    out += k->name() + ": " + k->active_name() + " — " + k->reason() + "\n    variants: " +
-           names + '\n';
+    out +=
+      k->name() + ": " + k->active_name() + " — " + k->reason() + "\n    variants: " + names + '\n';
   }
   return out;
 }

@@ -38,11 +38,11 @@ using erased_fn = void (*)();
 
 /// What the registry knows of one variant.
 struct variant_info {
-  std::string name;          ///< "scalar", "avx2", "avx512", or "<pack>:<name>"
-  isa needs = isa::scalar;   ///< level the variant needs
-  std::string origin;        ///< "built-in" or the kernel pack's path
-  double ns_per_call = -1;   ///< measured by `registry::tune`; -1 = not measured
-  bool runnable = false;     ///< needs <= cpu().level
+  std::string name;        ///< "scalar", "avx2", "avx512", or "<pack>:<name>"
+  isa needs = isa::scalar; ///< level the variant needs
+  std::string origin;      ///< "built-in" or the kernel pack's path
+  double ns_per_call = -1; ///< measured by `registry::tune`; -1 = not measured
+  bool runnable = false;   ///< needs <= cpu().level
 };
 
 /// Type-independent part of a kernel (see `kernel<Fn>`).
@@ -78,8 +78,8 @@ private:
     variant_info info;
     erased_fn fn;
   };
-  void select();  // with the registry's mutex held
-  void tune();    // idem
+  void select(); // with the registry's mutex held
+  void tune();   // idem
   std::string name_;
   std::string signature_;
   std::vector<entry> entries_;

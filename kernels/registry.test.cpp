@@ -74,7 +74,6 @@ TEST_CASE("tuning measures every runnable variant and activates the fastest") {
   CHECK(table.find(cpu().flags()) != std::string::npos);
 }
 
-
 namespace {
 
 /// A pack variant of dot_f32 that sums from the back.

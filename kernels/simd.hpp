@@ -19,10 +19,9 @@
 #include <cstddef>
 #include <cstdint>
 
-#define SHOAL_BEGIN_AVX2 \
-  _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c\")")
-#define SHOAL_BEGIN_AVX512 \
-  _Pragma("GCC push_options") \
+#define SHOAL_BEGIN_AVX2 _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c\")")
+#define SHOAL_BEGIN_AVX512                                                                         \
+  _Pragma("GCC push_options")                                                                      \
     _Pragma("GCC target(\"avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl\")")
 #define SHOAL_END_TARGET _Pragma("GCC pop_options")
 
@@ -80,10 +79,12 @@ SHOAL_END_TARGET
 /// the scalar reference `ref`, then `avx2::name` and `avx512::name` (the
 /// bodies a file defines in its target regions).
 #if defined(__x86_64__)
-#define SHOAL_VARIANTS(ref, name)                                                           \
-  {"scalar", ::shoal::kernels::isa::scalar, ref},                                            \
-    {"avx2", ::shoal::kernels::isa::avx2, avx2::name},                                       \
-    {"avx512", ::shoal::kernels::isa::avx512, avx512::name}
+#define SHOAL_VARIANTS(ref, name)                                                                  \
+  {"scalar", ::shoal::kernels::isa::scalar, ref},                                                  \
+    {"avx2", ::shoal::kernels::isa::avx2, avx2::name}, {                                           \
+    "avx512", ::shoal::kernels::isa::avx512, avx512::name                                          \
+  }
 #else
-#define SHOAL_VARIANTS(ref, name) {"scalar", ::shoal::kernels::isa::scalar, ref}
+#define SHOAL_VARIANTS(ref, name)                                                                  \
+  { "scalar", ::shoal::kernels::isa::scalar, ref }
 #endif

@@ -157,66 +157,77 @@ const bench_inputs& inputs() {
 } // namespace
 
 const kernel<dot_f32_t>& dot_f32_kernel() {
-  static const kernel<dot_f32_t> k{
-    "dot_f32", "float(const float*,const float*,size_t)",
-    {SHOAL_VARIANTS(dot_f32_scalar, dot_f32)}, [](dot_f32_t* f) {
-      const auto& in = inputs();
-      return bench_ns([&] { bench_keep(f(in.a.data(), in.b.data(), in.n)); });
-    }};
+  static const kernel<dot_f32_t> k{"dot_f32",
+                                   "float(const float*,const float*,size_t)",
+                                   {SHOAL_VARIANTS(dot_f32_scalar, dot_f32)},
+                                   [](dot_f32_t* f) {
+                                     const auto& in = inputs();
+                                     return bench_ns(
+                                       [&] { bench_keep(f(in.a.data(), in.b.data(), in.n)); });
+                                   }};
   return k;
 }
 
 const kernel<dot_f32_t>& l2sq_f32_kernel() {
-  static const kernel<dot_f32_t> k{
-    "l2sq_f32", "float(const float*,const float*,size_t)",
-    {SHOAL_VARIANTS(l2sq_f32_scalar, l2sq_f32)}, [](dot_f32_t* f) {
-      const auto& in = inputs();
-      return bench_ns([&] { bench_keep(f(in.a.data(), in.b.data(), in.n)); });
-    }};
+  static const kernel<dot_f32_t> k{"l2sq_f32",
+                                   "float(const float*,const float*,size_t)",
+                                   {SHOAL_VARIANTS(l2sq_f32_scalar, l2sq_f32)},
+                                   [](dot_f32_t* f) {
+                                     const auto& in = inputs();
+                                     return bench_ns(
+                                       [&] { bench_keep(f(in.a.data(), in.b.data(), in.n)); });
+                                   }};
   return k;
 }
 
 const kernel<dot_f32_t>& cosine_f32_kernel() {
-  static const kernel<dot_f32_t> k{
-    "cosine_f32", "float(const float*,const float*,size_t)",
-    {SHOAL_VARIANTS(cosine_f32_scalar, cosine_f32)}, [](dot_f32_t* f) {
-      const auto& in = inputs();
-      return bench_ns([&] { bench_keep(f(in.a.data(), in.b.data(), in.n)); });
-    }};
+  static const kernel<dot_f32_t> k{"cosine_f32",
+                                   "float(const float*,const float*,size_t)",
+                                   {SHOAL_VARIANTS(cosine_f32_scalar, cosine_f32)},
+                                   [](dot_f32_t* f) {
+                                     const auto& in = inputs();
+                                     return bench_ns(
+                                       [&] { bench_keep(f(in.a.data(), in.b.data(), in.n)); });
+                                   }};
   return k;
 }
 
 const kernel<dot_f16_t>& dot_f16_kernel() {
-  static const kernel<dot_f16_t> k{
-    "dot_f16", "float(const uint16_t*,const float*,size_t)",
-    {SHOAL_VARIANTS(dot_f16_scalar, dot_f16)}, [](dot_f16_t* f) {
-      const auto& in = inputs();
-      return bench_ns([&] { bench_keep(f(in.h.data(), in.b.data(), in.n)); });
-    }};
+  static const kernel<dot_f16_t> k{"dot_f16",
+                                   "float(const uint16_t*,const float*,size_t)",
+                                   {SHOAL_VARIANTS(dot_f16_scalar, dot_f16)},
+                                   [](dot_f16_t* f) {
+                                     const auto& in = inputs();
+                                     return bench_ns(
+                                       [&] { bench_keep(f(in.h.data(), in.b.data(), in.n)); });
+                                   }};
   return k;
 }
 
 const kernel<dot_i8_t>& dot_i8_kernel() {
-  static const kernel<dot_i8_t> k{
-    "dot_i8", "int32_t(const int8_t*,const int8_t*,size_t)",
-    {SHOAL_VARIANTS(dot_i8_scalar, dot_i8)}, [](dot_i8_t* f) {
-      const auto& in = inputs();
-      return bench_ns([&] { bench_keep(f(in.ia.data(), in.ib.data(), in.n)); });
-    }};
+  static const kernel<dot_i8_t> k{"dot_i8",
+                                  "int32_t(const int8_t*,const int8_t*,size_t)",
+                                  {SHOAL_VARIANTS(dot_i8_scalar, dot_i8)},
+                                  [](dot_i8_t* f) {
+                                    const auto& in = inputs();
+                                    return bench_ns(
+                                      [&] { bench_keep(f(in.ia.data(), in.ib.data(), in.n)); });
+                                  }};
   return k;
 }
 
 const kernel<dot_rows_t>& dot_rows_f32_kernel() {
-  static const kernel<dot_rows_t> k{
-    "dot_rows_f32", "void(size_t,size_t,float*,const float*,const float*)",
-    {SHOAL_VARIANTS(dot_rows_f32_scalar, dot_rows_f32)}, [](dot_rows_t* f) {
-      const auto& in = inputs();
-      float out[bench_inputs::rows];
-      return bench_ns([&] {
-        f(in.rows, in.n, out, in.a.data(), in.m.data());
-        bench_keep(out[0]);
-      });
-    }};
+  static const kernel<dot_rows_t> k{"dot_rows_f32",
+                                    "void(size_t,size_t,float*,const float*,const float*)",
+                                    {SHOAL_VARIANTS(dot_rows_f32_scalar, dot_rows_f32)},
+                                    [](dot_rows_t* f) {
+                                      const auto& in = inputs();
+                                      float out[bench_inputs::rows];
+                                      return bench_ns([&] {
+                                        f(in.rows, in.n, out, in.a.data(), in.m.data());
+                                        bench_keep(out[0]);
+                                      });
+                                    }};
   return k;
 }
 

@@ -40,8 +40,7 @@ float dot_f16(std::span<const uint16_t> a, std::span<const float> b) noexcept;
 int32_t dot_i8(std::span<const signed char> a, std::span<const signed char> b) noexcept;
 /// One query against n rows: out[r] = dot(q, rows[r]) with rows [out.size(), q.size()]
 /// row-major. @pre rows.size() == out.size() * q.size().
-void dot_rows(std::span<float> out, std::span<const float> q,
-              std::span<const float> rows) noexcept;
+void dot_rows(std::span<float> out, std::span<const float> q, std::span<const float> rows) noexcept;
 
 /// Scalar reference of `dot` (sequential f32 accumulation).
 float dot_ref(std::span<const float> a, std::span<const float> b) noexcept;

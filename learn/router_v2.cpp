@@ -1,6 +1,5 @@
 #include "learn/router_v2.hpp"
 
-
 #include <algorithm>
 #include <cmath>
 #include <random>
@@ -8,7 +7,6 @@
 namespace shoal::learn {
 
 namespace {
-
 
 kernels::fastgrnn_shape cell_shape(const router_v2_config& c) {
   kernels::fastgrnn_shape s;
@@ -24,8 +22,8 @@ kernels::fastgrnn_shape cell_shape(const router_v2_config& c) {
 /// all rows, so the compiler vectorises the block at -O2 (a row-by-row axpy
 /// into `out` is not: it needs alias checks) — the instant loop's largest
 /// product, 2·rows·n flops.
-void transposed_product(float* __restrict out, const float* __restrict p, size_t rows,
-                        size_t ld, size_t n, const float* __restrict x) noexcept {
+void transposed_product(float* __restrict out, const float* __restrict p, size_t rows, size_t ld,
+                        size_t n, const float* __restrict x) noexcept {
   constexpr size_t block = 16;
   size_t j0 = 0;
   for (; j0 + block <= n; j0 += block) {
@@ -74,8 +72,7 @@ uint8_t sampling_index(std::span<const double> grid, double value) {
   return no_choice;
 }
 
-router_v2_model::router_v2_model(router_v2_config cfg)
-  : cfg_(cfg), cell_(cell_shape(cfg)) {
+router_v2_model::router_v2_model(router_v2_config cfg) : cfg_(cfg), cell_(cell_shape(cfg)) {
   // The sampling and context heads start at 0: no adjustment, a uniform
   // context distribution.
   theta_.assign(off_end(), 0.0f);
@@ -105,8 +102,8 @@ router_v2_model::router_v2_model(router_v2_config cfg)
   }
   cell[s.zeta()] = 1.0f;
   cell[s.nu()] = -4.0f;
-  fill(off_h(), size_t{cfg_.n_tiers} * cfg_.hidden, 0.1f / std::sqrt(static_cast<float>(cfg_.hidden)));
-
+  fill(off_h(), size_t{cfg_.n_tiers} * cfg_.hidden,
+       0.1f / std::sqrt(static_cast<float>(cfg_.hidden)));
 }
 
 void router_v2_model::forward(const router_v2_input& in, std::span<const float> h_prev,
@@ -139,8 +136,8 @@ void router_v2_model::forward(const router_v2_input& in, std::span<const float> 
   for (size_t t = 0; t < T; ++t)
     tr.u[k++] = t < in.neighbor_rewards.size() ? in.neighbor_rewards[t] : 0.0f;
   for (size_t t = 0; t < T; ++t)
-    tr.u[k++] = t < in.neighbor_counts.size() ? std::log1p(std::max(0.0f, in.neighbor_counts[t])) / 4
-                                              : 0.0f;
+    tr.u[k++] =
+      t < in.neighbor_counts.size() ? std::log1p(std::max(0.0f, in.neighbor_counts[t])) / 4 : 0.0f;
   tr.u[k++] = std::log1p(std::max(0.0f, in.prompt_tokens)) / 8.0f;
   tr.u[k++] = in.latency_budget;
   tr.u[k++] = in.memory_pressure;
@@ -158,8 +155,8 @@ void router_v2_model::forward(const router_v2_input& in, std::span<const float> 
   // no parameters, so the gradient is unchanged)
   tr.q.resize(T);
   for (size_t t = 0; t < T; ++t)
-    tr.q[t] = (t < in.neighbor_rewards.size() ? in.neighbor_rewards[t] : 0.0f)
-              + th[off_bq() + t] + kernels::dot({th + off_h() + t * Hn, Hn}, tr.h);
+    tr.q[t] = (t < in.neighbor_rewards.size() ? in.neighbor_rewards[t] : 0.0f) + th[off_bq() + t]
+              + kernels::dot({th + off_h() + t * Hn, Hn}, tr.h);
   // Sampling adjustments and context bucket probabilities.
   auto linear = [&](std::vector<float>& out, size_t n, size_t w_off, size_t b_off) {
     out.resize(n);
@@ -232,8 +229,7 @@ float router_v2_model::backward(const router_v2_trace& tr, const router_v2_outco
 }
 
 void router_v2_model::backprop_heads(const router_v2_trace& tr, const router_v2_outcome& o,
-                                     float dq, float dctx, float* g,
-                                     std::vector<float>& dh) const {
+                                     float dq, float dctx, float* g, std::vector<float>& dh) const {
   const size_t Hn = cfg_.hidden;
   const float* th = theta_.data();
   dh.assign(Hn, 0.0f);
@@ -307,8 +303,8 @@ void router_v2_model::backprop(const router_v2_trace& tr, const router_v2_outcom
   }
 }
 
-float router_v2_model::instant_step(const router_v2_trace& tr, const router_v2_outcome& o,
-                                    float lr, scoped_adapter* scope) {
+float router_v2_model::instant_step(const router_v2_trace& tr, const router_v2_outcome& o, float lr,
+                                    scoped_adapter* scope) {
   const size_t E = cfg_.embed_dim, X = cfg_.proj, Hn = cfg_.hidden, r = cfg_.lora_rank;
   const size_t U = n_u();
   float* th = theta_.data();
@@ -339,17 +335,16 @@ float router_v2_model::instant_step(const router_v2_trace& tr, const router_v2_o
   return w * err * err;
 }
 
-core::result<router_v2_model> router_v2_model::restore(uint32_t version,
-                                                       const router_v2_config& c,
+core::result<router_v2_model> router_v2_model::restore(uint32_t version, const router_v2_config& c,
                                                        std::span<const float> params) {
   auto bad = [](const std::string& what) {
     return core::error{errc::corrupt_data, "router v2 checkpoint: " + what};
   };
   if (version == 0 || version > checkpoint_version)
     return bad("unknown version " + std::to_string(version));
-  if (c.embed_dim == 0 || c.embed_dim > 65536 || c.n_tiers == 0 || c.n_tiers > 64
-      || c.proj == 0 || c.proj > 4096 || c.hidden == 0 || c.hidden > 4096 || c.rank_w == 0
-      || c.rank_u == 0 || c.lora_rank == 0 || c.lora_rank > kernels::micro_lora_max_rank)
+  if (c.embed_dim == 0 || c.embed_dim > 65536 || c.n_tiers == 0 || c.n_tiers > 64 || c.proj == 0
+      || c.proj > 4096 || c.hidden == 0 || c.hidden > 4096 || c.rank_w == 0 || c.rank_u == 0
+      || c.lora_rank == 0 || c.lora_rank > kernels::micro_lora_max_rank)
     return bad("sizes out of range");
   router_v2_model m(c);
   // Version 1 stored the parameters up to b_q; the later heads start new.
@@ -459,8 +454,7 @@ void router_v2_trainer::consolidate() {
   anchored_ = true;
 }
 
-double router_v2_trainer::recent_error(std::span<const router_v2_trajectory> data,
-                                       size_t n_new) {
+double router_v2_trainer::recent_error(std::span<const router_v2_trajectory> data, size_t n_new) {
   const size_t n = std::min({data.size(), n_new, size_t{1024}});
   double e = 0;
   for (size_t i = data.size() - n; i < data.size(); ++i) {

@@ -91,12 +91,12 @@ uint8_t context_bucket_index(double tokens);
 uint8_t sampling_index(std::span<const double> grid, double value);
 
 struct router_v2_config {
-  uint32_t embed_dim = 384;  ///< E, the hashing embedder's dimension
+  uint32_t embed_dim = 384; ///< E, the hashing embedder's dimension
   uint32_t n_tiers = 4;
-  uint32_t proj = 32;        ///< n_x, the cell's input size
-  uint32_t hidden = 32;      ///< n_h
+  uint32_t proj = 32;              ///< n_x, the cell's input size
+  uint32_t hidden = 32;            ///< n_h
   uint32_t rank_w = 8, rank_u = 8; ///< FastGRNN's low ranks
-  uint32_t lora_rank = 2;    ///< MicroLoRA rank (1-8)
+  uint32_t lora_rank = 2;          ///< MicroLoRA rank (1-8)
   float lora_alpha = 2.0f;
   float temperature = 0.05f; ///< τ of the confidence softmax, reward units
   float max_importance = 20; ///< w_max
@@ -126,14 +126,13 @@ inline constexpr uint32_t no_scope = 0xffff'ffffu;
 /// Router v2's latency-budget input for a request's budget `budget_ms`
 /// (0: none): min(1, budget_ms / max_ms) in (0, 1], 1 for none.
 inline float latency_budget_input(double budget_ms, double max_ms) {
-  return budget_ms > 0 && max_ms > 0 ? static_cast<float>(std::min(1.0, budget_ms / max_ms))
-                                     : 1.0f;
+  return budget_ms > 0 && max_ms > 0 ? static_cast<float>(std::min(1.0, budget_ms / max_ms)) : 1.0f;
 }
 
 /// The inputs of one decision besides the recurrent state.
 struct router_v2_input {
-  std::span<const float> embedding;        ///< [E], L2-normalised
-  std::span<const float> neighbor_sims;    ///< up to 4, best first (missing: 0)
+  std::span<const float> embedding;     ///< [E], L2-normalised
+  std::span<const float> neighbor_sims; ///< up to 4, best first (missing: 0)
   /// [n_tiers] router v1's posterior mean quality per tier (pattern_bank::route_result::mean_quality); empty = 0
   std::span<const float> neighbor_rewards;
   float prompt_tokens = 0;
@@ -148,7 +147,8 @@ struct router_v2_input {
 
 /// What the backward needs from one forward.
 struct router_v2_trace {
-  std::vector<float> e, e2, u, z, h_prev, h, cell_cache, q; ///< e: the embedding, e2: after the adapter
+  std::vector<float> e, e2, u, z, h_prev, h, cell_cache,
+    q;                       ///< e: the embedding, e2: after the adapter
   std::vector<float> scoped; ///< e + s·B_c A_c e of the scoped adapter (when one was blended)
   float scope_weight = 0;    ///< w of the blend; 0 without a scoped adapter
   std::vector<float> dt, dp; ///< δT, δP: reward adjustment per grid temperature, top-p
@@ -160,7 +160,7 @@ struct router_v2_trace {
 struct router_v2_outcome {
   uint32_t tier = 0;
   float reward = 0;
-  float behaviour_prob = 1; ///< π_b(tier, sampling): joint over what the router chose
+  float behaviour_prob = 1;        ///< π_b(tier, sampling): joint over what the router chose
   uint8_t temperature = no_choice; ///< index into sampling_temperatures
   uint8_t top_p = no_choice;       ///< index into sampling_top_ps
   float context_tokens = 0;        ///< prompt + completion tokens; 0: unknown
@@ -190,8 +190,8 @@ public:
   /// `context`, the context head is skipped (trace.ctx empty): backward()
   /// then needs an outcome without context_tokens.
   /// @pre embedding of size E; h_prev of size hidden() (zeros for a new session).
-  void forward(const router_v2_input& in, std::span<const float> h_prev,
-               router_v2_trace& trace, bool context = true) const;
+  void forward(const router_v2_input& in, std::span<const float> h_prev, router_v2_trace& trace,
+               bool context = true) const;
   /// Parameters before the context head: the only ones the reward r̂
   /// depends on (EWC++'s Fisher is zero beyond them).
   size_t n_reward_params() const noexcept { return off_c(); }
@@ -210,8 +210,8 @@ public:
   /// to `grad` (size n_params(); one step of the recurrence: h_prev is
   /// treated as an input). Returns the loss.
   /// With `context_loss`, the β·CE part is also stored there.
-  float backward(const router_v2_trace& trace, const router_v2_outcome& o,
-                 std::span<float> grad, float* context_loss = nullptr) const;
+  float backward(const router_v2_trace& trace, const router_v2_outcome& o, std::span<float> grad,
+                 float* context_loss = nullptr) const;
   /// ADDS dq·∂r̂/∂θ of the traced forward to `grad`, plus the gradient of
   /// dctx·CE w.r.t. the context head when dctx > 0 and the context is
   /// known (backward's chain;
@@ -264,8 +264,8 @@ private:
   size_t off_end() const noexcept { return off_bc() + n_contexts; }
   /// The gradient w.r.t. h of dq·r̂ (and dctx·CE), the heads' own gradients
   /// ADDED to g; returns dh in `dh`.
-  void backprop_heads(const router_v2_trace& tr, const router_v2_outcome& o, float dq,
-                      float dctx, float* g, std::vector<float>& dh) const;
+  void backprop_heads(const router_v2_trace& tr, const router_v2_outcome& o, float dq, float dctx,
+                      float* g, std::vector<float>& dh) const;
 
   router_v2_config cfg_;
   kernels::fastgrnn_shape cell_;
@@ -279,14 +279,14 @@ struct router_v2_trajectory {
   std::vector<float> neighbor_rewards; ///< [n_tiers]
   std::vector<float> neighbor_counts;  ///< [n_tiers]
   float prompt_tokens = 0, latency_budget = 1, memory_pressure = 0;
-  std::vector<float> h_prev;           ///< [hidden] the session state before the turn
-  uint32_t scope = no_scope;           ///< the scoped adapter's scope (instant loop only)
-  uint32_t tier = 0;                   ///< the tier taken
-  float reward = 0;                    ///< the observed quality of the taken tier
-  float behaviour_prob = 1;            ///< π_b(tier, sampling) of the policy that took it
-  uint8_t temperature = no_choice;     ///< grid index served (no_choice: off the grid)
-  uint8_t top_p = no_choice;           ///< grid index served (no_choice: off the grid)
-  float context_tokens = 0;            ///< prompt + completion tokens (0: not reported)
+  std::vector<float> h_prev;       ///< [hidden] the session state before the turn
+  uint32_t scope = no_scope;       ///< the scoped adapter's scope (instant loop only)
+  uint32_t tier = 0;               ///< the tier taken
+  float reward = 0;                ///< the observed quality of the taken tier
+  float behaviour_prob = 1;        ///< π_b(tier, sampling) of the policy that took it
+  uint8_t temperature = no_choice; ///< grid index served (no_choice: off the grid)
+  uint8_t top_p = no_choice;       ///< grid index served (no_choice: off the grid)
+  float context_tokens = 0;        ///< prompt + completion tokens (0: not reported)
 
   router_v2_input input() const {
     return {embedding,      neighbor_sims,   neighbor_rewards, prompt_tokens,
@@ -312,11 +312,11 @@ struct router_v1_view {
 /// Router v2's inputs taken from router v1's route of the same query.
 struct router_v2_features {
   std::array<float, router_v2_model::n_neighbors> sims{}; ///< top neighbours' similarities
-  std::vector<float> rewards; ///< [n_tiers] v1's posterior mean quality
-  std::vector<float> counts;  ///< [n_tiers] v1's pooled observation count
+  std::vector<float> rewards;                             ///< [n_tiers] v1's posterior mean quality
+  std::vector<float> counts; ///< [n_tiers] v1's pooled observation count
   void assign(const router_v1_view& r);
-  router_v2_input input(std::span<const float> embedding, float prompt_tokens,
-                        float latency_budget, float memory_pressure) const {
+  router_v2_input input(std::span<const float> embedding, float prompt_tokens, float latency_budget,
+                        float memory_pressure) const {
     return {embedding, sims, rewards, prompt_tokens, latency_budget, memory_pressure, counts};
   }
 };
@@ -337,10 +337,10 @@ router_v2_sampling router_v2_sample(const router_v2_trace& tr, bool ready, float
 
 /// Router v2's decision for one query.
 struct router_v2_choice {
-  uint32_t tier = 0;       ///< the tier to serve
-  double confidence = 0;   ///< P(tier is the best) under the posterior that chose it
+  uint32_t tier = 0;        ///< the tier to serve
+  double confidence = 0;    ///< P(tier is the best) under the posterior that chose it
   float behaviour_prob = 1; ///< π_b(tier) for importance weights (≥ 0.05)
-  bool by_v2 = false;      ///< false: router v1's choice stood (fallback)
+  bool by_v2 = false;       ///< false: router v1's choice stood (fallback)
   uint32_t greedy_tier = 0; ///< argmax (q − cost): what the model alone prefers
 };
 
@@ -387,10 +387,10 @@ struct router_v2_trainer_config {
   bool ewc = true;
   float ewc_lambda = 10.0f;
   float fisher_gamma = 0.99f;
-  uint32_t fisher_every = 4;     ///< the Fisher is estimated on every n-th sample
-  float boundary_ratio = 1.5f;   ///< newest error / last fit error that marks a new task
-  uint32_t boundary_warmup = 1;  ///< passes before boundaries are looked for
-  float task_gamma = 0.5f;       ///< γ_task: weight of older tasks' importance in F*
+  uint32_t fisher_every = 4;    ///< the Fisher is estimated on every n-th sample
+  float boundary_ratio = 1.5f;  ///< newest error / last fit error that marks a new task
+  uint32_t boundary_warmup = 1; ///< passes before boundaries are looked for
+  float task_gamma = 0.5f;      ///< γ_task: weight of older tasks' importance in F*
 };
 
 class router_v2_trainer {
@@ -428,8 +428,8 @@ private:
   double fit_error_ = 0;           ///< recent_error at the end of the last pass
   uint64_t passes_ = 0;
   std::vector<float> adam_m_, adam_v_; ///< Adam's first and second moments
-  uint64_t adam_t_ = 0;               ///< Adam steps taken
-  bool anchored_ = false; ///< the penalty applies once a first task was consolidated
+  uint64_t adam_t_ = 0;                ///< Adam steps taken
+  bool anchored_ = false;              ///< the penalty applies once a first task was consolidated
   router_v2_trace trace_;
 };
 

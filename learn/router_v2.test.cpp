@@ -93,8 +93,8 @@ TEST_CASE("router v2: SGD on a separable bandit learns each context's best tier"
   router_v2_model m(cfg);
   std::mt19937 rng(11);
   std::vector<std::vector<float>> ctx{unit(rng, 48), unit(rng, 48), unit(rng, 48)};
-  const float quality[3][4] = {{0.9f, 0.5f, 0.4f, 0.3f}, {0.2f, 0.3f, 0.9f, 0.4f},
-                               {0.3f, 0.3f, 0.3f, 0.95f}};
+  const float quality[3][4] = {
+    {0.9f, 0.5f, 0.4f, 0.3f}, {0.2f, 0.3f, 0.9f, 0.4f}, {0.3f, 0.3f, 0.3f, 0.95f}};
   std::vector<double> costs(4, 0.0);
   std::vector<float> h0(cfg.hidden, 0.0f), grad(m.n_params());
   router_v2_trace tr;
@@ -136,10 +136,10 @@ TEST_CASE("router v2: the sampling and context heads learn each context's best t
     // Uniform exploration (ε = 1): every arm is seen.
     auto s = router_v2_sample(tr, true, 1.0f, rng64);
     CHECK(s.prob_temperature == doctest::Approx(0.25f));
-    const float reward = 0.9f - 0.3f * (s.temperature != best_t[c]) - 0.3f * (s.top_p != best_p[c])
-                         + noise(rng);
-    router_v2_outcome o{0, reward, s.prob_temperature * s.prob_top_p, s.temperature, s.top_p,
-                        tokens[c]};
+    const float reward =
+      0.9f - 0.3f * (s.temperature != best_t[c]) - 0.3f * (s.top_p != best_p[c]) + noise(rng);
+    router_v2_outcome o{0,       reward,   s.prob_temperature * s.prob_top_p, s.temperature,
+                        s.top_p, tokens[c]};
     std::fill(grad.begin(), grad.end(), 0.0f);
     m.backward(tr, o, grad);
     for (size_t i = 0; i < grad.size(); ++i)
@@ -226,8 +226,8 @@ namespace {
 /// Trajectories of a bandit task: contexts × tiers with a reward table,
 /// uniform behaviour policy.
 std::vector<router_v2_trajectory> task(const std::vector<std::vector<float>>& ctx,
-                                       const std::vector<std::array<float, 4>>& quality,
-                                       size_t n, std::mt19937& rng, uint32_t hidden) {
+                                       const std::vector<std::array<float, 4>>& quality, size_t n,
+                                       std::mt19937& rng, uint32_t hidden) {
   std::vector<router_v2_trajectory> out(n);
   for (size_t i = 0; i < n; ++i) {
     auto& t = out[i];
@@ -267,10 +267,10 @@ TEST_CASE("router v2 trainer: EWC++ keeps what a first task taught while a secon
     ctx_a.push_back(unit(rng, 48));
     ctx_b.push_back(unit(rng, 48));
   }
-  std::vector<std::array<float, 4>> q_a{{0.9f, 0.5f, 0.4f, 0.3f}, {0.2f, 0.3f, 0.9f, 0.4f},
-                                        {0.3f, 0.3f, 0.3f, 0.95f}};
-  std::vector<std::array<float, 4>> q_b{{0.1f, 0.9f, 0.2f, 0.1f}, {0.8f, 0.1f, 0.1f, 0.2f},
-                                        {0.1f, 0.2f, 0.8f, 0.1f}};
+  std::vector<std::array<float, 4>> q_a{
+    {0.9f, 0.5f, 0.4f, 0.3f}, {0.2f, 0.3f, 0.9f, 0.4f}, {0.3f, 0.3f, 0.3f, 0.95f}};
+  std::vector<std::array<float, 4>> q_b{
+    {0.1f, 0.9f, 0.2f, 0.1f}, {0.8f, 0.1f, 0.1f, 0.2f}, {0.1f, 0.2f, 0.8f, 0.1f}};
   auto data_a = task(ctx_a, q_a, 6000, rng, cfg.hidden);
   auto data_b = task(ctx_b, q_b, 6000, rng, cfg.hidden);
   for (bool adam : {true, false}) {
@@ -293,9 +293,10 @@ TEST_CASE("router v2 trainer: EWC++ keeps what a first task taught while a secon
       CHECK(task_error(tr.model(), ctx_b, q_b) < 0.02); // the second too
       forgetting[with_ewc] = task_error(tr.model(), ctx_a, q_a) - learned;
     }
-    MESSAGE(std::string(adam ? "Adam" : "SGD") << ": forgetting of task A after task B: without EWC++ "
-                                    << forgetting[0] << ", with " << forgetting[1]);
-    CHECK(boundaries >= 1);                     // the switch to task B was detected
+    MESSAGE(std::string(adam ? "Adam" : "SGD")
+            << ": forgetting of task A after task B: without EWC++ " << forgetting[0] << ", with "
+            << forgetting[1]);
+    CHECK(boundaries >= 1);                      // the switch to task B was detected
     CHECK(forgetting[1] <= 0.5 * forgetting[0]); // at least halved
   }
 }
@@ -334,7 +335,8 @@ TEST_CASE("router v2: the instant step moves both adapter factors along the loss
   CHECK(loss < 0.95f * loss0); // a fresh model: the heads are small, the adapter moves q slowly
 }
 
-TEST_CASE("router v2: a scoped adapter blends by min(steps/10, 1) and the instant step is exact SGD on both adapters") {
+TEST_CASE("router v2: a scoped adapter blends by min(steps/10, 1) and the instant step is exact "
+          "SGD on both adapters") {
   router_v2_model m(small_config());
   const size_t E = 48, r = 2;
   std::mt19937 rng(31);

@@ -19,8 +19,7 @@ namespace {
 // ops/install-peer.sh and ops/install-npm.sh, the build directory of the
 // bench scripts). Anything else is an unknown key.
 const std::set<std::string> non_config_env = {"SHOAL_KERNELS", "SHOAL_MODEL_CACHE",
-                                              "SHOAL_PEER_DIR", "SHOAL_NPM_DIR",
-                                              "SHOAL_BUILD_DIR"};
+                                              "SHOAL_PEER_DIR", "SHOAL_NPM_DIR", "SHOAL_BUILD_DIR"};
 
 // The registry's entries: make_<type>(key, field accessor, [min, max,] doc).
 // The accessor, a lambda `(Config&) -> field&` (SHOAL_FIELD, SHOAL_TIER_FIELD),
@@ -97,54 +96,52 @@ basic_setting<Config> make_string(std::string key, Member member, std::string do
   return s;
 }
 
-#define SHOAL_FIELD(path) [](node_config& c) -> auto& { return c.path; }
+#define SHOAL_FIELD(path)                                                                          \
+  [](node_config & c) -> auto& {                                                                   \
+    return c.path;                                                                                 \
+  }
 
 std::vector<setting> build_settings() {
   std::vector<setting> s;
-  s.push_back(make_string("node.name", SHOAL_FIELD(name),
-                          "Name of this node, used in metrics and logs."));
+  s.push_back(
+    make_string("node.name", SHOAL_FIELD(name), "Name of this node, used in metrics and logs."));
   s.push_back(make_string("node.log_level", SHOAL_FIELD(log_level),
                           "Log level: trace, debug, info, warn, error or off."));
   s.push_back(make_uint("node.scheduler_threads", SHOAL_FIELD(scheduler_threads), 0, 256,
                         "CAF scheduler worker threads; 0 uses CAF's default max(cores, 4)."));
-  s.push_back(make_string("http.address", SHOAL_FIELD(http.address),
-                          "Address the HTTP API listens on."));
+  s.push_back(
+    make_string("http.address", SHOAL_FIELD(http.address), "Address the HTTP API listens on."));
   s.push_back(make_uint("http.port", SHOAL_FIELD(http.port), 0, 65535,
                         "TCP port of the HTTP API; 0 picks a free port (see http.port_file)."));
   s.push_back(make_string("http.port_file", SHOAL_FIELD(http.port_file),
                           "If set, the bound address:port is written to this file once the "
                           "node listens."));
-  s.push_back(make_uint("http.max_body_bytes", SHOAL_FIELD(http.max_body_bytes), 1024,
-                        1073741824, "Largest request body accepted, bytes; larger bodies get "
-                                    "413 payload_too_large."));
-  s.push_back(make_uint("http.threads", SHOAL_FIELD(http.threads), 1, 256,
-                        "HTTP worker threads."));
-  s.push_back(make_uint("http.request_timeout_ms", SHOAL_FIELD(http.request_timeout_ms), 1,
-                        600000,
+  s.push_back(make_uint("http.max_body_bytes", SHOAL_FIELD(http.max_body_bytes), 1024, 1073741824,
+                        "Largest request body accepted, bytes; larger bodies get "
+                        "413 payload_too_large."));
+  s.push_back(make_uint("http.threads", SHOAL_FIELD(http.threads), 1, 256, "HTTP worker threads."));
+  s.push_back(make_uint("http.request_timeout_ms", SHOAL_FIELD(http.request_timeout_ms), 1, 600000,
                         "Longest an HTTP request waits for one answer from an actor or an "
                         "engine, ms: a routing decision, feedback, statistics, a KV policy, "
                         "a learning run started by POST /v1/learn/trigger, an engine's "
                         "admission of a generation. Then 503 unavailable (a triggered learning "
                         "run goes on: GET /v1/learn/status shows it). A generation under way "
                         "is bounded by http.generation_timeout_ms instead."));
-  s.push_back(make_uint("http.generation_timeout_ms", SHOAL_FIELD(http.generation_timeout_ms),
-                        1, 86400000,
+  s.push_back(make_uint("http.generation_timeout_ms", SHOAL_FIELD(http.generation_timeout_ms), 1,
+                        86400000,
                         "Longest an engine may go without a result for a request it admitted, "
                         "ms: the next token of a generation (time queued for a batch slot or "
                         "for KV memory included) or an embedding. Then the generation is "
                         "cancelled and answered 503 unavailable (a streamed one ends with an "
                         "error event). A generation that keeps producing tokens is not cut: "
                         "its length is bounded by max_tokens and the tier's n_ctx."));
-  s.push_back(setting{"store.data_dir", 's', 0, 0,
-                      "Directory of the LMDB environment (shoal.lmdb/) and the pattern index "
-                      "file (patterns.hnsw), created if missing; relative paths are relative "
-                      "to the working directory.",
-                      [](node_config& c, const setting_value& v) {
-                        c.store.data_dir = std::get<std::string>(v);
-                      },
-                      [](const node_config& c) -> setting_value {
-                        return c.store.data_dir.string();
-                      }});
+  s.push_back(setting{
+    "store.data_dir", 's', 0, 0,
+    "Directory of the LMDB environment (shoal.lmdb/) and the pattern index "
+    "file (patterns.hnsw), created if missing; relative paths are relative "
+    "to the working directory.",
+    [](node_config& c, const setting_value& v) { c.store.data_dir = std::get<std::string>(v); },
+    [](const node_config& c) -> setting_value { return c.store.data_dir.string(); }});
   s.push_back(make_uint("store.map_bytes", SHOAL_FIELD(store.map_bytes), 1 << 20, 1ull << 40,
                         "Initial LMDB map size, bytes; doubled when full."));
   s.push_back(make_uint("store.max_map_bytes", SHOAL_FIELD(store.max_map_bytes), 1 << 20,
@@ -158,20 +155,19 @@ std::vector<setting> build_settings() {
                         "Longest character n-gram feature (>= char_ngram_min)."));
   s.push_back(make_double("embedder.word_weight", SHOAL_FIELD(embedder.word_weight), 0, 10,
                           "Weight of word unigram features."));
-  s.push_back(make_double("embedder.bigram_weight", SHOAL_FIELD(embedder.bigram_weight), 0,
-                          10, "Weight of word bigram features."));
+  s.push_back(make_double("embedder.bigram_weight", SHOAL_FIELD(embedder.bigram_weight), 0, 10,
+                          "Weight of word bigram features."));
   s.push_back(make_double("embedder.char_weight", SHOAL_FIELD(embedder.char_weight), 0, 10,
                           "Weight of character n-gram features."));
   s.push_back(make_uint("router.k", SHOAL_FIELD(router.k), 1, 256,
                         "Nearest patterns pooled per routing decision (16, 32 and 64 reach "
                         "the same reward on the Debian replay; smaller is faster)."));
-  s.push_back(make_double("router.new_pattern_threshold",
-                          SHOAL_FIELD(router.new_pattern_threshold), 0, 1,
+  s.push_back(make_double("router.new_pattern_threshold", SHOAL_FIELD(router.new_pattern_threshold),
+                          0, 1,
                           "Cosine similarity at or above which a request joins its nearest "
                           "pattern instead of creating a new one (similarities come from the "
                           "int8 index: within about 0.01 of the exact cosine)."));
-  s.push_back(make_double("router.similarity_power", SHOAL_FIELD(router.similarity_power), 0,
-                          64,
+  s.push_back(make_double("router.similarity_power", SHOAL_FIELD(router.similarity_power), 0, 64,
                           "Exponent p of neighbour i's weight (max(sim_i, 0) / sim_1)^p when "
                           "its statistics are pooled, sim_1 being the nearest neighbour's "
                           "similarity (at least 1e-6): an adaptive bandwidth, so sparse "
@@ -195,17 +191,16 @@ std::vector<setting> build_settings() {
                         "Seed of the exploration RNG; 0 draws a random seed at start."));
   s.push_back(make_uint("router.flush_interval_ms", SHOAL_FIELD(router.flush_interval_ms), 10,
                         600000, "How often changed patterns are written to LMDB, ms."));
-  s.push_back(make_uint("router.checkpoint_interval_s",
-                        SHOAL_FIELD(router.checkpoint_interval_s), 1, 86400,
-                        "How often the HNSW index file is saved, s (also at shutdown)."));
+  s.push_back(make_uint("router.checkpoint_interval_s", SHOAL_FIELD(router.checkpoint_interval_s),
+                        1, 86400, "How often the HNSW index file is saved, s (also at shutdown)."));
   s.push_back(make_uint("index.m", SHOAL_FIELD(router.index.m), 4, 64, "HNSW graph degree M."));
-  s.push_back(make_uint("index.ef_construction", SHOAL_FIELD(router.index.ef_construction), 8,
-                        1000, "HNSW candidate list size while inserting."));
+  s.push_back(make_uint("index.ef_construction", SHOAL_FIELD(router.index.ef_construction), 8, 1000,
+                        "HNSW candidate list size while inserting."));
   s.push_back(make_uint("index.ef_search", SHOAL_FIELD(router.index.ef_search), 8, 1000,
                         "HNSW candidate list size while searching: recall against latency "
                         "(raised to router.k)."));
-  s.push_back(make_uint("index.initial_capacity", SHOAL_FIELD(router.index.initial_capacity),
-                        16, 1e9, "Initial capacity of the HNSW index; it doubles when full."));
+  s.push_back(make_uint("index.initial_capacity", SHOAL_FIELD(router.index.initial_capacity), 16,
+                        1e9, "Initial capacity of the HNSW index; it doubles when full."));
   s.push_back(make_uint("witness.batch_max", SHOAL_FIELD(witness.batch_max), 1, 100000,
                         "Most witness records per LMDB write transaction."));
   s.push_back(make_uint("witness.archive_after_s", SHOAL_FIELD(witness.archive_after_s), 0,
@@ -219,8 +214,9 @@ std::vector<setting> build_settings() {
   s.push_back(make_uint("witness.flush_interval_ms", SHOAL_FIELD(witness.flush_interval_ms), 1,
                         60000, "Longest a witness record waits for its transaction, ms."));
   s.push_back(make_uint("sona.trajectory_capacity", SHOAL_FIELD(sona.trajectory_capacity), 16,
-                        16777216, "Trajectories kept in memory to join feedback; older "
-                                  "ones are joined through the witness log."));
+                        16777216,
+                        "Trajectories kept in memory to join feedback; older "
+                        "ones are joined through the witness log."));
   s.push_back(make_bool("sona.v2", SHOAL_FIELD(sona.v2),
                         "Router v2 routes (a FastGRNN reward model correcting router v1, "
                         "trained by the instant and background loops); off: router v1 alone."));
@@ -233,8 +229,8 @@ std::vector<setting> build_settings() {
   s.push_back(make_uint("sona.v2_sessions", SHOAL_FIELD(sona.v2_sessions), 0, 16777216,
                         "Sessions whose recurrent state router v2 keeps across turns (least "
                         "recently used forgotten; 0: every turn starts afresh)."));
-  s.push_back(make_double("sona.latency_budget_max_ms", SHOAL_FIELD(sona.latency_budget_max_ms),
-                          1, 86400000,
+  s.push_back(make_double("sona.latency_budget_max_ms", SHOAL_FIELD(sona.latency_budget_max_ms), 1,
+                          86400000,
                           "A request's latency_budget_ms reaches router v2 as min(1, budget / "
                           "this); a request without one as 1."));
   s.push_back(make_bool("sona.sampling", SHOAL_FIELD(sona.sampling),
@@ -245,10 +241,10 @@ std::vector<setting> build_settings() {
                           "instead of the best one."));
   s.push_back(make_double("sona.instant_lr", SHOAL_FIELD(sona.instant_lr), 0, 1,
                           "Instant loop: MicroLoRA learning rate per feedback."));
-  s.push_back(make_uint("sona.background_interval_s", SHOAL_FIELD(sona.background_interval_s),
-                        1, 2592000, "Background loop: seconds between runs."));
-  s.push_back(make_uint("sona.background_trajectories",
-                        SHOAL_FIELD(sona.background_trajectories), 1, 10000000,
+  s.push_back(make_uint("sona.background_interval_s", SHOAL_FIELD(sona.background_interval_s), 1,
+                        2592000, "Background loop: seconds between runs."));
+  s.push_back(make_uint("sona.background_trajectories", SHOAL_FIELD(sona.background_trajectories),
+                        1, 10000000,
                         "Background loop: also run after this many trajectories got feedback."));
   s.push_back(make_uint("sona.train_window", SHOAL_FIELD(sona.train_window), 16, 1000000,
                         "Background loop: recent trajectories with feedback a run trains on."));
@@ -260,24 +256,24 @@ std::vector<setting> build_settings() {
                         "Background loop: epochs per run."));
   s.push_back(make_bool("sona.ewc", SHOAL_FIELD(sona.ewc),
                         "Background loop: online EWC++ keeps what earlier tasks taught."));
-  s.push_back(make_double("sona.ewc_lambda", SHOAL_FIELD(sona.ewc_lambda), 0, 1e6,
-                          "EWC++ strength lambda."));
-  s.push_back(make_uint("sona.deep_interval_s", SHOAL_FIELD(sona.deep_interval_s), 60,
-                        31536000, "Deep loop (pattern-bank consolidation): seconds between runs."));
+  s.push_back(
+    make_double("sona.ewc_lambda", SHOAL_FIELD(sona.ewc_lambda), 0, 1e6, "EWC++ strength lambda."));
+  s.push_back(make_uint("sona.deep_interval_s", SHOAL_FIELD(sona.deep_interval_s), 60, 31536000,
+                        "Deep loop (pattern-bank consolidation): seconds between runs."));
   s.push_back(make_bool("federation.enabled", SHOAL_FIELD(federation.enabled),
                         "Join a federation over NATS: share learned pattern statistics with "
                         "the peers in federation.trusted. Off: the node learns alone."));
   s.push_back(make_string("federation.cluster", SHOAL_FIELD(federation.cluster),
                           "Cluster name: subjects shoal.<cluster>.* and the JetStream stream "
                           "SHOAL_<CLUSTER>. Letters, digits, '-' and '_'."));
-  s.push_back(make_string("federation.urls", SHOAL_FIELD(federation.urls),
-                          "NATS server URLs, comma-separated (nats:// or tls://), tried in order."));
+  s.push_back(
+    make_string("federation.urls", SHOAL_FIELD(federation.urls),
+                "NATS server URLs, comma-separated (nats:// or tls://), tried in order."));
   s.push_back(make_bool("federation.ignore_discovered_servers",
                         SHOAL_FIELD(federation.ignore_discovered_servers),
                         "Connect only to federation.urls, never to servers the NATS cluster "
                         "advertises (pins an edge node to its site's server)."));
-  s.push_back(make_string("federation.jetstream_domain",
-                          SHOAL_FIELD(federation.jetstream_domain),
+  s.push_back(make_string("federation.jetstream_domain", SHOAL_FIELD(federation.jetstream_domain),
                           "JetStream domain that holds the stream (a hub reached through a "
                           "leaf-node server); empty uses the connected server's JetStream."));
   s.push_back(make_string("federation.user", SHOAL_FIELD(federation.user),
@@ -286,8 +282,8 @@ std::vector<setting> build_settings() {
                           "NATS password (with federation.user)."));
   s.push_back(make_string("federation.token", SHOAL_FIELD(federation.token),
                           "NATS authentication token (instead of user and password)."));
-  s.push_back(make_bool("federation.tls", SHOAL_FIELD(federation.tls),
-                        "Require TLS to the NATS servers."));
+  s.push_back(
+    make_bool("federation.tls", SHOAL_FIELD(federation.tls), "Require TLS to the NATS servers."));
   s.push_back(make_string("federation.tls_ca", SHOAL_FIELD(federation.tls_ca),
                           "PEM file of the CAs that sign the NATS servers' certificates."));
   s.push_back(make_string("federation.tls_cert", SHOAL_FIELD(federation.tls_cert),
@@ -304,31 +300,30 @@ std::vector<setting> build_settings() {
                           "trusts nobody."));
   s.push_back(make_uint("federation.batch_max", SHOAL_FIELD(federation.batch_max), 1, 100000,
                         "Most pattern deltas per published batch."));
-  s.push_back(make_uint("federation.batch_delay_ms", SHOAL_FIELD(federation.batch_delay_ms),
-                        0, 10000, "How long changes gather before they are published, ms."));
-  s.push_back(make_uint("federation.reconnect_wait_ms",
-                        SHOAL_FIELD(federation.reconnect_wait_ms), 1, 600000,
+  s.push_back(make_uint("federation.batch_delay_ms", SHOAL_FIELD(federation.batch_delay_ms), 0,
+                        10000, "How long changes gather before they are published, ms."));
+  s.push_back(make_uint("federation.reconnect_wait_ms", SHOAL_FIELD(federation.reconnect_wait_ms),
+                        1, 600000,
                         "First delay before reconnecting to NATS, ms; doubled per failed "
                         "attempt up to federation.reconnect_max_ms, with 25% jitter."));
-  s.push_back(make_uint("federation.reconnect_max_ms", SHOAL_FIELD(federation.reconnect_max_ms),
-                        1, 3600000, "Longest delay between reconnect attempts, ms."));
+  s.push_back(make_uint("federation.reconnect_max_ms", SHOAL_FIELD(federation.reconnect_max_ms), 1,
+                        3600000, "Longest delay between reconnect attempts, ms."));
   s.push_back(make_uint("federation.stream_max_bytes", SHOAL_FIELD(federation.stream_max_bytes),
                         1 << 20, 1ull << 50,
                         "Size limit of the JetStream stream of pattern deltas, bytes; the "
                         "oldest messages go first (missed ones are repaired by resync)."));
-  s.push_back(make_uint("federation.stream_max_age_s", SHOAL_FIELD(federation.stream_max_age_s),
-                        0, 1ull << 31, "Age limit of the stream's messages, s; 0 = none."));
-  s.push_back(make_uint("federation.stream_replicas", SHOAL_FIELD(federation.stream_replicas),
-                        1, 5, "Replicas of the stream in a NATS cluster (used when the node "
-                              "creates it)."));
-  s.push_back(make_uint("federation.digest_interval_ms",
-                        SHOAL_FIELD(federation.digest_interval_ms), 100, 86400000,
-                        "Period of anti-entropy digests, ms."));
+  s.push_back(make_uint("federation.stream_max_age_s", SHOAL_FIELD(federation.stream_max_age_s), 0,
+                        1ull << 31, "Age limit of the stream's messages, s; 0 = none."));
+  s.push_back(make_uint("federation.stream_replicas", SHOAL_FIELD(federation.stream_replicas), 1, 5,
+                        "Replicas of the stream in a NATS cluster (used when the node "
+                        "creates it)."));
+  s.push_back(make_uint("federation.digest_interval_ms", SHOAL_FIELD(federation.digest_interval_ms),
+                        100, 86400000, "Period of anti-entropy digests, ms."));
   s.push_back(make_uint("federation.telemetry_interval_ms",
                         SHOAL_FIELD(federation.telemetry_interval_ms), 100, 86400000,
                         "Period of telemetry messages to peers, ms."));
-  s.push_back(make_uint("federation.max_message_bytes",
-                        SHOAL_FIELD(federation.max_message_bytes), 1024, 1ull << 30,
+  s.push_back(make_uint("federation.max_message_bytes", SHOAL_FIELD(federation.max_message_bytes),
+                        1024, 1ull << 30,
                         "Largest federation message accepted, bytes; larger ones are dropped "
                         "and counted."));
   s.push_back(make_string("kernels.isa", SHOAL_FIELD(kernels.isa),
@@ -386,7 +381,10 @@ std::vector<setting> build_settings() {
 
 #undef SHOAL_FIELD
 
-#define SHOAL_TIER_FIELD(name) [](router::tier_config& t) -> auto& { return t.name; }
+#define SHOAL_TIER_FIELD(name)                                                                     \
+  [](router::tier_config & t) -> auto& {                                                           \
+    return t.name;                                                                                 \
+  }
 
 /// The keys of one [[tiers]] table, in the order configs/node.toml lists them.
 std::vector<tier_setting> build_tier_settings() {
@@ -410,8 +408,8 @@ std::vector<tier_setting> build_tier_settings() {
   s.push_back(make_uint("n_ctx", SHOAL_TIER_FIELD(n_ctx), 16, 1 << 20,
                         "Context per sequence, tokens (at most the model's training "
                         "context)."));
-  s.push_back(make_uint("threads", SHOAL_TIER_FIELD(threads), 1, 256,
-                        "Forward-pass threads of this tier."));
+  s.push_back(
+    make_uint("threads", SHOAL_TIER_FIELD(threads), 1, 256, "Forward-pass threads of this tier."));
   s.push_back(make_uint("max_sequences", SHOAL_TIER_FIELD(max_sequences), 1, 4096,
                         "Sequences decoded together (continuous batching); more wait for a "
                         "slot."));
@@ -425,10 +423,14 @@ std::vector<tier_setting> build_tier_settings() {
 
 std::string type_name(char t) {
   switch (t) {
-    case 'b': return "a boolean";
-    case 'i': return "an integer";
-    case 'd': return "a number";
-    default: return "a string";
+    case 'b':
+      return "a boolean";
+    case 'i':
+      return "an integer";
+    case 'd':
+      return "a number";
+    default:
+      return "a string";
   }
 }
 
@@ -534,8 +536,8 @@ std::string file_key(const std::string& dotted) {
 /// Sets `s` in `cfg` from the TOML value `v`, type- and range-checked;
 /// errors name the key `name` as the file spells it.
 template <class Config>
-std::optional<config_error> assign(const basic_setting<Config>& s, Config& cfg,
-                                   const toml::node& v, const std::string& name) {
+std::optional<config_error> assign(const basic_setting<Config>& s, Config& cfg, const toml::node& v,
+                                   const std::string& name) {
   setting_value val;
   if (v.is_boolean())
     val = *v.value<bool>();
@@ -591,7 +593,8 @@ std::optional<config_error> apply_tiers(node_config& cfg, const toml::node& n) {
 std::optional<config_error> apply_table(node_config& cfg, const toml::table& tbl,
                                         const std::string& prefix) {
   for (auto&& [k, v] : tbl) {
-    std::string dotted = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
+    std::string dotted =
+      prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
     if (prefix.empty() && dotted == "tiers") {
       if (auto err = apply_tiers(cfg, v))
         return err;
@@ -693,8 +696,8 @@ std::variant<node_config, config_error> load_config(const std::string& path,
       return config_error{name, "unknown key (environment variable)"};
     auto v = parse_text(*s, text);
     if (!v)
-      return config_error{s->key, "must be " + type_name(s->type) + ", got \"" + text
-                                    + "\" (from " + name + ")"};
+      return config_error{s->key, "must be " + type_name(s->type) + ", got \"" + text + "\" (from "
+                                    + name + ")"};
     if (auto msg = check(*s, *v); !msg.empty())
       return config_error{s->key, msg + " (from " + name + ")"};
     s->set(cfg, *v);

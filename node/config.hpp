@@ -28,11 +28,11 @@ namespace shoal::node {
 
 /// HTTP gateway configuration (keys `http.*`).
 struct http_config {
-  std::string address = "127.0.0.1"; ///< config http.address
-  uint32_t port = 8080;              ///< config http.port
-  std::string port_file;             ///< config http.port_file
-  uint64_t max_body_bytes = 1 << 20; ///< config http.max_body_bytes
-  uint32_t threads = 8;              ///< config http.threads
+  std::string address = "127.0.0.1";       ///< config http.address
+  uint32_t port = 8080;                    ///< config http.port
+  std::string port_file;                   ///< config http.port_file
+  uint64_t max_body_bytes = 1 << 20;       ///< config http.max_body_bytes
+  uint32_t threads = 8;                    ///< config http.threads
   uint32_t request_timeout_ms = 30000;     ///< config http.request_timeout_ms
   uint32_t generation_timeout_ms = 300000; ///< config http.generation_timeout_ms
 };
@@ -59,11 +59,11 @@ struct node_config {
     std::string old_v_type = "q8_0"; ///< config kv.old_v_type
     bool prefix_caching = true;      ///< config kv.prefix_caching
   } kv;
-  uint64_t memory_budget_mb = 1024;      ///< config memory.budget_mb
-  std::string memory_seal_key;           ///< config memory.seal_key
-  uint64_t memory_spill_max_mb = 4096;   ///< config memory.spill_max_mb
+  uint64_t memory_budget_mb = 1024;       ///< config memory.budget_mb
+  std::string memory_seal_key;            ///< config memory.seal_key
+  uint64_t memory_spill_max_mb = 4096;    ///< config memory.spill_max_mb
   uint32_t memory_session_idle_s = 86400; ///< config memory.session_idle_s
-  uint32_t scheduler_threads = 0;        ///< config node.scheduler_threads
+  uint32_t scheduler_threads = 0;         ///< config node.scheduler_threads
 };
 
 /// A typed config value.
@@ -103,9 +103,8 @@ struct config_error {
 /// none), then the process environment (`SHOAL_<KEY>` with dots as
 /// underscores, upper case), then `overrides` ("key=value").
 /// Errors: unknown key, wrong type, out of range, unreadable/invalid file.
-std::variant<node_config, config_error> load_config(const std::string& path,
-                                                    const std::vector<std::string>& overrides,
-                                                    char** environ_ptr);
+std::variant<node_config, config_error>
+load_config(const std::string& path, const std::vector<std::string>& overrides, char** environ_ptr);
 
 /// The engine's KV tier configuration from the kv.* keys (validated by
 /// load_config: the type names are known).

@@ -60,8 +60,8 @@ TEST_CASE("file, environment and --set override in that order") {
   auto r = load_text("[router]\nk = 8\n[http]\nport = 9001\n", {"router.k=12"},
                      {"SHOAL_HTTP_PORT=9002", "SHOAL_ROUTER_K=10", "PATH=/bin",
                       // the scripts' own variables are not config keys
-                      "SHOAL_MODEL_CACHE=/tmp/m", "SHOAL_PEER_DIR=/tmp/p",
-                      "SHOAL_NPM_DIR=/tmp/n", "SHOAL_BUILD_DIR=build"});
+                      "SHOAL_MODEL_CACHE=/tmp/m", "SHOAL_PEER_DIR=/tmp/p", "SHOAL_NPM_DIR=/tmp/n",
+                      "SHOAL_BUILD_DIR=build"});
   REQUIRE(std::holds_alternative<node_config>(r));
   auto& c = std::get<node_config>(r);
   CHECK(c.router.k == 12);
@@ -165,8 +165,7 @@ TEST_CASE("waits are finite: a timeout of 0 is refused, the defaults are finite"
   CHECK(error_key(load_text("", {"http.request_timeout_ms=0"})) == "http.request_timeout_ms");
   CHECK(error_key(load_text("", {}, {"SHOAL_HTTP_REQUEST_TIMEOUT_MS=0"}))
         == "http.request_timeout_ms");
-  CHECK(error_key(load_text("", {"http.generation_timeout_ms=0"}))
-        == "http.generation_timeout_ms");
+  CHECK(error_key(load_text("", {"http.generation_timeout_ms=0"})) == "http.generation_timeout_ms");
   auto r = load_text("", {"http.request_timeout_ms=1", "http.generation_timeout_ms=86400000"});
   REQUIRE(std::holds_alternative<node_config>(r));
   CHECK(std::get<node_config>(r).http.request_timeout_ms == 1);

@@ -12,9 +12,9 @@ namespace shoal::node {
 
 /// How one error code is answered over HTTP.
 struct http_error_mapping {
-  int status;                    ///< HTTP status, e.g. 400
-  std::string_view openai_type;  ///< OpenAI `error.type`, e.g. "invalid_request_error"
-  std::string_view openai_code;  ///< OpenAI `error.code` (may be empty: null)
+  int status;                   ///< HTTP status, e.g. 400
+  std::string_view openai_type; ///< OpenAI `error.type`, e.g. "invalid_request_error"
+  std::string_view openai_code; ///< OpenAI `error.code` (may be empty: null)
 };
 
 /// The mapping of `code` (ok maps to 200).

@@ -76,18 +76,18 @@ json to_json(const route_decision& d) {
   for (const auto& n : d.neighbors)
     ns.push_back({{"pattern_id", n.pattern_id}, {"similarity", n.similarity}});
   json out = {{"request_id", format_request_id(d.request_id)},
-          {"tier", d.tier_name},
-          {"tier_index", d.tier},
-          {"confidence", d.confidence},
-          {"expected_reward", d.expected_reward},
-          {"pattern_id", d.pattern_id},
-          {"new_pattern", d.new_pattern},
-          {"neighbors", std::move(ns)},
-          {"latency_us",
-           {{"embed", d.latency.embed / 1e3},
-            {"search", d.latency.search / 1e3},
-            {"decide", d.latency.decide / 1e3},
-            {"total", d.latency.total / 1e3}}}};
+              {"tier", d.tier_name},
+              {"tier_index", d.tier},
+              {"confidence", d.confidence},
+              {"expected_reward", d.expected_reward},
+              {"pattern_id", d.pattern_id},
+              {"new_pattern", d.new_pattern},
+              {"neighbors", std::move(ns)},
+              {"latency_us",
+               {{"embed", d.latency.embed / 1e3},
+                {"search", d.latency.search / 1e3},
+                {"decide", d.latency.decide / 1e3},
+                {"total", d.latency.total / 1e3}}}};
   // Router v2's sampling and context bucket, when it made them.
   if (d.temperature >= 0)
     out["temperature"] = d.temperature;
@@ -200,18 +200,16 @@ struct gateway::impl {
         return send_error(res, errc::invalid_argument, "embedding must be an array of numbers");
       if (emb->size() != embedder.dim())
         return send_error(res, errc::invalid_argument,
-                          "embedding has dimension " + std::to_string(emb->size())
-                            + ", expected " + std::to_string(embedder.dim()));
+                          "embedding has dimension " + std::to_string(emb->size()) + ", expected "
+                            + std::to_string(embedder.dim()));
       q.embedding.reserve(emb->size());
       for (const auto& x : *emb) {
         if (!x.is_number())
-          return send_error(res, errc::invalid_argument,
-                            "embedding must be an array of numbers");
+          return send_error(res, errc::invalid_argument, "embedding must be an array of numbers");
         q.embedding.push_back(x.get<float>());
       }
       if (!kernels::all_finite(q.embedding))
-        return send_error(res, errc::invalid_argument,
-                          "embedding contains NaN or infinite values");
+        return send_error(res, errc::invalid_argument, "embedding contains NaN or infinite values");
       float norm = kernels::normalize(q.embedding);
       if (!(norm > 0) || !std::isfinite(norm))
         return send_error(res, errc::invalid_argument,
@@ -263,28 +261,25 @@ struct gateway::impl {
   }
 
   static json learn_json(const actors::learn_status& s) {
-    return {{"router_v2",
-             {{"enabled", s.v2},
-              {"ready", s.v2_ready},
-              {"model_version", s.model_version}}},
-            {"instant",
-             {{"steps", s.instant_steps},
-              {"mean_loss", s.instant_loss},
-              {"pending", s.pending},
-              {"dropped", s.dropped},
-              {"scoped_adapters", s.scoped_adapters},
-              {"adapter_refusals", s.adapter_refusals}}},
-            {"background",
-             {{"runs", s.background_runs},
-              {"last_ms", s.background_last_ms},
-              {"last_loss", s.background_loss},
-              {"last_duration_ms", s.background_ms},
-              {"task_boundaries", s.task_boundaries},
-              {"trajectories", s.completed},
-              {"since_last_run", s.since_background}}},
-            {"deep",
-             {{"runs", s.deep_runs}, {"last_ms", s.deep_last_ms}, {"last", s.deep_summary}}},
-            {"last_error", s.last_error}};
+    return {
+      {"router_v2", {{"enabled", s.v2}, {"ready", s.v2_ready}, {"model_version", s.model_version}}},
+      {"instant",
+       {{"steps", s.instant_steps},
+        {"mean_loss", s.instant_loss},
+        {"pending", s.pending},
+        {"dropped", s.dropped},
+        {"scoped_adapters", s.scoped_adapters},
+        {"adapter_refusals", s.adapter_refusals}}},
+      {"background",
+       {{"runs", s.background_runs},
+        {"last_ms", s.background_last_ms},
+        {"last_loss", s.background_loss},
+        {"last_duration_ms", s.background_ms},
+        {"task_boundaries", s.task_boundaries},
+        {"trajectories", s.completed},
+        {"since_last_run", s.since_background}}},
+      {"deep", {{"runs", s.deep_runs}, {"last_ms", s.deep_last_ms}, {"last", s.deep_summary}}},
+      {"last_error", s.last_error}};
   }
 
   /// GET /v1/learn/status, POST /v1/learn/trigger {"loop": "background" | "deep"}
@@ -299,8 +294,7 @@ struct gateway::impl {
         return;
       auto loop = body->find("loop");
       if (loop == body->end() || !loop->is_string())
-        return send_error(res, errc::invalid_argument,
-                          "loop must be \"background\" or \"deep\"");
+        return send_error(res, errc::invalid_argument, "loop must be \"background\" or \"deep\"");
       st = ask<actors::learn_status>(actors.sona, actors::trigger_atom::value,
                                      loop->get<std::string>());
     }
@@ -419,8 +413,9 @@ struct gateway::impl {
         if (!v.is_number_integer() || v.get<int64_t>() < (key == "recent_tokens" ? 0 : 1)
             || v.get<int64_t>() > (key == "recent_tokens" ? 1048576 : 1024))
           return send_error(res, errc::invalid_argument,
-                            key + (key == "recent_tokens" ? " must be an integer in [0, 1048576]"
-                                                          : " must be an integer in [1, 1024]"));
+                            key
+                              + (key == "recent_tokens" ? " must be an integer in [0, 1048576]"
+                                                        : " must be an integer in [1, 1024]"));
         (key == "recent_tokens" ? p.recent_tokens : p.migrate_pages) = v.get<uint32_t>();
       } else if (key == "old_k_type" || key == "old_v_type") {
         auto t = v.is_string() ? kernels::parse_kv_type(v.get<std::string>()) : std::nullopt;
@@ -429,8 +424,9 @@ struct gateway::impl {
         (key == "old_k_type" ? p.old_k_type : p.old_v_type) = *t;
       } else {
         return send_error(res, errc::invalid_argument,
-                          "unknown field " + key + " (recent_tokens, old_k_type, old_v_type, "
-                          "migrate_pages)");
+                          "unknown field " + key
+                            + " (recent_tokens, old_k_type, old_v_type, "
+                              "migrate_pages)");
       }
     }
     auto applied = ask<engine::kv_policy>(actors.memory, actors::policy_atom::value, tier, p);
@@ -449,22 +445,19 @@ gateway::gateway(caf::actor_system& sys, const node_config& cfg, gateway_actors 
   svr.set_keep_alive_max_count(100000);
   svr.set_keep_alive_timeout(30);
   svr.set_tcp_nodelay(true);
-  self->openai = std::make_unique<openai_api>(sys, cfg, self->actors.tiers, self->actors.router,
-                                              self->embedder, self->actors.sessions,
-                                              self->actors.sona);
+  self->openai =
+    std::make_unique<openai_api>(sys, cfg, self->actors.tiers, self->actors.router, self->embedder,
+                                 self->actors.sessions, self->actors.sona);
   self->openai->install(svr);
-  svr.Post("/v1/route", [self](const httplib::Request& q, httplib::Response& r) {
-    self->handle_route(q, r);
-  });
+  svr.Post("/v1/route",
+           [self](const httplib::Request& q, httplib::Response& r) { self->handle_route(q, r); });
   svr.Post("/v1/feedback", [self](const httplib::Request& q, httplib::Response& r) {
     self->handle_feedback(q, r);
   });
-  svr.Get("/v1/stats", [self](const httplib::Request& q, httplib::Response& r) {
-    self->handle_stats(q, r);
-  });
-  svr.Get("/metrics", [self](const httplib::Request& q, httplib::Response& r) {
-    self->handle_metrics(q, r);
-  });
+  svr.Get("/v1/stats",
+          [self](const httplib::Request& q, httplib::Response& r) { self->handle_stats(q, r); });
+  svr.Get("/metrics",
+          [self](const httplib::Request& q, httplib::Response& r) { self->handle_metrics(q, r); });
   svr.Get(R"(/v1/tiers/([A-Za-z0-9._\-]+)/kv_policy)",
           [self](const httplib::Request& q, httplib::Response& r) {
             self->handle_kv_policy(q.matches[1], nullptr, r);
@@ -476,35 +469,34 @@ gateway::gateway(caf::actor_system& sys, const node_config& cfg, gateway_actors 
   svr.Get("/v1/learn/status", [self](const httplib::Request&, httplib::Response& r) {
     self->handle_learn(nullptr, r);
   });
-  svr.Post("/v1/learn/trigger", [self](const httplib::Request& q, httplib::Response& r) {
-    self->handle_learn(&q, r);
-  });
+  svr.Post("/v1/learn/trigger",
+           [self](const httplib::Request& q, httplib::Response& r) { self->handle_learn(&q, r); });
   svr.Get("/healthz", [](const httplib::Request&, httplib::Response& r) {
     r.set_content(R"({"status":"ok"})", "application/json");
   });
   // Errors httplib raises itself (unknown path, body too large, bad request
   // line) get the same JSON error shape as ours.
-  svr.set_error_handler(httplib::Server::HandlerWithResponse(
-    [](const httplib::Request& req, httplib::Response& res) {
-    if (!res.body.empty())
-      return httplib::Server::HandlerResponse::Unhandled;
-    errc code = errc::invalid_argument;
-    std::string msg = "bad request";
-    if (res.status == 404) {
-      code = errc::not_found;
-      msg = "no endpoint " + req.method + " " + req.path;
-    } else if (res.status == 413) {
-      code = errc::payload_too_large;
-      msg = "request body exceeds http.max_body_bytes";
-    } else if (res.status >= 500) {
-      code = errc::internal;
-      msg = "internal error";
-    }
-    int status = res.status;
-    send_error(res, code, msg);
-    res.status = status;
-    return httplib::Server::HandlerResponse::Handled;
-  }));
+  svr.set_error_handler(
+    httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
+      if (!res.body.empty())
+        return httplib::Server::HandlerResponse::Unhandled;
+      errc code = errc::invalid_argument;
+      std::string msg = "bad request";
+      if (res.status == 404) {
+        code = errc::not_found;
+        msg = "no endpoint " + req.method + " " + req.path;
+      } else if (res.status == 413) {
+        code = errc::payload_too_large;
+        msg = "request body exceeds http.max_body_bytes";
+      } else if (res.status >= 500) {
+        code = errc::internal;
+        msg = "internal error";
+      }
+      int status = res.status;
+      send_error(res, code, msg);
+      res.status = status;
+      return httplib::Server::HandlerResponse::Handled;
+    }));
   svr.set_exception_handler(
     [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
       std::string what = "unknown exception";
@@ -517,9 +509,8 @@ gateway::gateway(caf::actor_system& sys, const node_config& cfg, gateway_actors 
       spdlog::error("http: handler threw: {}", what);
       send_error(res, errc::internal, "internal error");
     });
-  svr.set_logger([self](const httplib::Request&, const httplib::Response& res) {
-    self->observe_response(res);
-  });
+  svr.set_logger(
+    [self](const httplib::Request&, const httplib::Response& res) { self->observe_response(res); });
 }
 
 gateway::~gateway() = default;

@@ -33,10 +33,10 @@ struct gateway_actors {
   actors::sona_actor sona;
   actors::witness_actor witness;
   actors::telemetry_actor telemetry;
-  caf::actor bridge; ///< federation bridge; null when federation is off
+  caf::actor bridge;           ///< federation bridge; null when federation is off
   std::vector<api_tier> tiers; ///< the OpenAI API's view of the tiers (engines)
   std::shared_ptr<actors::session_index> sessions; ///< conversations named by session_id
-  caf::actor memory; ///< the memory pool (budget across tiers)
+  caf::actor memory;                               ///< the memory pool (budget across tiers)
 };
 
 class gateway {

@@ -25,9 +25,9 @@ struct pack_dir {
   fs::path dir;
   fs::path pack;
   pack_dir() {
-    dir = fs::temp_directory_path()
-          / ("shoal-pack-" + std::to_string(::getpid()) + "-"
-             + std::to_string(std::random_device{}()));
+    dir =
+      fs::temp_directory_path()
+      / ("shoal-pack-" + std::to_string(::getpid()) + "-" + std::to_string(std::random_device{}()));
     fs::create_directories(dir);
     pack = dir / "testpack.so";
     fs::copy_file(SHOAL_TEST_PACK, pack);
@@ -44,7 +44,8 @@ crypto::identity make_identity(uint8_t fill) {
   return crypto::identity::from_seed(seed);
 }
 
-crypto::trust_list trust(std::initializer_list<std::pair<const char*, const crypto::identity*>> ks) {
+crypto::trust_list
+trust(std::initializer_list<std::pair<const char*, const crypto::identity*>> ks) {
   crypto::trust_list t;
   for (auto [name, id] : ks)
     t.add(name, id->pk());

@@ -49,34 +49,40 @@ int main(int argc, char** argv) {
   replay->add_option("--by-domain", ro.by_domain,
                      "Print this many domains ranked by regret, with their tier shares");
   replay->add_option("--eval-seed", ro.eval.seed, "Evaluator seed")->capture_default_str();
-  replay->add_option("--eval-difficulty-min", ro.eval.difficulty_min,
-                     "Lowest hidden domain difficulty")
+  replay
+    ->add_option("--eval-difficulty-min", ro.eval.difficulty_min, "Lowest hidden domain difficulty")
     ->capture_default_str();
-  replay->add_option("--eval-difficulty-max", ro.eval.difficulty_max,
-                     "Highest hidden domain difficulty")
+  replay
+    ->add_option("--eval-difficulty-max", ro.eval.difficulty_max,
+                 "Highest hidden domain difficulty")
     ->capture_default_str();
   replay->add_option("--eval-slope", ro.eval.slope, "Steepness of quality in ability - difficulty")
     ->capture_default_str();
-  replay->add_option("--eval-concentration", ro.eval.concentration,
-                     "Beta concentration of quality draws (higher = less noise)")
+  replay
+    ->add_option("--eval-concentration", ro.eval.concentration,
+                 "Beta concentration of quality draws (higher = less noise)")
     ->capture_default_str()
     ->check(CLI::PositiveNumber);
-  replay->add_option("--eval-ms-per-token", ro.eval.largest_ms_per_token,
-                     "Latency model: the largest tier's decode time per token, ms (0: off); "
-                     "an answer that overruns the request's budget is cut")
+  replay
+    ->add_option("--eval-ms-per-token", ro.eval.largest_ms_per_token,
+                 "Latency model: the largest tier's decode time per token, ms (0: off); "
+                 "an answer that overruns the request's budget is cut")
     ->capture_default_str()
     ->check(CLI::NonNegativeNumber);
-  replay->add_option("--eval-sampling-sensitivity", ro.eval.sampling_sensitivity,
-                     "Sampling model: how much an answer sampled away from its domain's best "
-                     "temperature and top_p loses (0: off)")
+  replay
+    ->add_option("--eval-sampling-sensitivity", ro.eval.sampling_sensitivity,
+                 "Sampling model: how much an answer sampled away from its domain's best "
+                 "temperature and top_p loses (0: off)")
     ->capture_default_str()
     ->check(CLI::NonNegativeNumber);
-  replay->add_option("--eval-answer-tokens-max", ro.eval.answer_tokens_max,
-                     "Longest domain answer, tokens (completion lengths sent with feedback)")
+  replay
+    ->add_option("--eval-answer-tokens-max", ro.eval.answer_tokens_max,
+                 "Longest domain answer, tokens (completion lengths sent with feedback)")
     ->capture_default_str()
     ->check(CLI::PositiveNumber);
-  replay->add_option("--budget-share", ro.budgets.share,
-                     "Share of requests sent with a latency_budget_ms")
+  replay
+    ->add_option("--budget-share", ro.budgets.share,
+                 "Share of requests sent with a latency_budget_ms")
     ->capture_default_str()
     ->check(CLI::Range(0.0, 1.0));
   replay->add_option("--budget-min-ms", ro.budgets.min_ms, "Smallest latency budget (log-uniform)")
@@ -122,8 +128,8 @@ int main(int argc, char** argv) {
   std::string learn_url = "http://127.0.0.1:8080";
   auto* learn_status = learn->add_subcommand(
     "status", "Print router v2's state and the instant, background and deep loops' last runs");
-  auto* learn_trigger = learn->add_subcommand(
-    "trigger", "Run a loop now and print the status when it is done");
+  auto* learn_trigger =
+    learn->add_subcommand("trigger", "Run a loop now and print the status when it is done");
   std::string learn_loop;
   learn_trigger->add_option("loop", learn_loop, "background or deep")
     ->required()
@@ -163,8 +169,8 @@ int main(int argc, char** argv) {
   }
   if (node->parsed() || key->parsed() || kern->parsed() || models->parsed()
       || !check_path.empty()) {
-    auto loaded = shoal::node::load_config(check_path.empty() ? config_path : check_path, sets,
-                                           environ);
+    auto loaded =
+      shoal::node::load_config(check_path.empty() ? config_path : check_path, sets, environ);
     if (auto* err = std::get_if<shoal::node::config_error>(&loaded)) {
       std::fprintf(stderr, "shoal: invalid config: %s: %s\n", err->key.c_str(),
                    err->message.c_str());

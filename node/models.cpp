@@ -53,9 +53,9 @@ std::variant<std::filesystem::path, std::string> resolve_model(const std::string
   return path;
 }
 
-std::variant<actors::engine_tier, std::string> load_tier(
-  const router::tier_config& tc, const engine::kv_tier_config& kv,
-  std::shared_ptr<core::memory_budget> budget) {
+std::variant<actors::engine_tier, std::string>
+load_tier(const router::tier_config& tc, const engine::kv_tier_config& kv,
+          std::shared_ptr<core::memory_budget> budget) {
   auto where = resolve_model(tc.model);
   if (auto* e = std::get_if<std::string>(&where))
     return "tier " + tc.name + ": " + *e;

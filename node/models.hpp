@@ -25,8 +25,8 @@ std::variant<std::filesystem::path, std::string> resolve_model(const std::string
 
 /// Loads a tier: model, tokenizer, scheduler limits, its KV cache's paging
 /// and the node's memory budget. Error text names the tier and the file.
-std::variant<actors::engine_tier, std::string> load_tier(
-  const router::tier_config& tc, const engine::kv_tier_config& kv,
-  std::shared_ptr<core::memory_budget> budget);
+std::variant<actors::engine_tier, std::string>
+load_tier(const router::tier_config& tc, const engine::kv_tier_config& kv,
+          std::shared_ptr<core::memory_budget> budget);
 
 } // namespace shoal::node

@@ -66,11 +66,12 @@ public:
       waiter->monitor(hdl_);
       caf::anon_send_exit(hdl_, caf::exit_reason::user_shutdown);
       waiter->receive([](const caf::down_msg&) {},
-                      caf::after(actor_exit_wait) >> [this] {
-                        spdlog::error("actor {} did not stop within {} s; shutting down "
-                                      "without waiting for it",
-                                      hdl_.id(), actor_exit_wait.count());
-                      });
+                      caf::after(actor_exit_wait) >>
+                        [this] {
+                          spdlog::error("actor {} did not stop within {} s; shutting down "
+                                        "without waiting for it",
+                                        hdl_.id(), actor_exit_wait.count());
+                        });
     } else {
       caf::anon_send_exit(hdl_, caf::exit_reason::user_shutdown);
     }
@@ -116,21 +117,21 @@ core::error fail(errc code, std::string message) {
 /// shutdown order (see node.hpp).
 struct node_runtime::impl {
   node_config cfg;
-  synced_store store;                            ///< closed last
-  std::shared_ptr<const crypto::sealer> seal;    ///< memory.seal_key, or null
-  std::shared_ptr<core::memory_budget> budget;   ///< one budget: patterns, KV, adapters
+  synced_store store;                          ///< closed last
+  std::shared_ptr<const crypto::sealer> seal;  ///< memory.seal_key, or null
+  std::shared_ptr<core::memory_budget> budget; ///< one budget: patterns, KV, adapters
   // Opened before the actor system, handed to actors as it starts.
   std::shared_ptr<router::pattern_bank> bank;
   std::optional<learn::router_v2_model> v2;
-  std::optional<crypto::identity> self_id;       ///< with federation on
-  caf::actor_system_config sys_cfg;              ///< the system keeps a reference to it
-  std::unique_ptr<caf::actor_system> sys;        ///< waits for every actor as it goes
-  gateway_actors handles;                        ///< the gateway's copies, dropped before sys
+  std::optional<crypto::identity> self_id; ///< with federation on
+  caf::actor_system_config sys_cfg;        ///< the system keeps a reference to it
+  std::unique_ptr<caf::actor_system> sys;  ///< waits for every actor as it goes
+  gateway_actors handles;                  ///< the gateway's copies, dropped before sys
   actor_stop telemetry, witness, bridge, router, sona;
   std::vector<actor_stop> engines;
   actor_stop memory;
   session_service sessions;
-  std::unique_ptr<gateway> gw;                   ///< stopped first: no more requests
+  std::unique_ptr<gateway> gw; ///< stopped first: no more requests
 
   explicit impl(const node_config& c) : cfg(c) {}
 
@@ -178,8 +179,7 @@ core::error node_runtime::impl::open_learning() {
   }
   auto b = router::pattern_bank::open(cfg.embedder.dim, router_cfg, store.env);
   if (!b)
-    return fail(errc::storage_failure,
-                "cannot open the pattern bank: " + view(b.error()).message);
+    return fail(errc::storage_failure, "cannot open the pattern bank: " + view(b.error()).message);
   bank = std::shared_ptr<router::pattern_bank>(std::move(*b));
   spdlog::info("pattern bank: {} patterns{}", bank->size(),
                bank->rebuilt_index() ? " (index rebuilt from LMDB)" : "");
@@ -237,15 +237,14 @@ core::error node_runtime::impl::spawn_actors() {
                cfg.memory_session_idle_s);
   const int64_t idle_ms = static_cast<int64_t>(cfg.memory_session_idle_s) * 1000;
   sessions.reaper = actor_stop(actors::spawn_session_reaper(
-    *sys, sessions.index,
-    std::chrono::milliseconds(std::clamp<int64_t>(idle_ms / 4, 1000, 60000)), idle_ms));
+    *sys, sessions.index, std::chrono::milliseconds(std::clamp<int64_t>(idle_ms / 4, 1000, 60000)),
+    idle_ms));
   handles.witness = actors::spawn_witness(*sys, cfg.witness, store.env);
   witness = actor_stop(handles.witness);
   const uint64_t stream_seq = bank->stream_seq();
   // The router goes before the bridge at shutdown, so its last changes are
   // published; with a bridge, its exit is awaited.
-  handles.router =
-    actors::spawn_router(*sys, std::move(bank), handles.witness, handles.telemetry);
+  handles.router = actors::spawn_router(*sys, std::move(bank), handles.witness, handles.telemetry);
   router = actor_stop(handles.router, self_id ? sys.get() : nullptr);
   if (self_id)
     bridge = actor_stop(federation::spawn_bridge(
@@ -299,9 +298,9 @@ core::error node_runtime::impl::spawn_engines() {
           t.chat = *f;
       spdlog::info("tier {}: {} ({} {}, {} layers, n_embd {}, vocab {}, {:.1f} MB of weights), "
                    "context {}, chat format {}, {} thread(s)",
-                   tc.name, tc.model, hp.arch, et.model->weight_type_name(), hp.n_layer,
-                   hp.n_embd, hp.n_vocab, et.model->weight_bytes() / 1e6, t.n_ctx,
-                   engine::to_string(t.chat), et.threads);
+                   tc.name, tc.model, hp.arch, et.model->weight_type_name(), hp.n_layer, hp.n_embd,
+                   hp.n_vocab, et.model->weight_bytes() / 1e6, t.n_ctx, engine::to_string(t.chat),
+                   et.threads);
       et.memory = memory.get();
       // A KV policy changed at run time (operator, learning loops) outlives restarts.
       auto stored = actors::load_kv_policy(*store.env, tc.name);
@@ -331,8 +330,8 @@ node_runtime::~node_runtime() = default;
 
 core::result<std::unique_ptr<node_runtime>> node_runtime::start(const node_config& cfg) {
   auto p = std::make_unique<impl>(cfg);
-  for (auto step : {&impl::open_storage, &impl::open_learning, &impl::spawn_actors,
-                    &impl::spawn_engines})
+  for (auto step :
+       {&impl::open_storage, &impl::open_learning, &impl::spawn_actors, &impl::spawn_engines})
     if (auto err = ((*p).*step)())
       return err; // ~impl stops what was started, in order
   p->gw = std::make_unique<gateway>(*p->sys, p->cfg, p->handles);

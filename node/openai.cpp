@@ -45,8 +45,7 @@ api_error bad(std::string param, std::string message) {
 /// 503 unavailable (node/errors.cpp): an actor or an engine did not answer in time.
 api_error unavailable(std::string message) {
   const auto& m = http_mapping(errc::unavailable);
-  return {m.status, std::move(message), "", std::string(m.openai_code),
-          std::string(m.openai_type)};
+  return {m.status, std::move(message), "", std::string(m.openai_code), std::string(m.openai_type)};
 }
 
 void send_api_error(httplib::Response& res, const api_error& e) {
@@ -161,7 +160,9 @@ json logprob_entry(const engine::token_report& t) {
   json top = json::array();
   for (const auto& [piece, lp] : t.top_logprobs)
     top.push_back({{"token", piece}, {"logprob", lp}, {"bytes", bytes(piece)}});
-  return {{"token", t.piece}, {"logprob", t.logprob}, {"bytes", bytes(t.piece)},
+  return {{"token", t.piece},
+          {"logprob", t.logprob},
+          {"bytes", bytes(t.piece)},
           {"top_logprobs", std::move(top)}};
 }
 
@@ -247,8 +248,8 @@ struct openai_api::impl {
       self->request(router, request_timeout(), proto::route_atom::value, std::move(q))
         .receive([&](proto::route_decision& x) { d = std::move(x); },
                  [&](caf::error& e) {
-                   failure = failure_text(e, "http.request_timeout_ms",
-                                          cfg.http.request_timeout_ms);
+                   failure =
+                     failure_text(e, "http.request_timeout_ms", cfg.http.request_timeout_ms);
                  });
       if (!d)
         throw unavailable("the router did not answer: " + failure);
@@ -270,9 +271,11 @@ struct openai_api::impl {
 
   const api_tier& serving_tier(size_t i) {
     if (i >= tiers.size() || !tiers[i].engine)
-      throw api_error{400, "tier " + (i < tiers.size() ? tiers[i].name : std::to_string(i))
-                             + " has no model configured (routing only): set model in its [[tiers]] entry",
-                      "model", "model_not_available"};
+      throw api_error{
+        400,
+        "tier " + (i < tiers.size() ? tiers[i].name : std::to_string(i))
+          + " has no model configured (routing only): set model in its [[tiers]] entry",
+        "model", "model_not_available"};
     return tiers[i];
   }
 
@@ -306,10 +309,10 @@ struct openai_api::impl {
     bool stream = false;
     bool include_usage = false;
     bool chat = false;
-    int logprobs = 0;       ///< completions: top-n count; chat: 1 + top_logprobs when on
+    int logprobs = 0; ///< completions: top-n count; chat: 1 + top_logprobs when on
     bool want_logprobs = false;
-    std::string session_id; ///< extension: the conversation this turn belongs to
-    std::string user;       ///< OpenAI's end-user id
+    std::string session_id;   ///< extension: the conversation this turn belongs to
+    std::string user;         ///< OpenAI's end-user id
     std::string session_text; ///< what the turn is about (last user message / prompt)
   };
 
@@ -346,8 +349,7 @@ struct openai_api::impl {
     uint32_t tokens = prompt_tokens + completion;
     uint32_t pt = std::max<uint32_t>(1, cfg.kv.page_tokens);
     sessions->record_turn(p.session_id, p.user, e,
-                          {tiers[p.tier].name, tokens, (tokens + pt - 1) / pt},
-                          core::utc_now_ms());
+                          {tiers[p.tier].name, tokens, (tokens + pt - 1) / pt}, core::utc_now_ms());
   }
 
   parsed parse_completion(const json& body) {
@@ -415,7 +417,8 @@ struct openai_api::impl {
     p.req.sampling = sampling(body);
     std::tie(p.tier, p.route_id) = pick_tier(body, last_user, &p.req.sampling);
     const auto& t = serving_tier(p.tier);
-    std::string bos = t.tokenizer->bos() >= 0 ? std::string(t.tokenizer->token_text(t.tokenizer->bos())) : "";
+    std::string bos =
+      t.tokenizer->bos() >= 0 ? std::string(t.tokenizer->token_text(t.tokenizer->bos())) : "";
     auto text = engine::render_chat(t.chat, chat, true, bos);
     if (!text)
       throw bad("messages", text.err().message);
@@ -649,13 +652,13 @@ struct openai_api::impl {
           if (last) {
             self->note_turn(p, prompt_tokens, e->completion_tokens);
             if (p.include_usage) {
-              json u = {{"id", id},
-                        {"object", p.chat ? "chat.completion.chunk" : "text_completion"},
-                        {"created", created},
-                        {"model", model},
-                        {"choices", json::array()},
-                        {"usage", self->usage(prompt_tokens, e->completion_tokens,
-                                              e->cached_tokens)}};
+              json u = {
+                {"id", id},
+                {"object", p.chat ? "chat.completion.chunk" : "text_completion"},
+                {"created", created},
+                {"model", model},
+                {"choices", json::array()},
+                {"usage", self->usage(prompt_tokens, e->completion_tokens, e->cached_tokens)}};
               write("data: " + dump(u) + "\n\n");
             }
             write("data: [DONE]\n\n");
@@ -748,7 +751,8 @@ struct openai_api::impl {
           throw bad("input", "input strings must not be empty");
       std::string fmt = "float";
       if (const json* f = field(body, "encoding_format")) {
-        if (!f->is_string() || (f->get<std::string>() != "float" && f->get<std::string>() != "base64"))
+        if (!f->is_string()
+            || (f->get<std::string>() != "float" && f->get<std::string>() != "base64"))
           throw bad("encoding_format", "encoding_format must be \"float\" or \"base64\"");
         fmt = f->get<std::string>();
       }
@@ -834,7 +838,8 @@ struct openai_api::impl {
                         {"n_ctx", t.n_ctx},
                         {"serving", static_cast<bool>(t.engine)},
                         {"chat_format", engine::to_string(t.chat)}}}});
-    data.push_back({{"id", "hashing"}, {"object", "model"}, {"created", now}, {"owned_by", "shoal"}});
+    data.push_back(
+      {{"id", "hashing"}, {"object", "model"}, {"created", now}, {"owned_by", "shoal"}});
     res.set_content(dump(json{{"object", "list"}, {"data", data}}), "application/json");
   }
 };
@@ -849,18 +854,15 @@ openai_api::~openai_api() = default;
 
 void openai_api::install(httplib::Server& svr) {
   auto* self = impl_.get();
-  svr.Post("/v1/completions", [self](const httplib::Request& q, httplib::Response& r) {
-    self->handle(q, r, false);
-  });
-  svr.Post("/v1/chat/completions", [self](const httplib::Request& q, httplib::Response& r) {
-    self->handle(q, r, true);
-  });
+  svr.Post("/v1/completions",
+           [self](const httplib::Request& q, httplib::Response& r) { self->handle(q, r, false); });
+  svr.Post("/v1/chat/completions",
+           [self](const httplib::Request& q, httplib::Response& r) { self->handle(q, r, true); });
   svr.Post("/v1/embeddings", [self](const httplib::Request& q, httplib::Response& r) {
     self->handle_embeddings(q, r);
   });
-  svr.Get("/v1/models", [self](const httplib::Request&, httplib::Response& r) {
-    self->handle_models(r);
-  });
+  svr.Get("/v1/models",
+          [self](const httplib::Request&, httplib::Response& r) { self->handle_models(r); });
   svr.Get(R"(/v1/sessions/([A-Za-z0-9._:\-]+))",
           [self](const httplib::Request& q, httplib::Response& r) {
             self->handle_session(q.matches[1], false, r);

@@ -17,7 +17,12 @@ using reader = std::function<bool(const stats_snapshot&, std::vector<stat_sample
 template <class F>
 stat_descriptor node_stat(const char* metric, stat_kind kind, const char* unit, const char* help,
                           const char* path, F value) {
-  return {metric, kind, unit, help, {}, path,
+  return {metric,
+          kind,
+          unit,
+          help,
+          {},
+          path,
           [value](const stats_snapshot& s, std::vector<stat_sample>& out) {
             out.push_back({{}, stat_value{value(s)}});
             return true;
@@ -28,7 +33,12 @@ stat_descriptor node_stat(const char* metric, stat_kind kind, const char* unit, 
 template <class F>
 stat_descriptor tier_stat(const char* metric, stat_kind kind, const char* unit, const char* help,
                           const char* path, F value) {
-  return {metric, kind, unit, help, {"tier"}, path,
+  return {metric,
+          kind,
+          unit,
+          help,
+          {"tier"},
+          path,
           [value](const stats_snapshot& s, std::vector<stat_sample>& out) {
             for (size_t i = 0; i < s.tiers.size(); ++i)
               out.push_back({{s.tiers[i].name}, stat_value{value(s, i)}});
@@ -38,9 +48,14 @@ stat_descriptor tier_stat(const char* metric, stat_kind kind, const char* unit, 
 
 /// One value per tier with an engine (label tier; JSON engines[tier]).
 template <class F>
-stat_descriptor engine_stat(const char* metric, stat_kind kind, const char* unit,
-                            const char* help, const char* path, F value) {
-  return {metric, kind, unit, help, {"tier"}, path,
+stat_descriptor engine_stat(const char* metric, stat_kind kind, const char* unit, const char* help,
+                            const char* path, F value) {
+  return {metric,
+          kind,
+          unit,
+          help,
+          {"tier"},
+          path,
           [value](const stats_snapshot& s, std::vector<stat_sample>& out) {
             for (const auto& e : s.engines)
               out.push_back({{e.tier}, stat_value{value(e)}});
@@ -50,9 +65,14 @@ stat_descriptor engine_stat(const char* metric, stat_kind kind, const char* unit
 
 /// A value of the memory pool (when the node has one).
 template <class F>
-stat_descriptor memory_stat(const char* metric, stat_kind kind, const char* help,
-                            const char* path, F value) {
-  return {metric, kind, "bytes", help, {}, path,
+stat_descriptor memory_stat(const char* metric, stat_kind kind, const char* help, const char* path,
+                            F value) {
+  return {metric,
+          kind,
+          "bytes",
+          help,
+          {},
+          path,
           [value](const stats_snapshot& s, std::vector<stat_sample>& out) {
             if (s.memory)
               out.push_back({{}, stat_value{value(*s.memory)}});
@@ -64,7 +84,12 @@ stat_descriptor memory_stat(const char* metric, stat_kind kind, const char* help
 template <class F>
 stat_descriptor fed_stat(const char* metric, stat_kind kind, const char* unit, const char* help,
                          const char* path, F value) {
-  return {metric, kind, unit, help, {}, path,
+  return {metric,
+          kind,
+          unit,
+          help,
+          {},
+          path,
           [value](const stats_snapshot& s, std::vector<stat_sample>& out) {
             if (!s.fed)
               return false;
@@ -75,9 +100,14 @@ stat_descriptor fed_stat(const char* metric, stat_kind kind, const char* unit, c
 
 /// A value of SONA's loops (/metrics only, when SONA answered).
 template <class F>
-stat_descriptor learn_stat(const char* metric, stat_kind kind, const char* unit,
-                           const char* help, F value) {
-  return {metric, kind, unit, help, {}, nullptr,
+stat_descriptor learn_stat(const char* metric, stat_kind kind, const char* unit, const char* help,
+                           F value) {
+  return {metric,
+          kind,
+          unit,
+          help,
+          {},
+          nullptr,
           [value](const stats_snapshot& s, std::vector<stat_sample>& out) {
             if (!s.learn)
               return false;
@@ -121,8 +151,8 @@ std::vector<stat_descriptor> make_table() {
                         [](S s, size_t i) { return s.tiers[i].cost; }));
   t.push_back(tier_stat(nullptr, gauge, "1", "The tier's model size, millions of parameters.",
                         "tiers[name].params_m", [](S s, size_t i) { return s.tiers[i].params_m; }));
-  t.push_back(tier_stat("shoal_route_requests_total", counter, "requests", "Routed requests by chosen tier.",
-                        "tiers[name].routed",
+  t.push_back(tier_stat("shoal_route_requests_total", counter, "requests",
+                        "Routed requests by chosen tier.", "tiers[name].routed",
                         [](S s, size_t i) { return tier_at(s.telemetry.tier_routed, i); }));
   t.push_back(tier_stat(nullptr, gauge, "1", "Share of routed requests that went to the tier.",
                         "tiers[name].share", [](S s, size_t i) {
@@ -134,14 +164,14 @@ std::vector<stat_descriptor> make_table() {
   t.push_back(tier_stat("shoal_feedback_total", counter, "requests", "Feedback accepted, by tier.",
                         "tiers[name].feedback",
                         [](S s, size_t i) { return tier_at(s.telemetry.tier_feedback, i); }));
-  t.push_back(tier_stat("shoal_feedback_quality_sum", counter, "1", "Sum of feedback quality, by tier.",
-                        nullptr, [](S s, size_t i) {
+  t.push_back(tier_stat("shoal_feedback_quality_sum", counter, "1",
+                        "Sum of feedback quality, by tier.", nullptr, [](S s, size_t i) {
                           return i < s.telemetry.tier_quality_sum.size()
                                    ? s.telemetry.tier_quality_sum[i]
                                    : 0.0;
                         }));
-  t.push_back(tier_stat(nullptr, gauge, "1", "Mean feedback quality of the tier.", "tiers[name].mean_quality",
-                        [](S s, size_t i) {
+  t.push_back(tier_stat(nullptr, gauge, "1", "Mean feedback quality of the tier.",
+                        "tiers[name].mean_quality", [](S s, size_t i) {
                           uint64_t fb = tier_at(s.telemetry.tier_feedback, i);
                           return fb > 0 ? s.telemetry.tier_quality_sum[i] / double(fb) : 0.0;
                         }));
@@ -150,11 +180,11 @@ std::vector<stat_descriptor> make_table() {
   t.push_back(node_stat("shoal_reward_sum", counter, "1",
                         "Sum of reward (quality minus tier cost).", nullptr,
                         [](S s) { return s.telemetry.reward_sum; }));
-  t.push_back(node_stat(nullptr, gauge, "1", "Mean reward of the feedback accepted.",
-                        "mean_reward", [](S s) {
-                          const auto& te = s.telemetry;
-                          return te.n_feedback > 0 ? te.reward_sum / double(te.n_feedback) : 0.0;
-                        }));
+  t.push_back(
+    node_stat(nullptr, gauge, "1", "Mean reward of the feedback accepted.", "mean_reward", [](S s) {
+      const auto& te = s.telemetry;
+      return te.n_feedback > 0 ? te.reward_sum / double(te.n_feedback) : 0.0;
+    }));
   t.push_back(node_stat("shoal_patterns", gauge, "patterns", "Patterns in the router's bank.",
                         "patterns", [](S s) { return s.router.n_patterns; }));
   t.push_back(node_stat("shoal_patterns_created_total", counter, "patterns",
@@ -170,21 +200,19 @@ std::vector<stat_descriptor> make_table() {
                         }));
   t.push_back(node_stat(nullptr, counter, "requests", "Route latency observations.",
                         "route_latency_ms.count", [](S s) { return s.telemetry.latency_count; }));
-  t.push_back(node_stat(nullptr, gauge, "milliseconds", "Mean route latency.",
-                        "route_latency_ms.mean", [](S s) {
-                          const auto& te = s.telemetry;
-                          return te.latency_count > 0
-                                   ? 1e3 * te.latency_sum_s / double(te.latency_count)
-                                   : 0.0;
-                        }));
+  t.push_back(node_stat(
+    nullptr, gauge, "milliseconds", "Mean route latency.", "route_latency_ms.mean", [](S s) {
+      const auto& te = s.telemetry;
+      return te.latency_count > 0 ? 1e3 * te.latency_sum_s / double(te.latency_count) : 0.0;
+    }));
   for (auto [path, q] : {std::pair{"route_latency_ms.p50", &proto::telemetry_snapshot::p50_s},
                          std::pair{"route_latency_ms.p90", &proto::telemetry_snapshot::p90_s},
                          std::pair{"route_latency_ms.p99", &proto::telemetry_snapshot::p99_s},
                          std::pair{"route_latency_ms.p999", &proto::telemetry_snapshot::p999_s}})
     t.push_back(node_stat(nullptr, gauge, "milliseconds", "Route latency percentile.", path,
                           [q](S s) { return 1e3 * (s.telemetry.*q); }));
-  t.push_back(node_stat(nullptr, counter, "", "Pattern index rebuilds from LMDB.",
-                        "index_rebuilds", [](S s) { return s.router.n_index_rebuilds; }));
+  t.push_back(node_stat(nullptr, counter, "", "Pattern index rebuilds from LMDB.", "index_rebuilds",
+                        [](S s) { return s.router.n_index_rebuilds; }));
 
   // -- the witness log ---------------------------------------------------------------
   t.push_back(node_stat("shoal_witness_records_total", counter, "records",
@@ -202,18 +230,21 @@ std::vector<stat_descriptor> make_table() {
                         "Failed witness transactions.", "witness.write_errors",
                         [](S s) { return s.witness.n_errors; }));
   t.push_back(node_stat("shoal_witness_archived_total", counter, "records",
-                        "Witness records moved from LMDB to archive segments.",
-                        "witness.archived", [](S s) { return s.witness.n_archived; }));
+                        "Witness records moved from LMDB to archive segments.", "witness.archived",
+                        [](S s) { return s.witness.n_archived; }));
   t.push_back(node_stat("shoal_witness_archive_segments_total", counter, "segments",
                         "Witness archive segments written.", "witness.archive_segments",
                         [](S s) { return s.witness.n_archive_files; }));
 
   // -- HTTP ----------------------------------------------------------------------------
-  t.push_back(node_stat("shoal_http_requests_total", counter, "requests",
-                        "HTTP requests answered.", "http.requests",
-                        [](S s) { return s.http_requests; }));
-  t.push_back({"shoal_http_errors_total", counter, "requests",
-               "HTTP error responses by error code.", {"code"}, "http.errors{}",
+  t.push_back(node_stat("shoal_http_requests_total", counter, "requests", "HTTP requests answered.",
+                        "http.requests", [](S s) { return s.http_requests; }));
+  t.push_back({"shoal_http_errors_total",
+               counter,
+               "requests",
+               "HTTP error responses by error code.",
+               {"code"},
+               "http.errors{}",
                [](S s, std::vector<stat_sample>& out) {
                  for (const auto& [code, n] : s.http_errors)
                    out.push_back({{code}, stat_value{n}});
@@ -258,31 +289,35 @@ std::vector<stat_descriptor> make_table() {
   t.push_back(fed_stat(nullptr, counter, "patterns", "Patterns created from peers' deltas.",
                        "federation.patterns_created", [](F f, D) { return f.patterns_created; }));
   t.push_back(fed_stat(nullptr, gauge, "deltas",
-                       "Contributions held until their pattern is announced.",
-                       "federation.orphans", [](F, D d) { return d.orphans; }));
+                       "Contributions held until their pattern is announced.", "federation.orphans",
+                       [](F, D d) { return d.orphans; }));
   t.push_back(fed_stat("shoal_federation_republishes_total", counter, "1",
                        "Times this node republished its contributions (anti-entropy, resync).",
                        "federation.republishes", [](F f, D) { return f.republishes; }));
   t.push_back(fed_stat(nullptr, counter, "1", "Resyncs this node asked its peers for.",
                        "federation.resyncs_requested", [](F f, D) { return f.resyncs_requested; }));
-  t.push_back(fed_stat("shoal_federation_propagation_seconds", stat_kind::histogram, "seconds",
-                       "Lag from the oldest change in a peer's batch to its merge here (assumes "
-                       "synchronised clocks).",
-                       nullptr, [](F f, D) {
-                         stat_histogram h{{}, f.lag.count(), f.lag.sum_ns() / 1e9};
-                         for (double le :
-                              {0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0})
-                           h.buckets.emplace_back(le, f.lag.cumulative_le(le * 1e9));
-                         return h;
-                       }));
+  t.push_back(fed_stat(
+    "shoal_federation_propagation_seconds", stat_kind::histogram, "seconds",
+    "Lag from the oldest change in a peer's batch to its merge here (assumes "
+    "synchronised clocks).",
+    nullptr, [](F f, D) {
+      stat_histogram h{{}, f.lag.count(), f.lag.sum_ns() / 1e9};
+      for (double le : {0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0})
+        h.buckets.emplace_back(le, f.lag.cumulative_le(le * 1e9));
+      return h;
+    }));
   for (auto [path, q] : {std::pair{"federation.propagation_ms.p50", 0.5},
                          std::pair{"federation.propagation_ms.p99", 0.99}})
     t.push_back(fed_stat(nullptr, gauge, "milliseconds", "Propagation lag percentile.", path,
                          [q](F f, D) { return f.lag.quantile(q) / 1e6; }));
   t.push_back(fed_stat(nullptr, counter, "batches", "Batches behind the propagation figures.",
                        "federation.propagation_ms.batches", [](F f, D) { return f.lag.count(); }));
-  t.push_back({"shoal_federation_dropped_total", counter, "messages",
-               "Federation messages dropped, by reason.", {"reason"}, "federation.dropped{}",
+  t.push_back({"shoal_federation_dropped_total",
+               counter,
+               "messages",
+               "Federation messages dropped, by reason.",
+               {"reason"},
+               "federation.dropped{}",
                [](S s, std::vector<stat_sample>& out) {
                  if (!s.fed)
                    return false;
@@ -302,7 +337,12 @@ std::vector<stat_descriptor> make_table() {
         std::tuple{"federation.origins[node].max_version", &proto::origin_summary::max_version,
                    false},
         std::tuple{"federation.origins[node].hash", &proto::origin_summary::hash, true}})
-    t.push_back({nullptr, gauge, "", "Per origin node: its contributions here.", {"node"}, path,
+    t.push_back({nullptr,
+                 gauge,
+                 "",
+                 "Per origin node: its contributions here.",
+                 {"node"},
+                 path,
                  [field = origin_field(field), hex = hex](S s, std::vector<stat_sample>& out) {
                    if (!s.fed)
                      return false;
@@ -311,8 +351,12 @@ std::vector<stat_descriptor> make_table() {
                                     hex ? stat_value{hex_id(o.*field)} : stat_value{o.*field}});
                    return true;
                  }});
-  t.push_back({nullptr, gauge, "", "Per peer heard from: its id, last contact and patterns.",
-               {"name"}, "federation.peers[name]",
+  t.push_back({nullptr,
+               gauge,
+               "",
+               "Per peer heard from: its id, last contact and patterns.",
+               {"name"},
+               "federation.peers[name]",
                [](S s, std::vector<stat_sample>& out) {
                  if (!s.fed)
                    return false;
@@ -323,20 +367,26 @@ std::vector<stat_descriptor> make_table() {
   for (auto [path, which] : {std::pair{"federation.peers[name].node", 0},
                              std::pair{"federation.peers[name].last_seen_ms", 1},
                              std::pair{"federation.peers[name].patterns", 2}})
-    t.push_back({nullptr, gauge, "", "Per peer heard from: its id, last contact and patterns.",
-                 {"name"}, path, [which = which](S s, std::vector<stat_sample>& out) {
+    t.push_back({nullptr,
+                 gauge,
+                 "",
+                 "Per peer heard from: its id, last contact and patterns.",
+                 {"name"},
+                 path,
+                 [which = which](S s, std::vector<stat_sample>& out) {
                    if (!s.fed)
                      return false;
                    for (const auto& p : s.fed->peers)
-                     out.push_back({{p.name}, which == 0   ? stat_value{hex_id(p.node)}
-                                              : which == 1 ? stat_value{p.last_seen_ms}
-                                                           : stat_value{p.last.n_patterns}});
+                     out.push_back({{p.name},
+                                    which == 0   ? stat_value{hex_id(p.node)}
+                                    : which == 1 ? stat_value{p.last_seen_ms}
+                                                 : stat_value{p.last.n_patterns}});
                    return true;
                  }});
 
   // -- engines (names after vLLM's) --------------------------------------------------
-  t.push_back(engine_stat(nullptr, gauge, "", "The tier.", "engines[tier].tier",
-                          [](E e) { return e.tier; }));
+  t.push_back(
+    engine_stat(nullptr, gauge, "", "The tier.", "engines[tier].tier", [](E e) { return e.tier; }));
   t.push_back(engine_stat("shoal_engine_requests_running", gauge, "sequences",
                           "Sequences in the running batch.", "engines[tier].running",
                           [](E e) { return e.running; }));
@@ -375,13 +425,12 @@ std::vector<stat_descriptor> make_table() {
   t.push_back(engine_stat("shoal_kv_pages_cached", gauge, "pages",
                           "KV pages no sequence uses, kept for prefix hits (evictable).",
                           "engines[tier].kv.pages_cached", [](E e) { return e.kv.pages_cached; }));
-  for (auto [path, field] : {std::pair{"engines[tier].kv.bytes_cached", &engine::kv_pool_stats::bytes_cached},
-                             std::pair{"engines[tier].kv.bytes_recent", &engine::kv_pool_stats::bytes_recent},
-                             std::pair{"engines[tier].kv.bytes_old", &engine::kv_pool_stats::bytes_old},
-                             std::pair{"engines[tier].kv.page_bytes_recent",
-                                       &engine::kv_pool_stats::page_bytes_recent},
-                             std::pair{"engines[tier].kv.page_bytes_old",
-                                       &engine::kv_pool_stats::page_bytes_old}})
+  for (auto [path, field] :
+       {std::pair{"engines[tier].kv.bytes_cached", &engine::kv_pool_stats::bytes_cached},
+        std::pair{"engines[tier].kv.bytes_recent", &engine::kv_pool_stats::bytes_recent},
+        std::pair{"engines[tier].kv.bytes_old", &engine::kv_pool_stats::bytes_old},
+        std::pair{"engines[tier].kv.page_bytes_recent", &engine::kv_pool_stats::page_bytes_recent},
+        std::pair{"engines[tier].kv.page_bytes_old", &engine::kv_pool_stats::page_bytes_old}})
     t.push_back(engine_stat(nullptr, gauge, "bytes", "KV cache bytes of the tier.", path,
                             [field = field](E e) { return uint64_t(e.kv.*field); }));
   t.push_back(engine_stat("shoal_kv_bytes_per_token_recent", gauge, "bytes",
@@ -396,8 +445,8 @@ std::vector<stat_descriptor> make_table() {
                           "Prompt pages found in the prefix cache.", "engines[tier].kv.prefix_hits",
                           [](E e) { return e.kv.prefix_hits; }));
   t.push_back(engine_stat("shoal_kv_prefix_misses_total", counter, "pages",
-                          "Prompt pages looked up and not found.",
-                          "engines[tier].kv.prefix_misses", [](E e) { return e.kv.prefix_misses; }));
+                          "Prompt pages looked up and not found.", "engines[tier].kv.prefix_misses",
+                          [](E e) { return e.kv.prefix_misses; }));
   t.push_back(engine_stat("shoal_kv_evictions_total", counter, "pages",
                           "Cached KV pages freed to make room within the budget.",
                           "engines[tier].kv.evictions", [](E e) { return e.kv.evictions; }));
@@ -443,14 +492,19 @@ std::vector<stat_descriptor> make_table() {
                           "memory.limit_bytes", [](M m) { return m.limit_bytes; }));
   t.push_back(memory_stat(nullptr, gauge, "Bytes reserved from the memory budget.",
                           "memory.used_bytes", [](M m) { return m.used_bytes; }));
-  t.push_back({"shoal_memory_used_bytes", gauge, "bytes",
-               "Bytes reserved from the memory budget, by use.", {"use"}, "memory.used_by{}",
+  t.push_back({"shoal_memory_used_bytes",
+               gauge,
+               "bytes",
+               "Bytes reserved from the memory budget, by use.",
+               {"use"},
+               "memory.used_by{}",
                [](S s, std::vector<stat_sample>& out) {
                  if (!s.memory)
                    return false; // "memory": {} comes from the other entries
                  const auto& m = *s.memory;
-                 for (auto [use, n] : {std::pair{"kv", m.kv_bytes}, std::pair{"adapters", m.adapter_bytes},
-                                       std::pair{"router", m.router_bytes}})
+                 for (auto [use, n] :
+                      {std::pair{"kv", m.kv_bytes}, std::pair{"adapters", m.adapter_bytes},
+                       std::pair{"router", m.router_bytes}})
                    out.push_back({{use}, stat_value{n}});
                  return true;
                }});
@@ -483,8 +537,7 @@ std::vector<stat_descriptor> make_table() {
                          "Decisions the full trajectory ring refused (no instant step for them).",
                          [](L l) { return l.dropped; }));
   t.push_back(learn_stat("shoal_sona_background_runs_total", counter, "runs",
-                         "Background-loop training runs.",
-                         [](L l) { return l.background_runs; }));
+                         "Background-loop training runs.", [](L l) { return l.background_runs; }));
   t.push_back(learn_stat("shoal_sona_background_last_duration_seconds", gauge, "seconds",
                          "Duration of the last background run.",
                          [](L l) { return l.background_ms / 1e3; }));
@@ -492,8 +545,7 @@ std::vector<stat_descriptor> make_table() {
                          "Mean training loss of the last run.",
                          [](L l) { return l.background_loss; }));
   t.push_back(learn_stat("shoal_sona_task_boundaries_total", counter, "1",
-                         "EWC++ task boundaries detected.",
-                         [](L l) { return l.task_boundaries; }));
+                         "EWC++ task boundaries detected.", [](L l) { return l.task_boundaries; }));
   t.push_back(learn_stat("shoal_sona_deep_runs_total", counter, "runs",
                          "Deep-loop consolidation runs.", [](L l) { return l.deep_runs; }));
   t.push_back(learn_stat("shoal_sona_scoped_adapters", gauge, "adapters",
@@ -659,10 +711,11 @@ std::string render_metrics(const stats_snapshot& s) {
         for (const auto& [le, n] : h->buckets) {
           // The shortest text that reads back as the same double ("0.0005").
           char le_text[32];
-          auto end = std::to_chars(le_text, le_text + sizeof le_text, le, std::chars_format::general).ptr;
+          auto end =
+            std::to_chars(le_text, le_text + sizeof le_text, le, std::chars_format::general).ptr;
           out << d.metric << "_bucket"
-              << label_set(s.node, d, x.labels, "le", std::string(le_text, end))
-              << ' ' << n << '\n';
+              << label_set(s.node, d, x.labels, "le", std::string(le_text, end)) << ' ' << n
+              << '\n';
         }
         out << d.metric << "_bucket" << label_set(s.node, d, x.labels, "le", "+Inf") << ' '
             << h->count << '\n';

@@ -36,9 +36,9 @@ struct node_config;
 /// Everything the table reads, collected from the actors in one pass
 /// (gateway: one request to each, bounded by http.request_timeout_ms).
 struct stats_snapshot {
-  std::string node;                         ///< node.name
-  std::vector<router::tier_config> tiers;   ///< the configured tiers, in index order
-  int64_t now_ms = 0;                       ///< when collected, UTC ms
+  std::string node;                       ///< node.name
+  std::vector<router::tier_config> tiers; ///< the configured tiers, in index order
+  int64_t now_ms = 0;                     ///< when collected, UTC ms
   proto::router_stats router;
   proto::witness_stats witness;
   proto::telemetry_snapshot telemetry;

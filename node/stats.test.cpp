@@ -70,9 +70,9 @@ TEST_CASE("stats table: every statistic is declared once with help, and shows so
       // A family may be read by one entry only (labels tell its series apart).
       CHECK_MESSAGE(metrics.insert(d.metric).second, d.metric);
       if (d.kind == stat_kind::counter)
-        CHECK_MESSAGE((std::string(d.metric).ends_with("_total")
-                       || std::string(d.metric).ends_with("_sum")),
-                      d.metric);
+        CHECK_MESSAGE(
+          (std::string(d.metric).ends_with("_total") || std::string(d.metric).ends_with("_sum")),
+          d.metric);
     }
     if (d.json != nullptr)
       CHECK_MESSAGE(paths.insert(d.json).second, d.json);

@@ -23,8 +23,8 @@ core::result<nlohmann::json> parse_json_object(std::string_view body);
 
 /// Reads the optional string `field` of `body` into `out` (left as it is
 /// when absent or null). Errors: not a string; longer than `max_bytes`.
-core::error read_optional_string(const nlohmann::json& body, const char* field,
-                                 size_t max_bytes, std::string& out);
+core::error read_optional_string(const nlohmann::json& body, const char* field, size_t max_bytes,
+                                 std::string& out);
 
 /// Reads the optional number `field` of `body` into `out` (left as it is
 /// when absent or null), which must lie in [lo, hi], or (lo, hi] with

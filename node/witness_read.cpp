@@ -29,9 +29,9 @@ nlohmann::json to_json(const proto::witness_entry& w) {
           {"context_tokens", d.context_tokens},
           {"prompt_tokens", w.prompt_tokens},
           {"completion_tokens", w.completion_tokens},
-          {"feedback", w.has_feedback ? nlohmann::json{{"quality", w.quality},
-                                                       {"time_ms", w.feedback_ms}}
-                                      : nlohmann::json(nullptr)}};
+          {"feedback", w.has_feedback
+                         ? nlohmann::json{{"quality", w.quality}, {"time_ms", w.feedback_ms}}
+                         : nlohmann::json(nullptr)}};
 }
 
 } // namespace

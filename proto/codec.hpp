@@ -42,10 +42,9 @@ inline bool read_floats(::capnp::Data::Reader d, std::vector<float>& out) {
 template <class Root, class T, class F>
 caf::expected<T> decode_with(std::string_view bytes, const char* what, F fn) {
   if (bytes.size() % sizeof(::capnp::word) != 0 || bytes.empty())
-    return make_error(errc::corrupt_data,
-                      std::string(what) + ": truncated or overlong: size "
-                        + std::to_string(bytes.size())
-                        + " is not a whole number of 8-byte words");
+    return make_error(errc::corrupt_data, std::string(what) + ": truncated or overlong: size "
+                                            + std::to_string(bytes.size())
+                                            + " is not a whole number of 8-byte words");
   kj::Array<::capnp::word> aligned = kj::heapArray<::capnp::word>(bytes.size() / 8);
   std::memcpy(aligned.begin(), bytes.data(), bytes.size());
   try {
@@ -57,12 +56,12 @@ caf::expected<T> decode_with(std::string_view bytes, const char* what, F fn) {
       return make_error(errc::corrupt_data, std::string(what) + ": " + err);
     return out;
   } catch (const kj::Exception& e) {
-    return make_error(errc::corrupt_data,
-                      std::string(what) + ": " + e.getDescription().cStr());
+    return make_error(errc::corrupt_data, std::string(what) + ": " + e.getDescription().cStr());
   }
 }
 
-inline void write_tiers(::capnp::List<capnp::TierStat>::Builder out, const std::vector<tier_stat>& in) {
+inline void write_tiers(::capnp::List<capnp::TierStat>::Builder out,
+                        const std::vector<tier_stat>& in) {
   for (unsigned i = 0; i < in.size(); ++i) {
     out[i].setSumQuality(in[i].sum_quality);
     out[i].setSumQuality2(in[i].sum_quality2);

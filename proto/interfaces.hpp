@@ -49,7 +49,6 @@ struct router_digest {
   std::vector<origin_summary> origins;
 };
 
-
 /// Outcome of merging a batch of peers' deltas into a pattern bank.
 struct merge_stats {
   uint64_t applied = 0;  ///< contributions that changed a pattern

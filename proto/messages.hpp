@@ -76,14 +76,14 @@ inline std::string check_latency_budget(double ms) {
 
 /// The router's answer: which model tier should serve the request.
 struct route_decision {
-  uint64_t request_id = 0;  ///< node-unique, time-ordered id (see make_request_id)
-  int64_t time_ms = 0;      ///< UTC ms since the Unix epoch
-  uint32_t tier = 0;        ///< index into the configured tiers
+  uint64_t request_id = 0; ///< node-unique, time-ordered id (see make_request_id)
+  int64_t time_ms = 0;     ///< UTC ms since the Unix epoch
+  uint32_t tier = 0;       ///< index into the configured tiers
   std::string tier_name;
-  double confidence = 0;    ///< posterior probability that `tier` is the best, [0, 1]
+  double confidence = 0;      ///< posterior probability that `tier` is the best, [0, 1]
   double expected_reward = 0; ///< posterior mean quality minus tier cost
-  uint64_t pattern_id = 0;  ///< pattern the request was assigned to
-  bool new_pattern = false; ///< whether the request created that pattern
+  uint64_t pattern_id = 0;    ///< pattern the request was assigned to
+  bool new_pattern = false;   ///< whether the request created that pattern
   std::vector<neighbor> neighbors;
   latency_ns latency;
   /// Sampling to serve with: router v2's choice, or the client's own value;
@@ -105,7 +105,7 @@ struct witness_entry {
   bool has_feedback = false;
   double quality = 0;
   int64_t feedback_ms = 0;
-  double latency_budget_ms = 0; ///< the query's latency budget (0: none)
+  double latency_budget_ms = 0;                      ///< the query's latency budget (0: none)
   uint32_t prompt_tokens = 0, completion_tokens = 0; ///< usage from the feedback (0: not reported)
 };
 
@@ -136,20 +136,20 @@ struct router_stats {
 
 /// Witness state for /v1/stats and /metrics.
 struct witness_stats {
-  uint64_t n_records = 0;      ///< records committed to LMDB in total
-  uint64_t n_pending = 0;      ///< records buffered, not yet committed
-  uint64_t n_transactions = 0; ///< write transactions committed
-  uint64_t n_feedback = 0;     ///< feedback joined to records
-  uint64_t n_errors = 0;       ///< failed writes
-  uint64_t n_archived = 0;     ///< records moved to the archive by this process
+  uint64_t n_records = 0;       ///< records committed to LMDB in total
+  uint64_t n_pending = 0;       ///< records buffered, not yet committed
+  uint64_t n_transactions = 0;  ///< write transactions committed
+  uint64_t n_feedback = 0;      ///< feedback joined to records
+  uint64_t n_errors = 0;        ///< failed writes
+  uint64_t n_archived = 0;      ///< records moved to the archive by this process
   uint64_t n_archive_files = 0; ///< archive segments written by this process
 };
 
 /// What one archiving run of the witness log did.
 struct witness_archive_result {
-  uint64_t records = 0;      ///< records moved out of LMDB
-  uint64_t files = 0;        ///< segments written
-  int64_t cutoff_ms = 0;     ///< records routed before this (UTC ms) were due; 0: archiving off
+  uint64_t records = 0;  ///< records moved out of LMDB
+  uint64_t files = 0;    ///< segments written
+  int64_t cutoff_ms = 0; ///< records routed before this (UTC ms) were due; 0: archiving off
 };
 
 // -- inspect overloads --------------------------------------------------------
@@ -164,27 +164,25 @@ typename Inspector::result_type inspect(Inspector& f, latency_ns& x) {
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, route_query& x) {
-  return f(caf::meta::type_name("route_query"), x.embedding, x.session_id,
-           x.user, x.text_bytes, x.embed_ns, x.start_ns, x.latency_budget_ms,
-           x.temperature, x.top_p);
+  return f(caf::meta::type_name("route_query"), x.embedding, x.session_id, x.user, x.text_bytes,
+           x.embed_ns, x.start_ns, x.latency_budget_ms, x.temperature, x.top_p);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, route_decision& x) {
-  return f(caf::meta::type_name("route_decision"), x.request_id, x.time_ms,
-           x.tier, x.tier_name, x.confidence, x.expected_reward, x.pattern_id,
-           x.new_pattern, x.neighbors, x.latency, x.temperature, x.top_p,
-           x.context_tokens);
+  return f(caf::meta::type_name("route_decision"), x.request_id, x.time_ms, x.tier, x.tier_name,
+           x.confidence, x.expected_reward, x.pattern_id, x.new_pattern, x.neighbors, x.latency,
+           x.temperature, x.top_p, x.context_tokens);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, witness_entry& x) {
-  return f(caf::meta::type_name("witness_entry"), x.decision, x.embedding,
-           x.session_id, x.user, x.text_bytes, x.has_feedback, x.quality,
-           x.feedback_ms, x.latency_budget_ms, x.prompt_tokens, x.completion_tokens);
+  return f(caf::meta::type_name("witness_entry"), x.decision, x.embedding, x.session_id, x.user,
+           x.text_bytes, x.has_feedback, x.quality, x.feedback_ms, x.latency_budget_ms,
+           x.prompt_tokens, x.completion_tokens);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, feedback& x) {
-  return f(caf::meta::type_name("feedback"), x.request_id, x.quality, x.time_ms,
-           x.prompt_tokens, x.completion_tokens);
+  return f(caf::meta::type_name("feedback"), x.request_id, x.quality, x.time_ms, x.prompt_tokens,
+           x.completion_tokens);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, learn_update& x) {
@@ -192,13 +190,13 @@ typename Inspector::result_type inspect(Inspector& f, learn_update& x) {
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, router_stats& x) {
-  return f(caf::meta::type_name("router_stats"), x.n_patterns, x.n_routed,
-           x.n_learned, x.n_index_rebuilds);
+  return f(caf::meta::type_name("router_stats"), x.n_patterns, x.n_routed, x.n_learned,
+           x.n_index_rebuilds);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, witness_stats& x) {
-  return f(caf::meta::type_name("witness_stats"), x.n_records, x.n_pending,
-           x.n_transactions, x.n_feedback, x.n_errors, x.n_archived, x.n_archive_files);
+  return f(caf::meta::type_name("witness_stats"), x.n_records, x.n_pending, x.n_transactions,
+           x.n_feedback, x.n_errors, x.n_archived, x.n_archive_files);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, witness_archive_result& x) {
@@ -219,27 +217,27 @@ using subscribe_atom = caf::atom_constant<caf::atom("subscribe")>;
 
 /// Telemetry counters and latency summary, for /v1/stats and /metrics.
 struct telemetry_snapshot {
-  int64_t started_ms = 0;                  ///< node start, UTC ms
-  uint64_t n_routed = 0;                   ///< routed requests
-  uint64_t n_new_patterns = 0;             ///< requests that created a pattern
-  std::vector<uint64_t> tier_routed;       ///< [n_tiers] routed per tier
-  uint64_t n_feedback = 0;                 ///< feedback accepted
-  std::vector<uint64_t> tier_feedback;     ///< [n_tiers]
-  std::vector<double> tier_quality_sum;    ///< [n_tiers] sum of quality
-  double reward_sum = 0;                   ///< sum of quality - tier cost
-  uint64_t latency_count = 0;              ///< route latency observations
-  double latency_sum_s = 0;                ///< their sum, seconds
+  int64_t started_ms = 0;                             ///< node start, UTC ms
+  uint64_t n_routed = 0;                              ///< routed requests
+  uint64_t n_new_patterns = 0;                        ///< requests that created a pattern
+  std::vector<uint64_t> tier_routed;                  ///< [n_tiers] routed per tier
+  uint64_t n_feedback = 0;                            ///< feedback accepted
+  std::vector<uint64_t> tier_feedback;                ///< [n_tiers]
+  std::vector<double> tier_quality_sum;               ///< [n_tiers] sum of quality
+  double reward_sum = 0;                              ///< sum of quality - tier cost
+  uint64_t latency_count = 0;                         ///< route latency observations
+  double latency_sum_s = 0;                           ///< their sum, seconds
   double p50_s = 0, p90_s = 0, p99_s = 0, p999_s = 0; ///< route latency, seconds
-  std::vector<double> bucket_le_s;         ///< Prometheus bucket edges, seconds
-  std::vector<uint64_t> bucket_counts;     ///< cumulative counts per edge
+  std::vector<double> bucket_le_s;                    ///< Prometheus bucket edges, seconds
+  std::vector<uint64_t> bucket_counts;                ///< cumulative counts per edge
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, telemetry_snapshot& x) {
-  return f(caf::meta::type_name("telemetry_snapshot"), x.started_ms, x.n_routed,
-           x.n_new_patterns, x.tier_routed, x.n_feedback, x.tier_feedback,
-           x.tier_quality_sum, x.reward_sum, x.latency_count, x.latency_sum_s, x.p50_s, x.p90_s, x.p99_s,
-           x.p999_s, x.bucket_le_s, x.bucket_counts);
+  return f(caf::meta::type_name("telemetry_snapshot"), x.started_ms, x.n_routed, x.n_new_patterns,
+           x.tier_routed, x.n_feedback, x.tier_feedback, x.tier_quality_sum, x.reward_sum,
+           x.latency_count, x.latency_sum_s, x.p50_s, x.p90_s, x.p99_s, x.p999_s, x.bucket_le_s,
+           x.bucket_counts);
 }
 
 } // namespace shoal::proto

@@ -90,8 +90,7 @@ std::string encode(const witness_entry& x) {
 
 caf::expected<witness_entry> decode_witness(std::string_view bytes) {
   return decode_with<cp::WitnessRecord, witness_entry>(
-    bytes, "witness record",
-    [](cp::WitnessRecord::Reader w, witness_entry& x) -> std::string {
+    bytes, "witness record", [](cp::WitnessRecord::Reader w, witness_entry& x) -> std::string {
       auto& d = x.decision;
       d.request_id = w.getRequestId();
       d.time_ms = w.getTimeMs();
@@ -136,13 +135,13 @@ std::string encode(const meta_record& x) {
 }
 
 caf::expected<meta_record> decode_meta(std::string_view bytes) {
-  return decode_with<cp::Meta, meta_record>(
-    bytes, "meta", [](cp::Meta::Reader m, meta_record& x) -> std::string {
-      x.schema_version = m.getSchemaVersion();
-      x.embedding_dim = m.getEmbeddingDim();
-      x.created_ms = m.getCreatedMs();
-      return {};
-    });
+  return decode_with<cp::Meta, meta_record>(bytes, "meta",
+                                            [](cp::Meta::Reader m, meta_record& x) -> std::string {
+                                              x.schema_version = m.getSchemaVersion();
+                                              x.embedding_dim = m.getEmbeddingDim();
+                                              x.created_ms = m.getCreatedMs();
+                                              return {};
+                                            });
 }
 
 std::string encode(const index_checkpoint& x) {
@@ -205,8 +204,8 @@ caf::expected<router_v2_checkpoint> decode_legacy_router_v2(std::string_view in)
   uint8_t version = 0;
   take(version);
   x.version = version;
-  for (uint32_t* v : {&x.embed_dim, &x.n_tiers, &x.proj, &x.hidden, &x.rank_w, &x.rank_u,
-                      &x.lora_rank})
+  for (uint32_t* v :
+       {&x.embed_dim, &x.n_tiers, &x.proj, &x.hidden, &x.rank_w, &x.rank_u, &x.lora_rank})
     if (!take(*v))
       return bad("truncated config");
   uint64_t n = 0;
@@ -257,8 +256,8 @@ std::string encode(const kv_page_record& x) {
   p.setOld(x.old);
   p.setKType(x.k_type);
   p.setVType(x.v_type);
-  p.setTokens({reinterpret_cast<const kj::byte*>(x.tokens.data()),
-               x.tokens.size() * sizeof(int32_t)});
+  p.setTokens(
+    {reinterpret_cast<const kj::byte*>(x.tokens.data()), x.tokens.size() * sizeof(int32_t)});
   p.setBytes({reinterpret_cast<const kj::byte*>(x.bytes.data()), x.bytes.size()});
   return to_bytes(mb);
 }
@@ -332,9 +331,8 @@ std::string encode(const categories_record& x) {
   c.setMeans(as_data(x.means));
   write_list<uint64_t>(c.initPatternIds(static_cast<unsigned>(x.pattern_ids.size())),
                        x.pattern_ids);
-  write_list<uint32_t>(
-    c.initPatternCategories(static_cast<unsigned>(x.pattern_categories.size())),
-    x.pattern_categories);
+  write_list<uint32_t>(c.initPatternCategories(static_cast<unsigned>(x.pattern_categories.size())),
+                       x.pattern_categories);
   return to_bytes(mb);
 }
 
@@ -349,9 +347,9 @@ caf::expected<categories_record> decode_categories(std::string_view bytes) {
       x.pattern_ids = read_list<uint64_t>(c.getPatternIds());
       x.pattern_categories = read_list<uint32_t>(c.getPatternCategories());
       if (x.means.size() != size_t{x.dim} * x.labels.size())
-        return std::to_string(x.means.size()) + " mean values for " +
-               std::to_string(x.labels.size()) + " categories of dimension " +
-               std::to_string(x.dim);
+        return std::to_string(x.means.size()) + " mean values for "
+               + std::to_string(x.labels.size()) + " categories of dimension "
+               + std::to_string(x.dim);
       if (x.pattern_ids.size() != x.pattern_categories.size())
         return "pattern ids and categories differ in length";
       return {};

@@ -42,14 +42,14 @@ struct contribution {
 /// learned about each tier there.
 struct pattern_record {
   uint64_t id = 0;
-  std::vector<float> centroid; ///< [dim] f32, L2-normalised
+  std::vector<float> centroid;  ///< [dim] f32, L2-normalised
   std::vector<tier_stat> tiers; ///< [n_tiers], indexed like the configured tiers
   uint64_t hits = 0;
   int64_t created_ms = 0; ///< UTC ms since the Unix epoch
   int64_t updated_ms = 0;
-  uint64_t version = 0;     ///< this node's clock at its last change of `tiers`
-  uint64_t origin_node = 0; ///< node that created the pattern; 0 = this node
-  uint64_t origin_id = 0;   ///< the pattern's id on its origin node
+  uint64_t version = 0;            ///< this node's clock at its last change of `tiers`
+  uint64_t origin_node = 0;        ///< node that created the pattern; 0 = this node
+  uint64_t origin_id = 0;          ///< the pattern's id on its origin node
   std::vector<contribution> peers; ///< other nodes' contributions, sorted by node
 };
 
@@ -57,8 +57,7 @@ struct pattern_record {
 /// flat parameter vector (learn/router_v2.hpp documents the layout).
 struct router_v2_checkpoint {
   uint32_t version = 0; ///< parameter layout (1: up to b_q; 2: with the sampling and context heads)
-  uint32_t embed_dim = 0, n_tiers = 0, proj = 0, hidden = 0, rank_w = 0, rank_u = 0,
-           lora_rank = 0;
+  uint32_t embed_dim = 0, n_tiers = 0, proj = 0, hidden = 0, rank_w = 0, rank_u = 0, lora_rank = 0;
   float lora_alpha = 0, temperature = 0, max_importance = 0;
   uint64_t seed = 0;
   std::vector<float> params; ///< [n_params] f32
@@ -67,12 +66,12 @@ struct router_v2_checkpoint {
 /// A KV-cache page the memory budget evicted (table `kv_spill`): its place
 /// in the prefix chain and its K and V bytes.
 struct kv_page_record {
-  uint64_t parent = 0;  ///< hash of the page before it in the prefix chain (0: first)
-  bool old = false;     ///< tier of the bytes: false recent, true old (quantized)
-  uint8_t k_type = 0;   ///< kernels::kv_type code of the K bytes (checked by the reader)
-  uint8_t v_type = 0;   ///< kernels::kv_type code of the V bytes
+  uint64_t parent = 0;         ///< hash of the page before it in the prefix chain (0: first)
+  bool old = false;            ///< tier of the bytes: false recent, true old (quantized)
+  uint8_t k_type = 0;          ///< kernels::kv_type code of the K bytes (checked by the reader)
+  uint8_t v_type = 0;          ///< kernels::kv_type code of the V bytes
   std::vector<int32_t> tokens; ///< [n] token ids of the page
-  std::string bytes;    ///< the page (all layers, K and V) in those types
+  std::string bytes;           ///< the page (all layers, K and V) in those types
 };
 
 /// Pattern ids handed out up to this bound (table `router_state`, "ids").

@@ -56,7 +56,6 @@ TEST_CASE("request ids format as 16 hex digits and parse back") {
   CHECK_FALSE(parse_request_id("abcdef012345678g", id));
 }
 
-
 TEST_CASE("a pattern written with schema 1 reads with today's schema") {
   // Written exactly as an issue-2 node wrote it (frozen schema copy).
   ::capnp::MallocMessageBuilder mb;
@@ -85,7 +84,8 @@ TEST_CASE("a pattern written with schema 1 reads with today's schema") {
   CHECK(q->peers.empty());
 }
 
-TEST_CASE("a witness record keeps the latency budget, and one written with schema 1 reads as none") {
+TEST_CASE(
+  "a witness record keeps the latency budget, and one written with schema 1 reads as none") {
   shoal::proto::witness_entry w;
   w.decision.request_id = 77;
   w.session_id = "s";

@@ -229,7 +229,7 @@ struct consolidation_plan {
   std::vector<uint32_t> old_labels; ///< [k_old] the categories' ids before
   std::vector<float> old_means;     ///< [k_old, dim]
   uint32_t next_category = 0;
-  budget_hold hold;                 ///< the working memory
+  budget_hold hold; ///< the working memory
   consolidation_stats stats;
   // -- plan (planner's thread) -----------------------------------------------
   struct merge_step {
@@ -273,13 +273,11 @@ pattern_bank::prepare_consolidation(const consolidation_config& cc, int64_t now_
   if (auto err = reindex_moved(reindex_.size()))
     return err;
   const size_t dim = dim_;
-  auto removable = [](const pattern_state& st) {
-    return st.origin_node == 0 && st.peers.empty();
-  };
+  auto removable = [](const pattern_state& st) { return st.origin_node == 0 && st.peers.empty(); };
 
   // Prune plan: stale (no hit, learn or peer merge for stale_days) and few observations.
   const int64_t stale_ms = int64_t{cc.stale_days} * 86'400'000;
-  auto& ids = p.ids; // the patterns that stay for clustering
+  auto& ids = p.ids;                // the patterns that stay for clustering
   std::vector<uint64_t> stale_kept; // stale, low-value, but shared
   ids.reserve(stats_.size());
   for (const auto& [id, st] : stats_) {
@@ -306,8 +304,8 @@ pattern_bank::prepare_consolidation(const consolidation_config& cc, int64_t now_
     uint64_t work = n * dim * sizeof(float) + n * (dim + sizeof(float) + 2 * 16 * sizeof(uint32_t));
     if (!budget_->try_reserve(core::memory_budget::use::router, work)) {
       uint64_t free = budget_->limit() - std::min(budget_->limit(), budget_->used());
-      return make_error(errc::unavailable, "consolidating " + std::to_string(n)
-                                             + " patterns needs " + std::to_string(work >> 20)
+      return make_error(errc::unavailable, "consolidating " + std::to_string(n) + " patterns needs "
+                                             + std::to_string(work >> 20)
                                              + " MiB of working memory; the memory budget has "
                                              + std::to_string(free >> 20) + " MiB free");
     }
@@ -394,9 +392,9 @@ void pattern_bank::plan_consolidation(consolidation_plan& p) {
   int64_t t0 = core::steady_now_ns();
   size_t k = 0;
   if (n > 0) {
-    k = cc.clusters != 0 ? cc.clusters
-                         : std::min<size_t>(max_auto_clusters,
-                                            static_cast<size_t>(std::ceil(std::sqrt(n / 2.0))));
+    k = cc.clusters != 0
+          ? cc.clusters
+          : std::min<size_t>(max_auto_clusters, static_cast<size_t>(std::ceil(std::sqrt(n / 2.0))));
     k = std::clamp<size_t>(k, 1, n);
   }
   p.k = k;
@@ -551,9 +549,7 @@ caf::expected<consolidation_stats> pattern_bank::apply_consolidation(consolidati
   const size_t n = p.ids.size();
   const size_t k = p.k;
   auto& out = p.stats;
-  auto removable = [](const pattern_state& st) {
-    return st.origin_node == 0 && st.peers.empty();
-  };
+  auto removable = [](const pattern_state& st) { return st.origin_node == 0 && st.peers.empty(); };
   auto row = [&](size_t r) { return std::span<const float>(p.x.data() + r * dim, dim); };
 
   // Re-validate against the bank as it is now (see pattern_bank.hpp): which
@@ -601,8 +597,8 @@ caf::expected<consolidation_stats> pattern_bank::apply_consolidation(consolidati
 
   // Everything that can fail happens before the bank changes: the category
   // table's place in the budget...
-  const uint64_t cat_bytes_new = n > 0 ? k * (sizeof(uint32_t) + sizeof(float) * (dim + 1))
-                                       : category_bytes();
+  const uint64_t cat_bytes_new =
+    n > 0 ? k * (sizeof(uint32_t) + sizeof(float) * (dim + 1)) : category_bytes();
   const uint64_t cat_bytes_old = category_bytes();
   auto unreserve = [&] {
     if (budget_ && cat_bytes_new > cat_bytes_old) {

@@ -147,7 +147,7 @@ TEST_CASE("consolidation: two near-duplicates merge with summed statistics and s
     p = found(b, cp, 1000, 1, {0.9, 0.8, 1.0, 0.7, 0.6});
     for (int i = 0; i < 12; ++i)
       found(b, unit(rng, dim), 1000, 2, {0.5, 0.5, 0.5});
-    REQUIRE_FALSE(b.checkpoint(1500)); // P's centroid is read back from LMDB...
+    REQUIRE_FALSE(b.checkpoint(1500));     // P's centroid is read back from LMDB...
     q = found(b, cq, 1600, 1, {0.2, 0.4}); // ...Q's is not flushed yet
     REQUIRE_FALSE(b.learn(q, 3, 0.3, 1700));
     sum = b.total(p);
@@ -218,7 +218,8 @@ std::pair<uint64_t, std::vector<float>> merge_one_pair(pattern_bank& b, std::mt1
   return {p, cp};
 }
 
-TEST_CASE("consolidation: a checkpoint moves the merge survivors still queued, so the saved index has them") {
+TEST_CASE("consolidation: a checkpoint moves the merge survivors still queued, so the saved index "
+          "has them") {
   auto dir = temp_dir("consolidate-checkpoint-moves");
   std::mt19937 rng(26);
   auto env = store::environment::open({dir});
@@ -246,7 +247,8 @@ TEST_CASE("consolidation: a checkpoint moves the merge survivors still queued, s
   fs::remove_all(dir);
 }
 
-TEST_CASE("consolidation: a survivor whose move the memory budget refuses stays queued until there is room") {
+TEST_CASE("consolidation: a survivor whose move the memory budget refuses stays queued until there "
+          "is room") {
   std::mt19937 rng(27);
   auto bank = pattern_bank::open(dim, fine_patterns(), nullptr);
   REQUIRE(bank);
@@ -255,8 +257,8 @@ TEST_CASE("consolidation: a survivor whose move the memory budget refuses stays 
   REQUIRE(b.reindex_pending() == 1);
   // A budget with no byte to spare: the move (a fresh index slot) is refused.
   auto full = std::make_shared<core::memory_budget>(b.size() * b.pattern_bytes()
-                                                 + b.index_removed() * b.index_slot_bytes()
-                                                 + b.categories().size() * (4 + 4 * (dim + 1)));
+                                                    + b.index_removed() * b.index_slot_bytes()
+                                                    + b.categories().size() * (4 + 4 * (dim + 1)));
   REQUIRE_FALSE(b.set_budget(full));
   REQUIRE(full->used() == full->limit());
   const uint64_t refusals = b.budget_refusals();
@@ -275,7 +277,8 @@ TEST_CASE("consolidation: a survivor whose move the memory budget refuses stays 
   CHECK(r.neighbors.front().pattern_id == p);
 }
 
-TEST_CASE("consolidation: a stale pattern with few observations is pruned, a well-observed old one stays") {
+TEST_CASE(
+  "consolidation: a stale pattern with few observations is pruned, a well-observed old one stays") {
   auto dir = temp_dir("consolidate-prune");
   std::mt19937 rng(23);
   uint64_t old_poor = 0, old_rich = 0, young_poor = 0;
@@ -286,9 +289,9 @@ TEST_CASE("consolidation: a stale pattern with few observations is pruned, a wel
     auto bank = pattern_bank::open(dim, fine_patterns(), *env);
     REQUIRE(bank);
     auto& b = **bank;
-    old_poor = found(b, unit(rng, dim), 1000, 0, {0.5, 0.5});               // 2 < 3 observations
+    old_poor = found(b, unit(rng, dim), 1000, 0, {0.5, 0.5});                // 2 < 3 observations
     old_rich = found(b, unit(rng, dim), 1000, 0, {0.5, 0.5, 0.5, 0.5, 0.5}); // 5
-    young_poor = found(b, unit(rng, dim), now - 2 * day_ms);                // recent, 0 observations
+    young_poor = found(b, unit(rng, dim), now - 2 * day_ms); // recent, 0 observations
     // A pattern hit recently is not stale even with few observations.
     uint64_t hit = found(b, unit(rng, dim), 1000);
     auto r = b.route(b.record(hit).centroid, now - day_ms);
@@ -371,12 +374,12 @@ TEST_CASE("consolidation: invalid settings are refused and change nothing") {
   REQUIRE(bank);
   found(**bank, unit(rng, dim), 1);
   using tweak = void (*)(consolidation_config&);
-  for (tweak bad : std::initializer_list<tweak>{
-         [](consolidation_config& c) { c.merge_similarity = 0; },
-         [](consolidation_config& c) { c.merge_similarity = 1.5; },
-         [](consolidation_config& c) { c.max_iterations = 0; },
-         [](consolidation_config& c) { c.stale_days = 0; },
-         [](consolidation_config& c) { c.clusters = 70000; }}) {
+  for (tweak bad :
+       std::initializer_list<tweak>{[](consolidation_config& c) { c.merge_similarity = 0; },
+                                    [](consolidation_config& c) { c.merge_similarity = 1.5; },
+                                    [](consolidation_config& c) { c.max_iterations = 0; },
+                                    [](consolidation_config& c) { c.stale_days = 0; },
+                                    [](consolidation_config& c) { c.clusters = 70000; }}) {
     auto cfg = deep_defaults();
     bad(cfg);
     auto s = (*bank)->consolidate(cfg, 100 * day_ms);
@@ -401,7 +404,8 @@ void ship(pattern_bank& from, uint64_t from_id, pattern_bank& to, int64_t now_ms
 }
 
 /// Sum of every tier's count over the patterns with these global keys.
-uint64_t fleet_count(const pattern_bank& b, const std::vector<std::pair<uint64_t, uint64_t>>& keys) {
+uint64_t fleet_count(const pattern_bank& b,
+                     const std::vector<std::pair<uint64_t, uint64_t>>& keys) {
   uint64_t n = 0;
   for (auto [node, id] : keys)
     n += count_of(b.total(b.find(node, id)));
@@ -421,7 +425,8 @@ bool same_origin(const pattern_bank& a, const pattern_bank& b, uint64_t node) {
 
 } // namespace
 
-TEST_CASE("consolidation: a federated bank removes only its own unshared patterns and peers converge") {
+TEST_CASE(
+  "consolidation: a federated bank removes only its own unshared patterns and peers converge") {
   std::mt19937 rng(26);
   auto a = replica(1), b = replica(2);
   auto cp = unit(rng, dim), cr = unit(rng, dim), ct = unit(rng, dim);
@@ -451,13 +456,13 @@ TEST_CASE("consolidation: a federated bank removes only its own unshared pattern
   cfg.clusters = 1; // seven patterns: one cluster, so the pairs meet whatever the seeding
   auto st = a->consolidate(cfg, 40 * day_ms);
   REQUIRE(st);
-  CHECK(st->merged == 3);       // Q into P; S into R; U into T
+  CHECK(st->merged == 3); // Q into P; S into R; U into T
   CHECK(st->pruned == 0);
-  CHECK(st->kept_shared == 1);  // V: stale and unobserved, but B's
-  CHECK(st->retired == 3);      // all three were announced to B
+  CHECK(st->kept_shared == 1); // V: stale and unobserved, but B's
+  CHECK(st->retired == 3);     // all three were announced to B
   CHECK(a->size() == 4);
   CHECK(a->find(1, q) == 0);
-  CHECK(a->find(1, s) == 0);    // S had more observations, but R carries B's
+  CHECK(a->find(1, s) == 0); // S had more observations, but R carries B's
   CHECK(a->find(1, u) == 0);
   CHECK(a->find(2, v) != 0);
   auto rt = a->total(r);
@@ -505,7 +510,7 @@ TEST_CASE("consolidation: retirements survive a restart and keep the digest") {
     auto cp = unit(rng, dim);
     p = found(*a, cp, 1000, 0, {0.9, 0.9, 0.9, 0.9});
     q = found(*a, near(cp, rng, 0.97f), 1000, 0, {0.1, 0.1, 0.1}); // not prunable
-    a->take_deltas(1'000'000); // P and Q are announced
+    a->take_deltas(1'000'000);                                     // P and Q are announced
     REQUIRE_FALSE(a->checkpoint(1500));
     // A pattern created after the last announcement and pruned: simply erased.
     pending = found(*a, unit(rng, dim), 1000);

@@ -15,10 +15,9 @@ bool supersedes(const proto::contribution& a, const proto::contribution& b) noex
   auto key = [](const proto::tier_stat& t) {
     return std::make_tuple(t.count, t.sum_quality, t.sum_quality2);
   };
-  return std::lexicographical_compare(b.tiers.begin(), b.tiers.end(), a.tiers.begin(),
-                                      a.tiers.end(), [&](const auto& x, const auto& y) {
-                                        return key(x) < key(y);
-                                      });
+  return std::lexicographical_compare(
+    b.tiers.begin(), b.tiers.end(), a.tiers.begin(), a.tiers.end(),
+    [&](const auto& x, const auto& y) { return key(x) < key(y); });
 }
 
 bool join(std::vector<proto::contribution>& set, const proto::contribution& c) {
@@ -59,9 +58,8 @@ caf::error validate(const proto::contribution& c, size_t n_tiers) {
     double tol = 1e-9 * (1 + n);
     if (s.sum_quality < -tol || s.sum_quality2 < -tol || s.sum_quality > n + tol
         || s.sum_quality2 > s.sum_quality + tol)
-      return make_error(errc::invalid_argument,
-                        "tier " + std::to_string(t)
-                          + " has sums impossible for qualities in [0, 1]");
+      return make_error(errc::invalid_argument, "tier " + std::to_string(t)
+                                                  + " has sums impossible for qualities in [0, 1]");
   }
   return {};
 }

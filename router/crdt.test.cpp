@@ -98,9 +98,9 @@ TEST_CASE("validate rejects what no quality in [0, 1] can produce") {
   CHECK(fed::validate(contribution{1, 1, {{1.5, 1.25, 2}}}, 2)); // wrong tier count
   CHECK(fed::validate(contribution{1, 1, {{std::nan(""), 0, 1}, {0, 0, 0}}}, 2));
   CHECK(fed::validate(contribution{1, 1, {{HUGE_VAL, 0, 1}, {0, 0, 0}}}, 2));
-  CHECK(fed::validate(contribution{1, 1, {{3, 1, 2}, {0, 0, 0}}}, 2));   // sum > count
-  CHECK(fed::validate(contribution{1, 1, {{1, 1.5, 2}, {0, 0, 0}}}, 2)); // sum2 > sum
-  CHECK(fed::validate(contribution{1, 1, {{-1, 0, 2}, {0, 0, 0}}}, 2));  // negative
-  CHECK(fed::validate(contribution{1, 0, {{0, 0, 0}, {0, 0, 0}}}, 2));   // version 0
+  CHECK(fed::validate(contribution{1, 1, {{3, 1, 2}, {0, 0, 0}}}, 2));            // sum > count
+  CHECK(fed::validate(contribution{1, 1, {{1, 1.5, 2}, {0, 0, 0}}}, 2));          // sum2 > sum
+  CHECK(fed::validate(contribution{1, 1, {{-1, 0, 2}, {0, 0, 0}}}, 2));           // negative
+  CHECK(fed::validate(contribution{1, 0, {{0, 0, 0}, {0, 0, 0}}}, 2));            // version 0
   CHECK(fed::validate(contribution{1, 1, {{0, 0, ~uint64_t{0}}, {0, 0, 0}}}, 2)); // count
 }

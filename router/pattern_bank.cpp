@@ -32,8 +32,7 @@ std::vector<double> tier_costs(const std::vector<tier_config>& tiers) {
 
 } // namespace
 
-pattern_bank::pattern_bank(uint32_t dim, router_config cfg,
-                           std::shared_ptr<store::environment> env)
+pattern_bank::pattern_bank(uint32_t dim, router_config cfg, std::shared_ptr<store::environment> env)
   : dim_(dim), cfg_(std::move(cfg)), env_(std::move(env)), index_(dim, cfg_.index, index_ops()),
     policy_({cfg_.prior, cfg_.global_prior, cfg_.similarity_power, cfg_.exploration},
             tier_costs(cfg_.tiers)) {
@@ -81,8 +80,7 @@ void pattern_bank::touch_outbox(uint64_t id) {
     outbox_.insert(id);
 }
 
-pattern_bank::origin_key pattern_bank::key_of(uint64_t id,
-                                              const pattern_state& st) const noexcept {
+pattern_bank::origin_key pattern_bank::key_of(uint64_t id, const pattern_state& st) const noexcept {
   return st.origin_node == 0 ? origin_key{cfg_.node_id, id}
                              : origin_key{st.origin_node, st.origin_id};
 }
@@ -126,9 +124,9 @@ bool pattern_bank::reserve_pattern() {
 
 caf::error pattern_bank::set_budget(std::shared_ptr<core::memory_budget> budget) {
   // Live patterns, the removed slots the index still holds, the categories.
-  uint64_t need =
-    budget ? stats_.size() * pattern_bytes() + index_.removed() * index_slot_bytes() + category_bytes()
-           : 0;
+  uint64_t need = budget ? stats_.size() * pattern_bytes() + index_.removed() * index_slot_bytes()
+                             + category_bytes()
+                         : 0;
   if (budget && !budget->try_reserve(core::memory_budget::use::router, need))
     return make_error(errc::invalid_argument,
                       "the " + std::to_string(stats_.size()) + " stored patterns need "
@@ -173,16 +171,15 @@ caf::error pattern_bank::load() {
       count_contribution(cfg_.node_id, {cfg_.node_id, rec->id}, 0, rec->version);
       return true;
     }
-    bool peers_ok = std::all_of(rec->peers.begin(), rec->peers.end(), [&](const auto& c) {
-      return c.tiers.size() == cfg_.tiers.size();
-    });
+    bool peers_ok = std::all_of(rec->peers.begin(), rec->peers.end(),
+                                [&](const auto& c) { return c.tiers.size() == cfg_.tiers.size(); });
     if (rec->centroid.size() != dim_ || rec->tiers.size() != cfg_.tiers.size() || !peers_ok) {
-      bad = make_error(errc::corrupt_data,
-                       "pattern " + std::to_string(rec->id) + " has dimension "
-                         + std::to_string(rec->centroid.size()) + " and "
-                         + std::to_string(rec->tiers.size())
-                         + " tiers; the config says dimension " + std::to_string(dim_)
-                         + " and " + std::to_string(cfg_.tiers.size()) + " tiers");
+      bad = make_error(errc::corrupt_data, "pattern " + std::to_string(rec->id) + " has dimension "
+                                             + std::to_string(rec->centroid.size()) + " and "
+                                             + std::to_string(rec->tiers.size())
+                                             + " tiers; the config says dimension "
+                                             + std::to_string(dim_) + " and "
+                                             + std::to_string(cfg_.tiers.size()) + " tiers");
       return false;
     }
     records.push_back(std::move(*rec));
@@ -227,8 +224,8 @@ caf::error pattern_bank::load() {
   if (ck_bytes->has_value()) {
     auto ck = proto::decode_index_checkpoint(**ck_bytes);
     if (ck && ck->n_patterns == records.size()) {
-      auto idx = store::pattern_index::load(index_path(), dim_, cfg_.index, index_ops(),
-                                              ck->file_hash);
+      auto idx =
+        store::pattern_index::load(index_path(), dim_, cfg_.index, index_ops(), ck->file_hash);
       if (idx && idx->size() == records.size()
           && idx->removed() <= std::max<size_t>(idx->size(), 4096)) {
         index_ = std::move(*idx);
@@ -274,8 +271,9 @@ route_result pattern_bank::route(std::span<const float> embedding, int64_t now_m
     nb_.push_back({h.similarity, it == stats_.end() ? nullptr : &it->second.total});
   }
   policy_.decide(nb_, global_, rng_, res);
-  bool join = !hits.empty() && (hits.front().similarity >= cfg_.new_pattern_threshold
-                                || stats_.size() >= cfg_.max_patterns);
+  bool join = !hits.empty()
+              && (hits.front().similarity >= cfg_.new_pattern_threshold
+                  || stats_.size() >= cfg_.max_patterns);
   // A new pattern needs room in the memory budget; without it, join (the
   // very first pattern is made regardless: there is nothing to join).
   if (!join && !hits.empty() && !reserve_pattern())
@@ -311,8 +309,7 @@ route_result pattern_bank::route(std::span<const float> embedding, int64_t now_m
   return res;
 }
 
-caf::error pattern_bank::learn(uint64_t pattern_id, uint32_t tier, double quality,
-                               int64_t now_ms) {
+caf::error pattern_bank::learn(uint64_t pattern_id, uint32_t tier, double quality, int64_t now_ms) {
   auto it = stats_.find(pattern_id);
   if (it == stats_.end())
     return make_error(errc::not_found, "unknown pattern " + std::to_string(pattern_id));
@@ -325,8 +322,7 @@ caf::error pattern_bank::learn(uint64_t pattern_id, uint32_t tier, double qualit
   }
   uint64_t old_version = it->second.version;
   it->second.version = tick();
-  count_contribution(cfg_.node_id, key_of(pattern_id, it->second), old_version,
-                     it->second.version);
+  count_contribution(cfg_.node_id, key_of(pattern_id, it->second), old_version, it->second.version);
   it->second.updated_ms = now_ms;
   dirty_.insert(pattern_id);
   touch_outbox(pattern_id);
@@ -614,8 +610,8 @@ pattern_bank::merge(uint64_t node, std::span<const proto::pattern_delta> deltas,
       return bad(i, view(err).message);
     if (!d.centroid.empty()) {
       if (d.centroid.size() != dim_)
-        return bad(i, "centroid has dimension " + std::to_string(d.centroid.size())
-                        + ", expected " + std::to_string(dim_));
+        return bad(i, "centroid has dimension " + std::to_string(d.centroid.size()) + ", expected "
+                        + std::to_string(dim_));
       if (!std::all_of(d.centroid.begin(), d.centroid.end(),
                        [](float x) { return std::isfinite(x); }))
         return bad(i, "centroid has a non-finite value");
@@ -690,8 +686,8 @@ uint64_t pattern_bank::allocate_id() {
   if (env_ != nullptr && next_id_ >= id_reserved_) {
     // One small synchronous commit per block of ids.
     uint64_t bound = next_id_ + id_block;
-    if (!env_->write({{store::table::router_state, "ids",
-                       proto::encode(proto::pattern_ids_record{bound})}}))
+    if (!env_->write(
+          {{store::table::router_state, "ids", proto::encode(proto::pattern_ids_record{bound})}}))
       id_reserved_ = bound;
   }
   return next_id_++;

@@ -103,15 +103,15 @@ struct router_config {
                                     {"demo-15m", 0.05, 15, "demo:15M:q8_0"},
                                     {"demo-110m", 0.10, 110, "demo:110M:q4_0"},
                                     {"demo-260m", 0.20, 260, "demo:260M:q4_0"}};
-  uint32_t k = 32;                    ///< config router.k
-  double new_pattern_threshold = 0.4; ///< config router.new_pattern_threshold
-  double similarity_power = 4;        ///< config router.similarity_power
-  double prior = 1;                   ///< config router.prior
-  double global_prior = 20;           ///< config router.global_prior
-  double exploration = 1;             ///< config router.exploration
-  uint64_t max_patterns = 1'000'000;  ///< config router.max_patterns
-  uint64_t seed = 0;                  ///< config router.seed
-  uint32_t flush_interval_ms = 1000;  ///< config router.flush_interval_ms
+  uint32_t k = 32;                      ///< config router.k
+  double new_pattern_threshold = 0.4;   ///< config router.new_pattern_threshold
+  double similarity_power = 4;          ///< config router.similarity_power
+  double prior = 1;                     ///< config router.prior
+  double global_prior = 20;             ///< config router.global_prior
+  double exploration = 1;               ///< config router.exploration
+  uint64_t max_patterns = 1'000'000;    ///< config router.max_patterns
+  uint64_t seed = 0;                    ///< config router.seed
+  uint32_t flush_interval_ms = 1000;    ///< config router.flush_interval_ms
   uint32_t checkpoint_interval_s = 300; ///< config router.checkpoint_interval_s
   /// This node's federation id (proto::delta_batch::node); stamped on the
   /// patterns it creates. 0 for a bank that is never federated (tests).
@@ -202,7 +202,7 @@ struct consolidation_stats {
   /// Routing waits only for these two; the rest runs on the planner's thread.
   uint64_t snapshot_ms = 0;
   uint64_t apply_ms = 0;
-  uint64_t duration_ms = 0;    ///< prepare to apply, wall clock (planning included)
+  uint64_t duration_ms = 0; ///< prepare to apply, wall clock (planning included)
 };
 
 /// A consolidation in progress: the snapshot taken by
@@ -224,8 +224,8 @@ public:
   /// and over 4096 (consolidation removes in place; the rebuild compacts).
   /// Errors: `errc::storage_failure`, `errc::corrupt_data` (an undecodable
   /// pattern, or one whose dimension or tier count differs from the config).
-  static caf::expected<std::unique_ptr<pattern_bank>>
-  open(uint32_t dim, router_config cfg, std::shared_ptr<store::environment> env);
+  static caf::expected<std::unique_ptr<pattern_bank>> open(uint32_t dim, router_config cfg,
+                                                           std::shared_ptr<store::environment> env);
 
   /// Routes one query. @pre embedding.size() == dim(), L2-normalised, finite.
   route_result route(std::span<const float> embedding, int64_t now_ms);
@@ -508,9 +508,9 @@ private:
     uint64_t version = 0;     ///< of `tiers`; 0 = this node has no contribution
     uint64_t origin_node = 0; ///< 0 = created here
     uint64_t origin_id = 0;
-    std::vector<proto::contribution> peers; ///< sorted by node
-    std::vector<proto::tier_stat> total;    ///< tiers + peers' tiers: what routing pools
-    bool announced = false;   ///< centroid sent to peers (since start)
+    std::vector<proto::contribution> peers;  ///< sorted by node
+    std::vector<proto::tier_stat> total;     ///< tiers + peers' tiers: what routing pools
+    bool announced = false;                  ///< centroid sent to peers (since start)
     mutable uint32_t category = no_category; ///< cached by category()
   };
   struct origin_key {

@@ -14,7 +14,6 @@ using namespace shoal;
 using namespace shoal::router;
 using namespace shoal::router::testing;
 
-
 TEST_CASE("the router's regret falls on a small seeded bandit") {
   // 6 contexts (clusters in embedding space), 4 tiers with the default costs;
   // each context has a different best tier. Quality ~ Bernoulli(p[c][t]).
@@ -28,9 +27,8 @@ TEST_CASE("the router's regret falls on a small seeded bandit") {
   std::vector<std::vector<float>> centers;
   for (int c = 0; c < 6; ++c)
     centers.push_back(unit(rng, dim));
-  const double p[6][4] = {{0.9, 0.92, 0.93, 0.94}, {0.2, 0.8, 0.85, 0.9},
-                          {0.1, 0.3, 0.9, 0.95},   {0.1, 0.2, 0.4, 0.95},
-                          {0.6, 0.62, 0.63, 0.64}, {0.3, 0.7, 0.72, 0.74}};
+  const double p[6][4] = {{0.9, 0.92, 0.93, 0.94}, {0.2, 0.8, 0.85, 0.9},   {0.1, 0.3, 0.9, 0.95},
+                          {0.1, 0.2, 0.4, 0.95},   {0.6, 0.62, 0.63, 0.64}, {0.3, 0.7, 0.72, 0.74}};
   std::vector<double> best(6, -1);
   for (int c = 0; c < 6; ++c)
     for (int t = 0; t < 4; ++t)

@@ -43,8 +43,8 @@ void routing_policy::decide(std::span<const policy_neighbor> neighbors,
   for (const auto& nb : neighbors) {
     if (nb.tiers == nullptr)
       continue;
-    double w = std::pow(std::max(0.0, static_cast<double>(nb.similarity)) / sim_top,
-                        cfg_.similarity_power);
+    double w =
+      std::pow(std::max(0.0, static_cast<double>(nb.similarity)) / sim_top, cfg_.similarity_power);
     for (size_t t = 0; t < n_tiers; ++t) {
       ev_[t].add(w, (*nb.tiers)[t]);
       out.evidence[t] += w * static_cast<double>((*nb.tiers)[t].count);

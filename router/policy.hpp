@@ -61,7 +61,7 @@ struct policy_config {
 
 /// One neighbouring pattern as the policy sees it.
 struct policy_neighbor {
-  float similarity = 0;                          ///< cosine similarity to the query
+  float similarity = 0;                                 ///< cosine similarity to the query
   const std::vector<proto::tier_stat>* tiers = nullptr; ///< [n_tiers]; null: no statistics
 };
 
@@ -85,9 +85,8 @@ public:
   /// @param global [n_tiers] the whole bank's statistics per tier;
   /// @param rng the owner's generator (Thompson draws). Fills `out`
   /// (its vectors are reused: no allocation once they have grown).
-  void decide(std::span<const policy_neighbor> neighbors,
-              std::span<const proto::tier_stat> global, std::mt19937_64& rng,
-              policy_decision& out);
+  void decide(std::span<const policy_neighbor> neighbors, std::span<const proto::tier_stat> global,
+              std::mt19937_64& rng, policy_decision& out);
 
   const std::vector<double>& costs() const noexcept { return costs_; }
   size_t n_tiers() const noexcept { return costs_.size(); }

@@ -29,7 +29,8 @@ inline router_config fine_patterns() {
 }
 
 /// A context near `center`: center + noise, renormalised.
-inline std::vector<float> jitter(const std::vector<float>& center, std::mt19937& rng, float amount) {
+inline std::vector<float> jitter(const std::vector<float>& center, std::mt19937& rng,
+                                 float amount) {
   auto v = center;
   std::normal_distribution<float> n(0, amount);
   for (auto& x : v)

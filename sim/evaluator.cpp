@@ -8,8 +8,7 @@
 namespace shoal::sim {
 
 evaluator::evaluator(evaluator_config cfg, std::vector<tier_profile> tiers)
-  : cfg_(cfg), tiers_(std::move(tiers)), rng_(cfg.seed),
-    length_rng_(cfg.seed ^ 0x6c656e677468ull) {
+  : cfg_(cfg), tiers_(std::move(tiers)), rng_(cfg.seed), length_rng_(cfg.seed ^ 0x6c656e677468ull) {
   double lo = 1e300, hi = 0;
   for (const auto& t : tiers_) {
     lo = std::min(lo, std::max(t.params_m, 1e-9));
@@ -119,8 +118,7 @@ uint32_t evaluator::draw_completion_tokens(const std::string& domain) {
 
 double evaluator::draw_quality(const std::string& domain, uint32_t tier, double budget_ms,
                                double temperature, double top_p) {
-  double mu = std::clamp(mean_quality(domain, tier, budget_ms, temperature, top_p), 1e-6,
-                         1 - 1e-6);
+  double mu = std::clamp(mean_quality(domain, tier, budget_ms, temperature, top_p), 1e-6, 1 - 1e-6);
   std::gamma_distribution<double> ga(mu * cfg_.concentration, 1.0);
   std::gamma_distribution<double> gb((1 - mu) * cfg_.concentration, 1.0);
   double x = ga(rng_), y = gb(rng_);

@@ -57,7 +57,7 @@ TEST_CASE("latency budgets: the given share of requests, log-uniform in range, f
   }
   CHECK(with == doctest::Approx(0.4 * n).epsilon(0.05));
   CHECK(below_1s == doctest::Approx(0.5 * with).epsilon(0.05)); // 1 s is the log midpoint
-  CHECK(latency_budget({}, 7, 3) == 0); // share 0: no budgets
+  CHECK(latency_budget({}, 7, 3) == 0);                         // share 0: no budgets
 }
 
 TEST_CASE("a latency budget cuts the answers of tiers that overrun it") {
@@ -86,7 +86,8 @@ TEST_CASE("a latency budget cuts the answers of tiers that overrun it") {
   // Under a budget only the two smallest tiers meet, the oracle takes one of them.
   auto [best, tier] = timed.oracle("games", timed.latency_ms("games", 1));
   CHECK(tier <= 1);
-  CHECK(best == doctest::Approx(timed.expected_reward("games", tier, timed.latency_ms("games", 1))));
+  CHECK(best
+        == doctest::Approx(timed.expected_reward("games", tier, timed.latency_ms("games", 1))));
   // Draws follow the cut mean.
   double sum = 0;
   for (int i = 0; i < 20000; ++i)
@@ -96,8 +97,10 @@ TEST_CASE("a latency budget cuts the answers of tiers that overrun it") {
 
 TEST_CASE("the oracle's sampling grid is router v2's") {
   evaluator_config c;
-  CHECK(c.grid_temperatures == std::vector<double>(shoal::learn::sampling_temperatures.begin(),
-                                                   shoal::learn::sampling_temperatures.end()));
-  CHECK(c.grid_top_ps == std::vector<double>(shoal::learn::sampling_top_ps.begin(),
-                                             shoal::learn::sampling_top_ps.end()));
+  CHECK(c.grid_temperatures
+        == std::vector<double>(shoal::learn::sampling_temperatures.begin(),
+                               shoal::learn::sampling_temperatures.end()));
+  CHECK(c.grid_top_ps
+        == std::vector<double>(shoal::learn::sampling_top_ps.begin(),
+                               shoal::learn::sampling_top_ps.end()));
 }

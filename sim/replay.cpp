@@ -29,10 +29,10 @@ struct outcome {
   bool ok = false;
   uint32_t tier = 0;
   double quality = 0;
-  double reward = 0;          ///< observed: quality - cost
-  double expected = 0;        ///< mu - cost of the chosen tier
-  double oracle = 0;          ///< the oracle's expected reward
-  double route_ms = 0;        ///< client-side round trip of /v1/route
+  double reward = 0;   ///< observed: quality - cost
+  double expected = 0; ///< mu - cost of the chosen tier
+  double oracle = 0;   ///< the oracle's expected reward
+  double route_ms = 0; ///< client-side round trip of /v1/route
 };
 
 double percentile(std::vector<double> v, double q) {
@@ -155,9 +155,8 @@ int run_replay(const replay_options& o) {
       r.expected = eval.expected_reward(p.domain, r.tier, budget_ms, temperature, top_p);
       r.oracle = eval.oracle(p.domain, budget_ms).first;
       // Feedback with the answer's usage, as a client that saw it reports it.
-      json fb = {{"request_id", d["request_id"]},
-                 {"quality", r.quality},
-                 {"completion_tokens", completion}};
+      json fb = {
+        {"request_id", d["request_id"]}, {"quality", r.quality}, {"completion_tokens", completion}};
       auto fres = cli.Post("/v1/feedback", fb.dump(), "application/json");
       if (!fres || fres->status != 200) {
         if (failures++ < 5)
@@ -200,7 +199,8 @@ int run_replay(const replay_options& o) {
   std::printf("%9s %8s %8s %8s %8s %7s", "requests", "reward", "expected", "oracle", "regret",
               "ratio");
   for (auto& t : tiers)
-    std::printf(" %7.7s", t.name.c_str() + std::max<size_t>(0, t.name.size() > 7 ? t.name.size() - 7 : 0));
+    std::printf(" %7.7s",
+                t.name.c_str() + std::max<size_t>(0, t.name.size() > 7 ? t.name.size() - 7 : 0));
   std::printf("\n");
   double last_ratio = 0;
   for (uint64_t b = 0; b < n; b += o.window) {
@@ -262,7 +262,7 @@ int run_replay(const replay_options& o) {
     for (size_t t = 0; t < tiers.size(); ++t)
       std::printf(" %s %.1f%%", tiers[t].name.c_str(), 100 * fixed[t] / orc);
     std::printf("\n");
-    (void) cnt;
+    (void)cnt;
   }
   if (o.by_domain > 0) {
     // Where the regret comes from: domains ranked by total regret.
@@ -322,10 +322,9 @@ int run_learn(const std::string& url, const std::string& loop) {
   httplib::Client cli(url);
   cli.set_connection_timeout(5);
   cli.set_read_timeout(3600); // a triggered run answers when it is done
-  auto res = loop.empty()
-               ? cli.Get("/v1/learn/status")
-               : cli.Post("/v1/learn/trigger", nlohmann::json{{"loop", loop}}.dump(),
-                          "application/json");
+  auto res = loop.empty() ? cli.Get("/v1/learn/status")
+                          : cli.Post("/v1/learn/trigger", nlohmann::json{{"loop", loop}}.dump(),
+                                     "application/json");
   if (!res) {
     std::fprintf(stderr, "shoal learn: cannot reach %s: %s\n", url.c_str(),
                  httplib::to_string(res.error()).c_str());

@@ -14,13 +14,13 @@ namespace shoal::sim {
 struct replay_options {
   std::string url = "http://127.0.0.1:8080"; ///< the node's HTTP address
   std::string prompts = "prompts.jsonl";     ///< JSONL: {"id", "text", "domain"} per line
-  uint64_t limit = 0;       ///< requests to send; 0 = every prompt once
-  uint64_t offset = 0;      ///< prompts to skip first
-  double rate = 0;          ///< requests/s; 0 = as fast as the node answers
-  uint32_t concurrency = 1; ///< parallel connections
-  uint64_t window = 1000;   ///< requests per learning-curve row
-  std::string curve_out;    ///< if set, the curve is also written here as CSV
-  uint32_t by_domain = 0;   ///< if > 0, print this many domains ranked by regret
+  uint64_t limit = 0;                        ///< requests to send; 0 = every prompt once
+  uint64_t offset = 0;                       ///< prompts to skip first
+  double rate = 0;                           ///< requests/s; 0 = as fast as the node answers
+  uint32_t concurrency = 1;                  ///< parallel connections
+  uint64_t window = 1000;                    ///< requests per learning-curve row
+  std::string curve_out;                     ///< if set, the curve is also written here as CSV
+  uint32_t by_domain = 0;                    ///< if > 0, print this many domains ranked by regret
   evaluator_config eval;
   /// Latency budgets sent with the requests (latency_budget_ms) and judged
   /// by the evaluator's latency model (eval.largest_ms_per_token).

@@ -18,7 +18,6 @@ namespace shoal::store {
 
 namespace {
 
-
 constexpr char magic[8] = {'S', 'H', 'O', 'A', 'L', 'A', 'R', 'C'};
 constexpr uint32_t format_version = 1;
 /// Largest uncompressed content read back: a guard against a corrupt header
@@ -69,8 +68,8 @@ caf::error write_archive(const std::filesystem::path& file, table source,
   }
   const size_t head = out.size();
   out.resize(head + ZSTD_compressBound(content.size()));
-  const size_t n = ZSTD_compress2(cctx.get(), out.data() + head, out.size() - head,
-                                  content.data(), content.size());
+  const size_t n = ZSTD_compress2(cctx.get(), out.data() + head, out.size() - head, content.data(),
+                                  content.size());
   if (ZSTD_isError(n))
     return make_error(errc::storage_failure,
                       "archive " + file.string() + ": zstd: " + ZSTD_getErrorName(n));

@@ -16,8 +16,8 @@ namespace shoal::store {
 namespace {
 
 constexpr std::array<std::string_view, 9> table_names{
-  "patterns", "witness", "meta", "kv_spill", "sessions", "policies", "router_state",
-  "federation_state", "seal"};
+  "patterns",     "witness",          "meta", "kv_spill", "sessions", "policies",
+  "router_state", "federation_state", "seal"};
 
 caf::error lmdb_error(std::string_view what, int rc) {
   return make_error(errc::storage_failure,
@@ -77,8 +77,8 @@ caf::expected<std::shared_ptr<environment>> environment::open(const store_config
   std::error_code ec;
   std::filesystem::create_directories(cfg.data_dir, ec);
   if (ec)
-    return make_error(errc::storage_failure, "cannot create data directory "
-                                               + cfg.data_dir.string() + ": " + ec.message());
+    return make_error(errc::storage_failure, "cannot create data directory " + cfg.data_dir.string()
+                                               + ": " + ec.message());
   auto p = std::make_unique<impl>();
   p->cfg = cfg;
   p->map_bytes = cfg.map_bytes;
@@ -154,17 +154,15 @@ caf::error environment::write(const std::vector<write_op>& ops) {
       return lmdb_error("write", rc);
     std::unique_lock guard(impl_->resize_mtx);
     if (impl_->map_bytes >= impl_->cfg.max_map_bytes)
-      return make_error(errc::storage_failure,
-                        "LMDB map is full at store.max_map_bytes = "
-                          + std::to_string(impl_->cfg.max_map_bytes));
+      return make_error(errc::storage_failure, "LMDB map is full at store.max_map_bytes = "
+                                                 + std::to_string(impl_->cfg.max_map_bytes));
     impl_->map_bytes = std::min(impl_->map_bytes * 2, impl_->cfg.max_map_bytes);
     if (int rc2 = mdb_env_set_mapsize(impl_->env, impl_->map_bytes); rc2 != 0)
       return lmdb_error("set_mapsize", rc2);
   }
 }
 
-caf::expected<std::optional<std::string>> environment::get(table t,
-                                                           std::string_view key) const {
+caf::expected<std::optional<std::string>> environment::get(table t, std::string_view key) const {
   std::shared_lock guard(impl_->resize_mtx);
   MDB_txn* txn = nullptr;
   if (int rc = mdb_txn_begin(impl_->env, nullptr, MDB_RDONLY, &txn); rc != 0)
@@ -180,8 +178,9 @@ caf::expected<std::optional<std::string>> environment::get(table t,
   return out;
 }
 
-caf::error environment::for_each(
-  table t, const std::function<bool(std::string_view, std::string_view)>& fn) const {
+caf::error
+environment::for_each(table t,
+                      const std::function<bool(std::string_view, std::string_view)>& fn) const {
   std::shared_lock guard(impl_->resize_mtx);
   MDB_txn* txn = nullptr;
   if (int rc = mdb_txn_begin(impl_->env, nullptr, MDB_RDONLY, &txn); rc != 0)

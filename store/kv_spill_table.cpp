@@ -9,7 +9,6 @@
 
 namespace shoal::store {
 
-
 kv_spill_table::kv_spill_table(std::shared_ptr<environment> env,
                                std::shared_ptr<const crypto::sealer> seal, uint64_t model_key,
                                uint64_t max_bytes)

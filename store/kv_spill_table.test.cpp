@@ -52,7 +52,7 @@ TEST_CASE("kv_spill_table: pages come back bit-identical, once, sealed on disk")
   auto env = environment::open({dir});
   REQUIRE(env);
   kv_spill_table other_model(*env, seal, 8, 1 << 20);
-  CHECK_FALSE(other_model.get(0xabc)); // another model's pages are not seen
+  CHECK_FALSE(other_model.get(0xabc));      // another model's pages are not seen
   kv_spill_table t(*env, seal, 7, 1 << 20); // the record survived the restart
   auto q = t.get(0xabc);
   REQUIRE(q);
@@ -82,8 +82,7 @@ TEST_CASE("kv_spill_table: the byte cap drops the oldest records, a wrong key re
   CHECK_FALSE(t.get(1));
   CHECK_FALSE(t.get(2));
   CHECK(t.get(5));
-  auto other = std::make_shared<const crypto::sealer>(
-    *crypto::sealer::from_hex(seal_key_b));
+  auto other = std::make_shared<const crypto::sealer>(*crypto::sealer::from_hex(seal_key_b));
   kv_spill_table wrong(*env, other, 1, 3 * rec);
   CHECK_FALSE(wrong.get(4)); // fails authentication: reported, not used
   fs::remove_all(dir);

@@ -190,8 +190,7 @@ caf::expected<uint64_t> pattern_index::save(const std::filesystem::path& path) c
   try {
     impl_->hnsw->saveIndex(tmp.string());
   } catch (const std::exception& e) {
-    return make_error(errc::storage_failure,
-                      "cannot write " + tmp.string() + ": " + e.what());
+    return make_error(errc::storage_failure, "cannot write " + tmp.string() + ": " + e.what());
   }
   auto h = hash_file(tmp);
   if (!h)
@@ -199,13 +198,12 @@ caf::expected<uint64_t> pattern_index::save(const std::filesystem::path& path) c
   std::error_code ec;
   std::filesystem::rename(tmp, path, ec);
   if (ec)
-    return make_error(errc::storage_failure,
-                      "cannot rename " + tmp.string() + ": " + ec.message());
+    return make_error(errc::storage_failure, "cannot rename " + tmp.string() + ": " + ec.message());
   return h;
 }
 
-caf::expected<pattern_index> pattern_index::load(const std::filesystem::path& path,
-                                                 uint32_t dim, index_config cfg, int8_ops ops,
+caf::expected<pattern_index> pattern_index::load(const std::filesystem::path& path, uint32_t dim,
+                                                 index_config cfg, int8_ops ops,
                                                  uint64_t expected_hash) {
   if (!std::filesystem::exists(path))
     return make_error(errc::not_found, "no index file " + path.string());
@@ -217,11 +215,9 @@ caf::expected<pattern_index> pattern_index::load(const std::filesystem::path& pa
                       "index file " + path.string() + " does not match its checkpoint hash");
   auto p = std::make_unique<impl>(dim, cfg, ops);
   try {
-    p->hnsw = std::make_unique<hnswlib::HierarchicalNSW<float>>(&p->space, path.string(),
-                                                                 false, 0);
+    p->hnsw = std::make_unique<hnswlib::HierarchicalNSW<float>>(&p->space, path.string(), false, 0);
   } catch (const std::exception& e) {
-    return make_error(errc::corrupt_data,
-                      "index file " + path.string() + ": " + e.what());
+    return make_error(errc::corrupt_data, "index file " + path.string() + ": " + e.what());
   }
   // The file's own layout: label_offset_ - offsetData_ is its vector size.
   if (p->hnsw->label_offset_ - p->hnsw->offsetData_ != sizeof(float) + dim)

@@ -110,8 +110,7 @@ public:
   /// Errors: `errc::not_found` (no file), `errc::corrupt_data` (hash, size or
   /// dimension mismatch, or hnswlib refused it).
   static caf::expected<pattern_index> load(const std::filesystem::path& path, uint32_t dim,
-                                           index_config cfg, int8_ops ops,
-                                           uint64_t expected_hash);
+                                           index_config cfg, int8_ops ops, uint64_t expected_hash);
 
   /// XXH3-64 of a file's bytes. Errors: `errc::not_found`, `errc::storage_failure`.
   static caf::expected<uint64_t> hash_file(const std::filesystem::path& path);

@@ -116,7 +116,8 @@ TEST_CASE("removed ids are never found, and removals survive save and load") {
   fs::remove(path);
 }
 
-TEST_CASE("adding a known id replaces its vector (also after a reload), and a removed id can return") {
+TEST_CASE(
+  "adding a known id replaces its vector (also after a reload), and a removed id can return") {
   std::mt19937 rng(4);
   pattern_index idx(32, {}, i8);
   std::vector<std::vector<float>> vs;

@@ -18,7 +18,7 @@ caf::expected<policy> decode_policy(std::string_view name, std::string_view in) 
     return make_error(errc::corrupt_data,
                       "policy '" + std::string(name) + "': " + view(r.error()).message);
   return policy{std::string(name), std::move(r->kind), std::move(r->loop), r->confidence,
-                r->version, r->updated_ms, std::move(r->value)};
+                r->version,        r->updated_ms,      std::move(r->value)};
 }
 
 caf::expected<uint64_t> put_policy(environment& env, policy p) {
@@ -26,7 +26,7 @@ caf::expected<uint64_t> put_policy(environment& env, policy p) {
     return make_error(errc::invalid_argument, "a policy needs a name");
   if (!(p.confidence >= 0 && p.confidence <= 1))
     return make_error(errc::invalid_argument,
-                             "policy '" + p.name + "': confidence must be in [0, 1]");
+                      "policy '" + p.name + "': confidence must be in [0, 1]");
   auto old = get_policy(env, p.name);
   if (!old)
     return std::move(old.error());

@@ -24,12 +24,12 @@ namespace shoal::store {
 
 struct policy {
   std::string name;
-  std::string kind;        ///< "router", "kv"
-  std::string loop;        ///< "instant", "background", "deep" or "operator"
-  double confidence = 0;   ///< [0, 1]
-  uint64_t version = 0;    ///< set by put_policy: the previous version + 1
-  int64_t updated_ms = 0;  ///< UTC ms
-  std::string value;       ///< the policy itself (bytes; its format is the kind's)
+  std::string kind;       ///< "router", "kv"
+  std::string loop;       ///< "instant", "background", "deep" or "operator"
+  double confidence = 0;  ///< [0, 1]
+  uint64_t version = 0;   ///< set by put_policy: the previous version + 1
+  int64_t updated_ms = 0; ///< UTC ms
+  std::string value;      ///< the policy itself (bytes; its format is the kind's)
 };
 
 /// Encodes / decodes one record's value. decode: errc::corrupt_data naming

@@ -28,9 +28,8 @@ caf::error check_seal_key(environment& env, const crypto::sealer* s) {
                           "or SHOAL_MEMORY_SEAL_KEY)");
   auto plain = s->open(**rec, check_key);
   if (!plain || *plain != check_plaintext)
-    return make_error(errc::invalid_argument,
-                      "memory.seal_key does not match the key the store in "
-                        + env.data_dir().string() + " was sealed with");
+    return make_error(errc::invalid_argument, "memory.seal_key does not match the key the store in "
+                                                + env.data_dir().string() + " was sealed with");
   return {};
 }
 

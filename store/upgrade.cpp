@@ -17,8 +17,9 @@ using bytes::get;
 using bytes::get_str;
 
 caf::error corrupt(std::string_view where, std::string_view key, const std::string& what) {
-  return make_error(errc::corrupt_data, "upgrading the store: " + std::string(where) + " '"
-                                          + std::string(key) + "': " + what,
+  return make_error(errc::corrupt_data,
+                    "upgrading the store: " + std::string(where) + " '" + std::string(key)
+                      + "': " + what,
                     std::string(where));
 }
 
@@ -54,9 +55,8 @@ std::optional<proto::categories_record> legacy_categories(std::string_view in) {
   uint32_t format = 0, k = 0;
   uint64_t n = 0;
   proto::categories_record c;
-  if (!get(in, format) || format != 1 || !get(in, c.dim) || !get(in, k)
-      || !get(in, c.next_category) || !get(in, n)
-      || in.size() != uint64_t{k} * (4 + 4ull * c.dim) + n * 12)
+  if (!get(in, format) || format != 1 || !get(in, c.dim) || !get(in, k) || !get(in, c.next_category)
+      || !get(in, n) || in.size() != uint64_t{k} * (4 + 4ull * c.dim) + n * 12)
     return std::nullopt;
   c.labels.resize(k);
   c.means.resize(size_t{k} * c.dim);
@@ -87,9 +87,8 @@ std::optional<proto::session_record> legacy_session(std::string_view in) {
   s.context.resize(dim);
   for (auto& x : s.context)
     get(in, x);
-  if (!get(in, s.turns) || !get_str(in, s.adapter) || !get(in, s.created_ms)
-      || !get(in, s.last_ms) || !get_str(in, s.kv_tier) || !get(in, s.kv_tokens)
-      || !get(in, s.kv_pages) || !in.empty())
+  if (!get(in, s.turns) || !get_str(in, s.adapter) || !get(in, s.created_ms) || !get(in, s.last_ms)
+      || !get_str(in, s.kv_tier) || !get(in, s.kv_tokens) || !get(in, s.kv_pages) || !in.empty())
     return std::nullopt;
   return s;
 }
@@ -113,8 +112,7 @@ std::optional<proto::kv_page_record> legacy_kv_page(std::string_view in) {
 
 /// Schema 2 -> 3 (see the header).
 caf::expected<std::vector<write_op>> upgrade_2_to_3(const environment& env,
-                                                    const crypto::sealer* seal,
-                                                    int64_t now_ms) {
+                                                    const crypto::sealer* seal, int64_t now_ms) {
   std::vector<write_op> ops;
   caf::error err;
   auto fail = [&err](caf::error e) {
@@ -153,8 +151,8 @@ caf::expected<std::vector<write_op>> upgrade_2_to_3(const environment& env,
       if (key == "id_reserved")
         ops.push_back({table::router_state, "ids", proto::encode(proto::pattern_ids_record{*x})});
       else
-        ops.push_back({table::federation_state, "stream",
-                       proto::encode(proto::stream_position_record{*x})});
+        ops.push_back(
+          {table::federation_state, "stream", proto::encode(proto::stream_position_record{*x})});
     } else if (key == "categories") {
       auto c = legacy_categories(v);
       if (!c)

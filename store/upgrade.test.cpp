@@ -16,8 +16,7 @@ namespace fs = std::filesystem;
 namespace {
 
 /// An environment holding a schema-2 store: schema record, and `meta` extras.
-std::shared_ptr<environment> schema2_store(const fs::path& dir,
-                                           std::vector<write_op> extras = {}) {
+std::shared_ptr<environment> schema2_store(const fs::path& dir, std::vector<write_op> extras = {}) {
   auto env = environment::open({dir});
   REQUIRE(env);
   extras.push_back({table::meta, "schema", proto::encode(proto::meta_record{2, 384, 5})});
@@ -43,9 +42,10 @@ std::string legacy_kv_policy(uint32_t recent, uint8_t k, uint8_t v, uint32_t mig
 
 TEST_CASE("upgrade 2 -> 3: meta's records move to their typed tables as Cap'n Proto") {
   auto dir = temp_dir("upgrade-meta");
-  auto env = schema2_store(dir, {{table::meta, "id_reserved", u64_key(8193)},
-                                 {table::meta, "federation", u64_key(42)},
-                                 {table::meta, "kv_policy/demo-15m", legacy_kv_policy(128, 3, 2, 4)}});
+  auto env =
+    schema2_store(dir, {{table::meta, "id_reserved", u64_key(8193)},
+                        {table::meta, "federation", u64_key(42)},
+                        {table::meta, "kv_policy/demo-15m", legacy_kv_policy(128, 3, 2, 4)}});
   REQUIRE_FALSE(env->ensure_schema(384, 99));
   CHECK(schema_of(*env) == proto::schema_version);
   CHECK(*env->count(table::meta) == 1);
@@ -67,11 +67,11 @@ TEST_CASE("upgrade 2 -> 3: meta's records move to their typed tables as Cap'n Pr
 
 TEST_CASE("upgrade 2 -> 3: sealed records need their key, and a refusal changes nothing") {
   auto dir = temp_dir("upgrade-sealed");
-  auto a = std::make_shared<const shoal::crypto::sealer>(
-    *shoal::crypto::sealer::from_hex(seal_key_a));
+  auto a =
+    std::make_shared<const shoal::crypto::sealer>(*shoal::crypto::sealer::from_hex(seal_key_a));
   auto b = *shoal::crypto::sealer::from_hex(seal_key_b);
-  auto env = schema2_store(dir, {{table::meta, "seal_check",
-                                  a->seal("shoal seal check v1", "seal_check")}});
+  auto env =
+    schema2_store(dir, {{table::meta, "seal_check", a->seal("shoal seal check v1", "seal_check")}});
   const std::vector<const shoal::crypto::sealer*> wrong_keys{nullptr, &b};
   for (const auto* wrong : wrong_keys) {
     auto err = env->ensure_schema(384, 9, wrong);
@@ -95,8 +95,8 @@ TEST_CASE("upgrade 2 -> 3: a record that does not decode is named and nothing is
   CHECK(shoal::view(err).code == shoal::errc::corrupt_data);
   CHECK(shoal::view(err).message.find("kv_policy/t") != std::string::npos);
   CHECK(schema_of(*env) == 2);
-  REQUIRE_FALSE(env->write({{table::meta, "kv_policy/t", {}, true},
-                            {table::meta, "mystery", "1"}}));
+  REQUIRE_FALSE(
+    env->write({{table::meta, "kv_policy/t", {}, true}, {table::meta, "mystery", "1"}}));
   err = env->ensure_schema(384, 9);
   REQUIRE(err);
   CHECK(shoal::view(err).message.find("'mystery': unknown key") != std::string::npos);

@@ -24,8 +24,8 @@ namespace {
 
 /// "name=hexkey" of the node whose data directory is `dir` (creates its key).
 std::string node_key(const fs::path& dir, const std::string& name) {
-  auto r = run_shoal({"key", "--set", "store.data_dir=" + dir.string(), "--set",
-                      "node.name=" + name});
+  auto r =
+    run_shoal({"key", "--set", "store.data_dir=" + dir.string(), "--set", "node.name=" + name});
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
   auto line = r.output.substr(0, r.output.find('\n'));
@@ -75,9 +75,9 @@ json stats(const node_process& n) {
 /// A text of prompt `i` of topic `topic`: topics share vocabulary inside, so
 /// requests of one topic join each other's patterns.
 std::string text(int topic, int i) {
-  static const char* words[] = {"library", "daemon", "python", "font", "kernel", "editor",
-                                "compiler", "network", "audio", "image", "game", "shell",
-                                "database", "server", "client", "parser", "driver", "theme"};
+  static const char* words[] = {"library",  "daemon",  "python", "font",   "kernel", "editor",
+                                "compiler", "network", "audio",  "image",  "game",   "shell",
+                                "database", "server",  "client", "parser", "driver", "theme"};
   std::string s;
   for (int j = 0; j < 5; ++j)
     s += std::string(words[(topic * 5 + j) % 18]) + ' ';
@@ -268,8 +268,8 @@ TEST_CASE("a hostile peer's messages change nothing and are counted") {
   auto mallory = shoal::crypto::identity::from_seed(seed); // trusted, but hostile
   seed.fill(43);
   auto eve = shoal::crypto::identity::from_seed(seed); // not trusted
-  auto trusted = node_key(dir.path() / "a", "a") + ",mallory="
-                 + shoal::crypto::to_hex(mallory.pk());
+  auto trusted =
+    node_key(dir.path() / "a", "a") + ",mallory=" + shoal::crypto::to_hex(mallory.pk());
   auto args = fed_args("a", nats->url(), trusted);
   args.insert(args.end(), {"--set", "federation.max_message_bytes=65536"});
   auto a = must_start(dir.path() / "a", args);
@@ -311,15 +311,16 @@ TEST_CASE("a hostile peer's messages change nothing and are counted") {
   send(mallory, "mallory", batch(5, 1.0, 384));
   REQUIRE(natsConnection_Flush(nc) == NATS_OK);
   auto deadline = std::chrono::steady_clock::now() + 20s;
-  while (stats(*a)["federation"]["origins"].size() < 2 && std::chrono::steady_clock::now() < deadline)
+  while (stats(*a)["federation"]["origins"].size() < 2
+         && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(50ms);
   auto before = stats(*a);
   REQUIRE(before["federation"]["origins"].size() == 2);
   uint64_t seq0 = before["federation"]["stream_seq"].get<uint64_t>();
 
-  send(eve, "eve", batch(9, 1.5, 384));         // untrusted signer
-  send(eve, "mallory", batch(9, 1.5, 384));     // mallory's name, eve's signature
-  send(mallory, "mallory", batch(9, 1.5, 17));  // wrong dimension
+  send(eve, "eve", batch(9, 1.5, 384));                  // untrusted signer
+  send(eve, "mallory", batch(9, 1.5, 384));              // mallory's name, eve's signature
+  send(mallory, "mallory", batch(9, 1.5, 17));           // wrong dimension
   send(mallory, "mallory", batch(9, std::nan(""), 384)); // NaN
   send(mallory, "mallory", batch(9, 5.0, 384));          // impossible: sum > count
   send(mallory, "mallory", batch(3, 0.5, 384));          // a replayed old version
@@ -327,8 +328,9 @@ TEST_CASE("a hostile peer's messages change nothing and are counted") {
   REQUIRE(natsConnection_Publish(nc, "shoal.test.patterns.mallory", junk.data(),
                                  static_cast<int>(junk.size()))
           == NATS_OK);
-  auto unsigned_batch = shoal::federation::seal(mallory, shoal::proto::wire_kind::delta_batch,
-                                     shoal::proto::encode(batch(9, 1.5, 384)), "mallory");
+  auto unsigned_batch =
+    shoal::federation::seal(mallory, shoal::proto::wire_kind::delta_batch,
+                            shoal::proto::encode(batch(9, 1.5, 384)), "mallory");
   unsigned_batch.signature.clear();
   auto unsigned_bytes = shoal::proto::encode(unsigned_batch);
   REQUIRE(natsConnection_Publish(nc, "shoal.test.patterns.mallory", unsigned_bytes.data(),
@@ -458,18 +460,20 @@ TEST_CASE("anti-entropy: a delta lost from the stream is repaired from digests")
   CHECK(stats(*b)["federation"]["resyncs_requested"] == 0); // it was not a trimmed stream
 }
 
-TEST_CASE("NATS over TLS: a node that trusts the server's CA connects, one that does not stays local") {
+TEST_CASE(
+  "NATS over TLS: a node that trusts the server's CA connects, one that does not stays local") {
   temp_dir dir;
   auto d = dir.path().string();
   // A CA and a server certificate for 127.0.0.1, made with openssl.
   std::string cmd =
-    "cd " + d + " && openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=shoal-test-ca"
-    " -keyout ca.key -out ca.pem 2>/dev/null"
-    " && openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key"
-    " -out server.csr 2>/dev/null"
-    " && printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext"
-    " && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1"
-    " -extfile san.ext -out server.pem 2>/dev/null";
+    "cd " + d
+    + " && openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=shoal-test-ca"
+      " -keyout ca.key -out ca.pem 2>/dev/null"
+      " && openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key"
+      " -out server.csr 2>/dev/null"
+      " && printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext"
+      " && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1"
+      " -extfile san.ext -out server.pem 2>/dev/null";
   REQUIRE(std::system(cmd.c_str()) == 0);
   nats_server::options o;
   o.tls_cert = d + "/server.pem";
@@ -478,7 +482,8 @@ TEST_CASE("NATS over TLS: a node that trusts the server's CA connects, one that 
   auto url = "tls://127.0.0.1:" + std::to_string(nats->port());
   auto trusted = node_key(dir.path() / "a", "a") + "," + node_key(dir.path() / "b", "b");
   auto good = fed_args("a", url, trusted);
-  good.insert(good.end(), {"--set", "federation.tls=true", "--set", "federation.tls_ca=" + d + "/ca.pem"});
+  good.insert(good.end(),
+              {"--set", "federation.tls=true", "--set", "federation.tls_ca=" + d + "/ca.pem"});
   auto bad = fed_args("b", url, trusted); // TLS, but the server's CA is not trusted
   bad.insert(bad.end(), {"--set", "federation.tls=true"});
   auto a = must_start(dir.path() / "a", good);
@@ -510,10 +515,11 @@ TEST_CASE("a node whose stream was deleted and recreated republishes, and peers 
   jsCtx_Destroy(js);
   natsConnection_Destroy(nc);
   // a returns to an empty stream; a fresh node c joins after it.
-  a = must_start(dir.path() / "a", fed_args("a", nats->url(), trusted + ",c=" + [&] {
-    auto k = node_key(dir.path() / "c", "c");
-    return k.substr(k.find('=') + 1);
-  }()));
+  a = must_start(dir.path() / "a", fed_args(
+                                     "a", nats->url(), trusted + ",c=" + [&] {
+                                       auto k = node_key(dir.path() / "c", "c");
+                                       return k.substr(k.find('=') + 1);
+                                     }()));
   auto c = must_start(dir.path() / "c",
                       fed_args("c", nats->url(), trusted + "," + node_key(dir.path() / "c", "c")));
   // c gets a's own contributions, which only a's republishing can give it.

@@ -64,9 +64,9 @@ void check_error(const httplib::Result& r, int status, const std::string& code) 
 }
 
 std::string sixteen_words(int i) {
-  static const char* words[] = {"library", "daemon", "python", "font", "kernel", "editor",
-                                "compiler", "network", "audio", "image", "game", "shell",
-                                "database", "server", "client", "parser"};
+  static const char* words[] = {"library",  "daemon",  "python", "font",  "kernel", "editor",
+                                "compiler", "network", "audio",  "image", "game",   "shell",
+                                "database", "server",  "client", "parser"};
   std::string s;
   for (int j = 0; j < 6; ++j) {
     if (j)
@@ -82,8 +82,10 @@ std::filesystem::path write_prompts(const std::filesystem::path& dir, int n) {
   std::ofstream out(path);
   const char* domains[] = {"libs", "doc", "games", "net"};
   for (int i = 0; i < n; ++i)
-    out << json{{"id", "p" + std::to_string(i)}, {"text", sixteen_words(i)},
-                {"domain", domains[i % 4]}}.dump()
+    out << json{{"id", "p" + std::to_string(i)},
+                {"text", sixteen_words(i)},
+                {"domain", domains[i % 4]}}
+             .dump()
         << '\n';
   return path;
 }
@@ -123,14 +125,16 @@ TEST_CASE("the node routes text, accepts feedback and reports stats, metrics and
   CHECK(body_json(fb)["tier"] == d["tier"]);
 
   // The same request cannot be rated twice.
-  check_error(post(c, "/v1/feedback", json{{"request_id", d["request_id"]}, {"quality", 0.2}}.dump()),
-              409, "conflict");
+  check_error(
+    post(c, "/v1/feedback", json{{"request_id", d["request_id"]}, {"quality", 0.2}}.dump()), 409,
+    "conflict");
 
   // A valid embedding routes too (dimension from the config: 384).
   std::vector<float> e(384, 0.0f);
   e[7] = 1.0f;
   e[300] = -2.0f;
-  auto de = post(c, "/v1/route", json{{"embedding", e}, {"session_id", "s1"}, {"user", "u"}}.dump());
+  auto de =
+    post(c, "/v1/route", json{{"embedding", e}, {"session_id", "s1"}, {"user", "u"}}.dump());
   REQUIRE(de);
   CHECK(de->status == 200);
 
@@ -152,8 +156,7 @@ TEST_CASE("the node routes text, accepts feedback and reports stats, metrics and
   CHECK(m->get_header_value("Content-Type").rfind("text/plain; version=0.0.4", 0) == 0);
   CHECK(m->body.find("# TYPE shoal_route_requests_total counter") != std::string::npos);
   CHECK(m->body.find("shoal_patterns{node=\"shoal-1\"} 2") != std::string::npos);
-  CHECK(m->body.find("shoal_route_latency_seconds_count{node=\"shoal-1\"} 3")
-        != std::string::npos);
+  CHECK(m->body.find("shoal_route_latency_seconds_count{node=\"shoal-1\"} 3") != std::string::npos);
   CHECK(m->body.find("shoal_route_latency_seconds_bucket{node=\"shoal-1\",le=\"+Inf\"} 3")
         != std::string::npos);
   // SONA's loops: the one feedback took one instant step; nothing trained yet.
@@ -168,8 +171,8 @@ TEST_CASE("the node routes text, accepts feedback and reports stats, metrics and
 
 TEST_CASE("every malformed route request gets a 4xx JSON error and nothing is stored") {
   temp_dir dir;
-  auto node = must_start(dir.path(), {"--set", "http.max_body_bytes=4096",
-                                      "--set", "witness.flush_interval_ms=1"});
+  auto node = must_start(
+    dir.path(), {"--set", "http.max_body_bytes=4096", "--set", "witness.flush_interval_ms=1"});
   auto c = node->client();
   std::vector<float> wrong_dim(10, 0.5f);
   std::vector<float> zeros(384, 0.0f);
@@ -273,9 +276,9 @@ TEST_CASE("every malformed feedback gets a 4xx JSON error and changes nothing") 
     CAPTURE(what);
     check_error(post(c, "/v1/feedback", body), 400, "invalid_argument");
   }
-  check_error(post(c, "/v1/feedback",
-                   json{{"request_id", "00000000000000ff"}, {"quality", 0.5}}.dump()),
-              404, "not_found");
+  check_error(
+    post(c, "/v1/feedback", json{{"request_id", "00000000000000ff"}, {"quality", 0.5}}.dump()), 404,
+    "not_found");
 
   auto stats = must_get(c, "/v1/stats");
   CHECK(stats["feedback"] == 0);
@@ -329,8 +332,8 @@ TEST_CASE("a restart keeps the learned patterns and joins feedback through the w
     INFO(r->body);
     REQUIRE(r->status == 200);
   }
-  check_error(post(c, "/v1/feedback", json{{"request_id", ids[0]}, {"quality", 0.5}}.dump()),
-              409, "conflict");
+  check_error(post(c, "/v1/feedback", json{{"request_id", ids[0]}, {"quality", 0.5}}.dump()), 409,
+              "conflict");
   CHECK(node->stop(SIGTERM) == 0);
 }
 
@@ -362,8 +365,8 @@ TEST_CASE("the pattern index is rebuilt from LMDB when its file is corrupt") {
 TEST_CASE("SIGTERM commits pending witness records before the node exits") {
   temp_dir dir;
   std::vector<std::string> ids;
-  const std::vector<std::string> slow_witness{"--set", "witness.flush_interval_ms=60000",
-                                              "--set", "witness.batch_max=100000"};
+  const std::vector<std::string> slow_witness{"--set", "witness.flush_interval_ms=60000", "--set",
+                                              "witness.batch_max=100000"};
   {
     auto node = must_start(dir.path(), slow_witness);
     auto c = node->client();
@@ -433,8 +436,8 @@ TEST_CASE("shoal replay prints a learning curve and the node learns from its fee
   auto prompts = write_prompts(dir.path(), 400);
   auto node = must_start(dir.path() / "data", {"--set", "router.seed=7"});
   auto curve = dir.path() / "curve.csv";
-  auto r = run_shoal({"replay", "--url", node->url(), "--prompts", prompts.string(),
-                      "--window", "100", "--curve-out", curve.string(), "--eval-seed", "1"});
+  auto r = run_shoal({"replay", "--url", node->url(), "--prompts", prompts.string(), "--window",
+                      "100", "--curve-out", curve.string(), "--eval-seed", "1"});
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
   CHECK(r.output.find("oracle") != std::string::npos);
@@ -457,10 +460,9 @@ TEST_CASE("shoal replay prints a learning curve and the node learns from its fee
     REQUIRE(at != std::string::npos);
     return std::stod(out.substr(at + 10));
   };
-  auto rt = run_shoal({"replay", "--url", node->url(), "--prompts", prompts.string(),
-                       "--window", "100", "--eval-seed", "1", "--eval-ms-per-token", "150",
-                       "--budget-share", "1", "--budget-min-ms", "300", "--budget-max-ms",
-                       "1000"});
+  auto rt = run_shoal({"replay", "--url", node->url(), "--prompts", prompts.string(), "--window",
+                       "100", "--eval-seed", "1", "--eval-ms-per-token", "150", "--budget-share",
+                       "1", "--budget-min-ms", "300", "--budget-max-ms", "1000"});
   INFO(rt.output);
   REQUIRE(rt.exit_code == 0);
   CHECK(rt.output.find("latency budgets: 100% of requests") != std::string::npos);
@@ -468,9 +470,9 @@ TEST_CASE("shoal replay prints a learning curve and the node learns from its fee
   stats = must_get(c, "/v1/stats");
   CHECK(stats["requests"] == 800);
   CHECK(stats["feedback"] == 800);
-  auto inverted = run_shoal({"replay", "--url", node->url(), "--prompts", prompts.string(),
-                             "--budget-share", "1", "--budget-min-ms", "5000",
-                             "--budget-max-ms", "1000"});
+  auto inverted =
+    run_shoal({"replay", "--url", node->url(), "--prompts", prompts.string(), "--budget-share", "1",
+               "--budget-min-ms", "5000", "--budget-max-ms", "1000"});
   CHECK(inverted.exit_code != 0);
   CHECK(inverted.output.find("--budget-min-ms") != std::string::npos);
   CHECK(node->stop(SIGINT) == 0);
@@ -486,12 +488,13 @@ TEST_CASE("shoal replay prints a learning curve and the node learns from its fee
   CHECK(node2->stop(SIGINT) == 0);
 }
 
-TEST_CASE("shoal learn shows the loops, a triggered background run trains router v2, a restart restores it") {
+TEST_CASE("shoal learn shows the loops, a triggered background run trains router v2, a restart "
+          "restores it") {
   temp_dir dir;
   auto prompts = write_prompts(dir.path(), 200);
   auto node = must_start(dir.path() / "data", {"--set", "router.seed=7"});
-  auto r = run_shoal({"replay", "--url", node->url(), "--prompts", prompts.string(), "--window",
-                      "100"});
+  auto r =
+    run_shoal({"replay", "--url", node->url(), "--prompts", prompts.string(), "--window", "100"});
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
   auto st = run_shoal({"learn", "status", "--url", node->url()});
@@ -524,18 +527,16 @@ TEST_CASE("shoal learn shows the loops, a triggered background run trains router
   REQUIRE(d.contains("top_p"));
   REQUIRE(d.contains("context_tokens"));
   const double t = d["temperature"], p = d["top_p"];
-  CHECK(std::find(learn::sampling_temperatures.begin(),
-                  learn::sampling_temperatures.end(), t)
+  CHECK(std::find(learn::sampling_temperatures.begin(), learn::sampling_temperatures.end(), t)
         != learn::sampling_temperatures.end());
-  CHECK(std::find(learn::sampling_top_ps.begin(), learn::sampling_top_ps.end(),
-                  p)
+  CHECK(std::find(learn::sampling_top_ps.begin(), learn::sampling_top_ps.end(), p)
         != learn::sampling_top_ps.end());
   const uint32_t ctx = d["context_tokens"];
-  CHECK(std::find(learn::context_buckets.begin(), learn::context_buckets.end(),
-                  ctx)
+  CHECK(std::find(learn::context_buckets.begin(), learn::context_buckets.end(), ctx)
         != learn::context_buckets.end());
   // A caller's own sampling stands, even off the grid.
-  auto own = post(c, "/v1/route", json{{"text", "a b c"}, {"temperature", 0.33}, {"top_p", 0.5}}.dump());
+  auto own =
+    post(c, "/v1/route", json{{"text", "a b c"}, {"temperature", 0.33}, {"top_p", 0.5}}.dump());
   REQUIRE(own);
   REQUIRE(own->status == 200);
   auto oj = body_json(own);
@@ -543,7 +544,9 @@ TEST_CASE("shoal learn shows the loops, a triggered background run trains router
   CHECK(oj["top_p"] == 0.5);
   // Feedback may report the answer's usage.
   auto fb = post(c, "/v1/feedback",
-                 json{{"request_id", d["request_id"]}, {"quality", 0.7}, {"prompt_tokens", 12},
+                 json{{"request_id", d["request_id"]},
+                      {"quality", 0.7},
+                      {"prompt_tokens", 12},
                       {"completion_tokens", 300}}
                    .dump());
   REQUIRE(fb);
@@ -561,8 +564,8 @@ TEST_CASE("shoal learn shows the loops, a triggered background run trains router
 
 TEST_CASE("a memory budget too small for router v2 refuses the start and says what to change") {
   temp_dir dir;
-  auto r = run_shoal({"node", "--set", "store.data_dir=" + (dir.path() / "data").string(),
-                      "--set", "memory.budget_mb=4", "--set", "http.port=0"});
+  auto r = run_shoal({"node", "--set", "store.data_dir=" + (dir.path() / "data").string(), "--set",
+                      "memory.budget_mb=4", "--set", "http.port=0"});
   INFO(r.output);
   CHECK(r.exit_code != 0);
   CHECK(r.output.find("router v2 needs") != std::string::npos);
@@ -571,8 +574,8 @@ TEST_CASE("a memory budget too small for router v2 refuses the start and says wh
 
 TEST_CASE("the deep loop archives old witness records and shoal witness read prints them") {
   temp_dir dir;
-  auto node = must_start(dir.path() / "data", {"--set", "witness.archive_after_s=1",
-                                               "--set", "witness.flush_interval_ms=1"});
+  auto node = must_start(dir.path() / "data", {"--set", "witness.archive_after_s=1", "--set",
+                                               "witness.flush_interval_ms=1"});
   auto c = node->client();
   std::set<std::string> ids;
   for (int i = 0; i < 5; ++i)
@@ -688,17 +691,17 @@ TEST_CASE("a store written before the restructuring opens, upgrades and serves w
     check_pre19_store(c);
     // Its witness records take feedback: an unrated one is joined, a rated
     // one is a conflict, an unknown id is not found.
-    auto fb = post(c, "/v1/feedback",
-                   json{{"request_id", "1a2524c956100000"}, {"quality", 0.6}}.dump());
+    auto fb =
+      post(c, "/v1/feedback", json{{"request_id", "1a2524c956100000"}, {"quality", 0.6}}.dump());
     REQUIRE(fb);
     INFO(fb->body);
     CHECK(fb->status == 200);
-    check_error(post(c, "/v1/feedback",
-                     json{{"request_id", "1a2524c956200000"}, {"quality", 0.6}}.dump()),
-                409, "conflict");
-    check_error(post(c, "/v1/feedback",
-                     json{{"request_id", "1a2524c900000000"}, {"quality", 0.6}}.dump()),
-                404, "not_found");
+    check_error(
+      post(c, "/v1/feedback", json{{"request_id", "1a2524c956200000"}, {"quality", 0.6}}.dump()),
+      409, "conflict");
+    check_error(
+      post(c, "/v1/feedback", json{{"request_id", "1a2524c900000000"}, {"quality", 0.6}}.dump()),
+      404, "not_found");
     CHECK(node->stop(SIGTERM) == 0);
   }
   { // Upgraded: meta holds the schema version only, every record decodes
@@ -734,18 +737,20 @@ TEST_CASE("a store written before the restructuring opens, upgrades and serves w
     auto seal = shoal::crypto::sealer::from_hex(std::string(64, 'a'));
     REQUIRE(seal.ok());
     size_t n_sessions = 0, n_pages = 0;
-    REQUIRE_FALSE((*env)->for_each(st::table::sessions, [&](std::string_view k, std::string_view v) {
-      auto plain = seal->open(v, k);
-      CHECK((plain.ok() && pr::decode_session(*plain)));
-      ++n_sessions;
-      return true;
-    }));
-    REQUIRE_FALSE((*env)->for_each(st::table::kv_spill, [&](std::string_view k, std::string_view v) {
-      auto plain = seal->open(v, k);
-      CHECK((plain.ok() && pr::decode_kv_page(*plain)));
-      ++n_pages;
-      return true;
-    }));
+    REQUIRE_FALSE(
+      (*env)->for_each(st::table::sessions, [&](std::string_view k, std::string_view v) {
+        auto plain = seal->open(v, k);
+        CHECK((plain.ok() && pr::decode_session(*plain)));
+        ++n_sessions;
+        return true;
+      }));
+    REQUIRE_FALSE(
+      (*env)->for_each(st::table::kv_spill, [&](std::string_view k, std::string_view v) {
+        auto plain = seal->open(v, k);
+        CHECK((plain.ok() && pr::decode_kv_page(*plain)));
+        ++n_pages;
+        return true;
+      }));
     CHECK(n_sessions == 4);
     CHECK(n_pages == 26);
   }
@@ -753,8 +758,8 @@ TEST_CASE("a store written before the restructuring opens, upgrades and serves w
   auto node = must_start(dir.path(), args);
   auto c = node->client();
   check_pre19_store(c);
-  check_error(post(c, "/v1/feedback",
-                   json{{"request_id", "1a2524c956100000"}, {"quality", 0.6}}.dump()),
-              409, "conflict");
+  check_error(
+    post(c, "/v1/feedback", json{{"request_id", "1a2524c956100000"}, {"quality", 0.6}}.dump()), 409,
+    "conflict");
   CHECK(node->stop(SIGTERM) == 0);
 }

@@ -130,10 +130,14 @@ std::unique_ptr<node_process> node_process::start(const fs::path& data_dir,
   std::unique_ptr<node_process> p(new node_process);
   p->log_path_ = data_dir / "node.log";
   std::vector<std::string> args{"node",
-                                "--set", "http.port=0",
-                                "--set", "http.port_file=" + port_file.string(),
-                                "--set", "store.data_dir=" + data_dir.string(),
-                                "--set", "node.log_level=warn"};
+                                "--set",
+                                "http.port=0",
+                                "--set",
+                                "http.port_file=" + port_file.string(),
+                                "--set",
+                                "store.data_dir=" + data_dir.string(),
+                                "--set",
+                                "node.log_level=warn"};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   p->pid_ = spawn(SHOAL_BINARY, args, {}, p->log_path_);
   auto deadline = std::chrono::steady_clock::now() + 20s;
@@ -224,8 +228,7 @@ bool accepts(int port) {
 
 } // namespace
 
-std::unique_ptr<nats_server> nats_server::start(const fs::path& dir, options o,
-                                                std::string* log) {
+std::unique_ptr<nats_server> nats_server::start(const fs::path& dir, options o, std::string* log) {
   fs::create_directories(dir);
   std::unique_ptr<nats_server> s(new nats_server);
   s->dir_ = dir;
@@ -252,8 +255,8 @@ bool nats_server::run(std::string* log) {
     if (!opts_.token.empty())
       out << "authorization { token: \"" << opts_.token << "\" }\n";
     if (opts_.cluster_port != 0) {
-      out << "cluster { name: \"" << opts_.cluster_name << "\", listen: 127.0.0.1:"
-          << opts_.cluster_port << ", routes: [";
+      out << "cluster { name: \"" << opts_.cluster_name
+          << "\", listen: 127.0.0.1:" << opts_.cluster_port << ", routes: [";
       for (size_t i = 0; i < opts_.routes.size(); ++i)
         out << (i ? ", " : "") << "nats-route://127.0.0.1:" << opts_.routes[i];
       out << "] }\n";

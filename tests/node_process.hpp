@@ -32,8 +32,8 @@ private:
 
 /// Outcome of a process that ran to completion.
 struct run_result {
-  int exit_code = -1;  ///< exit status, or -1 if killed by a signal / timed out
-  std::string output;  ///< stdout and stderr interleaved
+  int exit_code = -1; ///< exit status, or -1 if killed by a signal / timed out
+  std::string output; ///< stdout and stderr interleaved
 };
 
 /// Runs `program <args>` (a path) to completion (at most `timeout`) with extra
@@ -44,8 +44,7 @@ run_result run_program(const std::string& program, const std::vector<std::string
 
 /// Runs `shoal <args>` to completion (at most `timeout`) with extra
 /// environment entries ("KEY=value") and returns its exit code and output.
-run_result run_shoal(const std::vector<std::string>& args,
-                     const std::vector<std::string>& env = {},
+run_result run_shoal(const std::vector<std::string>& args, const std::vector<std::string>& env = {},
                      std::chrono::seconds timeout = std::chrono::seconds(60));
 
 /// A running `shoal node`. start() passes `--set http.port=0`, a port file and
@@ -60,8 +59,8 @@ public:
   /// Starts a node; nullopt (with the node's log in `log`) if it exited or
   /// did not listen within 20 s.
   static std::unique_ptr<node_process> start(const std::filesystem::path& data_dir,
-                                              const std::vector<std::string>& extra_args,
-                                              std::string* log = nullptr);
+                                             const std::vector<std::string>& extra_args,
+                                             std::string* log = nullptr);
 
   /// Sends `sig` and waits (at most 30 s) for the exit; returns the exit
   /// code, or -1 if the node died from a signal or had to be killed.
@@ -91,12 +90,12 @@ int free_port();
 class nats_server {
 public:
   struct options {
-    int port = 0;                ///< client port; 0 picks a free one
-    std::string name;            ///< server_name; "" = from the port
-    std::string cluster_name;    ///< with cluster_port: the cluster's name
-    int cluster_port = 0;        ///< 0 = standalone
-    std::vector<int> routes;     ///< cluster ports of the other members
-    std::string token;           ///< client auth token; "" = no auth
+    int port = 0;                  ///< client port; 0 picks a free one
+    std::string name;              ///< server_name; "" = from the port
+    std::string cluster_name;      ///< with cluster_port: the cluster's name
+    int cluster_port = 0;          ///< 0 = standalone
+    std::vector<int> routes;       ///< cluster ports of the other members
+    std::string token;             ///< client auth token; "" = no auth
     std::string tls_cert, tls_key; ///< PEM files: require TLS from clients
   };
 

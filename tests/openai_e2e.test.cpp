@@ -89,8 +89,11 @@ TEST_CASE("openai: completions and chat completions generate with usage and logp
   CHECK(std::find(ids.begin(), ids.end(), "demo-15m") != ids.end());
 
   auto r = post(c, "/v1/completions",
-                {{"model", "demo-15m"}, {"prompt", "Debian is"}, {"max_tokens", 7},
-                 {"temperature", 0}, {"logprobs", 3}},
+                {{"model", "demo-15m"},
+                 {"prompt", "Debian is"},
+                 {"max_tokens", 7},
+                 {"temperature", 0},
+                 {"logprobs", 3}},
                 200);
   CHECK(r["object"] == "text_completion");
   CHECK(r["model"] == "demo-15m");
@@ -105,18 +108,21 @@ TEST_CASE("openai: completions and chat completions generate with usage and logp
     CHECK(lp["top_logprobs"][i].size() <= 3);
   }
   // Greedy decoding is deterministic: the same request gives the same text.
-  auto again = post(c, "/v1/completions",
-                    {{"model", "demo-15m"}, {"prompt", "Debian is"}, {"max_tokens", 7},
-                     {"temperature", 0}},
-                    200);
+  auto again = post(
+    c, "/v1/completions",
+    {{"model", "demo-15m"}, {"prompt", "Debian is"}, {"max_tokens", 7}, {"temperature", 0}}, 200);
   CHECK(again["choices"][0]["text"] == r["choices"][0]["text"]);
 
-  auto chat = post(c, "/v1/chat/completions",
-                   {{"model", "demo-tiny"},
-                    {"messages", {{{"role", "system"}, {"content", "Be brief."}},
-                                  {{"role", "user"}, {"content", "Hello"}}}},
-                    {"max_tokens", 5}, {"seed", 3}, {"logprobs", true}, {"top_logprobs", 2}},
-                   200);
+  auto chat = post(
+    c, "/v1/chat/completions",
+    {{"model", "demo-tiny"},
+     {"messages",
+      {{{"role", "system"}, {"content", "Be brief."}}, {{"role", "user"}, {"content", "Hello"}}}},
+     {"max_tokens", 5},
+     {"seed", 3},
+     {"logprobs", true},
+     {"top_logprobs", 2}},
+    200);
   CHECK(chat["object"] == "chat.completion");
   CHECK(chat["id"].get<std::string>().rfind("chatcmpl-", 0) == 0);
   CHECK(chat["choices"][0]["message"]["role"] == "assistant");
@@ -132,8 +138,8 @@ TEST_CASE("openai: completions and chat completions generate with usage and logp
                      200);
   auto rid = routed["id"].get<std::string>().substr(std::string("chatcmpl-").size());
   CHECK(rid.size() == 16);
-  auto fb = c.Post("/v1/feedback", json{{"request_id", rid}, {"quality", 0.7}}.dump(),
-                   "application/json");
+  auto fb =
+    c.Post("/v1/feedback", json{{"request_id", rid}, {"quality", 0.7}}.dump(), "application/json");
   REQUIRE(fb);
   CHECK(fb->status == 200);
 }
@@ -180,8 +186,8 @@ TEST_CASE("openai: bad requests get OpenAI errors and the node keeps serving") {
            {{"model", "demo-tiny"}, {"messages", msgs}, {"temperature", 3}}, 400);
   CHECK(e["error"]["type"] == "invalid_request_error");
   CHECK(e["error"]["param"] == "temperature");
-  e = post(c, "/v1/chat/completions",
-           {{"model", "demo-tiny"}, {"messages", msgs}, {"top_p", 0}}, 400);
+  e = post(c, "/v1/chat/completions", {{"model", "demo-tiny"}, {"messages", msgs}, {"top_p", 0}},
+           400);
   CHECK(e["error"]["param"] == "top_p");
   for (json budget : {json("soon"), json(-1), json(1e12)}) {
     e = post(c, "/v1/chat/completions",
@@ -198,8 +204,8 @@ TEST_CASE("openai: bad requests get OpenAI errors and the node keeps serving") {
     long_prompt += "lorem ipsum ";
   e = post(c, "/v1/completions", {{"model", "demo-tiny"}, {"prompt", long_prompt}}, 400);
   CHECK(e["error"]["code"] == "context_length_exceeded");
-  e = post(c, "/v1/completions",
-           {{"model", "demo-tiny"}, {"prompt", "x"}, {"max_tokens", 100000}}, 400);
+  e = post(c, "/v1/completions", {{"model", "demo-tiny"}, {"prompt", "x"}, {"max_tokens", 100000}},
+           400);
   CHECK(e["error"]["param"] == "max_tokens");
   auto raw = c.Post("/v1/completions", "{not json", "application/json");
   REQUIRE(raw);
@@ -214,9 +220,13 @@ TEST_CASE("openai: bad requests get OpenAI errors and the node keeps serving") {
     httplib::Request req;
     req.method = "POST";
     req.path = "/v1/completions";
-    req.body = json{{"model", "demo-260m"}, {"prompt", "a long story"}, {"max_tokens", 0},
-                    {"ignore_eos", true}, {"stream", true}}
-                 .dump();
+    req.body = json{
+      {"model", "demo-260m"},
+      {"prompt", "a long story"},
+      {"max_tokens", 0},
+      {"ignore_eos", true},
+      {"stream",
+       true}}.dump();
     req.set_header("Content-Type", "application/json");
     req.content_receiver = [&](const char*, size_t n, uint64_t, uint64_t) {
       seen += n;
@@ -243,7 +253,9 @@ TEST_CASE("openai: bad requests get OpenAI errors and the node keeps serving") {
   CHECK(engine["waiting"] == 0);
   auto metrics = c.Get("/metrics");
   REQUIRE(metrics);
-  CHECK(metrics->body.find("shoal_engine_requests_cancelled_total{node=\"shoal-1\",tier=\"demo-260m\"} 1\n") != std::string::npos);
+  CHECK(metrics->body.find(
+          "shoal_engine_requests_cancelled_total{node=\"shoal-1\",tier=\"demo-260m\"} 1\n")
+        != std::string::npos);
 
   // embeddings: hashing and a tier's model
   auto emb = post(c, "/v1/embeddings", {{"model", "hashing"}, {"input", {"a b c", "d e f"}}}, 200);
@@ -266,8 +278,8 @@ std::filesystem::path openai_package() {
   else if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x)
     dir = std::filesystem::path(x) / "shoal/test-npm";
   else
-    dir = std::filesystem::path(std::getenv("HOME") ? std::getenv("HOME") : "/root") /
-          ".cache/shoal/test-npm";
+    dir = std::filesystem::path(std::getenv("HOME") ? std::getenv("HOME") : "/root")
+          / ".cache/shoal/test-npm";
   return dir / "node_modules/openai";
 }
 
@@ -279,9 +291,9 @@ TEST_CASE("openai: the official openai npm client works unchanged") {
                   pkg.string() << " is missing: run ops/install-npm.sh");
   temp_dir dir;
   auto node = start_node(dir);
-  auto r = run_program(SHOAL_NODEJS, {SHOAL_SOURCE_DIR "/tests/openai_client.mjs", node->url(),
-                                      pkg.string()},
-                       {}, std::chrono::seconds(120));
+  auto r = run_program(SHOAL_NODEJS,
+                       {SHOAL_SOURCE_DIR "/tests/openai_client.mjs", node->url(), pkg.string()}, {},
+                       std::chrono::seconds(120));
   INFO(r.output);
   CHECK(r.exit_code == 0);
   // Every check printed its line (the script stops at the first failure).
@@ -299,10 +311,9 @@ TEST_CASE("openai: a follow-up chat turn reuses the first turn's KV cache (prefi
                             "one short sentence and never use lists."}},
                {{"role", "user"}, {"content", "What does dpkg-buildpackage do?"}}};
   auto engine_stats = [&] { return engine_json(c, "demo-tiny"); };
-  auto first = post(c, "/v1/chat/completions",
-                    {{"model", "demo-tiny"}, {"messages", msgs}, {"max_tokens", 12},
-                     {"temperature", 0}},
-                    200);
+  auto first =
+    post(c, "/v1/chat/completions",
+         {{"model", "demo-tiny"}, {"messages", msgs}, {"max_tokens", 12}, {"temperature", 0}}, 200);
   const int p1 = first["usage"]["prompt_tokens"];
   CHECK(p1 > 32);
   CHECK(first["usage"]["prompt_tokens_details"]["cached_tokens"] == 0);
@@ -310,10 +321,9 @@ TEST_CASE("openai: a follow-up chat turn reuses the first turn's KV cache (prefi
 
   msgs.push_back({{"role", "assistant"}, {"content", first["choices"][0]["message"]["content"]}});
   msgs.push_back({{"role", "user"}, {"content", "And dpkg-source?"}});
-  auto second = post(c, "/v1/chat/completions",
-                     {{"model", "demo-tiny"}, {"messages", msgs}, {"max_tokens", 4},
-                      {"temperature", 0}},
-                     200);
+  auto second =
+    post(c, "/v1/chat/completions",
+         {{"model", "demo-tiny"}, {"messages", msgs}, {"max_tokens", 4}, {"temperature", 0}}, 200);
   const int p2 = second["usage"]["prompt_tokens"];
   const int cached = second["usage"]["prompt_tokens_details"]["cached_tokens"];
   auto after = engine_stats();
@@ -328,7 +338,8 @@ TEST_CASE("openai: a follow-up chat turn reuses the first turn's KV cache (prefi
   CHECK(node->stop(SIGTERM) == 0);
 }
 
-TEST_CASE("openai: pages evicted under a small budget are spilled sealed and restored for a follow-up") {
+TEST_CASE(
+  "openai: pages evicted under a small budget are spilled sealed and restored for a follow-up") {
   temp_dir dir;
   const std::string& key = seal_key;
   std::string log;
@@ -353,8 +364,7 @@ TEST_CASE("openai: pages evicted under a small budget are spilled sealed and res
     std::string other = "Unrelated prompt number " + std::to_string(i) + ": ";
     for (int j = 0; j < 25; ++j)
       other += "word" + std::to_string(i * 100 + j) + " ";
-    post(c, "/v1/completions", {{"model", "demo-tiny"}, {"prompt", other}, {"max_tokens", 2}},
-         200);
+    post(c, "/v1/completions", {{"model", "demo-tiny"}, {"prompt", other}, {"max_tokens", 2}}, 200);
   }
   auto mid = kv();
   INFO(mid.dump());
@@ -374,18 +384,19 @@ TEST_CASE("openai: pages evicted under a small budget are spilled sealed and res
   CHECK(node->stop(SIGTERM) == 0);
 
   // The store is sealed now: another key, or none, is refused clearly.
-  auto wrong = run_shoal({"node", "--set", "http.port=0", "--set",
-                          "store.data_dir=" + dir.path().string(), "--set",
-                          "memory.seal_key=ff" + key.substr(2)});
+  auto wrong =
+    run_shoal({"node", "--set", "http.port=0", "--set", "store.data_dir=" + dir.path().string(),
+               "--set", "memory.seal_key=ff" + key.substr(2)});
   CHECK(wrong.exit_code != 0);
   CHECK(wrong.output.find("does not match") != std::string::npos);
-  auto none = run_shoal({"node", "--set", "http.port=0", "--set",
-                         "store.data_dir=" + dir.path().string()});
+  auto none =
+    run_shoal({"node", "--set", "http.port=0", "--set", "store.data_dir=" + dir.path().string()});
   CHECK(none.exit_code != 0);
   CHECK(none.output.find("memory.seal_key is not set") != std::string::npos);
 }
 
-TEST_CASE("openai: a routed turn's session_id, user and latency budget reach the router and the witness log") {
+TEST_CASE("openai: a routed turn's session_id, user and latency budget reach the router and the "
+          "witness log") {
   temp_dir dir;
   auto node = start_sealed(dir);
   auto c = node->client();
@@ -424,7 +435,8 @@ TEST_CASE("openai: a routed turn's session_id, user and latency budget reach the
   CHECK(w->completion_tokens > 0);
 }
 
-TEST_CASE("sessions: turns are recorded by session_id, looked up by id, user and similarity, sealed, expired") {
+TEST_CASE("sessions: turns are recorded by session_id, looked up by id, user and similarity, "
+          "sealed, expired") {
   temp_dir dir;
   const std::string& key = seal_key;
   std::string log;
@@ -444,7 +456,8 @@ TEST_CASE("sessions: turns are recorded by session_id, looked up by id, user and
   turn("s-kernel", "How do I rebuild the Linux kernel package with a custom config?");
   auto r2 = turn("s-kernel", "And how do I install the resulting kernel image?");
   turn("s-fonts", "Which package provides TrueType fonts with wide Unicode coverage?");
-  auto s = post(c, "/v1/sessions/search", {{"text", "install a custom Linux kernel"}, {"k", 2}}, 200);
+  auto s =
+    post(c, "/v1/sessions/search", {{"text", "install a custom Linux kernel"}, {"k", 2}}, 200);
   REQUIRE(s["data"].size() == 2);
   CHECK(s["data"][0]["id"] == "s-kernel");
   CHECK(s["data"][0]["similarity"].get<double>() > s["data"][1]["similarity"].get<double>());
@@ -508,8 +521,8 @@ TEST_CASE("memory pool: a tier short of KV memory gets it from another tier's ca
   std::string log;
   // 4 MiB: demo-tiny pages are 8 KiB, demo-110m pages 576 KiB. Router v2's
   // buffers (~10 MiB by default) would not fit: this node routes with v1.
-  auto node = node_process::start(
-    dir.path(), {"--set", "memory.budget_mb=4", "--set", "sona.v2=false"}, &log);
+  auto node = node_process::start(dir.path(),
+                                  {"--set", "memory.budget_mb=4", "--set", "sona.v2=false"}, &log);
   REQUIRE_MESSAGE(node, log);
   auto c = node->client();
   c.set_read_timeout(60, 0);
@@ -526,8 +539,9 @@ TEST_CASE("memory pool: a tier short of KV memory gets it from another tier's ca
   // demo-110m needs several of its large pages: only trimming demo-tiny's
   // cache makes room.
   auto r = post(c, "/v1/completions",
-                {{"model", "demo-110m"}, {"prompt", "A prompt for the bigger model, long enough "
-                                                    "to need a few pages of KV cache."},
+                {{"model", "demo-110m"},
+                 {"prompt", "A prompt for the bigger model, long enough "
+                            "to need a few pages of KV cache."},
                  {"max_tokens", 8}},
                 200);
   CHECK(r["usage"]["completion_tokens"] == 8);

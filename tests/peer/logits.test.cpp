@@ -88,8 +88,8 @@ std::vector<size_t> top_k(const float* x, size_t n, size_t k) {
 
 struct comparison {
   double max_abs = 0, max_logit = 0;
-  double argmax_agree = 0;  ///< share of positions
-  double top5_overlap = 0;  ///< mean |top5 ∩ top5'| / 5
+  double argmax_agree = 0; ///< share of positions
+  double top5_overlap = 0; ///< mean |top5 ∩ top5'| / 5
 };
 
 comparison compare(const std::vector<float>& ours, const std::vector<float>& peer, size_t n_vocab) {
@@ -132,21 +132,23 @@ comparison run(const variant& v, shoal::kernels::kv_type kv = shoal::kernels::kv
   REQUIRE_MESSAGE(w, (w ? "" : w.err().message));
   auto toks = fixed_prompt(128, spec.n_vocab);
   auto ours = our_logits(path, toks, kv);
-  auto peer = peer_logits(path, toks, spec.n_vocab, kv == shoal::kernels::kv_type::f32 ? "F32" : "F16");
+  auto peer =
+    peer_logits(path, toks, spec.n_vocab, kv == shoal::kernels::kv_type::f32 ? "F32" : "F16");
   auto c = compare(ours, peer, spec.n_vocab);
-  MESSAGE(std::string(v.name) << ": max |Δlogit| " << c.max_abs << " (largest |logit| " << c.max_logit
-                 << "), argmax agreement " << c.argmax_agree * 100 << "%, top-5 overlap "
-                 << c.top5_overlap * 100 << "%");
+  MESSAGE(std::string(v.name) << ": max |Δlogit| " << c.max_abs << " (largest |logit| "
+                              << c.max_logit << "), argmax agreement " << c.argmax_agree * 100
+                              << "%, top-5 overlap " << c.top5_overlap * 100 << "%");
   std::filesystem::remove(path);
   return c;
 }
 
 } // namespace
 
-TEST_CASE("peer: F32 weights give llama.cpp's logits within 1e-4 (MHA, GQA, tied, Llama 3.1 rope)") {
-  for (auto v : {variant{"f32", "f32", 6, false}, variant{"f32-gqa", "f32", 2, false},
-                 variant{"f32-tied", "f32", 6, true},
-                 variant{"f32-rope-freqs", "f32", 2, false, true}}) {
+TEST_CASE(
+  "peer: F32 weights give llama.cpp's logits within 1e-4 (MHA, GQA, tied, Llama 3.1 rope)") {
+  for (auto v :
+       {variant{"f32", "f32", 6, false}, variant{"f32-gqa", "f32", 2, false},
+        variant{"f32-tied", "f32", 6, true}, variant{"f32-rope-freqs", "f32", 2, false, true}}) {
     CAPTURE(v.name);
     auto c = run(v);
     CHECK(c.max_logit > 1.0);
