@@ -199,16 +199,18 @@ router_actor spawn_router(caf::actor_system& sys, std::shared_ptr<router::patter
 
 /// Spawns the SONA actor (the three learning loops). With cfg.v2 it hands
 /// the router a trajectory ring and router v2's model (`initial`, e.g. the
-/// checkpoint restored from the `policies` table, or a new untrained model),
-/// trains it in the background and checkpoints it to `env` (may be null).
+/// checkpoint restored from the `policies` table; without one a new
+/// untrained model over `embed_dim`-dimensional embeddings, config
+/// embedder.dim), trains it in the background and checkpoints it to `env`
+/// (may be null).
 ///
 /// Memory (use `adapter` of `budget`, when given): the caller reserves
 /// sona_fixed_bytes() before spawning; each scoped adapter reserves its
 /// factors when first needed, and a refused reservation leaves that scope on
 /// the shared adapter (counted in learn_status::adapter_refusals).
-sona_actor spawn_sona(caf::actor_system& sys, sona_config cfg, std::vector<double> tier_costs,
-                      router_actor router, witness_actor witness, telemetry_actor telemetry,
-                      std::shared_ptr<store::environment> env = nullptr,
+sona_actor spawn_sona(caf::actor_system& sys, sona_config cfg, uint32_t embed_dim,
+                      std::vector<double> tier_costs, router_actor router, witness_actor witness,
+                      telemetry_actor telemetry, std::shared_ptr<store::environment> env = nullptr,
                       std::optional<learn::router_v2_model> initial = std::nullopt,
                       std::shared_ptr<core::memory_budget> budget = nullptr);
 

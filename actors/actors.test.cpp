@@ -53,8 +53,8 @@ struct node_actors {
     learn::router_v2_config mc;
     auto v2 = load_router_v2(**env, mc);
     REQUIRE(v2);
-    sona = spawn_sona(*sys, {16}, costs, router, witness, telemetry, *env, std::move(*v2),
-                      std::move(budget));
+    sona = spawn_sona(*sys, {16}, emb.dim(), costs, router, witness, telemetry, *env,
+                      std::move(*v2), std::move(budget));
     // SONA hands the router its model while it starts: once it answers, the
     // router's mailbox has the model ahead of any query sent from here on.
     REQUIRE(learn());

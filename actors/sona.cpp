@@ -353,9 +353,9 @@ struct sona_state {
 };
 
 sona_actor::behavior_type sona_behavior(sona_actor::stateful_pointer<sona_state> self,
-                                        sona_config cfg, std::vector<double> costs,
-                                        router_actor router, witness_actor witness,
-                                        telemetry_actor telemetry,
+                                        sona_config cfg, uint32_t embed_dim,
+                                        std::vector<double> costs, router_actor router,
+                                        witness_actor witness, telemetry_actor telemetry,
                                         std::shared_ptr<store::environment> env,
                                         std::optional<learn::router_v2_model> initial,
                                         std::shared_ptr<core::memory_budget> budget) {
@@ -376,6 +376,7 @@ sona_actor::behavior_type sona_behavior(sona_actor::stateful_pointer<sona_state>
     st.v2_ready = initial.has_value();
     if (!initial) {
       learn::router_v2_config mc;
+      mc.embed_dim = embed_dim;
       mc.n_tiers = static_cast<uint32_t>(st.costs.size());
       initial.emplace(mc);
     } else {
@@ -483,13 +484,14 @@ sona_actor::behavior_type sona_behavior(sona_actor::stateful_pointer<sona_state>
 
 } // namespace
 
-sona_actor spawn_sona(caf::actor_system& sys, sona_config cfg, std::vector<double> tier_costs,
-                      router_actor router, witness_actor witness, telemetry_actor telemetry,
-                      std::shared_ptr<store::environment> env,
+sona_actor spawn_sona(caf::actor_system& sys, sona_config cfg, uint32_t embed_dim,
+                      std::vector<double> tier_costs, router_actor router, witness_actor witness,
+                      telemetry_actor telemetry, std::shared_ptr<store::environment> env,
                       std::optional<learn::router_v2_model> initial,
                       std::shared_ptr<core::memory_budget> budget) {
-  auto hdl = sys.spawn(sona_behavior, cfg, std::move(tier_costs), router, std::move(witness),
-                       std::move(telemetry), std::move(env), std::move(initial), std::move(budget));
+  auto hdl =
+    sys.spawn(sona_behavior, cfg, embed_dim, std::move(tier_costs), router, std::move(witness),
+              std::move(telemetry), std::move(env), std::move(initial), std::move(budget));
   caf::anon_send(router, subscribe_atom::value, hdl);
   return hdl;
 }

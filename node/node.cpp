@@ -251,8 +251,9 @@ core::error node_runtime::impl::spawn_actors() {
       *sys, {cfg.federation, cfg.name, *self_id, *crypto::trust_list::parse(cfg.federation.trusted),
              handles.router, cfg.embedder.dim, static_cast<uint32_t>(cfg.router.tiers.size()),
              stream_seq}));
-  handles.sona = actors::spawn_sona(*sys, cfg.sona, costs, handles.router, handles.witness,
-                                    handles.telemetry, store.env, std::move(v2), budget);
+  handles.sona =
+    actors::spawn_sona(*sys, cfg.sona, cfg.embedder.dim, costs, handles.router, handles.witness,
+                       handles.telemetry, store.env, std::move(v2), budget);
   sona = actor_stop(handles.sona);
   {
     // SONA hands the router its model as it starts; once it answers, that

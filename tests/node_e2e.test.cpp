@@ -763,3 +763,27 @@ TEST_CASE("a store written before the restructuring opens, upgrades and serves w
     "conflict");
   CHECK(node->stop(SIGTERM) == 0);
 }
+
+TEST_CASE("with embedder.dim other than 384, router v2 trains on that dimension and restarts") {
+  temp_dir dir;
+  auto prompts = write_prompts(dir.path(), 100);
+  const std::vector<std::string> args{"--set", "embedder.dim=128", "--set", "router.seed=7"};
+  {
+    auto node = must_start(dir.path() / "data", args);
+    auto r =
+      run_shoal({"replay", "--url", node->url(), "--prompts", prompts.string(), "--window", "100"});
+    INFO(r.output);
+    REQUIRE(r.exit_code == 0);
+    auto tr = run_shoal({"learn", "trigger", "background", "--url", node->url()});
+    INFO(tr.output);
+    REQUIRE(tr.exit_code == 0);
+    CHECK(json::parse(tr.output, nullptr, false)["router_v2"]["ready"] == true);
+    CHECK(node->stop(SIGTERM) == 0);
+  }
+  // The checkpoint is for 128 dimensions: the node opens its own store again.
+  auto node = must_start(dir.path() / "data", args);
+  auto c = node->client();
+  CHECK(must_get(c, "/v1/learn/status")["router_v2"]["ready"] == true);
+  must_route(c, "still serving at 128 dimensions");
+  CHECK(node->stop(SIGTERM) == 0);
+}
