@@ -1,14 +1,14 @@
 #pragma once
 /// @file The node's actors and how to spawn them.
 ///
-/// The router, SONA, the witness log and telemetry are typed actors: their
-/// protocols are router_actor, sona_actor, witness_actor and
-/// telemetry_actor below (the part of the router the federation bridge
-/// uses is proto/interfaces.hpp's router_federation). The memory pool and
-/// the engines are still dynamically typed; their protocols are written at
-/// their atoms:
-///   memory pool and engines: actors/memory.hpp, actors/engine.hpp.
-/// SONA's trainer (bg) is internal to SONA.
+/// Every actor the node wires is a typed actor: router_actor, sona_actor,
+/// witness_actor and telemetry_actor below, engine_actor and
+/// memory_actor (actors/engine.hpp, actors/memory.hpp); the part of the
+/// router the federation bridge uses is proto/interfaces.hpp's
+/// router_federation, the bridge as the router sees it proto::bridge_actor.
+/// Helpers each actor spawns for itself (the router's pattern writer and
+/// consolidation planner, SONA's trainer) and the session reaper are
+/// dynamically typed and private to their owner.
 /// All actors flush their state when they receive an exit message
 /// (`anon_send_exit(hdl, exit_reason::user_shutdown)`): the router writes
 /// changed patterns and saves its index, the witness commits pending records.

@@ -76,7 +76,8 @@ struct engine_state {
   static inline const char* name = "shoal.engine";
 };
 
-caf::behavior engine_actor(caf::stateful_actor<engine_state>* self, engine_tier tier) {
+engine_actor::behavior_type engine_behavior(engine_actor::stateful_pointer<engine_state> self,
+                                            engine_tier tier) {
   auto& st = self->state;
   st.tier = std::move(tier);
   if (st.tier.threads > 1)
@@ -137,7 +138,8 @@ caf::behavior engine_actor(caf::stateful_actor<engine_state>* self, engine_tier 
           st.last_pressure = now;
           uint64_t want = std::max<uint64_t>(st.tier.budget->limit() / 16,
                                              st.sched->kv_stats().page_bytes_recent);
-          self->send(st.tier.memory, pressure_atom::value, want, caf::actor{self});
+          self->send(st.tier.memory, pressure_atom::value, want,
+                     caf::actor_cast<engine_actor>(self));
         }
         self->delayed_send(self, 5ms, step_atom::value);
       } else {
@@ -182,8 +184,8 @@ caf::behavior engine_actor(caf::stateful_actor<engine_state>* self, engine_tier 
 
 } // namespace
 
-caf::actor spawn_engine(caf::actor_system& sys, engine_tier tier) {
-  return sys.spawn<caf::detached>(engine_actor, std::move(tier));
+engine_actor spawn_engine(caf::actor_system& sys, engine_tier tier) {
+  return sys.spawn<caf::detached>(engine_behavior, std::move(tier));
 }
 
 } // namespace shoal::actors

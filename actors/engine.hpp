@@ -16,12 +16,15 @@
 /// message round trip per token); the reader cancels through it too.
 
 #include "engine/model.hpp"
+#include "proto/messages.hpp"
 #include "engine/scheduler.hpp"
 #include "engine/tokenizer.hpp"
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
 #include <caf/atom.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -34,17 +37,15 @@
 
 namespace shoal::actors {
 
-/// The engine actor's protocol (one per tier; dynamically typed for now):
-///   (generate_atom, generation_job_ptr)  -> void (events go to the job's stream)
-///   (embed_atom, std::string text)       -> std::vector<float> | invalid_argument
-///   (trim_atom, uint64 bytes)            -> uint64 (KV bytes freed)
-///   (policy_atom)                        -> engine::kv_policy
-///   (policy_atom, engine::kv_policy)     -> engine::kv_policy (applied) | invalid_argument
-///   (stats_atom)                         -> engine_stats
-///   (step_atom)                          -> void (internal: the next batch step)
 using generate_atom = caf::atom_constant<caf::atom("generate")>;
 using embed_atom = caf::atom_constant<caf::atom("embed")>;
 using step_atom = caf::atom_constant<caf::atom("step")>;
+/// The memory pool's messages (actors/memory.hpp); trim and policy go to
+/// engines too.
+using register_atom = caf::atom_constant<caf::atom("register")>;
+using policy_atom = caf::atom_constant<caf::atom("policy")>;
+using pressure_atom = caf::atom_constant<caf::atom("pressure")>;
+using trim_atom = caf::atom_constant<caf::atom("trim")>;
 
 /// One generation's events, from the engine actor (writer) to one reader.
 /// Thread-safe: one writer and one reader thread.
@@ -97,6 +98,27 @@ struct engine_stats {
   uint64_t budget_used = 0, budget_limit = 0; ///< the node's memory budget (all uses)
 };
 
+/// A tier's engine actor (one per tier with a model, detached).
+using engine_actor = caf::typed_actor<
+  /// A generation: its events go to the job's stream.
+  caf::reacts_to<generate_atom, generation_job_ptr>,
+  /// A text's embedding. Errors: invalid_argument (empty, too long).
+  caf::replies_to<embed_atom, std::string>::with<std::vector<float>>,
+  /// Frees up to that many bytes of cached KV pages -> the bytes freed.
+  caf::replies_to<trim_atom, uint64_t>::with<uint64_t>,
+  /// The tier's KV policy; a new one -> the one applied (invalid_argument).
+  caf::replies_to<policy_atom>::with<engine::kv_policy>,
+  caf::replies_to<policy_atom, engine::kv_policy>::with<engine::kv_policy>,
+  caf::replies_to<proto::stats_atom>::with<engine_stats>,
+  /// Internal: the next batched step.
+  caf::reacts_to<step_atom>>;
+
+/// Where an engine reports KV memory pressure (the memory pool's part
+/// engines see; actors/memory.hpp's memory_actor extends it): it wants
+/// that many bytes that other tiers hold.
+using memory_pressure_sink =
+  caf::typed_actor<caf::reacts_to<pressure_atom, uint64_t, engine_actor>>;
+
 /// A tier's model, loaded once at start.
 struct engine_tier {
   std::string name;
@@ -109,11 +131,11 @@ struct engine_tier {
   /// Where evicted KV pages are spilled (nullptr: dropped).
   std::shared_ptr<engine::kv_spill> spill;
   /// The memory pool actor to report KV memory pressure to (may be null).
-  caf::actor memory;
+  memory_pressure_sink memory;
 };
 
 /// Spawns a tier's engine actor (detached: its own thread).
-caf::actor spawn_engine(caf::actor_system& sys, engine_tier tier);
+engine_actor spawn_engine(caf::actor_system& sys, engine_tier tier);
 
 } // namespace shoal::actors
 

@@ -20,8 +20,8 @@ namespace {
 struct memory_state {
   std::shared_ptr<core::memory_budget> budget;
   std::shared_ptr<store::environment> env;
-  std::vector<caf::actor> engines;
-  std::map<std::string, caf::actor> by_tier;
+  std::vector<engine_actor> engines;
+  std::map<std::string, engine_actor> by_tier;
   memory_stats stats;
   bool trimming = false; ///< a round of trims is in flight
   static inline const char* name = "shoal.memory";
@@ -29,18 +29,19 @@ struct memory_state {
 
 /// One round: ask every other engine for its cached bytes, then trim the
 /// largest holders first until `want` bytes are asked for.
-void relieve(caf::stateful_actor<memory_state>* self, uint64_t want, const caf::actor& from) {
+void relieve(memory_actor::stateful_pointer<memory_state> self, uint64_t want,
+             const engine_actor& from) {
   auto& st = self->state;
   if (st.trimming)
     return; // one round at a time; the stalled engine reports again
-  std::vector<caf::actor> others;
+  std::vector<engine_actor> others;
   for (const auto& e : st.engines)
     if (e != from)
       others.push_back(e);
   if (others.empty())
     return;
   st.trimming = true;
-  auto held = std::make_shared<std::vector<std::pair<uint64_t, caf::actor>>>();
+  auto held = std::make_shared<std::vector<std::pair<uint64_t, engine_actor>>>();
   auto pending = std::make_shared<size_t>(others.size());
   auto finish = [self, held, want] {
     auto& st = self->state;
@@ -78,13 +79,13 @@ std::string policy_name(const std::string& tier) {
   return "kv/" + tier;
 }
 
-caf::behavior memory_actor(caf::stateful_actor<memory_state>* self,
-                           std::shared_ptr<core::memory_budget> budget,
-                           std::shared_ptr<store::environment> env) {
+memory_actor::behavior_type memory_behavior(memory_actor::stateful_pointer<memory_state> self,
+                                            std::shared_ptr<core::memory_budget> budget,
+                                            std::shared_ptr<store::environment> env) {
   self->state.budget = std::move(budget);
   self->state.env = std::move(env);
   return {
-    [self](register_atom, const std::string& tier, caf::actor engine) {
+    [self](register_atom, const std::string& tier, engine_actor engine) {
       self->state.by_tier[tier] = engine;
       self->state.engines.push_back(std::move(engine));
     },
@@ -127,7 +128,7 @@ caf::behavior memory_actor(caf::stateful_actor<memory_state>* self,
           [rp](caf::error& e) mutable { rp.deliver(std::move(e)); });
       return rp;
     },
-    [self](pressure_atom, uint64_t bytes, caf::actor from) {
+    [self](pressure_atom, uint64_t bytes, engine_actor from) {
       ++self->state.stats.pressure_events;
       relieve(self, bytes, from);
     },
@@ -146,9 +147,9 @@ caf::behavior memory_actor(caf::stateful_actor<memory_state>* self,
 
 } // namespace
 
-caf::actor spawn_memory_pool(caf::actor_system& sys, std::shared_ptr<core::memory_budget> budget,
-                             std::shared_ptr<store::environment> env) {
-  return sys.spawn<caf::detached>(memory_actor, std::move(budget), std::move(env));
+memory_actor spawn_memory_pool(caf::actor_system& sys, std::shared_ptr<core::memory_budget> budget,
+                               std::shared_ptr<store::environment> env) {
+  return sys.spawn<caf::detached>(memory_behavior, std::move(budget), std::move(env));
 }
 
 caf::expected<std::optional<engine::kv_policy>> load_kv_policy(store::environment& env,

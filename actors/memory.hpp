@@ -10,19 +10,13 @@
 /// evicted: only cached (released) pages can be trimmed.
 ///
 /// The pool also keeps each tier's KV policy (engine::kv_policy: recent
-/// window, old-tier types) in the store's meta table ("kv_policy/<tier>"),
-/// so a change — by an operator or the learning loops — survives restarts.
+/// window, old-tier types) in the store's policies table ("kv/<tier>"), so a
+/// change — by an operator or the learning loops — survives restarts.
 ///
-/// Messages:
-///   (register_atom, std::string tier, caf::actor engine) -> void  an engine joins
-///   (policy_atom, std::string tier)            -> engine::kv_policy  the policy in force
-///   (policy_atom, std::string tier, engine::kv_policy) -> engine::kv_policy  change it
-///       (errors: unknown tier; the engine's refusal, e.g. budget; storage)
-///   (pressure_atom, uint64_t bytes, caf::actor from) -> void  `from` needs bytes
-///   (stats_atom)                               -> memory_stats
-/// Engines answer (trim_atom, uint64_t bytes) -> uint64_t (bytes freed) and
-/// (stats_atom) -> engine_stats (actors/engine.hpp).
+/// Its protocol is memory_actor below; the engines' is actors/engine.hpp's
+/// engine_actor.
 
+#include "actors/engine.hpp"
 #include "engine/kv_cache.hpp"
 #include "proto/messages.hpp"
 #include "store/environment.hpp"
@@ -38,17 +32,6 @@
 
 namespace shoal::actors {
 
-/// The memory pool actor's protocol (dynamically typed for now):
-///   (register_atom, std::string tier, actor engine)    -> void
-///   (policy_atom, std::string tier)                     -> engine::kv_policy | not_found
-///   (policy_atom, std::string tier, engine::kv_policy)  -> engine::kv_policy (applied, stored)
-///   (pressure_atom, uint64 bytes, actor engine)         -> void (asks other tiers to trim)
-///   (stats_atom)                                        -> memory_stats
-using register_atom = caf::atom_constant<caf::atom("register")>;
-using policy_atom = caf::atom_constant<caf::atom("policy")>;
-using pressure_atom = caf::atom_constant<caf::atom("pressure")>;
-using trim_atom = caf::atom_constant<caf::atom("trim")>;
-
 /// The pool's counters.
 struct memory_stats {
   uint64_t limit_bytes = 0, used_bytes = 0;
@@ -58,10 +41,20 @@ struct memory_stats {
   uint64_t trimmed_bytes = 0;                                 ///< bytes they freed
 };
 
+/// The memory pool actor: one byte budget across the tiers' KV pages,
+/// adapters and the router (the tiers register their engines).
+using memory_actor = memory_pressure_sink::extend<
+  caf::reacts_to<register_atom, std::string, engine_actor>,
+  /// A tier's KV policy. Errors: not_found (no tier of that name with a model).
+  caf::replies_to<policy_atom, std::string>::with<engine::kv_policy>,
+  /// Applies and stores a tier's KV policy (the policies table) -> the one applied.
+  caf::replies_to<policy_atom, std::string, engine::kv_policy>::with<engine::kv_policy>,
+  caf::replies_to<proto::stats_atom>::with<memory_stats>>;
+
 /// Spawns the memory pool actor over `budget` (detached: it writes the
 /// policies to `env`, which may be null: then they are not kept).
-caf::actor spawn_memory_pool(caf::actor_system& sys, std::shared_ptr<core::memory_budget> budget,
-                             std::shared_ptr<store::environment> env);
+memory_actor spawn_memory_pool(caf::actor_system& sys, std::shared_ptr<core::memory_budget> budget,
+                               std::shared_ptr<store::environment> env);
 
 /// The KV policy stored for `tier`, if any (errors: storage, corrupt record).
 caf::expected<std::optional<engine::kv_policy>> load_kv_policy(store::environment& env,

@@ -15,6 +15,8 @@
 /// validate, then hand over to the actors and wait for the answer (at most
 /// http.request_timeout_ms; then 503 unavailable).
 
+#include "actors/actors.hpp"
+#include "actors/memory.hpp"
 #include "engine/embedder.hpp"
 #include "node/config.hpp"
 #include "node/openai.hpp"
@@ -36,7 +38,7 @@ struct gateway_actors {
   caf::actor bridge;           ///< federation bridge; null when federation is off
   std::vector<api_tier> tiers; ///< the OpenAI API's view of the tiers (engines)
   std::shared_ptr<actors::session_index> sessions; ///< conversations named by session_id
-  caf::actor memory;                               ///< the memory pool (budget across tiers)
+  actors::memory_actor memory;                     ///< the memory pool (budget across tiers)
 };
 
 class gateway {

@@ -268,10 +268,10 @@ core::error node_runtime::impl::spawn_actors() {
                               view(e).message);
                });
   }
-  memory = actor_stop(actors::spawn_memory_pool(*sys, budget, store.env));
+  handles.memory = actors::spawn_memory_pool(*sys, budget, store.env);
+  memory = actor_stop(handles.memory);
   handles.bridge = bridge.get();
   handles.sessions = sessions.index;
-  handles.memory = memory.get();
   return {};
 }
 
@@ -302,7 +302,7 @@ core::error node_runtime::impl::spawn_engines() {
                    tc.name, tc.model, hp.arch, et.model->weight_type_name(), hp.n_layer, hp.n_embd,
                    hp.n_vocab, et.model->weight_bytes() / 1e6, t.n_ctx, engine::to_string(t.chat),
                    et.threads);
-      et.memory = memory.get();
+      et.memory = handles.memory;
       // A KV policy changed at run time (operator, learning loops) outlives restarts.
       auto stored = actors::load_kv_policy(*store.env, tc.name);
       if (!stored)
@@ -318,7 +318,7 @@ core::error node_runtime::impl::spawn_engines() {
                      kernels::to_string(k.old_v_type));
       }
       t.engine = actors::spawn_engine(*sys, std::move(et));
-      caf::anon_send(memory.get(), actors::register_atom::value, tc.name, t.engine);
+      caf::anon_send(handles.memory, actors::register_atom::value, tc.name, t.engine);
       engines.emplace_back(t.engine);
     }
     handles.tiers.push_back(std::move(t));

@@ -45,7 +45,7 @@ namespace shoal::node {
 /// A tier as the API sees it.
 struct api_tier {
   std::string name;
-  caf::actor engine; ///< null for a routing-only tier
+  actors::engine_actor engine; ///< null for a routing-only tier
   std::shared_ptr<const engine::tokenizer> tokenizer;
   engine::chat_format chat = engine::chat_format::chatml;
   uint32_t n_ctx = 0;
