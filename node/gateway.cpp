@@ -515,7 +515,7 @@ gateway::gateway(caf::actor_system& sys, const node_config& cfg, gateway_actors 
 
 gateway::~gateway() = default;
 
-std::variant<int, std::string> gateway::bind() {
+core::result<int> gateway::bind() {
   const auto& h = impl_->cfg.http;
   int port = static_cast<int>(h.port);
   if (port == 0)
@@ -523,7 +523,8 @@ std::variant<int, std::string> gateway::bind() {
   else if (!impl_->server.bind_to_port(h.address, port))
     port = -1;
   if (port < 0)
-    return "cannot listen on " + h.address + ":" + std::to_string(h.port);
+    return core::error{errc::unavailable,
+                       "cannot listen on " + h.address + ":" + std::to_string(h.port), "http.port"};
   impl_->port = port;
   return port;
 }

@@ -46,8 +46,9 @@ public:
   gateway(caf::actor_system& sys, const node_config& cfg, gateway_actors actors);
   ~gateway();
 
-  /// Binds the listening socket. Returns the bound port, or an error text.
-  std::variant<int, std::string> bind();
+  /// Binds the listening socket. Returns the bound port. Errors: unavailable
+  /// (the address cannot be bound; context http.port).
+  core::result<int> bind();
 
   /// Serves until `stop` is called (blocks the calling thread).
   void serve();

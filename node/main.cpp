@@ -201,11 +201,11 @@ int main(int argc, char** argv) {
           continue;
         }
         auto where = shoal::node::resolve_model(spec);
-        if (auto* err = std::get_if<std::string>(&where)) {
-          std::fprintf(stderr, "shoal: %s: %s\n", label.c_str(), err->c_str());
+        if (!where) {
+          std::fprintf(stderr, "shoal: %s: %s\n", label.c_str(), where.err().message.c_str());
           rc = 1;
         } else {
-          std::printf("%s\t%s\n", label.c_str(), std::get<std::filesystem::path>(where).c_str());
+          std::printf("%s\t%s\n", label.c_str(), where->c_str());
         }
       }
       return rc;

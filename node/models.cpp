@@ -16,7 +16,7 @@ std::filesystem::path model_cache_dir() {
   return std::filesystem::path(home && *home ? home : "/tmp") / ".cache" / "shoal" / "models";
 }
 
-std::variant<std::filesystem::path, std::string> resolve_model(const std::string& spec) {
+core::result<std::filesystem::path> resolve_model(const std::string& spec) {
   if (spec.rfind("demo:", 0) != 0)
     return std::filesystem::path(spec);
   auto rest = spec.substr(5);
@@ -25,12 +25,16 @@ std::variant<std::filesystem::path, std::string> resolve_model(const std::string
   std::string type = colon == std::string::npos ? "q8_0" : rest.substr(colon + 1);
   auto preset = engine::random_model_preset(shape);
   if (!preset)
-    return "model \"" + spec + "\": unknown demo shape \"" + shape
-           + "\" (known: tiny, 15M, 110M, 260M)";
+    return core::error{errc::invalid_argument,
+                       "model \"" + spec + "\": unknown demo shape \"" + shape
+                         + "\" (known: tiny, 15M, 110M, 260M)",
+                       spec};
   auto wt = engine::weight_type_from_name(type);
   if (!wt)
-    return "model \"" + spec + "\": unknown weight type \"" + type
-           + "\" (known: f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)";
+    return core::error{errc::invalid_argument,
+                       "model \"" + spec + "\": unknown weight type \"" + type
+                         + "\" (known: f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)",
+                       spec};
   preset->weight_type = *wt;
   preset->name = "shoal-demo-" + shape + "-" + type;
   auto dir = model_cache_dir();
@@ -40,32 +44,41 @@ std::variant<std::filesystem::path, std::string> resolve_model(const std::string
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec)
-    return "cannot create the model cache " + dir.string() + ": " + ec.message();
+    return core::error{errc::storage_failure,
+                       "cannot create the model cache " + dir.string() + ": " + ec.message(),
+                       dir.string()};
   // A unique temporary name per writer: concurrent nodes each write the
   // same bytes and rename atomically.
   auto tmp = path.string() + "." + std::to_string(::getpid());
   auto w = engine::write_random_model(*preset, tmp);
   if (!w)
-    return "cannot write demo model " + path.string() + ": " + w.err().message;
+    return core::error{errc::storage_failure,
+                       "cannot write demo model " + path.string() + ": " + w.err().message,
+                       path.string()};
   std::filesystem::rename(tmp, path, ec);
   if (ec)
-    return "cannot write demo model " + path.string() + ": " + ec.message();
+    return core::error{errc::storage_failure,
+                       "cannot write demo model " + path.string() + ": " + ec.message(),
+                       path.string()};
   return path;
 }
 
-std::variant<actors::engine_tier, std::string>
-load_tier(const router::tier_config& tc, const engine::kv_tier_config& kv,
-          std::shared_ptr<core::memory_budget> budget) {
+core::result<actors::engine_tier> load_tier(const router::tier_config& tc,
+                                            const engine::kv_tier_config& kv,
+                                            std::shared_ptr<core::memory_budget> budget) {
+  auto in_tier = [&tc](const core::error& e, const std::string& what) {
+    return core::error{e.code, "tier " + tc.name + ": " + what + e.message, e.context};
+  };
   auto where = resolve_model(tc.model);
-  if (auto* e = std::get_if<std::string>(&where))
-    return "tier " + tc.name + ": " + *e;
-  auto path = std::get<std::filesystem::path>(where);
+  if (!where)
+    return in_tier(where.err(), "");
+  const auto path = *where;
   auto m = engine::model::load(path.string());
   if (!m)
-    return "tier " + tc.name + ": " + m.err().message;
+    return in_tier(m.err(), "");
   auto tok = engine::tokenizer::from_gguf((*m)->file());
   if (!tok)
-    return "tier " + tc.name + ": " + path.string() + ": " + tok.err().message;
+    return in_tier(tok.err(), path.string() + ": ");
   actors::engine_tier t;
   t.name = tc.name;
   t.model = std::move(*m);

@@ -4,6 +4,7 @@
 /// loading model and tokenizer. Called once at start, on the main thread.
 
 #include "actors/engine.hpp"
+#include "core/error.hpp"
 #include "router/pattern_bank.hpp"
 
 #include <filesystem>
@@ -19,14 +20,17 @@ std::filesystem::path model_cache_dir();
 
 /// The GGUF path of a tier's `model` setting: a file path as given, or for
 /// "demo:<shape>:<type>" the cached file (written first if absent; the
-/// weights are seeded, so every node writes the same bytes). Errors: an
-/// unknown shape or type, an unwritable cache.
-std::variant<std::filesystem::path, std::string> resolve_model(const std::string& spec);
+/// weights are seeded, so every node writes the same bytes). Errors:
+/// invalid_argument (an unknown shape or type; context: the spec),
+/// storage_failure (an unwritable cache; context: the directory or file).
+core::result<std::filesystem::path> resolve_model(const std::string& spec);
 
 /// Loads a tier: model, tokenizer, scheduler limits, its KV cache's paging
-/// and the node's memory budget. Error text names the tier and the file.
-std::variant<actors::engine_tier, std::string>
-load_tier(const router::tier_config& tc, const engine::kv_tier_config& kv,
-          std::shared_ptr<core::memory_budget> budget);
+/// and the node's memory budget. Errors: resolve_model's, the GGUF's or the
+/// tokenizer's (corrupt_data, storage_failure), the message naming the tier
+/// and the file.
+core::result<actors::engine_tier> load_tier(const router::tier_config& tc,
+                                            const engine::kv_tier_config& kv,
+                                            std::shared_ptr<core::memory_budget> budget);
 
 } // namespace shoal::node

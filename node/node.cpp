@@ -282,9 +282,9 @@ core::error node_runtime::impl::spawn_engines() {
     t.name = tc.name;
     if (!tc.model.empty()) {
       auto loaded = load_tier(tc, kv, budget);
-      if (auto* err = std::get_if<std::string>(&loaded))
-        return fail(errc::storage_failure, *err);
-      auto& et = std::get<actors::engine_tier>(loaded);
+      if (!loaded)
+        return loaded.err();
+      auto& et = *loaded;
       if (seal)
         et.spill = std::make_shared<actors::kv_spill_store>(std::make_unique<store::kv_spill_table>(
           store.env, seal, et.model->fingerprint(), cfg.memory_spill_max_mb << 20));
@@ -342,9 +342,9 @@ core::result<std::unique_ptr<node_runtime>> node_runtime::start(const node_confi
 core::error node_runtime::serve() {
   auto& cfg = impl_->cfg;
   auto bound = impl_->gw->bind();
-  if (auto* err = std::get_if<std::string>(&bound))
-    return fail(errc::unavailable, *err);
-  std::string where = cfg.http.address + ":" + std::to_string(std::get<int>(bound));
+  if (!bound)
+    return bound.err();
+  std::string where = cfg.http.address + ":" + std::to_string(*bound);
   if (!cfg.http.port_file.empty()) {
     auto tmp = cfg.http.port_file + ".tmp";
     std::ofstream(tmp) << where << "\n";
