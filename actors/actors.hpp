@@ -5,7 +5,8 @@
 /// witness_actor and telemetry_actor below, engine_actor and
 /// memory_actor (actors/engine.hpp, actors/memory.hpp); the part of the
 /// router the federation bridge uses is proto/interfaces.hpp's
-/// router_federation, the bridge as the router sees it proto::bridge_actor.
+/// router_federation, the bridge as the router sees it proto::bridge_actor
+/// (federation/bridge.hpp's bridge_handle adds its statistics).
 /// Helpers each actor spawns for itself (the router's pattern writer and
 /// consolidation planner, SONA's trainer) and the session reaper are
 /// dynamically typed and private to their owner.

@@ -38,7 +38,7 @@ namespace {
 struct node_handles {
   std::shared_ptr<router::pattern_bank> bank;
   shoal::actors::router_actor router;
-  caf::actor bridge;
+  shoal::federation::bridge_handle bridge;
   shoal::actors::telemetry_actor telemetry;
 };
 

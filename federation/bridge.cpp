@@ -542,7 +542,18 @@ std::string connect(bridge_state& s) {
   return std::string("connecting to ") + c.urls + ": " + natsStatus_GetText(st);
 }
 
-caf::behavior bridge_actor(caf::stateful_actor<bridge_state>* self, bridge_args args) {
+/// The bridge's whole protocol: the node's view (bridge_handle) and the
+/// messages of its NATS callbacks, set-up thread and timers.
+using bridge_full =
+  bridge_handle::extend<caf::reacts_to<up_atom>, caf::reacts_to<down_atom>,
+                        caf::reacts_to<setup_atom>, caf::reacts_to<retry_atom>,
+                        caf::reacts_to<lost_atom, std::string>, caf::reacts_to<relost_atom>,
+                        caf::reacts_to<inbound_atom, proto::envelope, uint64_t, bool>,
+                        caf::reacts_to<dropped_atom, int, std::string, uint64_t>,
+                        caf::reacts_to<digest_tick_atom>, caf::reacts_to<telemetry_tick_atom>>;
+
+bridge_full::behavior_type bridge_behavior(bridge_full::stateful_pointer<bridge_state> self,
+                                           bridge_args args) {
   auto& s = self->state;
   s.a = std::move(args);
   s.prefix = "shoal." + s.a.cfg.cluster + ".";
@@ -938,8 +949,8 @@ core::error validate(const federation_config& c, const std::string& node_name) {
   return {};
 }
 
-caf::actor spawn_bridge(caf::actor_system& sys, bridge_args args) {
-  return sys.spawn<caf::detached>(bridge_actor, std::move(args));
+bridge_handle spawn_bridge(caf::actor_system& sys, bridge_args args) {
+  return sys.spawn<caf::detached>(bridge_behavior, std::move(args));
 }
 
 } // namespace shoal::federation

@@ -127,7 +127,12 @@ core::error validate(const federation_config& cfg, const std::string& node_name)
 
 /// Spawns the bridge (detached) and attaches it to the router. It connects in
 /// the background: the node serves whether or not NATS is up.
-caf::actor spawn_bridge(caf::actor_system& sys, bridge_args args);
+/// The bridge as the node sees it: what the router sends (proto's
+/// bridge_actor) and its counters for /v1/stats and /metrics.
+using bridge_handle =
+  proto::bridge_actor::extend<caf::replies_to<proto::stats_atom>::with<federation_stats>>;
+
+bridge_handle spawn_bridge(caf::actor_system& sys, bridge_args args);
 
 } // namespace shoal::federation
 

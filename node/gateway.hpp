@@ -17,6 +17,7 @@
 
 #include "actors/actors.hpp"
 #include "actors/memory.hpp"
+#include "federation/bridge.hpp"
 #include "engine/embedder.hpp"
 #include "node/config.hpp"
 #include "node/openai.hpp"
@@ -35,8 +36,8 @@ struct gateway_actors {
   actors::sona_actor sona;
   actors::witness_actor witness;
   actors::telemetry_actor telemetry;
-  caf::actor bridge;           ///< federation bridge; null when federation is off
-  std::vector<api_tier> tiers; ///< the OpenAI API's view of the tiers (engines)
+  federation::bridge_handle bridge; ///< federation bridge; null when federation is off
+  std::vector<api_tier> tiers;      ///< the OpenAI API's view of the tiers (engines)
   std::shared_ptr<actors::session_index> sessions; ///< conversations named by session_id
   actors::memory_actor memory;                     ///< the memory pool (budget across tiers)
 };

@@ -246,11 +246,13 @@ core::error node_runtime::impl::spawn_actors() {
   // published; with a bridge, its exit is awaited.
   handles.router = actors::spawn_router(*sys, std::move(bank), handles.witness, handles.telemetry);
   router = actor_stop(handles.router, self_id ? sys.get() : nullptr);
-  if (self_id)
-    bridge = actor_stop(federation::spawn_bridge(
+  if (self_id) {
+    handles.bridge = federation::spawn_bridge(
       *sys, {cfg.federation, cfg.name, *self_id, *crypto::trust_list::parse(cfg.federation.trusted),
              handles.router, cfg.embedder.dim, static_cast<uint32_t>(cfg.router.tiers.size()),
-             stream_seq}));
+             stream_seq});
+    bridge = actor_stop(handles.bridge);
+  }
   handles.sona =
     actors::spawn_sona(*sys, cfg.sona, cfg.embedder.dim, costs, handles.router, handles.witness,
                        handles.telemetry, store.env, std::move(v2), budget);
@@ -270,7 +272,6 @@ core::error node_runtime::impl::spawn_actors() {
   }
   handles.memory = actors::spawn_memory_pool(*sys, budget, store.env);
   memory = actor_stop(handles.memory);
-  handles.bridge = bridge.get();
   handles.sessions = sessions.index;
   return {};
 }
