@@ -160,15 +160,14 @@ caf::expected<std::optional<engine::kv_policy>> load_kv_policy(store::environmen
   if (!*stored)
     return std::optional<engine::kv_policy>{};
   auto rec = proto::decode_kv_policy((*stored)->value);
-  auto known = [](uint8_t t) {
-    return std::string_view(kernels::to_string(static_cast<kernels::kv_type>(t))) != "?";
-  };
-  if (!rec || !known(rec->old_k_type) || !known(rec->old_v_type))
+  auto k = rec ? kernels::kv_type_from_code(rec->old_k_type) : std::nullopt;
+  auto v = rec ? kernels::kv_type_from_code(rec->old_v_type) : std::nullopt;
+  if (!k || !v)
     return make_error(errc::corrupt_data, "stored KV policy of tier " + tier + " does not decode");
   engine::kv_policy p;
   p.recent_tokens = rec->recent_tokens;
-  p.old_k_type = static_cast<kernels::kv_type>(rec->old_k_type);
-  p.old_v_type = static_cast<kernels::kv_type>(rec->old_v_type);
+  p.old_k_type = *k;
+  p.old_v_type = *v;
   p.migrate_pages = rec->migrate_pages;
   return std::optional<engine::kv_policy>{p};
 }

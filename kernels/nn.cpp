@@ -392,6 +392,13 @@ std::optional<kv_type> parse_kv_type(std::string_view name) noexcept {
   return std::nullopt;
 }
 
+std::optional<kv_type> kv_type_from_code(uint8_t code) noexcept {
+  for (kv_type t : {kv_type::f32, kv_type::f16, kv_type::q4_0, kv_type::q8_0})
+    if (static_cast<uint8_t>(t) == code)
+      return t;
+  return std::nullopt;
+}
+
 const char* to_string(kv_type t) noexcept {
   switch (t) {
     case kv_type::f32:

@@ -185,6 +185,9 @@ enum class kv_type : uint8_t {
 const char* to_string(kv_type t) noexcept;
 /// The type named "f32", "f16", "q8_0" or "q4_0" (to_string's names); nullopt otherwise.
 std::optional<kv_type> parse_kv_type(std::string_view name) noexcept;
+/// The type of a stored code (its ggml_type id, as records keep it); nullopt
+/// for any code that is no kv_type (damaged or foreign data).
+std::optional<kv_type> kv_type_from_code(uint8_t code) noexcept;
 
 /// Bytes of `n_elems` consecutive elements of type t: 4n (f32), 2n (f16),
 /// n/32·34 (q8_0), n/32·18 (q4_0). @pre n_elems % 32 == 0 for quantized types.

@@ -709,3 +709,10 @@ TEST_CASE("attention_paged: quantized pages stay within the stated error of the 
     CHECK(e.nmse() <= x.bound);
   }
 }
+
+TEST_CASE("KV types read back from their stored codes, and other codes are none") {
+  for (kv_type t : {kv_type::f32, kv_type::f16, kv_type::q4_0, kv_type::q8_0})
+    CHECK(kv_type_from_code(static_cast<uint8_t>(t)) == t);
+  for (uint8_t bad : {3, 7, 9, 255})
+    CHECK_FALSE(kv_type_from_code(bad));
+}
