@@ -17,8 +17,8 @@
 // Batches of changed patterns only travel between the router and its writer
 // in this process; they are never serialized.
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::router::pattern_batch)
-// Consolidation plans travel between the router and its planner likewise.
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::router::consolidation_plan_ptr)
+// Consolidation runs travel between the router and its planner likewise.
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::router::consolidation_run_ptr)
 
 namespace shoal::actors {
 
@@ -88,7 +88,7 @@ constexpr size_t reindex_slice = 64;
 /// it touches until it hands the plan back, then quits.
 caf::behavior consolidation_planner(caf::event_based_actor* self) {
   return {
-    [self](router::consolidation_plan_ptr& plan) -> router::consolidation_plan_ptr {
+    [self](router::consolidation_run_ptr& plan) -> router::consolidation_run_ptr {
       router::pattern_bank::plan_consolidation(*plan);
       self->quit();
       return std::move(plan);
@@ -427,7 +427,7 @@ router_actor::behavior_type router_behavior(router_actor::stateful_pointer<route
       auto planner = self->spawn<caf::detached>(consolidation_planner);
       self->request(planner, deep_plan_timeout, std::move(*plan))
         .then(
-          [self, rp](router::consolidation_plan_ptr& done) mutable {
+          [self, rp](router::consolidation_run_ptr& done) mutable {
             auto& st = self->state;
             st.deep_running = false;
             auto r = st.bank->apply_consolidation(*done);

@@ -19,9 +19,6 @@ namespace shoal::router {
 
 namespace {
 
-/// Automatic k is ceil(sqrt(n / 2)), at most this.
-constexpr uint32_t max_auto_clusters = 1024;
-
 /// Key of the categories record (table router_state; proto::categories_record).
 constexpr std::string_view categories_key = "categories";
 
@@ -34,30 +31,6 @@ uint64_t observations(const std::vector<proto::tier_stat>& tiers) {
 
 uint64_t ms_since(int64_t start_ns) {
   return static_cast<uint64_t>(std::max<int64_t>(0, core::steady_now_ns() - start_ns) / 1'000'000);
-}
-
-/// The k-means assignment rule (as kernels::kmeans_lloyd): argmin over the
-/// means of ‖c‖² − 2 x·c, ties to the lower index. @param dots [k] scratch.
-uint32_t nearest_mean(std::span<const float> x, std::span<const float> means,
-                      std::span<const float> norms, std::span<float> dots) {
-  kernels::dot_rows(dots, x, means);
-  uint32_t best = 0;
-  float best_d = norms[0] - 2 * dots[0];
-  for (size_t c = 1; c < norms.size(); ++c) {
-    const float d = norms[c] - 2 * dots[c];
-    if (d < best_d) {
-      best_d = d;
-      best = static_cast<uint32_t>(c);
-    }
-  }
-  return best;
-}
-
-std::vector<float> squared_norms(std::span<const float> means, size_t dim) {
-  std::vector<float> out(means.size() / dim);
-  for (size_t c = 0; c < out.size(); ++c)
-    out[c] = kernels::dot(means.subspan(c * dim, dim), means.subspan(c * dim, dim));
-  return out;
 }
 
 /// Holds working memory in the budget while a plan lives (set its fields
@@ -206,47 +179,23 @@ caf::error pattern_bank::load_categories() {
   return {};
 }
 
-/// See pattern_bank.hpp. Rows are the patterns that stay for clustering,
-/// by ascending id. Filled by prepare_consolidation (snapshot) and
-/// plan_consolidation (plan); read by apply_consolidation.
-struct consolidation_plan {
+/// See pattern_bank.hpp: the snapshot (prepare_consolidation, owner's
+/// thread), the plan (plan_consolidation, planner's thread) and what the
+/// bank needs to apply it (apply_consolidation, owner's thread).
+struct consolidation_run {
   enum class phase { prepared, planned, applied };
-  // -- snapshot (owner's thread) ---------------------------------------------
   const pattern_bank* bank = nullptr; ///< identity only, never dereferenced
   phase at = phase::prepared;
-  consolidation_config cfg;
   int64_t now_ms = 0;
-  int64_t t_start_ns = 0; ///< steady clock, for duration_ms
-  size_t dim = 0;
-  std::vector<uint64_t> prune;      ///< ids selected for pruning, ascending
-  std::vector<uint64_t> ids;        ///< [n] the rows' pattern ids, ascending
-  std::vector<float> x;             ///< [n, dim] exact centroids (merges move them)
-  std::vector<double> weight;       ///< [n] 1 + observations (all contributors)
-  std::vector<uint64_t> hits;       ///< [n]
-  std::vector<uint8_t> removable;   ///< [n] created here, no peers' contribution
-  std::vector<uint8_t> ours;        ///< [n] created here (its centroid may move)
-  std::vector<uint8_t> kept;        ///< [n] stale, low-value, but shared
-  std::vector<uint32_t> old_labels; ///< [k_old] the categories' ids before
-  std::vector<float> old_means;     ///< [k_old, dim]
-  uint32_t next_category = 0;
+  int64_t t_start_ns = 0;      ///< steady clock, for duration_ms
+  std::vector<uint64_t> prune; ///< ids selected for pruning, ascending
+  consolidation_snapshot snapshot;
+  consolidation_plan plan;
   budget_hold hold; ///< the working memory
   consolidation_stats stats;
-  // -- plan (planner's thread) -----------------------------------------------
-  struct merge_step {
-    size_t from, into; // rows
-  };
-  size_t k = 0;
-  std::vector<float> means;      ///< [k, dim]
-  std::vector<float> norms;      ///< [k]
-  std::vector<uint32_t> labels;  ///< [k] category ids
-  std::vector<uint32_t> assign;  ///< [n] cluster of each row
-  std::vector<merge_step> steps; ///< in order
-  std::vector<uint8_t> gone;     ///< [n] merged away
-  std::vector<uint8_t> moved;    ///< [n] centroid moved by merges (x holds it)
-  std::vector<uint32_t> cat_of;  ///< [n] category id of each row that stays
 };
 
-caf::expected<consolidation_plan_ptr>
+caf::expected<consolidation_run_ptr>
 pattern_bank::prepare_consolidation(const consolidation_config& cc, int64_t now_ms) {
   const int64_t t_start = core::steady_now_ns();
   auto bad = [](const std::string& what) { return make_error(errc::invalid_argument, what); };
@@ -260,14 +209,14 @@ pattern_bank::prepare_consolidation(const consolidation_config& cc, int64_t now_
     return bad("consolidation_config::stale_days must be in [1, 36500]");
   if (cc.min_observations > (uint64_t{1} << 53))
     return bad("consolidation_config::min_observations must be at most 2^53");
-  auto plan = std::make_shared<consolidation_plan>();
-  auto& p = *plan;
-  p.bank = this;
+  auto run = std::make_shared<consolidation_run>();
+  auto& p = run->snapshot;
+  run->bank = this;
+  run->now_ms = now_ms;
+  run->t_start_ns = t_start;
+  run->stats.patterns_before = stats_.size();
   p.cfg = cc;
-  p.now_ms = now_ms;
-  p.t_start_ns = t_start;
   p.dim = dim_;
-  p.stats.patterns_before = stats_.size();
   if (auto err = index_pending())
     return err;
   if (auto err = reindex_moved(reindex_.size()))
@@ -284,14 +233,14 @@ pattern_bank::prepare_consolidation(const consolidation_config& cc, int64_t now_
     bool stale = now_ms - std::max(st.updated_ms, st.created_ms) >= stale_ms
                  && observations(st.total) < cc.min_observations;
     if (stale && removable(st)) {
-      p.prune.push_back(id);
+      run->prune.push_back(id);
       continue;
     }
     if (stale)
       stale_kept.push_back(id);
     ids.push_back(id);
   }
-  std::sort(p.prune.begin(), p.prune.end());
+  std::sort(run->prune.begin(), run->prune.end());
   std::sort(ids.begin(), ids.end());
   const size_t n = ids.size();
   auto row_of = [&](uint64_t id) -> ptrdiff_t {
@@ -309,8 +258,8 @@ pattern_bank::prepare_consolidation(const consolidation_config& cc, int64_t now_
                                              + " MiB of working memory; the memory budget has "
                                              + std::to_string(free >> 20) + " MiB free");
     }
-    p.hold.budget = budget_;
-    p.hold.bytes = work;
+    run->hold.budget = budget_;
+    run->hold.bytes = work;
   }
 
   // The exact f32 centroids [n, dim]: LMDB, then the unflushed ones (newer),
@@ -357,7 +306,7 @@ pattern_bank::prepare_consolidation(const consolidation_config& cc, int64_t now_
       kernels::normalize(c);
       std::copy(c.begin(), c.end(), row(r).begin());
     }
-  p.stats.read_ms = ms_since(t0);
+  run->stats.read_ms = ms_since(t0);
 
   p.weight.resize(n);
   p.hits.resize(n);
@@ -373,204 +322,62 @@ pattern_bank::prepare_consolidation(const consolidation_config& cc, int64_t now_
   }
   for (uint64_t id : stale_kept)
     p.kept[static_cast<size_t>(row_of(id))] = 1;
-  p.stats.kept_shared = stale_kept.size();
+  run->stats.kept_shared = stale_kept.size();
   p.old_labels = cat_ids_;
   p.old_means = cat_means_;
   p.next_category = next_category_;
-  p.stats.snapshot_ms = ms_since(t_start);
-  return plan;
+  run->stats.snapshot_ms = ms_since(t_start);
+  return run;
 }
 
-void pattern_bank::plan_consolidation(consolidation_plan& p) {
-  const size_t dim = p.dim;
-  const size_t n = p.ids.size();
-  const auto& cc = p.cfg;
-  auto& out = p.stats;
-  auto row = [&](size_t r) { return std::span<float>(p.x.data() + r * dim, dim); };
-
-  // k-means++ over the centroids.
-  int64_t t0 = core::steady_now_ns();
-  size_t k = 0;
-  if (n > 0) {
-    k = cc.clusters != 0
-          ? cc.clusters
-          : std::min<size_t>(max_auto_clusters, static_cast<size_t>(std::ceil(std::sqrt(n / 2.0))));
-    k = std::clamp<size_t>(k, 1, n);
-  }
-  p.k = k;
-  auto& means = p.means;
-  auto& assign = p.assign;
-  means.assign(k * dim, 0.0f);
-  assign.assign(n, 0);
-  if (n > 0) {
-    std::vector<float> scratch(kernels::kmeans_scratch_size(n, k, dim));
-    kernels::kmeans_rng rng{cc.seed};
-    auto km = kernels::kmeans_pp(means, assign, p.x, dim, cc.max_iterations, rng, scratch);
-    out.iterations = static_cast<uint32_t>(km.iterations);
-    out.converged = km.converged;
-    out.inertia = km.inertia;
-  }
-  out.clusters = static_cast<uint32_t>(k);
-  p.norms = squared_norms(means, dim);
-  const auto& norms = p.norms;
-  out.kmeans_ms = ms_since(t0);
-
-  // Category ids: a cluster keeps a previous category's id when the two
-  // means are mutual nearest neighbours, otherwise it gets a new one.
-  auto& labels = p.labels;
-  labels.assign(k, 0);
-  {
-    const size_t k_old = p.old_labels.size();
-    std::vector<size_t> nn_new(k, 0), nn_old(k_old, 0);
-    std::vector<float> best_new(k, INFINITY), best_old(k_old, INFINITY);
-    for (size_t i = 0; i < k; ++i)
-      for (size_t j = 0; j < k_old; ++j) {
-        float d = kernels::l2sq({means.data() + i * dim, dim}, {p.old_means.data() + j * dim, dim});
-        if (d < best_new[i]) {
-          best_new[i] = d;
-          nn_new[i] = j;
-        }
-        if (d < best_old[j]) {
-          best_old[j] = d;
-          nn_old[j] = i;
-        }
-      }
-    for (size_t i = 0; i < k; ++i) {
-      if (k_old > 0 && nn_old[nn_new[i]] == i) {
-        labels[i] = p.old_labels[nn_new[i]];
-        ++out.categories_kept;
-      } else {
-        labels[i] = p.next_category++;
-      }
-    }
-  }
-
-  // Near-duplicates, within each cluster only.
-  t0 = core::steady_now_ns();
-  auto& weight = p.weight;
-  std::vector<size_t> order(n);
-  std::iota(order.begin(), order.end(), size_t{0});
-  // By cluster, then most observations first, then most hits, then lower id.
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    if (assign[a] != assign[b])
-      return assign[a] < assign[b];
-    if (weight[a] != weight[b])
-      return weight[a] > weight[b];
-    if (p.hits[a] != p.hits[b])
-      return p.hits[a] > p.hits[b];
-    return p.ids[a] < p.ids[b];
-  });
-  auto& steps = p.steps;
-  auto& gone = p.gone;
-  auto& moved = p.moved;
-  auto& kept = p.kept;
-  gone.assign(n, 0);
-  moved.assign(n, 0);
-  std::vector<float> block, dots;
-  const auto thr = static_cast<float>(cc.merge_similarity);
-  for (size_t begin = 0; begin < n;) {
-    size_t end = begin;
-    while (end < n && assign[order[end]] == assign[order[begin]])
-      ++end;
-    const size_t m = end - begin;
-    const size_t* member = order.data() + begin;
-    block.resize(m * dim);
-    for (size_t a = 0; a < m; ++a)
-      std::copy_n(p.x.data() + member[a] * dim, dim, block.data() + a * dim);
-    auto brow = [&](size_t a) { return std::span<float>(block.data() + a * dim, dim); };
-    // Merges row `from` into row `into` (block indexes).
-    auto absorb = [&](size_t from, size_t into) {
-      const size_t rf = member[from], ri = member[into];
-      steps.push_back({rf, ri});
-      gone[rf] = 1;
-      if (p.ours[ri]) { // the creator's centroid is not ours to move
-        auto ci = brow(into), cf = brow(from);
-        for (size_t j = 0; j < dim; ++j)
-          ci[j] = static_cast<float>(weight[ri] * ci[j] + weight[rf] * cf[j]);
-        kernels::normalize(ci);
-        moved[ri] = 1;
-      }
-      weight[ri] += weight[rf];
-    };
-    for (size_t a = 0; a + 1 < m; ++a) {
-      if (gone[member[a]])
-        continue;
-      const size_t rest = m - a - 1;
-      dots.resize(rest);
-      kernels::dot_rows(dots, brow(a), {block.data() + (a + 1) * dim, rest * dim});
-      bool a_moved = false;
-      for (size_t i = 0; i < rest; ++i) {
-        const size_t b = a + 1 + i;
-        if (gone[member[b]] || dots[i] < thr)
-          continue;
-        if (a_moved && kernels::dot(brow(a), brow(b)) < thr)
-          continue;
-        if (p.removable[member[b]]) {
-          absorb(b, a);
-          a_moved = true;
-        } else if (p.removable[member[a]]) {
-          absorb(a, b);
-          break;
-        } else if (!kept[member[b]]) {
-          kept[member[b]] = 1;
-          ++out.kept_shared;
-        }
-      }
-    }
-    for (size_t a = 0; a < m; ++a)
-      if (moved[member[a]])
-        std::copy_n(block.data() + a * dim, dim, p.x.data() + member[a] * dim);
-    begin = end;
-  }
-  // Categories of the rows that stay; a moved survivor is assigned anew.
-  p.cat_of.assign(n, no_category);
-  for (size_t r = 0; r < n; ++r)
-    if (!gone[r]) {
-      uint32_t c = assign[r];
-      if (moved[r]) {
-        dots.resize(k);
-        c = nearest_mean(row(r), means, norms, dots);
-      }
-      p.cat_of[r] = labels[c];
-    }
-  out.merge_ms = ms_since(t0);
-  p.at = consolidation_plan::phase::planned;
+void pattern_bank::plan_consolidation(consolidation_run& run) {
+  run.plan = router::plan_consolidation(run.snapshot);
+  run.at = consolidation_run::phase::planned;
 }
 
-caf::expected<consolidation_stats> pattern_bank::apply_consolidation(consolidation_plan& p) {
+caf::expected<consolidation_stats> pattern_bank::apply_consolidation(consolidation_run& run) {
   const int64_t t_apply = core::steady_now_ns();
-  if (p.bank != this)
+  if (run.bank != this)
     return make_error(errc::invalid_argument, "a consolidation plan of another pattern bank");
-  if (p.at != consolidation_plan::phase::planned)
-    return make_error(errc::invalid_argument, p.at == consolidation_plan::phase::prepared
+  if (run.at != consolidation_run::phase::planned)
+    return make_error(errc::invalid_argument, run.at == consolidation_run::phase::prepared
                                                 ? "a consolidation plan not planned yet"
                                                 : "a consolidation plan applied already");
+  const auto& snap = run.snapshot;
+  auto& p = run.plan;
   const size_t dim = dim_;
-  const size_t n = p.ids.size();
+  const size_t n = snap.ids.size();
   const size_t k = p.k;
-  auto& out = p.stats;
+  consolidation_stats out = run.stats; // run.stats is unchanged when this fails
+  out.clusters = static_cast<uint32_t>(k);
+  out.iterations = p.iterations;
+  out.converged = p.converged;
+  out.inertia = p.inertia;
+  out.categories_kept = p.categories_kept;
+  out.kept_shared += p.kept_shared;
+  out.kmeans_ms = p.kmeans_ms;
+  out.merge_ms = p.merge_ms;
   auto removable = [](const pattern_state& st) { return st.origin_node == 0 && st.peers.empty(); };
-  auto row = [&](size_t r) { return std::span<const float>(p.x.data() + r * dim, dim); };
 
   // Re-validate against the bank as it is now (see pattern_bank.hpp): which
   // prunes and merges still hold. Nothing changes yet.
-  const int64_t stale_ms = int64_t{p.cfg.stale_days} * 86'400'000;
+  const int64_t stale_ms = int64_t{snap.cfg.stale_days} * 86'400'000;
   std::vector<uint64_t> prune;
-  prune.reserve(p.prune.size());
-  for (uint64_t id : p.prune) {
+  prune.reserve(run.prune.size());
+  for (uint64_t id : run.prune) {
     auto it = stats_.find(id);
     if (it == stats_.end())
       continue;
     const auto& st = it->second;
-    if (removable(st) && p.now_ms - std::max(st.updated_ms, st.created_ms) >= stale_ms
-        && observations(st.total) < p.cfg.min_observations)
+    if (removable(st) && run.now_ms - std::max(st.updated_ms, st.created_ms) >= stale_ms
+        && observations(st.total) < snap.cfg.min_observations)
       prune.push_back(id);
   }
   std::vector<uint8_t> applied(p.steps.size(), 0), removed(n, 0), survivor(n, 0);
   for (size_t s = 0; s < p.steps.size(); ++s) {
     const auto [from, into] = p.steps[s];
-    auto f = stats_.find(p.ids[from]);
-    if (removed[from] || removed[into] || f == stats_.end() || stats_.count(p.ids[into]) == 0)
+    auto f = stats_.find(snap.ids[from]);
+    if (removed[from] || removed[into] || f == stats_.end() || stats_.count(snap.ids[into]) == 0)
       continue;
     if (!removable(f->second)) {
       ++out.kept_shared; // a peer contributed to it meanwhile
@@ -588,7 +395,7 @@ caf::expected<consolidation_stats> pattern_bank::apply_consolidation(consolidati
   std::vector<uint32_t> cat_of = p.cat_of;
   uint64_t n_kept = 0;
   for (size_t r = 0; r < n; ++r)
-    if (!p.gone[r] && stats_.count(p.ids[r]) != 0) {
+    if (!p.gone[r] && stats_.count(snap.ids[r]) != 0) {
       stays[r] = 1;
       ++n_kept;
       if (p.moved[r] && !survivor[r])
@@ -622,7 +429,7 @@ caf::expected<consolidation_stats> pattern_bank::apply_consolidation(consolidati
     rec.pattern_categories.reserve(n_kept);
     for (size_t r = 0; r < n; ++r)
       if (stays[r]) {
-        rec.pattern_ids.push_back(p.ids[r]);
+        rec.pattern_ids.push_back(snap.ids[r]);
         rec.pattern_categories.push_back(cat_of[r]);
       }
     if (auto err = env_->write(
@@ -640,8 +447,8 @@ caf::expected<consolidation_stats> pattern_bank::apply_consolidation(consolidati
   for (size_t s = 0; s < p.steps.size(); ++s) {
     if (!applied[s])
       continue;
-    const uint64_t from_id = p.ids[p.steps[s].from];
-    auto& into = stats_.at(p.ids[p.steps[s].into]);
+    const uint64_t from_id = snap.ids[p.steps[s].from];
+    auto& into = stats_.at(snap.ids[p.steps[s].into]);
     const auto& from = stats_.at(from_id);
     // `from` has this node's statistics only (removable): they move to `into`.
     router::add_tiers(into.tiers, from.tiers);
@@ -655,7 +462,7 @@ caf::expected<consolidation_stats> pattern_bank::apply_consolidation(consolidati
   int64_t t0 = core::steady_now_ns();
   for (size_t r = 0; r < n; ++r)
     if (removed[r])
-      index_.remove(p.ids[r]);
+      index_.remove(snap.ids[r]);
   for (uint64_t id : prune)
     index_.remove(id);
   out.index_ms = ms_since(t0);
@@ -664,8 +471,12 @@ caf::expected<consolidation_stats> pattern_bank::apply_consolidation(consolidati
   if (n > 0)
     for (auto& [id, st] : stats_)
       st.category = no_category;
+  size_t moved_row = 0; // row of p.moved_x
   for (size_t r = 0; r < n; ++r) {
-    auto it = stats_.find(p.ids[r]);
+    std::span<const float> c;
+    if (p.moved[r])
+      c = std::span<const float>(p.moved_x.data() + dim * moved_row++, dim);
+    auto it = stats_.find(snap.ids[r]);
     if (it == stats_.end())
       continue;
     auto& st = it->second;
@@ -675,23 +486,22 @@ caf::expected<consolidation_stats> pattern_bank::apply_consolidation(consolidati
       continue;
     uint64_t old_version = st.version;
     st.version = tick();
-    count_contribution(cfg_.node_id, key_of(p.ids[r], st), old_version, st.version);
-    dirty_.insert(p.ids[r]);
-    touch_outbox(p.ids[r]);
+    count_contribution(cfg_.node_id, key_of(snap.ids[r], st), old_version, st.version);
+    dirty_.insert(snap.ids[r]);
+    touch_outbox(snap.ids[r]);
     if (p.moved[r]) {
-      auto c = row(r);
-      unflushed_[p.ids[r]].assign(c.begin(), c.end());
-      if (auto u = unannounced_.find(p.ids[r]); u != unannounced_.end())
+      unflushed_[snap.ids[r]].assign(c.begin(), c.end());
+      if (auto u = unannounced_.find(snap.ids[r]); u != unannounced_.end())
         u->second.assign(c.begin(), c.end());
       // A survivor still pending (not in the index): its queued copy moves too.
       bool queued = false;
       for (auto& [id, v] : pending_)
-        if (id == p.ids[r]) {
+        if (id == snap.ids[r]) {
           v.assign(c.begin(), c.end());
           queued = true;
         }
       if (!queued)
-        reindex_.push_back(p.ids[r]);
+        reindex_.push_back(snap.ids[r]);
     }
   }
   if (n > 0) {
@@ -704,11 +514,12 @@ caf::expected<consolidation_stats> pattern_bank::apply_consolidation(consolidati
     cat_norms_ = std::move(p.norms);
     next_category_ = p.next_category;
   }
-  p.at = consolidation_plan::phase::applied;
+  run.at = consolidation_run::phase::applied;
   out.released_bytes = reserved_before > reserved_ ? reserved_before - reserved_ : 0;
   out.patterns_after = stats_.size();
   out.apply_ms = ms_since(t_apply);
-  out.duration_ms = ms_since(p.t_start_ns);
+  out.duration_ms = ms_since(run.t_start_ns);
+  run.stats = out;
   return out;
 }
 

@@ -60,6 +60,7 @@
 
 #include "core/memory_budget.hpp"
 #include "router/crdt.hpp"
+#include "router/planner.hpp"
 #include "router/policy.hpp"
 #include "proto/messages.hpp"
 #include "proto/records.hpp"
@@ -147,33 +148,6 @@ struct pattern_batch {
 
 using proto::merge_stats;
 
-/// Settings of the deep loop's consolidation. Not config keys: the router
-/// actor runs the deep loop with these defaults (how often it runs is
-/// config sona.deep_interval_s); `consolidate` checks them. Copied per call:
-/// every field may change between runs.
-struct consolidation_config {
-  /// k of k-means++: the number of categories. 0 = automatic:
-  /// ceil(sqrt(n / 2)) for n patterns, at most 1024. Larger than n is
-  /// lowered to n. Default: 0. Range [0, 65536].
-  uint32_t clusters = 0;
-  /// Lloyd iterations at most (each costs n·k·dim multiply-adds).
-  /// Default: 20. Range [1, 1000].
-  uint32_t max_iterations = 20;
-  /// Exact f32 centroid cosine at or above which two patterns of one
-  /// cluster are near-duplicates and merged. Default: 0.95. Range (0, 1].
-  double merge_similarity = 0.95;
-  /// A pattern neither hit (a query joined it), learned on nor merged from a
-  /// peer for this many days is stale... Default: 30. Range [1, 36500].
-  uint32_t stale_days = 30;
-  /// ...and a stale pattern is pruned only if it has fewer observations than
-  /// this (all tiers, all contributors). 0 prunes nothing. Default: 3.
-  /// Range [0, 2^53].
-  uint64_t min_observations = 3;
-  /// Seed of k-means++'s D² sampling (kernels::kmeans_rng): the same bank
-  /// and seed give the same clusters. Default: 1.
-  uint64_t seed = 1;
-};
-
 /// What one consolidation did.
 struct consolidation_stats {
   uint64_t patterns_before = 0;
@@ -207,13 +181,14 @@ struct consolidation_stats {
 
 /// A consolidation in progress: the snapshot taken by
 /// pattern_bank::prepare_consolidation, the plan computed from it by
-/// pattern_bank::plan_consolidation, applied by apply_consolidation. Opaque
-/// (pattern_consolidation.cpp). Shared (not unique) because it travels in
-/// CAF messages between the owner and a planner actor, which must be
-/// copyable; only one holder uses it at a time. Holds the working memory
-/// reserved in the bank's memory budget until it is destroyed.
-struct consolidation_plan;
-using consolidation_plan_ptr = std::shared_ptr<consolidation_plan>;
+/// pattern_bank::plan_consolidation (router/planner.hpp), applied by
+/// apply_consolidation. Opaque (consolidation.cpp). Shared (not unique)
+/// because it travels in CAF messages between the owner and a planner
+/// actor, which must be copyable; only one holder uses it at a time. Holds
+/// the working memory reserved in the bank's memory budget until it is
+/// destroyed.
+struct consolidation_run;
+using consolidation_run_ptr = std::shared_ptr<consolidation_run>;
 
 class pattern_bank {
 public:
@@ -365,20 +340,21 @@ public:
   /// Local id of the pattern with global key (origin node, origin id); 0 if unknown.
   uint64_t find(uint64_t origin_node, uint64_t origin_id) const;
 
-  // -- consolidation (SONA deep loop; pattern_consolidation.cpp) --------------
+  // -- consolidation (SONA deep loop; consolidation.cpp, planner.hpp) --------
 
   /// What category() returns for an unknown pattern, or before the bank was
   /// ever consolidated.
-  static constexpr uint32_t no_category = 0xffff'ffffu;
+  static constexpr uint32_t no_category = router::no_category;
 
   /// Consolidates the bank, in this order:
   ///   1. indexes pending patterns;
   ///   2. prunes stale low-value patterns: not hit, learned on or merged for
   ///      `stale_days` before `now_ms` (UTC ms), with fewer than
   ///      `min_observations` observations;
-  ///   3. k-means++ (Arthur & Vassilvitskii 2007; kernels::kmeans_pp, squared
-  ///      L2 on the exact f32 centroids) over the remaining patterns: the
-  ///      clusters become the categories (see category());
+  ///   3. k-means++ (router/planner.hpp; Arthur & Vassilvitskii 2007,
+  ///      kernels::kmeans_pp, squared L2 on the exact f32 centroids) over the
+  ///      remaining patterns: the clusters become the categories (see
+  ///      category());
   ///   4. within each cluster only (no search over all pairs), merges
   ///      near-duplicates, cosine >= `merge_similarity`: patterns are visited
   ///      by observations, most first (then hits, then lower id); each absorbs
@@ -395,7 +371,7 @@ public:
   ///   5. removes the removed patterns from the HNSW index and moves the
   ///      moved survivors there (store::pattern_index::remove and add, in
   ///      place: no rebuild; see reindex_moved), and writes the categories
-  ///      to LMDB (meta key "categories") synchronously.
+  ///      to LMDB (table router_state, key "categories") synchronously.
   /// Removed patterns leave the maps, the index and the memory budget at
   /// once; their LMDB records are erased (or retired, see the federation
   /// rule at the top of this file) with the next take_dirty batch, like
@@ -426,14 +402,15 @@ public:
   /// centroid once (LMDB), O(n·dim) copies. Errors: as consolidate()'s
   /// (`invalid_argument`, `unavailable`, `storage_failure`, `corrupt_data`,
   /// `internal`); the bank is unchanged either way.
-  caf::expected<consolidation_plan_ptr> prepare_consolidation(const consolidation_config& cfg,
-                                                              int64_t now_ms);
+  caf::expected<consolidation_run_ptr> prepare_consolidation(const consolidation_config& cfg,
+                                                             int64_t now_ms);
 
-  /// Step 2, on any thread: k-means++, the category ids and the
-  /// near-duplicate merges (steps 3–4 above) over the snapshot alone; it
-  /// touches no bank. Cost: O(n·k·dim·iterations) + O(Σ cluster²·dim).
-  /// Deterministic given the snapshot and the seed. Never fails.
-  static void plan_consolidation(consolidation_plan& plan);
+  /// Step 2, on any thread: router::plan_consolidation (k-means++, the
+  /// category ids and the near-duplicate merges, steps 3–4 above) over the
+  /// run's snapshot alone; it touches no bank. Cost: O(n·k·dim·iterations)
+  /// + O(Σ cluster²·dim). Deterministic given the snapshot and the seed.
+  /// Never fails (a run planned already is planned again).
+  static void plan_consolidation(consolidation_run& run);
 
   /// Step 3, on the owner's thread: applies a plan of this bank (prepared by
   /// it, planned, not applied before), re-validating against the bank as it
@@ -463,7 +440,7 @@ public:
   /// plan of another bank, not planned, or applied already), `unavailable`
   /// (the budget refuses the category table), `storage_failure` (writing
   /// categories), `internal` (hnswlib failed).
-  caf::expected<consolidation_stats> apply_consolidation(consolidation_plan& plan);
+  caf::expected<consolidation_stats> apply_consolidation(consolidation_run& run);
 
   /// Moves up to `max` merge survivors of the last apply_consolidation to
   /// their new centroid in the index (store::pattern_index::add: a fresh
