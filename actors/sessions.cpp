@@ -306,9 +306,10 @@ struct reaper_state {
   static inline const char* name = "shoal.session_reaper";
 };
 
-caf::behavior reaper_actor(caf::stateful_actor<reaper_state>* self,
-                           std::shared_ptr<session_index> index, std::chrono::milliseconds every,
-                           int64_t idle_ms) {
+session_reaper_actor::behavior_type
+reaper_behavior(session_reaper_actor::stateful_pointer<reaper_state> self,
+                std::shared_ptr<session_index> index, std::chrono::milliseconds every,
+                int64_t idle_ms) {
   self->delayed_send(self, every, proto::tick_atom::value);
   self->delayed_send(self, flush_every, proto::flush_atom::value);
   return {
@@ -326,9 +327,10 @@ caf::behavior reaper_actor(caf::stateful_actor<reaper_state>* self,
 
 } // namespace
 
-caf::actor spawn_session_reaper(caf::actor_system& sys, std::shared_ptr<session_index> index,
-                                std::chrono::milliseconds every, int64_t idle_ms) {
-  return sys.spawn<caf::detached>(reaper_actor, std::move(index), every, idle_ms);
+session_reaper_actor spawn_session_reaper(caf::actor_system& sys,
+                                          std::shared_ptr<session_index> index,
+                                          std::chrono::milliseconds every, int64_t idle_ms) {
+  return sys.spawn<caf::detached>(reaper_behavior, std::move(index), every, idle_ms);
 }
 
 } // namespace shoal::actors

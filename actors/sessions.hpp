@@ -21,10 +21,13 @@
 
 #include "store/environment.hpp"
 #include "crypto/sealer.hpp"
+#include "proto/messages.hpp"
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
 #include <caf/expected.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
 
 #include <array>
 #include <chrono>
@@ -125,9 +128,17 @@ private:
   std::unordered_map<std::string, bool> dirty_; ///< id -> write (true) or delete (false)
 };
 
-/// Spawns an actor that expires idle sessions every `every` and flushes
-/// changed sessions every 200 ms (detached: it writes to LMDB).
-caf::actor spawn_session_reaper(caf::actor_system& sys, std::shared_ptr<session_index> index,
-                                std::chrono::milliseconds every, int64_t idle_ms);
+/// The session reaper, a thin shell over session_index: its only messages
+/// are its own timers — `tick` expires idle sessions (session_index::expire),
+/// `flush` writes changed sessions (session_index::flush) every 200 ms.
+using session_reaper_actor =
+  caf::typed_actor<caf::reacts_to<proto::tick_atom>, caf::reacts_to<proto::flush_atom>>;
+
+/// Spawns the session reaper for `index`: expires sessions idle for more
+/// than `idle_ms` every `every`, flushes every 200 ms. Detached (its own
+/// thread): it writes to LMDB.
+session_reaper_actor spawn_session_reaper(caf::actor_system& sys,
+                                          std::shared_ptr<session_index> index,
+                                          std::chrono::milliseconds every, int64_t idle_ms);
 
 } // namespace shoal::actors

@@ -533,11 +533,16 @@ std::string file_key(const std::string& dotted) {
   return dotted;
 }
 
+/// A config error about `key` (as the file, environment or --set spells it).
+core::error bad_key(std::string key, std::string message) {
+  return {errc::invalid_argument, std::move(message), std::move(key)};
+}
+
 /// Sets `s` in `cfg` from the TOML value `v`, type- and range-checked;
 /// errors name the key `name` as the file spells it.
 template <class Config>
-std::optional<config_error> assign(const basic_setting<Config>& s, Config& cfg, const toml::node& v,
-                                   const std::string& name) {
+core::error assign(const basic_setting<Config>& s, Config& cfg, const toml::node& v,
+                   const std::string& name) {
   setting_value val;
   if (v.is_boolean())
     val = *v.value<bool>();
@@ -548,50 +553,49 @@ std::optional<config_error> assign(const basic_setting<Config>& s, Config& cfg, 
   else if (v.is_string())
     val = *v.value<std::string>();
   else
-    return config_error{name, "must be " + type_name(s.type)};
+    return bad_key(name, "must be " + type_name(s.type));
   if (auto msg = check(s, val); !msg.empty())
-    return config_error{name, msg};
+    return bad_key(name, msg);
   s.set(cfg, val);
-  return std::nullopt;
+  return {};
 }
 
 /// Each [[tiers]] table through tier_settings(), then what no single key
 /// can check: a name, unique; a known chat format; 1 to 64 tiers.
-std::optional<config_error> apply_tiers(node_config& cfg, const toml::node& n) {
+core::error apply_tiers(node_config& cfg, const toml::node& n) {
   auto* arr = n.as_array();
   if (arr == nullptr)
-    return config_error{"tiers", "must be an array of tables ([[tiers]])"};
+    return bad_key("tiers", "must be an array of tables ([[tiers]])");
   std::vector<router::tier_config> tiers;
   std::set<std::string> names;
   for (size_t i = 0; i < arr->size(); ++i) {
     std::string key = "tiers[" + std::to_string(i) + "]";
     auto* t = arr->get(i)->as_table();
     if (t == nullptr)
-      return config_error{key, "must be a table ([[tiers]])"};
+      return bad_key(key, "must be a table ([[tiers]])");
     router::tier_config tc;
     for (auto&& [k, v] : *t) {
       const tier_setting* s = find(tier_settings(), std::string(k.str()));
       if (s == nullptr)
-        return config_error{key + "." + std::string(k.str()), "unknown key"};
+        return bad_key(key + "." + std::string(k.str()), "unknown key");
       if (auto err = assign(*s, tc, v, key + "." + s->key))
         return err;
     }
     if (tc.name.empty())
-      return config_error{key + ".name", "is missing or empty"};
+      return bad_key(key + ".name", "is missing or empty");
     if (!names.insert(tc.name).second)
-      return config_error{key + ".name", "\"" + tc.name + "\" is used twice"};
+      return bad_key(key + ".name", "\"" + tc.name + "\" is used twice");
     if (!engine::parse_chat_format(tc.chat_format))
-      return config_error{key + ".chat_format", "must be chatml, llama2 or llama3"};
+      return bad_key(key + ".chat_format", "must be chatml, llama2 or llama3");
     tiers.push_back(std::move(tc));
   }
   if (tiers.empty() || tiers.size() > 64)
-    return config_error{"tiers", "must list between 1 and 64 tiers"};
+    return bad_key("tiers", "must list between 1 and 64 tiers");
   cfg.router.tiers = std::move(tiers);
-  return std::nullopt;
+  return {};
 }
 
-std::optional<config_error> apply_table(node_config& cfg, const toml::table& tbl,
-                                        const std::string& prefix) {
+core::error apply_table(node_config& cfg, const toml::table& tbl, const std::string& prefix) {
   for (auto&& [k, v] : tbl) {
     std::string dotted =
       prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
@@ -607,38 +611,38 @@ std::optional<config_error> apply_table(node_config& cfg, const toml::table& tbl
     }
     const setting* s = find(settings(), file_key(dotted));
     if (s == nullptr)
-      return config_error{dotted, "unknown key"};
+      return bad_key(dotted, "unknown key");
     if (auto err = assign(*s, cfg, v, dotted))
       return err;
   }
-  return std::nullopt;
+  return {};
 }
 
-std::optional<config_error> validate(const node_config& c) {
+core::error validate(const node_config& c) {
   if (c.embedder.char_ngram_max < c.embedder.char_ngram_min)
-    return config_error{"embedder.char_ngram_max", "must be >= embedder.char_ngram_min"};
+    return bad_key("embedder.char_ngram_max", "must be >= embedder.char_ngram_min");
   if (c.store.map_bytes > c.store.max_map_bytes)
-    return config_error{"store.map_bytes", "must be <= store.max_map_bytes"};
+    return bad_key("store.map_bytes", "must be <= store.max_map_bytes");
   static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error", "off"};
   if (levels.count(c.log_level) == 0)
-    return config_error{"node.log_level", "must be one of trace, debug, info, warn, error, off"};
+    return bad_key("node.log_level", "must be one of trace, debug, info, warn, error, off");
   if (c.http.address.empty())
-    return config_error{"http.address", "must not be empty"};
+    return bad_key("http.address", "must not be empty");
   if (c.store.data_dir.empty())
-    return config_error{"store.data_dir", "must not be empty"};
+    return bad_key("store.data_dir", "must not be empty");
   if (!c.kernels.isa.empty() && !kernels::parse_isa(c.kernels.isa))
-    return config_error{"kernels.isa", "must be empty or one of scalar, avx2, avx512"};
+    return bad_key("kernels.isa", "must be empty or one of scalar, avx2, avx512");
   if (auto keys = crypto::trust_list::parse(c.kernels.pack_keys); !keys)
-    return config_error{"kernels.pack_keys", keys.err().message};
+    return bad_key("kernels.pack_keys", keys.err().message);
   for (auto [key, value] : {std::pair{"kv.old_k_type", &c.kv.old_k_type},
                             std::pair{"kv.old_v_type", &c.kv.old_v_type}}) {
     auto t = kernels::parse_kv_type(*value);
     if (!t || *t == kernels::kv_type::f32)
-      return config_error{key, "must be one of f16, q8_0, q4_0"};
+      return bad_key(key, "must be one of f16, q8_0, q4_0");
   }
   if (auto e = federation::validate(c.federation, c.name))
-    return config_error{e.context, e.message};
-  return std::nullopt;
+    return e;
+  return {};
 }
 
 } // namespace
@@ -664,19 +668,19 @@ const std::vector<tier_setting>& tier_settings() {
   return all;
 }
 
-std::variant<node_config, config_error> load_config(const std::string& path,
-                                                    const std::vector<std::string>& overrides,
-                                                    char** environ_ptr) {
+core::result<node_config> load_config(const std::string& path,
+                                      const std::vector<std::string>& overrides,
+                                      char** environ_ptr) {
   node_config cfg;
   if (!path.empty()) {
     try {
       auto tbl = toml::parse_file(path);
       if (auto err = apply_table(cfg, tbl, ""))
-        return *err;
+        return err;
     } catch (const toml::parse_error& e) {
       std::ostringstream out;
       out << e.description() << " at line " << e.source().begin.line;
-      return config_error{path, out.str()};
+      return bad_key(path, out.str());
     }
   }
   for (char** e = environ_ptr; e != nullptr && *e != nullptr; ++e) {
@@ -693,35 +697,35 @@ std::variant<node_config, config_error> load_config(const std::string& path,
       if (env_name(cand.key) == name)
         s = &cand;
     if (s == nullptr)
-      return config_error{name, "unknown key (environment variable)"};
+      return bad_key(name, "unknown key (environment variable)");
     auto v = parse_text(*s, text);
     if (!v)
-      return config_error{s->key, "must be " + type_name(s->type) + ", got \"" + text + "\" (from "
-                                    + name + ")"};
+      return bad_key(s->key, "must be " + type_name(s->type) + ", got \"" + text + "\" (from "
+                               + name + ")");
     if (auto msg = check(*s, *v); !msg.empty())
-      return config_error{s->key, msg + " (from " + name + ")"};
+      return bad_key(s->key, msg + " (from " + name + ")");
     s->set(cfg, *v);
   }
   for (const auto& o : overrides) {
     auto eq = o.find('=');
     if (eq == std::string::npos)
-      return config_error{o, "--set expects key=value"};
+      return bad_key(o, "--set expects key=value");
     std::string key = file_key(o.substr(0, eq));
     std::string text = o.substr(eq + 1);
     if (key == "node.tiers")
-      return config_error{"tiers", "set tiers in the config file ([[tiers]])"};
+      return bad_key("tiers", "set tiers in the config file ([[tiers]])");
     const setting* s = find(settings(), key);
     if (s == nullptr)
-      return config_error{o.substr(0, eq), "unknown key"};
+      return bad_key(o.substr(0, eq), "unknown key");
     auto v = parse_text(*s, text);
     if (!v)
-      return config_error{key, "must be " + type_name(s->type) + ", got \"" + text + "\""};
+      return bad_key(key, "must be " + type_name(s->type) + ", got \"" + text + "\"");
     if (auto msg = check(*s, *v); !msg.empty())
-      return config_error{key, msg};
+      return bad_key(key, msg);
     s->set(cfg, *v);
   }
   if (auto err = validate(cfg))
-    return *err;
+    return err;
   return cfg;
 }
 

@@ -10,6 +10,7 @@
 /// names it (`///< config http.port`): its description is the registry's.
 
 #include "actors/actors.hpp"
+#include "core/error.hpp"
 #include "router/pattern_bank.hpp"
 #include "engine/embedder.hpp"
 #include "engine/kv_cache.hpp"
@@ -93,17 +94,12 @@ const std::vector<setting>& settings();
 /// "tiers[i].<key>".
 const std::vector<tier_setting>& tier_settings();
 
-/// A config error: which key, and what is wrong with it.
-struct config_error {
-  std::string key;
-  std::string message;
-};
-
 /// Loads the configuration: defaults, then `path` (TOML; may be empty for
 /// none), then the process environment (`SHOAL_<KEY>` with dots as
 /// underscores, upper case), then `overrides` ("key=value").
-/// Errors: unknown key, wrong type, out of range, unreadable/invalid file.
-std::variant<node_config, config_error>
+/// Errors (invalid_argument; `context` names the key as it was spelt, or
+/// the file): unknown key, wrong type, out of range, unreadable/invalid file.
+core::result<node_config>
 load_config(const std::string& path, const std::vector<std::string>& overrides, char** environ_ptr);
 
 /// The engine's KV tier configuration from the kv.* keys (validated by

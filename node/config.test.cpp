@@ -11,9 +11,8 @@ using namespace shoal::node;
 
 namespace {
 
-std::variant<node_config, config_error> load_text(const std::string& toml,
-                                                  std::vector<std::string> sets = {},
-                                                  std::vector<std::string> env = {}) {
+shoal::core::result<node_config> load_text(const std::string& toml, std::vector<std::string> sets = {},
+                                    std::vector<std::string> env = {}) {
   std::string path = "/tmp/shoal-config-test-" + std::to_string(::getpid()) + ".toml";
   std::ofstream(path) << toml;
   std::vector<char*> envp;
@@ -25,14 +24,12 @@ std::variant<node_config, config_error> load_text(const std::string& toml,
   return r;
 }
 
-std::string error_key(const std::variant<node_config, config_error>& r) {
-  auto* e = std::get_if<config_error>(&r);
-  return e == nullptr ? "" : e->key;
+std::string error_key(const shoal::core::result<node_config>& r) {
+  return r.ok() ? "" : r.err().context;
 }
 
-std::string error_message(const std::variant<node_config, config_error>& r) {
-  auto* e = std::get_if<config_error>(&r);
-  return e == nullptr ? "" : e->message;
+std::string error_message(const shoal::core::result<node_config>& r) {
+  return r.ok() ? "" : r.err().message;
 }
 
 /// `x` as --set text that parses back to exactly `x`.
@@ -52,8 +49,8 @@ TEST_CASE("configs/node.toml documents every key with its default") {
   buf << in.rdbuf();
   CHECK(buf.str() == render_default_toml());
   auto r = load_config(SHOAL_SOURCE_DIR "/configs/node.toml", {}, nullptr);
-  REQUIRE(std::holds_alternative<node_config>(r));
-  CHECK(std::get<node_config>(r).router.tiers.size() == 4);
+  REQUIRE(r.ok());
+  CHECK((*r).router.tiers.size() == 4);
 }
 
 TEST_CASE("file, environment and --set override in that order") {
@@ -62,8 +59,8 @@ TEST_CASE("file, environment and --set override in that order") {
                       // the scripts' own variables are not config keys
                       "SHOAL_MODEL_CACHE=/tmp/m", "SHOAL_PEER_DIR=/tmp/p", "SHOAL_NPM_DIR=/tmp/n",
                       "SHOAL_BUILD_DIR=build"});
-  REQUIRE(std::holds_alternative<node_config>(r));
-  auto& c = std::get<node_config>(r);
+  REQUIRE(r.ok());
+  auto& c = (*r);
   CHECK(c.router.k == 12);
   CHECK(c.http.port == 9002);
 }
@@ -88,14 +85,14 @@ TEST_CASE("invalid configs name the offending key") {
   CHECK(error_key(load_text("[embedder]\nchar_ngram_min = 5\nchar_ngram_max = 3\n"))
         == "embedder.char_ngram_max");
   auto bad = load_text("this is not toml = = =");
-  CHECK(std::holds_alternative<config_error>(bad));
+  CHECK_FALSE(bad.ok());
 }
 
 TEST_CASE("tiers come from [[tiers]] tables") {
   auto r = load_text("[[tiers]]\nname = \"small\"\ncost = 0\nparams_m = 100\n"
                      "[[tiers]]\nname = \"big\"\ncost = 0.3\nparams_m = 7000\n");
-  REQUIRE(std::holds_alternative<node_config>(r));
-  auto& t = std::get<node_config>(r).router.tiers;
+  REQUIRE(r.ok());
+  auto& t = (*r).router.tiers;
   REQUIRE(t.size() == 2);
   CHECK(t[1].name == "big");
   CHECK(t[1].cost == doctest::Approx(0.3));
@@ -103,9 +100,9 @@ TEST_CASE("tiers come from [[tiers]] tables") {
 
 TEST_CASE("federation settings are checked when federation is on, naming the key") {
   const std::string on = "[federation]\nenabled = true\n";
-  CHECK(std::holds_alternative<node_config>(load_text(on)));
+  CHECK(load_text(on).ok());
   // Off: federation keys are type- and range-checked but not cross-checked.
-  CHECK(std::holds_alternative<node_config>(load_text("[federation]\ncluster = \"a.b\"\n")));
+  CHECK(load_text("[federation]\ncluster = \"a.b\"\n").ok());
   CHECK(error_key(load_text(on + "cluster = \"a.b\"\n")) == "federation.cluster");
   CHECK(error_key(load_text(on + "urls = \" , \"\n")) == "federation.urls");
   CHECK(error_key(load_text(on + "user = \"u\"\n")) == "federation.user");
@@ -141,8 +138,8 @@ TEST_CASE("[[tiers]] keys go through the tier registry: type, range and unknown 
   // Every key in range is taken; an integer is accepted for a number.
   r = load_text("[[tiers]]\nname = \"t\"\ncost = 1\nparams_m = 7000\nmodel = \"\"\n"
                 "n_ctx = 4096\nthreads = 2\nmax_sequences = 1\nchat_format = \"llama3\"\n");
-  REQUIRE(std::holds_alternative<node_config>(r));
-  const auto& t = std::get<node_config>(r).router.tiers.at(0);
+  REQUIRE(r.ok());
+  const auto& t = (*r).router.tiers.at(0);
   CHECK(t.cost == 1);
   CHECK(t.params_m == 7000);
   CHECK(t.n_ctx == 4096);
@@ -167,8 +164,8 @@ TEST_CASE("waits are finite: a timeout of 0 is refused, the defaults are finite"
         == "http.request_timeout_ms");
   CHECK(error_key(load_text("", {"http.generation_timeout_ms=0"})) == "http.generation_timeout_ms");
   auto r = load_text("", {"http.request_timeout_ms=1", "http.generation_timeout_ms=86400000"});
-  REQUIRE(std::holds_alternative<node_config>(r));
-  CHECK(std::get<node_config>(r).http.request_timeout_ms == 1);
+  REQUIRE(r.ok());
+  CHECK((*r).http.request_timeout_ms == 1);
 }
 
 TEST_CASE("every numeric key refuses values just outside its documented range") {
@@ -197,8 +194,8 @@ TEST_CASE("router.prior: the range the registry documents is the one it enforces
   CHECK(error_key(load_text("", {"router.prior=0"})) == "router.prior");
   for (double ok : {prior->min, 1.0, prior->max}) {
     auto r = load_text("", {"router.prior=" + exact_text(ok)});
-    REQUIRE(std::holds_alternative<node_config>(r));
-    CHECK(std::get<node_config>(r).router.prior == ok);
+    REQUIRE(r.ok());
+    CHECK((*r).router.prior == ok);
   }
 }
 
@@ -209,8 +206,8 @@ TEST_CASE("router.similarity_power and router.prior do what the registry says") 
   // to B (both patterns are still pending: exact similarities).
   auto r = load_text("[router]\nk = 2\nsimilarity_power = 2\nprior = 1\nglobal_prior = 0\n"
                      "new_pattern_threshold = 0.99\nseed = 1\n[[tiers]]\nname = \"only\"\n");
-  REQUIRE(std::holds_alternative<node_config>(r));
-  const auto cfg = std::get<node_config>(r).router;
+  REQUIRE(r.ok());
+  const auto cfg = (*r).router;
   const uint32_t dim = 16;
   auto evidence_and_mean = [&](double power) {
     auto c = cfg;

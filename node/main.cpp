@@ -171,12 +171,12 @@ int main(int argc, char** argv) {
       || !check_path.empty()) {
     auto loaded =
       shoal::node::load_config(check_path.empty() ? config_path : check_path, sets, environ);
-    if (auto* err = std::get_if<shoal::node::config_error>(&loaded)) {
-      std::fprintf(stderr, "shoal: invalid config: %s: %s\n", err->key.c_str(),
-                   err->message.c_str());
+    if (!loaded) {
+      std::fprintf(stderr, "shoal: invalid config: %s: %s\n", loaded.err().context.c_str(),
+                   loaded.err().message.c_str());
       return 2;
     }
-    const auto& cfg = std::get<shoal::node::node_config>(loaded);
+    const auto& cfg = *loaded;
     if (key->parsed()) {
       auto id = shoal::crypto::identity::load_or_create(shoal::node::key_path(cfg));
       if (!id) {
