@@ -34,7 +34,7 @@ std::string encode(const session& s) {
 caf::expected<session> decode_session(std::string_view in) {
   auto r = proto::decode_session(in);
   if (!r)
-    return make_error(errc::corrupt_data, "session record: " + view(r.error()).message);
+    return make_error(errc::corrupt_data, "session record: " + r.err().message);
   return session{std::move(r->id),
                  std::move(r->user),
                  std::move(r->context),

@@ -546,7 +546,7 @@ load_router_v2(const store::environment& env, const learn::router_v2_config& cfg
     return std::optional<learn::router_v2_model>{};
   auto ck = proto::decode_router_v2_checkpoint((*p)->value);
   if (!ck)
-    return make_error(errc::corrupt_data, "policy 'router/v2': " + view(ck.error()).message);
+    return make_error(errc::corrupt_data, "policy 'router/v2': " + ck.err().message);
   learn::router_v2_config c;
   c.embed_dim = ck->embed_dim;
   c.n_tiers = ck->n_tiers;

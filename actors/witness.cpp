@@ -78,7 +78,10 @@ struct witness_state {
       return bytes.error();
     if (!bytes->has_value())
       return lookup_archived(id);
-    return decode_witness(**bytes);
+    auto w = decode_witness(**bytes);
+    if (!w)
+      return make_error(w.err());
+    return std::move(*w);
   }
 
   std::filesystem::path archive_dir() const { return env->data_dir() / "witness-archive"; }
@@ -104,8 +107,12 @@ struct witness_state {
       auto it =
         std::lower_bound(recs.begin(), recs.end(), id,
                          [](const store::archive_record& r, uint64_t k) { return r.key < k; });
-      if (it != recs.end() && it->key == id)
-        return decode_witness(it->value);
+      if (it != recs.end() && it->key == id) {
+        auto w = decode_witness(it->value);
+        if (!w)
+          return make_error(w.err());
+        return std::move(*w);
+      }
     }
     return make_error(errc::not_found, "unknown request_id " + format_request_id(id));
   }

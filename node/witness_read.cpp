@@ -55,7 +55,7 @@ int witness_read(const std::vector<std::string>& files, std::ostream& out, std::
       auto w = proto::decode_witness(r.value);
       if (!w) {
         err << "shoal: " << f << ": record " << proto::format_request_id(r.key) << ": "
-            << view(w.error()).message << '\n';
+            << w.err().message << '\n';
         rc = 1;
         continue;
       }

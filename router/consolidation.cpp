@@ -179,7 +179,7 @@ caf::error pattern_bank::load_categories() {
     return {};
   auto rec = proto::decode_categories(**bytes);
   if (!rec)
-    return rec.error();
+    return make_error(rec.err());
   auto bad = [](const std::string& what) {
     return make_error(errc::corrupt_data, "categories record: " + what);
   };
@@ -329,7 +329,7 @@ pattern_bank::prepare_consolidation(const consolidation_config& cc, int64_t now_
         return true;
       auto rec = proto::decode_pattern(v);
       if (!rec) {
-        bad_rec = rec.error();
+        bad_rec = make_error(rec.err());
         return false;
       }
       if (rec->centroid.size() == dim) {

@@ -160,7 +160,7 @@ caf::error pattern_bank::load() {
   auto err = env_->for_each(store::table::patterns, [&](std::string_view, std::string_view v) {
     auto rec = proto::decode_pattern(v);
     if (!rec) {
-      bad = rec.error();
+      bad = make_error(rec.err());
       return false;
     }
     if (rec->tiers.empty() && rec->version != 0) {
@@ -199,7 +199,7 @@ caf::error pattern_bank::load() {
   if (reserved->has_value()) {
     auto ids = proto::decode_pattern_ids(**reserved);
     if (!ids)
-      return ids.error();
+      return make_error(ids.err());
     next_id_ = std::max(next_id_, ids->reserved_up_to);
   }
   id_reserved_ = next_id_;
@@ -209,7 +209,7 @@ caf::error pattern_bank::load() {
   if (seq->has_value()) {
     auto pos = proto::decode_stream_position(**seq);
     if (!pos)
-      return pos.error();
+      return make_error(pos.err());
     stream_seq_ = pos->seq;
   }
   if (auto err = load_categories())
@@ -430,7 +430,7 @@ caf::error pattern_bank::write_batch(store::environment& env, const pattern_batc
                                               + " has no stored centroid to update");
         auto old = proto::decode_pattern(**bytes);
         if (!old)
-          return old.error();
+          return make_error(old.err());
         full.centroid = std::move(old->centroid);
       }
       ops.push_back({store::table::patterns, store::u64_key(r.id), proto::encode(full)});

@@ -228,7 +228,7 @@ caf::error environment::ensure_schema(uint32_t embedding_dim, int64_t now_ms,
   }
   auto m = proto::decode_meta(**bytes);
   if (!m)
-    return m.error();
+    return make_error(m.err());
   if (m->schema_version > proto::schema_version)
     return make_error(errc::corrupt_data,
                       "the store in " + impl_->cfg.data_dir.string() + " has schema version "

@@ -114,8 +114,7 @@ std::optional<proto::kv_page_record> kv_spill_table::get(uint64_t hash) {
   auto p = proto::decode_kv_page(*plain);
   erase(hash); // back in memory (or unusable)
   if (!p) {
-    spdlog::warn("kv_spill: page {:016x} does not decode ({}); dropped", hash,
-                 view(p.error()).message);
+    spdlog::warn("kv_spill: page {:016x} does not decode ({}); dropped", hash, p.err().message);
     return std::nullopt;
   }
   return std::move(*p);

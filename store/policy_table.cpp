@@ -15,8 +15,7 @@ std::string encode_policy(const policy& p) {
 caf::expected<policy> decode_policy(std::string_view name, std::string_view in) {
   auto r = proto::decode_policy(in);
   if (!r)
-    return make_error(errc::corrupt_data,
-                      "policy '" + std::string(name) + "': " + view(r.error()).message);
+    return make_error(errc::corrupt_data, "policy '" + std::string(name) + "': " + r.err().message);
   return policy{std::string(name), std::move(r->kind), std::move(r->loop), r->confidence,
                 r->version,        r->updated_ms,      std::move(r->value)};
 }

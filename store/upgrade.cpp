@@ -183,7 +183,7 @@ caf::expected<std::vector<write_op>> upgrade_2_to_3(const environment& env,
     if (p->kind == "router") {
       auto ck = proto::decode_router_v2_checkpoint(p->value);
       if (!ck)
-        return fail(corrupt("policies", k, view(ck.error()).message));
+        return fail(corrupt("policies", k, ck.err().message));
       p->value = proto::encode(*ck);
     }
     ops.push_back({table::policies, std::string(k), proto::encode(*p)});
