@@ -115,7 +115,7 @@ memory_actor::behavior_type memory_behavior(memory_actor::stateful_pointer<memor
               auto v = store::put_policy(*env, {policy_name(tier), "kv", "operator", 1.0, 0,
                                                 core::utc_now_ms(), proto::encode(rec)});
               if (!v) {
-                rp.deliver(std::move(v.error()));
+                rp.deliver(make_error(v.err()));
                 return;
               }
             }
@@ -156,7 +156,7 @@ caf::expected<std::optional<engine::kv_policy>> load_kv_policy(store::environmen
                                                                const std::string& tier) {
   auto stored = store::get_policy(env, policy_name(tier));
   if (!stored)
-    return std::move(stored.error());
+    return make_error(stored.err());
   if (!*stored)
     return std::optional<engine::kv_policy>{};
   auto rec = proto::decode_kv_policy((*stored)->value);

@@ -34,7 +34,7 @@ std::string encode(const session& s) {
 caf::expected<session> decode_session(std::string_view in) {
   auto r = proto::decode_session(in);
   if (!r)
-    return make_error(errc::corrupt_data, "session record: " + view(r.error()).message);
+    return make_error(errc::corrupt_data, "session record: " + r.err().message);
   return session{std::move(r->id),
                  std::move(r->user),
                  std::move(r->context),
@@ -83,7 +83,7 @@ session_index::open(std::shared_ptr<store::environment> env,
     return true;
   });
   if (err)
-    return err;
+    return make_error(err);
   if (skipped > 0)
     spdlog::warn("sessions: {} stored session record(s) did not open or decode; skipped", skipped);
   return idx;
@@ -124,8 +124,7 @@ size_t session_index::flush() {
       ops.push_back({store::table::sessions, k, "", true});
   }
   if (auto err = env_->write(ops)) {
-    spdlog::warn("sessions: writing {} session record(s) failed: {}", ops.size(),
-                 view(err).message);
+    spdlog::warn("sessions: writing {} session record(s) failed: {}", ops.size(), err.message);
     std::lock_guard<std::mutex> guard(dirty_mutex_);
     for (const auto& [id, live] : batch)
       dirty_.try_emplace(id, live); // retried by the next flush

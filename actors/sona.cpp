@@ -109,7 +109,7 @@ caf::behavior trainer_actor(caf::stateful_actor<trainer_state>* self, learn::rou
         auto v = store::put_policy(*st.env, {"router/v2", "router", "background", conf, 0, now,
                                              encode_checkpoint(*res.model)});
         if (!v)
-          res.error = "checkpoint: " + view(v.error()).message;
+          res.error = "checkpoint: " + v.err().message;
       }
       return res;
     },
@@ -541,12 +541,12 @@ caf::expected<std::optional<learn::router_v2_model>>
 load_router_v2(const store::environment& env, const learn::router_v2_config& cfg) {
   auto p = store::get_policy(env, "router/v2");
   if (!p)
-    return std::move(p.error());
+    return make_error(p.err());
   if (!*p)
     return std::optional<learn::router_v2_model>{};
   auto ck = proto::decode_router_v2_checkpoint((*p)->value);
   if (!ck)
-    return make_error(errc::corrupt_data, "policy 'router/v2': " + view(ck.error()).message);
+    return make_error(errc::corrupt_data, "policy 'router/v2': " + ck.err().message);
   learn::router_v2_config c;
   c.embed_dim = ck->embed_dim;
   c.n_tiers = ck->n_tiers;

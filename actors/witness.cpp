@@ -59,7 +59,7 @@ struct witness_state {
     if (auto err = env->write(ops)) {
       // Keep the records and retry on the next tick; count the failure.
       ++stats.n_errors;
-      spdlog::error("witness: commit of {} records failed: {}", pending.size(), view(err).message);
+      spdlog::error("witness: commit of {} records failed: {}", pending.size(), err.message);
       return;
     }
     for (bool n : pending_is_new)
@@ -75,10 +75,13 @@ struct witness_state {
       return pending[it->second];
     auto bytes = env->get(store::table::witness, store::u64_key(id));
     if (!bytes)
-      return bytes.error();
+      return make_error(bytes.err());
     if (!bytes->has_value())
       return lookup_archived(id);
-    return decode_witness(**bytes);
+    auto w = decode_witness(**bytes);
+    if (!w)
+      return make_error(w.err());
+    return std::move(*w);
   }
 
   std::filesystem::path archive_dir() const { return env->data_dir() / "witness-archive"; }
@@ -99,13 +102,17 @@ struct witness_state {
     for (const auto& [written, file] : files) {
       auto seg = store::read_archive(file);
       if (!seg)
-        return seg.error();
+        return make_error(seg.err());
       auto& recs = seg->records;
       auto it =
         std::lower_bound(recs.begin(), recs.end(), id,
                          [](const store::archive_record& r, uint64_t k) { return r.key < k; });
-      if (it != recs.end() && it->key == id)
-        return decode_witness(it->value);
+      if (it != recs.end() && it->key == id) {
+        auto w = decode_witness(it->value);
+        if (!w)
+          return make_error(w.err());
+        return std::move(*w);
+      }
     }
     return make_error(errc::not_found, "unknown request_id " + format_request_id(id));
   }
@@ -133,7 +140,7 @@ struct witness_state {
       return true;
     });
     if (err)
-      return err;
+      return make_error(err);
     if (batch.empty())
       return size_t{0};
     const size_t n = batch.size();
@@ -144,7 +151,7 @@ struct witness_state {
       // run's records winning.
       auto old = store::read_archive(file);
       if (!old)
-        return old.error();
+        return make_error(old.err());
       std::vector<store::archive_record> merged;
       std::merge(batch.begin(), batch.end(), old->records.begin(), old->records.end(),
                  std::back_inserter(merged),
@@ -155,13 +162,13 @@ struct witness_state {
       batch.swap(merged);
     }
     if (auto e = store::write_archive(file, store::table::witness, batch))
-      return e;
+      return make_error(e);
     std::vector<store::write_op> ops;
     ops.reserve(batch.size());
     for (const auto& r : batch) // erasing a key already gone (merged from the file) is a no-op
       ops.push_back({store::table::witness, store::u64_key(r.key), {}, true});
     if (auto e = env->write(ops))
-      return e;
+      return make_error(e);
     stats.n_archived += n;
     ++stats.n_archive_files;
     spdlog::info("witness: archived {} records to {}", n, file.string());

@@ -49,7 +49,7 @@ run_times run_once(const fs::path& dir, uint32_t dim, int n, int n_dups, bool sp
   fs::remove_all(dir);
   auto env = store::environment::open({dir});
   if (!env)
-    throw std::runtime_error("LMDB: " + to_string(env.error()));
+    throw std::runtime_error("LMDB: " + env.err().message);
   router::router_config rc = testing::fine_patterns();
   rc.index.initial_capacity = static_cast<uint32_t>(n);
   auto bank = router::pattern_bank::open(dim, rc, *env);

@@ -257,7 +257,7 @@ void bench_witness(const std::vector<std::string>& texts, size_t n_records) {
     sc.data_dir = dir / sub;
     auto env = store::environment::open(sc);
     if (!env)
-      throw std::runtime_error("lmdb: " + caf::to_string(env.error()));
+      throw std::runtime_error("lmdb: " + env.err().message);
     return *env;
   };
   std::string one_size = std::to_string(proto::encode(make_entry(1, embs[0])).size());
@@ -275,7 +275,7 @@ void bench_witness(const std::vector<std::string>& texts, size_t n_records) {
                        proto::encode(make_entry(j + 1, embs[j % embs.size()]))});
       auto s = now_ns();
       if (auto err = env->write(ops))
-        throw std::runtime_error("write: " + caf::to_string(err));
+        throw std::runtime_error("write: " + err.message);
       txn_ns.push_back(double(now_ns() - s));
     }
     double secs = double(now_ns() - t0) / 1e9;

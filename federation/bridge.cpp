@@ -588,7 +588,7 @@ bridge_full::behavior_type bridge_behavior(bridge_full::stateful_pointer<bridge_
     auto b = proto::decode_delta_batch(payload);
     std::string problem;
     if (!b)
-      problem = view(b.error()).message;
+      problem = b.err().message;
     else if (b->node != sender)
       problem = "batch claims node " + std::to_string(b->node) + " but is signed by node "
                 + std::to_string(sender);

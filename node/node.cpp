@@ -90,7 +90,7 @@ struct synced_store {
     if (!env)
       return;
     if (auto err = env->sync())
-      spdlog::error("final LMDB sync failed: {}", view(err).message);
+      spdlog::error("final LMDB sync failed: {}", err.message);
     env.reset(); // closes LMDB (the last handle)
   }
 };
@@ -144,7 +144,7 @@ struct node_runtime::impl {
 core::error node_runtime::impl::open_storage() {
   auto env = store::environment::open(cfg.store);
   if (!env)
-    return fail(errc::storage_failure, "cannot open storage: " + view(env.error()).message);
+    return fail(errc::storage_failure, "cannot open storage: " + env.err().message);
   store.env = *env;
   if (!cfg.memory_seal_key.empty()) {
     auto s = crypto::sealer::from_hex(cfg.memory_seal_key, "memory.seal_key");
@@ -154,9 +154,9 @@ core::error node_runtime::impl::open_storage() {
   }
   // An older store is upgraded here; the sealed records it rewrites need the key.
   if (auto err = store.env->ensure_schema(cfg.embedder.dim, core::utc_now_ms(), seal.get()))
-    return fail(errc::storage_failure, "cannot use storage: " + view(err).message);
+    return fail(errc::storage_failure, "cannot use storage: " + err.message);
   if (auto err = store::check_seal_key(*store.env, seal.get()))
-    return fail(errc::storage_failure, "cannot use storage: " + view(err).message);
+    return fail(errc::storage_failure, "cannot use storage: " + err.message);
   if (!seal)
     spdlog::info("memory: memory.seal_key is not set: KV pages the budget evicts are dropped, "
                  "not spilled");

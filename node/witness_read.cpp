@@ -1,6 +1,5 @@
 #include "node/witness_read.hpp"
 
-#include "proto/error.hpp"
 #include "proto/records.hpp"
 #include "store/archive.hpp"
 
@@ -41,7 +40,7 @@ int witness_read(const std::vector<std::string>& files, std::ostream& out, std::
   for (const auto& f : files) {
     auto seg = store::read_archive(f);
     if (!seg) {
-      err << "shoal: " << view(seg.error()).message << '\n';
+      err << "shoal: " << seg.err().message << '\n';
       rc = 1;
       continue;
     }
@@ -55,7 +54,7 @@ int witness_read(const std::vector<std::string>& files, std::ostream& out, std::
       auto w = proto::decode_witness(r.value);
       if (!w) {
         err << "shoal: " << f << ": record " << proto::format_request_id(r.key) << ": "
-            << view(w.error()).message << '\n';
+            << w.err().message << '\n';
         rc = 1;
         continue;
       }

@@ -2,7 +2,7 @@
 /// @file Internal helpers of proto's Cap'n Proto codecs (records.cpp, wire.cpp).
 /// Not part of the module's public interface.
 
-#include "proto/error.hpp"
+#include "core/error.hpp"
 #include "proto/records.hpp"
 #include "shoal/proto/store.capnp.h"
 
@@ -40,11 +40,11 @@ inline bool read_floats(::capnp::Data::Reader d, std::vector<float>& out) {
 /// Decodes `bytes` as a message with root `Root` and hands its reader to `fn`.
 /// Cap'n Proto needs 8-byte aligned words, LMDB promises 2: copy first.
 template <class Root, class T, class F>
-caf::expected<T> decode_with(std::string_view bytes, const char* what, F fn) {
+core::result<T> decode_with(std::string_view bytes, const char* what, F fn) {
   if (bytes.size() % sizeof(::capnp::word) != 0 || bytes.empty())
-    return make_error(errc::corrupt_data, std::string(what) + ": truncated or overlong: size "
-                                            + std::to_string(bytes.size())
-                                            + " is not a whole number of 8-byte words");
+    return core::error{errc::corrupt_data, std::string(what) + ": truncated or overlong: size "
+                                             + std::to_string(bytes.size())
+                                             + " is not a whole number of 8-byte words"};
   kj::Array<::capnp::word> aligned = kj::heapArray<::capnp::word>(bytes.size() / 8);
   std::memcpy(aligned.begin(), bytes.data(), bytes.size());
   try {
@@ -53,10 +53,10 @@ caf::expected<T> decode_with(std::string_view bytes, const char* what, F fn) {
     ::capnp::FlatArrayMessageReader reader(aligned.asPtr(), opts);
     T out;
     if (auto err = fn(reader.getRoot<Root>(), out); !err.empty())
-      return make_error(errc::corrupt_data, std::string(what) + ": " + err);
+      return core::error{errc::corrupt_data, std::string(what) + ": " + err};
     return out;
   } catch (const kj::Exception& e) {
-    return make_error(errc::corrupt_data, std::string(what) + ": " + e.getDescription().cStr());
+    return core::error{errc::corrupt_data, std::string(what) + ": " + e.getDescription().cStr()};
   }
 }
 

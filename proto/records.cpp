@@ -1,6 +1,5 @@
 #include "proto/records.hpp"
 
-#include "proto/error.hpp"
 #include "proto/codec.hpp"
 
 #include <cmath>
@@ -32,7 +31,7 @@ std::string encode(const pattern_record& x) {
   return to_bytes(mb);
 }
 
-caf::expected<pattern_record> decode_pattern(std::string_view bytes) {
+core::result<pattern_record> decode_pattern(std::string_view bytes) {
   return decode_with<cp::Pattern, pattern_record>(
     bytes, "pattern", [](cp::Pattern::Reader p, pattern_record& x) -> std::string {
       x.id = p.getId();
@@ -88,7 +87,7 @@ std::string encode(const witness_entry& x) {
   return to_bytes(mb);
 }
 
-caf::expected<witness_entry> decode_witness(std::string_view bytes) {
+core::result<witness_entry> decode_witness(std::string_view bytes) {
   return decode_with<cp::WitnessRecord, witness_entry>(
     bytes, "witness record", [](cp::WitnessRecord::Reader w, witness_entry& x) -> std::string {
       auto& d = x.decision;
@@ -134,7 +133,7 @@ std::string encode(const meta_record& x) {
   return to_bytes(mb);
 }
 
-caf::expected<meta_record> decode_meta(std::string_view bytes) {
+core::result<meta_record> decode_meta(std::string_view bytes) {
   return decode_with<cp::Meta, meta_record>(bytes, "meta",
                                             [](cp::Meta::Reader m, meta_record& x) -> std::string {
                                               x.schema_version = m.getSchemaVersion();
@@ -153,7 +152,7 @@ std::string encode(const index_checkpoint& x) {
   return to_bytes(mb);
 }
 
-caf::expected<index_checkpoint> decode_index_checkpoint(std::string_view bytes) {
+core::result<index_checkpoint> decode_index_checkpoint(std::string_view bytes) {
   return decode_with<cp::IndexCheckpoint, index_checkpoint>(
     bytes, "index checkpoint",
     [](cp::IndexCheckpoint::Reader c, index_checkpoint& x) -> std::string {
@@ -189,9 +188,9 @@ namespace {
 
 /// The layout before schema 3: u8 version, u32 × 7 sizes, f32 × 3, u64
 /// seed, u64 n, then n f32; all little-endian.
-caf::expected<router_v2_checkpoint> decode_legacy_router_v2(std::string_view in) {
+core::result<router_v2_checkpoint> decode_legacy_router_v2(std::string_view in) {
   auto bad = [](const std::string& what) {
-    return make_error(errc::corrupt_data, "router v2 checkpoint: " + what);
+    return core::error{errc::corrupt_data, "router v2 checkpoint: " + what};
   };
   auto take = [&in](auto& v) {
     if (in.size() < sizeof v)
@@ -222,9 +221,9 @@ caf::expected<router_v2_checkpoint> decode_legacy_router_v2(std::string_view in)
 
 } // namespace
 
-caf::expected<router_v2_checkpoint> decode_router_v2_checkpoint(std::string_view bytes) {
+core::result<router_v2_checkpoint> decode_router_v2_checkpoint(std::string_view bytes) {
   if (bytes.empty())
-    return make_error(errc::corrupt_data, "router v2 checkpoint: empty");
+    return core::error{errc::corrupt_data, "router v2 checkpoint: empty"};
   if (bytes[0] == 1 || bytes[0] == 2)
     return decode_legacy_router_v2(bytes);
   return decode_with<cp::RouterV2Checkpoint, router_v2_checkpoint>(
@@ -262,7 +261,7 @@ std::string encode(const kv_page_record& x) {
   return to_bytes(mb);
 }
 
-caf::expected<kv_page_record> decode_kv_page(std::string_view bytes) {
+core::result<kv_page_record> decode_kv_page(std::string_view bytes) {
   return decode_with<cp::KvPage, kv_page_record>(
     bytes, "kv page", [](cp::KvPage::Reader p, kv_page_record& x) -> std::string {
       x.parent = p.getParent();
@@ -313,7 +312,7 @@ std::string encode(const pattern_ids_record& x) {
   return to_bytes(mb);
 }
 
-caf::expected<pattern_ids_record> decode_pattern_ids(std::string_view bytes) {
+core::result<pattern_ids_record> decode_pattern_ids(std::string_view bytes) {
   return decode_with<cp::PatternIds, pattern_ids_record>(
     bytes, "pattern ids", [](cp::PatternIds::Reader r, pattern_ids_record& x) -> std::string {
       x.reserved_up_to = r.getReservedUpTo();
@@ -336,7 +335,7 @@ std::string encode(const categories_record& x) {
   return to_bytes(mb);
 }
 
-caf::expected<categories_record> decode_categories(std::string_view bytes) {
+core::result<categories_record> decode_categories(std::string_view bytes) {
   return decode_with<cp::Categories, categories_record>(
     bytes, "categories", [](cp::Categories::Reader c, categories_record& x) -> std::string {
       x.dim = c.getDim();
@@ -362,7 +361,7 @@ std::string encode(const stream_position_record& x) {
   return to_bytes(mb);
 }
 
-caf::expected<stream_position_record> decode_stream_position(std::string_view bytes) {
+core::result<stream_position_record> decode_stream_position(std::string_view bytes) {
   return decode_with<cp::StreamPosition, stream_position_record>(
     bytes, "stream position",
     [](cp::StreamPosition::Reader r, stream_position_record& x) -> std::string {
@@ -383,7 +382,7 @@ std::string encode(const policy_record& x) {
   return to_bytes(mb);
 }
 
-caf::expected<policy_record> decode_policy(std::string_view bytes) {
+core::result<policy_record> decode_policy(std::string_view bytes) {
   return decode_with<cp::Policy, policy_record>(
     bytes, "policy", [](cp::Policy::Reader p, policy_record& x) -> std::string {
       x.kind = text(p.getKind());
@@ -407,7 +406,7 @@ std::string encode(const kv_policy_record& x) {
   return to_bytes(mb);
 }
 
-caf::expected<kv_policy_record> decode_kv_policy(std::string_view bytes) {
+core::result<kv_policy_record> decode_kv_policy(std::string_view bytes) {
   return decode_with<cp::KvPolicy, kv_policy_record>(
     bytes, "KV policy", [](cp::KvPolicy::Reader p, kv_policy_record& x) -> std::string {
       x.recent_tokens = p.getRecentTokens();
@@ -434,7 +433,7 @@ std::string encode(const session_record& x) {
   return to_bytes(mb);
 }
 
-caf::expected<session_record> decode_session(std::string_view bytes) {
+core::result<session_record> decode_session(std::string_view bytes) {
   return decode_with<cp::Session, session_record>(
     bytes, "session", [](cp::Session::Reader s, session_record& x) -> std::string {
       x.id = text(s.getId());

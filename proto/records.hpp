@@ -3,9 +3,8 @@
 /// proto/schema/store.capnp). Decoding never trusts its input: malformed bytes
 /// give `errc::corrupt_data`, never a crash.
 
+#include "core/error.hpp"
 #include "proto/messages.hpp"
-
-#include <caf/expected.hpp>
 
 #include <cstdint>
 #include <span>
@@ -153,22 +152,22 @@ std::string encode(const session_record& x);
 
 /// Decoders. @param bytes any alignment (copied into an aligned buffer).
 /// @returns the record, or `errc::corrupt_data` naming what was wrong.
-caf::expected<pattern_record> decode_pattern(std::string_view bytes);
-caf::expected<witness_entry> decode_witness(std::string_view bytes);
-caf::expected<meta_record> decode_meta(std::string_view bytes);
-caf::expected<index_checkpoint> decode_index_checkpoint(std::string_view bytes);
+core::result<pattern_record> decode_pattern(std::string_view bytes);
+core::result<witness_entry> decode_witness(std::string_view bytes);
+core::result<meta_record> decode_meta(std::string_view bytes);
+core::result<index_checkpoint> decode_index_checkpoint(std::string_view bytes);
 /// Reads a Cap'n Proto RouterV2Checkpoint, or the little-endian layout
 /// written before it (first byte = version 1 or 2; a Cap'n Proto message
 /// starts with a segment count, 0 for ours). Errors: corrupt_data naming
 /// what is wrong (unknown version, truncated, trailing bytes).
-caf::expected<router_v2_checkpoint> decode_router_v2_checkpoint(std::string_view bytes);
-caf::expected<kv_page_record> decode_kv_page(std::string_view bytes);
-caf::expected<pattern_ids_record> decode_pattern_ids(std::string_view bytes);
+core::result<router_v2_checkpoint> decode_router_v2_checkpoint(std::string_view bytes);
+core::result<kv_page_record> decode_kv_page(std::string_view bytes);
+core::result<pattern_ids_record> decode_pattern_ids(std::string_view bytes);
 /// Also checks that the lists agree in length ([k] labels, [k·dim] means, [n] ids and categories).
-caf::expected<categories_record> decode_categories(std::string_view bytes);
-caf::expected<stream_position_record> decode_stream_position(std::string_view bytes);
-caf::expected<policy_record> decode_policy(std::string_view bytes);
-caf::expected<kv_policy_record> decode_kv_policy(std::string_view bytes);
-caf::expected<session_record> decode_session(std::string_view bytes);
+core::result<categories_record> decode_categories(std::string_view bytes);
+core::result<stream_position_record> decode_stream_position(std::string_view bytes);
+core::result<policy_record> decode_policy(std::string_view bytes);
+core::result<kv_policy_record> decode_kv_policy(std::string_view bytes);
+core::result<session_record> decode_session(std::string_view bytes);
 
 } // namespace shoal::proto

@@ -1,7 +1,5 @@
 #include "proto/records.hpp"
 
-#include "proto/error.hpp"
-
 #include "shoal/proto/v1/store.capnp.h"
 
 #include <capnp/message.h>
@@ -39,7 +37,7 @@ TEST_CASE("corrupt bytes decode to a corrupt_data error, not a crash") {
   std::string junk(64, '\xff');
   auto r = decode_pattern(junk);
   REQUIRE_FALSE(r);
-  CHECK(shoal::view(r.error()).code == shoal::errc::corrupt_data);
+  CHECK(r.err().code == shoal::errc::corrupt_data);
   pattern_record p;
   p.centroid.assign(16, 1.0f);
   auto bytes = encode(p);
@@ -97,7 +95,7 @@ TEST_CASE(
   w.latency_budget_ms = -1; // not a budget: named, not taken
   auto bad = decode_witness(encode(w));
   REQUIRE_FALSE(bad);
-  CHECK(shoal::view(bad.error()).message.find("latency budget") != std::string::npos);
+  CHECK(bad.err().message.find("latency budget") != std::string::npos);
   // Written exactly as an issue-2 node wrote it (frozen schema copy).
   ::capnp::MallocMessageBuilder mb;
   auto old = mb.initRoot<shoal::proto::capnp::v1::WitnessRecord>();
@@ -182,7 +180,7 @@ TEST_CASE("router v2 checkpoints round-trip, and the layout before schema 3 stil
 
   auto is_corrupt = [](std::string_view b) {
     auto r = decode_router_v2_checkpoint(b);
-    return !r && shoal::view(r.error()).code == shoal::errc::corrupt_data;
+    return !r && r.err().code == shoal::errc::corrupt_data;
   };
   CHECK(is_corrupt(""));
   CHECK(is_corrupt(std::string_view(legacy).substr(0, legacy.size() - 1))); // truncated

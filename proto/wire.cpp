@@ -30,7 +30,7 @@ std::string encode(const envelope& x) {
   return to_bytes(mb);
 }
 
-caf::expected<envelope> decode_envelope(std::string_view bytes) {
+core::result<envelope> decode_envelope(std::string_view bytes) {
   return decode_with<cp::Envelope, envelope>(
     bytes, "envelope", [](cp::Envelope::Reader e, envelope& x) -> std::string {
       auto k = static_cast<uint16_t>(e.getKind());
@@ -67,7 +67,7 @@ std::string encode(const delta_batch& x) {
   return to_bytes(mb);
 }
 
-caf::expected<delta_batch> decode_delta_batch(std::string_view bytes) {
+core::result<delta_batch> decode_delta_batch(std::string_view bytes) {
   return decode_with<cp::DeltaBatch, delta_batch>(
     bytes, "delta batch", [](cp::DeltaBatch::Reader b, delta_batch& x) -> std::string {
       x.node = b.getNode();
@@ -111,7 +111,7 @@ std::string encode(const digest& x) {
   return to_bytes(mb);
 }
 
-caf::expected<digest> decode_digest(std::string_view bytes) {
+core::result<digest> decode_digest(std::string_view bytes) {
   return decode_with<cp::Digest, digest>(
     bytes, "digest", [](cp::Digest::Reader d, digest& x) -> std::string {
       x.node = d.getNode();
@@ -134,7 +134,7 @@ std::string encode(const resync_request& x) {
   return to_bytes(mb);
 }
 
-caf::expected<resync_request> decode_resync(std::string_view bytes) {
+core::result<resync_request> decode_resync(std::string_view bytes) {
   return decode_with<cp::Resync, resync_request>(
     bytes, "resync", [](cp::Resync::Reader r, resync_request& x) -> std::string {
       x.node = r.getNode();
@@ -160,7 +160,7 @@ std::string encode(const telemetry_report& x) {
   return to_bytes(mb);
 }
 
-caf::expected<telemetry_report> decode_telemetry(std::string_view bytes) {
+core::result<telemetry_report> decode_telemetry(std::string_view bytes) {
   return decode_with<cp::Telemetry, telemetry_report>(
     bytes, "telemetry", [](cp::Telemetry::Reader t, telemetry_report& x) -> std::string {
       x.node = t.getNode();

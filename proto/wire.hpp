@@ -4,9 +4,8 @@
 /// malformed bytes give `errc::corrupt_data` naming the problem. Semantic
 /// checks (dimension, finiteness, trust) belong to the receiver.
 
+#include "core/error.hpp"
 #include "proto/records.hpp"
-
-#include <caf/expected.hpp>
 
 #include <cstdint>
 #include <string>
@@ -85,10 +84,10 @@ std::string encode(const resync_request& x);
 std::string encode(const telemetry_report& x);
 
 /// Decoders. @param bytes any alignment. Errors: `errc::corrupt_data`.
-caf::expected<envelope> decode_envelope(std::string_view bytes);
-caf::expected<delta_batch> decode_delta_batch(std::string_view bytes);
-caf::expected<digest> decode_digest(std::string_view bytes);
-caf::expected<resync_request> decode_resync(std::string_view bytes);
-caf::expected<telemetry_report> decode_telemetry(std::string_view bytes);
+core::result<envelope> decode_envelope(std::string_view bytes);
+core::result<delta_batch> decode_delta_batch(std::string_view bytes);
+core::result<digest> decode_digest(std::string_view bytes);
+core::result<resync_request> decode_resync(std::string_view bytes);
+core::result<telemetry_report> decode_telemetry(std::string_view bytes);
 
 } // namespace shoal::proto

@@ -1,7 +1,5 @@
 #include "proto/wire.hpp"
 
-#include "proto/error.hpp"
-
 #include "shoal/proto/v1/federation.capnp.h"
 
 #include <capnp/message.h>
@@ -81,7 +79,7 @@ TEST_CASE("malformed federation payloads decode to corrupt_data, never a crash")
   std::string junk(256, '\x7f');
   auto r = decode_delta_batch(junk);
   REQUIRE_FALSE(r);
-  CHECK(shoal::view(r.error()).code == shoal::errc::corrupt_data);
+  CHECK(r.err().code == shoal::errc::corrupt_data);
   // A centroid of 7 bytes is not a list of f32.
   delta_batch b;
   b.deltas.resize(1);

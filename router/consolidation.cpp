@@ -147,12 +147,12 @@ uint64_t pattern_bank::revive(uint64_t id, int64_t now_ms) {
 caf::error pattern_bank::load_categories() {
   auto bytes = env_->get(store::table::router_state, categories_key);
   if (!bytes)
-    return bytes.error();
+    return make_error(bytes.err());
   if (!bytes->has_value())
     return {};
   auto rec = proto::decode_categories(**bytes);
   if (!rec)
-    return rec.error();
+    return make_error(rec.err());
   auto bad = [](const std::string& what) {
     return make_error(errc::corrupt_data, "categories record: " + what);
   };
@@ -278,7 +278,7 @@ pattern_bank::prepare_consolidation(const consolidation_config& cc, int64_t now_
         return true;
       auto rec = proto::decode_pattern(v);
       if (!rec) {
-        bad_rec = rec.error();
+        bad_rec = make_error(rec.err());
         return false;
       }
       if (rec->centroid.size() == dim) {
@@ -288,7 +288,7 @@ pattern_bank::prepare_consolidation(const consolidation_config& cc, int64_t now_
       return true;
     });
     if (err)
-      return err;
+      return make_error(err);
     if (bad_rec)
       return bad_rec;
   }
@@ -435,7 +435,7 @@ caf::expected<consolidation_stats> pattern_bank::apply_consolidation(consolidati
     if (auto err = env_->write(
           {{store::table::router_state, std::string(categories_key), proto::encode(rec)}})) {
       unreserve();
-      return err;
+      return make_error(err);
     }
   }
 
@@ -543,7 +543,8 @@ caf::error pattern_bank::reindex_moved(size_t max) {
       }
       reserved_ += index_slot_bytes();
     }
-    if ((err = index_.add(id, c))) {
+    if (auto e = index_.add(id, c)) {
+      err = make_error(e);
       if (budget_) {
         budget_->release(core::memory_budget::use::router, index_slot_bytes());
         reserved_ -= index_slot_bytes();

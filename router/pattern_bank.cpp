@@ -160,7 +160,7 @@ caf::error pattern_bank::load() {
   auto err = env_->for_each(store::table::patterns, [&](std::string_view, std::string_view v) {
     auto rec = proto::decode_pattern(v);
     if (!rec) {
-      bad = rec.error();
+      bad = make_error(rec.err());
       return false;
     }
     if (rec->tiers.empty() && rec->version != 0) {
@@ -186,7 +186,7 @@ caf::error pattern_bank::load() {
     return true;
   });
   if (err)
-    return err;
+    return make_error(err);
   if (bad)
     return bad;
   for (const auto& r : records)
@@ -195,21 +195,21 @@ caf::error pattern_bank::load() {
   // after the last write of patterns: never reuse them.
   auto reserved = env_->get(store::table::router_state, "ids");
   if (!reserved)
-    return reserved.error();
+    return make_error(reserved.err());
   if (reserved->has_value()) {
     auto ids = proto::decode_pattern_ids(**reserved);
     if (!ids)
-      return ids.error();
+      return make_error(ids.err());
     next_id_ = std::max(next_id_, ids->reserved_up_to);
   }
   id_reserved_ = next_id_;
   auto seq = env_->get(store::table::federation_state, "stream");
   if (!seq)
-    return seq.error();
+    return make_error(seq.err());
   if (seq->has_value()) {
     auto pos = proto::decode_stream_position(**seq);
     if (!pos)
-      return pos.error();
+      return make_error(pos.err());
     stream_seq_ = pos->seq;
   }
   if (auto err = load_categories())
@@ -219,7 +219,7 @@ caf::error pattern_bank::load() {
   // and over 4096 of them (a small bank's removed slots cost little).
   auto ck_bytes = env_->get(store::table::router_state, "pattern_index");
   if (!ck_bytes)
-    return ck_bytes.error();
+    return make_error(ck_bytes.err());
   bool loaded = false;
   if (ck_bytes->has_value()) {
     auto ck = proto::decode_index_checkpoint(**ck_bytes);
@@ -243,7 +243,7 @@ caf::error pattern_bank::load() {
     index_ = store::pattern_index(dim_, cfg_.index, index_ops());
     for (auto& r : records)
       if (auto e = index_.add(r.id, r.centroid))
-        return e;
+        return make_error(e);
   }
   return {};
 }
@@ -342,7 +342,7 @@ caf::error pattern_bank::insert(proto::pattern_record rec) {
   if (rec.centroid.size() != dim_ || rec.tiers.size() != cfg_.tiers.size())
     return make_error(errc::invalid_argument, "pattern dimension or tier count mismatch");
   if (auto err = index_.add(rec.id, rec.centroid))
-    return err;
+    return make_error(err);
   adopt(rec);
   unflushed_[rec.id] = std::move(rec.centroid);
   dirty_.insert(rec.id);
@@ -353,8 +353,10 @@ caf::error pattern_bank::index_pending() {
   size_t done = 0;
   caf::error err;
   for (; done < pending_.size(); ++done) {
-    if ((err = index_.add(pending_[done].first, pending_[done].second)))
+    if (auto e = index_.add(pending_[done].first, pending_[done].second)) {
+      err = make_error(e);
       break;
+    }
   }
   pending_.erase(pending_.begin(), pending_.begin() + static_cast<ptrdiff_t>(done));
   return err;
@@ -424,13 +426,13 @@ caf::error pattern_bank::write_batch(store::environment& env, const pattern_batc
       } else {
         auto bytes = env.get(store::table::patterns, store::u64_key(r.id));
         if (!bytes)
-          return bytes.error();
+          return make_error(bytes.err());
         if (!bytes->has_value())
           return make_error(errc::internal, "pattern " + std::to_string(r.id)
                                               + " has no stored centroid to update");
         auto old = proto::decode_pattern(**bytes);
         if (!old)
-          return old.error();
+          return make_error(old.err());
         full.centroid = std::move(old->centroid);
       }
       ops.push_back({store::table::patterns, store::u64_key(r.id), proto::encode(full)});
@@ -445,7 +447,9 @@ caf::error pattern_bank::write_batch(store::environment& env, const pattern_batc
                    proto::encode(proto::stream_position_record{*b.stream_seq})});
   if (ops.empty())
     return {};
-  return env.write(ops);
+  if (auto err = env.write(ops))
+    return make_error(err);
+  return {};
 }
 
 caf::error pattern_bank::flush() {
@@ -484,7 +488,7 @@ caf::expected<pattern_batch> pattern_bank::take_checkpoint(int64_t now_ms, bool 
       return err;
   auto h = index_.save(index_path());
   if (!h)
-    return h.error();
+    return make_error(h.err());
   b = take_dirty();
   b.checkpoint = proto::index_checkpoint{*h, index_.size(), now_ms};
   return b;

@@ -1,6 +1,5 @@
 #include "store/archive.hpp"
 
-#include "proto/error.hpp"
 #include "store/bytes.hpp"
 
 #include <zstd.h>
@@ -24,9 +23,9 @@ constexpr uint32_t format_version = 1;
 /// asking for an absurd allocation.
 constexpr uint64_t max_content = 4ull << 30;
 
-caf::error os_error(const std::filesystem::path& f, const char* what) {
-  return make_error(errc::storage_failure,
-                    "archive " + f.string() + ": " + what + ": " + std::strerror(errno));
+core::error os_error(const std::filesystem::path& f, const char* what) {
+  return core::error{errc::storage_failure,
+                     "archive " + f.string() + ": " + what + ": " + std::strerror(errno)};
 }
 
 struct fd_closer {
@@ -39,24 +38,24 @@ struct fd_closer {
 
 } // namespace
 
-caf::error write_archive(const std::filesystem::path& file, table source,
-                         std::span<const archive_record> records, int level) {
+core::error write_archive(const std::filesystem::path& file, table source,
+                          std::span<const archive_record> records, int level) {
   using bytes::put;
   std::string content;
   put<uint32_t>(content, static_cast<uint32_t>(source));
   put<uint64_t>(content, records.size());
   for (size_t i = 0; i < records.size(); ++i) {
     if (i > 0 && records[i].key <= records[i - 1].key)
-      return make_error(errc::invalid_argument, "archive " + file.string()
-                                                  + ": keys must ascend (record "
-                                                  + std::to_string(i) + ")");
+      return core::error{errc::invalid_argument, "archive " + file.string()
+                                                   + ": keys must ascend (record "
+                                                   + std::to_string(i) + ")"};
     put<uint64_t>(content, records[i].key);
     put<uint32_t>(content, static_cast<uint32_t>(records[i].value.size()));
     content += records[i].value;
   }
   std::unique_ptr<ZSTD_CCtx, decltype(&ZSTD_freeCCtx)> cctx(ZSTD_createCCtx(), ZSTD_freeCCtx);
   if (!cctx)
-    return make_error(errc::storage_failure, "archive " + file.string() + ": out of memory");
+    return core::error{errc::storage_failure, "archive " + file.string() + ": out of memory"};
   ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, level);
   ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_checksumFlag, 1);
   std::string out(sizeof magic + 4, '\0');
@@ -71,8 +70,8 @@ caf::error write_archive(const std::filesystem::path& file, table source,
   const size_t n = ZSTD_compress2(cctx.get(), out.data() + head, out.size() - head, content.data(),
                                   content.size());
   if (ZSTD_isError(n))
-    return make_error(errc::storage_failure,
-                      "archive " + file.string() + ": zstd: " + ZSTD_getErrorName(n));
+    return core::error{errc::storage_failure,
+                       "archive " + file.string() + ": zstd: " + ZSTD_getErrorName(n)};
   out.resize(head + n);
   // Whole file or none: write a temporary, make it durable, rename.
   auto tmp = file;
@@ -105,7 +104,7 @@ caf::error write_archive(const std::filesystem::path& file, table source,
   return {};
 }
 
-caf::expected<archive_segment> read_archive(const std::filesystem::path& file) {
+core::result<archive_segment> read_archive(const std::filesystem::path& file) {
   using bytes::get;
   std::ifstream in(file, std::ios::binary);
   if (!in)
@@ -114,7 +113,7 @@ caf::expected<archive_segment> read_archive(const std::filesystem::path& file) {
   if (in.bad())
     return os_error(file, "read");
   auto corrupt = [&](const std::string& why) {
-    return make_error(errc::corrupt_data, "archive " + file.string() + ": " + why);
+    return core::error{errc::corrupt_data, "archive " + file.string() + ": " + why};
   };
   if (data.size() < sizeof magic + 4 || std::memcmp(data.data(), magic, sizeof magic) != 0)
     return corrupt("not a Shoal archive (bad magic)");

@@ -18,10 +18,8 @@
 /// Thread-safety: the functions share no state; a file must not be written
 /// by two callers at once.
 
+#include "core/error.hpp"
 #include "store/environment.hpp"
-
-#include <caf/error.hpp>
-#include <caf/expected.hpp>
 
 #include <cstdint>
 #include <filesystem>
@@ -46,14 +44,14 @@ struct archive_segment {
 /// `file` (zstd level `level`, 1-19). Errors: errc::invalid_argument for
 /// unsorted keys, errc::storage_failure naming the file and the OS or zstd
 /// error.
-caf::error write_archive(const std::filesystem::path& file, table source,
-                         std::span<const archive_record> records, int level = 3);
+core::error write_archive(const std::filesystem::path& file, table source,
+                          std::span<const archive_record> records, int level = 3);
 
 /// Reads a whole segment. Errors: errc::corrupt_data naming the file and the
 /// problem (not an archive, unknown version, zstd or checksum error,
 /// truncated or inconsistent content); errc::storage_failure when it cannot
 /// be read.
-caf::expected<archive_segment> read_archive(const std::filesystem::path& file);
+core::result<archive_segment> read_archive(const std::filesystem::path& file);
 
 /// The segment file name for keys [first, last]: "<first>-<last>.shoalarc",
 /// both as 16 hex digits, so names sort by key.

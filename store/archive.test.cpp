@@ -1,6 +1,5 @@
 #include "store/archive.hpp"
 
-#include "proto/error.hpp"
 #include "store/testing.hpp"
 
 #include <doctest/doctest.h>
@@ -19,12 +18,6 @@ std::string slurp(const std::filesystem::path& f) {
 
 void spit(const std::filesystem::path& f, const std::string& s) {
   std::ofstream(f, std::ios::binary | std::ios::trunc) << s;
-}
-
-/// The error code of an expected's error.
-template <class T>
-errc code(const caf::expected<T>& x) {
-  return static_cast<errc>(x.error().code());
 }
 
 } // namespace
@@ -58,7 +51,7 @@ TEST_CASE("archive: a segment reads back record for record, compressed, and leav
   std::vector<archive_record> unsorted{{5, "a"}, {5, "b"}};
   auto bad = dir / "unsorted.shoalarc";
   auto err = write_archive(bad, table::witness, unsorted);
-  CHECK(static_cast<errc>(err.code()) == errc::invalid_argument);
+  CHECK(err.code == errc::invalid_argument);
   CHECK_FALSE(std::filesystem::exists(bad));
   std::filesystem::remove_all(dir);
 }
@@ -79,8 +72,8 @@ TEST_CASE("archive: damaged segments are refused with a message that names the f
     spit(f, damaged);
     auto seg = read_archive(f);
     REQUIRE_FALSE(seg);
-    CHECK(code(seg) == errc::corrupt_data);
-    auto msg = shoal::view(seg.error()).message;
+    CHECK(seg.err().code == errc::corrupt_data);
+    auto msg = seg.err().message;
     CHECK(msg.find("damaged.shoalarc") != std::string::npos);
     CHECK_MESSAGE(msg.find(says) != std::string::npos, msg);
   };
@@ -98,6 +91,6 @@ TEST_CASE("archive: damaged segments are refused with a message that names the f
   check("flipped bit", flipped, "zstd");
   auto missing = read_archive(dir / "absent.shoalarc");
   REQUIRE_FALSE(missing);
-  CHECK(code(missing) == errc::storage_failure);
+  CHECK(missing.err().code == errc::storage_failure);
   std::filesystem::remove_all(dir);
 }

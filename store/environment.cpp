@@ -1,7 +1,6 @@
 #include "store/environment.hpp"
 #include "store/upgrade.hpp"
 
-#include "proto/error.hpp"
 #include "proto/records.hpp"
 
 #include <lmdb.h>
@@ -19,9 +18,9 @@ constexpr std::array<std::string_view, 9> table_names{
   "patterns",     "witness",          "meta", "kv_spill", "sessions", "policies",
   "router_state", "federation_state", "seal"};
 
-caf::error lmdb_error(std::string_view what, int rc) {
-  return make_error(errc::storage_failure,
-                    std::string("LMDB ") + std::string(what) + ": " + mdb_strerror(rc));
+core::error lmdb_error(std::string_view what, int rc) {
+  return core::error{errc::storage_failure,
+                     std::string("LMDB ") + std::string(what) + ": " + mdb_strerror(rc)};
 }
 
 MDB_val as_val(std::string_view s) {
@@ -73,12 +72,12 @@ std::optional<uint64_t> parse_u64_key(std::string_view key) {
   return x;
 }
 
-caf::expected<std::shared_ptr<environment>> environment::open(const store_config& cfg) {
+core::result<std::shared_ptr<environment>> environment::open(const store_config& cfg) {
   std::error_code ec;
   std::filesystem::create_directories(cfg.data_dir, ec);
   if (ec)
-    return make_error(errc::storage_failure, "cannot create data directory " + cfg.data_dir.string()
-                                               + ": " + ec.message());
+    return core::error{errc::storage_failure, "cannot create data directory "
+                                                + cfg.data_dir.string() + ": " + ec.message()};
   auto p = std::make_unique<impl>();
   p->cfg = cfg;
   p->map_bytes = cfg.map_bytes;
@@ -121,7 +120,7 @@ const std::filesystem::path& environment::data_dir() const noexcept {
   return impl_->cfg.data_dir;
 }
 
-caf::error environment::write(const std::vector<write_op>& ops) {
+core::error environment::write(const std::vector<write_op>& ops) {
   for (;;) {
     int rc = 0;
     {
@@ -154,15 +153,15 @@ caf::error environment::write(const std::vector<write_op>& ops) {
       return lmdb_error("write", rc);
     std::unique_lock guard(impl_->resize_mtx);
     if (impl_->map_bytes >= impl_->cfg.max_map_bytes)
-      return make_error(errc::storage_failure, "LMDB map is full at store.max_map_bytes = "
-                                                 + std::to_string(impl_->cfg.max_map_bytes));
+      return core::error{errc::storage_failure, "LMDB map is full at store.max_map_bytes = "
+                                                  + std::to_string(impl_->cfg.max_map_bytes)};
     impl_->map_bytes = std::min(impl_->map_bytes * 2, impl_->cfg.max_map_bytes);
     if (int rc2 = mdb_env_set_mapsize(impl_->env, impl_->map_bytes); rc2 != 0)
       return lmdb_error("set_mapsize", rc2);
   }
 }
 
-caf::expected<std::optional<std::string>> environment::get(table t, std::string_view key) const {
+core::result<std::optional<std::string>> environment::get(table t, std::string_view key) const {
   std::shared_lock guard(impl_->resize_mtx);
   MDB_txn* txn = nullptr;
   if (int rc = mdb_txn_begin(impl_->env, nullptr, MDB_RDONLY, &txn); rc != 0)
@@ -178,7 +177,7 @@ caf::expected<std::optional<std::string>> environment::get(table t, std::string_
   return out;
 }
 
-caf::error
+core::error
 environment::for_each(table t,
                       const std::function<bool(std::string_view, std::string_view)>& fn) const {
   std::shared_lock guard(impl_->resize_mtx);
@@ -204,7 +203,7 @@ environment::for_each(table t,
   return {};
 }
 
-caf::expected<uint64_t> environment::count(table t) const {
+core::result<uint64_t> environment::count(table t) const {
   std::shared_lock guard(impl_->resize_mtx);
   MDB_txn* txn = nullptr;
   if (int rc = mdb_txn_begin(impl_->env, nullptr, MDB_RDONLY, &txn); rc != 0)
@@ -217,28 +216,28 @@ caf::expected<uint64_t> environment::count(table t) const {
   return static_cast<uint64_t>(st.ms_entries);
 }
 
-caf::error environment::ensure_schema(uint32_t embedding_dim, int64_t now_ms,
-                                      const crypto::sealer* seal) {
+core::error environment::ensure_schema(uint32_t embedding_dim, int64_t now_ms,
+                                       const crypto::sealer* seal) {
   auto bytes = get(table::meta, "schema");
   if (!bytes)
-    return bytes.error();
+    return bytes.err();
   if (!bytes->has_value()) {
     proto::meta_record m{proto::schema_version, embedding_dim, now_ms};
     return write({{table::meta, "schema", proto::encode(m)}});
   }
   auto m = proto::decode_meta(**bytes);
   if (!m)
-    return m.error();
+    return m.err();
   if (m->schema_version > proto::schema_version)
-    return make_error(errc::corrupt_data,
-                      "the store in " + impl_->cfg.data_dir.string() + " has schema version "
-                        + std::to_string(m->schema_version) + "; this build reads up to "
-                        + std::to_string(proto::schema_version));
+    return core::error{errc::corrupt_data,
+                       "the store in " + impl_->cfg.data_dir.string() + " has schema version "
+                         + std::to_string(m->schema_version) + "; this build reads up to "
+                         + std::to_string(proto::schema_version)};
   if (m->embedding_dim != embedding_dim)
-    return make_error(errc::corrupt_data,
-                      "the store in " + impl_->cfg.data_dir.string()
-                        + " holds embeddings of dimension " + std::to_string(m->embedding_dim)
-                        + " but embedder.dim is " + std::to_string(embedding_dim));
+    return core::error{errc::corrupt_data,
+                       "the store in " + impl_->cfg.data_dir.string()
+                         + " holds embeddings of dimension " + std::to_string(m->embedding_dim)
+                         + " but embedder.dim is " + std::to_string(embedding_dim)};
   if (m->schema_version < proto::schema_version) {
     // Schema 1 -> 2 only appended fields (old records read as they are);
     // 2 -> 3 moves records into typed tables and Cap'n Proto. Either way
@@ -246,7 +245,7 @@ caf::error environment::ensure_schema(uint32_t embedding_dim, int64_t now_ms,
     // older builds refuse the store.
     auto ops = upgrade_ops(*this, m->schema_version, seal, now_ms);
     if (!ops)
-      return ops.error();
+      return ops.err();
     m->schema_version = proto::schema_version;
     ops->push_back({table::meta, "schema", proto::encode(*m)});
     return write(*ops);
@@ -254,7 +253,7 @@ caf::error environment::ensure_schema(uint32_t embedding_dim, int64_t now_ms,
   return {};
 }
 
-caf::error environment::sync() {
+core::error environment::sync() {
   std::shared_lock guard(impl_->resize_mtx);
   if (int rc = mdb_env_sync(impl_->env, 1); rc != 0)
     return lmdb_error("sync", rc);

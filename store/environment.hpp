@@ -13,10 +13,8 @@
 ///   - Values are copied out of LMDB (`std::string`): no pointer into the map
 ///     outlives a call.
 
+#include "core/error.hpp"
 #include "crypto/sealer.hpp"
-
-#include <caf/expected.hpp>
-#include <caf/error.hpp>
 
 #include <cstdint>
 #include <filesystem>
@@ -86,7 +84,7 @@ class environment {
 public:
   /// Opens (creating if needed) the environment in `cfg.data_dir` and its
   /// tables. Errors: `errc::storage_failure` naming the directory and LMDB's text.
-  static caf::expected<std::shared_ptr<environment>> open(const store_config& cfg);
+  static core::result<std::shared_ptr<environment>> open(const store_config& cfg);
 
   ~environment();
   environment(const environment&) = delete;
@@ -94,19 +92,19 @@ public:
 
   /// Applies `ops` in one write transaction (all or nothing).
   /// Errors: `errc::storage_failure` (e.g. map full at `max_map_bytes`).
-  caf::error write(const std::vector<write_op>& ops);
+  core::error write(const std::vector<write_op>& ops);
 
   /// Reads one value; std::nullopt when the key is absent.
-  caf::expected<std::optional<std::string>> get(table t, std::string_view key) const;
+  core::result<std::optional<std::string>> get(table t, std::string_view key) const;
 
   /// Calls `fn(key, value)` for every entry in key order inside one read
   /// transaction; `fn` returning false stops the scan. `fn` must not call back
   /// into this environment's write().
-  caf::error for_each(table t,
-                      const std::function<bool(std::string_view, std::string_view)>& fn) const;
+  core::error for_each(table t,
+                       const std::function<bool(std::string_view, std::string_view)>& fn) const;
 
   /// Number of entries in a table.
-  caf::expected<uint64_t> count(table t) const;
+  core::result<uint64_t> count(table t) const;
 
   /// Checks the `meta` table's "schema" record against this build and the
   /// configured embedding dimension, writing it on first use. A store of an
@@ -118,11 +116,11 @@ public:
   /// does not decode; `errc::invalid_argument` when sealed records need a
   /// key that is missing or wrong (context memory.seal_key);
   /// `errc::storage_failure`.
-  caf::error ensure_schema(uint32_t embedding_dim, int64_t now_ms,
-                           const crypto::sealer* seal = nullptr);
+  core::error ensure_schema(uint32_t embedding_dim, int64_t now_ms,
+                            const crypto::sealer* seal = nullptr);
 
   /// Forces a durable sync of the environment to disk.
-  caf::error sync();
+  core::error sync();
 
   /// The data directory.
   const std::filesystem::path& data_dir() const noexcept;

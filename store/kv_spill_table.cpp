@@ -1,6 +1,5 @@
 #include "store/kv_spill_table.hpp"
 
-#include "proto/error.hpp"
 #include "proto/records.hpp"
 
 #include <spdlog/spdlog.h>
@@ -24,7 +23,7 @@ kv_spill_table::kv_spill_table(std::shared_ptr<environment> env,
     return true;
   });
   if (err)
-    spdlog::warn("kv_spill: scanning the table failed: {}", view(err).message);
+    spdlog::warn("kv_spill: scanning the table failed: {}", err.message);
 }
 
 std::string kv_spill_table::key(uint64_t hash) const {
@@ -39,7 +38,7 @@ void kv_spill_table::erase(uint64_t hash) {
     pending_bytes_ -= p->second.size();
     pending_.erase(p); // never written
   } else if (auto err = env_->write({{table::kv_spill, key(hash), "", true}})) {
-    spdlog::warn("kv_spill: deleting a record failed: {}", view(err).message);
+    spdlog::warn("kv_spill: deleting a record failed: {}", err.message);
   }
   bytes_ -= it->second;
   sizes_.erase(it);
@@ -56,7 +55,7 @@ bool kv_spill_table::flush() {
   pending_bytes_ = 0;
   if (auto err = env_->write(ops)) {
     spdlog::warn("kv_spill: writing {} page(s) failed: {}; they are dropped", ops.size(),
-                 view(err).message);
+                 err.message);
     for (const auto& op : ops)
       if (auto h = parse_u64_key(std::string_view(op.key).substr(8))) {
         auto it = sizes_.find(*h);
@@ -114,8 +113,7 @@ std::optional<proto::kv_page_record> kv_spill_table::get(uint64_t hash) {
   auto p = proto::decode_kv_page(*plain);
   erase(hash); // back in memory (or unusable)
   if (!p) {
-    spdlog::warn("kv_spill: page {:016x} does not decode ({}); dropped", hash,
-                 view(p.error()).message);
+    spdlog::warn("kv_spill: page {:016x} does not decode ({}); dropped", hash, p.err().message);
     return std::nullopt;
   }
   return std::move(*p);

@@ -2,8 +2,6 @@
 // non-inline functions; see STACK.md).
 #include "store/pattern_index.hpp"
 
-#include "proto/error.hpp"
-
 #include <hnswlib/hnswlib.h>
 #include <xxhash.h>
 
@@ -79,7 +77,7 @@ pattern_index::~pattern_index() = default;
 pattern_index::pattern_index(pattern_index&&) noexcept = default;
 pattern_index& pattern_index::operator=(pattern_index&&) noexcept = default;
 
-caf::error pattern_index::add(uint64_t id, std::span<const float> v) {
+core::error pattern_index::add(uint64_t id, std::span<const float> v) {
   auto& h = *impl_->hnsw;
   try {
     auto elem = impl_->space.encode(v);
@@ -97,7 +95,7 @@ caf::error pattern_index::add(uint64_t id, std::span<const float> v) {
     }
     h.addPoint(elem.data(), id);
   } catch (const std::exception& e) {
-    return make_error(errc::internal, std::string("pattern index add: ") + e.what());
+    return core::error{errc::internal, std::string("pattern index add: ") + e.what()};
   }
   return {};
 }
@@ -165,10 +163,10 @@ uint32_t pattern_index::dim() const noexcept {
   return impl_->dim;
 }
 
-caf::expected<uint64_t> pattern_index::hash_file(const std::filesystem::path& path) {
+core::result<uint64_t> pattern_index::hash_file(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in)
-    return make_error(errc::not_found, "cannot open " + path.string());
+    return core::error{errc::not_found, "cannot open " + path.string()};
   XXH3_state_t* st = XXH3_createState();
   XXH3_64bits_reset(st);
   std::vector<char> buf(1 << 20);
@@ -180,17 +178,17 @@ caf::expected<uint64_t> pattern_index::hash_file(const std::filesystem::path& pa
   uint64_t h = XXH3_64bits_digest(st);
   XXH3_freeState(st);
   if (bad)
-    return make_error(errc::storage_failure, "cannot read " + path.string());
+    return core::error{errc::storage_failure, "cannot read " + path.string()};
   return h;
 }
 
-caf::expected<uint64_t> pattern_index::save(const std::filesystem::path& path) const {
+core::result<uint64_t> pattern_index::save(const std::filesystem::path& path) const {
   auto tmp = path;
   tmp += ".tmp";
   try {
     impl_->hnsw->saveIndex(tmp.string());
   } catch (const std::exception& e) {
-    return make_error(errc::storage_failure, "cannot write " + tmp.string() + ": " + e.what());
+    return core::error{errc::storage_failure, "cannot write " + tmp.string() + ": " + e.what()};
   }
   auto h = hash_file(tmp);
   if (!h)
@@ -198,32 +196,33 @@ caf::expected<uint64_t> pattern_index::save(const std::filesystem::path& path) c
   std::error_code ec;
   std::filesystem::rename(tmp, path, ec);
   if (ec)
-    return make_error(errc::storage_failure, "cannot rename " + tmp.string() + ": " + ec.message());
+    return core::error{errc::storage_failure,
+                       "cannot rename " + tmp.string() + ": " + ec.message()};
   return h;
 }
 
-caf::expected<pattern_index> pattern_index::load(const std::filesystem::path& path, uint32_t dim,
-                                                 index_config cfg, int8_ops ops,
-                                                 uint64_t expected_hash) {
+core::result<pattern_index> pattern_index::load(const std::filesystem::path& path, uint32_t dim,
+                                                index_config cfg, int8_ops ops,
+                                                uint64_t expected_hash) {
   if (!std::filesystem::exists(path))
-    return make_error(errc::not_found, "no index file " + path.string());
+    return core::error{errc::not_found, "no index file " + path.string()};
   auto h = hash_file(path);
   if (!h)
-    return h.error();
+    return h.err();
   if (*h != expected_hash)
-    return make_error(errc::corrupt_data,
-                      "index file " + path.string() + " does not match its checkpoint hash");
+    return core::error{errc::corrupt_data,
+                       "index file " + path.string() + " does not match its checkpoint hash"};
   auto p = std::make_unique<impl>(dim, cfg, ops);
   try {
     p->hnsw = std::make_unique<hnswlib::HierarchicalNSW<float>>(&p->space, path.string(), false, 0);
   } catch (const std::exception& e) {
-    return make_error(errc::corrupt_data, "index file " + path.string() + ": " + e.what());
+    return core::error{errc::corrupt_data, "index file " + path.string() + ": " + e.what()};
   }
   // The file's own layout: label_offset_ - offsetData_ is its vector size.
   if (p->hnsw->label_offset_ - p->hnsw->offsetData_ != sizeof(float) + dim)
-    return make_error(errc::corrupt_data, "index file " + path.string()
-                                            + " has another element layout than int8 x "
-                                            + std::to_string(dim));
+    return core::error{errc::corrupt_data, "index file " + path.string()
+                                             + " has another element layout than int8 x "
+                                             + std::to_string(dim)};
   // hnswlib 0.6.2's loading constructor leaves num_deleted_ uninitialised
   // and then adds the file's removal marks to it: count them again.
   auto& hnsw = *p->hnsw;

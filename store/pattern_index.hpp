@@ -20,7 +20,7 @@
 /// only given back by building a new index (`removed()` counts them;
 /// pattern_bank::open rebuilds when they outnumber the live ones).
 
-#include <caf/expected.hpp>
+#include "core/error.hpp"
 
 #include <cstdint>
 #include <filesystem>
@@ -73,7 +73,7 @@ public:
   /// at 10,000 × 384 against ~0.1 ms per insertion). @pre v.size() == dim.
   /// Grows the capacity when full. Errors: `errc::internal` when hnswlib
   /// throws (the id may then be removed).
-  caf::error add(uint64_t id, std::span<const float> v);
+  core::error add(uint64_t id, std::span<const float> v);
 
   /// Removes `id` from searches (hnswlib markDelete; see the file comment).
   /// @returns whether it was present (false for an unknown or already
@@ -103,17 +103,17 @@ public:
   /// Writes the index, with its removal marks, to `path` atomically
   /// (temporary file + rename).
   /// @returns the XXH3-64 hash of the written bytes, to be checked by `load`.
-  caf::expected<uint64_t> save(const std::filesystem::path& path) const;
+  core::result<uint64_t> save(const std::filesystem::path& path) const;
 
   /// Loads an index saved by `save`, after checking the file's hash and size,
   /// so a corrupt or foreign file is refused instead of read.
   /// Errors: `errc::not_found` (no file), `errc::corrupt_data` (hash, size or
   /// dimension mismatch, or hnswlib refused it).
-  static caf::expected<pattern_index> load(const std::filesystem::path& path, uint32_t dim,
-                                           index_config cfg, int8_ops ops, uint64_t expected_hash);
+  static core::result<pattern_index> load(const std::filesystem::path& path, uint32_t dim,
+                                          index_config cfg, int8_ops ops, uint64_t expected_hash);
 
   /// XXH3-64 of a file's bytes. Errors: `errc::not_found`, `errc::storage_failure`.
-  static caf::expected<uint64_t> hash_file(const std::filesystem::path& path);
+  static core::result<uint64_t> hash_file(const std::filesystem::path& path);
 
   struct impl;
 

@@ -11,9 +11,8 @@
 /// (proto/schema/store.capnp) whose `value` holds the kind's own message.
 /// Thread-safety: the functions are thread-safe (LMDB transactions).
 
+#include "core/error.hpp"
 #include "store/environment.hpp"
-
-#include <caf/expected.hpp>
 
 #include <cstdint>
 #include <optional>
@@ -35,18 +34,18 @@ struct policy {
 /// Encodes / decodes one record's value. decode: errc::corrupt_data naming
 /// the policy and what is wrong.
 std::string encode_policy(const policy& p);
-caf::expected<policy> decode_policy(std::string_view name, std::string_view bytes);
+core::result<policy> decode_policy(std::string_view name, std::string_view bytes);
 
 /// Writes `p` under p.name with the next version (the stored one + 1);
 /// returns that version. Errors: invalid_argument (empty name, a confidence
 /// outside [0, 1]), corrupt_data (the stored record), storage_failure.
-caf::expected<uint64_t> put_policy(environment& env, policy p);
+core::result<uint64_t> put_policy(environment& env, policy p);
 
 /// The stored policy, std::nullopt when absent. Errors: corrupt_data, storage_failure.
-caf::expected<std::optional<policy>> get_policy(const environment& env, std::string_view name);
+core::result<std::optional<policy>> get_policy(const environment& env, std::string_view name);
 
 /// Every policy, by name, values included only when `with_values`.
 /// Errors: corrupt_data, storage_failure.
-caf::expected<std::vector<policy>> list_policies(const environment& env, bool with_values);
+core::result<std::vector<policy>> list_policies(const environment& env, bool with_values);
 
 } // namespace shoal::store

@@ -1,6 +1,5 @@
 #include "store/policy_table.hpp"
 
-#include "proto/error.hpp"
 #include "store/testing.hpp"
 
 #include <doctest/doctest.h>
@@ -29,7 +28,7 @@ TEST_CASE("policies: a policy survives reopening, versions grow, bad records are
     // Bad input is refused and nothing changes.
     auto bad = put_policy(**env, {"x", "router", "operator", 1.5, 0, 0, ""});
     CHECK_FALSE(bad);
-    CHECK(view(bad.error()).message.find("confidence") != std::string::npos);
+    CHECK(bad.err().message.find("confidence") != std::string::npos);
     CHECK_FALSE(put_policy(**env, {"", "router", "operator", 0.5, 0, 0, ""}));
   }
   auto env = environment::open(cfg);
@@ -54,9 +53,9 @@ TEST_CASE("policies: a policy survives reopening, versions grow, bad records are
   REQUIRE_FALSE((*env)->write({{table::policies, "broken", std::string("\x07", 1)}}));
   auto listed = list_policies(**env, true);
   REQUIRE_FALSE(listed);
-  CHECK(view(listed.error()).message.find("'broken'") != std::string::npos);
+  CHECK(listed.err().message.find("'broken'") != std::string::npos);
   auto trunc = decode_policy("t", encode_policy(**p).substr(0, 10));
   REQUIRE_FALSE(trunc);
-  CHECK(view(trunc.error()).message.find("truncated") != std::string::npos);
+  CHECK(trunc.err().message.find("truncated") != std::string::npos);
   std::filesystem::remove_all(dir);
 }

@@ -1,6 +1,5 @@
 #include "store/sealed.hpp"
 
-#include "proto/error.hpp"
 #include "store/environment.hpp"
 
 namespace shoal::store {
@@ -12,24 +11,25 @@ constexpr std::string_view check_key = "seal_check";
 
 } // namespace
 
-caf::error check_seal_key(environment& env, const crypto::sealer* s) {
+core::error check_seal_key(environment& env, const crypto::sealer* s) {
   auto rec = env.get(table::seal, check_key);
   if (!rec)
-    return rec.error();
+    return rec.err();
   if (!*rec) {
     if (!s)
       return {};
     return env.write({{table::seal, std::string(check_key), s->seal(check_plaintext, check_key)}});
   }
   if (!s)
-    return make_error(errc::invalid_argument,
-                      "the store in " + env.data_dir().string()
-                        + " holds sealed session data but memory.seal_key is not set (config "
-                          "or SHOAL_MEMORY_SEAL_KEY)");
+    return core::error{errc::invalid_argument,
+                       "the store in " + env.data_dir().string()
+                         + " holds sealed session data but memory.seal_key is not set (config "
+                           "or SHOAL_MEMORY_SEAL_KEY)"};
   auto plain = s->open(**rec, check_key);
   if (!plain || *plain != check_plaintext)
-    return make_error(errc::invalid_argument, "memory.seal_key does not match the key the store in "
-                                                + env.data_dir().string() + " was sealed with");
+    return core::error{errc::invalid_argument,
+                       "memory.seal_key does not match the key the store in "
+                         + env.data_dir().string() + " was sealed with"};
   return {};
 }
 

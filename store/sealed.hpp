@@ -3,9 +3,8 @@
 /// sealed with (the sealing itself is crypto/sealer.hpp).
 /// Thread-safety: as environment's writes (one writer thread).
 
+#include "core/error.hpp"
 #include "crypto/sealer.hpp"
-
-#include <caf/error.hpp>
 
 namespace shoal::store {
 
@@ -17,6 +16,6 @@ class environment;
 /// Errors (invalid_argument), each naming config key memory.seal_key: the
 /// store was sealed with another key; the store holds sealed data but no key
 /// is set; storage failures as environment reports them.
-caf::error check_seal_key(environment& env, const crypto::sealer* s);
+core::error check_seal_key(environment& env, const crypto::sealer* s);
 
 } // namespace shoal::store

@@ -1,6 +1,5 @@
 #include "store/sealed.hpp"
 
-#include "proto/error.hpp"
 #include "store/environment.hpp"
 #include "store/testing.hpp"
 
@@ -27,10 +26,10 @@ TEST_CASE("check_seal_key: first key wins, another or a missing key is refused c
     CHECK_FALSE(check_seal_key(**env, &a));
     auto wrong = check_seal_key(**env, &b);
     REQUIRE(wrong);
-    CHECK(shoal::view(wrong).message.find("does not match") != std::string::npos);
+    CHECK(wrong.message.find("does not match") != std::string::npos);
     auto missing = check_seal_key(**env, nullptr);
     REQUIRE(missing);
-    CHECK(shoal::view(missing).message.find("not set") != std::string::npos);
+    CHECK(missing.message.find("not set") != std::string::npos);
   }
   fs::remove_all(dir);
 }

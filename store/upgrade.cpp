@@ -1,6 +1,5 @@
 #include "store/upgrade.hpp"
 
-#include "proto/error.hpp"
 #include "proto/records.hpp"
 #include "store/bytes.hpp"
 
@@ -16,11 +15,11 @@ namespace {
 using bytes::get;
 using bytes::get_str;
 
-caf::error corrupt(std::string_view where, std::string_view key, const std::string& what) {
-  return make_error(errc::corrupt_data,
-                    "upgrading the store: " + std::string(where) + " '" + std::string(key)
-                      + "': " + what,
-                    std::string(where));
+core::error corrupt(std::string_view where, std::string_view key, const std::string& what) {
+  return core::error{errc::corrupt_data,
+                     "upgrading the store: " + std::string(where) + " '" + std::string(key)
+                       + "': " + what,
+                     std::string(where)};
 }
 
 /// The AD schema 2 sealed its check value with (kept: the bytes move as they are).
@@ -111,30 +110,30 @@ std::optional<proto::kv_page_record> legacy_kv_page(std::string_view in) {
 }
 
 /// Schema 2 -> 3 (see the header).
-caf::expected<std::vector<write_op>> upgrade_2_to_3(const environment& env,
-                                                    const crypto::sealer* seal, int64_t now_ms) {
+core::result<std::vector<write_op>> upgrade_2_to_3(const environment& env,
+                                                   const crypto::sealer* seal, int64_t now_ms) {
   std::vector<write_op> ops;
-  caf::error err;
-  auto fail = [&err](caf::error e) {
+  core::error err;
+  auto fail = [&err](core::error e) {
     err = std::move(e);
     return false;
   };
   // Sealed records need the key they were sealed with.
   auto check = env.get(table::meta, seal_check_key);
   if (!check)
-    return std::move(check.error());
+    return std::move(check).err();
   if (check->has_value()) {
     if (seal == nullptr)
-      return make_error(errc::invalid_argument,
-                        "the store in " + env.data_dir().string()
-                          + " holds sealed session data but memory.seal_key is not set "
-                            "(config or SHOAL_MEMORY_SEAL_KEY)",
-                        "memory.seal_key");
+      return core::error{errc::invalid_argument,
+                         "the store in " + env.data_dir().string()
+                           + " holds sealed session data but memory.seal_key is not set "
+                             "(config or SHOAL_MEMORY_SEAL_KEY)",
+                         "memory.seal_key"};
     if (!seal->open(**check, seal_check_key))
-      return make_error(errc::invalid_argument,
-                        "memory.seal_key does not match the key the store in "
-                          + env.data_dir().string() + " was sealed with",
-                        "memory.seal_key");
+      return core::error{errc::invalid_argument,
+                         "memory.seal_key does not match the key the store in "
+                           + env.data_dir().string() + " was sealed with",
+                         "memory.seal_key"};
   }
   // meta: everything but "schema" moves out.
   auto meta_err = env.for_each(table::meta, [&](std::string_view k, std::string_view v) {
@@ -183,7 +182,7 @@ caf::expected<std::vector<write_op>> upgrade_2_to_3(const environment& env,
     if (p->kind == "router") {
       auto ck = proto::decode_router_v2_checkpoint(p->value);
       if (!ck)
-        return fail(corrupt("policies", k, view(ck.error()).message));
+        return fail(corrupt("policies", k, ck.err().message));
       p->value = proto::encode(*ck);
     }
     ops.push_back({table::policies, std::string(k), proto::encode(*p)});
@@ -197,10 +196,10 @@ caf::expected<std::vector<write_op>> upgrade_2_to_3(const environment& env,
   auto reseal = [&](table t, auto convert) {
     return env.for_each(t, [&](std::string_view k, std::string_view v) {
       if (seal == nullptr)
-        return fail(make_error(errc::invalid_argument,
-                               "the store holds sealed " + std::string(to_string(t))
-                                 + " records but memory.seal_key is not set",
-                               "memory.seal_key"));
+        return fail(core::error{errc::invalid_argument,
+                                "the store holds sealed " + std::string(to_string(t))
+                                  + " records but memory.seal_key is not set",
+                                "memory.seal_key"});
       auto plain = seal->open(v, k);
       if (!plain)
         return fail(corrupt(to_string(t), k, plain.err().message));
@@ -220,8 +219,8 @@ caf::expected<std::vector<write_op>> upgrade_2_to_3(const environment& env,
 
 } // namespace
 
-caf::expected<std::vector<write_op>> upgrade_ops(const environment& env, uint32_t from,
-                                                 const crypto::sealer* seal, int64_t now_ms) {
+core::result<std::vector<write_op>> upgrade_ops(const environment& env, uint32_t from,
+                                                const crypto::sealer* seal, int64_t now_ms) {
   if (from <= 2)
     return upgrade_2_to_3(env, seal, now_ms); // 1 -> 2 only appended fields
   return std::vector<write_op>{};

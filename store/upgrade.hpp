@@ -20,10 +20,9 @@
 ///
 /// Thread-safety: call from the store's writer thread (ensure_schema does).
 
+#include "core/error.hpp"
 #include "crypto/sealer.hpp"
 #include "store/environment.hpp"
-
-#include <caf/expected.hpp>
 
 #include <cstdint>
 #include <vector>
@@ -36,7 +35,7 @@ namespace shoal::store {
 /// Errors: corrupt_data naming the table and key of a record that does not
 /// decode; invalid_argument (context memory.seal_key) when sealed records
 /// exist and `seal` is null or not their key; storage_failure.
-caf::expected<std::vector<write_op>> upgrade_ops(const environment& env, uint32_t from,
-                                                 const crypto::sealer* seal, int64_t now_ms);
+core::result<std::vector<write_op>> upgrade_ops(const environment& env, uint32_t from,
+                                                const crypto::sealer* seal, int64_t now_ms);
 
 } // namespace shoal::store

@@ -1,6 +1,5 @@
 #include "store/upgrade.hpp"
 
-#include "proto/error.hpp"
 #include "proto/records.hpp"
 #include "store/bytes.hpp"
 #include "store/policy_table.hpp"
@@ -76,8 +75,8 @@ TEST_CASE("upgrade 2 -> 3: sealed records need their key, and a refusal changes 
   for (const auto* wrong : wrong_keys) {
     auto err = env->ensure_schema(384, 9, wrong);
     REQUIRE(err);
-    CHECK(shoal::view(err).code == shoal::errc::invalid_argument);
-    CHECK(shoal::view(err).context == "memory.seal_key");
+    CHECK(err.code == shoal::errc::invalid_argument);
+    CHECK(err.context == "memory.seal_key");
     CHECK(schema_of(*env) == 2);
     CHECK(*env->count(table::meta) == 2);
   }
@@ -92,14 +91,14 @@ TEST_CASE("upgrade 2 -> 3: a record that does not decode is named and nothing is
   auto env = schema2_store(dir, {{table::meta, "kv_policy/t", "xyz"}});
   auto err = env->ensure_schema(384, 9);
   REQUIRE(err);
-  CHECK(shoal::view(err).code == shoal::errc::corrupt_data);
-  CHECK(shoal::view(err).message.find("kv_policy/t") != std::string::npos);
+  CHECK(err.code == shoal::errc::corrupt_data);
+  CHECK(err.message.find("kv_policy/t") != std::string::npos);
   CHECK(schema_of(*env) == 2);
   REQUIRE_FALSE(
     env->write({{table::meta, "kv_policy/t", {}, true}, {table::meta, "mystery", "1"}}));
   err = env->ensure_schema(384, 9);
   REQUIRE(err);
-  CHECK(shoal::view(err).message.find("'mystery': unknown key") != std::string::npos);
+  CHECK(err.message.find("'mystery': unknown key") != std::string::npos);
   CHECK(schema_of(*env) == 2);
   fs::remove_all(dir);
 }
