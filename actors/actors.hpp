@@ -231,7 +231,7 @@ std::string encode_checkpoint(const learn::router_v2_model& m);
 /// Restores router v2 from the `policies` table ("router/v2"); std::nullopt
 /// when none is stored. Errors: corrupt_data (the checkpoint does not
 /// decode, or its shape differs from `cfg`), storage_failure.
-caf::expected<std::optional<learn::router_v2_model>>
+core::result<std::optional<learn::router_v2_model>>
 load_router_v2(const store::environment& env, const learn::router_v2_config& cfg);
 
 } // namespace shoal::actors

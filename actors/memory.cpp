@@ -152,18 +152,18 @@ memory_actor spawn_memory_pool(caf::actor_system& sys, std::shared_ptr<core::mem
   return sys.spawn<caf::detached>(memory_behavior, std::move(budget), std::move(env));
 }
 
-caf::expected<std::optional<engine::kv_policy>> load_kv_policy(store::environment& env,
-                                                               const std::string& tier) {
+core::result<std::optional<engine::kv_policy>> load_kv_policy(store::environment& env,
+                                                              const std::string& tier) {
   auto stored = store::get_policy(env, policy_name(tier));
   if (!stored)
-    return make_error(stored.err());
+    return stored.err();
   if (!*stored)
     return std::optional<engine::kv_policy>{};
   auto rec = proto::decode_kv_policy((*stored)->value);
   auto k = rec ? kernels::kv_type_from_code(rec->old_k_type) : std::nullopt;
   auto v = rec ? kernels::kv_type_from_code(rec->old_v_type) : std::nullopt;
   if (!k || !v)
-    return make_error(errc::corrupt_data, "stored KV policy of tier " + tier + " does not decode");
+    return core::error(errc::corrupt_data, "stored KV policy of tier " + tier + " does not decode");
   engine::kv_policy p;
   p.recent_tokens = rec->recent_tokens;
   p.old_k_type = *k;

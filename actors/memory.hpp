@@ -57,8 +57,8 @@ memory_actor spawn_memory_pool(caf::actor_system& sys, std::shared_ptr<core::mem
                                std::shared_ptr<store::environment> env);
 
 /// The KV policy stored for `tier`, if any (errors: storage, corrupt record).
-caf::expected<std::optional<engine::kv_policy>> load_kv_policy(store::environment& env,
-                                                               const std::string& tier);
+core::result<std::optional<engine::kv_policy>> load_kv_policy(store::environment& env,
+                                                              const std::string& tier);
 
 } // namespace shoal::actors
 

@@ -58,7 +58,7 @@ struct pattern_writer_state {
     }
     if (auto err = router::pattern_bank::write_batch(*env, b)) {
       spdlog::error("router: writing {} patterns failed (retried with the next batch): {}",
-                    b.records.size(), view(err).message);
+                    b.records.size(), err.message);
       retry = std::move(b);
     }
   }
@@ -249,7 +249,7 @@ struct router_state {
     if (due) {
       auto b = bank->take_checkpoint(now, finish_moves);
       if (!b) {
-        spdlog::error("router: index checkpoint failed: {}", view(b.error()).message);
+        spdlog::error("router: index checkpoint failed: {}", b.err().message);
       } else {
         last_checkpoint_ms = now;
         caf::anon_send(writer, flush_atom::value, std::move(*b));
@@ -337,13 +337,13 @@ router_actor::behavior_type router_behavior(router_actor::stateful_pointer<route
       auto rp = self->make_response_promise<route_decision>();
       rp.deliver(std::move(d));
       if (auto err = st.bank->index_pending())
-        spdlog::error("router: indexing a new pattern failed: {}", view(err).message);
+        spdlog::error("router: indexing a new pattern failed: {}", err.message);
       return rp;
     },
     [self](learn_atom, const learn_update& u) {
       auto& st = self->state;
       if (auto err = st.bank->learn(u.pattern_id, u.tier, u.quality, core::utc_now_ms())) {
-        spdlog::warn("router: learn update rejected: {}", view(err).message);
+        spdlog::warn("router: learn update rejected: {}", err.message);
       } else {
         ++st.n_learned;
         st.schedule_publish(self);
@@ -388,9 +388,9 @@ router_actor::behavior_type router_behavior(router_actor::stateful_pointer<route
       st.bank->set_stream_seq(stream_seq);
       if (st.bank->pending() > 0)
         if (auto err = st.bank->index_pending())
-          spdlog::error("router: indexing a merged pattern failed: {}", view(err).message);
+          spdlog::error("router: indexing a merged pattern failed: {}", err.message);
       if (!r)
-        return std::move(r.error());
+        return make_error(std::move(r).err());
       return *r;
     },
     [self](republish_atom) {
@@ -421,7 +421,7 @@ router_actor::behavior_type router_behavior(router_actor::stateful_pointer<route
       auto plan =
         st.bank->prepare_consolidation(router::consolidation_config{}, core::utc_now_ms());
       if (!plan)
-        return std::move(plan.error());
+        return make_error(std::move(plan).err());
       st.deep_running = true;
       auto rp = self->make_response_promise<std::string>();
       auto planner = self->spawn<caf::detached>(consolidation_planner);
@@ -433,7 +433,7 @@ router_actor::behavior_type router_behavior(router_actor::stateful_pointer<route
             auto r = st.bank->apply_consolidation(*done);
             done.reset(); // gives the working memory back to the budget
             if (!r) {
-              rp.deliver(std::move(r.error()));
+              rp.deliver(make_error(std::move(r).err()));
               return;
             }
             st.persist(true);
@@ -457,7 +457,7 @@ router_actor::behavior_type router_behavior(router_actor::stateful_pointer<route
       if (auto err = st.bank->reindex_moved(reindex_slice)) {
         // Left queued (found at the pre-merge vector meanwhile); retried on
         // the next tick.
-        spdlog::error("router: moving merge survivors in the index failed: {}", view(err).message);
+        spdlog::error("router: moving merge survivors in the index failed: {}", err.message);
         return;
       }
       const size_t after = st.bank->reindex_pending();

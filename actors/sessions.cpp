@@ -31,10 +31,10 @@ std::string encode(const session& s) {
                                              s.kv.pages});
 }
 
-caf::expected<session> decode_session(std::string_view in) {
+core::result<session> decode_session(std::string_view in) {
   auto r = proto::decode_session(in);
   if (!r)
-    return make_error(errc::corrupt_data, "session record: " + r.err().message);
+    return core::error(errc::corrupt_data, "session record: " + r.err().message);
   return session{std::move(r->id),
                  std::move(r->user),
                  std::move(r->context),
@@ -55,7 +55,7 @@ std::optional<std::string> check_session_id(std::string_view id) {
   return std::nullopt;
 }
 
-caf::expected<std::shared_ptr<session_index>>
+core::result<std::shared_ptr<session_index>>
 session_index::open(std::shared_ptr<store::environment> env,
                     std::shared_ptr<const crypto::sealer> seal) {
   std::shared_ptr<session_index> idx(new session_index);
@@ -83,7 +83,7 @@ session_index::open(std::shared_ptr<store::environment> env,
     return true;
   });
   if (err)
-    return make_error(err);
+    return err;
   if (skipped > 0)
     spdlog::warn("sessions: {} stored session record(s) did not open or decode; skipped", skipped);
   return idx;

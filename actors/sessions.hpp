@@ -66,7 +66,7 @@ struct session {
 /// A session record as stored (proto::session_record, Cap'n Proto; exposed for tests).
 std::string encode(const session& s);
 /// Errors (corrupt_data): truncated or malformed bytes.
-caf::expected<session> decode_session(std::string_view bytes);
+core::result<session> decode_session(std::string_view bytes);
 
 /// Session ids: 1-128 characters of [A-Za-z0-9._:-]. The error text names the rule.
 std::optional<std::string> check_session_id(std::string_view id);
@@ -76,7 +76,7 @@ public:
   /// @param env the store (nullptr: memory only); @param seal required for
   /// persistence (nullptr: memory only). Loads the sealed records of `env`.
   /// Errors: storage failures; a record that fails to open is logged and skipped.
-  static caf::expected<std::shared_ptr<session_index>>
+  static core::result<std::shared_ptr<session_index>>
   open(std::shared_ptr<store::environment> env, std::shared_ptr<const crypto::sealer> seal);
 
   /// Records a turn of session `id`: creates it if new; sets the user (when

@@ -537,16 +537,16 @@ std::string encode_checkpoint(const learn::router_v2_model& m) {
   return proto::encode(ck);
 }
 
-caf::expected<std::optional<learn::router_v2_model>>
+core::result<std::optional<learn::router_v2_model>>
 load_router_v2(const store::environment& env, const learn::router_v2_config& cfg) {
   auto p = store::get_policy(env, "router/v2");
   if (!p)
-    return make_error(p.err());
+    return p.err();
   if (!*p)
     return std::optional<learn::router_v2_model>{};
   auto ck = proto::decode_router_v2_checkpoint((*p)->value);
   if (!ck)
-    return make_error(errc::corrupt_data, "policy 'router/v2': " + ck.err().message);
+    return core::error(errc::corrupt_data, "policy 'router/v2': " + ck.err().message);
   learn::router_v2_config c;
   c.embed_dim = ck->embed_dim;
   c.n_tiers = ck->n_tiers;
@@ -561,14 +561,14 @@ load_router_v2(const store::environment& env, const learn::router_v2_config& cfg
   c.seed = ck->seed;
   auto m = learn::router_v2_model::restore(ck->version, c, ck->params);
   if (!m)
-    return make_error(errc::corrupt_data, "policy 'router/v2': " + m.err().message);
+    return core::error(errc::corrupt_data, "policy 'router/v2': " + m.err().message);
   if (m->config().embed_dim != cfg.embed_dim || m->config().n_tiers != cfg.n_tiers)
-    return make_error(errc::corrupt_data,
-                      "policy 'router/v2' was trained for embedding dimension "
-                        + std::to_string(m->config().embed_dim) + " and "
-                        + std::to_string(m->config().n_tiers) + " tiers; this node has "
-                        + std::to_string(cfg.embed_dim) + " and " + std::to_string(cfg.n_tiers)
-                        + " (delete the policy to start router v2 afresh)");
+    return core::error(errc::corrupt_data,
+                       "policy 'router/v2' was trained for embedding dimension "
+                         + std::to_string(m->config().embed_dim) + " and "
+                         + std::to_string(m->config().n_tiers) + " tiers; this node has "
+                         + std::to_string(cfg.embed_dim) + " and " + std::to_string(cfg.n_tiers)
+                         + " (delete the policy to start router v2 afresh)");
   return std::optional<learn::router_v2_model>{std::move(*m)};
 }
 

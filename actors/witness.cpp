@@ -70,17 +70,17 @@ struct witness_state {
     pending_pos.clear();
   }
 
-  caf::expected<witness_entry> lookup(uint64_t id) {
+  core::result<witness_entry> lookup(uint64_t id) {
     if (auto it = pending_pos.find(id); it != pending_pos.end())
       return pending[it->second];
     auto bytes = env->get(store::table::witness, store::u64_key(id));
     if (!bytes)
-      return make_error(bytes.err());
+      return bytes.err();
     if (!bytes->has_value())
       return lookup_archived(id);
     auto w = decode_witness(**bytes);
     if (!w)
-      return make_error(w.err());
+      return w.err();
     return std::move(*w);
   }
 
@@ -89,7 +89,7 @@ struct witness_state {
   /// A record no longer in LMDB: from the most recently written archive
   /// segment whose key range holds it (a record archived twice — feedback
   /// joined after its first archiving — is newest in the later segment).
-  caf::expected<witness_entry> lookup_archived(uint64_t id) {
+  core::result<witness_entry> lookup_archived(uint64_t id) {
     std::vector<std::pair<std::filesystem::file_time_type, std::filesystem::path>> files;
     std::error_code ec;
     for (const auto& e : std::filesystem::directory_iterator(archive_dir(), ec)) {
@@ -102,7 +102,7 @@ struct witness_state {
     for (const auto& [written, file] : files) {
       auto seg = store::read_archive(file);
       if (!seg)
-        return make_error(seg.err());
+        return seg.err();
       auto& recs = seg->records;
       auto it =
         std::lower_bound(recs.begin(), recs.end(), id,
@@ -110,11 +110,11 @@ struct witness_state {
       if (it != recs.end() && it->key == id) {
         auto w = decode_witness(it->value);
         if (!w)
-          return make_error(w.err());
+          return w.err();
         return std::move(*w);
       }
     }
-    return make_error(errc::not_found, "unknown request_id " + format_request_id(id));
+    return core::error(errc::not_found, "unknown request_id " + format_request_id(id));
   }
 
   /// An archiving run (the deep loop asks): one segment per message, so
@@ -130,7 +130,7 @@ struct witness_state {
   /// segment: durable on disk before its records leave LMDB (a crash in
   /// between leaves them in both; the next run archives them again).
   /// Returns how many moved (0: none left).
-  caf::expected<size_t> archive_segment(uint64_t below) {
+  core::result<size_t> archive_segment(uint64_t below) {
     std::vector<store::archive_record> batch;
     auto err = env->for_each(store::table::witness, [&](std::string_view k, std::string_view v) {
       auto key = store::parse_u64_key(k);
@@ -140,7 +140,7 @@ struct witness_state {
       return true;
     });
     if (err)
-      return make_error(err);
+      return err;
     if (batch.empty())
       return size_t{0};
     const size_t n = batch.size();
@@ -151,7 +151,7 @@ struct witness_state {
       // run's records winning.
       auto old = store::read_archive(file);
       if (!old)
-        return make_error(old.err());
+        return old.err();
       std::vector<store::archive_record> merged;
       std::merge(batch.begin(), batch.end(), old->records.begin(), old->records.end(),
                  std::back_inserter(merged),
@@ -162,13 +162,13 @@ struct witness_state {
       batch.swap(merged);
     }
     if (auto e = store::write_archive(file, store::table::witness, batch))
-      return make_error(e);
+      return e;
     std::vector<store::write_op> ops;
     ops.reserve(batch.size());
     for (const auto& r : batch) // erasing a key already gone (merged from the file) is a no-op
       ops.push_back({store::table::witness, store::u64_key(r.key), {}, true});
     if (auto e = env->write(ops))
-      return make_error(e);
+      return e;
     stats.n_archived += n;
     ++stats.n_archive_files;
     spdlog::info("witness: archived {} records to {}", n, file.string());
@@ -194,7 +194,7 @@ witness_actor::behavior_type witness_behavior(witness_actor::stateful_pointer<wi
       auto rec = st.lookup(fb.request_id);
       if (!rec) {
         spdlog::warn("witness: feedback for {}: {}", format_request_id(fb.request_id),
-                     view(rec.error()).message);
+                     rec.err().message);
         return;
       }
       rec->has_feedback = true;
@@ -212,7 +212,7 @@ witness_actor::behavior_type witness_behavior(witness_actor::stateful_pointer<wi
       auto& st = self->state;
       auto rec = st.lookup(id);
       if (!rec) {
-        spdlog::warn("witness: usage for {}: {}", format_request_id(id), view(rec.error()).message);
+        spdlog::warn("witness: usage for {}: {}", format_request_id(id), rec.err().message);
         return;
       }
       rec->prompt_tokens = prompt;
@@ -222,7 +222,7 @@ witness_actor::behavior_type witness_behavior(witness_actor::stateful_pointer<wi
     [self](lookup_atom, uint64_t id) -> caf::result<witness_entry> {
       auto rec = self->state.lookup(id);
       if (!rec)
-        return rec.error();
+        return make_error(std::move(rec).err());
       return std::move(*rec);
     },
     [self](archive_atom) -> caf::result<witness_archive_result> {
@@ -264,7 +264,7 @@ witness_actor::behavior_type witness_behavior(witness_actor::stateful_pointer<wi
       if (n)
         run.promise.deliver(run.result);
       else
-        run.promise.deliver(n.error());
+        run.promise.deliver(make_error(std::move(n).err()));
       st.archiving.reset();
     },
     [self](stats_atom) {

@@ -54,7 +54,7 @@ run_times run_once(const fs::path& dir, uint32_t dim, int n, int n_dups, bool sp
   rc.index.initial_capacity = static_cast<uint32_t>(n);
   auto bank = router::pattern_bank::open(dim, rc, *env);
   if (!bank)
-    throw std::runtime_error("pattern bank: " + to_string(bank.error()));
+    throw std::runtime_error("pattern bank: " + bank.err().message);
   std::vector<float> last;
   std::vector<std::vector<float>> originals; // --spread: one near-duplicate each
   for (int i = 0; i < n; ++i) {
@@ -76,10 +76,10 @@ run_times run_once(const fs::path& dir, uint32_t dim, int n, int n_dups, bool sp
     r.tiers.resize(rc.tiers.size());
     r.created_ms = r.updated_ms = 1000;
     if (auto err = (*bank)->insert(r))
-      throw std::runtime_error("insert: " + to_string(err));
+      throw std::runtime_error("insert: " + err.message);
   }
   if (auto err = (*bank)->checkpoint(2000))
-    throw std::runtime_error("checkpoint: " + to_string(err));
+    throw std::runtime_error("checkpoint: " + err.message);
   // The deep loop's three steps, as the router runs them (planning would be
   // on another thread there; here it is timed between the two).
   using clock = std::chrono::steady_clock;
@@ -89,7 +89,7 @@ run_times run_once(const fs::path& dir, uint32_t dim, int n, int n_dups, bool sp
   auto t0 = clock::now();
   auto plan = (*bank)->prepare_consolidation(router::consolidation_config{}, 3000);
   if (!plan)
-    throw std::runtime_error("prepare_consolidation: " + to_string(plan.error()));
+    throw std::runtime_error("prepare_consolidation: " + plan.err().message);
   auto t1 = clock::now();
   router::pattern_bank::plan_consolidation(**plan);
   auto t2 = clock::now();
@@ -97,9 +97,9 @@ run_times run_once(const fs::path& dir, uint32_t dim, int n, int n_dups, bool sp
   plan->reset();
   auto t3 = clock::now();
   if (!s)
-    throw std::runtime_error("apply_consolidation: " + to_string(s.error()));
+    throw std::runtime_error("apply_consolidation: " + s.err().message);
   if (auto err = (*bank)->reindex_moved((*bank)->reindex_pending()))
-    throw std::runtime_error("reindex_moved: " + to_string(err));
+    throw std::runtime_error("reindex_moved: " + err.message);
   auto t4 = clock::now();
   run_times out{ms_between(t0, t4), double(s->read_ms), double(s->kmeans_ms), double(s->merge_ms),
                 double(s->index_ms)};

@@ -183,7 +183,7 @@ void bench_sessions(size_t n, size_t n_samples) {
   std::fprintf(stderr, "session_bench: filling an index with %zu sessions\n", n);
   auto opened = actors::session_index::open(nullptr, nullptr);
   if (!opened)
-    throw std::runtime_error("session index: " + caf::to_string(opened.error()));
+    throw std::runtime_error("session index: " + opened.err().message);
   auto index = *opened;
   std::mt19937_64 rng(n);
   const size_t n_users = std::max<size_t>(1, n / sessions_per_user);

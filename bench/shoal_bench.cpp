@@ -119,7 +119,7 @@ void bench_route(const std::vector<std::string>& texts, const std::vector<size_t
     router::router_config cfg = base;
     auto bank = router::pattern_bank::open(dim, cfg, nullptr);
     if (!bank)
-      throw std::runtime_error("pattern bank: " + caf::to_string(bank.error()));
+      throw std::runtime_error("pattern bank: " + bank.err().message);
     std::mt19937_64 rng(n);
     std::uniform_real_distribution<double> unif(0, 1);
     std::vector<std::vector<float>> rows;
@@ -141,7 +141,7 @@ void bench_route(const std::vector<std::string>& texts, const std::vector<size_t
       rows.push_back(rec.centroid);
       ids.push_back(rec.id);
       if (auto err = (*bank)->insert(std::move(rec)))
-        throw std::runtime_error("insert: " + caf::to_string(err));
+        throw std::runtime_error("insert: " + err.message);
     }
     double build_s = double(now_ns() - t_build) / 1e9;
     std::vector<double> total_ns, embed_ns, search_ns, decide_ns, exact_ns, insert_ns;
@@ -166,7 +166,7 @@ void bench_route(const std::vector<std::string>& texts, const std::vector<size_t
       if (r.new_pattern) { // the router actor does this after answering
         auto t3 = now_ns();
         if (auto err = (*bank)->index_pending())
-          throw std::runtime_error("index: " + caf::to_string(err));
+          throw std::runtime_error("index: " + err.message);
         insert_ns.push_back(double(now_ns() - t3));
       }
       embed_ns.push_back(double(t1 - t0));

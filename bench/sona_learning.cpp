@@ -222,7 +222,7 @@ public:
       costs_.push_back(t.cost);
     auto b = router::pattern_bank::open(384, rc, nullptr);
     if (!b)
-      throw std::runtime_error("pattern bank: " + to_string(b.error()));
+      throw std::runtime_error("pattern bank: " + b.err().message);
     bank_ = std::move(*b);
     h_.assign(model_.hidden(), 0.0f);
     rng_.seed(seed * 7919 + 1);

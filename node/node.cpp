@@ -179,13 +179,13 @@ core::error node_runtime::impl::open_learning() {
   }
   auto b = router::pattern_bank::open(cfg.embedder.dim, router_cfg, store.env);
   if (!b)
-    return fail(errc::storage_failure, "cannot open the pattern bank: " + view(b.error()).message);
+    return fail(errc::storage_failure, "cannot open the pattern bank: " + b.err().message);
   bank = std::shared_ptr<router::pattern_bank>(std::move(*b));
   spdlog::info("pattern bank: {} patterns{}", bank->size(),
                bank->rebuilt_index() ? " (index rebuilt from LMDB)" : "");
   budget = std::make_shared<core::memory_budget>(cfg.memory_budget_mb << 20);
   if (auto err = bank->set_budget(budget))
-    return fail(errc::resource_exhausted, "memory budget: " + view(err).message);
+    return fail(errc::resource_exhausted, "memory budget: " + err.message);
   if (!cfg.sona.v2)
     return {};
   // Router v2: its checkpoint from the policies table, or a new model.
@@ -194,7 +194,7 @@ core::error node_runtime::impl::open_learning() {
   mc.n_tiers = static_cast<uint32_t>(cfg.router.tiers.size());
   auto restored = actors::load_router_v2(*store.env, mc);
   if (!restored)
-    return fail(errc::corrupt_data, "router v2: " + view(restored.error()).message);
+    return fail(errc::corrupt_data, "router v2: " + restored.err().message);
   v2 = std::move(*restored);
   if (v2)
     spdlog::info("router v2 restored from the policies table");
@@ -230,7 +230,7 @@ core::error node_runtime::impl::spawn_actors() {
   auto index = actors::session_index::open(store.env, seal);
   if (!index)
     return fail(errc::storage_failure,
-                "cannot load the session index: " + view(index.error()).message);
+                "cannot load the session index: " + index.err().message);
   sessions.index = *index;
   spdlog::info("sessions: {} loaded ({}), idle expiry after {} s", sessions.index->size(),
                sessions.index->persistent() ? "sealed in LMDB" : "memory only: no memory.seal_key",
@@ -307,7 +307,7 @@ core::error node_runtime::impl::spawn_engines() {
       // A KV policy changed at run time (operator, learning loops) outlives restarts.
       auto stored = actors::load_kv_policy(*store.env, tc.name);
       if (!stored)
-        return fail(errc::corrupt_data, "tier " + tc.name + ": " + view(stored.error()).message);
+        return fail(errc::corrupt_data, "tier " + tc.name + ": " + stored.err().message);
       if (*stored) {
         auto& k = et.scheduler.kv;
         k.recent_tokens = (*stored)->recent_tokens;

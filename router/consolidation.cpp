@@ -6,7 +6,7 @@
 #include "core/clock.hpp"
 #include "kernels/learn.hpp"
 #include "kernels/vector.hpp"
-#include "proto/error.hpp"
+#include "core/error.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -144,17 +144,17 @@ uint64_t pattern_bank::revive(uint64_t id, int64_t now_ms) {
   return id;
 }
 
-caf::error pattern_bank::load_categories() {
+core::error pattern_bank::load_categories() {
   auto bytes = env_->get(store::table::router_state, categories_key);
   if (!bytes)
-    return make_error(bytes.err());
+    return bytes.err();
   if (!bytes->has_value())
     return {};
   auto rec = proto::decode_categories(**bytes);
   if (!rec)
-    return make_error(rec.err());
+    return rec.err();
   auto bad = [](const std::string& what) {
-    return make_error(errc::corrupt_data, "categories record: " + what);
+    return core::error(errc::corrupt_data, "categories record: " + what);
   };
   if (rec->dim != dim_)
     return bad("dimension " + std::to_string(rec->dim) + ", the bank has " + std::to_string(dim_));
@@ -195,10 +195,10 @@ struct consolidation_run {
   consolidation_stats stats;
 };
 
-caf::expected<consolidation_run_ptr>
+core::result<consolidation_run_ptr>
 pattern_bank::prepare_consolidation(const consolidation_config& cc, int64_t now_ms) {
   const int64_t t_start = core::steady_now_ns();
-  auto bad = [](const std::string& what) { return make_error(errc::invalid_argument, what); };
+  auto bad = [](const std::string& what) { return core::error(errc::invalid_argument, what); };
   if (cc.clusters > 65536)
     return bad("consolidation_config::clusters " + std::to_string(cc.clusters) + " is above 65536");
   if (cc.max_iterations < 1 || cc.max_iterations > 1000)
@@ -253,10 +253,10 @@ pattern_bank::prepare_consolidation(const consolidation_config& cc, int64_t now_
     uint64_t work = n * dim * sizeof(float) + n * (dim + sizeof(float) + 2 * 16 * sizeof(uint32_t));
     if (!budget_->try_reserve(core::memory_budget::use::router, work)) {
       uint64_t free = budget_->limit() - std::min(budget_->limit(), budget_->used());
-      return make_error(errc::unavailable, "consolidating " + std::to_string(n) + " patterns needs "
-                                             + std::to_string(work >> 20)
-                                             + " MiB of working memory; the memory budget has "
-                                             + std::to_string(free >> 20) + " MiB free");
+      return core::error(errc::unavailable, "consolidating " + std::to_string(n)
+                                              + " patterns needs " + std::to_string(work >> 20)
+                                              + " MiB of working memory; the memory budget has "
+                                              + std::to_string(free >> 20) + " MiB free");
     }
     run->hold.budget = budget_;
     run->hold.bytes = work;
@@ -270,7 +270,7 @@ pattern_bank::prepare_consolidation(const consolidation_config& cc, int64_t now_
   std::vector<uint8_t> have(n, 0);
   auto row = [&](size_t r) { return std::span<float>(p.x.data() + r * dim, dim); };
   if (env_ != nullptr && n > 0) {
-    caf::error bad_rec;
+    core::error bad_rec;
     auto err = env_->for_each(store::table::patterns, [&](std::string_view k, std::string_view v) {
       auto id = store::parse_u64_key(k);
       ptrdiff_t r = id ? row_of(*id) : -1;
@@ -278,7 +278,7 @@ pattern_bank::prepare_consolidation(const consolidation_config& cc, int64_t now_
         return true;
       auto rec = proto::decode_pattern(v);
       if (!rec) {
-        bad_rec = make_error(rec.err());
+        bad_rec = rec.err();
         return false;
       }
       if (rec->centroid.size() == dim) {
@@ -288,7 +288,7 @@ pattern_bank::prepare_consolidation(const consolidation_config& cc, int64_t now_
       return true;
     });
     if (err)
-      return make_error(err);
+      return err;
     if (bad_rec)
       return bad_rec;
   }
@@ -301,8 +301,8 @@ pattern_bank::prepare_consolidation(const consolidation_config& cc, int64_t now_
     if (!have[r]) {
       auto c = index_.get(ids[r]);
       if (c.size() != dim)
-        return make_error(errc::internal, "pattern " + std::to_string(ids[r])
-                                            + " has no centroid in LMDB, memory or the index");
+        return core::error(errc::internal, "pattern " + std::to_string(ids[r])
+                                             + " has no centroid in LMDB, memory or the index");
       kernels::normalize(c);
       std::copy(c.begin(), c.end(), row(r).begin());
     }
@@ -335,14 +335,14 @@ void pattern_bank::plan_consolidation(consolidation_run& run) {
   run.at = consolidation_run::phase::planned;
 }
 
-caf::expected<consolidation_stats> pattern_bank::apply_consolidation(consolidation_run& run) {
+core::result<consolidation_stats> pattern_bank::apply_consolidation(consolidation_run& run) {
   const int64_t t_apply = core::steady_now_ns();
   if (run.bank != this)
-    return make_error(errc::invalid_argument, "a consolidation plan of another pattern bank");
+    return core::error(errc::invalid_argument, "a consolidation plan of another pattern bank");
   if (run.at != consolidation_run::phase::planned)
-    return make_error(errc::invalid_argument, run.at == consolidation_run::phase::prepared
-                                                ? "a consolidation plan not planned yet"
-                                                : "a consolidation plan applied already");
+    return core::error(errc::invalid_argument, run.at == consolidation_run::phase::prepared
+                                                 ? "a consolidation plan not planned yet"
+                                                 : "a consolidation plan applied already");
   const auto& snap = run.snapshot;
   auto& p = run.plan;
   const size_t dim = dim_;
@@ -415,7 +415,7 @@ caf::expected<consolidation_stats> pattern_bank::apply_consolidation(consolidati
   };
   if (budget_ && cat_bytes_new > cat_bytes_old) {
     if (!budget_->try_reserve(core::memory_budget::use::router, cat_bytes_new - cat_bytes_old))
-      return make_error(errc::unavailable, "the memory budget refuses the category table");
+      return core::error(errc::unavailable, "the memory budget refuses the category table");
     reserved_ += cat_bytes_new - cat_bytes_old;
   }
   // ...the categories record...
@@ -435,7 +435,7 @@ caf::expected<consolidation_stats> pattern_bank::apply_consolidation(consolidati
     if (auto err = env_->write(
           {{store::table::router_state, std::string(categories_key), proto::encode(rec)}})) {
       unreserve();
-      return make_error(err);
+      return err;
     }
   }
 
@@ -523,9 +523,9 @@ caf::expected<consolidation_stats> pattern_bank::apply_consolidation(consolidati
   return out;
 }
 
-caf::error pattern_bank::reindex_moved(size_t max) {
+core::error pattern_bank::reindex_moved(size_t max) {
   size_t done = 0;
-  caf::error err;
+  core::error err;
   for (; done < reindex_.size() && done < max; ++done) {
     const uint64_t id = reindex_[done];
     if (stats_.count(id) == 0 || !index_.contains(id))
@@ -544,7 +544,7 @@ caf::error pattern_bank::reindex_moved(size_t max) {
       reserved_ += index_slot_bytes();
     }
     if (auto e = index_.add(id, c)) {
-      err = make_error(e);
+      err = e;
       if (budget_) {
         budget_->release(core::memory_budget::use::router, index_slot_bytes());
         reserved_ -= index_slot_bytes();
@@ -556,11 +556,11 @@ caf::error pattern_bank::reindex_moved(size_t max) {
   return err;
 }
 
-caf::expected<consolidation_stats> pattern_bank::consolidate(const consolidation_config& cc,
-                                                             int64_t now_ms) {
+core::result<consolidation_stats> pattern_bank::consolidate(const consolidation_config& cc,
+                                                            int64_t now_ms) {
   auto plan = prepare_consolidation(cc, now_ms);
   if (!plan)
-    return std::move(plan.error());
+    return std::move(plan).err();
   plan_consolidation(**plan);
   auto st = apply_consolidation(**plan);
   if (!st)

@@ -347,7 +347,7 @@ TEST_CASE("consolidation: the memory budget gets the bytes of removed patterns b
   REQUIRE_FALSE(b.set_budget(tight));
   auto refused = b.consolidate(deep_defaults(), 40 * day_ms);
   REQUIRE_FALSE(refused);
-  CHECK(view(refused.error()).code == errc::unavailable);
+  CHECK(refused.err().code == errc::unavailable);
   CHECK(b.size() == 25);
   CHECK(tight->used(use::router) == 25 * pb);
   REQUIRE_FALSE(b.set_budget(budget));
@@ -384,7 +384,7 @@ TEST_CASE("consolidation: invalid settings are refused and change nothing") {
     bad(cfg);
     auto s = (*bank)->consolidate(cfg, 100 * day_ms);
     REQUIRE_FALSE(s);
-    CHECK(view(s.error()).code == errc::invalid_argument);
+    CHECK(s.err().code == errc::invalid_argument);
   }
   CHECK((*bank)->size() == 1);
   CHECK((*bank)->categories().empty());
@@ -581,7 +581,7 @@ TEST_CASE("consolidation: what changes while the plan is computed is kept") {
   // Not planned yet: refused, nothing changes.
   auto early = b.apply_consolidation(**plan);
   REQUIRE_FALSE(early);
-  CHECK(view(early.error()).code == errc::invalid_argument);
+  CHECK(early.err().code == errc::invalid_argument);
   pattern_bank::plan_consolidation(**plan);
   // Meanwhile: Q (to be merged into P) is learned on, Y is hit, N is created.
   REQUIRE_FALSE(b.learn(q, 3, 0.25, 40 * day_ms + 1));
@@ -635,7 +635,7 @@ TEST_CASE("consolidation: what changes while the plan is computed is kept") {
   // A plan applies once, and only to its own bank.
   auto twice = b.apply_consolidation(**plan);
   REQUIRE_FALSE(twice);
-  CHECK(view(twice.error()).code == errc::invalid_argument);
+  CHECK(twice.err().code == errc::invalid_argument);
   auto other = pattern_bank::open(dim, fine_patterns(), nullptr);
   REQUIRE(other);
   auto foreign = (*other)->prepare_consolidation(deep_defaults(), 40 * day_ms);
@@ -643,5 +643,5 @@ TEST_CASE("consolidation: what changes while the plan is computed is kept") {
   pattern_bank::plan_consolidation(**foreign);
   auto refused = b.apply_consolidation(**foreign);
   REQUIRE_FALSE(refused);
-  CHECK(view(refused.error()).code == errc::invalid_argument);
+  CHECK(refused.err().code == errc::invalid_argument);
 }

@@ -1,6 +1,6 @@
 #include "router/crdt.hpp"
 
-#include "proto/error.hpp"
+#include "core/error.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -40,26 +40,27 @@ bool join(std::vector<proto::contribution>& set, std::span<const proto::contribu
   return changed;
 }
 
-caf::error validate(const proto::contribution& c, size_t n_tiers) {
+core::error validate(const proto::contribution& c, size_t n_tiers) {
   if (c.version == 0)
-    return make_error(errc::invalid_argument, "contribution has version 0");
+    return core::error(errc::invalid_argument, "contribution has version 0");
   if (c.tiers.size() != n_tiers)
-    return make_error(errc::invalid_argument, "contribution has " + std::to_string(c.tiers.size())
-                                                + " tiers, expected " + std::to_string(n_tiers));
+    return core::error(errc::invalid_argument, "contribution has " + std::to_string(c.tiers.size())
+                                                 + " tiers, expected " + std::to_string(n_tiers));
   for (size_t t = 0; t < c.tiers.size(); ++t) {
     const auto& s = c.tiers[t];
     if (!std::isfinite(s.sum_quality) || !std::isfinite(s.sum_quality2))
-      return make_error(errc::invalid_argument,
-                        "tier " + std::to_string(t) + " has a non-finite sum");
+      return core::error(errc::invalid_argument,
+                         "tier " + std::to_string(t) + " has a non-finite sum");
     if (s.count > (uint64_t{1} << 53))
-      return make_error(errc::invalid_argument,
-                        "tier " + std::to_string(t) + " has an implausible count");
+      return core::error(errc::invalid_argument,
+                         "tier " + std::to_string(t) + " has an implausible count");
     double n = static_cast<double>(s.count);
     double tol = 1e-9 * (1 + n);
     if (s.sum_quality < -tol || s.sum_quality2 < -tol || s.sum_quality > n + tol
         || s.sum_quality2 > s.sum_quality + tol)
-      return make_error(errc::invalid_argument, "tier " + std::to_string(t)
-                                                  + " has sums impossible for qualities in [0, 1]");
+      return core::error(errc::invalid_argument,
+                         "tier " + std::to_string(t)
+                           + " has sums impossible for qualities in [0, 1]");
   }
   return {};
 }

@@ -18,7 +18,7 @@
 #include "proto/interfaces.hpp"
 #include "proto/records.hpp"
 
-#include <caf/error.hpp>
+#include "core/error.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -45,7 +45,7 @@ bool join(std::vector<proto::contribution>& set, std::span<const proto::contribu
 /// qualities in [0, 1] (0 <= sum2 <= sum <= count, with a relative tolerance
 /// for rounding). Errors: `errc::invalid_argument`
 /// naming the first problem.
-caf::error validate(const proto::contribution& c, size_t n_tiers);
+core::error validate(const proto::contribution& c, size_t n_tiers);
 
 /// Adds `from` into `into` element-wise (both [n_tiers]).
 void add_tiers(std::vector<proto::tier_stat>& into, const std::vector<proto::tier_stat>& from);

@@ -3,7 +3,7 @@
 #include "core/clock.hpp"
 #include "router/crdt.hpp"
 #include "kernels/vector.hpp"
-#include "proto/error.hpp"
+#include "core/error.hpp"
 
 #include <xxhash.h>
 
@@ -122,17 +122,17 @@ bool pattern_bank::reserve_pattern() {
   return true;
 }
 
-caf::error pattern_bank::set_budget(std::shared_ptr<core::memory_budget> budget) {
+core::error pattern_bank::set_budget(std::shared_ptr<core::memory_budget> budget) {
   // Live patterns, the removed slots the index still holds, the categories.
   uint64_t need = budget ? stats_.size() * pattern_bytes() + index_.removed() * index_slot_bytes()
                              + category_bytes()
                          : 0;
   if (budget && !budget->try_reserve(core::memory_budget::use::router, need))
-    return make_error(errc::invalid_argument,
-                      "the " + std::to_string(stats_.size()) + " stored patterns need "
-                        + std::to_string(need >> 20) + " MiB but memory.budget_mb allows "
-                        + std::to_string(budget->limit() >> 20) + " MiB with "
-                        + std::to_string(budget->used() >> 20) + " MiB in use");
+    return core::error(errc::invalid_argument,
+                       "the " + std::to_string(stats_.size()) + " stored patterns need "
+                         + std::to_string(need >> 20) + " MiB but memory.budget_mb allows "
+                         + std::to_string(budget->limit() >> 20) + " MiB with "
+                         + std::to_string(budget->used() >> 20) + " MiB in use");
   if (budget_)
     budget_->release(core::memory_budget::use::router, reserved_);
   budget_ = std::move(budget);
@@ -145,7 +145,7 @@ pattern_bank::~pattern_bank() {
     budget_->release(core::memory_budget::use::router, reserved_);
 }
 
-caf::expected<std::unique_ptr<pattern_bank>>
+core::result<std::unique_ptr<pattern_bank>>
 pattern_bank::open(uint32_t dim, router_config cfg, std::shared_ptr<store::environment> env) {
   std::unique_ptr<pattern_bank> bank(new pattern_bank(dim, std::move(cfg), std::move(env)));
   if (bank->env_ != nullptr)
@@ -154,13 +154,13 @@ pattern_bank::open(uint32_t dim, router_config cfg, std::shared_ptr<store::envir
   return bank;
 }
 
-caf::error pattern_bank::load() {
+core::error pattern_bank::load() {
   std::vector<proto::pattern_record> records;
-  caf::error bad;
+  core::error bad;
   auto err = env_->for_each(store::table::patterns, [&](std::string_view, std::string_view v) {
     auto rec = proto::decode_pattern(v);
     if (!rec) {
-      bad = make_error(rec.err());
+      bad = rec.err();
       return false;
     }
     if (rec->tiers.empty() && rec->version != 0) {
@@ -174,19 +174,19 @@ caf::error pattern_bank::load() {
     bool peers_ok = std::all_of(rec->peers.begin(), rec->peers.end(),
                                 [&](const auto& c) { return c.tiers.size() == cfg_.tiers.size(); });
     if (rec->centroid.size() != dim_ || rec->tiers.size() != cfg_.tiers.size() || !peers_ok) {
-      bad = make_error(errc::corrupt_data, "pattern " + std::to_string(rec->id) + " has dimension "
-                                             + std::to_string(rec->centroid.size()) + " and "
-                                             + std::to_string(rec->tiers.size())
-                                             + " tiers; the config says dimension "
-                                             + std::to_string(dim_) + " and "
-                                             + std::to_string(cfg_.tiers.size()) + " tiers");
+      bad = core::error(errc::corrupt_data, "pattern " + std::to_string(rec->id) + " has dimension "
+                                              + std::to_string(rec->centroid.size()) + " and "
+                                              + std::to_string(rec->tiers.size())
+                                              + " tiers; the config says dimension "
+                                              + std::to_string(dim_) + " and "
+                                              + std::to_string(cfg_.tiers.size()) + " tiers");
       return false;
     }
     records.push_back(std::move(*rec));
     return true;
   });
   if (err)
-    return make_error(err);
+    return err;
   if (bad)
     return bad;
   for (const auto& r : records)
@@ -195,21 +195,21 @@ caf::error pattern_bank::load() {
   // after the last write of patterns: never reuse them.
   auto reserved = env_->get(store::table::router_state, "ids");
   if (!reserved)
-    return make_error(reserved.err());
+    return reserved.err();
   if (reserved->has_value()) {
     auto ids = proto::decode_pattern_ids(**reserved);
     if (!ids)
-      return make_error(ids.err());
+      return ids.err();
     next_id_ = std::max(next_id_, ids->reserved_up_to);
   }
   id_reserved_ = next_id_;
   auto seq = env_->get(store::table::federation_state, "stream");
   if (!seq)
-    return make_error(seq.err());
+    return seq.err();
   if (seq->has_value()) {
     auto pos = proto::decode_stream_position(**seq);
     if (!pos)
-      return make_error(pos.err());
+      return pos.err();
     stream_seq_ = pos->seq;
   }
   if (auto err = load_categories())
@@ -219,7 +219,7 @@ caf::error pattern_bank::load() {
   // and over 4096 of them (a small bank's removed slots cost little).
   auto ck_bytes = env_->get(store::table::router_state, "pattern_index");
   if (!ck_bytes)
-    return make_error(ck_bytes.err());
+    return ck_bytes.err();
   bool loaded = false;
   if (ck_bytes->has_value()) {
     auto ck = proto::decode_index_checkpoint(**ck_bytes);
@@ -243,7 +243,7 @@ caf::error pattern_bank::load() {
     index_ = store::pattern_index(dim_, cfg_.index, index_ops());
     for (auto& r : records)
       if (auto e = index_.add(r.id, r.centroid))
-        return make_error(e);
+        return e;
   }
   return {};
 }
@@ -309,12 +309,13 @@ route_result pattern_bank::route(std::span<const float> embedding, int64_t now_m
   return res;
 }
 
-caf::error pattern_bank::learn(uint64_t pattern_id, uint32_t tier, double quality, int64_t now_ms) {
+core::error pattern_bank::learn(uint64_t pattern_id, uint32_t tier, double quality,
+                                int64_t now_ms) {
   auto it = stats_.find(pattern_id);
   if (it == stats_.end())
-    return make_error(errc::not_found, "unknown pattern " + std::to_string(pattern_id));
+    return core::error(errc::not_found, "unknown pattern " + std::to_string(pattern_id));
   if (tier >= cfg_.tiers.size() || !(quality >= 0 && quality <= 1))
-    return make_error(errc::invalid_argument, "tier or quality out of range");
+    return core::error(errc::invalid_argument, "tier or quality out of range");
   for (auto* s : {&it->second.tiers[tier], &it->second.total[tier], &global_[tier]}) {
     s->sum_quality += quality;
     s->sum_quality2 += quality * quality;
@@ -338,23 +339,23 @@ proto::pattern_record pattern_bank::record(uint64_t id) const {
   return r;
 }
 
-caf::error pattern_bank::insert(proto::pattern_record rec) {
+core::error pattern_bank::insert(proto::pattern_record rec) {
   if (rec.centroid.size() != dim_ || rec.tiers.size() != cfg_.tiers.size())
-    return make_error(errc::invalid_argument, "pattern dimension or tier count mismatch");
+    return core::error(errc::invalid_argument, "pattern dimension or tier count mismatch");
   if (auto err = index_.add(rec.id, rec.centroid))
-    return make_error(err);
+    return err;
   adopt(rec);
   unflushed_[rec.id] = std::move(rec.centroid);
   dirty_.insert(rec.id);
   return {};
 }
 
-caf::error pattern_bank::index_pending() {
+core::error pattern_bank::index_pending() {
   size_t done = 0;
-  caf::error err;
+  core::error err;
   for (; done < pending_.size(); ++done) {
     if (auto e = index_.add(pending_[done].first, pending_[done].second)) {
-      err = make_error(e);
+      err = e;
       break;
     }
   }
@@ -407,7 +408,7 @@ void pattern_bank::restore(pattern_batch&& b) {
   }
 }
 
-caf::error pattern_bank::write_batch(store::environment& env, const pattern_batch& b) {
+core::error pattern_bank::write_batch(store::environment& env, const pattern_batch& b) {
   std::vector<store::write_op> ops;
   ops.reserve(b.records.size() + 1);
   // Centroids carried by this batch (a new pattern and a later update of it
@@ -426,13 +427,13 @@ caf::error pattern_bank::write_batch(store::environment& env, const pattern_batc
       } else {
         auto bytes = env.get(store::table::patterns, store::u64_key(r.id));
         if (!bytes)
-          return make_error(bytes.err());
+          return bytes.err();
         if (!bytes->has_value())
-          return make_error(errc::internal, "pattern " + std::to_string(r.id)
-                                              + " has no stored centroid to update");
+          return core::error(errc::internal, "pattern " + std::to_string(r.id)
+                                               + " has no stored centroid to update");
         auto old = proto::decode_pattern(**bytes);
         if (!old)
-          return make_error(old.err());
+          return old.err();
         full.centroid = std::move(old->centroid);
       }
       ops.push_back({store::table::patterns, store::u64_key(r.id), proto::encode(full)});
@@ -448,11 +449,11 @@ caf::error pattern_bank::write_batch(store::environment& env, const pattern_batc
   if (ops.empty())
     return {};
   if (auto err = env.write(ops))
-    return make_error(err);
+    return err;
   return {};
 }
 
-caf::error pattern_bank::flush() {
+core::error pattern_bank::flush() {
   if (env_ == nullptr || (dirty_.empty() && removed_.empty() && !stream_seq_dirty_))
     return {};
   auto b = take_dirty();
@@ -477,7 +478,7 @@ std::vector<float> pattern_bank::centroid(uint64_t id) const {
   return index_.get(id);
 }
 
-caf::expected<pattern_batch> pattern_bank::take_checkpoint(int64_t now_ms, bool finish_moves) {
+core::result<pattern_batch> pattern_bank::take_checkpoint(int64_t now_ms, bool finish_moves) {
   pattern_batch b;
   if (env_ == nullptr)
     return b;
@@ -488,16 +489,16 @@ caf::expected<pattern_batch> pattern_bank::take_checkpoint(int64_t now_ms, bool 
       return err;
   auto h = index_.save(index_path());
   if (!h)
-    return make_error(h.err());
+    return h.err();
   b = take_dirty();
   b.checkpoint = proto::index_checkpoint{*h, index_.size(), now_ms};
   return b;
 }
 
-caf::error pattern_bank::checkpoint(int64_t now_ms) {
+core::error pattern_bank::checkpoint(int64_t now_ms) {
   auto b = take_checkpoint(now_ms);
   if (!b)
-    return b.error();
+    return b.err();
   if (env_ == nullptr)
     return {};
   if (auto err = write_batch(*env_, *b)) {
@@ -595,14 +596,14 @@ bool pattern_bank::join_peer(uint64_t id, const proto::contribution& c, int64_t 
   return true;
 }
 
-caf::expected<merge_stats>
+core::result<merge_stats>
 pattern_bank::merge(uint64_t node, std::span<const proto::pattern_delta> deltas, int64_t now_ms) {
   auto bad = [&](size_t i, const std::string& what) {
-    return make_error(errc::invalid_argument, "delta " + std::to_string(i) + ": " + what);
+    return core::error(errc::invalid_argument, "delta " + std::to_string(i) + ": " + what);
   };
   if (node == 0 || node == cfg_.node_id)
-    return make_error(errc::invalid_argument,
-                      "sender id " + std::to_string(node) + " is 0 or this node's own");
+    return core::error(errc::invalid_argument,
+                       "sender id " + std::to_string(node) + " is 0 or this node's own");
   // Validate everything first: a batch is merged whole or not at all.
   for (size_t i = 0; i < deltas.size(); ++i) {
     const auto& d = deltas[i];
@@ -611,7 +612,7 @@ pattern_bank::merge(uint64_t node, std::span<const proto::pattern_delta> deltas,
     if (d.contrib.node != node)
       return bad(i, "contribution of another node than the sender");
     if (auto err = router::validate(d.contrib, cfg_.tiers.size()))
-      return bad(i, view(err).message);
+      return bad(i, err.message);
     if (!d.centroid.empty()) {
       if (d.centroid.size() != dim_)
         return bad(i, "centroid has dimension " + std::to_string(d.centroid.size()) + ", expected "

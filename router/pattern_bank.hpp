@@ -68,7 +68,7 @@
 #include "store/environment.hpp"
 #include "store/pattern_index.hpp"
 
-#include <caf/expected.hpp>
+#include "core/error.hpp"
 
 #include <cstdint>
 #include <memory>
@@ -199,33 +199,33 @@ public:
   /// and over 4096 (consolidation removes in place; the rebuild compacts).
   /// Errors: `errc::storage_failure`, `errc::corrupt_data` (an undecodable
   /// pattern, or one whose dimension or tier count differs from the config).
-  static caf::expected<std::unique_ptr<pattern_bank>> open(uint32_t dim, router_config cfg,
-                                                           std::shared_ptr<store::environment> env);
+  static core::result<std::unique_ptr<pattern_bank>> open(uint32_t dim, router_config cfg,
+                                                          std::shared_ptr<store::environment> env);
 
   /// Routes one query. @pre embedding.size() == dim(), L2-normalised, finite.
   route_result route(std::span<const float> embedding, int64_t now_ms);
 
   /// Records one observation of `quality` (in [0, 1]) for `tier` on `pattern_id`.
   /// Errors: `errc::not_found` (unknown pattern), `errc::invalid_argument`.
-  caf::error learn(uint64_t pattern_id, uint32_t tier, double quality, int64_t now_ms);
+  core::error learn(uint64_t pattern_id, uint32_t tier, double quality, int64_t now_ms);
 
   /// Adds the patterns created by `route` since the last call to the HNSW
   /// index. `route` defers this (an HNSW insertion costs several searches) so
   /// the owner can answer first; until then `route` finds those patterns by
   /// exact scan. Errors: those of `store::pattern_index::add` (the failed
   /// pattern and those after it stay queued and are retried on the next call).
-  caf::error index_pending();
+  core::error index_pending();
 
   /// Patterns created but not yet in the HNSW index.
   size_t pending() const noexcept { return pending_.size(); }
 
   /// Writes changed patterns to LMDB in one transaction (synchronously:
   /// take_dirty + write_batch; on failure the patterns stay dirty).
-  caf::error flush();
+  core::error flush();
 
   /// Indexes pending patterns, saves the index file, and writes the changed
   /// patterns with the index's checkpoint record in one transaction.
-  caf::error checkpoint(int64_t now_ms);
+  core::error checkpoint(int64_t now_ms);
 
   /// The changed patterns since the last take, marked clean: for a writer on
   /// another thread (the router's pattern writer), so LMDB commits do not
@@ -241,7 +241,7 @@ public:
   /// survivor still queued is saved at its pre-merge vector and the owner
   /// checkpoints again once the queue is empty.
   /// Errors: those of index_pending, reindex_moved and store::pattern_index::save.
-  caf::expected<pattern_batch> take_checkpoint(int64_t now_ms, bool finish_moves = true);
+  core::result<pattern_batch> take_checkpoint(int64_t now_ms, bool finish_moves = true);
 
   /// Marks a batch's patterns dirty again (after its write failed).
   void restore(pattern_batch&& b);
@@ -250,7 +250,7 @@ public:
   /// bank (touches only `env`); batches must be written in the order taken.
   /// Errors: `errc::storage_failure`, `errc::corrupt_data` (a stored record
   /// does not decode), `errc::internal` (an update of a pattern never stored).
-  static caf::error write_batch(store::environment& env, const pattern_batch& b);
+  static core::error write_batch(store::environment& env, const pattern_batch& b);
 
   /// The LMDB environment (null for an in-memory bank).
   const std::shared_ptr<store::environment>& environment() const noexcept { return env_; }
@@ -265,7 +265,7 @@ public:
   /// in budget_refusals()). Errors (invalid_argument; the bank keeps its
   /// previous budget): the patterns held already exceed the budget (naming
   /// both sizes).
-  caf::error set_budget(std::shared_ptr<core::memory_budget> budget);
+  core::error set_budget(std::shared_ptr<core::memory_budget> budget);
   /// Estimated bytes of one pattern: its statistics (stats_bytes) and its
   /// index slot (index_slot_bytes).
   uint64_t pattern_bytes() const noexcept { return stats_bytes() + index_slot_bytes(); }
@@ -287,7 +287,7 @@ public:
   /// The record of a pattern with its exact centroid; empty id if unknown.
   proto::pattern_record record(uint64_t id) const;
   /// Adds a pattern directly (used by tests and benchmarks).
-  caf::error insert(proto::pattern_record rec);
+  core::error insert(proto::pattern_record rec);
 
   // -- federation ------------------------------------------------------------
 
@@ -316,8 +316,8 @@ public:
   /// contribution to a pattern this node retired revives it (see the
   /// federation rule at the top).
   /// Errors: `errc::invalid_argument` naming the first bad delta.
-  caf::expected<merge_stats> merge(uint64_t node, std::span<const proto::pattern_delta> deltas,
-                                   int64_t now_ms);
+  core::result<merge_stats> merge(uint64_t node, std::span<const proto::pattern_delta> deltas,
+                                  int64_t now_ms);
 
   /// Records the JetStream sequence of the last merged batch (it may go down:
   /// a recreated stream starts again at 1); it is written with the next
@@ -389,7 +389,7 @@ public:
   /// of range), `errc::unavailable` (the memory budget refuses the working
   /// memory), `errc::storage_failure` / `errc::corrupt_data` (reading
   /// centroids, writing categories), `errc::internal` (hnswlib failed).
-  caf::expected<consolidation_stats> consolidate(const consolidation_config& cfg, int64_t now_ms);
+  core::result<consolidation_stats> consolidate(const consolidation_config& cfg, int64_t now_ms);
 
   /// consolidate() in three steps, so the owner's thread is busy only for
   /// the first and the last (the router plans on a detached actor and
@@ -402,8 +402,8 @@ public:
   /// centroid once (LMDB), O(n·dim) copies. Errors: as consolidate()'s
   /// (`invalid_argument`, `unavailable`, `storage_failure`, `corrupt_data`,
   /// `internal`); the bank is unchanged either way.
-  caf::expected<consolidation_run_ptr> prepare_consolidation(const consolidation_config& cfg,
-                                                             int64_t now_ms);
+  core::result<consolidation_run_ptr> prepare_consolidation(const consolidation_config& cfg,
+                                                            int64_t now_ms);
 
   /// Step 2, on any thread: router::plan_consolidation (k-means++, the
   /// category ids and the near-duplicate merges, steps 3–4 above) over the
@@ -440,7 +440,7 @@ public:
   /// plan of another bank, not planned, or applied already), `unavailable`
   /// (the budget refuses the category table), `storage_failure` (writing
   /// categories), `internal` (hnswlib failed).
-  caf::expected<consolidation_stats> apply_consolidation(consolidation_run& run);
+  core::result<consolidation_stats> apply_consolidation(consolidation_run& run);
 
   /// Moves up to `max` merge survivors of the last apply_consolidation to
   /// their new centroid in the index (store::pattern_index::add: a fresh
@@ -451,7 +451,7 @@ public:
   /// the survivor stays queued (counted in budget_refusals). Errors: those of
   /// store::pattern_index::add (the failed survivor and those after it stay
   /// queued).
-  caf::error reindex_moved(size_t max);
+  core::error reindex_moved(size_t max);
 
   /// Merge survivors still at their pre-merge index vector.
   size_t reindex_pending() const noexcept { return reindex_.size(); }
@@ -501,7 +501,7 @@ private:
   };
 
   pattern_bank(uint32_t dim, router_config cfg, std::shared_ptr<store::environment> env);
-  caf::error load();
+  core::error load();
   std::filesystem::path index_path() const;
   /// Exact f32 centroid: unflushed copy, else LMDB record, else the index's
   /// dequantized int8 copy (in-memory banks without LMDB).
@@ -537,7 +537,7 @@ private:
   /// when its centroid is gone or the budget refuses.
   uint64_t revive(uint64_t id, int64_t now_ms);
   /// Reads the categories record (meta "categories") written by consolidate.
-  caf::error load_categories();
+  core::error load_categories();
   /// Bytes of the category table (ids, means, norms).
   uint64_t category_bytes() const noexcept;
 

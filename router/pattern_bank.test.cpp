@@ -154,7 +154,7 @@ TEST_CASE("a stored pattern with another dimension is refused with a clear error
   auto env = store::environment::open({dir});
   auto bank = pattern_bank::open(32, fine_patterns(), *env);
   REQUIRE_FALSE(bank);
-  CHECK(shoal::view(bank.error()).message.find("dimension 16") != std::string::npos);
+  CHECK(bank.err().message.find("dimension 16") != std::string::npos);
   fs::remove_all(dir);
 }
 
@@ -179,7 +179,7 @@ TEST_CASE("pattern bank: the memory budget caps new patterns, requests then join
   auto small = std::make_shared<core::memory_budget>(2 * (*bank)->pattern_bytes());
   auto err = (*bank)->set_budget(small);
   REQUIRE(err);
-  CHECK(shoal::view(err).message.find("stored patterns need") != std::string::npos);
+  CHECK(err.message.find("stored patterns need") != std::string::npos);
   bank->reset();
   CHECK(budget->used() == 0); // the bank gave its bytes back
 }

@@ -132,7 +132,7 @@ TEST_CASE("a hostile batch changes nothing and names its problem") {
                             const char* needle) {
     auto r = b->merge(sender, d, 2);
     REQUIRE_FALSE(r);
-    CHECK(view(r.error()).message.find(needle) != std::string::npos);
+    CHECK(r.err().message.find(needle) != std::string::npos);
     auto after = b->summarize();
     REQUIRE(after.size() == before.size());
     for (size_t i = 0; i < after.size(); ++i)

@@ -41,7 +41,7 @@ inline std::vector<float> jitter(const std::vector<float>& center, std::mt19937&
 
 /// A bank as one node of a federation sees it (tests): fine patterns, node
 /// id and exploration seed `node_id`, changed contributions tracked.
-inline caf::expected<std::unique_ptr<pattern_bank>>
+inline core::result<std::unique_ptr<pattern_bank>>
 open_replica(uint32_t dim, uint64_t node_id, std::shared_ptr<store::environment> env = nullptr) {
   auto cfg = fine_patterns();
   cfg.node_id = node_id;
@@ -54,8 +54,8 @@ open_replica(uint32_t dim, uint64_t node_id, std::shared_ptr<store::environment>
 
 /// Hands every pending delta of `from` (node `from_id`) to `to` and indexes
 /// what it merged.
-inline caf::expected<merge_stats> ship_deltas(pattern_bank& from, uint64_t from_id,
-                                              pattern_bank& to, int64_t now_ms) {
+inline core::result<merge_stats> ship_deltas(pattern_bank& from, uint64_t from_id, pattern_bank& to,
+                                             int64_t now_ms) {
   auto d = from.take_deltas(1'000'000);
   auto r = to.merge(from_id, d, now_ms);
   if (!r)
