@@ -24,12 +24,14 @@ core::error check_seal_key(environment& env, const crypto::sealer* s) {
     return core::error{errc::invalid_argument,
                        "the store in " + env.data_dir().string()
                          + " holds sealed session data but memory.seal_key is not set (config "
-                           "or SHOAL_MEMORY_SEAL_KEY)"};
+                           "or SHOAL_MEMORY_SEAL_KEY)",
+                       "memory.seal_key"};
   auto plain = s->open(**rec, check_key);
   if (!plain || *plain != check_plaintext)
     return core::error{errc::invalid_argument,
                        "memory.seal_key does not match the key the store in "
-                         + env.data_dir().string() + " was sealed with"};
+                         + env.data_dir().string() + " was sealed with",
+                       "memory.seal_key"};
   return {};
 }
 

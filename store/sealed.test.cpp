@@ -27,9 +27,11 @@ TEST_CASE("check_seal_key: first key wins, another or a missing key is refused c
     auto wrong = check_seal_key(**env, &b);
     REQUIRE(wrong);
     CHECK(wrong.message.find("does not match") != std::string::npos);
+    CHECK(wrong.context == "memory.seal_key");
     auto missing = check_seal_key(**env, nullptr);
     REQUIRE(missing);
     CHECK(missing.message.find("not set") != std::string::npos);
+    CHECK(missing.context == "memory.seal_key");
   }
   fs::remove_all(dir);
 }
