@@ -50,8 +50,6 @@ using retry_atom = caf::atom_constant<caf::atom("retry")>;
 using lost_atom = caf::atom_constant<caf::atom("lost")>;
 using relost_atom = caf::atom_constant<caf::atom("relost")>;
 
-enum class drop_reason : int { oversized = 0, malformed = 1 };
-
 int64_t utc_us() {
   return std::chrono::duration_cast<std::chrono::microseconds>(
            std::chrono::system_clock::now().time_since_epoch())
