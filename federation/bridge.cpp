@@ -1,5 +1,5 @@
 #include "federation/bridge.hpp"
-#include "federation/anti_entropy.hpp"
+#include "federation/bridge_logic.hpp"
 
 #include "proto/error.hpp"
 #include "proto/messages.hpp"
@@ -49,8 +49,6 @@ using retry_atom = caf::atom_constant<caf::atom("retry")>;
 /// JetStream -> bridge: a delta batch was not stored (no ack, or an error).
 using lost_atom = caf::atom_constant<caf::atom("lost")>;
 using relost_atom = caf::atom_constant<caf::atom("relost")>;
-
-enum class drop_reason : int { oversized = 0, malformed = 1 };
 
 int64_t utc_us() {
   return std::chrono::duration_cast<std::chrono::microseconds>(
@@ -320,7 +318,27 @@ struct rate_limited_log {
   }
 };
 
+struct bridge_state;
+
+/// The bridge's whole protocol: the node's view (bridge_handle) and the
+/// messages of its NATS callbacks, set-up thread and timers.
+using bridge_full =
+  bridge_handle::extend<caf::reacts_to<up_atom>, caf::reacts_to<down_atom>,
+                        caf::reacts_to<setup_atom>, caf::reacts_to<retry_atom>,
+                        caf::reacts_to<lost_atom, std::string>, caf::reacts_to<relost_atom>,
+                        caf::reacts_to<inbound_atom, proto::envelope, uint64_t, bool>,
+                        caf::reacts_to<dropped_atom, int, std::string, uint64_t>,
+                        caf::reacts_to<digest_tick_atom>, caf::reacts_to<telemetry_tick_atom>>;
+
+using bridge_self = bridge_full::stateful_pointer<bridge_state>;
+
+std::string connect(bridge_state& s);
+
+/// The bridge actor's state: the NATS connection and its subscriptions, the
+/// JetStream set-up, and the ledger (bridge_logic.hpp) that decides and
+/// counts. Each handler of bridge_behavior calls one member function.
 struct bridge_state {
+  bridge_self self;
   bridge_args a;
   nats_link* link = nullptr;
   natsConnection* nc = nullptr;
@@ -329,22 +347,46 @@ struct bridge_state {
   std::vector<natsSubscription*> core_subs;
   std::string prefix; // shoal.<cluster>.
   std::string stream;
-  federation_stats st;
+  bridge_ledger ledger{{}, 0, 0};
   uint64_t batch_seq = 0;
-  uint64_t seen_seq = 0;      // highest stream sequence received
-  bool lost_deltas = false;   // a publish failed: republish on the next link up
-  proto::origin_summary mine; // this node's own contributions at the last digest
-  std::map<uint64_t, peer_view> views;
-  int64_t last_republish_ms = 0;
+  bool lost_deltas = false; // a publish failed: republish on the next link up
   rate_limited_log log;
   // The JetStream set-up in flight (see run_setup), and where it reports.
   std::thread setup_thread;
   std::shared_ptr<setup_result> setup_out;
   static inline const char* name = "federation_bridge";
 
+  explicit bridge_state(bridge_self ptr) : self(ptr) {}
+
+  federation_stats& st() noexcept { return ledger.stats(); }
+
+  /// Takes the arguments, connects (in the background when NATS is not up
+  /// yet), attaches to the router and starts the timers.
+  void start(bridge_args args) {
+    a = std::move(args);
+    prefix = "shoal." + a.cfg.cluster + ".";
+    stream = "SHOAL_" + upper(a.cfg.cluster);
+    ledger = bridge_ledger({a.self.id(), a.dim, a.n_tiers}, a.cfg.digest_interval_ms, a.start_seq);
+    st().public_key = crypto::to_hex(a.self.pk());
+    link = new_link();
+    link->bridge_handle = caf::actor_cast<caf::actor>(self);
+    link->own_patterns_subject = subject("patterns." + a.node_name);
+    link->max_message_bytes = a.cfg.max_message_bytes;
+    link->reconnect_wait_ms = a.cfg.reconnect_wait_ms;
+    link->reconnect_max_ms = a.cfg.reconnect_max_ms;
+    if (auto err = connect(*this); !err.empty())
+      spdlog::error("federation: {}; the node serves without federation", err);
+    self->send(a.router, federate_atom::value, caf::actor_cast<proto::bridge_actor>(self),
+               a.cfg.batch_max, a.cfg.batch_delay_ms);
+    self->delayed_send(self, std::chrono::milliseconds(a.cfg.digest_interval_ms),
+                       digest_tick_atom::value);
+    self->delayed_send(self, std::chrono::milliseconds(a.cfg.telemetry_interval_ms),
+                       telemetry_tick_atom::value);
+  }
+
   /// Starts the set-up on its own thread unless it is done or running.
   void start_setup() {
-    if (st.stream_ready || setup_thread.joinable() || nc == nullptr)
+    if (st().stream_ready || setup_thread.joinable() || nc == nullptr)
       return;
     setup_input in{nc, link, a.cfg, stream, prefix, a.start_seq};
     auto out = std::make_shared<setup_result>();
@@ -367,7 +409,7 @@ struct bridge_state {
     js = r.js;
     stream_sub = r.stream_sub;
     core_subs = std::move(r.core_subs);
-    st.stream_ready = true;
+    st().stream_ready = true;
     if (r.reset) {
       // The stream holds less than this node merged: it was deleted and
       // recreated. Read it from the start; everyone, this node included,
@@ -376,7 +418,7 @@ struct bridge_state {
                    "recreated; reading it from the start and asking every node to republish",
                    stream, r.last, a.start_seq);
       a.start_seq = 0;
-      seen_seq = 0;
+      ledger.reset_seen();
       request_resync(0);
       caf::anon_send(a.router, republish_atom::value);
       return {};
@@ -412,7 +454,7 @@ struct bridge_state {
       s = natsConnection_Publish(nc, subj.c_str(), bytes.data(), static_cast<int>(bytes.size()));
     }
     if (s != NATS_OK) {
-      ++st.publish_errors;
+      ++st().publish_errors;
       if (kind == proto::wire_kind::delta_batch)
         lost_deltas = true;
       log.warn("publish", "publishing on " + subj + " failed: " + natsStatus_GetText(s));
@@ -420,9 +462,235 @@ struct bridge_state {
   }
 
   void request_resync(uint64_t target) {
-    ++st.resyncs_requested;
+    ++st().resyncs_requested;
     proto::resync_request r{a.self.id(), a.node_name, utc_ms(), target};
     publish(proto::wire_kind::resync, subject("resync"), proto::encode(r));
+  }
+
+  // -- handlers of bridge_behavior ---------------------------------------------
+
+  /// NATS is (again) connected: set up the stream, or tell the router.
+  void on_up() {
+    if (nc == nullptr)
+      return;
+    if (!st().connected) {
+      ++st().reconnects;
+      char buf[256] = {0};
+      if (natsConnection_GetConnectedUrl(nc, buf, sizeof buf) == NATS_OK)
+        st().url = buf;
+      spdlog::info("federation: connected to {}", st().url);
+    }
+    st().connected = true;
+    if (!st().stream_ready) {
+      start_setup();
+      return;
+    }
+    link_up();
+  }
+
+  /// The set-up thread finished.
+  void on_setup_done() {
+    if (auto err = finish_setup(); !err.empty()) {
+      spdlog::warn("federation: {}; retrying in 1 s", err);
+      self->delayed_send(self, std::chrono::seconds(1), retry_atom::value);
+      return;
+    }
+    if (st().connected)
+      link_up();
+  }
+
+  /// Connected with a stream: the router may publish; what was given up
+  /// while NATS was away is asked for again.
+  void link_up() {
+    self->send(a.router, link_atom::value, true);
+    if (lost_deltas) {
+      lost_deltas = false;
+      self->send(a.router, republish_atom::value);
+    }
+  }
+
+  void on_retry() {
+    if (st().connected)
+      start_setup();
+  }
+
+  void on_down() {
+    if (st().connected)
+      spdlog::warn("federation: disconnected from NATS; learning locally until it returns");
+    st().connected = false;
+    self->send(a.router, link_atom::value, false);
+  }
+
+  /// JetStream did not store a batch: republish in a second.
+  void on_lost(const std::string& why) {
+    ++st().publish_errors;
+    log.warn("lost", "a delta batch was not stored in the stream (" + why
+                       + "); republishing this node's contributions shortly");
+    if (!lost_deltas) {
+      lost_deltas = true;
+      self->delayed_send(self, std::chrono::seconds(1), relost_atom::value);
+    }
+  }
+
+  /// A second after a lost batch: republish once connected with a stream.
+  void on_relost() {
+    if (!lost_deltas)
+      return; // a reconnect already asked for them
+    if (!st().connected || !st().stream_ready) {
+      self->delayed_send(self, std::chrono::seconds(1), relost_atom::value);
+      return;
+    }
+    lost_deltas = false;
+    ledger.force_republish(utc_ms());
+    spdlog::info("federation: republishing this node's contributions (a batch was not stored)");
+    self->send(a.router, republish_atom::value);
+  }
+
+  /// The router's changed contributions: signed batches into the stream.
+  void publish_deltas(std::vector<proto::pattern_delta>& deltas, int64_t changed_us) {
+    if (!st().connected) {
+      lost_deltas = true; // the router gave them up: ask again on reconnect
+      return;
+    }
+    // Batches that fit the server's max_payload (1 MiB by default).
+    int64_t limit = std::min<int64_t>(natsConnection_GetMaxPayload(nc),
+                                      static_cast<int64_t>(a.cfg.max_message_bytes));
+    limit = std::max<int64_t>(limit - 1024, 4096); // envelope, header, signature
+    proto::delta_batch header{a.self.id(), a.node_name, 0, 0, a.dim, a.n_tiers, {}, changed_us};
+    for (auto& b : cut_batches(deltas, header, limit, batch_seq, utc_ms())) {
+      st().deltas_sent += b.deltas.size();
+      ++st().batches_sent;
+      publish(proto::wire_kind::delta_batch, link->own_patterns_subject, proto::encode(b));
+    }
+  }
+
+  /// A message from NATS, decoded (`own`: this node's batch coming back
+  /// from the stream; only its position `seq` matters).
+  void on_inbound(const proto::envelope& e, uint64_t seq, bool own) {
+    ledger.saw(seq);
+    if (own)
+      return;
+    auto v = ledger.check(e, a.trusted);
+    if (v.dropped)
+      log.warn(log_kind(*v.dropped), v.problem);
+    if (!v.accepted)
+      return;
+    auto& m = *v.accepted;
+    if (auto* b = std::get_if<proto::delta_batch>(&m.body))
+      on_batch(std::move(*b), seq);
+    else if (auto* d = std::get_if<proto::digest>(&m.body))
+      on_digest(m.sender, *d);
+    else if (auto* r = std::get_if<proto::resync_request>(&m.body))
+      on_resync(*r);
+    else if (auto* t = std::get_if<proto::telemetry_report>(&m.body))
+      ledger.note_peer(m.signer, *t, utc_ms());
+  }
+
+  /// A message the NATS callback dropped before decoding.
+  void on_dropped(int reason, const std::string& subj, uint64_t seq) {
+    ledger.saw(seq);
+    auto r = reason == static_cast<int>(drop_reason::oversized) ? drop_reason::oversized
+                                                                : drop_reason::malformed;
+    ledger.count_drop(r);
+    log.warn(log_kind(r), std::string("dropped ")
+                            + (r == drop_reason::oversized ? "an oversized" : "a malformed")
+                            + " message on " + subj);
+  }
+
+  /// Hands a checked delta batch to the router. `seq`: this message's
+  /// stream sequence (the consumer delivers in order).
+  void on_batch(proto::delta_batch b, uint64_t seq) {
+    ledger.count_batch_received();
+    auto n = b.deltas.size();
+    auto changed_us = b.changed_us;
+    self->request(a.router, router_timeout, merge_atom::value, std::move(b), seq)
+      .then(
+        [this, changed_us](const merge_stats& m) { ledger.count_merge(m, changed_us, utc_us()); },
+        [this, n](caf::error& err) { on_merge_failed(n, err); });
+  }
+
+  void on_merge_failed(size_t n_deltas, const caf::error& err) {
+    if (err == caf::sec::request_timeout) {
+      // Still in the router's mailbox: it merges it, unreported here.
+      log.warn("slow", "the router took over a minute to merge a batch of "
+                         + std::to_string(n_deltas) + " deltas");
+      return;
+    }
+    ledger.count_drop(drop_reason::invalid);
+    log.warn("invalid", "dropped a delta batch of " + std::to_string(n_deltas)
+                          + " deltas: " + view(err).message);
+  }
+
+  void on_digest(uint64_t sender, const proto::digest& d) {
+    if (auto why = ledger.on_digest(sender, d, utc_ms()))
+      republish(*why);
+  }
+
+  void on_resync(const proto::resync_request& r) {
+    if (resync_applies(r, a.self.id(), utc_ms()))
+      republish("resync requested by " + r.node_name);
+  }
+
+  /// Asks the router to republish this node's contributions, at most once a second.
+  void republish(const std::string& why) {
+    if (!ledger.admit_republish(utc_ms()))
+      return;
+    spdlog::info("federation: republishing this node's contributions ({})", why);
+    self->send(a.router, republish_atom::value);
+  }
+
+  /// Digest timer: asks the router what it holds, and publishes it.
+  void on_digest_tick() {
+    self->delayed_send(self, std::chrono::milliseconds(a.cfg.digest_interval_ms),
+                       digest_tick_atom::value);
+    self->request(a.router, router_timeout, digest_atom::value)
+      .then([this](const router_digest& rd) { publish_digest(rd); },
+            [this](caf::error& err) { // no digest this round
+              log.warn("slow", "the router gave no digest: " + view(err).message);
+            });
+  }
+
+  void publish_digest(const router_digest& rd) {
+    ledger.set_own(rd);
+    if (!st().connected)
+      return;
+    proto::digest d{a.self.id(), a.node_name, utc_ms(), rd.n_patterns, rd.origins};
+    publish(proto::wire_kind::digest, subject("digest"), proto::encode(d));
+  }
+
+  /// Telemetry timer: a set-up watchdog, then the node's counters.
+  void on_telemetry_tick() {
+    self->delayed_send(self, std::chrono::milliseconds(a.cfg.telemetry_interval_ms),
+                       telemetry_tick_atom::value);
+    // Watchdog: connected but without a stream and no set-up running (its
+    // retry chain broken somehow): start one.
+    if (st().connected && !st().stream_ready && !setup_thread.joinable())
+      start_setup();
+    if (!st().connected) {
+      warn_offline();
+      return;
+    }
+    // The router's counters (cheap), not a digest (a walk over every pattern).
+    self->request(a.router, router_timeout, stats_atom::value)
+      .then(
+        [this](const proto::router_stats& rs) {
+          auto t = ledger.telemetry(rs, a.node_name, utc_ms());
+          publish(proto::wire_kind::telemetry, subject("telemetry." + a.node_name),
+                  proto::encode(t));
+        },
+        [this](caf::error& err) { // no telemetry this round
+          log.warn("slow", "the router gave no statistics: " + view(err).message);
+        });
+  }
+
+  void warn_offline() {
+    if (nc == nullptr)
+      return;
+    const char* why = nullptr;
+    natsConnection_GetLastError(nc, &why);
+    log.warn("offline", "not connected to " + a.cfg.urls + " ("
+                          + (why != nullptr && *why != 0 ? why : "no server answered")
+                          + "); serving and learning locally");
   }
 
   ~bridge_state() { close(); } // also when the actor ends without an exit message
@@ -542,370 +810,31 @@ std::string connect(bridge_state& s) {
   return std::string("connecting to ") + c.urls + ": " + natsStatus_GetText(st);
 }
 
-/// The bridge's whole protocol: the node's view (bridge_handle) and the
-/// messages of its NATS callbacks, set-up thread and timers.
-using bridge_full =
-  bridge_handle::extend<caf::reacts_to<up_atom>, caf::reacts_to<down_atom>,
-                        caf::reacts_to<setup_atom>, caf::reacts_to<retry_atom>,
-                        caf::reacts_to<lost_atom, std::string>, caf::reacts_to<relost_atom>,
-                        caf::reacts_to<inbound_atom, proto::envelope, uint64_t, bool>,
-                        caf::reacts_to<dropped_atom, int, std::string, uint64_t>,
-                        caf::reacts_to<digest_tick_atom>, caf::reacts_to<telemetry_tick_atom>>;
-
-bridge_full::behavior_type bridge_behavior(bridge_full::stateful_pointer<bridge_state> self,
-                                           bridge_args args) {
-  auto& s = self->state;
-  s.a = std::move(args);
-  s.prefix = "shoal." + s.a.cfg.cluster + ".";
-  s.stream = "SHOAL_" + upper(s.a.cfg.cluster);
-  s.st.node_id = s.a.self.id();
-  s.st.public_key = crypto::to_hex(s.a.self.pk());
-  s.st.stream_seq = s.a.start_seq;
-  s.seen_seq = s.a.start_seq;
-  s.link = new_link();
-  s.link->bridge_handle = caf::actor_cast<caf::actor>(self);
-  s.link->own_patterns_subject = s.subject("patterns." + s.a.node_name);
-  s.link->max_message_bytes = s.a.cfg.max_message_bytes;
-  s.link->reconnect_wait_ms = s.a.cfg.reconnect_wait_ms;
-  s.link->reconnect_max_ms = s.a.cfg.reconnect_max_ms;
-  if (auto err = connect(s); !err.empty())
-    spdlog::error("federation: {}; the node serves without federation", err);
-  self->send(s.a.router, federate_atom::value, caf::actor_cast<proto::bridge_actor>(self),
-             s.a.cfg.batch_max, s.a.cfg.batch_delay_ms);
-  self->delayed_send(self, std::chrono::milliseconds(s.a.cfg.digest_interval_ms),
-                     digest_tick_atom::value);
-  self->delayed_send(self, std::chrono::milliseconds(s.a.cfg.telemetry_interval_ms),
-                     telemetry_tick_atom::value);
+bridge_full::behavior_type bridge_behavior(bridge_self self, bridge_args args) {
+  self->state.start(std::move(args));
   self->set_exit_handler([self](caf::exit_msg& msg) {
     self->state.close();
     self->quit(msg.reason);
   });
-
-  // Hands a verified delta batch to the router.
-  // `seq`: this message's stream sequence (the consumer delivers in order).
-  auto on_batch = [self](uint64_t sender, const std::string& payload, uint64_t seq) {
-    auto& s = self->state;
-    auto b = proto::decode_delta_batch(payload);
-    std::string problem;
-    if (!b)
-      problem = b.err().message;
-    else if (b->node != sender)
-      problem = "batch claims node " + std::to_string(b->node) + " but is signed by node "
-                + std::to_string(sender);
-    else if (b->dim != s.a.dim || b->n_tiers != s.a.n_tiers)
-      problem = "batch has dimension " + std::to_string(b->dim) + " and "
-                + std::to_string(b->n_tiers) + " tiers; this node uses " + std::to_string(s.a.dim)
-                + " and " + std::to_string(s.a.n_tiers);
-    if (!problem.empty()) {
-      ++s.st.dropped_invalid;
-      s.log.warn("invalid", "dropped a delta batch: " + problem);
-      return;
-    }
-    ++s.st.batches_received;
-    auto n = b->deltas.size();
-    auto changed_us = b->changed_us;
-    self->request(s.a.router, router_timeout, merge_atom::value, std::move(*b), seq)
-      .then(
-        [self, changed_us](const merge_stats& m) {
-          auto& s = self->state;
-          if (changed_us > 0)
-            s.st.lag.observe(static_cast<uint64_t>(std::max<int64_t>(0, utc_us() - changed_us))
-                             * 1000);
-          auto& st = s.st;
-          st.deltas_merged += m.applied;
-          st.deltas_stale += m.stale;
-          st.patterns_created += m.created;
-          st.orphaned += m.orphaned;
-        },
-        [self, n](caf::error& err) {
-          if (err == caf::sec::request_timeout) {
-            // Still in the router's mailbox: it merges it, unreported here.
-            self->state.log.warn("slow", "the router took over a minute to merge a batch of "
-                                           + std::to_string(n) + " deltas");
-            return;
-          }
-          ++self->state.st.dropped_invalid;
-          self->state.log.warn("invalid", "dropped a delta batch of " + std::to_string(n)
-                                            + " deltas: " + view(err).message);
-        });
-  };
-
-  auto republish = [self](const char* why) {
-    auto& s = self->state;
-    auto now = utc_ms();
-    if (now - s.last_republish_ms < 1000)
-      return;
-    s.last_republish_ms = now;
-    ++s.st.republishes;
-    spdlog::info("federation: republishing this node's contributions ({})", why);
-    self->send(s.a.router, republish_atom::value);
-  };
-
-  auto on_digest = [self, republish](uint64_t sender, const proto::digest& d) {
-    auto& s = self->state;
-    proto::origin_summary theirs{s.a.self.id(), 0, 0, 0};
-    for (const auto& o : d.origins)
-      if (o.node == s.a.self.id())
-        theirs = o;
-    switch (on_peer_digest(s.views[sender], s.mine, theirs, utc_ms(), s.a.cfg.digest_interval_ms)) {
-      case repair::none:
-        break;
-      case repair::different_set:
-        republish(("peer " + d.node_name + " holds a different set of them").c_str());
-        break;
-      case repair::stays_behind:
-        republish(("peer " + d.node_name + " stays behind").c_str());
-        break;
-    }
-  };
-
   return {
-    [self](up_atom) {
-      auto& s = self->state;
-      if (s.nc == nullptr)
-        return;
-      if (!s.st.connected) {
-        ++s.st.reconnects;
-        char buf[256] = {0};
-        if (natsConnection_GetConnectedUrl(s.nc, buf, sizeof buf) == NATS_OK)
-          s.st.url = buf;
-        spdlog::info("federation: connected to {}", s.st.url);
-      }
-      s.st.connected = true;
-      if (!s.st.stream_ready) {
-        s.start_setup();
-        return;
-      }
-      self->send(s.a.router, link_atom::value, true);
-      if (s.lost_deltas) {
-        s.lost_deltas = false;
-        self->send(s.a.router, republish_atom::value);
-      }
-    },
-    [self](setup_atom) { // the set-up thread finished
-      auto& s = self->state;
-      if (auto err = s.finish_setup(); !err.empty()) {
-        spdlog::warn("federation: {}; retrying in 1 s", err);
-        self->delayed_send(self, std::chrono::seconds(1), retry_atom::value);
-        return;
-      }
-      if (!s.st.connected)
-        return;
-      self->send(s.a.router, link_atom::value, true);
-      if (s.lost_deltas) {
-        s.lost_deltas = false;
-        self->send(s.a.router, republish_atom::value);
-      }
-    },
-    [self](lost_atom, const std::string& why) {
-      auto& s = self->state;
-      ++s.st.publish_errors;
-      s.log.warn("lost", "a delta batch was not stored in the stream (" + why
-                           + "); republishing this node's contributions shortly");
-      if (!s.lost_deltas) {
-        s.lost_deltas = true;
-        self->delayed_send(self, std::chrono::seconds(1), relost_atom::value);
-      }
-    },
-    [self](relost_atom) {
-      auto& s = self->state;
-      if (!s.lost_deltas)
-        return; // a reconnect already asked for them
-      if (!s.st.connected || !s.st.stream_ready) {
-        self->delayed_send(self, std::chrono::seconds(1), relost_atom::value);
-        return;
-      }
-      s.lost_deltas = false;
-      ++s.st.republishes;
-      s.last_republish_ms = utc_ms();
-      spdlog::info("federation: republishing this node's contributions (a batch was not stored)");
-      self->send(s.a.router, republish_atom::value);
-    },
-    [self](retry_atom) {
-      if (self->state.st.connected)
-        self->state.start_setup();
-    },
-    [self](down_atom) {
-      auto& s = self->state;
-      if (s.st.connected)
-        spdlog::warn("federation: disconnected from NATS; learning locally until it returns");
-      s.st.connected = false;
-      self->send(s.a.router, link_atom::value, false);
-    },
+    [self](up_atom) { self->state.on_up(); },
+    [self](setup_atom) { self->state.on_setup_done(); },
+    [self](lost_atom, const std::string& why) { self->state.on_lost(why); },
+    [self](relost_atom) { self->state.on_relost(); },
+    [self](retry_atom) { self->state.on_retry(); },
+    [self](down_atom) { self->state.on_down(); },
     [self](publish_atom, std::vector<proto::pattern_delta>& deltas, int64_t changed_us) {
-      auto& s = self->state;
-      if (!s.st.connected) {
-        s.lost_deltas = true; // the router gave them up: ask again on reconnect
-        return;
-      }
-      // Cut into batches that fit the server's max_payload (1 MiB by
-      // default), by a conservative estimate of each delta's encoded size.
-      int64_t limit = std::min<int64_t>(natsConnection_GetMaxPayload(s.nc),
-                                        static_cast<int64_t>(s.a.cfg.max_message_bytes));
-      limit = std::max<int64_t>(limit - 1024, 4096); // envelope, header, signature
-      auto estimate = [](const proto::pattern_delta& d) {
-        return static_cast<int64_t>(64 + 4 * d.centroid.size() + 32 * d.contrib.tiers.size());
-      };
-      size_t i = 0;
-      while (i < deltas.size()) {
-        proto::delta_batch b;
-        b.node = s.a.self.id();
-        b.node_name = s.a.node_name;
-        b.seq = ++s.batch_seq;
-        b.sent_ms = utc_ms();
-        b.dim = s.a.dim;
-        b.n_tiers = s.a.n_tiers;
-        b.changed_us = changed_us;
-        int64_t bytes = 128;
-        while (i < deltas.size() && (b.deltas.empty() || bytes + estimate(deltas[i]) <= limit)) {
-          bytes += estimate(deltas[i]);
-          b.deltas.push_back(std::move(deltas[i++]));
-        }
-        s.st.deltas_sent += b.deltas.size();
-        ++s.st.batches_sent;
-        s.publish(proto::wire_kind::delta_batch, s.link->own_patterns_subject, proto::encode(b));
-      }
+      self->state.publish_deltas(deltas, changed_us);
     },
-    [self, on_batch, on_digest, republish](inbound_atom, proto::envelope& e, uint64_t seq,
-                                           bool own) {
-      auto& s = self->state;
-      if (seq > s.seen_seq)
-        s.seen_seq = seq;
-      if (own)
-        return;
-      auto sender = verify(s.a.trusted, e);
-      if (!sender) {
-        const auto& msg = sender.err().message;
-        if (sender.err().code == errc::not_found)
-          ++s.st.dropped_untrusted;
-        else
-          ++s.st.dropped_bad_signature;
-        s.log.warn("signature", "dropped a message: " + msg);
-        return;
-      }
-      if (*sender == s.a.self.id())
-        return; // our own digest or telemetry
-      switch (e.kind) {
-        case proto::wire_kind::delta_batch:
-          on_batch(*sender, e.payload, seq);
-          break;
-        case proto::wire_kind::digest: {
-          auto d = proto::decode_digest(e.payload);
-          if (!d || d->node != *sender) {
-            ++s.st.dropped_malformed;
-            s.log.warn("malformed", "dropped a digest from '" + e.signer + "'");
-            break;
-          }
-          on_digest(*sender, *d);
-          break;
-        }
-        case proto::wire_kind::resync: {
-          auto r = proto::decode_resync(e.payload);
-          if (!r || r->node != *sender) {
-            ++s.st.dropped_malformed;
-            break;
-          }
-          // A replayed old request, or one for another node: ignore it.
-          bool fresh = std::abs(utc_ms() - r->sent_ms) < 60'000;
-          if (fresh && (r->target == 0 || r->target == s.a.self.id()))
-            republish(("resync requested by " + r->node_name).c_str());
-          break;
-        }
-        case proto::wire_kind::telemetry: {
-          auto t = proto::decode_telemetry(e.payload);
-          if (!t || t->node != *sender) {
-            ++s.st.dropped_malformed;
-            break;
-          }
-          auto it = std::find_if(s.st.peers.begin(), s.st.peers.end(),
-                                 [&](const peer_info& p) { return p.node == t->node; });
-          if (it == s.st.peers.end())
-            it = s.st.peers.insert(s.st.peers.end(), peer_info{});
-          *it = {e.signer, t->node, utc_ms(), *t};
-          break;
-        }
-      }
+    [self](inbound_atom, proto::envelope& e, uint64_t seq, bool own) {
+      self->state.on_inbound(e, seq, own);
     },
     [self](dropped_atom, int reason, const std::string& subject, uint64_t seq) {
-      auto& s = self->state;
-      if (seq > s.seen_seq)
-        s.seen_seq = seq;
-      if (reason == static_cast<int>(drop_reason::oversized)) {
-        ++s.st.dropped_oversized;
-        s.log.warn("oversized", "dropped an oversized message on " + subject);
-      } else {
-        ++s.st.dropped_malformed;
-        s.log.warn("malformed", "dropped a malformed message on " + subject);
-      }
+      self->state.on_dropped(reason, subject, seq);
     },
-    [self](digest_tick_atom) {
-      auto& s = self->state;
-      self->delayed_send(self, std::chrono::milliseconds(s.a.cfg.digest_interval_ms),
-                         digest_tick_atom::value);
-      self->request(s.a.router, router_timeout, digest_atom::value)
-        .then(
-          [self](const router_digest& rd) {
-            auto& s = self->state;
-            s.mine = {s.a.self.id(), 0, 0, 0};
-            for (const auto& o : rd.origins)
-              if (o.node == s.a.self.id())
-                s.mine = o;
-            if (!s.st.connected)
-              return;
-            proto::digest d{s.a.self.id(), s.a.node_name, utc_ms(), rd.n_patterns, rd.origins};
-            s.publish(proto::wire_kind::digest, s.subject("digest"), proto::encode(d));
-          },
-          [self](caf::error& err) { // no digest this round
-            self->state.log.warn("slow", "the router gave no digest: " + view(err).message);
-          });
-    },
-    [self](telemetry_tick_atom) {
-      auto& s = self->state;
-      self->delayed_send(self, std::chrono::milliseconds(s.a.cfg.telemetry_interval_ms),
-                         telemetry_tick_atom::value);
-      // Watchdog: connected but without a stream and no set-up running (its
-      // retry chain broken somehow): start one.
-      if (s.st.connected && !s.st.stream_ready && !s.setup_thread.joinable())
-        s.start_setup();
-      if (!s.st.connected) {
-        if (s.nc != nullptr) {
-          const char* why = nullptr;
-          natsConnection_GetLastError(s.nc, &why);
-          s.log.warn("offline", "not connected to " + s.a.cfg.urls + " ("
-                                  + (why != nullptr && *why != 0 ? why : "no server answered")
-                                  + "); serving and learning locally");
-        }
-        return;
-      }
-      // The router's counters (cheap), not a digest (a walk over every pattern).
-      self->request(s.a.router, router_timeout, stats_atom::value)
-        .then(
-          [self](const proto::router_stats& rs) {
-            auto& s = self->state;
-            proto::telemetry_report t;
-            t.node = s.a.self.id();
-            t.node_name = s.a.node_name;
-            t.sent_ms = utc_ms();
-            t.n_patterns = rs.n_patterns;
-            t.n_routed = rs.n_routed;
-            t.n_learned = rs.n_learned;
-            t.n_deltas_sent = s.st.deltas_sent;
-            t.n_deltas_merged = s.st.deltas_merged;
-            t.n_dropped = s.st.dropped_untrusted + s.st.dropped_bad_signature
-                          + s.st.dropped_malformed + s.st.dropped_oversized + s.st.dropped_invalid;
-            s.publish(proto::wire_kind::telemetry, s.subject("telemetry." + s.a.node_name),
-                      proto::encode(t));
-          },
-          [self](caf::error& err) { // no telemetry this round
-            self->state.log.warn("slow", "the router gave no statistics: " + view(err).message);
-          });
-    },
-    [self](stats_atom) {
-      auto& s = self->state;
-      s.st.stream_seq = s.seen_seq;
-
-      return s.st;
-    },
+    [self](digest_tick_atom) { self->state.on_digest_tick(); },
+    [self](telemetry_tick_atom) { self->state.on_telemetry_tick(); },
+    [self](stats_atom) { return self->state.ledger.snapshot(); },
   };
 }
 

@@ -28,7 +28,9 @@
 /// Trust: every message must be signed by a signer in `federation.trusted`;
 /// untrusted, badly signed, malformed, oversized or semantically invalid
 /// (dimension, tier count, non-finite or impossible statistics) messages are
-/// dropped, counted by reason, and logged at most once per second.
+/// dropped, counted by reason, and logged at most once per second. The
+/// checks, the counters (federation_stats) and the republish limit are plain
+/// code in federation/bridge_logic.hpp; this file's actor is the NATS shell.
 ///
 /// Threading: NATS callbacks run on the library's threads; they only decode
 /// the envelope and hand it to the bridge actor (detached: it makes blocking
@@ -36,8 +38,8 @@
 
 #include "core/error.hpp"
 #include "proto/interfaces.hpp"
+#include "federation/bridge_logic.hpp"
 #include "federation/signing.hpp"
-#include "core/histogram.hpp"
 #include "proto/wire.hpp"
 
 #include <caf/actor.hpp>
@@ -76,35 +78,6 @@ struct federation_config {
   uint32_t digest_interval_ms = 30000;       ///< config federation.digest_interval_ms
   uint32_t telemetry_interval_ms = 10000;    ///< config federation.telemetry_interval_ms
   uint64_t max_message_bytes = 4u << 20;     ///< config federation.max_message_bytes
-};
-
-/// A peer as last seen through its telemetry.
-struct peer_info {
-  std::string name;
-  uint64_t node = 0;
-  int64_t last_seen_ms = 0;
-  proto::telemetry_report last;
-};
-
-/// Bridge counters for /v1/stats and /metrics (request with stats_atom).
-struct federation_stats {
-  bool connected = false;
-  bool stream_ready = false;
-  std::string url; ///< connected server
-  uint64_t node_id = 0;
-  std::string public_key; ///< hex
-  uint64_t batches_sent = 0, deltas_sent = 0, publish_errors = 0;
-  uint64_t batches_received = 0, deltas_merged = 0, deltas_stale = 0;
-  uint64_t patterns_created = 0, orphaned = 0;
-  uint64_t republishes = 0, resyncs_requested = 0, reconnects = 0;
-  uint64_t dropped_untrusted = 0, dropped_bad_signature = 0, dropped_malformed = 0;
-  uint64_t dropped_oversized = 0, dropped_invalid = 0;
-  uint64_t stream_seq = 0; ///< last stream sequence handed to the router
-  /// Propagation lag of peers' batches, ns: from the oldest change in a
-  /// batch at its sender to its merge here (since start; assumes
-  /// synchronised clocks, exact on one host).
-  core::latency_histogram lag;
-  std::vector<peer_info> peers;
 };
 
 /// Everything the bridge needs to start.

@@ -1,22 +1,14 @@
 #include "federation/signing.hpp"
+#include "federation/testing.hpp"
 
 #include <doctest/doctest.h>
 
 using namespace shoal;
 using namespace shoal::federation;
-
-namespace {
-
-crypto::identity make(uint8_t fill) {
-  std::array<uint8_t, 32> seed;
-  seed.fill(fill);
-  return crypto::identity::from_seed(seed);
-}
-
-} // namespace
+using shoal::federation::testing::identity_from;
 
 TEST_CASE("a sealed envelope verifies for a trusted signer, and nothing else does") {
-  auto alice = make(1), mallory = make(2);
+  auto alice = identity_from(1), mallory = identity_from(2);
   crypto::trust_list trusted;
   trusted.add("alice", alice.pk());
   auto e = seal(alice, proto::wire_kind::delta_batch, "payload bytes", "alice");
