@@ -239,6 +239,9 @@ load_router_v2(const store::environment& env, const learn::router_v2_config& cfg
 // Local only: shared pointers to models and rings that never leave the node.
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::actors::router_v2_handoff)
 
+// Local only: SONA's status for the gateway, and shared pointers to the
+// model, the trajectory ring and the scoped adapters handed between SONA and
+// the router of one process; never serialized.
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::actors::learn_status)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::actors::router_v2_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::actors::trajectory_ring_ptr)

@@ -139,5 +139,8 @@ engine_actor spawn_engine(caf::actor_system& sys, engine_tier tier);
 
 } // namespace shoal::actors
 
+// Local only: a generation job is a shared pointer the gateway's worker and
+// the engine share in one process (it carries the stream callback); the
+// statistics answer the gateway. Never serialized.
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::actors::generation_job_ptr)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::actors::engine_stats)

@@ -62,5 +62,7 @@ core::result<std::optional<engine::kv_policy>> load_kv_policy(store::environment
 
 } // namespace shoal::actors
 
+// Local only: the memory pool answers the gateway and the engines of this
+// process; neither type is ever serialized (no inspect overload needed).
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::actors::memory_stats)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::engine::kv_policy)

@@ -45,14 +45,15 @@ core::result<session> decode_session(std::string_view in) {
                  {std::move(r->kv_tier), r->kv_tokens, r->kv_pages}};
 }
 
-std::optional<std::string> check_session_id(std::string_view id) {
+core::error check_session_id(std::string_view id) {
   if (id.empty() || id.size() > 128)
-    return std::string("session_id must be 1-128 characters");
+    return {errc::invalid_argument, "session_id must be 1-128 characters", "session_id"};
   for (char c : id)
     if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == ':'
           || c == '-'))
-      return std::string("session_id may hold only letters, digits and . _ : -");
-  return std::nullopt;
+      return {errc::invalid_argument, "session_id may hold only letters, digits and . _ : -",
+              "session_id"};
+  return {};
 }
 
 core::result<std::shared_ptr<session_index>>

@@ -68,8 +68,9 @@ std::string encode(const session& s);
 /// Errors (corrupt_data): truncated or malformed bytes.
 core::result<session> decode_session(std::string_view bytes);
 
-/// Session ids: 1-128 characters of [A-Za-z0-9._:-]. The error text names the rule.
-std::optional<std::string> check_session_id(std::string_view id);
+/// Session ids: 1-128 characters of [A-Za-z0-9._:-]. Errors
+/// (invalid_argument, context "session_id"): the message names the rule.
+core::error check_session_id(std::string_view id);
 
 class session_index {
 public:

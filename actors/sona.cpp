@@ -51,7 +51,7 @@ struct background_result {
   double mean_loss = 0;
   uint32_t boundaries = 0;
   double ms = 0;
-  std::string error; ///< a checkpoint failure (the model is still swapped in)
+  core::error error; ///< a checkpoint failure (the model is still swapped in)
 };
 
 using trajectories_ptr = std::shared_ptr<const std::vector<learn::router_v2_trajectory>>;
@@ -59,6 +59,8 @@ using trajectories_ptr = std::shared_ptr<const std::vector<learn::router_v2_traj
 } // namespace
 } // namespace shoal::actors
 
+// Local only: SONA and its background trainer (one process) hand each other
+// the trained model and a shared batch of trajectories; never serialized.
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::actors::background_result)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::actors::trajectories_ptr)
 
@@ -109,7 +111,7 @@ caf::behavior trainer_actor(caf::stateful_actor<trainer_state>* self, learn::rou
         auto v = store::put_policy(*st.env, {"router/v2", "router", "background", conf, 0, now,
                                              encode_checkpoint(*res.model)});
         if (!v)
-          res.error = "checkpoint: " + v.err().message;
+          res.error = core::error(v.err().code, "checkpoint: " + v.err().message, v.err().context);
       }
       return res;
     },
@@ -268,9 +270,9 @@ struct sona_state {
           st.status.background_loss = r.mean_loss;
           st.status.background_ms = r.ms;
           st.status.task_boundaries += r.boundaries;
-          if (!r.error.empty()) {
-            st.status.last_error = r.error;
-            spdlog::error("sona: background run: {}", r.error);
+          if (r.error) {
+            st.status.last_error = r.error.message;
+            spdlog::error("sona: background run: {}", r.error.message);
           }
           st.publish(self);
           for (auto& rp : st.background_waiting)

@@ -109,5 +109,8 @@ bridge_handle spawn_bridge(caf::actor_system& sys, bridge_args args);
 
 } // namespace shoal::federation
 
+// Local only: envelopes go from the NATS callbacks to the bridge actor of
+// the same process (the wire carries their Cap'n Proto bytes), statistics
+// to the gateway; never serialized by CAF.
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::proto::envelope)
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(shoal::federation::federation_stats)

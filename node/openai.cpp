@@ -327,7 +327,7 @@ struct openai_api::impl {
       if (!sid->is_string())
         throw bad("session_id", "session_id must be a string");
       if (auto why = actors::check_session_id(sid->get_ref<const std::string&>()))
-        throw bad("session_id", *why);
+        throw bad(why.context, why.message);
       if (!sessions)
         throw bad("session_id", "sessions are not enabled on this node");
       p.session_id = sid->get<std::string>();
