@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Builds prompts.jsonl from Debian's package descriptions: real text that no
-# one here wrote. One JSON object per line: {"id", "text", "domain"} where
-#   id     = package name,
-#   text   = the package's Description (synopsis and long text, paragraph
-#            markers " ." removed, whitespace collapsed, cut at 2000 bytes),
-#   domain = its Section without an archive area prefix ("contrib/games" -> "games").
+# one here wrote. One JSON object per line: {"id", "text", "synopsis", "long",
+# "domain"} where
+#   id       = package name,
+#   text     = the package's Description (synopsis and long text, paragraph
+#              markers " ." removed, whitespace collapsed, cut at 2000 bytes),
+#   synopsis = its first line alone, long = the long text alone ("" if none),
+#              cleaned and cut the same way,
+#   domain   = its Section without an archive area prefix ("contrib/games" -> "games").
 # The synopsis comes from `apt-cache dumpavail`; the long text from apt's
 # Translation-en index (Debian ships long descriptions only there), joined by
 # Description-md5. Each package appears once (its first record), and the order
@@ -59,11 +62,14 @@ apt-cache dumpavail | perl -e '
       my $d = $rec{Description};
       my $m = $rec{"Description-md5"};
       $d .= $long{$m} if defined $m && defined $long{$m} && $d !~ /\n/;
-      $d =~ s/\n \.\n/\n/g; $d =~ s/\s+/ /g; $d =~ s/^ | $//g;
-      $d = substr($d, 0, 2000);
+      my ($syn, $lt) = split(/\n/, $d, 2);
+      $lt = "" unless defined $lt;
+      for ($d, $syn, $lt) {
+        s/\n \.\n/\n/g; s/\s+/ /g; s/^ | $//g; $_ = substr($_, 0, 2000);
+      }
       (my $sec = $rec{Section}) =~ s{.*/}{};
-      push @rows, sprintf("{\"id\":\"%s\",\"text\":\"%s\",\"domain\":\"%s\"}",
-                          esc($rec{Package}), esc($d), esc($sec));
+      push @rows, sprintf("{\"id\":\"%s\",\"text\":\"%s\",\"synopsis\":\"%s\",\"long\":\"%s\",\"domain\":\"%s\"}",
+                          esc($rec{Package}), esc($d), esc($syn), esc($lt), esc($sec));
     }
     %rec = (); $field = undef;
   }
