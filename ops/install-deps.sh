@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Installs every Debian package that Shoal's build, tests and benchmarks need.
 # Idempotent: when everything is already installed it prints nothing and exits 0.
-# Usage: ops/install-deps.sh            (as root, or with sudo available)
+# Usage: ops/install-deps.sh [--train]  (as root, or with sudo available)
+#   --train  also what training the tier models needs (ops/train-tiers.sh):
+#            Debian's PyTorch (CPU), SentencePiece and OpenBLAS. Without
+#            libopenblas0-pthread, PyTorch 1.13 runs on the generic reference
+#            BLAS, 2.5-7x slower (installing it switches the libblas.so.3
+#            alternative to OpenBLAS).
 set -euo pipefail
 
 packages=(
@@ -12,6 +17,9 @@ packages=(
   libtomlplusplus-dev libsodium-dev libbenchmark-dev libxxhash-dev libzstd-dev libicu-dev
   curl wrk openssl clang
 )
+if [[ ${1:-} == --train ]]; then
+  packages+=(python3-torch python3-sentencepiece python3-numpy libopenblas0-pthread)
+fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -26,7 +26,7 @@ while [[ $# -gt 0 ]]; do
     *) echo "train-tiers.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
   esac
 done
-ops/install-train-deps.sh
+ops/install-deps.sh --train
 py=/usr/bin/python3
 [[ -s prompts.jsonl ]] && grep -q '"long":' <(head -1 prompts.jsonl) || ops/make-prompts.sh
 [[ -s $corpus/train.jsonl ]] || $py ops/train/corpus.py prompts.jsonl "$corpus"
