@@ -6,7 +6,8 @@ with CORPUS_DIR/tokenizer.model (ops/train/tokenizer.py). Each document is
 rendered in ChatML as Shoal's chat template renders a one-turn chat
 (engine/chat_template.cpp) followed by the answer:
   <s><|im_start|>user\\n{prompt}<|im_end|>\\n<|im_start|>assistant\\n{reference}<|im_end|>
-and the documents are concatenated into one token stream, cut into windows of
+tokenized as llama.cpp and Shoal tokenize that text (see `encode`), and the
+documents are concatenated into one token stream, cut into windows of
 [train] context tokens (next-token loss on every position).
 
 Optimizer: AdamW with linear warm-up and cosine decay to lr·min_lr_ratio over
@@ -30,6 +31,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import time
 import tomllib
@@ -43,10 +45,27 @@ sys.path.insert(0, os.path.dirname(__file__))
 from model import config as model_config, llama  # noqa: E402
 
 
+SPECIAL = re.compile(r"(<\|im_start\|>|<\|im_end\|>)")
+
+
 def render(prompt: str, reference: str) -> str:
     """One training document in ChatML (without <s>, added as a token id)."""
     return (f"<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
             f"{reference}<|im_end|>")
+
+
+def encode(sp, text: str) -> list[int]:
+    """Token ids of `text` as llama.cpp's SPM tokenizer (and Shoal's,
+    engine/tokenizer.cpp) makes them: split at the ChatML symbols, each
+    symbol one token, each text fragment encoded on its own with the
+    dummy-prefix space (add_space_prefix). SentencePiece on the whole string
+    would instead put a lone '▁' before a leading symbol and none after one."""
+    ids = []
+    for part in SPECIAL.split(text):
+        if not part:
+            continue
+        ids.extend([sp.piece_to_id(part)] if SPECIAL.fullmatch(part) else sp.encode(part))
+    return ids
 
 
 def token_stream(sp, path: str, limit: int | None = None) -> np.ndarray:
@@ -58,7 +77,7 @@ def token_stream(sp, path: str, limit: int | None = None) -> np.ndarray:
                 break
             d = json.loads(line)
             ids.append(sp.bos_id())
-            ids.extend(sp.encode(render(d["prompt"], d["reference"])))
+            ids.extend(encode(sp, render(d["prompt"], d["reference"])))
     return np.asarray(ids, dtype=np.int64)
 
 
