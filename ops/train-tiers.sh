@@ -3,6 +3,7 @@
 #   1. ops/make-prompts.sh   the descriptions (prompts.jsonl), if missing
 #   2. ops/train/corpus.py   train / validation / evaluation split by package name
 #   3. ops/train/tokenizer.py  SentencePiece BPE vocabulary on the train split
+#                            (or models/tokenizer.model, when committed)
 #   4. ops/train/train.py    each [[tiers]] model of ops/train/tiers.toml in turn
 # Every step is skipped when its output exists, and training resumes from
 # its last checkpoint, so the script can be stopped at any moment and run
@@ -30,7 +31,16 @@ ops/install-deps.sh --train
 py=/usr/bin/python3
 [[ -s prompts.jsonl ]] && grep -q '"long":' <(head -1 prompts.jsonl) || ops/make-prompts.sh
 [[ -s $corpus/train.jsonl ]] || $py ops/train/corpus.py prompts.jsonl "$corpus"
-[[ -s $corpus/tokenizer.model ]] || $py ops/train/tokenizer.py "$corpus"
+# The committed vocabulary (models/tokenizer.model) is reused when there is
+# one, so models trained in different sessions share it (apt's package lists
+# change over time, and with them a freshly trained vocabulary).
+if [[ ! -s $corpus/tokenizer.model ]]; then
+  if [[ -s models/tokenizer.model ]]; then
+    cp models/tokenizer.model "$corpus/tokenizer.model"
+  else
+    $py ops/train/tokenizer.py "$corpus"
+  fi
+fi
 if [[ ${#tiers[@]} -eq 0 ]]; then
   mapfile -t tiers < <($py -c 'import tomllib; [print(t["name"]) for t in tomllib.load(open("ops/train/tiers.toml", "rb"))["tiers"]]')
 fi

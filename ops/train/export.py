@@ -17,11 +17,17 @@ tokens), with ChatML as the chat template. `general.*` records where the
 model comes from: the data source, training tokens, validation loss and
 perplexity (from the tier's done.json).
 
+With --manifest, the file's entry in that JSON manifest (models/manifest.json)
+is added or replaced: file name, sha256, type, parameters, tokens seen,
+validation perplexity and training time.
+
 Usage: ops/train/export.py CORPUS_DIR OUT_DIR TIER GGUF [--type f32|f16]
+                           [--manifest PATH]
 Errors: a tier that has not finished training (no done.json) stops with a
 message naming it.
 """
 import argparse
+import hashlib
 import json
 import os
 import struct
@@ -97,6 +103,31 @@ def vocabulary(sp):
     return tokens, scores, types
 
 
+def update_manifest(path: str, gguf: str, kind: str, done: dict):
+    """Adds or replaces `gguf`'s entry in the manifest at `path`."""
+    entries = []
+    if os.path.exists(path):
+        with open(path) as f:
+            entries = json.load(f)["models"]
+    h = hashlib.sha256()
+    with open(gguf, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    entry = {"file": os.path.basename(gguf), "sha256": h.hexdigest(), "type": kind,
+             "tier": done["tier"], "non_embedding_parameters": done["non_embedding_parameters"],
+             "parameters": done["parameters"], "tokens_seen": done["tokens_seen"],
+             "validation_perplexity": round(done["validation_perplexity"], 3),
+             "training_seconds": done["training_seconds"]}
+    entries = [e for e in entries if e["file"] != entry["file"]] + [entry]
+    entries.sort(key=lambda e: (e["parameters"], e["file"]))
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"source": "ops/train-tiers.sh (hyper-parameters: ops/train/tiers.toml)",
+                   "models": entries}, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("corpus_dir")
@@ -104,6 +135,7 @@ def main() -> int:
     ap.add_argument("tier")
     ap.add_argument("gguf")
     ap.add_argument("--type", choices=sorted(FILE_TYPE), default="f16")
+    ap.add_argument("--manifest", default=None)
     ap.add_argument("--config", default=os.path.join(os.path.dirname(__file__), "tiers.toml"))
     args = ap.parse_args()
     with open(args.config, "rb") as f:
@@ -198,6 +230,8 @@ def main() -> int:
         for b in blobs:
             f.write(b)
     os.replace(tmp, args.gguf)
+    if args.manifest:
+        update_manifest(args.manifest, args.gguf, args.type, done)
     print(f"export: {args.gguf} ({args.type}, {os.path.getsize(args.gguf) / 1e6:.1f} MB, "
           f"{len(tensors)} tensors)", file=sys.stderr)
     return 0
