@@ -627,8 +627,11 @@ int32_t sampler::draw(const kept_set& kept, float max_logit, bool probs_is_t1) {
   return draw_from_list(kept.n, max_logit);
 }
 
-core::result<sampled_token> sampler::sample(std::span<const float> logits,
-                                            std::span<const int32_t> history) {
+/// The raw part shared by `sample` and `score`: sanitizes the logits into
+/// work_, computes the raw log-softmax (probs_ holds the softmax after) and
+/// fills out.top_logprobs. Errors: logits of the wrong size, none finite.
+core::result<sampler::raw_scores> sampler::score_raw(std::span<const float> logits,
+                                                     sampled_token& out) {
   const size_t n = work_.size();
   if (logits.size() != n)
     return core::error{errc::invalid_argument, "sampler: got " + std::to_string(logits.size())
@@ -637,20 +640,45 @@ core::result<sampled_token> sampler::sample(std::span<const float> logits,
   const logit_range raw = sanitize(logits.data(), work_.data(), n);
   if (raw.max == ninf)
     return core::error{errc::invalid_argument, "sampler: every logit is -inf or NaN"};
-
   // Raw log-softmax: log p_i = (l_i - max) + log p_max, exact to float
   // rounding even where p_i itself underflows.
   softmax_floored(probs_, work_, raw);
-  const float log_p_max = std::log(probs_[static_cast<size_t>(raw.argmax)]);
-  auto raw_logprob = [&](float l) { return std::min(0.0f, (l - raw.max) + log_p_max); };
-  sampled_token out;
+  const raw_scores rs{raw.min, raw.max, raw.argmax,
+                      std::log(probs_[static_cast<size_t>(raw.argmax)])};
   if (params_.n_logprobs > 0) {
     const size_t k = std::min(n, static_cast<size_t>(params_.n_logprobs));
     select_top_k(work_.data(), n, k, cands_.data()); // cands_ holds >= min(n, 1025)
     out.top_logprobs.reserve(k);
     for (size_t i = 0; i < k; ++i)
-      out.top_logprobs.emplace_back(id_of(cands_[i].key), raw_logprob(cands_[i].logit));
+      out.top_logprobs.emplace_back(id_of(cands_[i].key), rs.logprob(cands_[i].logit));
   }
+  return rs;
+}
+
+core::result<sampled_token> sampler::score(std::span<const float> logits, int32_t id) {
+  const size_t n = work_.size();
+  if (id < 0 || static_cast<size_t>(id) >= n)
+    return core::error{errc::invalid_argument, "sampler: token " + std::to_string(id)
+                                                 + " is outside the vocabulary of "
+                                                 + std::to_string(n)};
+  sampled_token out;
+  auto rs = score_raw(logits, out);
+  if (!rs)
+    return std::move(rs).err();
+  out.id = id;
+  out.logprob = rs->logprob(sanitize1(logits[static_cast<size_t>(id)]));
+  return out;
+}
+
+core::result<sampled_token> sampler::sample(std::span<const float> logits,
+                                            std::span<const int32_t> history) {
+  const size_t n = work_.size();
+  sampled_token out;
+  auto scores = score_raw(logits, out);
+  if (!scores)
+    return std::move(scores).err();
+  const raw_scores& rs = *scores;
+  const logit_range raw{rs.min, rs.max, rs.argmax};
 
   logit_range range = raw;
   const bool penalised = apply_penalties(work_, history);
@@ -687,7 +715,7 @@ core::result<sampled_token> sampler::sample(std::span<const float> logits,
   } else {
     out.id = draw_dense(max_logit, ninf, n, !penalised); // everything
   }
-  out.logprob = raw_logprob(sanitize1(logits[static_cast<size_t>(out.id)]));
+  out.logprob = rs.logprob(sanitize1(logits[static_cast<size_t>(out.id)]));
   return out;
 }
 

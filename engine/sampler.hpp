@@ -27,6 +27,7 @@
 
 #include "core/error.hpp"
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <random>
@@ -181,6 +182,15 @@ public:
   core::result<sampled_token> sample(std::span<const float> logits,
                                      std::span<const int32_t> history);
 
+  /// Scores a given token instead of drawing one (prompt logprobs, OpenAI
+  /// completions' `echo`): the raw log-probability of `id` under `logits`
+  /// and the `n_logprobs` best tokens, exactly as `sample` reports them for
+  /// the token it draws (no penalties, truncation or temperature). Does not
+  /// advance the generator.
+  /// @return an error if logits.size() != n_vocab, id is outside
+  /// [0, n_vocab) or no logit is finite.
+  core::result<sampled_token> score(std::span<const float> logits, int32_t id);
+
   /// The chain's first stage on its own: applies this sampler's repetition,
   /// frequency and presence penalties to `logits` in place, over the last
   /// `penalty_last_n` tokens of `history` (ids outside [0, n_vocab) are
@@ -207,6 +217,13 @@ private:
   };
 
   // Stages of `sample`; each documented in sampler.cpp.
+  struct raw_scores {
+    float min, max;  ///< range of the sanitized logits (max == -inf: none finite)
+    int32_t argmax;  ///< its id
+    float log_p_max; ///< log-softmax of the argmax
+    float logprob(float l) const noexcept { return std::min(0.0f, (l - max) + log_p_max); }
+  };
+  core::result<raw_scores> score_raw(std::span<const float> logits, sampled_token& out);
   size_t truncate_sorted(size_t n_cands, float max_logit, float min_logit);
   kept_set truncate_top_p_full(float max_logit, float min_logit, int32_t argmax);
   int32_t draw(const kept_set& kept, float max_logit, bool probs_is_t1);

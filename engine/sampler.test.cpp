@@ -758,3 +758,38 @@ TEST_CASE("stop_matcher: rejects too many, empty and too long stop strings") {
     stop_matcher::create(std::vector<std::string>{std::string(max_stop_bytes, 'x'), "a", "b", "c"})
       .ok());
 }
+
+TEST_CASE("sampler: score reports a given token as sample reports the one it draws") {
+  const auto logits = random_logits(5000, 7);
+  sampling_params p;
+  p.temperature = 0.8f;
+  p.top_k = 40;
+  p.repetition_penalty = 1.3f; // scoring ignores penalties, as the reported logprob does
+  p.n_logprobs = 5;
+  p.seed = 11;
+  sampler s = make(p, logits.size());
+  const std::vector<int32_t> history = {1, 2, 3};
+  auto drawn = s.sample(logits, history);
+  REQUIRE(drawn);
+  auto scored = s.score(logits, drawn->id);
+  REQUIRE(scored);
+  CHECK(scored->id == drawn->id);
+  CHECK(scored->logprob == drawn->logprob);
+  CHECK(scored->top_logprobs == drawn->top_logprobs);
+  const auto ref = softmax_ref(logits);
+  for (int32_t id : {0, 17, 4999}) {
+    auto r = s.score(logits, id);
+    REQUIRE(r);
+    CHECK(r->logprob == doctest::Approx(std::log(ref[static_cast<size_t>(id)])).epsilon(1e-5));
+  }
+  auto again = s.sample(logits, history); // score did not advance the generator
+  sampler fresh = make(p, logits.size());
+  REQUIRE(fresh.sample(logits, history));
+  auto second = fresh.sample(logits, history);
+  REQUIRE(again);
+  REQUIRE(second);
+  CHECK(again->id == second->id);
+  CHECK_FALSE(s.score(logits, -1));
+  CHECK_FALSE(s.score(logits, 5000));
+  CHECK_FALSE(s.score(std::vector<float>(10, 0.0f), 1));
+}

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 
 namespace shoal::engine {
 
@@ -31,6 +32,11 @@ struct scheduler::sequence {
   int32_t next = -1; ///< sampled token not yet in the cache
   uint32_t generated = 0;
   int32_t n_logprobs = 0;
+  bool prompt_only = false;
+  bool prompt_logprobs = false;
+  /// With prompt_logprobs: one report per prompt token, filled as the
+  /// prefill's logits arrive; moved into the first event.
+  std::vector<token_report> prompt_report;
 
   uint32_t cached = 0;       ///< prompt tokens adopted from the prefix cache
   uint32_t memory_waits = 0; ///< steps this sequence waited for KV memory
@@ -39,8 +45,15 @@ struct scheduler::sequence {
            uint32_t n_ctx, sampler s, stop_matcher st, const tokenizer& tok)
     : id(id_), max_tokens(r.max_tokens), ignore_eos(r.ignore_eos), prompt(std::move(p)),
       cache(pool, n_ctx), smp(std::move(s)), stops(std::move(st)), decoder(tok),
-      n_logprobs(r.sampling.n_logprobs) {
+      n_logprobs(r.sampling.n_logprobs), prompt_only(r.prompt_only),
+      prompt_logprobs(r.prompt_logprobs) {
     cache.set_important(r.important);
+    if (prompt_logprobs) {
+      prompt_report.resize(prompt.size());
+      prompt_report[0].id = prompt[0];
+      prompt_report[0].piece = std::string(tok.token_to_piece(prompt[0]));
+      prompt_report[0].logprob = std::numeric_limits<float>::quiet_NaN();
+    }
   }
 
   bool prefilling() const noexcept { return n_prefilled < prompt.size(); }
@@ -66,12 +79,13 @@ core::result<uint32_t> scheduler::submit(uint64_t id, const generation_request& 
   auto prompt = tok_->encode(req.prompt, req.add_special, req.parse_special);
   if (prompt.empty())
     return core::error{errc::invalid_argument, "the prompt is empty"};
-  if (prompt.size() >= cfg_.n_ctx)
+  // A prompt-only request needs no room for a next token.
+  if (prompt.size() >= cfg_.n_ctx + (req.prompt_only ? 1 : 0))
     return core::error{errc::invalid_argument, "the prompt has " + std::to_string(prompt.size())
                                                  + " tokens, but the model's context holds "
                                                  + std::to_string(cfg_.n_ctx)
                                                  + " (prompt and completion together)"};
-  if (req.max_tokens > 0 && prompt.size() + req.max_tokens > cfg_.n_ctx)
+  if (!req.prompt_only && req.max_tokens > 0 && prompt.size() + req.max_tokens > cfg_.n_ctx)
     return core::error{errc::invalid_argument,
                        "the prompt has " + std::to_string(prompt.size())
                          + " tokens and max_tokens is " + std::to_string(req.max_tokens)
@@ -132,7 +146,8 @@ bool scheduler::cancel(uint64_t id) {
 void scheduler::admit() {
   while (!waiting_.empty() && running_.size() < cfg_.max_sequences) {
     auto& s = waiting_.front();
-    if (s->cache.n_tokens() == 0 && s->n_prefilled == 0) {
+    // Prompt logprobs need the logits of every prompt position: no prefix hits.
+    if (s->cache.n_tokens() == 0 && s->n_prefilled == 0 && !s->prompt_logprobs) {
       s->n_prefilled = s->cache.adopt_prefix(s->prompt);
       s->cached = static_cast<uint32_t>(s->n_prefilled);
     }
@@ -154,7 +169,14 @@ std::vector<sequence_event> scheduler::step() {
   // queue (its pages released) while others run and free memory; one that
   // is decoding, or alone, fails with the reason.
   std::vector<batch_token> batch;
-  std::vector<sequence*> wants_logits;
+  // One per logits row, in batch order: the sequence and the prompt index
+  // the row's logits score (prompt logprobs), or -1: sample the next token.
+  struct logits_row {
+    sequence* s;
+    int64_t target;
+  };
+  std::vector<logits_row> rows;
+  std::vector<sequence*> prompt_done; // prompt-only sequences whose prefill ends this step
   std::vector<uint64_t> out_of_memory, requeue;
   size_t budget = cfg_.max_batch;
   bool has_prefill = false;
@@ -170,7 +192,7 @@ std::vector<sequence_event> scheduler::step() {
         continue;
       }
       batch.push_back({s->next, &s->cache, true});
-      wants_logits.push_back(s.get());
+      rows.push_back({s.get(), -1});
       --budget;
     }
   for (auto& s : running_) {
@@ -184,10 +206,14 @@ std::vector<sequence_event> scheduler::step() {
       continue;
     }
     for (size_t i = 0; i < n; ++i) {
-      bool last = s->n_prefilled + i + 1 == s->prompt.size();
-      batch.push_back({s->prompt[s->n_prefilled + i], &s->cache, last});
-      if (last)
-        wants_logits.push_back(s.get());
+      const size_t pos = s->n_prefilled + i;
+      const bool last = pos + 1 == s->prompt.size();
+      const bool want = last ? !s->prompt_only : s->prompt_logprobs;
+      batch.push_back({s->prompt[pos], &s->cache, want});
+      if (want)
+        rows.push_back({s.get(), last ? -1 : static_cast<int64_t>(pos + 1)});
+      if (last && s->prompt_only)
+        prompt_done.push_back(s.get());
     }
     s->n_prefilled += n;
     budget -= n;
@@ -217,7 +243,7 @@ std::vector<sequence_event> scheduler::step() {
     return events;
 
   const size_t V = model_->hparams().n_vocab;
-  logits_.resize(wants_logits.size() * V);
+  logits_.resize(rows.size() * V);
   auto t0 = std::chrono::steady_clock::now();
   auto r = ctx_.eval(batch, logits_);
   auto ns = static_cast<uint64_t>(
@@ -228,7 +254,14 @@ std::vector<sequence_event> scheduler::step() {
   (has_prefill ? stats_.prefill_ns : stats_.decode_ns) += ns;
   if (!r) {
     // A batch error is a bug or a resource problem: fail every sequence in it.
-    for (auto* s : wants_logits) {
+    std::vector<sequence*> in_batch;
+    for (const auto& row : rows)
+      if (std::find(in_batch.begin(), in_batch.end(), row.s) == in_batch.end())
+        in_batch.push_back(row.s);
+    for (auto* s : prompt_done)
+      if (std::find(in_batch.begin(), in_batch.end(), s) == in_batch.end())
+        in_batch.push_back(s);
+    for (auto* s : in_batch) {
       sequence_event e;
       e.id = s->id;
       e.error = r.err();
@@ -243,15 +276,51 @@ std::vector<sequence_event> scheduler::step() {
     s->cache.migrate();
 
   std::vector<uint64_t> finished;
-  for (size_t k = 0; k < wants_logits.size(); ++k) {
-    sequence& s = *wants_logits[k];
+  auto failed = [&](const sequence& s) {
+    return std::find(finished.begin(), finished.end(), s.id) != finished.end();
+  };
+  auto first_event = [&](sequence& s) {
     sequence_event e;
     e.id = s.id;
     e.prompt_tokens = static_cast<uint32_t>(s.prompt.size());
     e.cached_tokens = s.cached;
+    stats_.prompt_tokens += s.prompt.size() - s.cached;
+    stats_.cached_tokens += s.cached;
+    e.prompt_logprobs = std::move(s.prompt_report);
+    return e;
+  };
+  for (size_t k = 0; k < rows.size(); ++k) {
+    sequence& s = *rows[k].s;
+    if (failed(s))
+      continue;
+    if (rows[k].target >= 0) {
+      // Prompt logprobs: this row's logits score the next prompt token.
+      const auto t = static_cast<size_t>(rows[k].target);
+      auto scored = s.smp.score({&logits_[k * V], V}, s.prompt[t]);
+      if (!scored) {
+        sequence_event e;
+        e.id = s.id;
+        e.error = scored.err();
+        finished.push_back(s.id);
+        events.push_back(std::move(e));
+        continue;
+      }
+      token_report& rep = s.prompt_report[t];
+      rep.id = s.prompt[t];
+      rep.piece = std::string(tok_->token_to_piece(rep.id));
+      rep.logprob = scored->logprob;
+      rep.top_logprobs.clear(); // a requeued prefill scores the prompt again
+      for (const auto& [id, lp] : scored->top_logprobs)
+        rep.top_logprobs.emplace_back(std::string(tok_->token_to_piece(id)), lp);
+      continue;
+    }
+    sequence_event e;
     if (s.next < 0) {
-      stats_.prompt_tokens += s.prompt.size() - s.cached;
-      stats_.cached_tokens += s.cached;
+      e = first_event(s);
+    } else {
+      e.id = s.id;
+      e.prompt_tokens = static_cast<uint32_t>(s.prompt.size());
+      e.cached_tokens = s.cached;
     }
     auto tok = s.smp.sample({&logits_[k * V], V}, s.cache.tokens());
     if (!tok) {
@@ -293,6 +362,14 @@ std::vector<sequence_event> scheduler::step() {
     e.completion_tokens = s.generated;
     if (e.finish != finish_reason::none)
       finished.push_back(s.id);
+    events.push_back(std::move(e));
+  }
+  for (auto* s : prompt_done) {
+    if (failed(*s))
+      continue;
+    sequence_event e = first_event(*s);
+    e.finish = finish_reason::length;
+    finished.push_back(s->id);
     events.push_back(std::move(e));
   }
   for (auto id : finished)

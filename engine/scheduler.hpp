@@ -35,6 +35,15 @@ struct generation_request {
   /// Most tokens to generate; 0 = until the context is full. Default: 16
   /// (OpenAI's completions default).
   uint32_t max_tokens = 16;
+  /// Generate nothing: prefill the prompt, report it (and its logprobs when
+  /// `prompt_logprobs`) and finish with finish_reason::length (OpenAI
+  /// completions' max_tokens 0, as lm-evaluation-harness scores text).
+  bool prompt_only = false;
+  /// Report every prompt token's log-probability given the tokens before it
+  /// (and `sampling.n_logprobs` alternatives) in the sequence's first event.
+  /// Such a sequence computes logits at every prompt position and does not
+  /// take its prompt from the prefix cache.
+  bool prompt_logprobs = false;
   std::vector<std::string> stop;
   /// Keep going after an end-of-generation token (benchmarks).
   bool ignore_eos = false;
@@ -64,6 +73,11 @@ struct sequence_event {
   uint32_t prompt_tokens = 0, completion_tokens = 0;
   /// Prompt tokens whose KV came from the prefix cache (not prefilled).
   uint32_t cached_tokens = 0;
+  /// With generation_request::prompt_logprobs, in the sequence's first
+  /// event: one report per prompt token, in order (special tokens such as
+  /// BOS included). The first token has no context: its logprob is NaN and
+  /// it has no alternatives.
+  std::vector<token_report> prompt_logprobs;
 };
 
 /// Scheduler limits.

@@ -4,6 +4,8 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <map>
 #include <random>
@@ -46,6 +48,7 @@ generation_request greedy(std::string prompt, uint32_t max_tokens) {
 struct run_result {
   std::map<uint64_t, std::vector<int32_t>> tokens;
   std::map<uint64_t, sequence_event> last;
+  std::map<uint64_t, std::vector<token_report>> prompt_logprobs;
   size_t steps = 0;
 };
 
@@ -56,6 +59,8 @@ run_result run(scheduler& s) {
     for (auto& e : s.step()) {
       if (e.token)
         out.tokens[e.id].push_back(e.token->id);
+      if (!e.prompt_logprobs.empty())
+        out.prompt_logprobs[e.id] = e.prompt_logprobs;
       out.last[e.id] = e;
     }
   }
@@ -165,4 +170,94 @@ TEST_CASE("scheduler: a repeated prompt takes its full pages from the prefix cac
   CHECK(second.last[2].cached_tokens > 0);
   CHECK(second.last[2].cached_tokens < second.last[2].prompt_tokens);
   CHECK(second.tokens[2] == first.tokens[1]); // same prompt, same greedy answer
+}
+
+namespace {
+
+/// log-softmax of every prompt position through context::eval (all logits),
+/// in double: ref[t] = log p(prompt[t] | prompt[<t]) for t >= 1.
+std::vector<double> reference_logprobs(const tiny_model& t, const std::vector<int32_t>& prompt) {
+  const size_t V = t.m->hparams().n_vocab;
+  kv_cache cache(t.m->hparams(), prompt.size() + 1);
+  context ctx(t.m, prompt.size(), nullptr);
+  std::vector<float> logits(prompt.size() * V);
+  REQUIRE(ctx.eval(cache, prompt, logits, true));
+  std::vector<double> ref(prompt.size(), 0.0);
+  for (size_t p = 0; p + 1 < prompt.size(); ++p) {
+    const float* l = &logits[p * V];
+    double mx = *std::max_element(l, l + V), sum = 0;
+    for (size_t i = 0; i < V; ++i)
+      sum += std::exp(static_cast<double>(l[i]) - mx);
+    ref[p + 1] = static_cast<double>(l[prompt[p + 1]]) - mx - std::log(sum);
+  }
+  return ref;
+}
+
+} // namespace
+
+TEST_CASE("scheduler: prompt logprobs equal the model's log-softmax at every prompt position") {
+  tiny_model t;
+  const std::string text = "a library for parsing GNU C compiler output on embedded targets";
+  const auto prompt = t.tok->encode(text, true, true);
+  REQUIRE(prompt.size() > 8);
+  const auto ref = reference_logprobs(t, prompt);
+  for (uint32_t max_batch : {256u, 3u}) { // one chunk, and chunked prefill
+    CAPTURE(max_batch);
+    scheduler_config cfg;
+    cfg.n_ctx = 128;
+    cfg.max_batch = max_batch;
+    scheduler s(t.m, t.tok, cfg, nullptr);
+    auto req = greedy(text, 4);
+    req.prompt_logprobs = true;
+    req.sampling.n_logprobs = 3;
+    REQUIRE(s.submit(1, req).ok());
+    REQUIRE(s.submit(2, greedy(text, 4)).ok()); // the same without prompt logprobs
+    auto r = run(s);
+    REQUIRE(r.prompt_logprobs[1].size() == prompt.size());
+    CHECK(r.prompt_logprobs.count(2) == 0);
+    const auto& rep = r.prompt_logprobs[1];
+    CHECK(std::isnan(rep[0].logprob));
+    CHECK(rep[0].top_logprobs.empty());
+    for (size_t i = 1; i < prompt.size(); ++i) {
+      CAPTURE(i);
+      CHECK(rep[i].id == prompt[i]);
+      CHECK(rep[i].piece == t.tok->token_to_piece(prompt[i]));
+      CHECK(rep[i].logprob == doctest::Approx(ref[i]).epsilon(1e-4));
+      REQUIRE(rep[i].top_logprobs.size() == 3);
+      CHECK(rep[i].top_logprobs[0].second >= rep[i].logprob - 1e-6f);
+    }
+    CHECK(r.tokens[1] == r.tokens[2]); // scoring the prompt leaves generation alone
+    CHECK(r.last[1].cached_tokens == 0);
+  }
+}
+
+TEST_CASE("scheduler: a prompt-only request generates nothing and may fill the whole context") {
+  tiny_model t;
+  scheduler_config cfg;
+  cfg.n_ctx = 16;
+  scheduler s(t.m, t.tok, cfg, nullptr);
+  std::string text;
+  std::vector<int32_t> prompt;
+  const std::string source = "the quick brown fox jumps over the lazy dog and keeps running";
+  for (char c : source) { // grow a character at a time to exactly n_ctx tokens
+    text += c;
+    prompt = t.tok->encode(text, true, true);
+    if (prompt.size() >= cfg.n_ctx)
+      break;
+  }
+  REQUIRE(prompt.size() == cfg.n_ctx);
+  auto req = greedy(text, 0);
+  req.prompt_only = true;
+  req.prompt_logprobs = true;
+  REQUIRE(s.submit(1, req).ok());
+  CHECK_FALSE(s.submit(2, greedy(text, 0)).ok()); // generating needs room for one more
+  auto r = run(s);
+  CHECK(r.tokens.count(1) == 0);
+  CHECK(r.last[1].finish == finish_reason::length);
+  CHECK(r.last[1].completion_tokens == 0);
+  CHECK(r.last[1].prompt_tokens == cfg.n_ctx);
+  CHECK(r.prompt_logprobs[1].size() == cfg.n_ctx);
+  CHECK(s.stats().generated_tokens == 0);
+  CHECK(s.stats().prompt_tokens == cfg.n_ctx);
+  CHECK(s.idle());
 }

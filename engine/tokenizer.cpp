@@ -1160,4 +1160,26 @@ std::string_view stream_decoder::finish() {
   return out_;
 }
 
+std::vector<size_t> token_offsets(const tokenizer& tok, std::string_view text,
+                                  std::span<const int32_t> ids) {
+  std::vector<size_t> out;
+  out.reserve(ids.size());
+  size_t pos = 0;
+  for (int32_t id : ids) {
+    std::string_view piece = tok.token_to_piece(id);
+    const std::string_view rest = text.substr(pos);
+    out.push_back(pos);
+    if (!piece.empty() && rest.starts_with(piece)) {
+      pos += piece.size();
+    } else if (piece.size() > 1 && piece.front() == ' ' && rest.starts_with(piece.substr(1))) {
+      pos += piece.size() - 1; // the added space prefix
+    } else if (tok.type(id) == token_type::control || tok.type(id) == token_type::unknown) {
+      // BOS / EOS and other specials the tokenizer added: not in the text.
+    } else {
+      pos = std::min(text.size(), pos + piece.size());
+    }
+  }
+  return out;
+}
+
 } // namespace shoal::engine

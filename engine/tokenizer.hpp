@@ -189,6 +189,18 @@ private:
   std::shared_ptr<const impl> impl_;
 };
 
+/// Where each token of `ids` = tok.encode(text, ...) starts in `text`, as
+/// byte offsets (OpenAI completions' `text_offset` for echoed prompts).
+/// Aligns each token's piece (token_to_piece) to the text from where the
+/// previous one ended: a piece found there starts there; so does one whose
+/// leading space the tokenizer added (SentencePiece's space prefix, at the
+/// start and after control tokens); a BOS/EOS or other special token whose
+/// text is not there takes the current offset without advancing; a byte
+/// token or any other mismatch advances by its length (clamped to the text).
+/// Offsets never decrease and are <= text.size(). Thread-safe (pure).
+std::vector<size_t> token_offsets(const tokenizer& tok, std::string_view text,
+                                  std::span<const int32_t> ids);
+
 /// Turns a stream of token ids into UTF-8 text as it is generated: each
 /// `push` returns the text that is complete so far, holding back the bytes
 /// of a multi-byte character whose remaining bytes may come with a later

@@ -485,3 +485,29 @@ TEST_CASE("tokenizer: bad vocabularies give clear errors") {
   CHECK(vocab_error(v).find("there is no BOS token") != std::string::npos);
   CHECK(vocab_error(vocab{}).find("no tokens") != std::string::npos);
 }
+
+TEST_CASE("tokenizer: token_offsets place every token of a prompt at its text") {
+  const tokenizer tok = load_vocab("llama-spm");
+  const std::string text = "Hi</s>there, a library for \xF0\x9F\xA6\x99 parsing";
+  const auto ids = tok.encode(text, true, true);
+  const auto off = token_offsets(tok, text, ids);
+  REQUIRE(off.size() == ids.size());
+  CHECK(off[0] == 0); // BOS: not in the text
+  for (size_t i = 1; i < ids.size(); ++i) {
+    CAPTURE(i);
+    CHECK(off[i] >= off[i - 1]);
+    CHECK(off[i] <= text.size());
+    std::string piece(tok.token_to_piece(ids[i]));
+    if (tok.type(ids[i]) == token_type::byte)
+      continue;
+    if (off[i] == 0 || text.compare(off[i], piece.size(), piece) != 0)
+      piece.erase(0, 1); // the space prefix
+    CHECK(text.compare(off[i], piece.size(), piece) == 0);
+  }
+  // The emoji's four byte tokens cover its four bytes, and "parsing" follows.
+  const size_t emoji = text.find("\xF0");
+  const size_t k = static_cast<size_t>(std::find(off.begin(), off.end(), emoji) - off.begin());
+  REQUIRE(k + 4 < off.size());
+  CHECK(off[k + 4] == emoji + 4);
+  CHECK(off.back() == text.find("parsing") - 1); // "▁parsing" begins at its space
+}

@@ -311,6 +311,7 @@ struct openai_api::impl {
     bool chat = false;
     int logprobs = 0; ///< completions: top-n count; chat: 1 + top_logprobs when on
     bool want_logprobs = false;
+    bool echo = false;        ///< completions: the prompt comes back before the completion
     std::string session_id;   ///< extension: the conversation this turn belongs to
     std::string user;         ///< OpenAI's end-user id
     std::string session_text; ///< what the turn is about (last user message / prompt)
@@ -362,20 +363,21 @@ struct openai_api::impl {
       text = (*prompt)[0].get<std::string>();
     else
       throw bad("prompt", "prompt must be a string (or an array of one string)");
-    if (boolean(body, "echo", false))
-      throw bad("echo", "echo is not supported");
+    p.echo = boolean(body, "echo", false);
     p.req.sampling = sampling(body);
     std::tie(p.tier, p.route_id) = pick_tier(body, text, &p.req.sampling);
     const auto& t = serving_tier(p.tier);
     p.req.prompt = std::move(text);
     p.req.add_special = true;
     p.req.max_tokens = static_cast<uint32_t>(integer(body, "max_tokens", 16, 0, t.n_ctx));
+    p.req.prompt_only = p.req.max_tokens == 0; // OpenAI: nothing generated
     p.req.stop = stop_list(body);
     p.req.ignore_eos = boolean(body, "ignore_eos", false);
     session_fields(body, p, p.req.prompt);
     p.logprobs = static_cast<int>(integer(body, "logprobs", -1, 0, 5));
     p.want_logprobs = p.logprobs >= 0;
     p.req.sampling.n_logprobs = std::max(0, p.logprobs);
+    p.req.prompt_logprobs = p.echo && p.want_logprobs;
     stream_flags(body, p);
     return p;
   }
@@ -476,6 +478,31 @@ struct openai_api::impl {
       top[piece] = v;
     lp["top_logprobs"].push_back(top);
     lp["text_offset"].push_back(offset);
+  }
+
+  /// Echo (completions): the prompt tokens' logprobs, in front of the
+  /// completion's. The BOS the tokenizer added is not in the prompt text and
+  /// is left out; a first token without context has null logprobs.
+  void add_prompt_logprobs(json& lp, const parsed& p,
+                           const std::vector<engine::token_report>& prompt) const {
+    const auto& tok = *tiers[p.tier].tokenizer;
+    std::vector<int32_t> ids;
+    ids.reserve(prompt.size());
+    for (const auto& t : prompt)
+      ids.push_back(t.id);
+    const auto offsets = engine::token_offsets(tok, p.req.prompt, ids);
+    for (size_t i = 0; i < prompt.size(); ++i) {
+      if (i == 0 && p.req.add_special && prompt[i].id == tok.bos())
+        continue;
+      if (std::isnan(prompt[i].logprob)) {
+        lp["tokens"].push_back(prompt[i].piece);
+        lp["token_logprobs"].push_back(nullptr);
+        lp["top_logprobs"].push_back(nullptr);
+        lp["text_offset"].push_back(offsets[i]);
+      } else {
+        add_completion_logprobs(lp, prompt[i], offsets[i]);
+      }
+    }
   }
 
   static json empty_completion_logprobs() {
@@ -588,9 +615,10 @@ struct openai_api::impl {
     auto self = this;
     auto sent_role = std::make_shared<bool>(false);
     auto offset = std::make_shared<size_t>(0);
+    auto echoed = std::make_shared<bool>(!p.echo);
     res.set_chunked_content_provider(
       "text/event-stream",
-      [self, p, job, chunk, sent_role, offset, id, created, model,
+      [self, p, job, chunk, sent_role, offset, echoed, id, created, model,
        prompt_tokens](size_t, httplib::DataSink& sink) {
         auto write = [&](const std::string& s) { return sink.write(s.data(), s.size()); };
         if (p.chat && !*sent_role) {
@@ -629,14 +657,23 @@ struct openai_api::impl {
             return true;
           }
           bool last = e->finish != engine::finish_reason::none;
+          const bool echo = !*echoed; // the echo goes out once, with the first event
+          if (echo) {
+            *echoed = true;
+            e->text.insert(0, p.req.prompt);
+          }
           if (!e->text.empty() || last || (p.want_logprobs && e->token)) {
             json choice = {{"index", 0}, {"logprobs", nullptr}};
-            if (p.want_logprobs && e->token) {
+            if (p.want_logprobs && (e->token || echo)) {
               if (p.chat) {
                 choice["logprobs"] = {{"content", json::array({logprob_entry(*e->token)})}};
               } else {
                 json lp = empty_completion_logprobs();
-                add_completion_logprobs(lp, *e->token, *offset);
+                if (echo)
+                  self->add_prompt_logprobs(lp, p, e->prompt_logprobs);
+                if (e->token)
+                  add_completion_logprobs(lp, *e->token,
+                                          *offset + (echo ? p.req.prompt.size() : 0));
                 choice["logprobs"] = lp;
               }
             }
@@ -681,6 +718,8 @@ struct openai_api::impl {
     json lp_cmpl = empty_completion_logprobs();
     engine::finish_reason finish = engine::finish_reason::none;
     uint32_t completion = 0, cached = 0;
+    if (p.echo)
+      text = p.req.prompt;
     for (;;) {
       auto e = job->stream->next(generation_timeout());
       if (!e) {
@@ -694,6 +733,8 @@ struct openai_api::impl {
         return send_api_error(res, err);
       }
       cached = e->cached_tokens;
+      if (p.want_logprobs && !e->prompt_logprobs.empty())
+        add_prompt_logprobs(lp_cmpl, p, e->prompt_logprobs);
       if (p.want_logprobs && e->token) {
         if (p.chat)
           lp_chat.push_back(logprob_entry(*e->token));

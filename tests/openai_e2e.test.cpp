@@ -144,6 +144,79 @@ TEST_CASE("openai: completions and chat completions generate with usage and logp
   CHECK(fb->status == 200);
 }
 
+TEST_CASE("openai: echo with logprobs scores the prompt (max_tokens 0), as lm-evaluation-harness "
+          "asks") {
+  temp_dir dir;
+  auto node = start_node(dir);
+  auto c = node->client();
+  c.set_read_timeout(60, 0);
+  const std::string prompt = "Debian is a free operating system for your computer";
+  json base = {{"model", "demo-15m"}, {"prompt", prompt}, {"temperature", 0}, {"logprobs", 2}};
+
+  json scored = base;
+  scored["echo"] = true;
+  scored["max_tokens"] = 0;
+  auto s = post(c, "/v1/completions", scored, 200);
+  const auto& ch = s["choices"][0];
+  CHECK(ch["text"] == prompt); // nothing generated, the prompt echoed
+  CHECK(ch["finish_reason"] == "length");
+  CHECK(s["usage"]["completion_tokens"] == 0);
+  const auto& lp = ch["logprobs"];
+  const size_t n = lp["tokens"].size();
+  CHECK(n + 1 == s["usage"]["prompt_tokens"].get<size_t>()); // all but the BOS
+  REQUIRE(lp["token_logprobs"].size() == n);
+  REQUIRE(lp["text_offset"].size() == n);
+  CHECK(lp["text_offset"][0] == 0);
+  std::string joined;
+  for (size_t i = 0; i < n; ++i) {
+    CAPTURE(i);
+    REQUIRE(lp["token_logprobs"][i].is_number()); // after the BOS every token has context
+    const double l = lp["token_logprobs"][i].get<double>();
+    CHECK(l <= 0.0);
+    CHECK(lp["top_logprobs"][i].size() == 2);
+    double best = -1e30;
+    for (auto& [tok, v] : lp["top_logprobs"][i].items())
+      best = std::max(best, v.get<double>());
+    CHECK(l <= best + 1e-6);
+    if (i > 0)
+      CHECK(lp["text_offset"][i].get<size_t>() >= lp["text_offset"][i - 1].get<size_t>());
+    joined += lp["tokens"][i].get<std::string>();
+  }
+  CHECK(joined == " " + prompt); // SentencePiece's space prefix on the first word
+
+  // Echo and generation together: the prompt's entries, then the greedy
+  // token with the logprob a plain request reports for it.
+  json plain = base;
+  plain["max_tokens"] = 1;
+  auto one = post(c, "/v1/completions", plain, 200);
+  json both = plain;
+  both["echo"] = true;
+  auto b = post(c, "/v1/completions", both, 200);
+  const auto& blp = b["choices"][0]["logprobs"];
+  REQUIRE(blp["tokens"].size() == n + 1);
+  CHECK(b["choices"][0]["text"] == prompt + one["choices"][0]["text"].get<std::string>());
+  const auto& olp = one["choices"][0]["logprobs"];
+  CHECK(blp["tokens"][n] == olp["tokens"][0]);
+  CHECK(blp["token_logprobs"][n].get<double>()
+        == doctest::Approx(olp["token_logprobs"][0].get<double>()).epsilon(1e-5));
+  CHECK(blp["text_offset"][n] == prompt.size());
+  for (size_t i = 0; i < n; ++i)
+    CHECK(blp["token_logprobs"][i].get<double>()
+          == doctest::Approx(lp["token_logprobs"][i].get<double>()).epsilon(1e-5));
+
+  // Streaming: the echo comes first, in one chunk with the prompt's logprobs.
+  json streamed = both;
+  streamed["stream"] = true;
+  auto r = c.Post("/v1/completions", streamed.dump(), "application/json");
+  REQUIRE(r);
+  REQUIRE(r->status == 200);
+  auto events = sse_data(r->body);
+  REQUIRE(events.size() >= 2);
+  auto first = json::parse(events[0]);
+  CHECK(first["choices"][0]["text"].get<std::string>().rfind(prompt, 0) == 0);
+  CHECK(first["choices"][0]["logprobs"]["tokens"].size() >= n);
+}
+
 TEST_CASE("openai: streaming sends SSE chunks, usage and [DONE]") {
   temp_dir dir;
   auto node = start_node(dir);
