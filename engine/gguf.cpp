@@ -669,6 +669,26 @@ void gguf_writer::set_i32s(std::string key, const std::vector<int32_t>& v) {
   ++n_kv_;
 }
 
+void gguf_writer::copy_kv(const gguf_kv& kv) {
+  put_string(kv_bytes_, kv.key);
+  put<uint32_t>(kv_bytes_, static_cast<uint32_t>(kv.type));
+  auto raw = [&](size_t n) { kv_bytes_.insert(kv_bytes_.end(), kv.data, kv.data + n); };
+  if (kv.type == gguf_type::string) {
+    put_string(kv_bytes_, kv.strings.empty() ? std::string_view() : kv.strings[0]);
+  } else if (kv.is_array()) {
+    put<uint32_t>(kv_bytes_, static_cast<uint32_t>(kv.elem_type));
+    put<uint64_t>(kv_bytes_, kv.count);
+    if (kv.elem_type == gguf_type::string)
+      for (auto s : kv.strings)
+        put_string(kv_bytes_, s);
+    else
+      raw(kv.count * scalar_size(kv.elem_type));
+  } else {
+    raw(scalar_size(kv.type));
+  }
+  ++n_kv_;
+}
+
 core::result<bool> gguf_writer::add_tensor(std::string name, std::vector<uint64_t> ne,
                                            uint32_t type, std::vector<std::byte> data) {
   auto info = ggml_type_info(type);

@@ -177,6 +177,9 @@ public:
   void set_strings(std::string key, const std::vector<std::string>& v);
   void set_f32s(std::string key, const std::vector<float>& v);
   void set_i32s(std::string key, const std::vector<int32_t>& v);
+  /// Copies a pair read from another file (any type), e.g. to rewrite a
+  /// model's tensors with its metadata unchanged.
+  void copy_kv(const gguf_kv& kv);
 
   /// Adds a tensor: `ne` in ggml order, `type` a ggml type id, `data` exactly
   /// ggml_nbytes bytes. Returns an error for an unknown type, a row length

@@ -365,3 +365,72 @@ TEST_CASE("random models carry llama.cpp's general.file_type (llama_ftype, not t
     CHECK(*ft == ftype);
   }
 }
+
+TEST_CASE("quantize_model: an F32 model quantized to Q8_0 or Q4_0 is the model written in that "
+          "type, metadata kept") {
+  auto f32 = tiny(0);
+  f32.rope_freqs = true; // a 1-D tensor besides the norms
+  const auto src = temp_path("quantize-src.gguf");
+  REQUIRE(write_random_model(f32, src));
+  auto in = gguf_file::open(src);
+  REQUIRE(in);
+  for (uint32_t type : {8u, 2u}) {
+    CAPTURE(type);
+    const auto out = temp_path("quantize-out.gguf");
+    auto rep = quantize_model(src, out, type);
+    REQUIRE_MESSAGE(rep, (rep ? "" : rep.err().message));
+    auto direct_spec = f32;
+    direct_spec.weight_type = type;
+    const auto direct_path = temp_path("quantize-direct.gguf");
+    REQUIRE(write_random_model(direct_spec, direct_path));
+    auto q = gguf_file::open(out);
+    auto direct = gguf_file::open(direct_path);
+    REQUIRE(q);
+    REQUIRE(direct);
+    // Tensor for tensor the bytes of writing the same weights in that type.
+    REQUIRE((*q)->tensors().size() == (*direct)->tensors().size());
+    uint32_t matrices = 0;
+    for (size_t i = 0; i < (*q)->tensors().size(); ++i) {
+      const auto& a = (*q)->tensors()[i];
+      const auto& b = (*direct)->tensors()[i];
+      CAPTURE(a.name);
+      CHECK(a.name == b.name);
+      CHECK(a.type == b.type);
+      CHECK(a.ne == b.ne);
+      REQUIRE(a.n_bytes == b.n_bytes);
+      CHECK(std::memcmp(a.data, b.data, a.n_bytes) == 0);
+      matrices += a.ne.size() == 2;
+    }
+    CHECK(rep->quantized == matrices);
+    CHECK(rep->kept == (*q)->tensors().size() - matrices);
+    CHECK(rep->bytes_out < rep->bytes_in);
+    // Every pair but the two the quantizer writes is copied unchanged.
+    CHECK((*q)->get_uint("general.file_type").value() == (type == 8 ? 7u : 2u));
+    CHECK((*q)->get_uint("general.quantization_version").value() == 2u);
+    for (const auto& kv : (*in)->metadata()) {
+      if (kv.key == "general.file_type")
+        continue;
+      CAPTURE(kv.key);
+      const gguf_kv* c = (*q)->find(kv.key);
+      REQUIRE(c);
+      CHECK(c->type == kv.type);
+      CHECK(c->count == kv.count);
+      CHECK(c->strings == kv.strings);
+    }
+    CHECK(model::load(out));
+  }
+  // A quantized input is refused (requantizing compounds the error), and so
+  // is a type the quantizer does not write; neither leaves a file behind.
+  const auto q8 = temp_path("quantize-q8.gguf");
+  REQUIRE(write_random_model(tiny(8), q8));
+  const auto none = temp_path("quantize-none.gguf");
+  std::filesystem::remove(none);
+  auto again = quantize_model(q8, none, 2);
+  REQUIRE_FALSE(again);
+  CHECK(again.err().message.find("already Q8_0") != std::string::npos);
+  auto k = quantize_model(src, none, 12);
+  REQUIRE_FALSE(k);
+  CHECK(k.err().context == "type");
+  CHECK_FALSE(quantize_model(temp_path("missing.gguf"), none, 8));
+  CHECK_FALSE(std::filesystem::exists(none));
+}

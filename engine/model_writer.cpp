@@ -305,4 +305,74 @@ core::result<bool> write_random_model(const random_model_spec& s, const std::str
   return w.write(path);
 }
 
+core::result<quantize_report> quantize_model(const std::string& in_path,
+                                             const std::string& out_path, uint32_t type) {
+  if (type != 0 && type != 1 && type != 2 && type != 8 && type != 30)
+    return core::error{errc::invalid_argument,
+                       "the target type must be f32, f16, bf16, q8_0 or q4_0", "type"};
+  auto file = gguf_file::open(in_path);
+  if (!file)
+    return std::move(file).err();
+  const gguf_file& f = **file;
+  gguf_writer w(f.alignment());
+  bool has_file_type = false;
+  for (const auto& kv : f.metadata()) {
+    if (kv.key == "general.alignment" || kv.key == "general.quantization_version")
+      continue; // the writer sets the first; the second is set below
+    if (kv.key == "general.file_type") {
+      w.set_u32("general.file_type", llama_file_type(type));
+      has_file_type = true;
+    } else {
+      w.copy_kv(kv);
+    }
+  }
+  if (!has_file_type)
+    w.set_u32("general.file_type", llama_file_type(type));
+  w.set_u32("general.quantization_version", 2);
+
+  quantize_report rep;
+  const auto target = ggml_type_info(type);
+  std::vector<float> x;
+  for (const auto& t : f.tensors()) {
+    rep.bytes_in += t.n_bytes;
+    const bool matrix = t.ne.size() == 2 && t.ne[0] % target->block_elems == 0;
+    std::vector<std::byte> bytes;
+    uint32_t out_type = t.type;
+    if (!matrix) {
+      bytes.assign(t.data, t.data + t.n_bytes);
+      ++rep.kept;
+    } else {
+      x.resize(t.n_elements);
+      if (t.type == 0) {
+        std::memcpy(x.data(), t.data, t.n_bytes);
+      } else if (t.type == 1 || t.type == 30) {
+        std::span<const uint16_t> src(reinterpret_cast<const uint16_t*>(t.data), t.n_elements);
+        (t.type == 1 ? kernels::convert_f16_to_f32 : kernels::convert_bf16_to_f32)(src, x);
+      } else {
+        auto info = ggml_type_info(t.type);
+        return core::error{errc::invalid_argument,
+                           in_path + ": tensor " + std::string(t.name) + " is already "
+                             + std::string(info ? info->name : "quantized")
+                             + "; quantize from an F32, F16 or BF16 file",
+                           "input"};
+      }
+      for (float v : x)
+        if (!std::isfinite(v))
+          return core::error{errc::corrupt_data,
+                             in_path + ": tensor " + std::string(t.name) + " holds NaN or Inf"};
+      bytes = encode(x, type);
+      out_type = type;
+      ++rep.quantized;
+    }
+    rep.bytes_out += bytes.size();
+    auto r = w.add_tensor(std::string(t.name), t.ne, out_type, std::move(bytes));
+    if (!r)
+      return std::move(r).err();
+  }
+  auto r = w.write(out_path);
+  if (!r)
+    return std::move(r).err();
+  return rep;
+}
+
 } // namespace shoal::engine

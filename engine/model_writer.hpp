@@ -62,6 +62,31 @@ std::optional<uint32_t> weight_type_from_name(std::string_view name);
 /// block size), inconsistent heads, an unwritable path.
 core::result<bool> write_random_model(const random_model_spec& spec, const std::string& path);
 
+/// What `quantize_model` did.
+struct quantize_report {
+  uint32_t quantized = 0; ///< matrices written in the new type
+  uint32_t kept = 0;      ///< tensors copied as they were (1-D, or rows the type cannot block)
+  uint64_t bytes_in = 0, bytes_out = 0; ///< tensor data, before and after
+};
+
+/// Rewrites a GGUF model with its matrices in another weight type, as
+/// llama.cpp's llama-quantize does for the types both implement (its
+/// llama_model_quantize with a "mostly <type>" ftype): every 2-D tensor
+/// (token_embd and output included) is converted to f32 and quantized with
+/// the kernels' quantizers (Q8_0 and Q4_0 byte-identical to ggml's
+/// reference); 1-D tensors (norms, biases, rope_freqs) and matrices whose
+/// rows are not a multiple of the type's block stay as they are. Metadata is
+/// copied in order; general.file_type becomes the new type and
+/// general.quantization_version 2 (GGML_QNT_VERSION) is added. Written
+/// atomically (out.tmp, then rename). Reads the input through the map, one
+/// tensor at a time (peak memory ≈ the output file plus one tensor in f32).
+/// @param type ggml type id: 8 Q8_0, 2 Q4_0, 1 F16, 30 BF16, 0 F32
+///        (weight_type_from_name; k-quants are refused: ours are not ggml's).
+/// Errors: unreadable input; a matrix already in a quantized type (quantize
+/// from F32/F16/BF16 only: requantizing compounds the error); another type.
+core::result<quantize_report> quantize_model(const std::string& in_path,
+                                             const std::string& out_path, uint32_t type);
+
 /// The synthetic vocabulary (pieces, scores, token types) for n tokens.
 struct synthetic_vocab {
   std::vector<std::string> tokens;

@@ -1,6 +1,7 @@
 // The `shoal` command: node, replay, key, kernels, config.
 #include "node/kernel_packs.hpp"
 #include "kernels/registry.hpp"
+#include "engine/model_writer.hpp"
 #include "node/config.hpp"
 #include "node/models.hpp"
 #include "node/node.hpp"
@@ -143,6 +144,14 @@ int main(int argc, char** argv) {
             "lines");
   std::vector<std::string> witness_files;
   witness_read->add_option("files", witness_files, "Archive segment files")->required();
+  auto* quantize = app.add_subcommand(
+    "quantize", "Write a model's matrices in another weight type (as llama-quantize): an F32, "
+                "F16 or BF16 GGUF in, the same model in q8_0, q4_0, f16, bf16 or f32 out");
+  std::string quantize_in, quantize_out, quantize_type = "q8_0";
+  quantize->add_option("input", quantize_in, "GGUF model (F32, F16 or BF16 weights)")->required();
+  quantize->add_option("output", quantize_out, "GGUF file to write")->required();
+  quantize->add_option("--type", quantize_type, "q8_0, q4_0, f16, bf16 or f32")
+    ->capture_default_str();
   auto* config = app.add_subcommand("config", "Print or check configuration");
   bool print_defaults = false;
   std::string check_path;
@@ -153,6 +162,22 @@ int main(int argc, char** argv) {
 
   if (witness_read->parsed())
     return shoal::node::witness_read(witness_files, std::cout, std::cerr);
+  if (quantize->parsed()) {
+    auto type = shoal::engine::weight_type_from_name(quantize_type);
+    if (!type) {
+      std::fprintf(stderr, "shoal: --type: unknown weight type %s\n", quantize_type.c_str());
+      return 2;
+    }
+    auto rep = shoal::engine::quantize_model(quantize_in, quantize_out, *type);
+    if (!rep) {
+      std::fprintf(stderr, "shoal: quantize: %s\n", rep.err().message.c_str());
+      return 1;
+    }
+    std::printf("%s: %u matrices in %s, %u tensors kept; %.2f MB -> %.2f MB\n",
+                quantize_out.c_str(), rep->quantized, quantize_type.c_str(), rep->kept,
+                rep->bytes_in / 1e6, rep->bytes_out / 1e6);
+    return 0;
+  }
   if (sign->parsed()) {
     auto id = shoal::crypto::identity::load_or_create(sign_key);
     if (!id) {

@@ -19,10 +19,12 @@ perplexity (from the tier's done.json).
 
 With --manifest, the file's entry in that JSON manifest (models/manifest.json)
 is added or replaced: file name, sha256, type, parameters, tokens seen,
-validation perplexity and training time.
+validation perplexity and training time. With --existing, GGUF is not
+written but only recorded in the manifest (e.g. the Q8_0 file `shoal
+quantize` made from the F16 one; --type names its type).
 
-Usage: ops/train/export.py CORPUS_DIR OUT_DIR TIER GGUF [--type f32|f16]
-                           [--manifest PATH]
+Usage: ops/train/export.py CORPUS_DIR OUT_DIR TIER GGUF [--type f32|f16|q8_0]
+                           [--manifest PATH] [--existing]
 Errors: a tier that has not finished training (no done.json) stops with a
 message naming it.
 """
@@ -49,7 +51,7 @@ ALIGN = 32
 U32, I32, F32, BOOL, STRING, ARRAY, U64 = 4, 5, 6, 7, 8, 9, 10
 # ggml tensor types and llama file types.
 GGML_F32, GGML_F16 = 0, 1
-FILE_TYPE = {"f32": 0, "f16": 1}
+FILE_TYPE = {"f32": 0, "f16": 1, "q8_0": 7}  # llama_ftype; q8_0 only with --existing
 
 
 def gguf_string(s: str) -> bytes:
@@ -116,8 +118,9 @@ def update_manifest(path: str, gguf: str, kind: str, done: dict):
     entry = {"file": os.path.basename(gguf), "sha256": h.hexdigest(), "type": kind,
              "tier": done["tier"], "non_embedding_parameters": done["non_embedding_parameters"],
              "parameters": done["parameters"], "tokens_seen": done["tokens_seen"],
-             "validation_perplexity": round(done["validation_perplexity"], 3),
              "training_seconds": done["training_seconds"]}
+    if kind in ("f32", "f16"):  # PyTorch's figure; quantized files are measured by bench/
+        entry["validation_perplexity"] = round(done["validation_perplexity"], 3)
     entries = [e for e in entries if e["file"] != entry["file"]] + [entry]
     entries.sort(key=lambda e: (e["parameters"], e["file"]))
     tmp = path + ".tmp"
@@ -136,6 +139,8 @@ def main() -> int:
     ap.add_argument("gguf")
     ap.add_argument("--type", choices=sorted(FILE_TYPE), default="f16")
     ap.add_argument("--manifest", default=None)
+    ap.add_argument("--existing", action="store_true",
+                    help="only record GGUF (written by another tool) in --manifest")
     ap.add_argument("--config", default=os.path.join(os.path.dirname(__file__), "tiers.toml"))
     args = ap.parse_args()
     with open(args.config, "rb") as f:
@@ -148,6 +153,16 @@ def main() -> int:
         return 2
     with open(done_path) as f:
         done = json.load(f)
+    if args.existing:
+        if not args.manifest or not os.path.exists(args.gguf):
+            print("export: --existing needs --manifest and an existing GGUF", file=sys.stderr)
+            return 2
+        update_manifest(args.manifest, args.gguf, args.type, done)
+        return 0
+    if args.type not in ("f32", "f16"):
+        print(f"export: writes f32 or f16; make {args.type} with `shoal quantize`",
+              file=sys.stderr)
+        return 2
     sp = spm.SentencePieceProcessor(model_file=os.path.join(args.corpus_dir, "tokenizer.model"))
     ctx = cfg["train"]["context"]
     mc = model_config(vocab=sp.get_piece_size(), dim=tier["dim"], layers=tier["layers"],
