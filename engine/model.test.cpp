@@ -432,5 +432,15 @@ TEST_CASE("quantize_model: an F32 model quantized to Q8_0 or Q4_0 is the model w
   REQUIRE_FALSE(k);
   CHECK(k.err().context == "type");
   CHECK_FALSE(quantize_model(temp_path("missing.gguf"), none, 8));
+  CHECK(quantize_model(src, none, 8, 12).err().context == "output_type");
+  // output.weight in its own type (llama-quantize's --output-tensor-type).
+  const auto mixed = temp_path("quantize-mixed.gguf");
+  REQUIRE(quantize_model(src, mixed, 8, 1));
+  auto mf = gguf_file::open(mixed);
+  REQUIRE(mf);
+  CHECK((*mf)->tensor("output.weight")->type == 1u);
+  CHECK((*mf)->tensor("blk.0.attn_q.weight")->type == 8u);
+  CHECK((*mf)->tensor("token_embd.weight")->type == 8u);
+  CHECK(model::load(mixed));
   CHECK_FALSE(std::filesystem::exists(none));
 }

@@ -306,10 +306,15 @@ core::result<bool> write_random_model(const random_model_spec& s, const std::str
 }
 
 core::result<quantize_report> quantize_model(const std::string& in_path,
-                                             const std::string& out_path, uint32_t type) {
-  if (type != 0 && type != 1 && type != 2 && type != 8 && type != 30)
+                                             const std::string& out_path, uint32_t type,
+                                             std::optional<uint32_t> output_type) {
+  auto writable = [](uint32_t t) { return t == 0 || t == 1 || t == 2 || t == 8 || t == 30; };
+  if (!writable(type))
     return core::error{errc::invalid_argument,
                        "the target type must be f32, f16, bf16, q8_0 or q4_0", "type"};
+  if (output_type && !writable(*output_type))
+    return core::error{errc::invalid_argument,
+                       "the output type must be f32, f16, bf16, q8_0 or q4_0", "output_type"};
   auto file = gguf_file::open(in_path);
   if (!file)
     return std::move(file).err();
@@ -331,11 +336,11 @@ core::result<quantize_report> quantize_model(const std::string& in_path,
   w.set_u32("general.quantization_version", 2);
 
   quantize_report rep;
-  const auto target = ggml_type_info(type);
   std::vector<float> x;
   for (const auto& t : f.tensors()) {
     rep.bytes_in += t.n_bytes;
-    const bool matrix = t.ne.size() == 2 && t.ne[0] % target->block_elems == 0;
+    const uint32_t want = output_type && t.name == "output.weight" ? *output_type : type;
+    const bool matrix = t.ne.size() == 2 && t.ne[0] % ggml_type_info(want)->block_elems == 0;
     std::vector<std::byte> bytes;
     uint32_t out_type = t.type;
     if (!matrix) {
@@ -360,8 +365,8 @@ core::result<quantize_report> quantize_model(const std::string& in_path,
         if (!std::isfinite(v))
           return core::error{errc::corrupt_data,
                              in_path + ": tensor " + std::string(t.name) + " holds NaN or Inf"};
-      bytes = encode(x, type);
-      out_type = type;
+      bytes = encode(x, want);
+      out_type = want;
       ++rep.quantized;
     }
     rep.bytes_out += bytes.size();

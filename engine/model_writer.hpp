@@ -84,8 +84,13 @@ struct quantize_report {
 ///        (weight_type_from_name; k-quants are refused: ours are not ggml's).
 /// Errors: unreadable input; a matrix already in a quantized type (quantize
 /// from F32/F16/BF16 only: requantizing compounds the error); another type.
+/// @param output_type the type of output.weight (the logits' projection),
+///        when it should differ (llama-quantize's --output-tensor-type), e.g.
+///        F16 for small vocabularies where the logits' precision decides
+///        near-ties; nullopt: `type`.
 core::result<quantize_report> quantize_model(const std::string& in_path,
-                                             const std::string& out_path, uint32_t type);
+                                             const std::string& out_path, uint32_t type,
+                                             std::optional<uint32_t> output_type = std::nullopt);
 
 /// The synthetic vocabulary (pieces, scores, token types) for n tokens.
 struct synthetic_vocab {

@@ -152,6 +152,10 @@ int main(int argc, char** argv) {
   quantize->add_option("output", quantize_out, "GGUF file to write")->required();
   quantize->add_option("--type", quantize_type, "q8_0, q4_0, f16, bf16 or f32")
     ->capture_default_str();
+  std::string quantize_output_type;
+  quantize->add_option("--output-type", quantize_output_type,
+                       "Type of output.weight when it should differ (as llama-quantize's "
+                       "--output-tensor-type)");
   auto* config = app.add_subcommand("config", "Print or check configuration");
   bool print_defaults = false;
   std::string check_path;
@@ -168,12 +172,21 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "shoal: --type: unknown weight type %s\n", quantize_type.c_str());
       return 2;
     }
-    auto rep = shoal::engine::quantize_model(quantize_in, quantize_out, *type);
+    std::optional<uint32_t> output_type;
+    if (!quantize_output_type.empty()) {
+      output_type = shoal::engine::weight_type_from_name(quantize_output_type);
+      if (!output_type) {
+        std::fprintf(stderr, "shoal: --output-type: unknown weight type %s\n",
+                     quantize_output_type.c_str());
+        return 2;
+      }
+    }
+    auto rep = shoal::engine::quantize_model(quantize_in, quantize_out, *type, output_type);
     if (!rep) {
       std::fprintf(stderr, "shoal: quantize: %s\n", rep.err().message.c_str());
       return 1;
     }
-    std::printf("%s: %u matrices in %s, %u tensors kept; %.2f MB -> %.2f MB\n",
+    std::printf("%s: %u matrices quantized (%s), %u tensors kept; %.2f MB -> %.2f MB\n",
                 quantize_out.c_str(), rep->quantized, quantize_type.c_str(), rep->kept,
                 rep->bytes_in / 1e6, rep->bytes_out / 1e6);
     return 0;

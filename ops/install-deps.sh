@@ -2,7 +2,8 @@
 # Installs every Debian package that Shoal's build, tests and benchmarks need.
 # Idempotent: when everything is already installed it prints nothing and exits 0.
 # Usage: ops/install-deps.sh [--train]  (as root, or with sudo available)
-#   --train  also what training the tier models needs (ops/train-tiers.sh):
+#   --train  also what training the tier models (ops/train-tiers.sh) and
+#            checking them (tests/models/reference.py) need:
 #            Debian's PyTorch (CPU), SentencePiece and OpenBLAS. Without
 #            libopenblas0-pthread, PyTorch 1.13 runs on the generic reference
 #            BLAS, 2.5-7x slower (installing it switches the libblas.so.3

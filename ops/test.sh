@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ops/check-layering.sh --quiet  # the module graph of DESIGN.md, before the long build
-ops/install-deps.sh
+ops/install-deps.sh --train  # with PyTorch and SentencePiece: tests/models/reference.py
 ops/install-peer.sh
 ops/install-npm.sh
 ops/build.sh build

@@ -8,11 +8,15 @@
 #   5. export                each finished tier into models/ for serving:
 #        models/<tier>.f16.gguf   ops/train/export.py (F16 matrices, F32 norms)
 #        models/<tier>.q8_0.gguf  `shoal quantize` from the F16 file (ggml's
-#                                 Q8_0 blocks, byte-identical to its reference)
+#                                 Q8_0 blocks, byte-identical to its reference;
+#                                 output.weight stays F16: with 4K-token
+#                                 vocabularies the logits' rounding decides
+#                                 near-ties, and it costs < 1.3 MB)
 #      both recorded in models/manifest.json (sha256, parameters, tokens
 #      seen, validation perplexity, training time); a tier whose training
-#      finished after its GGUF was written is exported again. Builds Shoal
-#      (ops/build.sh) if the binary is missing.
+#      finished after its GGUF was written is exported again. The validation
+#      and evaluation splits go with them (models/{valid,eval}.jsonl). Builds
+#      Shoal (ops/build.sh) if the binary is missing.
 # Every step is skipped when its output exists, and training resumes from
 # its last checkpoint, so the script can be stopped at any moment and run
 # again (e.g. under nohup across sessions). Progress: one line per
@@ -62,6 +66,12 @@ if [[ $export_only == 0 ]]; then
 fi
 
 [[ -x build/node/shoal ]] || ops/build.sh
+# The validation and evaluation splits the tiers are tuned and judged on go
+# with them (the split is by package name, so no machine's training split
+# overlaps them).
+for split in valid eval; do
+  [[ -s models/$split.jsonl ]] || cp "$corpus/$split.jsonl" "models/$split.jsonl"
+done
 for t in "${tiers[@]}"; do
   done_json=$out/$t/done.json
   if [[ ! -s $done_json ]]; then
@@ -73,7 +83,7 @@ for t in "${tiers[@]}"; do
     $py ops/train/export.py "$corpus" "$out" "$t" "$f16" --type f16 --manifest models/manifest.json
   fi
   if [[ ! -s $q8 || $f16 -nt $q8 ]]; then
-    build/node/shoal quantize "$f16" "$q8" --type q8_0
+    build/node/shoal quantize "$f16" "$q8" --type q8_0 --output-type f16
     $py ops/train/export.py "$corpus" "$out" "$t" "$q8" --type q8_0 --existing \
       --manifest models/manifest.json
   fi
