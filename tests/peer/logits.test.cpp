@@ -8,8 +8,10 @@
 /// their top-5 sets overlap.
 #include "engine/model.hpp"
 #include "engine/model_writer.hpp"
+#include "engine/tokenizer.hpp"
 
 #include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -172,4 +174,47 @@ TEST_CASE("peer: with an F16 KV cache on both sides logits still agree") {
   auto c = run(variant{"f32-kvf16", "f32", 2, false}, shoal::kernels::kv_type::f16);
   CHECK(c.argmax_agree >= 0.95);
   CHECK(c.max_abs <= 0.05 * c.max_logit);
+}
+
+TEST_CASE("peer: llama.cpp loads the trained tier models and agrees with Shoal on real text") {
+  const auto models = std::filesystem::path(SHOAL_SOURCE_DIR) / "models";
+  std::ifstream mf(models / "manifest.json");
+  REQUIRE(mf);
+  const auto manifest = nlohmann::json::parse(mf);
+  std::ifstream ev(models / "eval.jsonl");
+  std::string line;
+  REQUIRE(std::getline(ev, line));
+  const auto doc = nlohmann::json::parse(line); // the first evaluation document
+  const std::string text = "<|im_start|>user\n" + doc["prompt"].get<std::string>()
+                           + "<|im_end|>\n<|im_start|>assistant\n"
+                           + doc["reference"].get<std::string>() + "<|im_end|>";
+  size_t checked = 0;
+  for (const auto& e : manifest["models"]) {
+    const auto file = e["file"].get<std::string>();
+    const auto type = e["type"].get<std::string>();
+    CAPTURE(file);
+    const auto path = (models / file).string();
+    auto m = model::load(path);
+    REQUIRE_MESSAGE(m, (m ? "" : m.err().message));
+    auto tok = tokenizer::from_gguf((*m)->file());
+    REQUIRE(tok);
+    auto toks = tok->encode(text, true, true);
+    toks.resize(std::min<size_t>(toks.size(), 128));
+    const uint32_t V = (*m)->hparams().n_vocab;
+    auto ours = our_logits(path, toks, shoal::kernels::kv_type::f32);
+    auto peer = peer_logits(path, toks, V, "F32");
+    auto c = compare(ours, peer, V);
+    MESSAGE(file << ": max |Δlogit| " << c.max_abs << " (largest |logit| " << c.max_logit
+                 << "), argmax agreement " << c.argmax_agree * 100 << "%, top-5 overlap "
+                 << c.top5_overlap * 100 << "%");
+    if (type == "f16") {
+      CHECK(c.max_abs <= 1e-3 * c.max_logit);
+      CHECK(c.argmax_agree == 1.0);
+    } else {
+      CHECK(c.argmax_agree >= 0.95);
+      CHECK(c.top5_overlap >= 0.9);
+    }
+    ++checked;
+  }
+  CHECK(checked >= 2);
 }
