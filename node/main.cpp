@@ -33,7 +33,9 @@ int main(int argc, char** argv) {
                                               "evaluator feedback, print the learning curve");
   shoal::sim::replay_options ro;
   replay->add_option("--url", ro.url, "Node address")->capture_default_str();
-  replay->add_option("--prompts", ro.prompts, "JSONL file of {id, text, domain}")
+  replay
+    ->add_option("--prompts", ro.prompts,
+                 "JSONL file of {id, text, domain} (reference: {id, prompt, reference, domain})")
     ->capture_default_str();
   replay->add_option("--limit", ro.limit, "Requests to send (0 = every prompt once)")
     ->capture_default_str();
@@ -49,6 +51,25 @@ int main(int argc, char** argv) {
   replay->add_option("--curve-out", ro.curve_out, "Also write the curve as CSV here");
   replay->add_option("--by-domain", ro.by_domain,
                      "Print this many domains ranked by regret, with their tier shares");
+  replay->add_option("--requests-out", ro.requests_out,
+                     "Also write one CSV row per request (tier, quality, reward, oracle)");
+  replay
+    ->add_option("--evaluator", ro.evaluator,
+                 "simulated: the synthetic world (sim/evaluator.hpp); reference: the tiers' "
+                 "measured quality on the evaluation split (--prompts models/eval.jsonl)")
+    ->capture_default_str()
+    ->check(CLI::IsMember({"simulated", "reference"}));
+  replay->add_option("--table", ro.table, "Reference world: the quality table cache")
+    ->capture_default_str();
+  replay
+    ->add_option("--lambda", ro.lambda,
+                 "Reference world: cost per ms of a tier's mean answer time, quality units")
+    ->capture_default_str()
+    ->check(CLI::NonNegativeNumber);
+  replay
+    ->add_option("--order-seed", ro.order_seed,
+                 "Shuffle the prompts with this seed (0: file order)")
+    ->capture_default_str();
   replay->add_option("--eval-seed", ro.eval.seed, "Evaluator seed")->capture_default_str();
   replay
     ->add_option("--eval-difficulty-min", ro.eval.difficulty_min, "Lowest hidden domain difficulty")

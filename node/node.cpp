@@ -14,6 +14,7 @@
 #include "store/sealed.hpp"
 
 #include <caf/all.hpp>
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <csignal>
@@ -229,8 +230,7 @@ core::error node_runtime::impl::spawn_actors() {
   telemetry = actor_stop(handles.telemetry);
   auto index = actors::session_index::open(store.env, seal);
   if (!index)
-    return fail(errc::storage_failure,
-                "cannot load the session index: " + index.err().message);
+    return fail(errc::storage_failure, "cannot load the session index: " + index.err().message);
   sessions.index = *index;
   spdlog::info("sessions: {} loaded ({}), idle expiry after {} s", sessions.index->size(),
                sessions.index->persistent() ? "sealed in LMDB" : "memory only: no memory.seal_key",
@@ -293,6 +293,8 @@ core::error node_runtime::impl::spawn_engines() {
       t.tokenizer = et.tokenizer;
       t.n_ctx = et.scheduler.n_ctx;
       t.model_file = et.model->file().find("general.name") ? std::string(hp.name) : tc.model;
+      t.fingerprint = fmt::format("{:016x}", et.model->fingerprint());
+      t.weight_type = std::string(et.model->weight_type_name());
       t.chat = *engine::parse_chat_format(tc.chat_format);
       auto tmpl = et.model->file().find_string("tokenizer.chat_template");
       if (tmpl && *tmpl)

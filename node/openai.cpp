@@ -878,6 +878,8 @@ struct openai_api::impl {
                        {{"file", t.model_file},
                         {"n_ctx", t.n_ctx},
                         {"serving", static_cast<bool>(t.engine)},
+                        {"fingerprint", t.fingerprint},
+                        {"weight_type", t.weight_type},
                         {"chat_format", engine::to_string(t.chat)}}}});
     data.push_back(
       {{"id", "hashing"}, {"object", "model"}, {"created", now}, {"owned_by", "shoal"}});

@@ -50,6 +50,8 @@ struct api_tier {
   engine::chat_format chat = engine::chat_format::chatml;
   uint32_t n_ctx = 0;
   std::string model_file;
+  std::string fingerprint; ///< engine::model::fingerprint() in hex: the weights' identity
+  std::string weight_type; ///< e.g. "F16", "Q8_0"
 };
 
 class openai_api {

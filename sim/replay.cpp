@@ -1,5 +1,7 @@
 #include "sim/replay.hpp"
 
+#include "sim/quality_table.hpp"
+
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
@@ -11,6 +13,8 @@
 #include <map>
 #include <iostream>
 #include <mutex>
+#include <numeric>
+#include <random>
 #include <thread>
 
 namespace shoal::sim {
@@ -23,6 +27,86 @@ using clock_type = std::chrono::steady_clock;
 struct prompt {
   std::string text;
   std::string domain;
+  std::string id;
+};
+
+/// What judges the routed answers. Prompt indices are into the replay's prompts.
+class world {
+public:
+  virtual ~world() = default;
+  /// The quality fed back for tier t's answer to prompt i (may be a draw).
+  virtual double quality(size_t i, uint32_t t, double budget_ms, double temperature,
+                         double top_p) = 0;
+  /// The answer's length in tokens, sent with the feedback.
+  virtual uint32_t completion_tokens(size_t i, uint32_t t) = 0;
+  /// The expected reward (quality - cost) of tier t on prompt i.
+  virtual double expected_reward(size_t i, uint32_t t, double budget_ms, double temperature = -1,
+                                 double top_p = -1) const = 0;
+  /// The oracle's expected reward on prompt i.
+  virtual double oracle(size_t i, double budget_ms) const = 0;
+  virtual double cost(uint32_t t) const = 0;
+};
+
+/// sim/evaluator.hpp's synthetic world: quality depends on the prompt's domain.
+class simulated_world final : public world {
+public:
+  simulated_world(const evaluator_config& cfg, const std::vector<tier_profile>& tiers,
+                  const std::vector<prompt>& prompts)
+    : eval_(cfg, tiers), tiers_(tiers), prompts_(prompts) {}
+  double quality(size_t i, uint32_t t, double b, double temp, double top_p) override {
+    std::lock_guard guard(mutex_); // the evaluator's RNG is shared by the workers
+    return eval_.draw_quality(prompts_[i].domain, t, b, temp, top_p);
+  }
+  uint32_t completion_tokens(size_t i, uint32_t) override {
+    std::lock_guard guard(mutex_);
+    return eval_.draw_completion_tokens(prompts_[i].domain);
+  }
+  double expected_reward(size_t i, uint32_t t, double b, double temp, double top_p) const override {
+    return eval_.expected_reward(prompts_[i].domain, t, b, temp, top_p);
+  }
+  double oracle(size_t i, double b) const override {
+    return eval_.oracle(prompts_[i].domain, b).first;
+  }
+  double cost(uint32_t t) const override { return tiers_[t].cost; }
+
+private:
+  evaluator eval_;
+  std::vector<tier_profile> tiers_;
+  const std::vector<prompt>& prompts_;
+  std::mutex mutex_;
+};
+
+/// The reference world: the measured quality table (sim/quality_table.hpp).
+/// Sampling and budgets do not change the table's greedy measurements.
+class reference_world final : public world {
+public:
+  /// `row[i]`: prompt i's column in the table; costs: λ × mean ms per tier.
+  reference_world(const quality_table& table, std::vector<size_t> row, double lambda)
+    : table_(table), row_(std::move(row)) {
+    for (const auto& t : table_.tiers)
+      costs_.push_back(lambda * t.mean_ms());
+  }
+  double quality(size_t i, uint32_t t, double, double, double) override {
+    return table_.tiers[t].quality[row_[i]];
+  }
+  uint32_t completion_tokens(size_t i, uint32_t t) override {
+    return std::max<uint32_t>(1, table_.tiers[t].tokens[row_[i]]);
+  }
+  double expected_reward(size_t i, uint32_t t, double, double, double) const override {
+    return table_.tiers[t].quality[row_[i]] - costs_[t];
+  }
+  double oracle(size_t i, double) const override {
+    double best = -1e300;
+    for (uint32_t t = 0; t < table_.tiers.size(); ++t)
+      best = std::max(best, expected_reward(i, t, 0, -1, -1));
+    return best;
+  }
+  double cost(uint32_t t) const override { return costs_[t]; }
+
+private:
+  const quality_table& table_;
+  std::vector<size_t> row_;
+  std::vector<double> costs_;
 };
 
 struct outcome {
@@ -63,7 +147,8 @@ bool load_prompts(const replay_options& o, std::vector<prompt>& out) {
                   << ": skipped (need a JSON object with string text and domain)\n";
       continue;
     }
-    out.push_back({j["text"].get<std::string>(), j["domain"].get<std::string>()});
+    out.push_back({j["text"].get<std::string>(), j["domain"].get<std::string>(),
+                   j.value("id", std::to_string(lineno))});
   }
   if (skipped > 0)
     std::cerr << "replay: skipped " << skipped << " malformed lines\n";
@@ -82,9 +167,25 @@ int run_replay(const replay_options& o) {
               << ") must not exceed --budget-max-ms (" << o.budgets.max_ms << ")\n";
     return 1;
   }
-  std::vector<prompt> prompts;
-  if (!load_prompts(o, prompts))
+  if (o.evaluator != "simulated" && o.evaluator != "reference") {
+    std::cerr << "replay: --evaluator must be simulated or reference, not " << o.evaluator << "\n";
     return 1;
+  }
+  const bool reference = o.evaluator == "reference";
+  std::vector<prompt> prompts;
+  std::vector<eval_document> docs;
+  if (reference) {
+    auto d = load_eval_documents(o.prompts);
+    if (!d) {
+      std::cerr << "replay: " << d.err().message << "\n";
+      return 1;
+    }
+    docs = std::move(*d);
+    for (const auto& x : docs)
+      prompts.push_back({x.prompt, x.domain, x.id});
+  } else if (!load_prompts(o, prompts)) {
+    return 1;
+  }
   // Tiers (name, cost, size) come from the node itself, so the evaluator's
   // costs are the router's.
   httplib::Client probe(o.url);
@@ -107,10 +208,57 @@ int run_replay(const replay_options& o) {
     std::cerr << "replay: the node reports no tiers\n";
     return 1;
   }
+  std::unique_ptr<world> judge;
+  quality_table table;
+  if (reference) {
+    table_options to;
+    to.url = o.url;
+    to.path = o.table;
+    to.progress = [start = clock_type::now()](const std::string& tier, size_t done, size_t total) {
+      if (done % 20 != 0 && done != total)
+        return;
+      double s = std::chrono::duration<double>(clock_type::now() - start).count();
+      std::fprintf(stderr, "\rquality table: %s %zu/%zu (%.0f s)%s", tier.c_str(), done, total, s,
+                   done == total ? "\n" : "");
+    };
+    auto t = build_quality_table(docs, o.prompts, to);
+    if (!t) {
+      std::cerr << "replay: quality table: " << t.err().message << "\n";
+      return 1;
+    }
+    table = std::move(*t);
+    if (table.tiers.size() != tiers.size()) {
+      std::cerr << "replay: the node routes to " << tiers.size() << " tiers but serves "
+                << table.tiers.size() << "; the reference world needs every tier serving\n";
+      return 1;
+    }
+    std::vector<size_t> row(prompts.size());
+    std::iota(row.begin(), row.end(), 0); // the table's columns follow the documents
+    judge = std::make_unique<reference_world>(table, std::move(row), o.lambda);
+    std::printf("reference world: %s, %zu prompts, lambda %g per ms\n", o.table.c_str(),
+                prompts.size(), o.lambda);
+    std::printf("%-16s %9s %9s %9s %9s %8s\n", "tier", "quality", "rouge_l", "ms", "cost",
+                "node cost");
+    for (size_t t = 0; t < tiers.size(); ++t) {
+      const auto& x = table.tiers[t];
+      const double rl = std::accumulate(x.rouge_l.begin(), x.rouge_l.end(), 0.0) / x.rouge_l.size();
+      std::printf("%-16s %9.4f %9.4f %9.1f %9.4f %8.4f%s\n", x.name.c_str(), x.mean_quality(), rl,
+                  x.mean_ms(), judge->cost(static_cast<uint32_t>(t)), tiers[t].cost,
+                  std::abs(judge->cost(static_cast<uint32_t>(t)) - tiers[t].cost) > 1e-4
+                    ? "  (differs: the router optimises the node's cost)"
+                    : "");
+    }
+  } else {
+    judge = std::make_unique<simulated_world>(o.eval, tiers, prompts);
+  }
+  // Request order: file order, or a seeded shuffle (the same for every router).
+  std::vector<size_t> order(prompts.size());
+  std::iota(order.begin(), order.end(), 0);
+  if (o.order_seed != 0)
+    std::shuffle(order.begin(), order.end(), std::mt19937_64(o.order_seed));
+  auto prompt_of = [&](uint64_t i) { return order[(o.offset + i) % prompts.size()]; };
   uint64_t n = o.limit == 0 ? prompts.size() : o.limit;
   std::vector<outcome> results(n);
-  evaluator eval(o.eval, tiers);
-  std::mutex eval_mtx; // the evaluator's RNG is shared by the workers
   std::atomic<uint64_t> next{0}, failures{0};
   auto t_start = clock_type::now();
   auto worker = [&] {
@@ -123,7 +271,8 @@ int run_replay(const replay_options& o) {
         auto due = t_start + std::chrono::duration<double>(static_cast<double>(i) / o.rate);
         std::this_thread::sleep_until(due);
       }
-      const auto& p = prompts[(o.offset + i) % prompts.size()];
+      const size_t pi = prompt_of(i);
+      const auto& p = prompts[pi];
       const double budget_ms = latency_budget(o.budgets, o.eval.seed, o.offset + i);
       json req = {{"text", p.text}};
       if (budget_ms > 0)
@@ -145,15 +294,11 @@ int run_replay(const replay_options& o) {
       r.route_ms = std::chrono::duration<double, std::milli>(t1 - t0).count();
       // The answer is sampled as the router says (the default without a word from it).
       const double temperature = d.value("temperature", -1.0), top_p = d.value("top_p", -1.0);
-      uint32_t completion = 0;
-      {
-        std::lock_guard guard(eval_mtx);
-        r.quality = eval.draw_quality(p.domain, r.tier, budget_ms, temperature, top_p);
-        completion = eval.draw_completion_tokens(p.domain);
-      }
-      r.reward = r.quality - tiers[r.tier].cost;
-      r.expected = eval.expected_reward(p.domain, r.tier, budget_ms, temperature, top_p);
-      r.oracle = eval.oracle(p.domain, budget_ms).first;
+      r.quality = judge->quality(pi, r.tier, budget_ms, temperature, top_p);
+      const uint32_t completion = judge->completion_tokens(pi, r.tier);
+      r.reward = r.quality - judge->cost(r.tier);
+      r.expected = judge->expected_reward(pi, r.tier, budget_ms, temperature, top_p);
+      r.oracle = judge->oracle(pi, budget_ms);
       // Feedback with the answer's usage, as a client that saw it reports it.
       json fb = {
         {"request_id", d["request_id"]}, {"quality", r.quality}, {"completion_tokens", completion}};
@@ -185,10 +330,11 @@ int run_replay(const replay_options& o) {
       csv << ",share_" << t.name;
     csv << "\n";
   }
-  std::printf("replay: %llu requests from %s against %s (evaluator seed %llu), %.1f s, "
-              "%.0f requests/s\n",
+  std::printf("replay: %llu requests from %s against %s (%s evaluator, seed %llu, order seed "
+              "%llu), %.1f s, %.0f requests/s\n",
               static_cast<unsigned long long>(n), o.prompts.c_str(), o.url.c_str(),
-              static_cast<unsigned long long>(o.eval.seed), elapsed,
+              o.evaluator.c_str(), static_cast<unsigned long long>(o.eval.seed),
+              static_cast<unsigned long long>(o.order_seed), elapsed,
               static_cast<double>(n) / elapsed);
   if (o.budgets.share > 0)
     std::printf("latency budgets: %.0f%% of requests, log-uniform in [%g, %g] ms; latency "
@@ -235,6 +381,18 @@ int run_replay(const replay_options& o) {
       csv << "\n";
     }
   }
+  if (!o.requests_out.empty()) {
+    std::ofstream rq(o.requests_out);
+    rq << "request,id,domain,tier,quality,reward,expected,oracle\n";
+    for (uint64_t i = 0; i < n; ++i) {
+      if (!results[i].ok)
+        continue;
+      const auto& p = prompts[prompt_of(i)];
+      rq << i << ',' << p.id << ',' << p.domain << ',' << tiers[results[i].tier].name << ','
+         << results[i].quality << ',' << results[i].reward << ',' << results[i].expected << ','
+         << results[i].oracle << "\n";
+    }
+  }
   std::vector<double> lat;
   std::vector<uint64_t> use(tiers.size());
   for (auto& r : results)
@@ -251,10 +409,9 @@ int run_replay(const replay_options& o) {
     for (uint64_t i = 0; i < n; ++i) {
       if (!results[i].ok)
         continue;
-      const auto& p = prompts[(o.offset + i) % prompts.size()];
       const double budget_ms = latency_budget(o.budgets, o.eval.seed, o.offset + i);
       for (uint32_t t = 0; t < tiers.size(); ++t)
-        fixed[t] += eval.expected_reward(p.domain, t, budget_ms);
+        fixed[t] += judge->expected_reward(prompt_of(i), t, budget_ms);
       orc += results[i].oracle;
       ++cnt;
     }
@@ -270,25 +427,31 @@ int run_replay(const replay_options& o) {
       uint64_t n = 0;
       double regret = 0;
       std::vector<uint64_t> use;
+      std::vector<double> fixed; ///< expected reward of each fixed tier here
     };
     std::map<std::string, dom> doms;
     for (uint64_t i = 0; i < n; ++i) {
       if (!results[i].ok)
         continue;
-      auto& d = doms[prompts[(o.offset + i) % prompts.size()].domain];
+      auto& d = doms[prompts[prompt_of(i)].domain];
       d.use.resize(tiers.size());
+      d.fixed.resize(tiers.size());
       ++d.n;
       d.regret += results[i].oracle - results[i].expected;
       ++d.use[results[i].tier];
+      for (uint32_t t = 0; t < tiers.size(); ++t)
+        d.fixed[t] += judge->expected_reward(prompt_of(i), t, 0);
     }
     std::vector<std::pair<std::string, dom>> ranked(doms.begin(), doms.end());
     std::sort(ranked.begin(), ranked.end(),
               [](auto& a, auto& b) { return a.second.regret > b.second.regret; });
-    std::printf("%-14s %6s %7s %6s %s\n", "domain", "n", "regret", "oracle", "tier shares");
+    std::printf("%-14s %6s %7s %6s %s\n", "domain", "n", "regret", "best", "tier shares");
     for (size_t r = 0; r < std::min<size_t>(o.by_domain, ranked.size()); ++r) {
       auto& [name, d] = ranked[r];
+      // The best fixed tier of the domain (in hindsight, over this run's requests).
+      const auto best = std::max_element(d.fixed.begin(), d.fixed.end()) - d.fixed.begin();
       std::printf("%-14s %6llu %7.4f %6s", name.c_str(), static_cast<unsigned long long>(d.n),
-                  d.regret / d.n, tiers[eval.oracle(name).second].name.c_str());
+                  d.regret / d.n, tiers[static_cast<size_t>(best)].name.c_str());
       for (auto u : d.use)
         std::printf(" %5.1f%%", 100.0 * u / d.n);
       std::printf("\n");

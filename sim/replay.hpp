@@ -3,6 +3,17 @@
 /// against a running node, sends the evaluator's feedback for every routed
 /// request, and prints a learning curve (mean reward and regret per window
 /// against the oracle), tier usage and latency percentiles.
+///
+/// Two worlds judge the answers (`replay_options::evaluator`):
+///   - "simulated": sim/evaluator.hpp's documented synthetic world (quality
+///     from hidden per-domain difficulty, Beta noise);
+///   - "reference": what the node's real tier models do on the evaluation
+///     split (sim/quality_table.hpp): feedback is the tier's measured
+///     quality on that very prompt, a tier's cost is λ × its mean ms per
+///     answer, and the oracle is per prompt. The prompts are the table's
+///     documents (models/eval.jsonl: {id, prompt, reference, domain}); the
+///     node's tier costs should be the same λ × ms (the replay prints both
+///     and warns when they differ).
 
 #include "sim/evaluator.hpp"
 
@@ -20,8 +31,20 @@ struct replay_options {
   uint32_t concurrency = 1;                  ///< parallel connections
   uint64_t window = 1000;                    ///< requests per learning-curve row
   std::string curve_out;                     ///< if set, the curve is also written here as CSV
-  uint32_t by_domain = 0;                    ///< if > 0, print this many domains ranked by regret
+  /// If set, one CSV row per request: request, prompt id, domain, tier,
+  /// quality, reward, expected, oracle (for bench/ to compute AIQ, APGR...).
+  std::string requests_out;
+  uint32_t by_domain = 0; ///< if > 0, print this many domains ranked by regret
   evaluator_config eval;
+  /// "simulated" or "reference".
+  std::string evaluator = "simulated";
+  /// Reference world: the quality table cache (built through the node when
+  /// missing or stale, with a progress bar).
+  std::string table = "data/quality-table.json";
+  /// Reference world: λ, quality units per ms of a tier's mean answer time.
+  double lambda = 0;
+  /// Request order: 0 = file order; else a seeded shuffle of the prompts.
+  uint64_t order_seed = 0;
   /// Latency budgets sent with the requests (latency_budget_ms) and judged
   /// by the evaluator's latency model (eval.largest_ms_per_token).
   latency_budgets budgets;

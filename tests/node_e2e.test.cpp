@@ -1,6 +1,7 @@
 // End-to-end tests of the real `shoal` binary: HTTP API, bad input, restart,
 // signals, configuration errors and replay. Label: integration.
 #include "node_process.hpp"
+#include "sim/quality_table.hpp"
 
 #include "learn/router_v2.hpp"
 #include "proto/records.hpp"
@@ -486,6 +487,81 @@ TEST_CASE("shoal replay prints a learning curve and the node learns from its fee
   CHECK(rb.exit_code != 0);
   CHECK(rb.output.find("bad.jsonl") != std::string::npos);
   CHECK(node2->stop(SIGINT) == 0);
+}
+
+TEST_CASE("shoal replay --evaluator reference measures the trained tiers through the API, "
+          "caches the table and feeds back the measured quality") {
+  temp_dir dir;
+  // Two trained tiers (models/) and the first 12 evaluation documents.
+  const std::string src = SHOAL_SOURCE_DIR;
+  auto config = dir.path() / "node.toml";
+  {
+    std::ofstream out(config);
+    for (const char* t : {"shoal-deb-xs", "shoal-deb-s"})
+      out << "[[tiers]]\nname = \"" << t << "\"\nmodel = \"" << src << "/models/" << t
+          << ".q8_0.gguf\"\nn_ctx = 256\n\n";
+  }
+  auto docs = dir.path() / "eval.jsonl";
+  {
+    std::ifstream in(src + "/models/eval.jsonl");
+    std::ofstream out(docs);
+    std::string line;
+    for (int i = 0; i < 12 && std::getline(in, line); ++i)
+      out << line << "\n";
+  }
+  auto node = must_start(dir.path() / "data", {"--config", config.string()});
+  auto table = dir.path() / "table.json";
+  auto requests = dir.path() / "requests.csv";
+  std::vector<std::string> args = {
+    "replay",    "--url",       node->url(), "--evaluator",    "reference",
+    "--prompts", docs.string(), "--table",   table.string(),   "--lambda",
+    "0.001",     "--window",    "6",         "--requests-out", requests.string()};
+  auto r = run_shoal(args);
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.output.find("quality table: shoal-deb-s 12/12") != std::string::npos);
+  auto tab = shoal::sim::load_quality_table(table.string());
+  REQUIRE(tab);
+  REQUIRE(tab->tiers.size() == 2);
+  for (const auto& t : tab->tiers) {
+    CAPTURE(t.name);
+    for (size_t i = 0; i < 12; ++i) {
+      CHECK(t.quality[i] > 0.0);
+      CHECK(t.quality[i] <= 1.0);
+      CHECK(t.scored[i] > 0);
+      CHECK(t.ms[i] > 0.0);
+      CHECK(t.rouge_l[i] >= 0.0);
+    }
+    CHECK_FALSE(t.fingerprint.empty());
+  }
+  // The feedback each request sent is the routed tier's quality on that prompt.
+  std::ifstream rq(requests);
+  std::string line;
+  std::getline(rq, line);
+  int rows = 0;
+  while (std::getline(rq, line)) {
+    std::stringstream ss(line);
+    std::string request, id, domain, tier, quality;
+    std::getline(ss, request, ',');
+    std::getline(ss, id, ',');
+    std::getline(ss, domain, ',');
+    std::getline(ss, tier, ',');
+    std::getline(ss, quality, ',');
+    const size_t i = std::stoul(request);
+    const auto& t = tab->tiers[tier == "shoal-deb-xs" ? 0 : 1];
+    CHECK(tab->ids[i] == id);
+    CHECK(std::stod(quality) == doctest::Approx(t.quality[i]).epsilon(1e-5));
+    ++rows;
+  }
+  CHECK(rows == 12);
+  auto c = node->client();
+  CHECK(must_get(c, "/v1/stats")["feedback"] == 12);
+  // A second replay takes the table from the cache (no progress lines).
+  auto again = run_shoal(args);
+  INFO(again.output);
+  REQUIRE(again.exit_code == 0);
+  CHECK(again.output.find("quality table:") == std::string::npos);
+  CHECK(node->stop(SIGINT) == 0);
 }
 
 TEST_CASE("shoal learn shows the loops, a triggered background run trains router v2, a restart "
