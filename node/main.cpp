@@ -165,6 +165,16 @@ int main(int argc, char** argv) {
             "lines");
   std::vector<std::string> witness_files;
   witness_read->add_option("files", witness_files, "Archive segment files")->required();
+  auto* qtable = app.add_subcommand(
+    "quality-table", "Measure every tier a node serves on evaluation documents (the reference "
+                     "world of `replay --evaluator reference`): quality, ROUGE-L, ms per answer");
+  std::string qt_url = "http://127.0.0.1:8080", qt_docs = "models/eval.jsonl",
+              qt_table = "data/quality-table.json";
+  qtable->add_option("--url", qt_url, "Node address")->capture_default_str();
+  qtable->add_option("--prompts", qt_docs, "JSONL of {id, prompt, reference, domain}")
+    ->capture_default_str();
+  qtable->add_option("--table", qt_table, "The table (reused when its models match)")
+    ->capture_default_str();
   auto* quantize = app.add_subcommand(
     "quantize", "Write a model's matrices in another weight type (as llama-quantize): an F32, "
                 "F16 or BF16 GGUF in, the same model in q8_0, q4_0, f16, bf16 or f32 out");
@@ -187,6 +197,8 @@ int main(int argc, char** argv) {
 
   if (witness_read->parsed())
     return shoal::node::witness_read(witness_files, std::cout, std::cerr);
+  if (qtable->parsed())
+    return shoal::sim::run_quality_table(qt_url, qt_docs, qt_table);
   if (quantize->parsed()) {
     auto type = shoal::engine::weight_type_from_name(quantize_type);
     if (!type) {

@@ -159,7 +159,54 @@ bool load_prompts(const replay_options& o, std::vector<prompt>& out) {
   return true;
 }
 
+/// Builds the table with a progress line on stderr.
+core::result<quality_table> table_with_progress(const std::vector<eval_document>& docs,
+                                                const std::string& source, const std::string& url,
+                                                const std::string& path) {
+  table_options to;
+  to.url = url;
+  to.path = path;
+  to.progress = [start = clock_type::now()](const std::string& tier, size_t done, size_t total) {
+    if (done % 20 != 0 && done != total)
+      return;
+    double s = std::chrono::duration<double>(clock_type::now() - start).count();
+    std::fprintf(stderr, "\rquality table: %s %zu/%zu (%.0f s)%s", tier.c_str(), done, total, s,
+                 done == total ? "\n" : "");
+  };
+  return build_quality_table(docs, source, to);
+}
+
+double mean_rouge_l(const quality_table::tier& x) {
+  return x.rouge_l.empty() ? 0
+                           : std::accumulate(x.rouge_l.begin(), x.rouge_l.end(), 0.0)
+                               / static_cast<double>(x.rouge_l.size());
+}
+
 } // namespace
+
+int run_quality_table(const std::string& url, const std::string& docs_path,
+                      const std::string& path) {
+  auto docs = load_eval_documents(docs_path);
+  if (!docs) {
+    std::cerr << "quality-table: " << docs.err().message << "\n";
+    return 1;
+  }
+  auto t = table_with_progress(*docs, docs_path, url, path);
+  if (!t) {
+    std::cerr << "quality-table: " << t.err().message << "\n";
+    return 1;
+  }
+  std::printf("%s: %zu documents from %s\n", path.c_str(), t->ids.size(), docs_path.c_str());
+  std::printf("%-16s %9s %9s %9s %9s\n", "tier", "quality", "rouge_l", "ms", "tokens");
+  for (const auto& x : t->tiers) {
+    double tokens = 0;
+    for (auto n : x.tokens)
+      tokens += n;
+    std::printf("%-16s %9.4f %9.4f %9.1f %9.1f\n", x.name.c_str(), x.mean_quality(),
+                mean_rouge_l(x), x.mean_ms(), tokens / static_cast<double>(x.tokens.size()));
+  }
+  return 0;
+}
 
 int run_replay(const replay_options& o) {
   if (o.budgets.share > 0 && !(o.budgets.min_ms <= o.budgets.max_ms)) {
@@ -211,17 +258,7 @@ int run_replay(const replay_options& o) {
   std::unique_ptr<world> judge;
   quality_table table;
   if (reference) {
-    table_options to;
-    to.url = o.url;
-    to.path = o.table;
-    to.progress = [start = clock_type::now()](const std::string& tier, size_t done, size_t total) {
-      if (done % 20 != 0 && done != total)
-        return;
-      double s = std::chrono::duration<double>(clock_type::now() - start).count();
-      std::fprintf(stderr, "\rquality table: %s %zu/%zu (%.0f s)%s", tier.c_str(), done, total, s,
-                   done == total ? "\n" : "");
-    };
-    auto t = build_quality_table(docs, o.prompts, to);
+    auto t = table_with_progress(docs, o.prompts, o.url, o.table);
     if (!t) {
       std::cerr << "replay: quality table: " << t.err().message << "\n";
       return 1;
@@ -241,7 +278,7 @@ int run_replay(const replay_options& o) {
                 "node cost");
     for (size_t t = 0; t < tiers.size(); ++t) {
       const auto& x = table.tiers[t];
-      const double rl = std::accumulate(x.rouge_l.begin(), x.rouge_l.end(), 0.0) / x.rouge_l.size();
+      const double rl = mean_rouge_l(x);
       std::printf("%-16s %9.4f %9.4f %9.1f %9.4f %8.4f%s\n", x.name.c_str(), x.mean_quality(), rl,
                   x.mean_ms(), judge->cost(static_cast<uint32_t>(t)), tiers[t].cost,
                   std::abs(judge->cost(static_cast<uint32_t>(t)) - tiers[t].cost) > 1e-4

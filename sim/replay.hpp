@@ -54,6 +54,12 @@ struct replay_options {
 /// printing the report to stdout and errors to stderr.
 int run_replay(const replay_options& opts);
 
+/// `shoal quality-table`: builds (or reuses) the reference world's table
+/// for the documents at `docs` through the node at `url`, with a progress
+/// line, and prints one row per tier (quality, ROUGE-L, ms and tokens per
+/// answer). Returns the process exit code.
+int run_quality_table(const std::string& url, const std::string& docs, const std::string& table);
+
 /// `shoal learn status` (loop empty) and `shoal learn trigger <loop>`
 /// against the node at `url`: prints the node's /v1/learn/status JSON, or
 /// the error it answered. Returns the process exit code.
