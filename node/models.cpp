@@ -16,7 +16,51 @@ std::filesystem::path model_cache_dir() {
   return std::filesystem::path(home && *home ? home : "/tmp") / ".cache" / "shoal" / "models";
 }
 
+std::vector<std::filesystem::path> trained_model_dirs() {
+  std::vector<std::filesystem::path> dirs;
+  if (const char* d = std::getenv("SHOAL_MODELS_DIR"); d && *d)
+    dirs.emplace_back(d);
+  std::error_code ec;
+  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const auto bin = exe.parent_path();
+    dirs.push_back(bin.parent_path().parent_path() / "models");       // build/node/shoal
+    dirs.push_back(bin.parent_path() / "share" / "shoal" / "models"); // <prefix>/bin/shoal
+  }
+  dirs.emplace_back("models");
+  return dirs;
+}
+
+namespace {
+
+core::result<std::filesystem::path> resolve_trained(const std::string& spec) {
+  auto rest = spec.substr(6);
+  auto colon = rest.find(':');
+  const std::string name = rest.substr(0, colon);
+  const std::string type = colon == std::string::npos ? "q8_0" : rest.substr(colon + 1);
+  if (name.empty() || name.find('/') != std::string::npos || type.empty()
+      || type.find('/') != std::string::npos)
+    return core::error{errc::invalid_argument,
+                       "model \"" + spec + "\": expected shoal:<name>[:<type>]", spec};
+  const std::string file = name + "." + type + ".gguf";
+  std::string tried;
+  for (const auto& d : trained_model_dirs()) {
+    std::error_code ec;
+    if (std::filesystem::is_regular_file(d / file, ec))
+      return d / file;
+    tried += (tried.empty() ? "" : ", ") + d.string();
+  }
+  return core::error{errc::not_found,
+                     "model \"" + spec + "\": " + file + " is in none of " + tried
+                       + " (set SHOAL_MODELS_DIR to the models/ directory)",
+                     spec};
+}
+
+} // namespace
+
 core::result<std::filesystem::path> resolve_model(const std::string& spec) {
+  if (spec.rfind("shoal:", 0) == 0)
+    return resolve_trained(spec);
   if (spec.rfind("demo:", 0) != 0)
     return std::filesystem::path(spec);
   auto rest = spec.substr(5);

@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <variant>
+#include <vector>
 
 namespace shoal::node {
 
@@ -18,11 +19,21 @@ namespace shoal::node {
 /// $XDG_CACHE_HOME/shoal/models, else ~/.cache/shoal/models.
 std::filesystem::path model_cache_dir();
 
-/// The GGUF path of a tier's `model` setting: a file path as given, or for
+/// Where "shoal:" models are looked for, in order: $SHOAL_MODELS_DIR; the
+/// source tree's models/ above the running binary (build/node/shoal →
+/// models/); <prefix>/share/shoal/models for an installed binary
+/// (<prefix>/bin/shoal); ./models.
+std::vector<std::filesystem::path> trained_model_dirs();
+
+/// The GGUF path of a tier's `model` setting: a file path as given; for
 /// "demo:<shape>:<type>" the cached file (written first if absent; the
-/// weights are seeded, so every node writes the same bytes). Errors:
-/// invalid_argument (an unknown shape or type; context: the spec),
-/// storage_failure (an unwritable cache; context: the directory or file).
+/// weights are seeded, so every node writes the same bytes); for
+/// "shoal:<name>[:<type>]" the trained model <name>.<type>.gguf (type
+/// default q8_0; e.g. shoal:shoal-deb-s:f16) found in trained_model_dirs().
+/// Errors: invalid_argument (an unknown shape or type; context: the spec),
+/// not_found (a "shoal:" model in none of the directories, which the
+/// message lists), storage_failure (an unwritable cache; context: the
+/// directory or file).
 core::result<std::filesystem::path> resolve_model(const std::string& spec);
 
 /// Loads a tier: model, tokenizer, scheduler limits, its KV cache's paging
