@@ -18,12 +18,15 @@ trap stop_all EXIT
 
 # start_node NAME [ARGS...]: starts `$shoal node` named $1
 # with its data in $dir/$1, a free port (written to $dir/$1.port), warnings
-# only in $dir/$1.log, and any further arguments (e.g. --set key=value).
+# only in $dir/$1.log, configs/demo.toml unless a --config is among the
+# further arguments (e.g. --set key=value).
 # Sets node_url and node_pid and appends the pid to the caller's pids array
 # (not in a subshell, so that stop_all knows every pid).
 start_node() {
   local n=$1
   shift
+  # The random-weight demo tiers unless the caller brings a config.
+  [[ " $* " == *" --config "* ]] || set -- --config configs/demo.toml "$@"
   "$shoal" node --set node.name="$n" --set http.port=0 --set "http.port_file=$dir/$n.port" \
     --set "store.data_dir=$dir/$n" --set node.log_level=warn "$@" >"$dir/$n.log" 2>&1 &
   node_pid=$!

@@ -1,5 +1,7 @@
 #include "node_process.hpp"
 
+#include <algorithm>
+
 #include <csignal>
 #include <cstdlib>
 #include <arpa/inet.h>
@@ -138,6 +140,11 @@ std::unique_ptr<node_process> node_process::start(const fs::path& data_dir,
                                 "store.data_dir=" + data_dir.string(),
                                 "--set",
                                 "node.log_level=warn"};
+  // The random-weight demo tiers unless the caller brings a config.
+  if (std::find(extra_args.begin(), extra_args.end(), "--config") == extra_args.end()) {
+    args.push_back("--config");
+    args.push_back(SHOAL_SOURCE_DIR "/configs/demo.toml");
+  }
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   p->pid_ = spawn(SHOAL_BINARY, args, {}, p->log_path_);
   auto deadline = std::chrono::steady_clock::now() + 20s;

@@ -48,8 +48,9 @@ run_result run_shoal(const std::vector<std::string>& args, const std::vector<std
                      std::chrono::seconds timeout = std::chrono::seconds(60));
 
 /// A running `shoal node`. start() passes `--set http.port=0`, a port file and
-/// `store.data_dir=<data_dir>` plus the caller's extra arguments, and waits
-/// until the node listens.
+/// `store.data_dir=<data_dir>`, `--config configs/demo.toml` (the demo tiers)
+/// unless the caller passes a --config, plus the caller's extra arguments,
+/// and waits until the node listens.
 class node_process {
 public:
   ~node_process();
