@@ -74,9 +74,14 @@ else
   echo
   build/bench/shoal_sona_learning --requests 6000 --seeds 7 --ms-per-token 150 --budget-share 0.9
   echo
+  build/bench/shoal_sona_learning --requests 6000 --seeds 7 --ms-per-token 150 --budget-share 0.9 \
+    --shift-by length
+  echo
   build/bench/shoal_sona_learning --requests 6000 --seeds 7 --sampling-sensitivity 0.1
   echo
   bench/sona_node.sh
+  echo
+  bench/sona_node.sh --sampling-sensitivity 0.1 --seeds 3 --requests 8000
   echo
   build/bench/shoal_consolidation_bench
 fi
