@@ -15,11 +15,21 @@
 # Usage: bench/federation_learning.sh [--build DIR] [--prompts FILE]
 #          [--learned N] [--limit N] [--window N] [--eval-seed S] [--repeats N]
 #          [--world "REPLAY ARGS"]
+#          [--reference TABLES --lambda L]
 #   --world  further `shoal replay` options for every replay, e.g. the
 #            evaluator's latency model: "--eval-ms-per-token 50 --budget-share 0.5"
+#   --reference TABLES  the reference world instead of the simulated one
+#            (issue 20): every node serves the trained tiers of models/ with
+#            costs λ × ms (--lambda; the tables' validation times); a and b
+#            learn from the validation split (models/valid.jsonl, --learned
+#            ignored), joiners and isolated nodes replay the evaluation split
+#            (models/eval.jsonl, --limit ignored) with feedback from the
+#            quality tables TABLES/valid.json and TABLES/eval.json
+#            (bench/routers.sh writes them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=build prompts=prompts.jsonl learned=20000 limit=10000 window=250 seed=42 repeats=5 world=
+reference="" lambda=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --build) build=$2; shift 2 ;;
@@ -30,10 +40,24 @@ while [[ $# -gt 0 ]]; do
     --eval-seed) seed=$2; shift 2 ;;
     --repeats) repeats=$2; shift 2 ;;
     --world) world=$2; shift 2 ;;
+    --reference) reference=$2; shift 2 ;;
+    --lambda) lambda=$2; shift 2 ;;
     *) echo "federation_learning.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
 source bench/node.sh
+# What a and b learn from and what the fresh nodes are tested on: the same
+# file at different offsets (simulated world), or the two splits (reference).
+learn=(--prompts "$prompts") test=(--prompts "$prompts" --offset "$learned") config=()
+if [[ -n $reference ]]; then
+  learn=(--evaluator reference --prompts models/valid.jsonl --table "$reference/valid.json"
+         --lambda "$lambda")
+  test=(--evaluator reference --prompts models/eval.jsonl --table "$reference/eval.json"
+        --lambda "$lambda")
+  learned=$(wc -l <models/valid.jsonl) limit=$(wc -l <models/eval.jsonl)
+  bench/reference_tiers.py "$reference/valid.json" "$lambda" >"$dir/tiers.toml"
+  config=(--config "$dir/tiers.toml")
+fi
 
 source bench/nats.sh
 start_nats "$dir/nats"
@@ -54,7 +78,7 @@ start_fed_node() { # name, federated (0/1), trust list
     args=(--set federation.enabled=true --set "federation.urls=$nats_url"
           --set "federation.trusted=$trusted" --set federation.stream_max_bytes=1073741824)
   fi
-  start_node "$n" "${args[@]}"
+  start_node "$n" "${config[@]}" "${args[@]}"
 }
 
 stat() { # url, python expression over d (the /v1/stats JSON)
@@ -74,10 +98,10 @@ start_fed_node a 1 "$cluster_trust"; a=$node_url
 start_fed_node b 1 "$cluster_trust"; b=$node_url
 half=$((learned / 2))
 t0=$(date +%s.%N)
-"$shoal" replay --url "$a" --prompts "$prompts" --limit "$half" --window "$half" \
+"$shoal" replay --url "$a" "${learn[@]}" --limit "$half" --window "$half" \
   --eval-seed "$seed" $world >"$dir/a.replay" &
 ra=$!
-"$shoal" replay --url "$b" --prompts "$prompts" --offset "$half" --limit "$half" \
+"$shoal" replay --url "$b" "${learn[@]}" --offset "$half" --limit "$half" \
   --window "$half" --eval-seed "$seed" $world >"$dir/b.replay" &
 rb=$!
 wait $ra $rb
@@ -99,7 +123,7 @@ for r in $(seq 1 "$repeats"); do
   for n in joiner isolated; do
     url=$joiner
     [[ $n == isolated ]] && url=$isolated
-    "$shoal" replay --url "$url" --prompts "$prompts" --offset "$learned" --limit "$limit" \
+    "$shoal" replay --url "$url" "${test[@]}" --limit "$limit" \
       --window "$window" --eval-seed "$seed" --curve-out "$dir/$n$r.csv" $world >"$dir/$n$r.replay"
   done
   kill -INT "$joiner_pid" "$isolated_pid"

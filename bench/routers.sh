@@ -51,30 +51,8 @@ for split in valid eval; do
     >"$dir/$split.jsonl"
 done
 
-# A config serving the trained tiers with the given costs (tier name=cost ...).
-tier_config() {
-  /usr/bin/python3 - "$@" <<'EOF'
-import json, sys
-costs = dict(a.split("=") for a in sys.argv[1:])
-models = [m for m in json.load(open("models/manifest.json"))["models"] if m["type"] == "q8_0"]
-for m in sorted(models, key=lambda m: m["parameters"]):
-    print(f'[[tiers]]\nname = "{m["tier"]}"\ncost = {float(costs.get(m["tier"], 0)):.6f}\n'
-          f'params_m = {m["parameters"] / 1e6:.3f}\nmodel = "models/{m["file"]}"\n'
-          f'n_ctx = 256\nthreads = 1\nmax_sequences = 8\n')
-EOF
-}
-# Tier name=λ×ms pairs from a table.
-tier_costs() {
-  /usr/bin/python3 - "$1" "$2" <<'EOF'
-import json, sys
-t = json.load(open(sys.argv[1]))
-for x in t["tiers"]:
-    print(f'{x["name"]}={float(sys.argv[2]) * sum(x["ms"]) / len(x["ms"])}')
-EOF
-}
-
 # 1. The tables.
-tier_config >"$dir/tables.toml"
+bench/reference_tiers.py >"$dir/tables.toml"
 start_node tables --config "$dir/tables.toml"
 for split in valid eval; do
   "$shoal" quality-table --url "$node_url" --prompts "$dir/$split.jsonl" \
@@ -86,8 +64,7 @@ kill -INT "$node_pid"; wait "$node_pid" || true
 for seed in $(seq 1 "$seeds"); do
   for lambda in $lambdas; do
     # Costs from the validation split's times (known before any evaluation run).
-    mapfile -t costs < <(tier_costs "$tables/valid.json" "$lambda")
-    tier_config "${costs[@]}" >"$dir/run.toml"
+    bench/reference_tiers.py "$tables/valid.json" "$lambda" >"$dir/run.toml"
     for router in $routers; do
       v2=true
       [[ $router == v1 ]] && v2=false

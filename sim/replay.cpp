@@ -1,6 +1,7 @@
 #include "sim/replay.hpp"
 
 #include "sim/quality_table.hpp"
+#include "sim/router_metrics.hpp"
 
 #include <httplib.h>
 #include <nlohmann/json.hpp>
@@ -457,6 +458,33 @@ int run_replay(const replay_options& o) {
       std::printf(" %s %.1f%%", tiers[t].name.c_str(), 100 * fixed[t] / orc);
     std::printf("\n");
     (void)cnt;
+  }
+  if (reference) {
+    // The router's point next to the Zero router (the best mix of fixed
+    // tiers, RouterBench) at the same mean answer time.
+    double ms = 0, q = 0;
+    uint64_t cnt = 0;
+    for (uint64_t i = 0; i < n; ++i)
+      if (results[i].ok) {
+        ms += table.tiers[results[i].tier].mean_ms();
+        q += results[i].quality;
+        ++cnt;
+      }
+    std::vector<qc_point> fixed;
+    for (const auto& t : table.tiers) {
+      double tq = 0;
+      for (uint64_t i = 0; i < n; ++i)
+        if (results[i].ok)
+          tq += t.quality[prompt_of(i)];
+      fixed.push_back({t.mean_ms(), cnt ? tq / cnt : 0});
+    }
+    if (cnt > 0) {
+      ms /= cnt;
+      q /= cnt;
+      std::printf("quality at matched cost: router %.4f at %.1f ms per answer; Zero router (best "
+                  "mix of fixed tiers) %.4f at the same cost\n",
+                  q, ms, hull_quality(upper_hull(fixed), ms));
+    }
   }
   if (o.by_domain > 0) {
     // Where the regret comes from: domains ranked by total regret.
