@@ -81,7 +81,7 @@ else
   echo
   bench/sona_node.sh
   echo
-  bench/sona_node.sh --sampling-sensitivity 0.1 --seeds 3 --requests 8000
+  bench/sona_node.sh --ms-per-token 0 --sampling-sensitivity 0.1 --seeds 3 --requests 8000
   echo
   build/bench/shoal_consolidation_bench
 fi
