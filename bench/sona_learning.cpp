@@ -195,7 +195,7 @@ void assign_budgets(std::vector<prompt>& ps, const options& o) {
     ps[i].budget_ms = sim::latency_budget(o.budgets, 42, i);
 }
 
-enum class kind { v1, v2, v2_no_ewc };
+enum class kind { v1, v2, v2_no_ewc, v1_fixed_sampling, v1_skip_overrun };
 
 const char* name(kind k) {
   switch (k) {
@@ -205,15 +205,33 @@ const char* name(kind k) {
       return "router v2 (EWC++)";
     case kind::v2_no_ewc:
       return "router v2 (no EWC++)";
+    case kind::v1_fixed_sampling:
+      return "router v1 + best fixed sampling";
+    case kind::v1_skip_overrun:
+      return "router v1 + skip overrunning tiers";
   }
   return "?";
 }
 
+/// What the two simple-rule baselines know (router v1 plus a rule an
+/// operator could write without learning anything).
+struct rule_facts {
+  /// v1_fixed_sampling: the one (temperature, top-p) of the grid that is
+  /// best over all requests, chosen with hindsight.
+  double temperature = -1, top_p = -1;
+  /// v1_skip_overrun: each tier's decode time per token, ms, and a typical
+  /// answer length, tokens: a tier whose typical answer would overrun the
+  /// request's budget is skipped.
+  std::vector<double> ms_per_token;
+  double typical_tokens = 0;
+};
+
 /// One routing system on its own pattern bank.
 class learner {
 public:
-  learner(kind k, const options& o, uint64_t seed, std::vector<router::tier_config> tiers)
-    : kind_(k), opt_(o), model_(v2_config(o, seed, tiers.size())),
+  learner(kind k, const options& o, uint64_t seed, std::vector<router::tier_config> tiers,
+          rule_facts facts = {})
+    : kind_(k), opt_(o), facts_(std::move(facts)), model_(v2_config(o, seed, tiers.size())),
       trainer_(model_, trainer_config(k, o)) {
     router::router_config rc;
     rc.tiers = std::move(tiers);
@@ -242,8 +260,32 @@ public:
     choice c{r.tier, r.tier, false};
     float prob = static_cast<float>(std::max(r.confidence, 0.05));
     learn::router_v2_sampling smp;
-    const bool sampling = kind_ != kind::v1 && opt_.sampling_explore >= 0;
-    if (kind_ != kind::v1) {
+    const bool v2 = kind_ == kind::v2 || kind_ == kind::v2_no_ewc;
+    const bool sampling = v2 && opt_.sampling_explore >= 0;
+    if (kind_ == kind::v1_fixed_sampling) {
+      c.temperature = facts_.temperature;
+      c.top_p = facts_.top_p;
+    }
+    if (kind_ == kind::v1_skip_overrun && p.budget_ms > 0) {
+      // Skip the tiers whose typical answer overruns the budget: v1's choice
+      // if it fits, else the fitting tier v1 rates best, else the fastest.
+      auto fits = [&](uint32_t t) {
+        return facts_.ms_per_token[t] * facts_.typical_tokens <= p.budget_ms;
+      };
+      if (!fits(c.tier)) {
+        int best = -1;
+        for (uint32_t t = 0; t < costs_.size(); ++t)
+          if (fits(t)
+              && (best < 0 || r.mean_quality[t] - costs_[t] > r.mean_quality[best] - costs_[best]))
+            best = static_cast<int>(t);
+        if (best < 0)
+          best = static_cast<int>(
+            std::min_element(facts_.ms_per_token.begin(), facts_.ms_per_token.end())
+            - facts_.ms_per_token.begin());
+        c.tier = c.model_tier = static_cast<uint32_t>(best);
+      }
+    }
+    if (v2) {
       forward(p, r);
       auto v2 =
         learn::router_v2_choose(actors::v1_view(r), trace_, costs_, trained_, opt_.threshold, rng_);
@@ -259,7 +301,7 @@ public:
     const double q = ev.draw_quality(p.domain, c.tier, p.budget_ms, c.temperature, c.top_p);
     const uint32_t completion = ev.draw_completion_tokens(p.domain);
     (void)bank_->learn(r.pattern_id, c.tier, q, now_ms);
-    if (kind_ != kind::v1) {
+    if (v2) {
       learn::router_v2_trajectory t;
       t.temperature = sampling ? smp.temperature : learn::no_choice;
       t.top_p = sampling ? smp.top_p : learn::no_choice;
@@ -302,7 +344,7 @@ public:
   /// bank still assigns the prompt to a pattern).
   std::vector<double> estimate(const prompt& p, int64_t now_ms) {
     auto r = route(p, now_ms);
-    if (kind_ == kind::v1)
+    if (kind_ != kind::v2 && kind_ != kind::v2_no_ewc)
       return r.mean_quality;
     forward(p, r);
     return {trace_.q.begin(), trace_.q.end()};
@@ -356,6 +398,7 @@ private:
   }
   kind kind_;
   options opt_;
+  rule_facts facts_;
   std::unique_ptr<router::pattern_bank> bank_;
   std::vector<double> costs_;
   learn::router_v2_model model_;
@@ -458,15 +501,15 @@ cpt_row cpt(const std::vector<std::vector<double>>& est, const std::vector<std::
 }
 
 void learning_curves(const std::vector<prompt>& prompts, const options& o) {
-  const auto tiers = router::router_config{}.tiers;
+  const auto tiers = router::demo_tiers();
   std::vector<double> costs;
   for (const auto& t : tiers)
     costs.push_back(t.cost);
   const size_t n = std::min(o.requests, prompts.size() - o.heldout);
   const size_t windows = n / o.window;
   // [kind][seed] -> curve; [kind][seed] -> CPT
-  std::vector<std::vector<curve>> curves(3);
-  std::vector<std::vector<cpt_row>> cpts(4);
+  std::vector<std::vector<curve>> curves(5);   // [kind]: the three routers, then the rules
+  std::vector<std::vector<cpt_row>> cpts(6);   // [kind]; the oracle's at [5]
   std::vector<double> best_fixed;              // [seed]
   std::vector<std::vector<double>> fixed_last; // [seed] {best tier, oracle} reward, last window
   std::vector<double> best_bucket;             // [seed] share of the most frequent context bucket
@@ -481,7 +524,7 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
         m.push_back(ev.mean_quality(prompts[i].domain, t, prompts[i].budget_ms));
       mu.push_back(std::move(m));
     }
-    cpts[3].push_back(cpt(mu, mu, costs));
+    cpts[5].push_back(cpt(mu, mu, costs));
     {
       // The bar's height: the best single tier for every request, chosen
       // with hindsight, as a share of the oracle.
@@ -520,8 +563,38 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
       best_bucket.push_back(*std::max_element(buckets.begin(), buckets.end()) / total);
       oracle_bucket.push_back(knowing / total);
     }
-    for (kind k : all_kinds) {
-      learner l(k, o, 1000 + s, tiers);
+    // The simple-rule baselines' facts (with hindsight over these requests).
+    rule_facts facts;
+    {
+      sim::evaluator ev(ec, sim::profiles_of(tiers));
+      double best = -1;
+      for (double t : learn::sampling_temperatures)
+        for (double tp : learn::sampling_top_ps) {
+          double sum = 0;
+          for (size_t i = 0; i < windows * o.window; ++i)
+            sum += ev.sampling_factor(prompts[i].domain, t, tp);
+          if (sum > best) {
+            best = sum;
+            facts.temperature = t;
+            facts.top_p = tp;
+          }
+        }
+      double largest = 0;
+      for (const auto& t : tiers)
+        largest = std::max(largest, t.params_m);
+      for (const auto& t : tiers)
+        facts.ms_per_token.push_back(o.ms_per_token * t.params_m / largest);
+      for (size_t i = 0; i < windows * o.window; ++i)
+        facts.typical_tokens += ev.answer_tokens(prompts[i].domain);
+      facts.typical_tokens /= static_cast<double>(windows * o.window);
+    }
+    std::vector<kind> kinds(std::begin(all_kinds), std::end(all_kinds));
+    if (o.quality.sampling_sensitivity > 0)
+      kinds.push_back(kind::v1_fixed_sampling);
+    if (o.ms_per_token > 0)
+      kinds.push_back(kind::v1_skip_overrun);
+    for (kind k : kinds) {
+      learner l(k, o, 1000 + s, tiers, facts);
       sim::evaluator ev(ec, sim::profiles_of(tiers));
       curve c;
       c.reward.assign(windows, 0);
@@ -607,13 +680,23 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
               "reaches = first at or above, stays = never below from then on; pooled = on "
               "the curve summed over the %u seeds, per seed = median (each seed).\n\n",
               o.window, o.step, o.seeds);
+  std::vector<int> shown = {0, 1, 2};
+  for (int k : {3, 4})
+    if (!curves[k].empty())
+      shown.push_back(k);
+  if (shown.size() > 3)
+    std::printf("Simple rules beside the routers (router v1 choosing, plus a rule set with "
+                "hindsight, no learning of their own): best fixed sampling serves the one "
+                "(temperature, top-p) of the grid best over all these requests; skip "
+                "overrunning tiers drops, for a request with a budget, every tier whose decode "
+                "time per token times the mean answer length exceeds it.\n\n");
   std::printf("| router | reaches 95%%: pooled | per seed | stays: pooled | per seed | "
               "cumulative regret (median) | reward, last window | gain captured, last window "
               "|\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
   auto fmt = [](double x) {
     return std::isnan(x) || x >= 1e18 ? std::string("never") : std::to_string(int64_t(x));
   };
-  for (int k = 0; k < 3; ++k) {
+  for (int k : shown) {
     std::vector<double> reach, stay, regret, pr, po, gain;
     std::string per_reach, per_stay;
     for (size_t s = 0; s < curves[k].size(); ++s) {
@@ -640,7 +723,7 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
     }
     auto [pool_r, pool_s] = requests_to(pr, po, span, o.step, 0.95);
     std::printf("| %s | %s | %s (%s) | %s | %s (%s) | %.1f | %.1f%% | %.0f%% |\n",
-                name(all_kinds[k]), fmt(pool_r).c_str(), fmt(median(reach)).c_str(),
+                name(static_cast<kind>(k)), fmt(pool_r).c_str(), fmt(median(reach)).c_str(),
                 per_reach.c_str(), fmt(pool_s).c_str(), fmt(median(stay)).c_str(), per_stay.c_str(),
                 median(regret), pct(k, windows - 1), 100 * median(gain));
   }
@@ -648,24 +731,23 @@ void learning_curves(const std::vector<prompt>& prompts, const options& o) {
               "each call weighted cost_t / cost_largest, needed for PGR >= x; median over "
               "seeds)\n\n| router | CPT(50%%) | CPT(80%%) | CPT(95%%) |\n|---|---:|---:|---:|\n",
               n, o.heldout);
-  const char* names[] = {"router v1", "router v2 (EWC++)", "router v2 (no EWC++)",
-                         "oracle (true means)"};
-  for (int k = 0; k < 4; ++k) {
+  for (int k : {0, 1, 2, 5}) {
     std::vector<double> a, b, c;
     for (const auto& r : cpts[k]) {
       a.push_back(std::isnan(r.cpt50) ? 1.0 : r.cpt50);
       b.push_back(std::isnan(r.cpt80) ? 1.0 : r.cpt80);
       c.push_back(std::isnan(r.cpt95) ? 1.0 : r.cpt95);
     }
-    std::printf("| %s | %.1f%% | %.1f%% | %.1f%% |\n", names[k], 100 * median(a), 100 * median(b),
-                100 * median(c));
+    std::printf("| %s | %.1f%% | %.1f%% | %.1f%% |\n",
+                k == 5 ? "oracle (true means)" : name(static_cast<kind>(k)), 100 * median(a),
+                100 * median(b), 100 * median(c));
   }
 }
 
 // -- 3. domain shift -------------------------------------------------------------
 
 void domain_shift(const std::vector<prompt>& prompts, const options& o) {
-  const auto tiers = router::router_config{}.tiers;
+  const auto tiers = router::demo_tiers();
   std::vector<std::string> domains;
   for (const auto& p : prompts)
     if (std::find(domains.begin(), domains.end(), p.domain) == domains.end())

@@ -95,15 +95,21 @@ struct tier_config {
   std::string chat_format = "chatml"; ///< config tiers[i].chat_format
 };
 
+/// The four random-weight demo tiers of increasing size (configs/demo.toml:
+/// real latency differences, noise for text), for tests, speed benchmarks
+/// and the simulated worlds, whose tier abilities come from these sizes.
+inline std::vector<tier_config> demo_tiers() {
+  return {{"demo-tiny", 0.00, 0.1, "demo:tiny:q8_0"},
+          {"demo-15m", 0.05, 15, "demo:15M:q8_0"},
+          {"demo-110m", 0.10, 110, "demo:110M:q4_0"},
+          {"demo-260m", 0.20, 260, "demo:260M:q4_0"}};
+}
+
 /// Router configuration (config keys `router.*`, `index.*`, `[[tiers]]`,
 /// documented in node/config.cpp).
 struct router_config {
-  /// config `[[tiers]]`, cheapest first by convention: four random-weight
-  /// demo models of increasing size (real latency differences, noise for text).
-  std::vector<tier_config> tiers = {{"demo-tiny", 0.00, 0.1, "demo:tiny:q8_0"},
-                                    {"demo-15m", 0.05, 15, "demo:15M:q8_0"},
-                                    {"demo-110m", 0.10, 110, "demo:110M:q4_0"},
-                                    {"demo-260m", 0.20, 260, "demo:260M:q4_0"}};
+  /// config `[[tiers]]`, cheapest first by convention.
+  std::vector<tier_config> tiers = demo_tiers();
   uint32_t k = 32;                      ///< config router.k
   double new_pattern_threshold = 0.4;   ///< config router.new_pattern_threshold
   double similarity_power = 4;          ///< config router.similarity_power

@@ -10,6 +10,7 @@ namespace router = shoal::router;
 
 TEST_CASE("the evaluator is seeded, and bigger tiers do better on harder domains") {
   router::router_config rc;
+  rc.tiers = router::demo_tiers();
   evaluator a({}, profiles_of(rc.tiers)), b({}, profiles_of(rc.tiers));
   CHECK(a.difficulty("libs") == b.difficulty("libs"));
   CHECK(a.draw_quality("libs", 2) == b.draw_quality("libs", 2));
@@ -30,6 +31,7 @@ TEST_CASE("the evaluator is seeded, and bigger tiers do better on harder domains
 
 TEST_CASE("quality draws average to the model's mean quality") {
   router::router_config rc;
+  rc.tiers = router::demo_tiers();
   evaluator e({}, profiles_of(rc.tiers));
   double sum = 0;
   const int n = 20000;
@@ -62,6 +64,7 @@ TEST_CASE("latency budgets: the given share of requests, log-uniform in range, f
 
 TEST_CASE("a latency budget cuts the answers of tiers that overrun it") {
   router::router_config rc;
+  rc.tiers = router::demo_tiers();
   evaluator plain({}, profiles_of(rc.tiers));
   evaluator_config c;
   c.largest_ms_per_token = 20;
