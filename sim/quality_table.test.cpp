@@ -32,7 +32,7 @@ std::string temp_file(const std::string& name) {
 
 } // namespace
 
-TEST_CASE("quality table: saved and loaded unchanged; bad files name the problem") {
+TEST_CASE("quality table: saved and loaded unchanged, bad files name the problem") {
   quality_table t;
   t.source = "models/eval.jsonl";
   t.ids = {"gcc", "vim", "zstd"};
