@@ -128,11 +128,6 @@ core::result<answer> greedy(httplib::Client& cli, const std::string& tier, const
 }
 
 template <class T>
-json column(const std::vector<T>& v) {
-  return json(v);
-}
-
-template <class T>
 core::result<bool> read_column(const json& j, const char* key, size_t n, std::vector<T>& out,
                                const std::string& path) {
   if (!j.contains(key) || !j[key].is_array() || j[key].size() != n)
@@ -187,15 +182,22 @@ double rouge_l(std::string_view candidate, std::string_view reference) {
   return 2 * p * rec / (p + rec);
 }
 
-double quality_table::tier::mean_ms() const {
-  return ms.empty() ? 0
-                    : std::accumulate(ms.begin(), ms.end(), 0.0) / static_cast<double>(ms.size());
+namespace {
+
+double mean_of(const std::vector<double>& v) {
+  return v.empty() ? 0 : std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
 }
 
+} // namespace
+
+double quality_table::tier::mean_ms() const {
+  return mean_of(ms);
+}
 double quality_table::tier::mean_quality() const {
-  return quality.empty() ? 0
-                         : std::accumulate(quality.begin(), quality.end(), 0.0)
-                             / static_cast<double>(quality.size());
+  return mean_of(quality);
+}
+double quality_table::tier::mean_rouge_l() const {
+  return mean_of(rouge_l);
 }
 
 core::result<quality_table> build_quality_table(const std::vector<eval_document>& docs,
@@ -279,12 +281,12 @@ core::result<bool> save_quality_table(const quality_table& t, const std::string&
       continue; // not measured yet
     j["tiers"].push_back({{"name", x.name},
                           {"fingerprint", x.fingerprint},
-                          {"quality", column(x.quality)},
-                          {"scored", column(x.scored)},
-                          {"rouge_l", column(x.rouge_l)},
-                          {"ms", column(x.ms)},
-                          {"tokens", column(x.tokens)},
-                          {"answer", column(x.answer)}});
+                          {"quality", json(x.quality)},
+                          {"scored", json(x.scored)},
+                          {"rouge_l", json(x.rouge_l)},
+                          {"ms", json(x.ms)},
+                          {"tokens", json(x.tokens)},
+                          {"answer", json(x.answer)}});
   }
   const auto dir = std::filesystem::path(path).parent_path();
   std::error_code ec;

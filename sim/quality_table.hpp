@@ -66,6 +66,7 @@ struct quality_table {
     std::vector<std::string> answer; ///< [prompt] the greedy answer
     double mean_ms() const;
     double mean_quality() const;
+    double mean_rouge_l() const;
   };
   std::string source;           ///< the documents' file
   std::vector<std::string> ids; ///< [prompt] document ids, in file order

@@ -58,6 +58,7 @@ TEST_CASE("quality table: saved and loaded unchanged, bad files name the problem
   CHECK(back->tiers[0].answer == a.answer);
   CHECK(back->tiers[0].mean_ms() == doctest::Approx(20));
   CHECK(back->tiers[0].mean_quality() == doctest::Approx(0.2));
+  CHECK(back->tiers[0].mean_rouge_l() == doctest::Approx(0.25));
 
   std::ofstream(path) << R"({"format": "shoal quality table 1", "ids": ["a"], "domains": ["d"],)"
                       << R"( "tiers": [{"name": "t", "quality": [0.1, 0.2]}]})";

@@ -177,12 +177,6 @@ core::result<quality_table> table_with_progress(const std::vector<eval_document>
   return build_quality_table(docs, source, to);
 }
 
-double mean_rouge_l(const quality_table::tier& x) {
-  return x.rouge_l.empty() ? 0
-                           : std::accumulate(x.rouge_l.begin(), x.rouge_l.end(), 0.0)
-                               / static_cast<double>(x.rouge_l.size());
-}
-
 } // namespace
 
 int run_quality_table(const std::string& url, const std::string& docs_path,
@@ -204,7 +198,7 @@ int run_quality_table(const std::string& url, const std::string& docs_path,
     for (auto n : x.tokens)
       tokens += n;
     std::printf("%-16s %9.4f %9.4f %9.1f %9.1f\n", x.name.c_str(), x.mean_quality(),
-                mean_rouge_l(x), x.mean_ms(), tokens / static_cast<double>(x.tokens.size()));
+                x.mean_rouge_l(), x.mean_ms(), tokens / static_cast<double>(x.tokens.size()));
   }
   return 0;
 }
@@ -279,9 +273,9 @@ int run_replay(const replay_options& o) {
                 "node cost");
     for (size_t t = 0; t < tiers.size(); ++t) {
       const auto& x = table.tiers[t];
-      const double rl = mean_rouge_l(x);
-      std::printf("%-16s %9.4f %9.4f %9.1f %9.4f %8.4f%s\n", x.name.c_str(), x.mean_quality(), rl,
-                  x.mean_ms(), judge->cost(static_cast<uint32_t>(t)), tiers[t].cost,
+      std::printf("%-16s %9.4f %9.4f %9.1f %9.4f %8.4f%s\n", x.name.c_str(), x.mean_quality(),
+                  x.mean_rouge_l(), x.mean_ms(), judge->cost(static_cast<uint32_t>(t)),
+                  tiers[t].cost,
                   std::abs(judge->cost(static_cast<uint32_t>(t)) - tiers[t].cost) > 1e-4
                     ? "  (differs: the router optimises the node's cost)"
                     : "");
